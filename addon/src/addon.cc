@@ -1,0 +1,11 @@
+// Entry point of weft's native addon: each feature registers its functions here.
+#include <napi.h>
+
+#include "notify.h"
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  weft::InitNotify(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(weft_native, Init)

@@ -1,0 +1,33 @@
+import type { IPv4Net, IPv6Net } from '../lease/types';
+
+/** Backend section of the network config. `Type` is lower-cased; other keys are backend-specific. */
+export interface BackendConfig {
+  readonly type: string; // 'vxlan' | 'udp' | ...
+  /** The Backend object as written, for the backend to decode its own options. */
+  readonly raw: Readonly<Record<string, unknown>>;
+}
+
+/** Decoded vxlan backend options (flannel's names and defaults). */
+export interface VxlanBackendConfig {
+  readonly vni: number;          // VNI, default 1
+  readonly port: number;         // Port, 0 = kernel default 8472
+  readonly gbp: boolean;         // GBP
+  readonly learning: boolean;    // Learning, default false
+  readonly directRouting: boolean; // DirectRouting
+  readonly mtu: number | null;   // MTU, null = underlay MTU - 50
+}
+
+/** A validated `<prefix>/config` document, with flannel's defaults filled in. */
+export interface NetworkConfig {
+  readonly enableIPv4: boolean;
+  readonly enableIPv6: boolean;
+  readonly network: IPv4Net | null;     // null only when IPv4 is off
+  readonly subnetLen: number;
+  readonly subnetMin: number;           // network address of the first allocatable subnet (uint32)
+  readonly subnetMax: number;           // network address of the last allocatable subnet (uint32)
+  readonly ipv6Network: IPv6Net | null;
+  readonly ipv6SubnetLen: number;
+  readonly backend: BackendConfig;
+  /** The JSON text it was parsed from, as stored in etcd. */
+  readonly source: string;
+}

@@ -31,3 +31,29 @@ export interface NetworkConfig {
   /** The JSON text it was parsed from, as stored in etcd. */
   readonly source: string;
 }
+
+/** weftd's options: flanneld's flags (compat §8) plus weft's own. Durations in seconds. */
+export interface DaemonOptions {
+  readonly etcdEndpoints: readonly string[];   // --etcd-endpoints, comma-separated
+  readonly etcdPrefix: string;                 // --etcd-prefix, default /coreos.com/network
+  readonly etcdKeyfile: string | null;
+  readonly etcdCertfile: string | null;
+  readonly etcdCafile: string | null;
+  readonly etcdUsername: string | null;
+  readonly etcdPassword: string | null;
+  readonly iface: readonly string[];           // --iface, name or IP, repeatable
+  readonly ifaceRegex: readonly string[];      // --iface-regex, repeatable
+  readonly ifaceCanReach: string | null;
+  readonly publicIp: string | null;
+  readonly publicIpv6: string | null;
+  readonly subnetFile: string;                 // default /run/flannel/subnet.env
+  readonly subnetLeaseRenewMarginMinutes: number; // 1..1439, default 60
+  readonly subnetLeaseTtlSeconds: number;      // --subnet-lease-ttl, default 24h (weft)
+  readonly ipMasq: boolean;
+  readonly iptablesResyncSeconds: number;      // default 5
+  readonly iptablesForwardRules: boolean;      // default true
+  readonly healthzIp: string;                  // default 0.0.0.0
+  readonly healthzPort: number;                // 0 = off
+  readonly vxlanFallback: 'auto' | 'force' | 'off'; // weft: user-space VXLAN fallback
+  readonly resyncIntervalSeconds: number;      // weft: periodic full reconcile, default 10
+}

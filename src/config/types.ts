@@ -27,9 +27,27 @@ export interface NetworkConfig {
   readonly subnetMax: number;           // network address of the last allocatable subnet (uint32)
   readonly ipv6Network: IPv6Net | null;
   readonly ipv6SubnetLen: number;
+  /** First/last allocatable IPv6 subnet (canonical text); null/absent when IPv6 is off. */
+  readonly ipv6SubnetMin?: string | null;
+  readonly ipv6SubnetMax?: string | null;
   readonly backend: BackendConfig;
   /** The JSON text it was parsed from, as stored in etcd. */
   readonly source: string;
+}
+
+/**
+ * The `--etcd-*` flags shared by weftd and the weft CLI (a structural subset of DaemonOptions).
+ * `etcdPrefix` is cleaned like Go's path.Join does, without a trailing slash, so that
+ * `${etcdPrefix}/config` is the key flanneld reads for the same flag value.
+ */
+export interface EtcdClientOptions {
+  readonly etcdEndpoints: readonly string[];
+  readonly etcdPrefix: string;
+  readonly etcdKeyfile: string | null;
+  readonly etcdCertfile: string | null;
+  readonly etcdCafile: string | null;
+  readonly etcdUsername: string | null;
+  readonly etcdPassword: string | null;
 }
 
 /** weftd's options: flanneld's flags (compat §8) plus weft's own. Durations in seconds. */

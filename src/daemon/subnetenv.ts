@@ -1,0 +1,164 @@
+/**
+ * The subnet file (`--subnet-file`, default /run/flannel/subnet.env) that Docker's
+ * mk-docker-opts.sh, the flannel CNI plugin and systemd units read (compat §6). The format is
+ * flannel's byte for byte; the order of lines is that of flannel's WriteSubnetFile (IPv4 lines,
+ * IPv6 lines, MTU, IPMASQ).
+ *
+ * Reading is tolerant, like the godotenv parser flannel uses: blank lines, `#` comments,
+ * `export NAME=...`, single or double quotes. Anything else is reported with its line number.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { WeftError } from '../errors';
+
+export interface SubnetEnv {
+  /** The whole overlay network, e.g. "10.5.0.0/16". */
+  readonly network: string;
+  /** This host's subnet written as its first host address: "10.5.72.1/24", not "10.5.72.0/24". */
+  readonly subnet: string;
+  readonly mtu: number;
+  readonly ipMasq: boolean;
+  /** Both or neither: "fc00::/48" and this host's first address, e.g. "fc00:0:0:34::1/64". */
+  readonly ipv6Network?: string | null;
+  readonly ipv6Subnet?: string | null;
+}
+
+const FILE_MODE = 0o644;
+const DIR_MODE = 0o755;
+
+function checkValue(name: string, value: string): string {
+  if (value === '' || /[\s"'#\\]/.test(value)) {
+    throw new WeftError('INTERNAL', `format subnet file: ${name} value ${JSON.stringify(value)} is empty or contains characters a shell would misread`);
+  }
+  return value;
+}
+
+/** The file's text, exactly as flanneld writes it, newline-terminated. */
+export function formatSubnetEnv(env: SubnetEnv): string {
+  if (!Number.isInteger(env.mtu) || env.mtu <= 0) {
+    throw new WeftError('INTERNAL', `format subnet file: FLANNEL_MTU must be a positive integer, got ${env.mtu}`);
+  }
+  const v6Network = env.ipv6Network ?? null;
+  const v6Subnet = env.ipv6Subnet ?? null;
+  if ((v6Network === null) !== (v6Subnet === null)) {
+    throw new WeftError('INTERNAL', 'format subnet file: ipv6Network and ipv6Subnet must be given together');
+  }
+  const lines = [
+    `FLANNEL_NETWORK=${checkValue('FLANNEL_NETWORK', env.network)}`,
+    `FLANNEL_SUBNET=${checkValue('FLANNEL_SUBNET', env.subnet)}`,
+  ];
+  if (v6Network !== null && v6Subnet !== null) {
+    lines.push(`FLANNEL_IPV6_NETWORK=${checkValue('FLANNEL_IPV6_NETWORK', v6Network)}`);
+    lines.push(`FLANNEL_IPV6_SUBNET=${checkValue('FLANNEL_IPV6_SUBNET', v6Subnet)}`);
+  }
+  lines.push(`FLANNEL_MTU=${env.mtu}`, `FLANNEL_IPMASQ=${env.ipMasq}`);
+  return `${lines.join('\n')}\n`;
+}
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+function parseError(source: string, lineNo: number, line: string, why: string): WeftError {
+  return new WeftError('BAD_DATA', `${source} line ${lineNo}: ${why}: ${JSON.stringify(line)}`);
+}
+
+/** The value part of NAME=value: quoted (single: literal, double: \n \" \\ escapes) or bare. */
+function parseValue(raw: string, fail: (why: string) => WeftError): string {
+  const text = raw.trim();
+  const quote = text[0];
+  if (quote !== '"' && quote !== "'") {
+    // A '#' after whitespace starts a comment; "a#b" keeps its '#'.
+    const hash = text.search(/\s#/);
+    return (hash < 0 ? text : text.slice(0, hash)).trim();
+  }
+  let value = '';
+  let i = 1;
+  for (; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === quote) break;
+    if (quote === '"' && c === '\\' && i + 1 < text.length) {
+      const e = text[++i]!;
+      value += e === 'n' ? '\n' : e === 'r' ? '\r' : e === 't' ? '\t' : e;
+      continue;
+    }
+    value += c;
+  }
+  if (i >= text.length) throw fail(`unterminated ${quote === '"' ? 'double' : 'single'} quote`);
+  const after = text.slice(i + 1).trim();
+  if (after !== '' && !after.startsWith('#')) throw fail('unexpected text after the closing quote');
+  return value;
+}
+
+/**
+ * The variables in a subnet file. `source` names the file in error messages. Later assignments
+ * win, as in a shell.
+ */
+export function parseSubnetEnv(text: string, source = 'subnet file'): Record<string, string> {
+  const out: Record<string, string> = {};
+  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
+  lines.forEach((line, idx) => {
+    const lineNo = idx + 1;
+    const fail = (why: string): WeftError => parseError(source, lineNo, line, why);
+    let body = line.trim();
+    if (body === '' || body.startsWith('#')) return;
+    if (/^export\s/.test(body)) body = body.replace(/^export\s+/, '');
+    const eq = body.indexOf('=');
+    if (eq < 0) throw fail('expected NAME=value');
+    const name = body.slice(0, eq).trim();
+    if (!NAME.test(name)) throw fail(`${JSON.stringify(name)} is not a variable name`);
+    Object.defineProperty(out, name, {
+      value: parseValue(body.slice(eq + 1), fail), enumerable: true, writable: true, configurable: true,
+    });
+  });
+  return out;
+}
+
+/** Parse the subnet file at `filePath`; null when it does not exist. */
+export async function readSubnetEnv(filePath: string): Promise<Record<string, string> | null> {
+  let text: string;
+  try {
+    text = await fsp.readFile(filePath, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new WeftError('INTERNAL', `read subnet file ${filePath}: ${(err as Error).message}`, { cause: err });
+  }
+  return parseSubnetEnv(text, `subnet file ${filePath}`);
+}
+
+/**
+ * Replace `filePath` with `text` so that readers see the old file or the new one, never a part:
+ * create the directory (0755) if needed, write a temporary file in the same directory (rename is
+ * atomic only within one filesystem), fsync it, set 0644 whatever the umask, rename it over the
+ * target, then fsync the directory so the rename survives a crash. The temporary file is removed
+ * on failure.
+ */
+export async function writeSubnetEnvAtomic(filePath: string, text: string): Promise<void> {
+  const dir = path.dirname(filePath);
+  const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  let step = `create directory ${dir}`;
+  try {
+    await fsp.mkdir(dir, { recursive: true, mode: DIR_MODE });
+    step = `create temporary file ${tmp}`;
+    const fh = await fsp.open(tmp, 'wx', FILE_MODE);
+    try {
+      step = `write temporary file ${tmp}`;
+      await fh.writeFile(text, 'utf8');
+      await fh.chmod(FILE_MODE);
+      step = `fsync temporary file ${tmp}`;
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    step = `rename ${tmp} to ${filePath}`;
+    await fsp.rename(tmp, filePath);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw new WeftError('INTERNAL', `write subnet file ${filePath}: ${step}: ${(err as Error).message}`, { cause: err });
+  }
+  // Durability of the rename; failing here does not undo a write readers can already see.
+  const dh = await fsp.open(dir, 'r').catch(() => null);
+  if (dh !== null) {
+    await dh.sync().catch(() => undefined);
+    await dh.close().catch(() => undefined);
+  }
+}

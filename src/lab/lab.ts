@@ -1,0 +1,633 @@
+/**
+ * The lab: hosts as network namespaces on a shared underlay bridge, etcd in its own namespace,
+ * weftd in each host, and one container namespace per host behind a Docker-like bridge addressed
+ * from the host's subnet.env. `weft lab`, the e2e tests and bench/ all build it through this class.
+ *
+ *                       <prefix>net:  br0 (underlay bridge, 10.250.0.0/24, no address)
+ *              ┌──────────────┬──────────┴───┬──────────────┐
+ *        etcd  │          h1  │          h2  │          ...
+ *   <prefix>etcd           <prefix>h1     <prefix>h2
+ *   eth0 10.250.0.2        eth0 .11       eth0 .12          weftd --iface=eth0
+ *                          weft0 10.5.a.1 weft0 10.5.b.1    (FLANNEL_SUBNET, FLANNEL_MTU)
+ *                            │ c1           │ c1
+ *                          <prefix>h1-c1  <prefix>h2-c1
+ *                          eth0 10.5.a.2  eth0 10.5.b.2     default via .1
+ *
+ * State is persisted (see state.ts) before anything is created, so `Lab.downAt` can always clean up.
+ */
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { WeftError } from '../errors';
+import { formatIPv4Cidr, netContainsNet, parseIPv4, parseIPv4Cidr } from '../ip';
+import { teardown, type DownReport } from './down';
+import { Netns } from './netns';
+import { findTools, requireRoot, type Tools } from './prereq';
+import {
+  formatLeaseTable, parseLeaseDump, type LabStatus, type LeaseRow, type PingMatrix, type PingResult,
+} from './report';
+import { isAlive, runInherit, sleep, spawnDetached, stopProcess, tailFile, waitUntil, type RunResult } from './run';
+import {
+  DEFAULT_LAB_NAME, defaultStateDir, initStateDir, labExists, loadState, saveState,
+  type ContainerRecord, type HostRecord, type LabState, type ProcessRecord,
+} from './state';
+import { readSubnetEnv, type SubnetEnv } from './subnet-env';
+
+export const UNDERLAY_CIDR = '10.250.0.0/24';
+export const ETCD_IP = '10.250.0.2';
+export const ETCD_ENDPOINT = `http://${ETCD_IP}:2379`;
+export const DEFAULT_NETWORK = '10.5.0.0/16';
+export const DEFAULT_BACKEND = 'vxlan';
+export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+/** Any port works: every host has its own namespace. */
+export const DEFAULT_HEALTHZ_PORT = 8471;
+export const MAX_HOSTS = 200;
+/** Interface names inside the namespaces (no prefix needed: each namespace is the lab's own). */
+const UNDERLAY_BRIDGE = 'br0';
+const HOST_IFACE = 'eth0';
+const CONTAINER_BRIDGE = 'weft0';
+const CONTAINER_VETH = 'c1';
+
+/** Host N's underlay address: .11, .12, ... (etcd is .2). */
+export function hostUnderlayIp(index: number): string {
+  return `10.250.0.${10 + index}`;
+}
+
+export function defaultPrefix(name: string): string {
+  return name === DEFAULT_LAB_NAME ? 'weft-' : `weft-${name}-`;
+}
+
+/** dist/src/lab/lab.js → dist/src/cli/weftd.js */
+export function defaultWeftdPath(): string {
+  return resolve(__dirname, '..', 'cli', 'weftd.js');
+}
+
+export interface LabOptions {
+  readonly name?: string;                 // default 'default'
+  readonly prefix?: string;               // namespace prefix; default 'weft-' ('weft-<name>-' for other names)
+  readonly stateDir?: string;             // default /run/weft-lab/<name>
+  readonly hosts?: number;                // default 2
+  readonly network?: string;              // default 10.5.0.0/16
+  readonly backend?: string;              // default vxlan
+  /** Replaces the whole {"Network":…,"Backend":{"Type":…}} document written to <etcdPrefix>/config. */
+  readonly networkConfig?: Readonly<Record<string, unknown>>;
+  readonly etcdPrefix?: string;           // default /coreos.com/network
+  readonly weftdPath?: string;            // default dist/src/cli/weftd.js next to this file
+  readonly extraWeftdArgs?: readonly string[];
+  readonly healthzPort?: number;          // default 8471; 0 = do not pass --healthz-port
+  readonly startDaemons?: boolean;        // default true; false builds namespaces + etcd only
+  readonly readyTimeoutMs?: number;       // per weftd, until it writes subnet.env; default 30 s
+  readonly convergeTimeoutMs?: number;    // until every host routes to every peer; default 20 s
+  readonly cleanupOnFailure?: boolean;    // default true: a failed up() tears down what it built
+  readonly tools?: Tools;                 // default: resolved from PATH
+  readonly progress?: (line: string) => void;
+}
+
+export interface StartDaemonOptions {
+  readonly extraEnv?: Readonly<Record<string, string>>;
+  readonly extraArgs?: readonly string[];
+  /** Wait until subnet.env is (re)written; default true. */
+  readonly wait?: boolean;
+  readonly timeoutMs?: number;
+}
+
+export interface PingOptions {
+  readonly attempts?: number;    // default 5 (routes may still be converging)
+  readonly intervalMs?: number;  // between attempts, default 500
+}
+
+type Progress = (line: string) => void;
+
+export class Lab {
+  private readonly netns: Netns;
+
+  private constructor(
+    private readonly state: LabState,
+    readonly tools: Tools,
+    private readonly progress: Progress,
+  ) {
+    this.netns = new Netns(tools.ip);
+  }
+
+  // ---- lifecycle -------------------------------------------------------------------------
+
+  /** Build a lab. On failure it tears down what it built unless `cleanupOnFailure: false`. */
+  static async up(opts: LabOptions = {}): Promise<Lab> {
+    requireRoot();
+    const tools = opts.tools ?? findTools();
+    const name = opts.name ?? DEFAULT_LAB_NAME;
+    const stateDir = resolve(opts.stateDir ?? defaultStateDir(name));
+    const state = newState(name, stateDir, opts);
+    const hosts = opts.hosts ?? 2;
+    validate(state, hosts);
+    const lab = new Lab(state, tools, opts.progress ?? (() => undefined));
+    await lab.checkFree([...['net', 'etcd'].map((s) => state.prefix + s), ...range(hosts).flatMap((i) => lab.hostNamespaces(i))]);
+
+    initStateDir(stateDir);
+    saveState(lab.state);
+    try {
+      await lab.buildUnderlay();
+      await lab.startEtcd();
+      for (const i of range(hosts)) await lab.createHost(i);
+      if (state.daemons) await lab.startAllDaemons(lab.hostNames(), opts);
+      return lab;
+    } catch (e) {
+      if (opts.cleanupOnFailure ?? true) {
+        await lab.down().catch(() => undefined);
+      }
+      throw e;
+    }
+  }
+
+  /** Attach to a lab built earlier (maybe by another process). */
+  static open(stateDir: string, opts: { tools?: Tools; progress?: Progress } = {}): Lab {
+    const state = loadState(resolve(stateDir));
+    return new Lab(state, opts.tools ?? findTools(), opts.progress ?? (() => undefined));
+  }
+
+  /** Tear down the lab recorded in `stateDir`; null when there is no lab there. Idempotent. */
+  static async downAt(stateDir: string, opts: { tools?: Tools } = {}): Promise<DownReport | null> {
+    if (!labExists(resolve(stateDir))) return null;
+    return Lab.open(stateDir, opts).down();
+  }
+
+  /** Stop every recorded process, delete every recorded namespace and the state dir. */
+  down(): Promise<DownReport> {
+    return teardown(this.state, this.netns);
+  }
+
+  // ---- names -----------------------------------------------------------------------------
+
+  get name(): string { return this.state.name; }
+  get prefix(): string { return this.state.prefix; }
+  get stateDir(): string { return this.state.stateDir; }
+  get etcdEndpoint(): string { return ETCD_ENDPOINT; }
+
+  /** 'h1', 'h2', ... in creation order. */
+  hostNames(): string[] {
+    return this.state.hosts.map((h) => h.name);
+  }
+
+  /** Container names, 'h1-c1', ..., of hosts whose container is set up. */
+  containerNames(): string[] {
+    return this.state.hosts.flatMap((h) => (h.container ? [h.container.name] : []));
+  }
+
+  /** Full namespace name of 'net', 'etcd', 'hN' or 'hN-c1' (or a recorded full name). */
+  nsName(short: string): string {
+    const full = this.state.prefix + short;
+    if (this.state.namespaces.includes(full)) return full;
+    if (this.state.namespaces.includes(short)) return short;
+    const known = this.state.namespaces.map((n) => n.slice(this.state.prefix.length)).join(', ');
+    throw new WeftError('CONFIG_INVALID', `lab ${this.name}: no host or namespace "${short}" (known: ${known})`);
+  }
+
+  subnetFile(host: string): string {
+    return join(this.stateDir, this.host(host).name, 'subnet.env');
+  }
+
+  logFile(host: string): string {
+    return host === 'etcd' ? join(this.stateDir, 'etcd', 'etcd.log') : join(this.stateDir, this.host(host).name, 'weftd.log');
+  }
+
+  /** The host's subnet.env as weftd last wrote it, null if not (yet) written. */
+  subnetEnv(host: string): SubnetEnv | null {
+    return readSubnetEnv(this.subnetFile(host));
+  }
+
+  // ---- commands in namespaces ------------------------------------------------------------
+
+  /** Run `cmd` inside the namespace of `host` ('h1', 'h1-c1', 'etcd', 'net'), output captured. */
+  exec(host: string, cmd: readonly string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+    return this.netns.exec(this.nsName(host), cmd, opts.env, opts.timeoutMs);
+  }
+
+  /** Run `cmd` inside `host`'s namespace with this process's stdio; resolves to its exit code. */
+  execInteractive(host: string, cmd: readonly string[]): Promise<number> {
+    return runInherit(this.tools.ip, this.netns.execArgs(this.nsName(host), cmd));
+  }
+
+  /** etcdctl (v3 API) against the lab's etcd, run inside the etcd namespace. */
+  etcdctl(args: readonly string[]): Promise<RunResult> {
+    return this.netns.exec(this.nsName('etcd'), [this.tools.etcdctl, `--endpoints=${ETCD_ENDPOINT}`, ...args],
+      etcdctlEnv(), 15000);
+  }
+
+  /** Subnet leases currently in etcd, with the lab host owning each public IP. */
+  async leases(): Promise<LeaseRow[]> {
+    const r = await this.etcdctl(['get', '--prefix', `${this.state.etcdPrefix}/subnets/`, '-w', 'json']);
+    if (r.code !== 0) throw new WeftError('ETCD_UNAVAILABLE', `lab ${this.name}: list leases: ${r.stderr.trim()}`, { retryable: true });
+    return parseLeaseDump(r.stdout, new Map(this.state.hosts.map((h) => [h.underlayIp, h.name])));
+  }
+
+  /**
+   * One ping from the namespace `from` ('h1-c1', 'h1', ...) to `to`: a host or container name
+   * (its container's address) or an IPv4 address. Retried while routes converge.
+   */
+  async ping(from: string, to: string, opts: PingOptions = {}): Promise<boolean> {
+    return (await this.pingDetailed(from, to, opts)).ok;
+  }
+
+  /** Every container pings every other container. */
+  async pingMatrix(opts: PingOptions = {}): Promise<PingMatrix> {
+    const nodes = this.containerNames();
+    const pairs = nodes.flatMap((from) => nodes.filter((to) => to !== from).map((to) => [from, to] as const));
+    const results = await mapLimit(pairs, 16, ([from, to]) => this.pingDetailed(from, to, opts));
+    return { nodes, results, ok: results.every((r) => r.ok) };
+  }
+
+  // ---- hosts and daemons -----------------------------------------------------------------
+
+  /** Add host N+1 (namespace, underlay, and — if the lab runs daemons — weftd and container). */
+  async addHost(opts: StartDaemonOptions = {}): Promise<string> {
+    const index = Math.max(0, ...this.state.hosts.map((h) => h.index)) + 1;
+    if (index > MAX_HOSTS) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: at most ${MAX_HOSTS} hosts`);
+    await this.checkFree(this.hostNamespaces(index));
+    const host = await this.createHost(index);
+    if (this.state.daemons) {
+      await this.startDaemon(host.name, opts);
+      await this.setupContainer(host.name);
+      await this.waitConverged();
+    }
+    return host.name;
+  }
+
+  /** Stop a host's weftd and delete its namespaces (its lease stays in etcd until it expires). */
+  async removeHost(host: string): Promise<void> {
+    const h = this.host(host);
+    await this.stopDaemon(h.name);
+    if (h.container && (await this.netns.delete(h.container.ns))) this.progress(`deleted ${h.container.ns}`);
+    await this.netns.delete(h.ns);
+    this.state.namespaces = this.state.namespaces.filter((n) => n !== h.ns && n !== h.container?.ns);
+    this.state.hosts = this.state.hosts.filter((x) => x !== h);
+    saveState(this.state);
+  }
+
+  /**
+   * Start weftd in `host`'s namespace:
+   *   node <weftd> --etcd-endpoints=http://10.250.0.2:2379 --iface=eth0 --subnet-file=<dir>/hN/subnet.env
+   *        [--healthz-port=N] [--etcd-prefix=P] <extraWeftdArgs> <extraArgs>
+   * and (unless wait: false) wait until it (re)writes subnet.env. Readiness is the subnet file
+   * because sd_notify datagrams cannot be received from Node; the file is written just before
+   * READY=1. Throws, quoting the log, if the daemon exits or times out.
+   */
+  async startDaemon(host: string, opts: StartDaemonOptions = {}): Promise<number> {
+    const h = this.host(host);
+    const running = this.daemonRecord(h.name);
+    if (running && isAlive(running)) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: weftd already runs on ${h.name} (pid ${running.pid})`);
+    if (!existsSync(this.state.weftdPath)) {
+      throw new WeftError('CONFIG_MISSING', `weftd not found at ${this.state.weftdPath}: build it first (npm run build)`);
+    }
+    const file = this.subnetFile(h.name);
+    const before = fileStamp(file);
+    const argv = [process.execPath, this.state.weftdPath, ...this.weftdArgs(h), ...(opts.extraArgs ?? [])];
+    const log = this.logFile(h.name);
+    writeFileSync(log, `--- weft lab: ${new Date().toISOString()} start on ${h.name}: ${argv.join(' ')}\n`, { flag: 'a' });
+    const env = { ...cleanEnv(/^(FLANNELD_|NOTIFY_SOCKET$)/), ...opts.extraEnv };
+    const id = spawnDetached(this.tools.ip, this.netns.execArgs(h.ns, argv), log, env);
+    this.state.processes = [...this.state.processes.filter((p) => !(p.role === 'weftd' && p.host === h.name)),
+      { role: 'weftd', host: h.name, ns: h.ns, ...id }];
+    saveState(this.state);
+    if (opts.wait ?? true) await this.waitSubnetFile(h.name, before, opts.timeoutMs ?? 30000);
+    return id.pid;
+  }
+
+  /** Stop weftd on `host`: `signal` (default SIGTERM), SIGKILL after `graceMs`. No-op if not running. */
+  async stopDaemon(host: string, signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<void> {
+    const h = this.host(host);
+    const rec = this.daemonRecord(h.name);
+    if (!rec) return;
+    await stopProcess(rec, signal, graceMs);
+    this.state.processes = this.state.processes.filter((p) => p !== rec);
+    saveState(this.state);
+  }
+
+  /** Send `signal` to weftd on `host` without waiting or escalating (e.g. SIGSTOP, SIGHUP). */
+  signalDaemon(host: string, signal: NodeJS.Signals): void {
+    const rec = this.daemonRecord(this.host(host).name);
+    if (!rec || !isAlive(rec)) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: no weftd running on ${host}`);
+    process.kill(rec.pid, signal);
+  }
+
+  /** Stop and start weftd, re-address the container if the subnet changed, wait for routes. */
+  async restartDaemon(host: string, opts: StartDaemonOptions = {}): Promise<number> {
+    await this.stopDaemon(host);
+    const pid = await this.startDaemon(host, opts);
+    if (opts.wait ?? true) {
+      await this.setupContainer(host);
+      await this.waitConverged();
+    }
+    return pid;
+  }
+
+  daemonPid(host: string): number | null {
+    const rec = this.daemonRecord(this.host(host).name);
+    return rec && isAlive(rec) ? rec.pid : null;
+  }
+
+  /** The daemon's log (stdout+stderr of every start on that host). */
+  daemonLog(host: string): string {
+    return tailFile(this.logFile(host), Number.MAX_SAFE_INTEGER);
+  }
+
+  /**
+   * Give `host` a container as Docker would: bridge weft0 = FLANNEL_SUBNET with FLANNEL_MTU, a
+   * namespace <prefix>hN-c1 on it at the subnet's .2, default route via .1. Idempotent: re-run
+   * after a restart to follow a changed subnet.
+   */
+  async setupContainer(host: string): Promise<ContainerRecord> {
+    const h = this.host(host);
+    const env = this.subnetEnv(h.name);
+    if (!env) throw new WeftError('CONFIG_MISSING', `lab ${this.name}: ${this.subnetFile(h.name)} not written yet (is weftd running on ${h.name}?)`);
+    const c: ContainerRecord = { name: `${h.name}-c1`, ns: `${h.ns}-c1`, address: env.containerAddress };
+    h.container = c;
+    if (!this.state.namespaces.includes(c.ns)) this.state.namespaces.push(c.ns);
+    saveState(this.state);
+    if (!(await this.netns.exists(c.ns))) await this.netns.add(c.ns);
+    if (!(await this.netns.linkExists(h.ns, CONTAINER_BRIDGE))) await this.netns.addBridge(h.ns, CONTAINER_BRIDGE);
+    await this.netns.setAddress(h.ns, CONTAINER_BRIDGE, env.subnet);
+    if (!(await this.netns.linkExists(h.ns, CONTAINER_VETH))) {
+      await this.netns.addVeth({ ns: h.ns, local: CONTAINER_VETH, peerNs: c.ns, peer: 'eth0', bridge: CONTAINER_BRIDGE, mtu: env.mtu });
+    } else {
+      await this.netns.setMtu(h.ns, CONTAINER_VETH, env.mtu);
+      await this.netns.setMtu(c.ns, 'eth0', env.mtu);
+    }
+    await this.netns.setMtu(h.ns, CONTAINER_BRIDGE, env.mtu);
+    await this.netns.setAddress(c.ns, 'eth0', env.containerAddress);
+    await this.netns.in(c.ns, ['route', 'replace', 'default', 'via', env.subnet.split('/')[0] ?? ''], `set default route in ${c.ns}`);
+    this.progress(`container ${c.name} in ${c.ns}: ${c.address}, mtu ${env.mtu}, via ${CONTAINER_BRIDGE} ${env.subnet}`);
+    return c;
+  }
+
+  /**
+   * Wait until every host with a running weftd has a route covering every other such host's
+   * subnet (vxlan/host-gw: one route per peer; udp: the whole network). Returns false on timeout
+   * rather than throwing: the ping matrix then shows what is missing.
+   */
+  async waitConverged(timeoutMs = 20000): Promise<boolean> {
+    const active = this.state.hosts.filter((h) => this.daemonPid(h.name) !== null)
+      .map((h) => ({ h, net: parseIPv4Cidr(this.subnetEnv(h.name)?.subnetNetwork ?? '', true) }))
+      .filter((x): x is { h: HostRecord; net: NonNullable<typeof x.net> } => x.net !== null);
+    let missing: string[] = [];
+    const converged = async (): Promise<boolean> => {
+      missing = [];
+      for (const { h } of active) {
+        const routes = (await this.netns.routes(h.ns)).map((r) => routeNet(r.dst)).filter((n) => n !== null);
+        for (const p of active.filter((x) => x.h !== h && !routes.some((r) => netContainsNet(r, x.net)))) {
+          missing.push(`${h.name} has no route to ${p.h.name}'s ${formatIPv4Cidr(p.net)}`);
+        }
+      }
+      return missing.length === 0;
+    };
+    const ok = await waitUntil(converged, timeoutMs, 200);
+    this.progress(ok ? 'routes converged on every host' : `routes not converged after ${timeoutMs / 1000} s: ${missing.join('; ')}`);
+    return ok;
+  }
+
+  async status(): Promise<LabStatus> {
+    const present = new Set(await this.netns.list());
+    const etcdRec = this.state.processes.find((p) => p.role === 'etcd') ?? null;
+    let leases: LeaseRow[] | null = null;
+    let leaseError: string | null = null;
+    try {
+      leases = await this.leases();
+    } catch (e) {
+      leaseError = e instanceof Error ? e.message : String(e);
+    }
+    return {
+      name: this.name, prefix: this.prefix, stateDir: this.stateDir,
+      network: this.state.network, backend: this.state.backend,
+      etcd: etcdRec && { pid: etcdRec.pid, alive: isAlive(etcdRec) },
+      namespaces: this.state.namespaces.map((n) => ({ name: n, present: present.has(n) })),
+      hosts: this.state.hosts.map((h) => {
+        const rec = this.daemonRecord(h.name);
+        let subnet: string | null = null;
+        try { subnet = this.subnetEnv(h.name)?.subnet ?? null; } catch { subnet = '(unreadable subnet.env)'; }
+        return {
+          name: h.name, ns: h.ns, nsPresent: present.has(h.ns), underlayIp: h.underlayIp,
+          daemon: rec ? { pid: rec.pid, alive: isAlive(rec) } : null, subnet, container: h.container,
+        };
+      }),
+      leases, leaseError,
+    };
+  }
+
+  /** The lease table as `weft lab` prints it. */
+  async leaseTable(): Promise<string> {
+    return formatLeaseTable(await this.leases());
+  }
+
+  // ---- building blocks -------------------------------------------------------------------
+
+  private host(name: string): HostRecord {
+    const h = this.state.hosts.find((x) => x.name === name || x.ns === name);
+    if (!h) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: no host "${name}" (hosts: ${this.hostNames().join(', ') || 'none'})`);
+    return h;
+  }
+
+  private hostNamespaces(index: number): string[] {
+    return [`${this.prefix}h${index}`, `${this.prefix}h${index}-c1`];
+  }
+
+  private daemonRecord(host: string): ProcessRecord | undefined {
+    return this.state.processes.find((p) => p.role === 'weftd' && p.host === host);
+  }
+
+  /** Refuse to reuse namespaces that exist already (another lab with the same prefix). */
+  private async checkFree(names: readonly string[]): Promise<void> {
+    const existing = new Set(await this.netns.list());
+    const taken = names.filter((n) => existing.has(n));
+    if (taken.length > 0) {
+      throw new WeftError('CONFIG_INVALID',
+        `namespace ${taken.join(', ')} already exists: another lab uses prefix "${this.prefix}" ` +
+        `(remove it with weft lab down, or ip netns delete ${taken[0]})`);
+    }
+  }
+
+  /** Record, then create: the state file always lists a superset of what exists. */
+  private async addNamespace(ns: string): Promise<void> {
+    if (!this.state.namespaces.includes(ns)) this.state.namespaces.push(ns);
+    saveState(this.state);
+    await this.netns.add(ns);
+  }
+
+  private async buildUnderlay(): Promise<void> {
+    const ns = this.nsFor('net');
+    await this.addNamespace(ns);
+    await this.netns.addBridge(ns, UNDERLAY_BRIDGE);
+    this.progress(`underlay bridge ${UNDERLAY_BRIDGE} in ${ns} (${UNDERLAY_CIDR})`);
+  }
+
+  /** A namespace on the underlay bridge with `eth0` at `ip`/24. */
+  private async attachToUnderlay(ns: string, portName: string, ip: string): Promise<void> {
+    await this.addNamespace(ns);
+    await this.netns.addVeth({ ns: this.nsFor('net'), local: portName, peerNs: ns, peer: HOST_IFACE, bridge: UNDERLAY_BRIDGE });
+    await this.netns.setAddress(ns, HOST_IFACE, `${ip}/24`);
+  }
+
+  private async startEtcd(): Promise<void> {
+    const ns = this.nsFor('etcd');
+    await this.attachToUnderlay(ns, 'etcd', ETCD_IP);
+    const dir = join(this.stateDir, 'etcd');
+    mkdirSync(join(dir, 'data'), { recursive: true, mode: 0o700 });
+    const peer = `http://${ETCD_IP}:2380`;
+    const args = [this.tools.etcd, '--name', 'lab', '--data-dir', join(dir, 'data'),
+      '--listen-client-urls', ETCD_ENDPOINT, '--advertise-client-urls', ETCD_ENDPOINT,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`,
+      '--logger', 'zap', '--log-outputs', 'stderr'];
+    const id = spawnDetached(this.tools.ip, this.netns.execArgs(ns, args), join(dir, 'etcd.log'), cleanEnv(/^ETCD/));
+    this.state.processes.push({ role: 'etcd', host: 'etcd', ns, ...id });
+    saveState(this.state);
+    const healthy = await waitUntil(async () => {
+      if (!isAlive(id)) return true; // stop waiting; reported below
+      return (await this.etcdctl(['endpoint', 'health', '--command-timeout=1s'])).code === 0;
+    }, 30000, 200);
+    if (!isAlive(id) || !healthy) {
+      throw new WeftError('ETCD_UNAVAILABLE', `lab ${this.name}: etcd in ${ns} ${isAlive(id) ? 'not healthy after 30 s' : 'exited'}; ` +
+        `log ${join(dir, 'etcd.log')}:\n${tailFile(join(dir, 'etcd.log'))}`);
+    }
+    this.progress(`etcd in ${ns} at ${ETCD_ENDPOINT} (pid ${id.pid})`);
+    const put = await this.etcdctl(['put', `${this.state.etcdPrefix}/config`, this.state.networkConfig]);
+    if (put.code !== 0) throw new WeftError('ETCD_UNAVAILABLE', `lab ${this.name}: write ${this.state.etcdPrefix}/config: ${put.stderr.trim()}`);
+    this.progress(`${this.state.etcdPrefix}/config = ${this.state.networkConfig}`);
+  }
+
+  private async createHost(index: number): Promise<HostRecord> {
+    const h: HostRecord = { name: `h${index}`, index, ns: this.nsFor(`h${index}`), underlayIp: hostUnderlayIp(index), container: null };
+    this.state.hosts.push(h);
+    mkdirSync(join(this.stateDir, h.name), { recursive: true });
+    await this.attachToUnderlay(h.ns, h.name, h.underlayIp);
+    // Hosts forward between the overlay device and the container bridge.
+    await this.netns.sysctl(h.ns, 'net.ipv4.ip_forward', '1');
+    this.progress(`host ${h.name} in ${h.ns}: ${HOST_IFACE} ${h.underlayIp}/24`);
+    return h;
+  }
+
+  private async startAllDaemons(hosts: readonly string[], opts: LabOptions): Promise<void> {
+    await Promise.all(hosts.map((h) => this.startDaemon(h, { timeoutMs: opts.readyTimeoutMs })));
+    for (const h of hosts) await this.setupContainer(h);
+    await this.waitConverged(opts.convergeTimeoutMs);
+  }
+
+  private weftdArgs(h: HostRecord): string[] {
+    const args = [`--etcd-endpoints=${ETCD_ENDPOINT}`, `--iface=${HOST_IFACE}`, `--subnet-file=${this.subnetFile(h.name)}`];
+    if (this.state.healthzPort > 0) args.push(`--healthz-port=${this.state.healthzPort}`);
+    if (this.state.etcdPrefix !== DEFAULT_ETCD_PREFIX) args.push(`--etcd-prefix=${this.state.etcdPrefix}`);
+    return [...args, ...this.state.extraWeftdArgs];
+  }
+
+  /** Wait for a subnet.env newer than `before` (weftd writes it by rename: a new inode). */
+  private async waitSubnetFile(host: string, before: string | null, timeoutMs: number): Promise<void> {
+    const rec = this.daemonRecord(host);
+    const file = this.subnetFile(host);
+    let died = false;
+    const ready = await waitUntil(() => {
+      if (rec && !isAlive(rec)) { died = true; return true; }
+      const stamp = fileStamp(file);
+      return stamp !== null && stamp !== before && this.subnetEnv(host) !== null;
+    }, timeoutMs, 100);
+    if (died || !ready) {
+      const why = died ? 'exited' : `did not write ${file} within ${timeoutMs / 1000} s`;
+      throw new WeftError('INTERNAL', `lab ${this.name}: weftd on ${host} (pid ${rec?.pid}) ${why}; ` +
+        `log ${this.logFile(host)}:\n${tailFile(this.logFile(host))}`);
+    }
+    const env = this.subnetEnv(host);
+    this.progress(`weftd on ${host} (pid ${rec?.pid}): FLANNEL_SUBNET=${env?.subnet} FLANNEL_MTU=${env?.mtu}`);
+  }
+
+  private async pingDetailed(from: string, to: string, opts: PingOptions): Promise<PingResult> {
+    const target = this.pingTarget(to);
+    const attempts = opts.attempts ?? 5;
+    const ns = this.nsName(from);
+    for (let i = 1; i <= attempts; i++) {
+      const r = await this.netns.exec(ns, [this.tools.ping, '-n', '-q', '-c', '1', '-W', '1', target], undefined, 5000);
+      if (r.code === 0) return { from, to, target, ok: true, attempts: i };
+      if (i < attempts) await sleep(opts.intervalMs ?? 500);
+    }
+    return { from, to, target, ok: false, attempts };
+  }
+
+  private pingTarget(to: string): string {
+    if (parseIPv4(to) !== null) return to;
+    const h = this.state.hosts.find((x) => x.name === to || x.container?.name === to);
+    if (!h?.container) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: "${to}" is neither an IPv4 address nor a host with a container`);
+    return h.container.address.split('/')[0] ?? '';
+  }
+
+  private nsFor(short: string): string {
+    return this.state.prefix + short;
+  }
+}
+
+// ---- helpers ---------------------------------------------------------------------------
+
+function newState(name: string, stateDir: string, opts: LabOptions): LabState {
+  const network = opts.network ?? DEFAULT_NETWORK;
+  const backend = opts.backend ?? DEFAULT_BACKEND;
+  return {
+    version: 1, name, prefix: opts.prefix ?? defaultPrefix(name), stateDir, network, backend,
+    networkConfig: JSON.stringify(opts.networkConfig ?? { Network: network, Backend: { Type: backend } }),
+    etcdPrefix: (opts.etcdPrefix ?? DEFAULT_ETCD_PREFIX).replace(/\/+$/, ''),
+    weftdPath: resolve(opts.weftdPath ?? defaultWeftdPath()),
+    extraWeftdArgs: [...(opts.extraWeftdArgs ?? [])],
+    healthzPort: opts.healthzPort ?? DEFAULT_HEALTHZ_PORT,
+    daemons: opts.startDaemons ?? true,
+    createdAt: new Date().toISOString(),
+    namespaces: [], processes: [], hosts: [],
+  };
+}
+
+function validate(state: LabState, hosts: number): void {
+  const bad = (msg: string): never => { throw new WeftError('CONFIG_INVALID', msg); };
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(state.name)) bad(`lab name "${state.name}": use letters, digits, '.', '_' or '-'`);
+  if (!/^[A-Za-z0-9_.-]{1,40}$/.test(state.prefix)) bad(`namespace prefix "${state.prefix}": 1-40 of letters, digits, '.', '_', '-'`);
+  if (!Number.isInteger(hosts) || hosts < 1 || hosts > MAX_HOSTS) bad(`--hosts ${hosts}: must be 1..${MAX_HOSTS}`);
+  if (!parseIPv4Cidr(state.network, true)) bad(`--network ${state.network}: not an IPv4 network (e.g. 10.5.0.0/16)`);
+  if (labExists(state.stateDir)) {
+    bad(`a lab "${state.name}" already exists (${state.stateDir}): run weft lab down${state.name === DEFAULT_LAB_NAME ? '' : ` --name ${state.name}`} first`);
+  }
+  if (existsSync(state.stateDir) && readdirSync(state.stateDir).some((f) => f !== '.weft-lab')) {
+    bad(`state dir ${state.stateDir} is not empty: pick another (--state-dir) or remove it`);
+  }
+  if (state.daemons && !existsSync(state.weftdPath)) bad(`weftd not found at ${state.weftdPath}: build it first (npm run build)`);
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i + 1);
+}
+
+/** The environment minus variables that would reconfigure the child behind the lab's back. */
+function cleanEnv(drop: RegExp): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !drop.test(k)));
+}
+
+function etcdctlEnv(): NodeJS.ProcessEnv {
+  return { ...cleanEnv(/^ETCDCTL_/), ETCDCTL_API: '3' };
+}
+
+/** Identity of a file version: weftd renames a new file into place, so the inode changes. */
+function fileStamp(file: string): string | null {
+  try {
+    const s = statSync(file);
+    return `${s.ino}:${s.mtimeMs}:${s.size}`;
+  } catch {
+    return null;
+  }
+}
+
+function routeNet(dst: string) {
+  if (dst === 'default') return null;
+  return parseIPv4Cidr(dst.includes('/') ? dst : `${dst}/32`, false);
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}

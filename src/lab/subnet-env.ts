@@ -1,0 +1,59 @@
+/**
+ * Reading the subnet.env weftd writes (compat §6), to give each host's container bridge the
+ * address and MTU Docker would get from `--bip=$FLANNEL_SUBNET --mtu=$FLANNEL_MTU`.
+ */
+import { readFileSync } from 'node:fs';
+import { WeftError } from '../errors';
+import { formatIPv4, hostAt, parseIPv4Cidr } from '../ip';
+
+export interface SubnetEnv {
+  readonly network: string;       // FLANNEL_NETWORK, e.g. 10.5.0.0/16
+  readonly subnet: string;        // FLANNEL_SUBNET, the .1 address: 10.5.72.1/24
+  readonly mtu: number;           // FLANNEL_MTU
+  readonly ipMasq: boolean;       // FLANNEL_IPMASQ
+  /** The subnet's network, e.g. 10.5.72.0/24. */
+  readonly subnetNetwork: string;
+  /** Address the lab gives the host's container: the subnet's .2, e.g. 10.5.72.2/24. */
+  readonly containerAddress: string;
+  readonly vars: Readonly<Record<string, string>>;
+}
+
+export function parseSubnetEnv(text: string, source = 'subnet.env'): SubnetEnv {
+  const vars: Record<string, string> = {};
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const eq = line.indexOf('=');
+    if (eq > 0) vars[line.slice(0, eq)] = line.slice(eq + 1).replace(/^"(.*)"$/, '$1');
+  }
+  const need = (key: string): string => {
+    const v = vars[key];
+    if (v === undefined || v === '') throw new WeftError('BAD_DATA', `${source}: ${key} missing`);
+    return v;
+  };
+  const subnet = need('FLANNEL_SUBNET');
+  const net = parseIPv4Cidr(subnet, false);
+  if (!net || net.prefixLen > 30) throw new WeftError('BAD_DATA', `${source}: FLANNEL_SUBNET=${subnet} is not an IPv4 subnet of /30 or larger`);
+  const mtu = Number(need('FLANNEL_MTU'));
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new WeftError('BAD_DATA', `${source}: FLANNEL_MTU=${vars.FLANNEL_MTU} is not an MTU`);
+  return {
+    network: need('FLANNEL_NETWORK'),
+    subnet,
+    mtu,
+    ipMasq: vars.FLANNEL_IPMASQ === 'true',
+    subnetNetwork: `${formatIPv4(net.ip)}/${net.prefixLen}`,
+    containerAddress: `${formatIPv4(hostAt(net, 2))}/${net.prefixLen}`,
+    vars,
+  };
+}
+
+/** The parsed file, or null when it does not exist (yet). Malformed content throws. */
+export function readSubnetEnv(file: string): SubnetEnv | null {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  return parseSubnetEnv(text, file);
+}

@@ -1,0 +1,34 @@
+/**
+ * The explicit list of built-in backends (style habit 1: a map in one file, no side-effect
+ * imports). A backend type named in the network config but absent here is a config error that
+ * says which types exist.
+ */
+import { decodeVxlanConfig } from '../config/network';
+import type { NetworkConfig } from '../config/types';
+import { WeftError } from '../errors';
+import type { Logger } from '../log';
+import type { NetlinkClient } from '../netlink/client';
+import type { Backend } from './backend';
+import { VxlanBackend } from './vxlan';
+
+export interface BackendDeps {
+  readonly nl: NetlinkClient;
+  readonly log: Logger;
+}
+
+type BackendFactory = (config: NetworkConfig, deps: BackendDeps) => Backend;
+
+const BACKENDS: Readonly<Record<string, BackendFactory>> = {
+  vxlan: (config, deps) => new VxlanBackend({ nl: deps.nl, config: decodeVxlanConfig(config.backend), log: deps.log }),
+};
+
+export function createBackend(config: NetworkConfig, deps: BackendDeps): Backend {
+  const factory = BACKENDS[config.backend.type];
+  if (!factory) {
+    throw new WeftError(
+      'CONFIG_INVALID',
+      `backend type "${config.backend.type}" in the network config is not supported by this weftd; supported: ${Object.keys(BACKENDS).join(', ')}`,
+    );
+  }
+  return factory(config, deps);
+}

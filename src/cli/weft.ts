@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+/**
+ * weft: the operator's CLI. Each subcommand lives in its own module; this file only dispatches.
+ * Exit codes: 0 ok, 1 the operation failed, 2 usage error.
+ */
+import { describeError, WeftError } from '../errors';
+import { weftVersion } from '../version';
+import { stdio } from './io';
+import { runLabCommand } from './lab';
+import { runLeasesCommand } from './leases';
+
+const USAGE = `usage: weft <command> [args]
+
+commands:
+  leases [--json]         list the subnet leases in etcd (weft leases --help)
+  lab up|status|exec|ping|down ...
+                          a local lab of hosts in network namespaces (weft lab help)
+  version                 print the version`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  leases: (argv) => runLeasesCommand(argv, stdio),
+  lab: (argv) => runLabCommand(argv),
+  version: async () => {
+    stdio.out(`weft ${weftVersion()}`);
+    return 0;
+  },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    stdio.out(USAGE);
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') return COMMANDS.version!([]);
+  const command = COMMANDS[name];
+  if (!command) {
+    stdio.err(`weft: unknown command "${name}"\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return await command(rest);
+  } catch (err) {
+    stdio.err(`weft ${name}: ${describeError(err)}`);
+    return err instanceof WeftError && err.code === 'CONFIG_INVALID' ? 2 : 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    stdio.err(`weft: unexpected failure: ${err instanceof Error ? err.stack : String(err)}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+/**
+ * weftd: the per-host daemon. Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 cannot go on
+ * (the log's last line says why and what to do), 2 bad flags.
+ */
+import { parseDaemonOptions } from '../config/options';
+import { createNotifier } from '../daemon/notify';
+import { Weftd } from '../daemon/weftd';
+import { describeError, WeftError } from '../errors';
+import { createLogger } from '../log';
+import { weftVersion } from '../version';
+
+async function main(): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseDaemonOptions(process.argv.slice(2), process.env);
+  } catch (err) {
+    process.stderr.write(`weftd: ${describeError(err)}\n`);
+    return 2;
+  }
+  if (parsed.kind === 'help') {
+    process.stdout.write(parsed.text.endsWith('\n') ? parsed.text : parsed.text + '\n');
+    return 0;
+  }
+  if (parsed.kind === 'version') {
+    process.stdout.write(`weftd ${weftVersion()}\n`);
+    return 0;
+  }
+
+  const log = createLogger({ base: {} });
+  if (typeof process.geteuid === 'function' && process.geteuid() !== 0) {
+    log.error('weftd needs root (CAP_NET_ADMIN) to program the overlay device and routes: run it as root or from its systemd unit');
+    return 1;
+  }
+
+  const notifier = createNotifier(log);
+  const daemon = new Weftd(parsed.options, { log, notifier });
+  const stop = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (stop.signal.aborted) return;
+    log.info('shutting down; the overlay device, routes and lease stay in place', { signal: sig });
+    stop.abort();
+    // Never hang on shutdown: systemd would SIGKILL us after TimeoutStopSec anyway.
+    setTimeout(() => process.exit(0), 2000).unref();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  log.info('weftd starting', { version: weftVersion(), pid: process.pid });
+  try {
+    await daemon.run(stop.signal);
+    return 0;
+  } catch (err) {
+    const code = err instanceof WeftError ? err.code : 'INTERNAL';
+    log.error(describeError(err), { code });
+    return 1;
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`weftd: unexpected failure: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

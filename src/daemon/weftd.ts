@@ -1,0 +1,310 @@
+/**
+ * weftd's orchestration: lease → backend → subnet.env → sd_notify → reconcile.
+ *
+ *   resolve underlay ─► wait for <prefix>/config ─► backend.ensureDevice (VtepMAC)
+ *        ─► acquire lease ─► write subnet.env ─► first peer snapshot ─► reconcile ─► READY=1
+ *        ─► run: peer events / netlink changes / timer ─► reconcile;  lease re-acquired ─► subnet.env
+ *
+ * Every decision lives in a pure module (config, allocation, desired state, diff); this file
+ * only wires adapters together and owns the order of the steps and the shutdown.
+ *
+ * Shutdown (SIGTERM/SIGINT) stops watching and timers but leaves the device, routes and the etcd
+ * lease in place: a restarted weftd re-adopts them, so a restart never cuts traffic.
+ */
+import type { Backend, BackendSetup, DesiredContext, Underlay } from '../backend/backend';
+import { createBackend } from '../backend/registry';
+import { VxlanBackend } from '../backend/vxlan';
+import { parseNetworkConfig } from '../config/network';
+import type { DaemonOptions, NetworkConfig } from '../config/types';
+import { describeError, WeftError } from '../errors';
+import { formatIPv4, formatIPv4Cidr, parseIPv4Cidr } from '../ip';
+import { EtcdLeaseRegistry, etcdRegistryOptionsFrom } from '../lease/etcd-registry';
+import { LeaseManager } from '../lease/manager';
+import type { LeaseRegistry } from '../lease/registry';
+import type { IPv4Net, Lease } from '../lease/types';
+import type { Logger } from '../log';
+import { NetlinkClient } from '../netlink/client';
+import { resolveUnderlay } from '../netlink/underlay';
+import type { Notifier } from './notify';
+import { Reconciler } from './reconciler';
+import { formatSubnetEnv, readSubnetEnv, writeSubnetEnvAtomic } from './subnetenv';
+
+/** Adapters, injectable for tests; production defaults talk to etcd and the kernel. */
+export interface WeftdDeps {
+  readonly log: Logger;
+  readonly notifier: Notifier;
+  readonly makeRegistry?: (opts: DaemonOptions, log: Logger) => LeaseRegistry;
+  readonly makeNetlink?: (log: Logger) => NetlinkClient;
+}
+
+export type WeftdPhase = 'starting' | 'waiting-config' | 'acquiring' | 'programming' | 'ready' | 'stopping' | 'stopped';
+
+export class Weftd {
+  private readonly opts: DaemonOptions;
+  private readonly log: Logger;
+  private readonly notifier: Notifier;
+  private readonly makeRegistry: (opts: DaemonOptions, log: Logger) => LeaseRegistry;
+  private readonly makeNetlink: (log: Logger) => NetlinkClient;
+
+  private phaseValue: WeftdPhase = 'starting';
+  private nl: NetlinkClient | null = null;
+  private registry: LeaseRegistry | null = null;
+  private manager: LeaseManager | null = null;
+  private backend: Backend | null = null;
+  private reconciler: Reconciler | null = null;
+  private unwatchPeers: (() => void) | null = null;
+
+  private underlay: Underlay | null = null;
+  private config: NetworkConfig | null = null;
+  private setup: BackendSetup | null = null;
+  private own: Lease | null = null;
+  private peers: Lease[] = [];
+  private onLinkPublicIPs: ReadonlySet<string> = new Set();
+  /** Serialises desired-state recomputation (DirectRouting needs an async route lookup). */
+  private recompute: Promise<void> = Promise.resolve();
+
+  constructor(opts: DaemonOptions, deps: WeftdDeps) {
+    this.opts = opts;
+    this.log = deps.log;
+    this.notifier = deps.notifier;
+    this.makeRegistry = deps.makeRegistry ?? ((o, log) => new EtcdLeaseRegistry(etcdRegistryOptionsFrom(o, log)));
+    this.makeNetlink = deps.makeNetlink ?? ((log) => new NetlinkClient(log.child({ component: 'netlink' })));
+  }
+
+  get phase(): WeftdPhase {
+    return this.phaseValue;
+  }
+
+  /**
+   * Bring the host onto the overlay and keep it there until `signal` aborts. Resolves after a
+   * clean shutdown; rejects with a WeftError when the daemon cannot go on (bad config, no
+   * interface, exhausted pool). Either way nothing in etcd or the kernel is deleted.
+   */
+  async run(signal: AbortSignal): Promise<void> {
+    try {
+      await this.start(signal);
+      if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+    } catch (err) {
+      if (!signal.aborted) throw err;
+      // Aborted while starting (e.g. waiting for etcd): a normal shutdown.
+    } finally {
+      await this.shutdown();
+    }
+  }
+
+  private setPhase(phase: WeftdPhase, status?: string): void {
+    this.phaseValue = phase;
+    if (status !== undefined) this.notifier.status(status);
+  }
+
+  private async start(signal: AbortSignal): Promise<void> {
+    const opts = this.opts;
+    const nl = (this.nl = this.makeNetlink(this.log));
+    const underlay = (this.underlay = await resolveUnderlay(
+      { iface: opts.iface, ifaceRegex: opts.ifaceRegex, publicIp: opts.publicIp },
+      nl,
+    ));
+    this.log.info('using interface', {
+      iface: underlay.ifName,
+      publicIp: underlay.ipv4,
+      mtu: underlay.mtu,
+    });
+
+    const registry = (this.registry = this.makeRegistry(opts, this.log));
+    const manager = (this.manager = new LeaseManager({ registry, log: this.log }));
+
+    this.setPhase('waiting-config', `waiting for network config at ${registry.prefix}/config on ${registry.location}`);
+    const configText = await manager.waitForConfig(signal);
+    const config = (this.config = parseNetworkConfig(configText));
+    if (config.network === null) {
+      throw new WeftError(
+        'CONFIG_INVALID',
+        `network config at ${registry.prefix}/config has IPv4 disabled; weft needs an IPv4 Network (IPv6-only is not supported yet)`,
+      );
+    }
+    this.log.info('network config', { network: formatIPv4Cidr(config.network), subnetLen: config.subnetLen, backend: config.backend.type });
+
+    const backend = (this.backend = createBackend(config, { nl, log: this.log }));
+    this.setup = await backend.ensureDevice(underlay);
+    this.log.info('overlay device ready', { device: backend.deviceName, mtu: this.setup.mtu, backendData: this.setup.backendData });
+
+    this.setPhase('acquiring', `acquiring a subnet lease in ${formatIPv4Cidr(config.network)}`);
+    const own = await manager.acquire({
+      config,
+      publicIP: underlay.ipv4,
+      publicIPv6: opts.publicIpv6,
+      backendType: this.setup.backendType,
+      backendData: this.setup.backendData,
+      subnetFromFile: await this.subnetFromFile(),
+      ttlSeconds: opts.subnetLeaseTtlSeconds,
+      signal,
+    });
+    await this.adoptLease(own);
+    manager.on('lost', (err) => {
+      this.log.warn('subnet lease lost; re-acquiring (traffic keeps flowing meanwhile)', { error: describeError(err) });
+      this.notifier.status(`lease lost (${err.message}); re-acquiring`);
+    });
+    manager.on('lease', (lease, previous) => {
+      void this.adoptLease(lease, previous).catch((err: unknown) =>
+        this.log.error('could not apply re-acquired lease', { error: describeError(err) }),
+      );
+    });
+
+    this.setPhase('programming', `lease ${formatIPv4Cidr(own.subnet)} held; programming routes to peers`);
+    this.reconciler = new Reconciler({
+      nl,
+      backend,
+      underlay,
+      log: this.log,
+      resyncIntervalMs: opts.resyncIntervalSeconds * 1000,
+      directRoutingNetwork: this.directRoutingNetwork(),
+      onDeviceSetup: (setup) => this.onDeviceSetup(setup),
+    });
+    await this.firstSnapshot();
+    await this.recompute;
+    await this.reconcileUntilConverged(signal);
+    this.reconciler.start();
+
+    const ready = `ready: subnet ${formatIPv4Cidr(own.subnet)}, ${this.peers.length} peer(s) programmed`;
+    this.setPhase('ready');
+    this.notifier.ready(ready);
+    this.log.info(ready);
+  }
+
+  /** Resolve once the lease manager has delivered the first full list of peers. */
+  private firstSnapshot(): Promise<void> {
+    const manager = this.manager!;
+    return new Promise<void>((resolve) => {
+      let first = true;
+      this.unwatchPeers = manager.watchPeers((peers, change) => {
+        this.peers = [...peers.values()];
+        if (change.type === 'snapshot') {
+          this.log.info('peer snapshot', { peers: this.peers.length });
+        } else if (change.type === 'added') {
+          this.log.debug('peer lease added or changed', { key: change.lease.key, publicIp: change.lease.attrs.PublicIP });
+        } else {
+          this.log.debug('peer lease removed', { key: change.key });
+        }
+        this.scheduleRecompute(true);
+        if (first && change.type === 'snapshot') {
+          first = false;
+          resolve();
+        }
+      });
+    });
+  }
+
+  /**
+   * Recompute the desired kernel state from (own lease, peers) and hand it to the reconciler.
+   * DirectRouting needs to know which peers are on our L2: looked up when the peer set changes.
+   */
+  private scheduleRecompute(peerSetChanged: boolean): void {
+    this.recompute = this.recompute.then(async () => {
+      const backend = this.backend;
+      const own = this.own;
+      if (!backend || !own || !this.reconciler) return;
+      if (peerSetChanged && backend instanceof VxlanBackend && this.directRoutingNetwork() && this.underlay) {
+        this.onLinkPublicIPs = await backend.onLinkPeers(this.peers, this.underlay);
+      }
+      const ctx: DesiredContext = { onLinkPublicIPs: this.onLinkPublicIPs };
+      const desired = backend.desired(own, this.peers, ctx);
+      for (const s of desired.skipped ?? []) this.warnSkippedOnce(s.key, s.reason);
+      this.reconciler.setDesired(desired);
+    }).catch((err: unknown) => this.log.error('computing desired state failed', { error: describeError(err) }));
+  }
+
+  private readonly skippedWarned = new Map<string, string>();
+  private warnSkippedOnce(key: string, reason: string): void {
+    if (this.skippedWarned.get(key) === reason) return;
+    this.skippedWarned.set(key, reason);
+    this.log.warn('peer lease skipped', { key, reason });
+  }
+
+  /**
+   * The first reconcile must succeed before READY=1. A failure is retried with a bounded
+   * backoff (the reconciler logs which change failed).
+   */
+  private async reconcileUntilConverged(signal: AbortSignal): Promise<void> {
+    let delay = 100;
+    for (;;) {
+      try {
+        await this.reconciler!.reconcile();
+        return;
+      } catch (err) {
+        if (signal.aborted) throw err;
+        this.log.warn('programming peers failed; retrying', { error: describeError(err), retryInMs: delay });
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+
+  /** Take `lease` as ours: rewrite subnet.env and recompute desired state. */
+  private async adoptLease(lease: Lease, previous?: Lease): Promise<void> {
+    this.own = lease;
+    await this.writeSubnetFile(lease);
+    if (previous && (previous.subnet.ip !== lease.subnet.ip || previous.subnet.prefixLen !== lease.subnet.prefixLen)) {
+      const msg = `subnet changed from ${formatIPv4Cidr(previous.subnet)} to ${formatIPv4Cidr(lease.subnet)}: ` +
+        `another host took our subnet while our lease was lost; containers must be restarted with the new ${this.opts.subnetFile}`;
+      this.log.error(msg);
+      this.notifier.status(msg);
+    } else if (previous) {
+      this.log.info('subnet lease re-acquired', { subnet: formatIPv4Cidr(lease.subnet) });
+      this.notifier.status(`lease ${formatIPv4Cidr(lease.subnet)} re-acquired`);
+    } else {
+      this.log.info('subnet lease acquired', { subnet: formatIPv4Cidr(lease.subnet), key: lease.key });
+    }
+    this.scheduleRecompute(false);
+  }
+
+  private async writeSubnetFile(lease: Lease): Promise<void> {
+    const config = this.config!;
+    const text = formatSubnetEnv({
+      network: formatIPv4Cidr(config.network!),
+      subnet: `${formatIPv4(lease.subnet.ip + 1)}/${lease.subnet.prefixLen}`,
+      mtu: this.setup!.mtu,
+      ipMasq: this.opts.ipMasq,
+    });
+    await writeSubnetEnvAtomic(this.opts.subnetFile, text);
+    this.log.info('wrote subnet file', { path: this.opts.subnetFile });
+  }
+
+  /** FLANNEL_SUBNET of an existing subnet file: flannel prefers it when allocating. */
+  private async subnetFromFile(): Promise<IPv4Net | null> {
+    try {
+      const vars = await readSubnetEnv(this.opts.subnetFile);
+      const value = vars?.FLANNEL_SUBNET;
+      return value ? parseIPv4Cidr(value, false) : null;
+    } catch (err) {
+      this.log.warn('ignoring unreadable subnet file', { path: this.opts.subnetFile, error: describeError(err) });
+      return null;
+    }
+  }
+
+  /** The device was recreated (deleted by hand?): a new MAC or MTU must reach our lease and subnet.env. */
+  private onDeviceSetup(setup: BackendSetup): void {
+    const before = this.setup;
+    this.setup = setup;
+    if (before && JSON.stringify(before.backendData) === JSON.stringify(setup.backendData) && before.mtu === setup.mtu) return;
+    this.log.warn('overlay device parameters changed; updating lease and subnet file', { backendData: setup.backendData, mtu: setup.mtu });
+    if (this.own) void this.writeSubnetFile(this.own).catch((err: unknown) => this.log.error('rewriting subnet file failed', { error: describeError(err) }));
+  }
+
+  private directRoutingNetwork(): IPv4Net | null {
+    const cfg = this.config;
+    if (!cfg || cfg.backend.type !== 'vxlan' || cfg.backend.raw.DirectRouting !== true) return null;
+    return cfg.network;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.setPhase('stopping');
+    this.notifier.stopping();
+    this.unwatchPeers?.();
+    await this.reconciler?.stop().catch(() => undefined);
+    await this.manager?.close().catch(() => undefined);
+    await this.registry?.close().catch(() => undefined);
+    await this.backend?.close().catch(() => undefined);
+    this.nl?.close();
+    this.setPhase('stopped');
+  }
+}

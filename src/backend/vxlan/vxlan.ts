@@ -1,0 +1,231 @@
+/**
+ * The kernel VXLAN backend (flannel's pkg/backend/vxlan, compat §4).
+ *
+ * The device `flannel.<VNI>` is the one piece of state this class manages directly; everything
+ * on it (address, neighbours, FDB, routes) is desired() output applied by the Reconciler.
+ *
+ * VtepMAC stability: peers program our VtepMAC (from our lease) into their neighbour and FDB
+ * tables, so changing it cuts traffic until they see the new lease. Hence: an existing
+ * compatible device keeps its MAC (a restart does not change it), a device recreated by this
+ * process gets the MAC it had before (the reconciler healing a deleted device does not change
+ * it), and a MAC changed by hand is put back. Only a device created from scratch, or recreated
+ * because it was incompatible, by a fresh process gets a new random MAC (unless the constructor
+ * is given `vtepMac`, e.g. from our previous lease).
+ */
+import { randomBytes } from 'node:crypto';
+import type { VxlanBackendConfig } from '../../config/types';
+import type { Lease } from '../../lease/types';
+import { silentLogger, type Logger } from '../../log';
+import type { LinkRef } from '../../netlink/client';
+import { isGone } from '../../netlink/client';
+import { normalizeMac } from '../../netlink/codec';
+import { isErrno } from '../../netlink/errors';
+import type { LinkInfo, VxlanSpec } from '../../netlink/types';
+import type { Backend, BackendSetup, DesiredContext, DesiredState, Underlay } from '../backend';
+import { decodeVxlanData, vxlanDesired } from './desired';
+
+/** Linux's default VXLAN port, which flannel uses when Port is 0 (not IANA's 4789). */
+export const DEFAULT_VXLAN_PORT = 8472;
+/** VXLAN over IPv4 costs 50 bytes: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
+export const VXLAN_OVERHEAD = 50;
+
+/** The part of NetlinkClient the backend uses (a seam for tests). */
+export interface VxlanNetlink {
+  getLink(name: string): Promise<LinkInfo | null>;
+  createVxlan(spec: VxlanSpec): Promise<LinkInfo>;
+  setLinkUp(link: LinkRef): Promise<void>;
+  setLinkDown(link: LinkRef): Promise<void>;
+  setLinkMtu(link: LinkRef, mtu: number): Promise<void>;
+  setLinkMac(link: LinkRef, mac: string): Promise<void>;
+  deleteLink(link: LinkRef): Promise<void>;
+  isOnLink(ip: string, viaIndex?: number): Promise<boolean>;
+}
+
+export interface VxlanBackendOptions {
+  readonly nl: VxlanNetlink;
+  readonly config: VxlanBackendConfig;
+  readonly log?: Logger;
+  /** MAC to give the device if it has to be created (e.g. the VtepMAC of our previous lease). */
+  readonly vtepMac?: string | null;
+  /** Seam for tests: 6 random bytes. */
+  readonly randomBytes?: (n: number) => Buffer;
+}
+
+/** The VXLAN data this backend writes into our lease. Field order is flannel's. */
+export interface VxlanBackendData {
+  readonly VNI: number;
+  readonly VtepMAC: string;
+}
+
+export class VxlanBackend implements Backend {
+  readonly type = 'vxlan';
+  readonly deviceName: string;
+  private readonly nl: VxlanNetlink;
+  private readonly config: VxlanBackendConfig;
+  private readonly log: Logger;
+  private readonly random: (n: number) => Buffer;
+  private mac: string | null;
+  private lastWant: { spec: Omit<VxlanSpec, 'mac'>; underlay: Underlay } | null = null;
+
+  constructor(opts: VxlanBackendOptions) {
+    this.nl = opts.nl;
+    this.config = opts.config;
+    this.log = (opts.log ?? silentLogger).child({ component: 'vxlan' });
+    this.random = opts.randomBytes ?? randomBytes;
+    this.deviceName = `flannel.${opts.config.vni}`;
+    this.mac = opts.vtepMac ? normalizeMac(opts.vtepMac) : null;
+  }
+
+  /** The device's MAC as last set up by ensureDevice(); null before the first call. */
+  get vtepMac(): string | null {
+    return this.mac;
+  }
+
+  async ensureDevice(underlay: Underlay): Promise<BackendSetup> {
+    const mtu = this.config.mtu ?? underlay.mtu - VXLAN_OVERHEAD;
+    const want: Omit<VxlanSpec, 'mac'> = {
+      name: this.deviceName,
+      vni: this.config.vni,
+      localIP: underlay.ifaceIPv4 ?? underlay.ipv4,
+      underlayIndex: underlay.ifIndex,
+      port: this.config.port || DEFAULT_VXLAN_PORT,
+      learning: this.config.learning,
+      gbp: this.config.gbp,
+      mtu,
+    };
+    const link = await this.ensureLink(want, underlay);
+    if (link.mac === null) throw new Error(`device ${this.deviceName} has no MAC address`); // vxlan always has one
+    this.mac = link.mac;
+    this.lastWant = { spec: want, underlay };
+    return {
+      backendType: 'vxlan',
+      backendData: { VNI: this.config.vni, VtepMAC: link.mac } satisfies VxlanBackendData,
+      mtu,
+    };
+  }
+
+  deviceProblem(link: LinkInfo): string | null {
+    if (this.lastWant === null) return null;
+    const { spec, underlay } = this.lastWant;
+    const why = incompatibility(link, spec, underlay);
+    if (why !== null) return why;
+    if (this.mac !== null && link.mac !== this.mac) return `MAC ${link.mac ?? 'none'}, want VtepMAC ${this.mac}`;
+    if (link.mtu !== spec.mtu) return `MTU ${link.mtu}, want ${spec.mtu}`;
+    return null;
+  }
+
+  desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
+    return vxlanDesired(own, peers, { vni: this.config.vni, directRouting: this.config.directRouting }, ctx);
+  }
+
+  /**
+   * For DirectRouting: the PublicIPs of vxlan peers the kernel reaches without a gateway through
+   * the underlay. Empty when DirectRouting is off. One route lookup per distinct PublicIP: call it
+   * when the peer set changes, not on every reconcile.
+   */
+  async onLinkPeers(peers: readonly Lease[], underlay: Underlay): Promise<Set<string>> {
+    const out = new Set<string>();
+    if (!this.config.directRouting) return out;
+    const ips = new Set<string>();
+    for (const p of peers) {
+      if (p.attrs.BackendType === 'vxlan' && decodeVxlanData(p.attrs.BackendData).ok) ips.add(p.attrs.PublicIP);
+    }
+    await Promise.all(
+      [...ips].map(async (ip) => {
+        try {
+          if (await this.nl.isOnLink(ip, underlay.ifIndex)) out.add(ip);
+        } catch (err) {
+          this.log.warn('DirectRouting: route lookup failed; using VXLAN for this peer', { publicIp: ip, error: err });
+        }
+      }),
+    );
+    return out;
+  }
+
+  async close(): Promise<void> {
+    // Nothing held: the device stays (a restart must not cut traffic).
+  }
+
+  private async ensureLink(want: Omit<VxlanSpec, 'mac'>, underlay: Underlay): Promise<LinkInfo> {
+    for (let attempt = 0; ; attempt++) {
+      let link = await this.nl.getLink(want.name);
+      if (link) {
+        const why = incompatibility(link, want, underlay);
+        if (why !== null) {
+          this.log.warn(`device ${want.name} exists with an incompatible configuration (${why}); deleting and recreating it`);
+          try {
+            await this.nl.deleteLink(link);
+          } catch (err) {
+            if (!isGone(err)) throw err;
+          }
+          link = null;
+        }
+      }
+      if (!link) {
+        const mac = this.mac ?? randomMac(this.random);
+        try {
+          link = await this.nl.createVxlan({ ...want, mac });
+        } catch (err) {
+          // Someone (a second weftd, an operator) created it between our look-up and create:
+          // look again and judge what is there.
+          if (isErrno(err, 'EEXIST') && attempt < 2) continue;
+          throw err;
+        }
+        this.log.info(`created device ${want.name}`, {
+          vni: want.vni, local: want.localIP, dev: underlay.ifName, dstport: want.port, mtu: want.mtu, mac,
+        });
+      } else {
+        link = await this.repair(link, want);
+      }
+      if (!link.up) await this.nl.setLinkUp(link);
+      return { ...link, up: true };
+    }
+  }
+
+  /** Fix what can be fixed in place on a compatible device: MTU, and a MAC changed behind our back. */
+  private async repair(link: LinkInfo, want: Omit<VxlanSpec, 'mac'>): Promise<LinkInfo> {
+    let out = link;
+    if (link.mtu !== want.mtu) {
+      this.log.info(`device ${link.name}: MTU ${link.mtu} → ${want.mtu}`);
+      await this.nl.setLinkMtu(link, want.mtu);
+      out = { ...out, mtu: want.mtu };
+    }
+    if (this.mac !== null && link.mac !== this.mac) {
+      this.log.warn(`device ${link.name}: MAC ${link.mac ?? 'none'} is not our VtepMAC ${this.mac}; restoring it`);
+      try {
+        await this.nl.setLinkMac(link, this.mac);
+      } catch (err) {
+        if (!isErrno(err, 'EBUSY')) throw err;
+        // Drivers without live MAC change want the device down for it.
+        await this.nl.setLinkDown(link);
+        await this.nl.setLinkMac(link, this.mac);
+        out = { ...out, up: false };
+      }
+      out = { ...out, mac: this.mac };
+    }
+    return out;
+  }
+}
+
+/** Why an existing device cannot serve as ours (flannel's vxlanLinksIncompat), or null. */
+export function incompatibility(link: LinkInfo, want: Omit<VxlanSpec, 'mac'>, underlay?: Underlay): string | null {
+  if (link.kind !== 'vxlan' || link.vxlan === null) return `it is ${link.kind ? `a ${link.kind}` : 'not a vxlan'} device`;
+  const v = link.vxlan;
+  const diffs: string[] = [];
+  if (v.vni !== want.vni) diffs.push(`VNI ${v.vni}, want ${want.vni}`);
+  if (v.local !== want.localIP) diffs.push(`local ${v.local ?? 'unset'}, want ${want.localIP}`);
+  if (v.underlayIndex !== null && v.underlayIndex !== 0 && v.underlayIndex !== want.underlayIndex) {
+    diffs.push(`dev #${v.underlayIndex}, want #${want.underlayIndex}${underlay ? ` (${underlay.ifName})` : ''}`);
+  }
+  if (v.port !== 0 && v.port !== want.port) diffs.push(`dstport ${v.port}, want ${want.port}`);
+  if (v.learning !== want.learning) diffs.push(want.learning ? 'nolearning, want learning' : 'learning, want nolearning');
+  if (v.gbp !== want.gbp) diffs.push(want.gbp ? 'no gbp, want gbp' : 'gbp, want no gbp');
+  return diffs.length ? diffs.join('; ') : null;
+}
+
+/** A random locally administered (bit 1 set) unicast (bit 0 clear) MAC. */
+export function randomMac(random: (n: number) => Buffer = randomBytes): string {
+  const b = Buffer.from(random(6).subarray(0, 6));
+  b[0] = (b[0]! & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}

@@ -1,0 +1,588 @@
+/**
+ * The one component that changes the kernel. Lease events (setDesired), netlink notifications
+ * (someone deleted a route) and a periodic timer all end in the same idempotent reconcile():
+ *
+ *   ensure the overlay device (only when missing or down) → dump actual state → diffState()
+ *   → apply the changes, adds in the order neighbour → FDB → route (a route never points at a
+ *   neighbour the kernel would have to ARP for), removals in the reverse order.
+ *
+ * Ownership (diffState never proposes anything else):
+ * - every IPv4 address, permanent neighbour and permanent FDB entry on the overlay device;
+ * - every main-table unicast route out of the overlay device (except the kernel's own);
+ * - with DirectRouting, main-table routes out of the underlay that have a gateway and whose
+ *   destination lies strictly inside the flannel Network (`directRoutingNetwork`).
+ * Non-permanent neighbours/FDB entries are the kernel's (ARP, learning) and left alone.
+ *
+ * Concurrency: one reconcile at a time; calls made while one runs share a single follow-up run
+ * (which sees the latest desired state).
+ *
+ * States of the scheduler:
+ *
+ *   idle ──(setDesired | netlink change | resync timer)──► scheduled ──(timer)──► running
+ *     ▲                                                                          │
+ *     └───────────────── ok ◄──────────────────────────────────────────────────────┤
+ *                          failed: scheduled again with backoff (100 ms … 5 s) ◄──┘
+ */
+import type { Backend, BackendSetup, DesiredState, Underlay } from '../backend/backend';
+import { describeError, WeftError } from '../errors';
+import { formatIPv4, formatIPv4Cidr, maskOf, netContainsNet } from '../ip';
+import type { IPv4Net } from '../lease/types';
+import { silentLogger, type Logger } from '../log';
+import { isGone, type LinkRef } from '../netlink/client';
+import {
+  MAIN_TABLE,
+  RTN_UNICAST,
+  RTPROT_KERNEL,
+  type AddressEntry,
+  type ChangeBatch,
+  type ChangeEvent,
+  type FdbEntry,
+  type LinkInfo,
+  type Monitor,
+  type NeighbourEntry,
+  type RouteEntry,
+  type RouteSpec,
+} from '../netlink/types';
+
+export type ObjectKind = 'address' | 'neighbour' | 'fdb' | 'route';
+export type RepairKind = 'device' | ObjectKind;
+export const REPAIR_KINDS: readonly RepairKind[] = ['device', 'address', 'neighbour', 'fdb', 'route'];
+
+/** What the kernel holds, as read by dumps. Lists may include objects on other links: diffState filters. */
+export interface ActualState {
+  readonly overlayIndex: number;
+  readonly underlayIndex: number;
+  readonly addresses: readonly AddressEntry[];
+  readonly neighbours: readonly NeighbourEntry[];
+  readonly fdb: readonly FdbEntry[];
+  /** Main-table IPv4 routes. */
+  readonly routes: readonly RouteEntry[];
+}
+
+export interface Ownership {
+  /** The flannel Network when DirectRouting is on (weft then owns underlay routes into it); else null. */
+  readonly directRoutingNetwork: IPv4Net | null;
+}
+
+export type ChangeOp = 'add' | 'update' | 'remove';
+
+export type Change =
+  | { readonly op: ChangeOp; readonly kind: 'address'; readonly ip: string; readonly prefixLen: number }
+  | { readonly op: ChangeOp; readonly kind: 'neighbour'; readonly ip: string; readonly mac: string | null }
+  | { readonly op: ChangeOp; readonly kind: 'fdb'; readonly mac: string; readonly dst: string | null }
+  | {
+      readonly op: ChangeOp;
+      readonly kind: 'route';
+      readonly dst: IPv4Net;
+      readonly gateway: string | null;
+      readonly onlink: boolean;
+      readonly oif: number;
+      readonly via: 'overlay' | 'underlay' | 'other';
+      readonly priority: number;
+    };
+
+const KIND_ORDER: readonly ObjectKind[] = ['address', 'neighbour', 'fdb', 'route'];
+
+/**
+ * Pure: the changes that turn `actual` into `desired`, touching only objects weft owns (see the
+ * module comment). Ordered for application: adds and updates (address, neighbour, FDB, route),
+ * then removals (route, FDB, neighbour, address). Empty when the kernel already matches.
+ */
+export function diffState(desired: DesiredState, actual: ActualState, own: Ownership = { directRoutingNetwork: null }): Change[] {
+  const ov = actual.overlayIndex;
+  const sets: Change[] = [];
+  const removes: Change[] = [];
+
+  // Addresses on the overlay device.
+  const haveAddr = new Set(actual.addresses.filter((a) => a.ifindex === ov).map((a) => `${a.ip}/${a.prefixLen}`));
+  const wantAddr = new Set<string>();
+  for (const a of desired.addresses) {
+    const ip = formatIPv4(a.ip);
+    const k = `${ip}/${a.prefixLen}`;
+    if (wantAddr.has(k)) continue;
+    wantAddr.add(k);
+    if (!haveAddr.has(k)) sets.push({ op: 'add', kind: 'address', ip, prefixLen: a.prefixLen });
+  }
+  for (const a of actual.addresses) {
+    if (a.ifindex === ov && !wantAddr.has(`${a.ip}/${a.prefixLen}`)) removes.push({ op: 'remove', kind: 'address', ip: a.ip, prefixLen: a.prefixLen });
+  }
+
+  // Permanent neighbours on the overlay device, keyed by IP.
+  const haveNeigh = new Map<string, NeighbourEntry>();
+  for (const n of actual.neighbours) if (n.ifindex === ov) haveNeigh.set(n.ip, n);
+  const wantNeigh = new Map<string, string>();
+  for (const n of desired.neighbours) wantNeigh.set(n.ip, n.mac.toLowerCase());
+  for (const [ip, mac] of wantNeigh) {
+    const cur = haveNeigh.get(ip);
+    if (!cur) sets.push({ op: 'add', kind: 'neighbour', ip, mac });
+    else if (!cur.permanent || cur.mac !== mac) sets.push({ op: 'update', kind: 'neighbour', ip, mac });
+  }
+  for (const n of haveNeigh.values()) {
+    if (n.permanent && !wantNeigh.has(n.ip)) removes.push({ op: 'remove', kind: 'neighbour', ip: n.ip, mac: n.mac });
+  }
+
+  // Permanent FDB entries on the overlay device, keyed by (MAC, dst).
+  const haveFdb = new Map<string, FdbEntry>();
+  for (const f of actual.fdb) if (f.ifindex === ov) haveFdb.set(`${f.mac} ${f.dst ?? ''}`, f);
+  const wantFdb = new Map<string, { mac: string; dst: string }>();
+  for (const f of desired.fdb) {
+    const mac = f.mac.toLowerCase();
+    wantFdb.set(`${mac} ${f.dst}`, { mac, dst: f.dst });
+  }
+  for (const [k, f] of wantFdb) {
+    const cur = haveFdb.get(k);
+    if (!cur) sets.push({ op: haveFdbMac(haveFdb, f.mac) ? 'update' : 'add', kind: 'fdb', mac: f.mac, dst: f.dst });
+    else if (!cur.permanent) sets.push({ op: 'update', kind: 'fdb', mac: f.mac, dst: f.dst });
+  }
+  for (const [k, f] of haveFdb) {
+    if (f.permanent && !wantFdb.has(k)) removes.push({ op: 'remove', kind: 'fdb', mac: f.mac, dst: f.dst });
+  }
+
+  // Routes, keyed like the kernel keys them in one table: (dst, metric).
+  const viaOf = (r: RouteEntry): 'overlay' | 'underlay' | 'other' =>
+    r.oif === ov ? 'overlay' : r.oif === actual.underlayIndex ? 'underlay' : 'other';
+  const routeKey = (dst: IPv4Net, priority: number): string => `${formatIPv4Cidr(dst)} ${priority}`;
+  const unicast = actual.routes.filter((r) => r.table === MAIN_TABLE && r.type === RTN_UNICAST);
+  const byKey = new Map<string, RouteEntry[]>();
+  for (const r of unicast) {
+    const k = routeKey(r.dst, r.priority);
+    byKey.set(k, [...(byKey.get(k) ?? []), r]);
+  }
+  const wantRoutes = new Map<string, Change & { kind: 'route' }>();
+  for (const d of desired.routes) {
+    const via = d.via ?? 'overlay';
+    const dst = { ip: (d.dst.ip & maskOf(d.dst.prefixLen)) >>> 0, prefixLen: d.dst.prefixLen };
+    const oif = via === 'underlay' ? actual.underlayIndex : ov;
+    wantRoutes.set(routeKey(dst, 0), { op: 'add', kind: 'route', dst, gateway: d.gateway, onlink: d.onlink, oif, via, priority: 0 });
+  }
+  for (const [k, w] of wantRoutes) {
+    const present = byKey.get(k) ?? [];
+    const match = present.some((r) => r.oif === w.oif && r.gateway === w.gateway && r.onlink === w.onlink);
+    if (!match) sets.push(present.length ? { ...w, op: 'update' } : w);
+  }
+  const owned = (r: RouteEntry): boolean => {
+    if (r.protocol === RTPROT_KERNEL || r.oif === null) return false;
+    if (r.oif === ov) return true;
+    const net = own.directRoutingNetwork;
+    return (
+      net !== null &&
+      r.oif === actual.underlayIndex &&
+      r.gateway !== null &&
+      r.dst.prefixLen > net.prefixLen &&
+      netContainsNet(net, r.dst)
+    );
+  };
+  for (const r of unicast) {
+    if (!owned(r)) continue;
+    const w = wantRoutes.get(routeKey(r.dst, r.priority));
+    // The desired route for this key replaces r in place (same dst and metric): no removal.
+    if (w) continue;
+    removes.push({
+      op: 'remove', kind: 'route', dst: r.dst, gateway: r.gateway, onlink: r.onlink, oif: r.oif!, via: viaOf(r), priority: r.priority,
+    });
+  }
+
+  const rank = (c: Change): number => KIND_ORDER.indexOf(c.kind);
+  sets.sort((a, b) => rank(a) - rank(b) || cmp(changeId(a), changeId(b)));
+  removes.sort((a, b) => rank(b) - rank(a) || cmp(changeId(a), changeId(b)));
+  return [...sets, ...removes];
+}
+
+function haveFdbMac(have: Map<string, FdbEntry>, mac: string): boolean {
+  for (const f of have.values()) if (f.mac === mac) return true;
+  return false;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Identity of the object a change is about, value included (used for ordering and repair accounting). */
+export function changeId(c: Change): string {
+  switch (c.kind) {
+    case 'address':
+      return `address ${c.ip}/${c.prefixLen}`;
+    case 'neighbour':
+      return `neighbour ${c.ip} ${c.mac ?? ''}`;
+    case 'fdb':
+      return `fdb ${c.mac} ${c.dst ?? ''}`;
+    case 'route':
+      return `route ${formatIPv4Cidr(c.dst)} ${c.priority} ${c.via} ${c.gateway ?? ''}${c.onlink ? ' onlink' : ''}`;
+  }
+}
+
+/** The ids of every object in a desired state, in changeId's format. */
+function desiredIds(d: DesiredState): Set<string> {
+  const ids = new Set<string>();
+  for (const a of d.addresses) ids.add(`address ${formatIPv4(a.ip)}/${a.prefixLen}`);
+  for (const n of d.neighbours) ids.add(`neighbour ${n.ip} ${n.mac.toLowerCase()}`);
+  for (const f of d.fdb) ids.add(`fdb ${f.mac.toLowerCase()} ${f.dst}`);
+  for (const r of d.routes) {
+    const dst = { ip: (r.dst.ip & maskOf(r.dst.prefixLen)) >>> 0, prefixLen: r.dst.prefixLen };
+    ids.add(`route ${formatIPv4Cidr(dst)} 0 ${r.via ?? 'overlay'} ${r.gateway}${r.onlink ? ' onlink' : ''}`);
+  }
+  return ids;
+}
+
+export function describeChange(c: Change): string {
+  switch (c.kind) {
+    case 'address':
+      return `${c.op} address ${c.ip}/${c.prefixLen}`;
+    case 'neighbour':
+      return `${c.op} neighbour ${c.ip}${c.mac ? ` lladdr ${c.mac}` : ''}`;
+    case 'fdb':
+      return `${c.op} fdb ${c.mac}${c.dst ? ` dst ${c.dst}` : ''}`;
+    case 'route':
+      return `${c.op} route ${formatIPv4Cidr(c.dst)}${c.gateway ? ` via ${c.gateway}` : ''} (${c.via})${c.onlink ? ' onlink' : ''}${c.priority ? ` metric ${c.priority}` : ''}`;
+  }
+}
+
+// ------------------------------------------------------------------------------- Reconciler
+
+/** The part of NetlinkClient the reconciler uses (a seam for tests). */
+export interface ReconcilerNetlink {
+  getLink(name: string): Promise<LinkInfo | null>;
+  listAddresses(ifindex?: number): Promise<AddressEntry[]>;
+  listNeighbours(ifindex?: number): Promise<NeighbourEntry[]>;
+  listFdb(ifindex?: number): Promise<FdbEntry[]>;
+  listRoutes(table?: number): Promise<RouteEntry[]>;
+  addAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void>;
+  deleteAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void>;
+  replaceNeighbour(link: LinkRef, ip: string, mac: string): Promise<void>;
+  deleteNeighbour(link: LinkRef, ip: string): Promise<void>;
+  replaceFdb(link: LinkRef, mac: string, dst: string): Promise<void>;
+  deleteFdb(link: LinkRef, mac: string, dst: string | null): Promise<void>;
+  replaceRoute(spec: RouteSpec): Promise<void>;
+  deleteRoute(spec: RouteSpec): Promise<void>;
+  monitor(onChange: (batch: ChangeBatch) => void): Monitor;
+}
+
+export type TimerHandle = unknown;
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle): void;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export interface ReconcilerOptions {
+  readonly nl: ReconcilerNetlink;
+  readonly backend: Backend;
+  readonly underlay: Underlay;
+  readonly log?: Logger;
+  /** Periodic full resync. Default 10 000 ms. */
+  readonly resyncIntervalMs?: number;
+  readonly clock?: Clock;
+  /** The flannel Network when vxlan DirectRouting is on; null/absent otherwise. */
+  readonly directRoutingNetwork?: IPv4Net | null;
+  /** Delay between a netlink notification and the reconcile it triggers (coalescing). Default 20 ms. */
+  readonly debounceMs?: number;
+  /**
+   * Called after the reconciler had to (re)create or bring up the device. The daemon compares
+   * the setup (VtepMAC, MTU) with its lease and subnet.env and updates them if they changed.
+   */
+  readonly onDeviceSetup?: (setup: BackendSetup) => void;
+}
+
+export interface ReconcileResult {
+  /** Changes applied (successfully) in this run. */
+  readonly changes: number;
+  /** Of those, repairs (drift from an already converged state), by kind. */
+  readonly repairs: Record<RepairKind, number>;
+}
+
+function zeroRepairs(): Record<RepairKind, number> {
+  return { device: 0, address: 0, neighbour: 0, fdb: 0, route: 0 };
+}
+
+export class Reconciler {
+  private readonly nl: ReconcilerNetlink;
+  private readonly backend: Backend;
+  private readonly underlay: Underlay;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly resyncIntervalMs: number;
+  private readonly debounceMs: number;
+  private readonly ownership: Ownership;
+  private readonly onDeviceSetup: ((setup: BackendSetup) => void) | undefined;
+
+  private desired: DesiredState | null = null;
+  private converged: Set<string> | null = null;
+  private overlayIndex: number | null = null;
+  private running: Promise<ReconcileResult> | null = null;
+  private followUp: Promise<ReconcileResult> | null = null;
+  private readonly totals = zeroRepairs();
+  private failures = 0;
+  private lastErr: unknown = null;
+
+  private started = false;
+  private stopped = false;
+  private monitorHandle: Monitor | null = null;
+  private timer: TimerHandle | null = null;
+  private timerDue = 0;
+  private resyncTimer: TimerHandle | null = null;
+
+  constructor(opts: ReconcilerOptions) {
+    this.nl = opts.nl;
+    this.backend = opts.backend;
+    this.underlay = opts.underlay;
+    this.log = (opts.log ?? silentLogger).child({ component: 'reconciler' });
+    this.clock = opts.clock ?? systemClock;
+    this.resyncIntervalMs = opts.resyncIntervalMs ?? 10_000;
+    this.debounceMs = opts.debounceMs ?? 20;
+    this.ownership = { directRoutingNetwork: opts.directRoutingNetwork ?? null };
+    this.onDeviceSetup = opts.onDeviceSetup;
+  }
+
+  /** Repairs since construction, by kind (for metrics). */
+  get repairCounts(): Readonly<Record<RepairKind, number>> {
+    return { ...this.totals };
+  }
+
+  /** The last reconcile's error, or null if it succeeded. */
+  get lastError(): unknown {
+    return this.lastErr;
+  }
+
+  /** True once a reconcile has brought the kernel to the current desired state. */
+  get isConverged(): boolean {
+    return this.converged !== null && this.lastErr === null;
+  }
+
+  /** Replace the desired state; when started, a reconcile follows at once. */
+  setDesired(state: DesiredState): void {
+    this.desired = state;
+    if (this.started) this.schedule(0);
+  }
+
+  /**
+   * Bring the kernel to the desired state now. Rejects (WeftError 'NETLINK', retryable) when some
+   * change failed; the others are applied anyway. Concurrent calls coalesce into one follow-up.
+   */
+  reconcile(): Promise<ReconcileResult> {
+    if (!this.running) {
+      this.running = this.runOnce().finally(() => {
+        this.running = null;
+      });
+      return this.running;
+    }
+    if (!this.followUp) {
+      this.followUp = this.running
+        .catch(() => undefined)
+        .then(() => {
+          this.followUp = null;
+          return this.reconcile();
+        });
+    }
+    return this.followUp;
+  }
+
+  /** Watch netlink (reconcile ~debounceMs after a relevant change) and resync periodically. */
+  start(): void {
+    if (this.started || this.stopped) return;
+    this.started = true;
+    this.monitorHandle = this.nl.monitor((batch) => {
+      if (batch.resync || batch.events.some((e) => this.relevant(e))) this.schedule(this.debounceMs);
+    });
+    this.schedule(0);
+    this.armResync();
+  }
+
+  /** Stop watching and timers; waits for a reconcile in progress. Leaves kernel state in place. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.started = false;
+    this.monitorHandle?.close();
+    this.monitorHandle = null;
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    if (this.resyncTimer !== null) this.clock.clearTimeout(this.resyncTimer);
+    this.timer = null;
+    this.resyncTimer = null;
+    await (this.followUp ?? this.running)?.catch(() => undefined);
+  }
+
+  private relevant(e: ChangeEvent): boolean {
+    const ov = this.overlayIndex;
+    switch (e.kind) {
+      case 'link':
+        return ov === null || e.ifindex === ov || e.ifindex === this.underlay.ifIndex || e.name === this.backend.deviceName;
+      case 'address':
+      case 'neighbour':
+      case 'fdb':
+        return ov === null || e.ifindex === ov;
+      case 'route':
+        return (
+          e.table === MAIN_TABLE &&
+          (ov === null || e.oif === ov || (this.ownership.directRoutingNetwork !== null && e.oif === this.underlay.ifIndex))
+        );
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (!this.started) return;
+    const due = this.clock.now() + delayMs;
+    if (this.timer !== null) {
+      if (this.timerDue <= due) return;
+      this.clock.clearTimeout(this.timer);
+    }
+    this.timerDue = due;
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = null;
+      void this.runScheduled();
+    }, delayMs);
+  }
+
+  private async runScheduled(): Promise<void> {
+    try {
+      await this.reconcile();
+      this.failures = 0;
+    } catch (err) {
+      this.failures++;
+      const retryMs = Math.min(100 * 2 ** (this.failures - 1), 5000, this.resyncIntervalMs);
+      this.log.error('reconcile failed; retrying', { error: describeError(err), attempt: this.failures, retryInMs: retryMs });
+      this.schedule(retryMs);
+    }
+  }
+
+  private armResync(): void {
+    if (!this.started) return;
+    this.resyncTimer = this.clock.setTimeout(() => {
+      this.resyncTimer = null;
+      this.schedule(0);
+      this.armResync();
+    }, this.resyncIntervalMs);
+  }
+
+  private async runOnce(): Promise<ReconcileResult> {
+    const desired = this.desired;
+    const repairs = zeroRepairs();
+    if (desired === null) return { changes: 0, repairs };
+    try {
+      const result = await this.apply(desired, repairs);
+      this.lastErr = null;
+      return result;
+    } catch (err) {
+      this.lastErr = err;
+      throw err;
+    } finally {
+      for (const k of REPAIR_KINDS) this.totals[k] += repairs[k];
+    }
+  }
+
+  private async apply(desired: DesiredState, repairs: Record<RepairKind, number>): Promise<ReconcileResult> {
+    const link = await this.ensureDevice(repairs);
+    this.overlayIndex = link.index;
+    const [addresses, neighbours, fdb, routes] = await Promise.all([
+      this.nl.listAddresses(link.index),
+      this.nl.listNeighbours(link.index),
+      this.nl.listFdb(link.index),
+      this.nl.listRoutes(MAIN_TABLE),
+    ]);
+    const actual: ActualState = { overlayIndex: link.index, underlayIndex: this.underlay.ifIndex, addresses, neighbours, fdb, routes };
+    const changes = diffState(desired, actual, this.ownership);
+    const converged = this.converged;
+    const isRepair = (c: Change): boolean => {
+      if (converged === null) return false;
+      return c.op === 'remove' ? !converged.has(changeId(c)) : converged.has(changeId(c));
+    };
+
+    const errors: unknown[] = [];
+    let applied = 0;
+    // Phases run one after another (that is the ordering guarantee); inside a phase, in parallel.
+    for (const phase of phases(changes)) {
+      const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
+      results.forEach((r, i) => {
+        const c = phase[i]!;
+        if (r.status === 'rejected') {
+          errors.push(r.reason);
+          return;
+        }
+        applied++;
+        if (isRepair(c)) {
+          repairs[c.kind]++;
+          this.log.info(`repaired: ${describeChange(c)}`, { device: link.name });
+        } else {
+          this.log.debug(describeChange(c), { device: link.name });
+        }
+      });
+    }
+    if (errors.length) {
+      throw new WeftError('NETLINK', `reconcile ${link.name}: ${errors.length} of ${changes.length} changes failed: ${describeError(errors[0])}`, {
+        cause: errors[0],
+        retryable: true,
+      });
+    }
+    if (changes.length) this.log.info('reconciled', { device: link.name, changes: changes.length, repairs });
+    this.converged = desiredIds(desired);
+    return { changes: applied, repairs };
+  }
+
+  private async ensureDevice(repairs: Record<RepairKind, number>): Promise<LinkInfo> {
+    const name = this.backend.deviceName;
+    const link = await this.nl.getLink(name);
+    const why = !link ? 'missing' : !link.up ? 'down' : this.backend.deviceProblem?.(link) ?? null;
+    if (link && why === null) return link;
+    if (this.converged !== null) this.log.warn(`device ${name}: ${why}; setting it up again`);
+    const setup = await this.backend.ensureDevice(this.underlay);
+    if (this.converged !== null) repairs.device++;
+    try {
+      this.onDeviceSetup?.(setup);
+    } catch (err) {
+      this.log.error('onDeviceSetup listener threw', { error: err });
+    }
+    const fresh = await this.nl.getLink(name);
+    if (!fresh) throw new WeftError('NETLINK', `device ${name} is missing right after setting it up`, { retryable: true });
+    return fresh;
+  }
+
+  private async applyChange(c: Change, link: LinkInfo): Promise<void> {
+    const dev: LinkRef = { index: link.index, name: link.name };
+    try {
+      switch (c.kind) {
+        case 'address':
+          if (c.op === 'remove') await this.nl.deleteAddress(dev, c.ip, c.prefixLen);
+          else await this.nl.addAddress(dev, c.ip, c.prefixLen);
+          return;
+        case 'neighbour':
+          if (c.op === 'remove') await this.nl.deleteNeighbour(dev, c.ip);
+          else await this.nl.replaceNeighbour(dev, c.ip, c.mac!);
+          return;
+        case 'fdb':
+          if (c.op === 'remove') await this.nl.deleteFdb(dev, c.mac, c.dst);
+          else await this.nl.replaceFdb(dev, c.mac, c.dst!);
+          return;
+        case 'route': {
+          const spec: RouteSpec = { dst: c.dst, gateway: c.gateway, oif: c.oif, onlink: c.onlink, priority: c.priority };
+          if (c.op === 'remove') await this.nl.deleteRoute(spec);
+          else await this.nl.replaceRoute(spec);
+          return;
+        }
+      }
+    } catch (err) {
+      // Already gone is what a removal wanted (e.g. an FDB dst replaced in place just before).
+      if (c.op === 'remove' && isGone(err)) return;
+      throw err;
+    }
+  }
+}
+
+/** Split an ordered change list into runs of the same (op class, kind). */
+function phases(changes: readonly Change[]): Change[][] {
+  const out: Change[][] = [];
+  let key = '';
+  for (const c of changes) {
+    const k = `${c.op === 'remove' ? 'remove' : 'set'} ${c.kind}`;
+    if (k !== key || out.length === 0) {
+      out.push([]);
+      key = k;
+    }
+    out[out.length - 1]!.push(c);
+  }
+  return out;
+}

@@ -1,0 +1,495 @@
+/**
+ * NetlinkClient: the one typed, promise-based door to rtnetlink (the `netlink` 0.3.0 package).
+ * Nothing else in weft imports `netlink`.
+ *
+ * Contract:
+ * - Sockets belong to the network namespace of the process that opens them (first request,
+ *   first monitor): run weftd, or a test helper, inside the namespace it manages.
+ * - Requests go through a small pool of sockets (`concurrency`, default 4), each strictly
+ *   serialized, so at most `concurrency` requests are ever in flight. Order between two calls is
+ *   only guaranteed if the caller awaits the first.
+ * - "replace*" and "add*" use NLM_F_CREATE|NLM_F_REPLACE and are idempotent; "delete*" reject with
+ *   errno ENOENT/ESRCH/ENODEV/EADDRNOTAVAIL when the object is already gone (see `isGone`).
+ * - Failures are NetlinkError (a WeftError, code 'NETLINK') with message
+ *   '<operation> <object>: <errno>', the `errno` name as a field and the package's error as cause.
+ * - A socket that dies or times out is replaced; every open monitor then gets a batch with
+ *   `resync: true`.
+ * - close(): rejects queued requests (ESOCKCLOSED), closes every socket and monitor.
+ */
+import { FlagsNew, ifla, type RtNetlinkSocket, rt as rtStructs } from 'netlink';
+import { AttrStream } from 'netlink/dist/structs';
+import { formatIPv4Cidr, parseIPv4 } from '../ip';
+import { silentLogger, type Logger } from '../log';
+import { bufferToIp, bufferToMac, ipToBuffer, macToBuffer, uint32ToBuffer } from './codec';
+import { errnoOf, NetlinkError } from './errors';
+import { MonitorSocket } from './monitor';
+import { defaultSocketFactory, nativeBindingPatched, RequestSocket, type SocketFactory } from './socket';
+import {
+  MAIN_TABLE,
+  type AddressEntry,
+  type ChangeBatch,
+  type FdbEntry,
+  type LinkInfo,
+  type Monitor,
+  type NeighbourEntry,
+  type RouteEntry,
+  type RouteLookup,
+  type RouteSpec,
+  type VxlanSpec,
+} from './types';
+
+const AF_INET = 2;
+const AF_BRIDGE = 7;
+const RTNH_F_ONLINK = 4;
+const IFLA_INFO_KIND = 1;
+const IFLA_INFO_DATA = 2;
+const CREATE_OR_REPLACE = FlagsNew.CREATE | FlagsNew.REPLACE;
+let warnedUnpatched = false;
+
+export interface NetlinkClientOptions {
+  /** Request sockets, i.e. the bound on requests in flight. Default 4. */
+  readonly concurrency?: number;
+  /** Per-request timeout. Default 5000 ms. */
+  readonly requestTimeoutMs?: number;
+  /** Coalescing window of monitor batches. Default 10 ms. */
+  readonly monitorCoalesceMs?: number;
+  /** Seam for tests; default opens real sockets with `createRtNetlink`. */
+  readonly socketFactory?: SocketFactory;
+}
+
+/** A link by index, optionally with its name for error messages. */
+export type LinkRef = number | { readonly index: number; readonly name: string };
+
+export class NetlinkClient {
+  private readonly log: Logger;
+  private readonly pool: RequestSocket[];
+  private readonly monitors = new Set<MonitorSocket>();
+  private readonly names = new Map<number, string>();
+  private readonly coalesceMs: number;
+  private readonly factory: SocketFactory;
+
+  constructor(log: Logger = silentLogger, opts: NetlinkClientOptions = {}) {
+    this.log = log;
+    this.factory = opts.socketFactory ?? defaultSocketFactory;
+    this.coalesceMs = opts.monitorCoalesceMs ?? 10;
+    const n = Math.max(1, opts.concurrency ?? 4);
+    const timeout = opts.requestTimeoutMs ?? 5000;
+    this.pool = Array.from(
+      { length: n },
+      (_, i) => new RequestSocket(`req${i}`, log, timeout, (why) => this.onSocketReset(why), this.factory),
+    );
+    if (!opts.socketFactory && !nativeBindingPatched() && !warnedUnpatched) {
+      warnedUnpatched = true;
+      log.warn(
+        'the netlink package\'s native binding is unpatched: a netlink receive-buffer overflow would abort the process; ' +
+          'run "node scripts/patch-netlink.js" (docs/netlink.md)',
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------- links
+
+  async getLink(name: string): Promise<LinkInfo | null> {
+    try {
+      const msgs = await this.run(`get link ${name}`, (rt) => rt.getLink({}, { ifname: name }));
+      return msgs[0] ? this.toLink(msgs[0]) : null;
+    } catch (err) {
+      if (errnoOf(err) === 'ENODEV') return null;
+      throw err;
+    }
+  }
+
+  async getLinkByIndex(index: number): Promise<LinkInfo | null> {
+    try {
+      const msgs = await this.run(`get link #${index}`, (rt) => rt.getLink({ index }));
+      return msgs[0] ? this.toLink(msgs[0]) : null;
+    } catch (err) {
+      if (errnoOf(err) === 'ENODEV') return null;
+      throw err;
+    }
+  }
+
+  async listLinks(): Promise<LinkInfo[]> {
+    const msgs = await this.run('list links', (rt) => rt.getLinks());
+    return msgs.map((m) => this.toLink(m));
+  }
+
+  /** Create a VXLAN device (fails with EEXIST if the name is taken), down, with the given MAC and MTU. */
+  async createVxlan(spec: VxlanSpec): Promise<LinkInfo> {
+    const op = `create vxlan device ${spec.name} (vni ${spec.vni}, local ${spec.localIP}, dev #${spec.underlayIndex}, dstport ${spec.port})`;
+    const port = Buffer.alloc(2);
+    port.writeUInt16BE(spec.port, 0);
+    const info = new AttrStream();
+    // The package has no typed IFLA_LINKINFO writer: kind is a NUL-terminated string, data the
+    // nested IFLA_VXLAN_* attributes.
+    info.push(IFLA_INFO_KIND, Buffer.from('vxlan\0'));
+    info.push(
+      IFLA_INFO_DATA,
+      ifla.formatVxlan({
+        id: spec.vni,
+        local: ipToBuffer(spec.localIP),
+        link: spec.underlayIndex,
+        port,
+        learning: spec.learning ? 1 : 0,
+        ...(spec.gbp ? { gbp: true as const } : {}),
+      }),
+    );
+    const linkinfo = Buffer.concat(info.bufs);
+    await this.run(op, (rt) =>
+      rt.newLink(
+        {},
+        { ifname: spec.name, mtu: spec.mtu, address: macToBuffer(spec.mac), linkinfo },
+        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
+      ),
+    );
+    const link = await this.getLink(spec.name);
+    if (!link) throw new NetlinkError(op, 'ENODEV', new Error('device vanished right after creation'));
+    return link;
+  }
+
+  async setLinkUp(link: LinkRef): Promise<void> {
+    const index = indexOf(link);
+    await this.run(`set link ${this.nameOf(link)} up`, (rt) => rt.setLink({ index, change: { up: true }, flags: { up: true } }));
+  }
+
+  async setLinkDown(link: LinkRef): Promise<void> {
+    const index = indexOf(link);
+    await this.run(`set link ${this.nameOf(link)} down`, (rt) => rt.setLink({ index, change: { up: true }, flags: {} }));
+  }
+
+  async setLinkMtu(link: LinkRef, mtu: number): Promise<void> {
+    const index = indexOf(link);
+    await this.run(`set MTU ${mtu} on link ${this.nameOf(link)}`, (rt) => rt.setLink({ index }, { mtu }));
+  }
+
+  async setLinkMac(link: LinkRef, mac: string): Promise<void> {
+    const index = indexOf(link);
+    await this.run(`set MAC ${mac} on link ${this.nameOf(link)}`, (rt) => rt.setLink({ index }, { address: macToBuffer(mac) }));
+  }
+
+  async deleteLink(link: LinkRef): Promise<void> {
+    const index = indexOf(link);
+    await this.run(`delete link ${this.nameOf(link)}`, (rt) => rt.delLink({ index }));
+  }
+
+  // ---------------------------------------------------------------- addresses
+
+  /** IPv4 addresses, of one link or all. */
+  async listAddresses(ifindex?: number): Promise<AddressEntry[]> {
+    const msgs = await this.run('list IPv4 addresses', (rt) => rt.getAddresses({ family: AF_INET }));
+    const out: AddressEntry[] = [];
+    for (const m of msgs) {
+      if (m.data.family !== AF_INET) continue;
+      const idx = m.data.index ?? 0;
+      if (ifindex !== undefined && idx !== ifindex) continue;
+      const ip = bufferToIp(m.attrs.local ?? m.attrs.address);
+      if (ip === null) continue;
+      out.push({ ifindex: idx, ip, prefixLen: m.data.prefixlen ?? 32 });
+    }
+    return out;
+  }
+
+  async addAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void> {
+    const index = indexOf(link);
+    const addr = ipToBuffer(ip);
+    await this.run(`add address ${ip}/${prefixLen} to link ${this.nameOf(link)}`, (rt) =>
+      rt.newAddress({ family: AF_INET, prefixlen: prefixLen, index }, { local: addr, address: addr }, { flags: CREATE_OR_REPLACE }),
+    );
+  }
+
+  async deleteAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void> {
+    const index = indexOf(link);
+    const addr = ipToBuffer(ip);
+    await this.run(`delete address ${ip}/${prefixLen} from link ${this.nameOf(link)}`, (rt) =>
+      rt.delAddress({ family: AF_INET, prefixlen: prefixLen, index }, { local: addr, address: addr }),
+    );
+  }
+
+  // ---------------------------------------------------------------- neighbours (ARP)
+
+  async listNeighbours(ifindex?: number): Promise<NeighbourEntry[]> {
+    const msgs = await this.run('list IPv4 neighbours', (rt) => rt.getNeighbors({ family: AF_INET }));
+    const out: NeighbourEntry[] = [];
+    for (const m of msgs) {
+      if (m.data.family !== AF_INET) continue;
+      const idx = m.data.ifindex ?? 0;
+      if (ifindex !== undefined && idx !== ifindex) continue;
+      const ip = bufferToIp(m.attrs.dst);
+      if (ip === null) continue;
+      out.push({ ifindex: idx, ip, mac: bufferToMac(m.attrs.lladdr), permanent: m.data.state?.permanent === true });
+    }
+    return out;
+  }
+
+  /** `ip neigh replace IP lladdr MAC dev LINK nud permanent` */
+  async replaceNeighbour(link: LinkRef, ip: string, mac: string): Promise<void> {
+    const ifindex = indexOf(link);
+    await this.run(`replace neighbour ${ip} lladdr ${mac} on link ${this.nameOf(link)}`, (rt) =>
+      rt.newNeighbor(
+        { family: AF_INET, ifindex, state: { permanent: true } },
+        { dst: ipToBuffer(ip), lladdr: macToBuffer(mac) },
+        { flags: CREATE_OR_REPLACE },
+      ),
+    );
+  }
+
+  async deleteNeighbour(link: LinkRef, ip: string): Promise<void> {
+    const ifindex = indexOf(link);
+    await this.run(`delete neighbour ${ip} on link ${this.nameOf(link)}`, (rt) =>
+      rt.delNeighbor({ family: AF_INET, ifindex }, { dst: ipToBuffer(ip) }),
+    );
+  }
+
+  // ---------------------------------------------------------------- FDB (AF_BRIDGE)
+
+  async listFdb(ifindex?: number): Promise<FdbEntry[]> {
+    const msgs = await this.run('list FDB entries', (rt) => rt.getNeighbors({ family: AF_BRIDGE }));
+    const out: FdbEntry[] = [];
+    for (const m of msgs) {
+      if (m.data.family !== AF_BRIDGE) continue;
+      const idx = m.data.ifindex ?? 0;
+      if (ifindex !== undefined && idx !== ifindex) continue;
+      const mac = bufferToMac(m.attrs.lladdr);
+      if (mac === null) continue;
+      out.push({
+        ifindex: idx,
+        mac,
+        dst: bufferToIp(m.attrs.dst),
+        permanent: m.data.state?.permanent === true,
+        self: m.data.flags?.self === true,
+      });
+    }
+    return out;
+  }
+
+  /** `bridge fdb replace MAC dev LINK dst DST self permanent` */
+  async replaceFdb(link: LinkRef, mac: string, dst: string): Promise<void> {
+    const ifindex = indexOf(link);
+    await this.run(`replace FDB entry ${mac} dst ${dst} on link ${this.nameOf(link)}`, (rt) =>
+      rt.newNeighbor(
+        { family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
+        { lladdr: macToBuffer(mac), dst: ipToBuffer(dst) },
+        { flags: CREATE_OR_REPLACE },
+      ),
+    );
+  }
+
+  async deleteFdb(link: LinkRef, mac: string, dst: string | null): Promise<void> {
+    const ifindex = indexOf(link);
+    await this.run(`delete FDB entry ${mac}${dst ? ` dst ${dst}` : ''} on link ${this.nameOf(link)}`, (rt) =>
+      rt.delNeighbor(
+        { family: AF_BRIDGE, ifindex, flags: { self: true } },
+        dst ? { lladdr: macToBuffer(mac), dst: ipToBuffer(dst) } : { lladdr: macToBuffer(mac) },
+      ),
+    );
+  }
+
+  // ---------------------------------------------------------------- routes
+
+  /** IPv4 routes of one table (default: main). */
+  async listRoutes(table: number = MAIN_TABLE): Promise<RouteEntry[]> {
+    const msgs = await this.run('list IPv4 routes', (rt) => rt.getRoutes({ family: AF_INET }));
+    const out: RouteEntry[] = [];
+    for (const m of msgs) {
+      if (m.data.family !== AF_INET) continue;
+      const tbl = m.attrs.table ?? m.data.table ?? 0;
+      if (tbl !== table) continue;
+      const dstLen = m.data.dstLen ?? 0;
+      const dstIp = dstLen === 0 ? 0 : parseIPv4(bufferToIp(m.attrs.dst) ?? '');
+      if (dstIp === null) continue;
+      out.push({
+        dst: { ip: dstIp, prefixLen: dstLen },
+        gateway: bufferToIp(m.attrs.gateway),
+        oif: m.attrs.oif ?? null,
+        onlink: ((m.data.flags?.__unknown ?? 0) & RTNH_F_ONLINK) !== 0,
+        table: tbl,
+        priority: m.attrs.priority ?? 0,
+        protocol: enumNumber(m.data.protocol, rtStructs.RouteProtocol),
+        type: enumNumber(m.data.type, rtStructs.RouteType),
+      });
+    }
+    return out;
+  }
+
+  /** `ip route replace DST [via GW] dev OIF [onlink] [metric N]` in the main table. */
+  async replaceRoute(spec: RouteSpec): Promise<void> {
+    await this.run(`replace route ${this.describeRoute(spec)}`, (rt) =>
+      rt.newRoute(routeHeader(spec, true), routeAttrs(spec), { flags: CREATE_OR_REPLACE }),
+    );
+  }
+
+  async deleteRoute(spec: RouteSpec): Promise<void> {
+    await this.run(`delete route ${this.describeRoute(spec)}`, (rt) => rt.delRoute(routeHeader(spec, false), routeAttrs(spec)));
+  }
+
+  /** What the kernel would do to reach `ip` (`ip route get IP`); null when unreachable. */
+  async getRouteTo(ip: string): Promise<RouteLookup | null> {
+    try {
+      const msgs = await this.run(`look up route to ${ip}`, (rt) =>
+        rt.getRoute({ family: AF_INET, dstLen: 32 }, { dst: ipToBuffer(ip) }),
+      );
+      const m = msgs[0];
+      if (!m) return null;
+      return { oif: m.attrs.oif ?? null, gateway: bufferToIp(m.attrs.gateway), prefsrc: bufferToIp(m.attrs.prefsrc) };
+    } catch (err) {
+      const e = errnoOf(err);
+      if (e === 'ENETUNREACH' || e === 'EHOSTUNREACH') return null;
+      throw err;
+    }
+  }
+
+  /**
+   * flannel's DirectRouting test: `ip` is on our L2 when the kernel reaches it without a gateway.
+   * With `viaIndex`, it must also be reached through that interface (the underlay).
+   */
+  async isOnLink(ip: string, viaIndex?: number): Promise<boolean> {
+    const r = await this.getRouteTo(ip);
+    if (!r || r.gateway !== null || r.oif === null) return false;
+    return viaIndex === undefined || r.oif === viaIndex;
+  }
+
+  /** The output interface of the main table's default route with the lowest metric; null if none. */
+  async defaultRouteInterface(): Promise<number | null> {
+    const routes = await this.listRoutes(MAIN_TABLE);
+    const defaults = routes
+      .filter((r) => r.dst.prefixLen === 0 && r.oif !== null)
+      .sort((a, b) => a.priority - b.priority);
+    return defaults[0]?.oif ?? null;
+  }
+
+  // ---------------------------------------------------------------- monitor
+
+  /**
+   * Subscribe to link, neighbour/FDB, IPv4 route and IPv4 address changes on a socket of its own.
+   * `onChange` gets coalesced batches; `resync: true` means changes may have been lost.
+   */
+  monitor(onChange: (batch: ChangeBatch) => void): Monitor {
+    let m: MonitorSocket | null = null;
+    m = new MonitorSocket(onChange, {
+      coalesceMs: this.coalesceMs,
+      factory: this.factory,
+      log: this.log,
+      onClose: () => {
+        if (m) this.monitors.delete(m);
+      },
+    });
+    this.monitors.add(m);
+    return m;
+  }
+
+  close(): void {
+    for (const s of this.pool) s.close();
+    for (const m of [...this.monitors]) m.close();
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private run<T>(operation: string, fn: (rt: RtNetlinkSocket) => Promise<T>): Promise<T> {
+    let best = this.pool[0]!;
+    for (const s of this.pool) if (s.load < best.load) best = s;
+    return best.run(operation, fn);
+  }
+
+  private onSocketReset(why: string): void {
+    this.log.warn('netlink request socket replaced; asking monitors to resync', { why });
+    for (const m of this.monitors) m.requestResync();
+  }
+
+  private toLink(m: rtStructs.LinkMessage): LinkInfo {
+    const index = m.data.index ?? 0;
+    const name = m.attrs.ifname ?? `#${index}`;
+    this.names.set(index, name);
+    let kind: string | null = null;
+    let vxlan: LinkInfo['vxlan'] = null;
+    if (m.attrs.linkinfo) {
+      try {
+        const info = ifla.parseInfo(m.attrs.linkinfo);
+        kind = info.kind ? info.kind.replace(/\0+$/, '') : null;
+        if (kind === 'vxlan' && info.data) {
+          const v = ifla.parseVxlan(info.data);
+          vxlan = {
+            vni: v.id ?? 0,
+            local: bufferToIp(v.local),
+            underlayIndex: v.link ?? null,
+            port: v.port && v.port.length === 2 ? v.port.readUInt16BE(0) : 0,
+            learning: (v.learning ?? 0) !== 0,
+            gbp: v.gbp === true,
+          };
+        }
+      } catch (err) {
+        this.log.debug('netlink: cannot parse link info', { link: name, error: err });
+      }
+    }
+    return {
+      index,
+      name,
+      up: m.data.flags?.up === true,
+      mtu: m.attrs.mtu ?? 0,
+      mac: bufferToMac(m.attrs.address),
+      kind,
+      vxlan,
+    };
+  }
+
+  private nameOf(link: LinkRef): string {
+    if (typeof link !== 'number') return link.name;
+    return this.names.get(link) ?? `#${link}`;
+  }
+
+  private describeRoute(spec: RouteSpec): string {
+    return (
+      `${formatIPv4Cidr(spec.dst)}` +
+      (spec.gateway ? ` via ${spec.gateway}` : '') +
+      ` dev ${this.nameOf(spec.oif)}` +
+      (spec.onlink ? ' onlink' : '') +
+      (spec.priority ? ` metric ${spec.priority}` : '')
+    );
+  }
+}
+
+function indexOf(link: LinkRef): number {
+  return typeof link === 'number' ? link : link.index;
+}
+
+function routeHeader(spec: RouteSpec, forAdd: boolean): rtStructs.Route {
+  return {
+    family: AF_INET,
+    dstLen: spec.dst.prefixLen,
+    table: MAIN_TABLE,
+    // Deletion matches on what is given; leave protocol/scope/type out so any route with this
+    // dst, gateway and device goes.
+    ...(forAdd
+      ? {
+          protocol: rtStructs.RouteProtocol.BOOT, // what `ip route add` writes
+          scope: spec.gateway ? rtStructs.RouteScope.UNIVERSE : rtStructs.RouteScope.LINK,
+          type: rtStructs.RouteType.UNICAST,
+        }
+      : {}),
+    ...(spec.onlink ? { flags: { __unknown: RTNH_F_ONLINK } } : {}),
+  };
+}
+
+function routeAttrs(spec: RouteSpec): rtStructs.RouteAttrs {
+  return {
+    dst: uint32ToBuffer(spec.dst.ip),
+    oif: spec.oif,
+    ...(spec.gateway ? { gateway: ipToBuffer(spec.gateway) } : {}),
+    ...(spec.priority ? { priority: spec.priority } : {}),
+  };
+}
+
+function enumNumber(value: number | string | undefined, mapping: Record<string, string | number>): number {
+  if (typeof value === 'number') return value;
+  if (typeof value === 'string') {
+    const n = mapping[value];
+    if (typeof n === 'number') return n;
+  }
+  return 0;
+}
+
+/** True when a delete failed only because the object is already gone. */
+export function isGone(err: unknown): boolean {
+  const e = errnoOf(err);
+  return e === 'ENOENT' || e === 'ESRCH' || e === 'ENODEV' || e === 'EADDRNOTAVAIL';
+}
+

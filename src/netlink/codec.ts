@@ -1,0 +1,46 @@
+/** Byte-level conversions between netlink attributes and weft's text forms. */
+import { formatIPv4, parseIPv4 } from '../ip';
+
+export function ipToBuffer(ip: string): Buffer {
+  const n = parseIPv4(ip);
+  if (n === null) throw new TypeError(`not an IPv4 address: ${JSON.stringify(ip)}`);
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n, 0);
+  return b;
+}
+
+export function uint32ToBuffer(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0, 0);
+  return b;
+}
+
+/** Only 4-byte buffers are IPv4 addresses; anything else (IPv6, truncated) is null. */
+export function bufferToIp(b: Buffer | undefined): string | null {
+  if (!b || b.length !== 4) return null;
+  return formatIPv4(b.readUInt32BE(0));
+}
+
+export function bufferToUint32(b: Buffer | undefined): number | null {
+  if (!b || b.length !== 4) return null;
+  return b.readUInt32BE(0);
+}
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+/** Lower-case canonical form, or null when `text` is not a 48-bit MAC written with colons. */
+export function normalizeMac(text: string): string | null {
+  const lower = text.trim().toLowerCase();
+  return MAC_RE.test(lower) ? lower : null;
+}
+
+export function macToBuffer(mac: string): Buffer {
+  const norm = normalizeMac(mac);
+  if (norm === null) throw new TypeError(`not a MAC address: ${JSON.stringify(mac)}`);
+  return Buffer.from(norm.split(':').map((h) => parseInt(h, 16)));
+}
+
+export function bufferToMac(b: Buffer | undefined): string | null {
+  if (!b || b.length !== 6) return null;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}

@@ -1,0 +1,177 @@
+/**
+ * Kernel change notifications on a socket of their own (never the request socket: a
+ * notification arriving in the middle of a dump corrupts the package's multipart handling).
+ *
+ * The socket is referenced (`ref: true`): an unreferenced socket lets Node exit while weftd is
+ * only waiting for changes. Notifications are parsed into `ChangeEvent`s and delivered in batches
+ * coalesced over `coalesceMs`, so a burst (a peer's three objects, a device deletion taking its
+ * routes with it) costs the listener one wake-up.
+ *
+ * When the socket fails (ENOBUFS after an overflow, once the package reports it as an 'error'
+ * event; see docs/netlink.md), events were lost: the socket is reopened with backoff and the next
+ * batch has `resync: true`.
+ */
+import { rt as rtStructs, type RtNetlinkSocket } from 'netlink';
+import type { Logger } from '../log';
+import { bufferToIp } from './codec';
+import { parseIPv4 } from '../ip';
+import { openSocket, type SocketFactory } from './socket';
+import type { ChangeBatch, ChangeEvent, Monitor } from './types';
+
+const GROUPS = ['LINK', 'NEIGH', 'IPV4_ROUTE', 'IPV4_IFADDR'] as const;
+
+// rtnetlink "deleted" message types (linux/rtnetlink.h); everything else on these groups is a NEW*.
+const RTM_DELLINK = 17;
+const RTM_DELADDR = 21;
+const RTM_DELROUTE = 25;
+const RTM_DELNEIGH = 29;
+const AF_INET = 2;
+const AF_BRIDGE = 7;
+
+export interface MonitorOptions {
+  readonly coalesceMs: number;
+  readonly factory: SocketFactory;
+  readonly log: Logger;
+  readonly onClose: () => void;
+}
+
+export class MonitorSocket implements Monitor {
+  private rt: RtNetlinkSocket | null = null;
+  private events: ChangeEvent[] = [];
+  private resync = false;
+  private flushTimer: NodeJS.Timeout | null = null;
+  private reopenTimer: NodeJS.Timeout | null = null;
+  private reopenDelayMs = 100;
+  private closed = false;
+
+  constructor(
+    private readonly onChange: (batch: ChangeBatch) => void,
+    private readonly opts: MonitorOptions,
+  ) {
+    this.open();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    if (this.reopenTimer) clearTimeout(this.reopenTimer);
+    this.drop();
+    this.opts.onClose();
+  }
+
+  /** A request socket was reset: whatever it was reading must be re-read. */
+  requestResync(): void {
+    if (this.closed) return;
+    this.resync = true;
+    this.scheduleFlush();
+  }
+
+  private open(): void {
+    const rt = openSocket(this.opts.factory, true);
+    try {
+      for (const g of GROUPS) rt.addMembership(g);
+    } catch (err) {
+      rt.socket.close();
+      throw err;
+    }
+    rt.socket.on('error', (err) => {
+      if (this.rt !== rt) return;
+      this.opts.log.warn('netlink monitor socket failed; changes may have been lost, reopening', { error: err.message });
+      this.drop();
+      this.scheduleReopen();
+    });
+    rt.socket.on('message', (msgs, rinfo) => {
+      if (rinfo.port !== 0) return; // only the kernel speaks on these groups
+      for (const m of msgs) {
+        const ev = parseEvent(m.type, m.data);
+        if (ev) this.events.push(ev);
+      }
+      if (this.events.length) this.scheduleFlush();
+    });
+    this.rt = rt;
+  }
+
+  private scheduleReopen(): void {
+    if (this.closed || this.reopenTimer) return;
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = null;
+      if (this.closed) return;
+      try {
+        this.open();
+        this.reopenDelayMs = 100;
+        this.resync = true;
+        this.scheduleFlush();
+      } catch (err) {
+        this.opts.log.error('netlink monitor: cannot reopen socket; retrying', { error: err, retryInMs: this.reopenDelayMs });
+        this.reopenDelayMs = Math.min(this.reopenDelayMs * 2, 5000);
+        this.scheduleReopen();
+      }
+    }, this.reopenDelayMs);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushTimer || this.closed) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      const batch: ChangeBatch = { events: this.events, resync: this.resync };
+      this.events = [];
+      this.resync = false;
+      try {
+        this.onChange(batch);
+      } catch (err) {
+        this.opts.log.error('netlink monitor listener threw', { error: err });
+      }
+    }, this.opts.coalesceMs);
+  }
+
+  private drop(): void {
+    const rt = this.rt;
+    this.rt = null;
+    if (!rt) return;
+    try {
+      rt.socket.close();
+    } catch {
+      // already closed by the native layer
+    }
+  }
+}
+
+/** Turn one notification into a ChangeEvent; null for what weft never cares about (IPv6, malformed). */
+export function parseEvent(type: number, data: Buffer): ChangeEvent | null {
+  let msg: rtStructs.Message;
+  try {
+    msg = rtStructs.parseMessage(type, data);
+  } catch {
+    return null;
+  }
+  switch (msg.kind) {
+    case 'link':
+      return {
+        kind: 'link',
+        removed: type === RTM_DELLINK,
+        ifindex: msg.data.index ?? 0,
+        name: msg.attrs.ifname ?? null,
+      };
+    case 'address':
+      if (msg.data.family !== AF_INET) return null;
+      return { kind: 'address', removed: type === RTM_DELADDR, ifindex: msg.data.index ?? 0 };
+    case 'neighbor':
+      if (msg.data.family === AF_INET) return { kind: 'neighbour', removed: type === RTM_DELNEIGH, ifindex: msg.data.ifindex ?? 0 };
+      if (msg.data.family === AF_BRIDGE) return { kind: 'fdb', removed: type === RTM_DELNEIGH, ifindex: msg.data.ifindex ?? 0 };
+      return null;
+    case 'route': {
+      if (msg.data.family !== AF_INET) return null;
+      const dstIp = bufferToIp(msg.attrs.dst) ?? '0.0.0.0';
+      return {
+        kind: 'route',
+        removed: type === RTM_DELROUTE,
+        table: msg.attrs.table ?? msg.data.table ?? 0,
+        oif: msg.attrs.oif ?? null,
+        dst: { ip: parseIPv4(dstIp) ?? 0, prefixLen: msg.data.dstLen ?? 0 },
+      };
+    }
+    default:
+      return null;
+  }
+}

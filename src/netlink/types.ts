@@ -1,0 +1,137 @@
+/**
+ * The kernel objects weft reads and writes, as plain typed values. Nothing here mentions the
+ * `netlink` package: callers (backend, reconciler, underlay lookup) see these shapes only, so the
+ * package can be patched or replaced behind `NetlinkClient` without touching them.
+ *
+ * Addresses are dotted-quad strings, MACs lower-case "aa:bb:cc:dd:ee:ff", networks `IPv4Net`.
+ */
+import type { IPv4Net } from '../lease/types';
+
+export interface LinkInfo {
+  readonly index: number;
+  readonly name: string;
+  /** IFF_UP (administratively up). */
+  readonly up: boolean;
+  readonly mtu: number;
+  /** null for links without a hardware address (e.g. some tunnels). */
+  readonly mac: string | null;
+  /** IFLA_INFO_KIND without its trailing NUL ("vxlan", "veth", "bridge"); null for plain devices (lo, physical NICs). */
+  readonly kind: string | null;
+  /** Present when kind is "vxlan". */
+  readonly vxlan: VxlanInfo | null;
+}
+
+export interface VxlanInfo {
+  readonly vni: number;
+  /** IFLA_VXLAN_LOCAL; null when unset. */
+  readonly local: string | null;
+  /** IFLA_VXLAN_LINK (the underlay device); null when unset. */
+  readonly underlayIndex: number | null;
+  /** Destination UDP port (IFLA_VXLAN_PORT, host order). */
+  readonly port: number;
+  readonly learning: boolean;
+  readonly gbp: boolean;
+}
+
+export interface VxlanSpec {
+  readonly name: string;
+  readonly vni: number;
+  readonly localIP: string;
+  readonly underlayIndex: number;
+  /** Destination UDP port; flannel's default is 8472. */
+  readonly port: number;
+  readonly learning: boolean;
+  readonly gbp: boolean;
+  readonly mtu: number;
+  readonly mac: string;
+}
+
+export interface AddressEntry {
+  readonly ifindex: number;
+  readonly ip: string;
+  readonly prefixLen: number;
+}
+
+/** An IPv4 neighbour (ARP) entry. */
+export interface NeighbourEntry {
+  readonly ifindex: number;
+  readonly ip: string;
+  readonly mac: string | null;
+  /** NUD_PERMANENT: entries weft writes are permanent; the kernel's own (reachable, stale...) are not. */
+  readonly permanent: boolean;
+}
+
+/** A bridge-family FDB entry (on a VXLAN device: MAC → remote VTEP). */
+export interface FdbEntry {
+  readonly ifindex: number;
+  readonly mac: string;
+  /** NDA_DST (the remote VTEP); null for entries without one. */
+  readonly dst: string | null;
+  readonly permanent: boolean;
+  /** NTF_SELF: the entry lives in the device's own table (VXLAN), not a bridge master's. */
+  readonly self: boolean;
+}
+
+export interface RouteEntry {
+  readonly dst: IPv4Net;
+  readonly gateway: string | null;
+  /** Output interface; null for routes without one (blackhole, multipath). */
+  readonly oif: number | null;
+  /** RTNH_F_ONLINK: gateway taken as on-link even if no route says so. */
+  readonly onlink: boolean;
+  readonly table: number;
+  /** RTA_PRIORITY (metric); 0 when absent. */
+  readonly priority: number;
+  /** rtm_protocol as a number (2 = kernel, 3 = boot, ...). */
+  readonly protocol: number;
+  /** rtm_type as a number (1 = unicast). */
+  readonly type: number;
+}
+
+/** What the kernel answers for "how would you reach this address" (RTM_GETROUTE, not a dump). */
+export interface RouteLookup {
+  readonly oif: number | null;
+  readonly gateway: string | null;
+  readonly prefsrc: string | null;
+}
+
+/** The route being added or removed: always in the main table, unicast, metric 0 unless told. */
+export interface RouteSpec {
+  readonly dst: IPv4Net;
+  readonly gateway: string | null;
+  readonly oif: number;
+  readonly onlink: boolean;
+  readonly priority?: number;
+}
+
+export const MAIN_TABLE = 254;
+export const RTPROT_KERNEL = 2;
+export const RTN_UNICAST = 1;
+
+/** One kernel change seen by `NetlinkClient.monitor`. */
+export type ChangeEvent =
+  | { readonly kind: 'link'; readonly removed: boolean; readonly ifindex: number; readonly name: string | null }
+  | { readonly kind: 'address'; readonly removed: boolean; readonly ifindex: number }
+  | { readonly kind: 'neighbour'; readonly removed: boolean; readonly ifindex: number }
+  | { readonly kind: 'fdb'; readonly removed: boolean; readonly ifindex: number }
+  | {
+      readonly kind: 'route';
+      readonly removed: boolean;
+      readonly table: number;
+      readonly oif: number | null;
+      readonly dst: IPv4Net;
+    };
+
+/**
+ * A coalesced batch of changes. `resync` is true when changes may have been lost (the monitor
+ * socket died and was recreated, or a request socket was): the listener must re-read everything.
+ */
+export interface ChangeBatch {
+  readonly events: readonly ChangeEvent[];
+  readonly resync: boolean;
+}
+
+export interface Monitor {
+  /** Stop listening; closes the monitor socket. Idempotent. */
+  close(): void;
+}

@@ -25,6 +25,8 @@ export interface LeaseAttrs {
   readonly PublicIPv6: string | null;
   readonly BackendType: string;
   readonly BackendData: unknown;
+  /** Dual-stack flannel writes the IPv6 backend's data here; absent (undefined) otherwise. */
+  readonly BackendV6Data?: unknown;
 }
 
 /** The BackendData of a vxlan lease. v0.12 flannel omitted VNI. */
@@ -39,7 +41,12 @@ export interface Lease {
   readonly subnet: IPv4Net;
   readonly ipv6Subnet: IPv6Net | null;
   readonly attrs: LeaseAttrs;
-  /** When the key expires; null for a reservation (a key without an etcd lease). */
+  /**
+   * When the key expires; null for a reservation (a key without an etcd lease). The daemon's
+   * list/watch path does not look expirations up (one etcd RPC per lease), so there it is null for
+   * every key: test "is a reservation" with `etcdLeaseId === null` (see isReservation()).
+   * LeaseManager.listLeases() (the `weft leases` CLI) fills it in.
+   */
   readonly expiration: Date | null;
   /** etcd lease ID (decimal string) the key is attached to; null for a reservation. */
   readonly etcdLeaseId: string | null;
@@ -50,4 +57,15 @@ export interface Lease {
 /** A change seen by the subnet watch. */
 export type LeaseEvent =
   | { readonly type: 'added'; readonly lease: Lease }     // created or changed
-  | { readonly type: 'removed'; readonly key: string; readonly subnet: IPv4Net };
+  | {
+      readonly type: 'removed';
+      readonly key: string;
+      readonly subnet: IPv4Net;
+      /** etcd revision of the deletion, when the source knows it (watches do), to spot stale events. */
+      readonly revision?: string;
+    };
+
+/** A reservation is a subnet key without an etcd lease: permanent, owned by the host whose PublicIP it holds. */
+export function isReservation(lease: Lease): boolean {
+  return lease.etcdLeaseId === null;
+}

@@ -1,0 +1,505 @@
+/**
+ * LeaseRegistry on etcd's v3 API through `etcd3` 1.1.2 — the only file that talks to etcd.
+ *
+ * Traps of etcd3 1.1.2 handled here (docs: shared/reference/dependencies.md):
+ * - Its default circuit breaker fails EVERY call for 5 s after 3 errors, and a retry policy
+ *   hides which error happened. We install our own policies (cockatiel 3 API, which the doc
+ *   comment in etcd3's options.d.ts still shows in its old v2 form): no breaker for a single
+ *   endpoint (nothing to fail over to), a 1 s breaker per endpoint with several, and one quick
+ *   retry on another endpoint. The manager's own bounded backoff paces retries after that.
+ * - Unary calls get a deadline, so a black-holed endpoint cannot hang acquire() forever.
+ * - A watch from a compacted revision emits 'error' ("Watcher canceled: " with an empty reason)
+ *   and is dropped by etcd3: we report 'reset' and the manager re-lists. An EventEmitter without
+ *   an 'error' listener crashes the process, so every emitter here gets one.
+ * - etcd3 moves a watcher's resume revision to `header.revision + 1` of each response, which can
+ *   skip events not yet delivered when the stream breaks mid catch-up; we pin it to the last
+ *   revision actually delivered + 1.
+ * - Revisions and lease IDs are strings (64-bit).
+ */
+import { readFileSync } from 'node:fs';
+import {
+  ConsecutiveBreaker,
+  ConstantBackoff,
+  ExponentialBackoff,
+  circuitBreaker,
+  handleWhen,
+  noop,
+  retry,
+} from 'cockatiel';
+import {
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdLeaseInvalidError,
+  EtcdPermissionDeniedError,
+  isRecoverableError,
+  type IEvent,
+  type IKeyValue,
+  type IOptions,
+  type Lease as Etcd3Lease,
+  type Watcher,
+} from 'etcd3';
+import type { DaemonOptions } from '../config/types';
+import { WeftError, describeError } from '../errors';
+import { silentLogger, type Logger } from '../log';
+import { DEFAULT_PREFIX, configKey, decodeLease, encodeLeaseAttrs, fullSubnetKey, parseSubnetKey, subnetKeyOf, subnetsDir } from './codec';
+import type { HostLease, InvalidSubnet, LeaseRegistry, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
+import type { Lease, LeaseAttrs } from './types';
+
+export interface EtcdRegistryOptions {
+  /** e.g. ["http://127.0.0.1:2379"]; all http or all https (etcd3 refuses a mix). */
+  readonly endpoints: readonly string[];
+  /** Default /coreos.com/network. */
+  readonly prefix?: string;
+  readonly caFile?: string | null;
+  readonly certFile?: string | null;
+  readonly keyFile?: string | null;
+  readonly username?: string | null;
+  readonly password?: string | null;
+  /** Deadline of each unary call (get, put, txn, grant). Default 5000 ms. */
+  readonly callTimeoutMs?: number;
+  readonly log?: Logger;
+}
+
+/** The registry options that weftd's flags (flanneld's names) describe. */
+export function etcdRegistryOptionsFrom(opts: DaemonOptions, log?: Logger): EtcdRegistryOptions {
+  return {
+    endpoints: opts.etcdEndpoints,
+    prefix: opts.etcdPrefix,
+    caFile: opts.etcdCafile,
+    certFile: opts.etcdCertfile,
+    keyFile: opts.etcdKeyfile,
+    username: opts.etcdUsername,
+    password: opts.etcdPassword,
+    ...(log === undefined ? {} : { log }),
+  };
+}
+
+type DecodedKv = { key: string; lease: Lease; error?: undefined } | { key: string; lease?: undefined; error: WeftError };
+
+type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
+
+const DEFAULT_CALL_TIMEOUT_MS = 5000;
+/** Concurrent LeaseTimeToLive calls when listing expirations (`weft leases`). */
+const TTL_QUERY_CONCURRENCY = 16;
+
+export class EtcdLeaseRegistry implements LeaseRegistry {
+  readonly prefix: string;
+  readonly location: string;
+  private readonly client: Etcd3;
+  private readonly log: Logger;
+  private readonly hostLeases = new Set<EtcdHostLease>();
+  private readonly watches = new Set<EtcdSubnetWatch>();
+  private closed = false;
+
+  /** Throws WeftError('CONFIG_INVALID') for unreadable TLS files or bad endpoint lists. */
+  constructor(opts: EtcdRegistryOptions) {
+    if (opts.endpoints.length === 0) throw new WeftError('CONFIG_INVALID', 'etcd endpoints: none given; set --etcd-endpoints');
+    this.prefix = opts.prefix ?? DEFAULT_PREFIX;
+    this.location = opts.endpoints.join(',');
+    this.log = (opts.log ?? silentLogger).child({ component: 'etcd' });
+    try {
+      this.client = new Etcd3(clientOptions(opts));
+    } catch (err) {
+      throw new WeftError('CONFIG_INVALID', `etcd client for ${this.location}: ${describeError(err)}`, { cause: err });
+    }
+  }
+
+  async getConfig(): Promise<string | null> {
+    const key = configKey(this.prefix);
+    return this.call(`get ${key}`, () => this.client.get(key).string());
+  }
+
+  async listSubnets(opts: { readonly expirations?: boolean } = {}): Promise<SubnetListing> {
+    const dir = subnetsDir(this.prefix);
+    const res = await this.call(`list ${dir}`, () => this.client.getAll().prefix(dir).exec());
+    const expirations = opts.expirations === true ? await this.expirationsOf(res.kvs) : new Map<string, Date | null>();
+    const leases: Lease[] = [];
+    const invalid: InvalidSubnet[] = [];
+    for (const kv of res.kvs) {
+      const decoded = this.decodeKv(kv, expirations.get(kv.lease) ?? null);
+      if (decoded === null) continue;
+      if (decoded.error !== undefined) invalid.push({ key: decoded.key, error: decoded.error });
+      else leases.push(decoded.lease);
+    }
+    return { leases, invalid, revision: res.header.revision };
+  }
+
+  async grantHostLease(ttlSeconds: number): Promise<HostLease> {
+    this.assertOpen('grant lease');
+    // autoKeepAlive: etcd3 keeps it alive every TTL/3 and emits 'lost' once etcd says it is gone.
+    // A failed grant both emits 'lost' and rejects grant(); the rejection is what we report.
+    const lease = this.client.lease(ttlSeconds, { autoKeepAlive: true });
+    let id: string;
+    try {
+      id = await this.call(`grant lease (TTL ${ttlSeconds} s)`, () => lease.grant());
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    const handle = new EtcdHostLease(id, ttlSeconds, lease, this.log, () => this.hostLeases.delete(handle));
+    this.hostLeases.add(handle);
+    return handle;
+  }
+
+  async createSubnet(key: string, attrs: LeaseAttrs, lease: HostLease): Promise<Lease | null> {
+    const full = fullSubnetKey(this.prefix, key);
+    const value = encodeLeaseAttrs(attrs);
+    // flannel's createSubnet: if version(key) == 0 then put(key, value, lease).
+    const res = await this.leaseCall(`create ${full}`, lease, () =>
+      this.client.if(full, 'Version', '==', 0).then(this.client.put(full).value(value).lease(lease.id)).commit(),
+    );
+    if (!res.succeeded) return null;
+    return decodeLease(key, value, { etcdLeaseId: lease.id, modRevision: res.header.revision });
+  }
+
+  async updateSubnet(key: string, attrs: LeaseAttrs, lease: HostLease | null, expectModRevision: string): Promise<Lease | null> {
+    const full = fullSubnetKey(this.prefix, key);
+    const value = encodeLeaseAttrs(attrs);
+    const leaseId = lease === null ? '0' : lease.id;
+    // A raw put op, to get prev_kv (which lease the key moves off). lease 0 = no lease.
+    const put = { request_put: { key: Buffer.from(full), value: Buffer.from(value), lease: leaseId, prev_kv: true } };
+    const res = await this.leaseCall(`update ${full}`, lease, () =>
+      this.client.if(full, 'Mod', '==', expectModRevision).then(put).commit(),
+    );
+    if (!res.succeeded) return null;
+    const prevLease = res.responses[0]?.response_put?.prev_kv?.lease;
+    if (prevLease !== undefined && prevLease !== '0' && prevLease !== leaseId) await this.revokeIfEmpty(prevLease, full);
+    return decodeLease(key, value, { etcdLeaseId: lease === null ? null : lease.id, modRevision: res.header.revision });
+  }
+
+  async deleteSubnet(key: string, expectModRevision?: string): Promise<boolean> {
+    const full = fullSubnetKey(this.prefix, key);
+    if (expectModRevision === undefined) {
+      const res = await this.call(`delete ${full}`, () => this.client.delete().key(full).exec());
+      return res.deleted !== '0';
+    }
+    const res = await this.call(`delete ${full}`, () =>
+      this.client.if(full, 'Mod', '==', expectModRevision).then(this.client.delete().key(full)).commit(),
+    );
+    return res.succeeded && res.responses[0]?.response_delete_range?.deleted !== '0';
+  }
+
+  watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
+    const dir = subnetsDir(this.prefix);
+    const w = new EtcdSubnetWatch(fromRevision, handler, this.log, (kv) => this.decodeKv(kv, null), (kv) => this.removedEvent(kv), () =>
+      this.watches.delete(w),
+    );
+    if (this.closed) {
+      w.fail('the lease registry is closed');
+      return w;
+    }
+    this.watches.add(w);
+    w.start(this.client.watch().prefix(dir).startRevision(fromRevision).watcher());
+    return w;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([...this.watches].map((w) => w.close()));
+    for (const l of [...this.hostLeases]) l.release();
+    this.client.close();
+  }
+
+  // ---- internals -----------------------------------------------------------------------------
+
+  /** null: not a subnet key at all (something nested under subnets/). */
+  private decodeKv(kv: IKeyValue, expiration: Date | null): DecodedKv | null {
+    const key = subnetKeyOf(this.prefix, kv.key.toString());
+    if (key === null) return null;
+    try {
+      return { key, lease: decodeLease(key, kv.value, { etcdLeaseId: kv.lease, modRevision: kv.mod_revision, expiration }) };
+    } catch (err) {
+      const error = err instanceof WeftError ? err : new WeftError('BAD_DATA', `decode lease ${key}: ${describeError(err)}`, { cause: err });
+      return { key, error };
+    }
+  }
+
+  private removedEvent(kv: IKeyValue): SubnetWatchEvent | null {
+    const key = subnetKeyOf(this.prefix, kv.key.toString());
+    const parsed = key === null ? null : parseSubnetKey(key);
+    return key === null || parsed === null ? null : { type: 'removed', key, subnet: parsed.subnet, revision: kv.mod_revision };
+  }
+
+  private async expirationsOf(kvs: readonly IKeyValue[]): Promise<Map<string, Date | null>> {
+    const ids = [...new Set(kvs.map((kv) => kv.lease).filter((id) => id !== '0'))];
+    const out = new Map<string, Date | null>();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < ids.length) {
+        const id = ids[next++]!;
+        const res = await this.call(`query TTL of lease ${id}`, () => this.client.leaseClient.leaseTimeToLive({ ID: id }));
+        // TTL -1: the lease expired between the list and this query; the key is going too.
+        out.set(id, new Date(Date.now() + Math.max(0, Number(res.TTL)) * 1000));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(TTL_QUERY_CONCURRENCY, ids.length) }, worker));
+    return out;
+  }
+
+  /** Revoke the etcd lease a key moved off when it holds nothing else (our previous run's). */
+  private async revokeIfEmpty(leaseId: string, movedKey: string): Promise<void> {
+    try {
+      const ttl = await this.client.leaseClient.leaseTimeToLive({ ID: leaseId, keys: true });
+      if (Number(ttl.TTL) <= 0 || ttl.keys.length > 0) return;
+      await this.client.leaseClient.leaseRevoke({ ID: leaseId });
+      this.log.info('revoked the etcd lease our key moved off (it held no other keys)', { lease: leaseId, key: movedKey });
+    } catch (err) {
+      // Harmless if it fails: the empty lease just expires at the end of its TTL.
+      this.log.debug('could not revoke the previous etcd lease; it will expire by itself', { lease: leaseId, error: describeError(err) });
+    }
+  }
+
+  private assertOpen(op: string): void {
+    if (this.closed) throw new WeftError('INTERNAL', `${op}: the etcd lease registry is closed`);
+  }
+
+  private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    this.assertOpen(op);
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.wrap(op, err);
+    }
+  }
+
+  /** A write attached to `lease`: etcd's "lease not found" means the lease is lost. */
+  private async leaseCall<T>(op: string, lease: HostLease | null, fn: () => Promise<T>): Promise<T> {
+    this.assertOpen(op);
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof EtcdLeaseInvalidError && lease !== null) {
+        if (lease instanceof EtcdHostLease) lease.markLost(err);
+        throw new WeftError('LEASE_CONFLICT', `${op}: etcd lease ${lease.id} is expired or revoked`, { cause: err, retryable: true });
+      }
+      throw this.wrap(op, err);
+    }
+  }
+
+  private wrap(op: string, err: unknown): WeftError {
+    if (err instanceof WeftError) return err;
+    if (err instanceof EtcdAuthenticationFailedError || err instanceof EtcdPermissionDeniedError) {
+      return new WeftError('ETCD_UNAVAILABLE', `etcd at ${this.location} refused ${op}: ${describeError(err)}; check --etcd-username/--etcd-password and the user's role`, {
+        cause: err,
+      });
+    }
+    return new WeftError(
+      'ETCD_UNAVAILABLE',
+      `cannot reach etcd at ${this.location}: ${op}: ${describeError(err)}; check --etcd-endpoints and that etcd is running`,
+      { cause: err, retryable: true },
+    );
+  }
+}
+
+function clientOptions(opts: EtcdRegistryOptions): IOptions {
+  const callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  const several = opts.endpoints.length > 1;
+  const options: IOptions = {
+    hosts: [...opts.endpoints],
+    // Streams (watch, keepalive) live forever; unary calls must not.
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+    faultHandling: {
+      // One endpoint: a breaker has nothing to fail over to and would only turn every call into
+      // an instant failure for its open period. Several: skip a dead one for 1 s (etcd3's
+      // default is 5 s after 3 errors).
+      host: () =>
+        several
+          ? circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) })
+          : noop,
+      // One quick retry (on another endpoint when there is one), e.g. across a reconnect.
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: 1, backoff: new ConstantBackoff(50) }),
+      // Watch stream reconnects: resume within seconds of etcd coming back (etcd3's default caps at 30 s).
+      // etcd3 calls .next() on this (a backoff factory) though its type says IBackoff.
+      watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 3000 }) as unknown as WatchBackoff,
+    },
+    // Detect a dead connection (host gone without a RST) on streams; etcd's server policy
+    // rejects pings more often than every 5 s.
+    grpcOptions: { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 },
+  };
+  const read = (what: string, file: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new WeftError('CONFIG_INVALID', `read etcd ${what} ${file}: ${describeError(err)}`, { cause: err });
+    }
+  };
+  if (opts.caFile || opts.certFile || opts.keyFile) {
+    if (Boolean(opts.certFile) !== Boolean(opts.keyFile)) {
+      throw new WeftError('CONFIG_INVALID', 'etcd TLS: --etcd-certfile and --etcd-keyfile must be given together');
+    }
+    options.credentials = {
+      // grpc's createSsl takes null for "the system's root CAs"; etcd3's type insists on a Buffer.
+      rootCertificate: opts.caFile ? read('CA file', opts.caFile) : (null as unknown as Buffer),
+      ...(opts.certFile ? { certChain: read('cert file', opts.certFile) } : {}),
+      ...(opts.keyFile ? { privateKey: read('key file', opts.keyFile) } : {}),
+    };
+  }
+  if (opts.username) options.auth = { username: opts.username, password: opts.password ?? '' };
+  return options;
+}
+
+/**
+ * The host's etcd lease. etcd3's Lease keeps it alive (every TTL/3) and emits 'lost' when etcd
+ * answers that it is gone; keepalive failures in between (every ~100 ms during an outage) are
+ * logged once per state change, not per attempt.
+ */
+class EtcdHostLease implements HostLease {
+  private lostFlag = false;
+  private released = false;
+  private failing = false;
+  private readonly listeners = new Set<(err: WeftError) => void>();
+
+  constructor(
+    readonly id: string,
+    readonly ttlSeconds: number,
+    private readonly lease: Etcd3Lease,
+    private readonly log: Logger,
+    private readonly forget: () => void,
+  ) {
+    lease.on('lost', (err) => this.markLost(err));
+    lease.on('keepaliveFailed', (err) => {
+      if (this.failing || this.released) return;
+      this.failing = true;
+      this.log.warn('etcd lease keepalive failing; retrying (the lease survives outages shorter than its TTL)', {
+        lease: id,
+        ttlSeconds,
+        error: describeError(err),
+      });
+    });
+    lease.on('keepaliveSucceeded', () => {
+      if (!this.failing) return;
+      this.failing = false;
+      this.log.info('etcd lease keepalive recovered', { lease: id });
+    });
+  }
+
+  get lost(): boolean {
+    return this.lostFlag;
+  }
+
+  onLost(listener: (err: WeftError) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.listeners.clear();
+    this.lease.release(); // stops keepalive; does NOT revoke
+    this.forget();
+  }
+
+  markLost(cause: unknown): void {
+    if (this.lostFlag) return;
+    this.lostFlag = true;
+    if (this.released) return;
+    this.lease.release();
+    const err = new WeftError('LEASE_CONFLICT', `etcd lease ${this.id} (TTL ${this.ttlSeconds} s) is expired or revoked`, { cause, retryable: true });
+    for (const l of [...this.listeners]) l(err);
+    this.forget();
+  }
+}
+
+class EtcdSubnetWatch implements SubnetWatch {
+  private watcher: Watcher | null = null;
+  private done = false;
+  private disconnected = false;
+  /** Next revision we have not delivered; the resume point after a reconnect. */
+  private nextRevision: bigint;
+
+  constructor(
+    fromRevision: string,
+    private readonly handler: (event: SubnetWatchEvent) => void,
+    private readonly log: Logger,
+    private readonly decode: (kv: IKeyValue) => DecodedKv | null,
+    private readonly removed: (kv: IKeyValue) => SubnetWatchEvent | null,
+    private readonly forget: () => void,
+  ) {
+    this.nextRevision = BigInt(fromRevision);
+  }
+
+  start(watcher: Watcher): void {
+    this.watcher = watcher;
+    const pin = (): void => {
+      // etcd3 sets start_revision to header.revision + 1 on every response; pin it to what we
+      // actually delivered so a reconnect mid catch-up replays instead of skipping.
+      (watcher.request as { start_revision?: string | number }).start_revision = this.nextRevision.toString();
+    };
+    watcher.on('connected', () => {
+      pin();
+      if (this.disconnected) {
+        this.disconnected = false;
+        this.log.info('etcd watch reconnected', { fromRevision: this.nextRevision.toString() });
+      }
+    });
+    watcher.on('disconnected', (err) => {
+      if (this.disconnected || this.done) return;
+      this.disconnected = true;
+      this.log.warn('etcd watch disconnected; resuming when etcd is back', { error: describeError(err) });
+    });
+    watcher.on('data', (res) => {
+      for (const ev of res.events) this.onEvent(ev.type, ev.kv);
+      pin();
+    });
+    // etcd3 emits 'error' only when etcd cancels the watch — "Watcher canceled: " (empty reason)
+    // for a compacted start revision. The watcher is dropped by etcd3 after that.
+    // Do not cancel() it ourselves then: etcd has already dropped it, and a cancel for an
+    // unknown watch could be answered with a response etcd3 cannot route (it throws).
+    watcher.on('error', (err) => {
+      this.watcher = null;
+      const why = describeError(err).replace(/:\s*$/, '') || 'canceled';
+      this.fail(`etcd ended the watch from revision ${this.nextRevision} (${why}; usually history compacted past it)`);
+    });
+    watcher.on('end', () => undefined);
+  }
+
+  private onEvent(type: IEvent['type'], kv: IKeyValue): void {
+    if (this.done) return;
+    const rev = BigInt(kv.mod_revision);
+    if (rev < this.nextRevision) return; // replayed after a reconnect
+    this.nextRevision = rev + 1n;
+    let event: SubnetWatchEvent | null;
+    if (type === 'Delete') {
+      event = this.removed(kv);
+    } else {
+      const decoded = this.decode(kv);
+      if (decoded === null) event = null;
+      else if (decoded.error !== undefined) event = { type: 'invalid', key: decoded.key, error: decoded.error };
+      else event = { type: 'added', lease: decoded.lease };
+    }
+    if (event !== null) this.handler(event);
+  }
+
+  /** End the watch with 'reset' (delivered asynchronously, once). */
+  fail(reason: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.forget();
+    this.detach();
+    setImmediate(() => this.handler({ type: 'reset', reason }));
+  }
+
+  async close(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    this.forget();
+    await this.detach();
+  }
+
+  private async detach(): Promise<void> {
+    const w = this.watcher;
+    this.watcher = null;
+    if (w === null) return;
+    // cancel() waits for etcd to confirm, which never comes while it is unreachable: bound it.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      w.cancel().catch(() => undefined),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, 1000);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * LeaseRegistry: the one seam between weft and the lease store (flannel's private Registry
+ * under its public Manager — style habit 2). Everything that touches etcd is in
+ * etcd-registry.ts; the LeaseManager logic is tested against memory-registry.ts, which
+ * implements the same contract in-process (and can simulate outages and lost leases).
+ *
+ * Contract shared by every implementation:
+ * - Keys are subnet keys (the last path segment, "10.5.52.0-24"); the implementation owns the
+ *   prefix and the wire formats (codec.ts).
+ * - Revisions and etcd lease IDs are decimal strings (etcd's are 64-bit).
+ * - Errors: an unreachable store rejects with WeftError('ETCD_UNAVAILABLE', retryable: true);
+ *   a malformed value never rejects a list — it is reported in `invalid` and skipped.
+ * - After close(), every call rejects; watches and host leases stop without revoking anything.
+ */
+import type { WeftError } from '../errors';
+import type { Lease, LeaseAttrs, LeaseEvent } from './types';
+
+/** A key under subnets/ whose key or value could not be decoded. */
+export interface InvalidSubnet {
+  readonly key: string;
+  readonly error: WeftError;
+}
+
+export interface SubnetListing {
+  readonly leases: readonly Lease[];
+  readonly invalid: readonly InvalidSubnet[];
+  /** Store revision the listing is consistent with: watch from `revision + 1`. */
+  readonly revision: string;
+}
+
+/**
+ * What a subnet watch reports.
+ * - added/removed: one per change, in revision order;
+ * - invalid: a put whose key or value could not be decoded (skip it; the key is named);
+ * - reset: the watch is over and will report nothing more — history was compacted past the
+ *   revision asked for, or the store cancelled the watch. List again and watch from the new
+ *   listing's revision + 1. Events may have been missed: treat the new listing as a snapshot.
+ */
+export type SubnetWatchEvent =
+  | LeaseEvent
+  | { readonly type: 'invalid'; readonly key: string; readonly error: WeftError }
+  | { readonly type: 'reset'; readonly reason: string };
+
+export interface SubnetWatch {
+  /** Stop the watch; no handler call happens after the promise resolves. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * The host's one etcd lease. Granted once, kept alive by the registry for as long as the process
+ * holds it (flannel instead granted a new lease per renewal and let the old ones pile up).
+ */
+export interface HostLease {
+  readonly id: string;
+  readonly ttlSeconds: number;
+  /** True once the lease is known gone (expired during an outage, revoked). It never comes back. */
+  readonly lost: boolean;
+  /**
+   * Called once when the lease is lost. The keys attached to it are gone or about to go: grant a
+   * new lease and re-acquire. Returns an unsubscribe function.
+   */
+  onLost(listener: (err: WeftError) => void): () => void;
+  /**
+   * Stop keeping the lease alive WITHOUT revoking it: the keys stay until the TTL runs out, so a
+   * restart (which re-adopts its key) never cuts traffic. Idempotent; does not fire onLost.
+   */
+  release(): void;
+}
+
+export interface LeaseRegistry {
+  /** The key prefix, e.g. "/coreos.com/network" (for messages). */
+  readonly prefix: string;
+  /** Human-readable store location, e.g. "http://127.0.0.1:2379" (for messages). */
+  readonly location: string;
+
+  /** The text of `<prefix>/config`, or null when the key is absent. */
+  getConfig(): Promise<string | null>;
+
+  /** Every key under `<prefix>/subnets/`, decoded, with the revision to watch from. */
+  listSubnets(opts?: { readonly expirations?: boolean }): Promise<SubnetListing>;
+
+  /** Grant a new etcd lease with this TTL and keep it alive. */
+  grantHostLease(ttlSeconds: number): Promise<HostLease>;
+
+  /**
+   * Create-if-absent (etcd: `if version(key) == 0 then put`), attached to `lease`. Resolves to the
+   * new Lease, or null when the key already exists (a lost race — not an error: re-list and
+   * re-allocate). When etcd no longer knows `lease`, the HostLease is marked lost (its onLost
+   * fires) and the call rejects with WeftError('LEASE_CONFLICT', retryable: true): grant a new one.
+   */
+  createSubnet(key: string, attrs: LeaseAttrs, lease: HostLease): Promise<Lease | null>;
+
+  /**
+   * Rewrite an existing key — only if its mod revision is still `expectModRevision` (so a key
+   * that changed hands since the listing is never overwritten); null when it changed or is gone.
+   * `lease` null keeps a reservation a reservation (no etcd lease). When the key moves off a
+   * different etcd lease that is left holding no keys (our previous process's), that lease is
+   * revoked, best effort — restarts do not pile up leases. A lost `lease` rejects as in createSubnet.
+   */
+  updateSubnet(key: string, attrs: LeaseAttrs, lease: HostLease | null, expectModRevision: string): Promise<Lease | null>;
+
+  /**
+   * Delete a key; with `expectModRevision`, only if unchanged since. Resolves true when a key was
+   * deleted, false when it was absent or had changed.
+   */
+  deleteSubnet(key: string, expectModRevision?: string): Promise<boolean>;
+
+  /**
+   * Watch `<prefix>/subnets/` from `fromRevision` (inclusive). The handler is called
+   * synchronously for each event in revision order and must not throw. Disconnections are the
+   * registry's business (it resumes from the last revision seen); only 'reset' ends a watch.
+   */
+  watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch;
+
+  /**
+   * Close connections. Host leases are released (not revoked) and watches stop; keys stay.
+   * Idempotent.
+   */
+  close(): Promise<void>;
+}

@@ -113,7 +113,9 @@ export class Weftd {
     const registry = (this.registry = this.makeRegistry(opts, this.log));
     const manager = (this.manager = new LeaseManager({ registry, log: this.log }));
 
-    this.setPhase('waiting-config', `waiting for network config at ${registry.prefix}/config on ${registry.location}`);
+    const waiting = `waiting for network config at ${registry.prefix}/config on ${registry.location}`;
+    this.log.info(waiting);
+    this.setPhase('waiting-config', waiting);
     const configText = await manager.waitForConfig(signal);
     const config = (this.config = parseNetworkConfig(configText));
     if (config.network === null) {

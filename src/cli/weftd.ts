@@ -4,6 +4,7 @@
  * (the log's last line says why and what to do), 2 bad flags.
  */
 import { parseDaemonOptions } from '../config/options';
+import { createComponents } from '../daemon/components';
 import { createNotifier } from '../daemon/notify';
 import { Weftd } from '../daemon/weftd';
 import { describeError, WeftError } from '../errors';
@@ -34,7 +35,7 @@ async function main(): Promise<number> {
   }
 
   const notifier = createNotifier(log);
-  const daemon = new Weftd(parsed.options, { log, notifier });
+  const daemon = new Weftd(parsed.options, { log, notifier, components: createComponents(parsed.options, log) });
   const stop = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
     if (stop.signal.aborted) return;

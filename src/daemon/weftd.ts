@@ -11,6 +11,7 @@
  * Shutdown (SIGTERM/SIGINT) stops watching and timers but leaves the device, routes and the etcd
  * lease in place: a restarted weftd re-adopts them, so a restart never cuts traffic.
  */
+import { EventEmitter } from 'node:events';
 import type { Backend, BackendSetup, DesiredContext, Underlay } from '../backend/backend';
 import { createBackend } from '../backend/registry';
 import { VxlanBackend } from '../backend/vxlan';
@@ -29,22 +30,59 @@ import type { Notifier } from './notify';
 import { Reconciler } from './reconciler';
 import { formatSubnetEnv, readSubnetEnv, writeSubnetEnvAtomic } from './subnetenv';
 
+export type WeftdPhase = 'starting' | 'waiting-config' | 'acquiring' | 'programming' | 'ready' | 'stopping' | 'stopped';
+
+/** What the daemon knows now: read by components (health, metrics, iptables, probes) and `weft status`. */
+export interface WeftdSnapshot {
+  readonly phase: WeftdPhase;
+  readonly options: DaemonOptions;
+  readonly underlay: Underlay | null;
+  readonly config: NetworkConfig | null;
+  readonly backend: Backend | null;
+  readonly setup: BackendSetup | null;
+  readonly lease: Lease | null;
+  readonly peers: readonly Lease[];
+  readonly manager: LeaseManager | null;
+  readonly reconciler: Reconciler | null;
+}
+
+export interface WeftdEvents {
+  phase: [phase: WeftdPhase];
+  /** Our lease was acquired or re-acquired (the subnet may have changed). */
+  lease: [lease: Lease];
+  /** The peer set changed (after the first snapshot and every event). */
+  peers: [peers: readonly Lease[]];
+}
+
+/**
+ * A part of the daemon that lives beside the core loop (health server, metrics, iptables rules,
+ * peer probes). Started before anything else (so /healthz answers during start-up), stopped
+ * after the core on shutdown. It reads state through `daemon.snapshot()` and reacts to events.
+ * start() must not block on the network; a component's own failures are its to log and retry.
+ */
+export interface DaemonComponent {
+  readonly name: string;
+  start(daemon: Weftd): Promise<void>;
+  stop(): Promise<void>;
+}
+
 /** Adapters, injectable for tests; production defaults talk to etcd and the kernel. */
 export interface WeftdDeps {
   readonly log: Logger;
   readonly notifier: Notifier;
   readonly makeRegistry?: (opts: DaemonOptions, log: Logger) => LeaseRegistry;
   readonly makeNetlink?: (log: Logger) => NetlinkClient;
+  readonly components?: readonly DaemonComponent[];
 }
 
-export type WeftdPhase = 'starting' | 'waiting-config' | 'acquiring' | 'programming' | 'ready' | 'stopping' | 'stopped';
-
-export class Weftd {
+export class Weftd extends EventEmitter<WeftdEvents> {
   private readonly opts: DaemonOptions;
   private readonly log: Logger;
   private readonly notifier: Notifier;
   private readonly makeRegistry: (opts: DaemonOptions, log: Logger) => LeaseRegistry;
   private readonly makeNetlink: (log: Logger) => NetlinkClient;
+  private readonly components: readonly DaemonComponent[];
+  private readonly startedComponents: DaemonComponent[] = [];
 
   private phaseValue: WeftdPhase = 'starting';
   private nl: NetlinkClient | null = null;
@@ -64,7 +102,9 @@ export class Weftd {
   private recompute: Promise<void> = Promise.resolve();
 
   constructor(opts: DaemonOptions, deps: WeftdDeps) {
+    super();
     this.opts = opts;
+    this.components = deps.components ?? [];
     this.log = deps.log;
     this.notifier = deps.notifier;
     this.makeRegistry = deps.makeRegistry ?? ((o, log) => new EtcdLeaseRegistry(etcdRegistryOptionsFrom(o, log)));
@@ -73,6 +113,25 @@ export class Weftd {
 
   get phase(): WeftdPhase {
     return this.phaseValue;
+  }
+
+  get logger(): Logger {
+    return this.log;
+  }
+
+  snapshot(): WeftdSnapshot {
+    return {
+      phase: this.phaseValue,
+      options: this.opts,
+      underlay: this.underlay,
+      config: this.config,
+      backend: this.backend,
+      setup: this.setup,
+      lease: this.own,
+      peers: this.peers,
+      manager: this.manager,
+      reconciler: this.reconciler,
+    };
   }
 
   /**
@@ -95,10 +154,15 @@ export class Weftd {
   private setPhase(phase: WeftdPhase, status?: string): void {
     this.phaseValue = phase;
     if (status !== undefined) this.notifier.status(status);
+    this.emit('phase', phase);
   }
 
   private async start(signal: AbortSignal): Promise<void> {
     const opts = this.opts;
+    for (const c of this.components) {
+      await c.start(this);
+      this.startedComponents.push(c);
+    }
     const nl = (this.nl = this.makeNetlink(this.log));
     const underlay = (this.underlay = await resolveUnderlay(
       { iface: opts.iface, ifaceRegex: opts.ifaceRegex, publicIp: opts.publicIp },
@@ -180,6 +244,7 @@ export class Weftd {
       let first = true;
       this.unwatchPeers = manager.watchPeers((peers, change) => {
         this.peers = [...peers.values()];
+        this.emit('peers', this.peers);
         if (change.type === 'snapshot') {
           this.log.info('peer snapshot', { peers: this.peers.length });
         } else if (change.type === 'added') {
@@ -245,6 +310,7 @@ export class Weftd {
   private async adoptLease(lease: Lease, previous?: Lease): Promise<void> {
     this.own = lease;
     await this.writeSubnetFile(lease);
+    this.emit('lease', lease);
     if (previous && (previous.subnet.ip !== lease.subnet.ip || previous.subnet.prefixLen !== lease.subnet.prefixLen)) {
       const msg = `subnet changed from ${formatIPv4Cidr(previous.subnet)} to ${formatIPv4Cidr(lease.subnet)}: ` +
         `another host took our subnet while our lease was lost; containers must be restarted with the new ${this.opts.subnetFile}`;
@@ -307,6 +373,9 @@ export class Weftd {
     await this.registry?.close().catch(() => undefined);
     await this.backend?.close().catch(() => undefined);
     this.nl?.close();
+    for (const c of this.startedComponents.reverse()) {
+      await c.stop().catch((err: unknown) => this.log.warn('stopping component failed', { component: c.name, error: describeError(err) }));
+    }
     this.setPhase('stopped');
   }
 }

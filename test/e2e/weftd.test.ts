@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -22,6 +22,15 @@ const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-weftd-`));
 const FLANNEL_LEASE = /^\{"PublicIP":"10\.250\.0\.\d+","PublicIPv6":null,"BackendType":"vxlan","BackendData":\{"VNI":1,"VtepMAC":"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}"\}\}$/;
 
 let lab: Lab;
+
+/** True when `pid` has exited (a zombie counts: the lab's detached children are not reaped by us). */
+function isZombieOrGone(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
 
 async function sh(host: string, ...cmd: string[]): Promise<string> {
   const r = await lab.exec(host, cmd);
@@ -130,6 +139,42 @@ describe('weftd on a 3-host lab', { timeout: 300_000 }, () => {
     assert.equal(keyOf('h1'), key, 'same subnet after restart');
     assert.equal(vtepOf(await leaseValue(key)), vtep, 'same VtepMAC after restart');
     assert.match(ping.stdout, / 0% packet loss/, ping.stdout);
+  });
+
+  test('weft leases lists every lease as a table and as JSON', async () => {
+    const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
+    const table = await sh('h1', process.execPath, WEFT, 'leases', '--etcd-endpoints=http://10.250.0.2:2379');
+    const lines = table.trim().split('\n');
+    assert.match(lines[0]!, /^SUBNET\s+PUBLIC IP\s+BACKEND\s+VTEP MAC\s+EXPIRES IN$/);
+    assert.equal(lines.length, 1 + lab.hostNames().length, table);
+    for (const host of lab.hostNames()) {
+      const row = lines.find((l) => l.startsWith(subnetOf(host) + ' '));
+      assert.ok(row, `${host} (${subnetOf(host)}) missing from:\n${table}`);
+      assert.match(row, /vxlan\s+([0-9a-f]{2}:){5}[0-9a-f]{2}\s+23h5\dm$/);
+    }
+    const json = JSON.parse(await sh('h1', process.execPath, WEFT, 'leases', '--json', '-etcd-endpoints=http://10.250.0.2:2379')) as Array<Record<string, unknown>>;
+    assert.equal(json.length, lab.hostNames().length);
+    const h1 = json.find((r) => r.subnet === subnetOf('h1'));
+    assert.ok(h1);
+    assert.equal(h1.publicIp, '10.250.0.11');
+    assert.equal(h1.backendType, 'vxlan');
+    assert.equal(h1.vtepMac, vtepOf(await leaseValue(keyOf('h1'))));
+    assert.ok(typeof h1.expiresInSeconds === 'number' && h1.expiresInSeconds > 86000, JSON.stringify(h1));
+  });
+
+  test('SIGTERM: weftd exits 0 within a second and leaves device, routes and lease in place', async () => {
+    const pid = lab.daemonPid('h2');
+    assert.ok(pid);
+    const routesBefore = await sh('h2', 'ip', 'route', 'show', 'dev', 'flannel.1');
+    const started = Date.now();
+    process.kill(pid, 'SIGTERM');
+    await waitUntil(() => { try { process.kill(pid, 0); return isZombieOrGone(pid); } catch { return true; } }, 1000, 'weftd to exit after SIGTERM');
+    const took = Date.now() - started;
+    assert.ok(took < 1000, `exit took ${took} ms`);
+    assert.match(lab.daemonLog('h2'), /shutting down/);
+    assert.equal(await sh('h2', 'ip', 'route', 'show', 'dev', 'flannel.1'), routesBefore);
+    assert.match(await leaseValue(keyOf('h2')), FLANNEL_LEASE);
+    await lab.restartDaemon('h2');
   });
 
   test('READY=1 reaches NOTIFY_SOCKET only once routes to every peer exist', async () => {

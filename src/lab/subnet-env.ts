@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { WeftError } from '../errors';
+import { parseSubnetEnv as parseSubnetEnvVars } from '../daemon/subnetenv';
 import { formatIPv4, hostAt, parseIPv4Cidr } from '../ip';
 
 export interface SubnetEnv {
@@ -19,13 +20,7 @@ export interface SubnetEnv {
 }
 
 export function parseSubnetEnv(text: string, source = 'subnet.env'): SubnetEnv {
-  const vars: Record<string, string> = {};
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const eq = line.indexOf('=');
-    if (eq > 0) vars[line.slice(0, eq)] = line.slice(eq + 1).replace(/^"(.*)"$/, '$1');
-  }
+  const vars = parseSubnetEnvVars(text, source);
   const need = (key: string): string => {
     const v = vars[key];
     if (v === undefined || v === '') throw new WeftError('BAD_DATA', `${source}: ${key} missing`);

@@ -1,0 +1,52 @@
+/**
+ * Replace a file so that readers see the old version or the new one, never a part of either:
+ * write a temporary file in the same directory (rename is atomic only within one filesystem),
+ * fsync it, give it the target's mode (or `mode` for a new file), rename it over the target, fsync
+ * the directory. Used by the CLI for files other programs read while we write them (Docker's
+ * daemon.json and options file). The temporary file is removed on failure.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { WeftError } from '../errors';
+
+export interface AtomicWriteOptions {
+  /** Mode of a file that does not exist yet; an existing file keeps its own. Default 0644. */
+  readonly mode?: number;
+  /** What the file is, for messages ("Docker's daemon.json"). */
+  readonly what: string;
+}
+
+export async function writeFileAtomic(filePath: string, text: string, opts: AtomicWriteOptions): Promise<void> {
+  const dir = path.dirname(filePath);
+  const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  let step = `create directory ${dir}`;
+  try {
+    await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
+    const existing = await fsp.stat(filePath).catch(() => null);
+    const mode = existing ? existing.mode & 0o7777 : (opts.mode ?? 0o644);
+    step = `create temporary file ${tmp}`;
+    const fh = await fsp.open(tmp, 'wx', mode);
+    try {
+      step = `write temporary file ${tmp}`;
+      await fh.writeFile(text, 'utf8');
+      await fh.chmod(mode);
+      // Keep the owner of an existing file (root-owned in practice; best effort otherwise).
+      if (existing) await fh.chown(existing.uid, existing.gid).catch(() => undefined);
+      step = `fsync temporary file ${tmp}`;
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    step = `rename ${tmp} to ${filePath}`;
+    await fsp.rename(tmp, filePath);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw new WeftError('INTERNAL', `write ${opts.what} ${filePath}: ${step}: ${(err as Error).message}`, { cause: err });
+  }
+  const dh = await fsp.open(dir, 'r').catch(() => null);
+  if (dh !== null) {
+    await dh.sync().catch(() => undefined);
+    await dh.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,230 @@
+/**
+ * IptablesManager: the daemon component that keeps `--ip-masq` and `--iptables-forward-rules`
+ * in place (compat §7) without forking iptables every few seconds, as flanneld does.
+ *
+ * When a check runs (one `iptables-save`; a repair adds one `iptables-restore --noflush`):
+ * - on change: our wanted rules changed (first lease, a lease re-acquired with another subnet);
+ * - on change of the ruleset: every `--iptables-resync` seconds (flannel's flag, default 5) the
+ *   manager reads the nf_tables ruleset generation over netlink — no process — and checks only
+ *   when it moved since the last check (someone ran iptables, Docker started a container...);
+ * - on a slow full resync, every max(60 s, --iptables-resync): the safety net, and the only
+ *   periodic trigger when iptables is the legacy variant (whose tables have no generation).
+ * A rule deleted by hand thus comes back within --iptables-resync seconds on nf_tables hosts.
+ *
+ * Restoring touches only what is missing or wrong (rules.ts: planRestore). Rules stay in place
+ * when weftd stops — a restart never opens a window without masquerading — and are removed only
+ * by `weft cleanup`.
+ *
+ * States: idle ─(trigger)─► checking ─► idle; triggers during a check coalesce into one follow-up.
+ * Failures are logged once per distinct message and retried on the next trigger.
+ */
+import type { DaemonComponent, Weftd } from '../daemon/weftd';
+import { describeError } from '../errors';
+import { silentLogger, type Logger } from '../log';
+import type { RulesetGeneration } from '../netlink/nft-generation';
+import { NftGeneration } from '../netlink/nft-generation';
+import { parseIptablesSave, planRestore, supportsRandomFully, wantedRules, type RuleSet, type Table, type WantedInput } from './rules';
+import { BinaryIptablesRunner, type IptablesRunner } from './runner';
+
+export const FULL_RESYNC_MIN_MS = 60_000;
+
+export interface IptablesManagerOptions {
+  readonly ipMasq: boolean;
+  readonly forwardRules: boolean;
+  /** --iptables-resync, seconds: the generation poll period. */
+  readonly resyncSeconds: number;
+  readonly log?: Logger;
+  readonly runner?: IptablesRunner;
+  /** null: no generation source (tests of the legacy path); default: nf_tables over netlink when iptables is iptables-nft. */
+  readonly generation?: RulesetGeneration | null;
+  /** Timer seam (tests). */
+  readonly timers?: Timers;
+}
+
+export interface Timers {
+  every(ms: number, fn: () => void): () => void;
+}
+
+const realTimers: Timers = {
+  every(ms, fn) {
+    const t = setInterval(fn, ms);
+    t.unref();
+    return () => clearInterval(t);
+  },
+};
+
+export interface IptablesStats {
+  /** Checks run (each one iptables-save). */
+  readonly checks: number;
+  /** Repairs applied (each one iptables-restore). */
+  readonly restores: number;
+}
+
+export class IptablesManager implements DaemonComponent {
+  readonly name = 'iptables';
+  private readonly opts: IptablesManagerOptions;
+  private readonly log: Logger;
+  private readonly runner: IptablesRunner;
+  private readonly timers: Timers;
+  private generation: RulesetGeneration | null = null;
+  private wanted: RuleSet | null = null;
+  private wantedKey = '';
+  private randomFully: boolean | null = null;
+  private lastGeneration: number | null = null;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopped = false;
+  private readonly cancels: (() => void)[] = [];
+  private lastError = '';
+  private checks = 0;
+  private restores = 0;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(opts: IptablesManagerOptions) {
+    this.opts = opts;
+    this.log = (opts.log ?? silentLogger).child({ component: 'iptables' });
+    this.runner = opts.runner ?? new BinaryIptablesRunner();
+    this.timers = opts.timers ?? realTimers;
+  }
+
+  get stats(): IptablesStats {
+    return { checks: this.checks, restores: this.restores };
+  }
+
+  async start(daemon: Weftd): Promise<void> {
+    daemon.on('lease', () => {
+      const snap = daemon.snapshot();
+      if (snap.config?.network && snap.lease) this.setNetwork(snap.config.network, snap.lease.subnet);
+    });
+    // Never block the daemon's start on iptables: detection and the first check run in the background.
+    void this.detect().then(() => this.startTimers());
+  }
+
+  /** Set the overlay network and our subnet (the daemon does this on every lease); checks when the rules change. */
+  setNetwork(network: WantedInput['network'], subnet: WantedInput['subnet']): void {
+    const key = `${network.ip}/${network.prefixLen} ${subnet.ip}/${subnet.prefixLen}`;
+    if (key === this.wantedKey) return;
+    this.wantedKey = key;
+    this.network = { network, subnet };
+    this.wanted = null; // recomputed once --random-fully support is known
+    this.trigger('rules changed');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const c of this.cancels.splice(0)) c();
+    await this.running?.catch(() => undefined);
+    this.generation?.close();
+  }
+
+  /** Resolves when no check is running or pending (tests). */
+  idle(): Promise<void> {
+    if (this.running === null) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private network: { network: WantedInput['network']; subnet: WantedInput['subnet'] } | null = null;
+
+  /** Once: which iptables (nf_tables → poll the generation), and whether --random-fully works. */
+  private async detect(): Promise<void> {
+    try {
+      const v = await this.runner.version();
+      this.randomFully = supportsRandomFully(v);
+      if (this.opts.generation !== undefined) this.generation = this.opts.generation;
+      else if (v.mode === 'nf_tables') this.generation = new NftGeneration();
+      this.log.info('iptables rules managed', {
+        iptables: `${v.major}.${v.minor}.${v.patch} (${v.mode})`,
+        ipMasq: this.opts.ipMasq,
+        forwardRules: this.opts.forwardRules,
+        randomFully: this.randomFully,
+        changeDetection: this.generation ? `nf_tables generation every ${this.opts.resyncSeconds} s` : 'none (legacy iptables): full check only',
+      });
+    } catch (err) {
+      this.randomFully = false;
+      this.generation = this.opts.generation ?? null;
+      this.reportError(err);
+    }
+    this.trigger('start');
+  }
+
+  private startTimers(): void {
+    if (this.stopped) return;
+    const fullMs = Math.max(FULL_RESYNC_MIN_MS, this.opts.resyncSeconds * 1000);
+    this.cancels.push(this.timers.every(fullMs, () => this.trigger('periodic resync')));
+    if (this.generation !== null) this.cancels.push(this.timers.every(this.opts.resyncSeconds * 1000, () => void this.poll()));
+  }
+
+  /** No process: ask the kernel whether the ruleset changed since our last check. */
+  private async poll(): Promise<void> {
+    if (this.stopped || this.running !== null || this.generation === null) return;
+    try {
+      const gen = await this.generation.current();
+      if (gen !== this.lastGeneration) this.trigger('ruleset changed');
+    } catch (err) {
+      this.log.debug('reading the ruleset generation failed; relying on the periodic resync', { error: describeError(err) });
+    }
+  }
+
+  private trigger(why: string): void {
+    if (this.stopped || this.network === null || this.randomFully === null) return;
+    if (this.running !== null) {
+      this.again = true;
+      return;
+    }
+    this.running = this.loop(why).finally(() => {
+      this.running = null;
+      for (const w of this.idleWaiters.splice(0)) w();
+    });
+  }
+
+  private async loop(why: string): Promise<void> {
+    let reason = why;
+    do {
+      this.again = false;
+      await this.check(reason).catch((err: unknown) => this.reportError(err));
+      reason = 'changed during the last check';
+    } while (this.again && !this.stopped);
+  }
+
+  private async check(why: string): Promise<void> {
+    const net = this.network!;
+    this.wanted ??= wantedRules({ ...net, ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.randomFully === true });
+    const tables = [...new Set<Table>([...this.wanted.chains.map((c) => c.table)])];
+    const before = await this.currentGeneration();
+    this.checks++;
+    const plan = planRestore(this.wanted, parseIptablesSave(await this.runner.save(tables)));
+    if (plan.text === null) {
+      this.lastGeneration = before;
+      this.clearError();
+      this.log.debug('iptables rules in place', { trigger: why });
+      return;
+    }
+    await this.runner.restore(plan.text);
+    this.restores++;
+    this.lastGeneration = await this.currentGeneration();
+    this.clearError();
+    const first = why === 'start' || why === 'rules changed';
+    this.log.info(first ? 'iptables rules applied' : 'iptables rules restored', {
+      trigger: why,
+      changes: plan.changes,
+    });
+  }
+
+  private async currentGeneration(): Promise<number | null> {
+    if (this.generation === null) return null;
+    return this.generation.current().catch(() => null);
+  }
+
+  private reportError(err: unknown): void {
+    const msg = describeError(err);
+    if (msg === this.lastError) return;
+    this.lastError = msg;
+    this.log.error('iptables rules could not be checked or applied; retrying on the next change or resync', { error: msg });
+  }
+
+  private clearError(): void {
+    if (this.lastError === '') return;
+    this.lastError = '';
+    this.log.info('iptables rules recovered');
+  }
+}

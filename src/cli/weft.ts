@@ -8,6 +8,7 @@ import { weftVersion } from '../version';
 import { stdio } from './io';
 import { runLabCommand } from './lab';
 import { runLeasesCommand } from './leases';
+import { runStatusCommand } from './status';
 
 const USAGE = `usage: weft <command> [args]
 
@@ -15,12 +16,15 @@ commands:
   leases [--json]         list the subnet leases in etcd (weft leases --help)
   lab up|status|exec|ping|down ...
                           a local lab of hosts in network namespaces (weft lab help)
+  status [--json] [--probe]
+                          this host's lease, data path and peers, from the local weftd (weft status --help)
   version                 print the version`;
 
 type Command = (argv: string[]) => Promise<number>;
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   leases: (argv) => runLeasesCommand(argv, stdio),
+  status: (argv) => runStatusCommand(argv, stdio),
   lab: (argv) => runLabCommand(argv),
   version: async () => {
     stdio.out(`weft ${weftVersion()}`);

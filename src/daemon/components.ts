@@ -3,10 +3,12 @@
  * One line per component: what is built in stays visible here.
  */
 import type { DaemonOptions } from '../config/types';
+import { HealthComponent } from '../health/component';
 import type { Logger } from '../log';
 import type { DaemonComponent } from './weftd';
 
-export function createComponents(_opts: DaemonOptions, _log: Logger): DaemonComponent[] {
+export function createComponents(opts: DaemonOptions, log: Logger): DaemonComponent[] {
   const components: DaemonComponent[] = [];
+  if (opts.healthzPort > 0) components.push(new HealthComponent({ ip: opts.healthzIp, port: opts.healthzPort, log }));
   return components;
 }

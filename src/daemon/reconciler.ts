@@ -318,6 +318,10 @@ export class Reconciler {
   private running: Promise<ReconcileResult> | null = null;
   private followUp: Promise<ReconcileResult> | null = null;
   private readonly totals = zeroRepairs();
+  /** The desired state the kernel matched after the last successful run (for readiness/metrics). */
+  private appliedDesired: DesiredState | null = null;
+  private runsTotal = 0;
+  private failedRunsTotal = 0;
   private failures = 0;
   private lastErr: unknown = null;
 
@@ -343,6 +347,21 @@ export class Reconciler {
   /** Repairs since construction, by kind (for metrics). */
   get repairCounts(): Readonly<Record<RepairKind, number>> {
     return { ...this.totals };
+  }
+
+  /** Reconcile runs and failed runs since construction (for metrics). */
+  get runCounts(): { readonly runs: number; readonly failed: number } {
+    return { runs: this.runsTotal, failed: this.failedRunsTotal };
+  }
+
+  /** The desired state the last successful reconcile brought the kernel to, or null before one. */
+  get applied(): DesiredState | null {
+    return this.appliedDesired;
+  }
+
+  /** True when the last reconcile succeeded and the desired state has not changed since. */
+  get isUpToDate(): boolean {
+    return this.appliedDesired !== null && this.appliedDesired === this.desired && this.lastErr === null;
   }
 
   /** The last reconcile's error, or null if it succeeded. */
@@ -463,12 +482,15 @@ export class Reconciler {
     const desired = this.desired;
     const repairs = zeroRepairs();
     if (desired === null) return { changes: 0, repairs };
+    this.runsTotal++;
     try {
       const result = await this.apply(desired, repairs);
       this.lastErr = null;
+      this.appliedDesired = desired;
       return result;
     } catch (err) {
       this.lastErr = err;
+      this.failedRunsTotal++;
       throw err;
     } finally {
       for (const k of REPAIR_KINDS) this.totals[k] += repairs[k];
@@ -493,6 +515,7 @@ export class Reconciler {
     };
 
     const errors: unknown[] = [];
+    const repairedLines: string[] = [];
     let applied = 0;
     // Phases run one after another (that is the ordering guarantee); inside a phase, in parallel.
     for (const phase of phases(changes)) {
@@ -506,19 +529,25 @@ export class Reconciler {
         applied++;
         if (isRepair(c)) {
           repairs[c.kind]++;
-          this.log.info(`repaired: ${describeChange(c)}`, { device: link.name });
+          repairedLines.push(`repaired: ${describeChange(c)}`);
         } else {
           this.log.debug(describeChange(c), { device: link.name });
         }
       });
     }
+    // A repair is worth a line each; a mass repair (routes flushed on a 1000-peer host) is not.
+    if (repairedLines.length <= 10) for (const line of repairedLines) this.log.info(line, { device: link.name });
+    else this.log.info(`repaired ${repairedLines.length} objects`, { device: link.name, first: repairedLines.slice(0, 10) });
     if (errors.length) {
       throw new WeftError('NETLINK', `reconcile ${link.name}: ${errors.length} of ${changes.length} changes failed: ${describeError(errors[0])}`, {
         cause: errors[0],
         retryable: true,
       });
     }
-    if (changes.length) this.log.info('reconciled', { device: link.name, changes: changes.length, repairs });
+    // One line per reconcile that repaired drift; routine runs (a peer joined or left: one per
+    // peer event on a 1000-host cluster) are debug.
+    const repaired = REPAIR_KINDS.some((k) => repairs[k] > 0);
+    if (changes.length) (repaired ? this.log.info : this.log.debug)('reconciled', { device: link.name, changes: changes.length, repairs });
     this.converged = desiredIds(desired);
     return { changes: applied, repairs };
   }

@@ -43,6 +43,7 @@ export interface WeftdSnapshot {
   readonly lease: Lease | null;
   readonly peers: readonly Lease[];
   readonly manager: LeaseManager | null;
+  readonly registry: LeaseRegistry | null;
   readonly reconciler: Reconciler | null;
 }
 
@@ -130,6 +131,7 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       lease: this.own,
       peers: this.peers,
       manager: this.manager,
+      registry: this.registry,
       reconciler: this.reconciler,
     };
   }

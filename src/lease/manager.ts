@@ -155,6 +155,13 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     return this.stateValue;
   }
 
+  /** When the held lease's etcd lease runs out unless kept alive (null: a reservation, or unknown). */
+  get leaseExpiresAt(): Date | null {
+    const own = this.lease;
+    if (own === null || own.etcdLeaseId === null || this.hostLease?.id !== own.etcdLeaseId) return null;
+    return this.hostLease.expiresAt ?? null;
+  }
+
   /** The lease held now (null unless state is 'held'). */
   get lease(): Lease | null {
     return this.stateValue === 'held' ? this.own : null;

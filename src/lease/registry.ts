@@ -56,6 +56,12 @@ export interface HostLease {
   /** True once the lease is known gone (expired during an outage, revoked). It never comes back. */
   readonly lost: boolean;
   /**
+   * When the lease runs out unless kept alive again: the last confirmed grant or keepalive plus
+   * the TTL etcd reported (for health, metrics and `weft status`). Optional: absent when the
+   * implementation does not track it.
+   */
+  readonly expiresAt?: Date | null;
+  /**
    * Called once when the lease is lost. The keys attached to it are gone or about to go: grant a
    * new lease and re-acquire. Returns an unsubscribe function.
    */
@@ -117,4 +123,19 @@ export interface LeaseRegistry {
    * Idempotent.
    */
   close(): Promise<void>;
+
+  /** Optional: connection and watch figures for /metrics (implementations that track them). */
+  stats?(): RegistryStats;
+}
+
+/** What a registry may report for /metrics. */
+export interface RegistryStats {
+  /** Times the connection to etcd (or the watch stream) was re-established after a failure. */
+  readonly reconnects: number;
+  /** Watch responses received (events and progress notifications). */
+  readonly watchResponses: number;
+  /** Store revision of the last watch response minus the last revision delivered (0: caught up). */
+  readonly watchRevisionLag: number;
+  /** When the last watch response arrived (ms since the epoch), null before one. */
+  readonly lastWatchResponseAt: number | null;
 }

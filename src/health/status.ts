@@ -1,0 +1,222 @@
+/**
+ * Pure: what the daemon's state means for readiness, and the status report `weft status` prints
+ * (GET /status on the health port). Kept apart from the HTTP server so both are unit-tested on
+ * plain snapshots.
+ */
+import type { DesiredState } from '../backend/backend';
+import type { WeftdSnapshot } from '../daemon/weftd';
+import { formatIPv4, formatIPv4Cidr } from '../ip';
+import type { Lease } from '../lease/types';
+import type { PeerProbe, ProbeState } from '../probe/prober';
+
+/** Device state as read from /sys/class/net/<dev>/flags: up, down, missing, or unknown (unreadable). */
+export type DeviceState = 'up' | 'down' | 'missing' | 'unknown';
+
+export interface Readiness {
+  readonly ready: boolean;
+  /** "ready", or why not (the 503 body of /readyz). */
+  readonly reason: string;
+}
+
+export interface ReadinessInput {
+  readonly snapshot: WeftdSnapshot;
+  readonly device: DeviceState;
+  /** ms the reconciler has been behind the desired state (0 when up to date). */
+  readonly behindMs: number;
+  /** How long the reconciler may lag a peer change before /readyz says so. */
+  readonly graceMs: number;
+}
+
+/**
+ * Ready = lease held, overlay device up, peers programmed. After start-up, a peer change takes a
+ * few ms to program: /readyz tolerates that for `graceMs` (so probes do not flap on every lease
+ * event of a big cluster), but not a failed reconcile.
+ */
+export function readiness(input: ReadinessInput): Readiness {
+  const s = input.snapshot;
+  const notReady = (reason: string): Readiness => ({ ready: false, reason });
+  switch (s.phase) {
+    case 'starting':
+      return notReady('starting');
+    case 'waiting-config':
+      return notReady('waiting for the network config in etcd');
+    case 'acquiring':
+      return notReady('acquiring a subnet lease');
+    case 'programming':
+      return notReady(`lease ${s.lease ? formatIPv4Cidr(s.lease.subnet) : '?'} held; programming routes to ${s.peers.length} peer(s)`);
+    case 'stopping':
+    case 'stopped':
+      return notReady('shutting down');
+    case 'ready':
+      break;
+  }
+  const leaseState = s.manager?.state ?? 'idle';
+  if (leaseState !== 'held') return notReady(`subnet lease not held (lease state ${leaseState})`);
+  const dev = s.backend?.deviceName ?? 'overlay device';
+  if (input.device === 'missing') return notReady(`device ${dev} is missing`);
+  if (input.device === 'down') return notReady(`device ${dev} is down`);
+  const r = s.reconciler;
+  if (r === null) return notReady('no reconciler');
+  if (r.lastError !== null) return notReady(`programming peers failed: ${errorText(r.lastError)}`);
+  if (!r.isUpToDate && input.behindMs > input.graceMs) {
+    return notReady(`peer changes not programmed for ${Math.round(input.behindMs)} ms`);
+  }
+  return { ready: true, reason: 'ready' };
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Subnets (as "a.b.c.d/n") that have a route in a desired state the kernel reached. */
+export function programmedSubnets(applied: DesiredState | null): Set<string> {
+  const out = new Set<string>();
+  if (applied === null) return out;
+  for (const r of applied.routes) out.add(formatIPv4Cidr(r.dst));
+  return out;
+}
+
+/** Peers whose route the kernel has (as of the last successful reconcile). */
+export function countProgrammed(peers: readonly Lease[], applied: DesiredState | null): number {
+  const set = programmedSubnets(applied);
+  let n = 0;
+  for (const p of peers) if (set.has(formatIPv4Cidr(p.subnet))) n++;
+  return n;
+}
+
+// ---- the status report (GET /status, `weft status --json`) -------------------------------------
+
+export interface PeerStatus {
+  readonly key: string;
+  readonly subnet: string;
+  readonly publicIp: string;
+  readonly backendType: string;
+  /** The kernel has this peer's route (as of the last successful reconcile). */
+  readonly programmed: boolean;
+  readonly probe: {
+    readonly address: string;
+    readonly state: ProbeState;
+    readonly lastRttMs: number | null;
+    readonly loss: number | null;
+    readonly lastProbeAt: string | null;
+    readonly lastError: string | null;
+  } | null;
+}
+
+export interface StatusReport {
+  readonly version: string;
+  readonly pid: number;
+  readonly uptimeSeconds: number;
+  readonly phase: string;
+  readonly ready: boolean;
+  readonly reason: string;
+  readonly lease: {
+    readonly key: string;
+    readonly subnet: string;
+    readonly publicIp: string;
+    readonly state: string;
+    readonly etcdLeaseId: string | null;
+    /** ISO time, null for a reservation or when unknown. */
+    readonly expiresAt: string | null;
+  } | null;
+  readonly dataPath: {
+    readonly backend: string | null;
+    readonly device: string | null;
+    readonly deviceState: DeviceState;
+    /** "kernel" (VXLAN in the kernel) or what a user-space backend reports. */
+    readonly mode: string;
+    readonly mtu: number | null;
+    readonly underlay: string | null;
+    readonly publicIp: string | null;
+  };
+  readonly reconcile: {
+    readonly runs: number;
+    readonly failed: number;
+    readonly upToDate: boolean;
+    readonly repairs: Readonly<Record<string, number>>;
+    readonly lastError: string | null;
+  } | null;
+  readonly probes: { readonly enabled: boolean; readonly error: string | null };
+  readonly peers: readonly PeerStatus[];
+}
+
+export interface StatusInput {
+  readonly snapshot: WeftdSnapshot;
+  readonly readiness: Readiness;
+  readonly device: DeviceState;
+  readonly probes: readonly PeerProbe[];
+  readonly probesEnabled: boolean;
+  readonly probeError: string | null;
+  readonly version: string;
+  readonly pid: number;
+  readonly uptimeSeconds: number;
+}
+
+export function statusReport(input: StatusInput): StatusReport {
+  const s = input.snapshot;
+  const own = s.lease;
+  const programmed = programmedSubnets(s.reconciler?.applied ?? null);
+  const probeByKey = new Map(input.probes.map((p) => [p.key, p]));
+  const peers = [...s.peers]
+    .sort((a, b) => a.subnet.ip - b.subnet.ip)
+    .map((p): PeerStatus => {
+      const pr = probeByKey.get(p.key);
+      return {
+        key: p.key,
+        subnet: formatIPv4Cidr(p.subnet),
+        publicIp: p.attrs.PublicIP,
+        backendType: p.attrs.BackendType,
+        programmed: programmed.has(formatIPv4Cidr(p.subnet)),
+        probe: pr === undefined ? null : {
+          address: pr.address,
+          state: pr.state,
+          lastRttMs: pr.lastRttMs,
+          loss: pr.loss,
+          lastProbeAt: pr.lastProbeAt === null ? null : new Date(pr.lastProbeAt).toISOString(),
+          lastError: pr.lastError,
+        },
+      };
+    });
+  const expires = s.manager?.leaseExpiresAt ?? null;
+  const r = s.reconciler;
+  const backend = s.backend as (WeftdSnapshot['backend'] & { readonly dataPath?: string }) | null;
+  return {
+    version: input.version,
+    pid: input.pid,
+    uptimeSeconds: input.uptimeSeconds,
+    phase: s.phase,
+    ready: input.readiness.ready,
+    reason: input.readiness.reason,
+    lease: own === null ? null : {
+      key: own.key,
+      subnet: formatIPv4Cidr(own.subnet),
+      publicIp: own.attrs.PublicIP,
+      state: s.manager?.state ?? 'idle',
+      etcdLeaseId: own.etcdLeaseId,
+      expiresAt: expires === null ? null : expires.toISOString(),
+    },
+    dataPath: {
+      backend: s.backend?.type ?? s.config?.backend.type ?? null,
+      device: s.backend?.deviceName ?? null,
+      deviceState: input.device,
+      mode: backend?.dataPath ?? 'kernel',
+      mtu: s.setup?.mtu ?? null,
+      underlay: s.underlay?.ifName ?? null,
+      publicIp: s.underlay?.ipv4 ?? null,
+    },
+    reconcile: r === null ? null : {
+      runs: r.runCounts.runs,
+      failed: r.runCounts.failed,
+      upToDate: r.isUpToDate,
+      repairs: r.repairCounts,
+      lastError: r.lastError === null ? null : errorText(r.lastError),
+    },
+    probes: { enabled: input.probesEnabled, error: input.probeError },
+    peers,
+  };
+}
+
+/** The overlay gateway of a peer: `<subnet>.0`, the address on its flannel.<VNI>. */
+export function overlayGateway(peer: Lease): string {
+  return formatIPv4(peer.subnet.ip);
+}

@@ -1,0 +1,177 @@
+/**
+ * ICMP echo over a raw IPv4 socket, through `raw-socket` 1.8.1 (a nan addon without TypeScript
+ * types). This file is the only one that loads it, lazily: the daemon's start-up never pays for
+ * it, and a build without the addon fails here with a message, not at import time.
+ *
+ * One socket serves every probe: requests carry our identifier and a sequence number; a reply is
+ * matched on (identifier, sequence, source address). A raw ICMP socket sees every ICMP packet of
+ * the network namespace (other pings' replies too): anything that does not match is ignored.
+ *
+ * Source address: left to the kernel. For a peer gateway `<peer subnet>.0` the route is
+ * `via <peer>.0 dev flannel.1 onlink`, so the kernel picks flannel.1's own address
+ * (`<own subnet>.0`), and the peer's reply comes back through the overlay as well: a probe that
+ * succeeds proves the path both ways.
+ */
+import { WeftError, describeError } from '../errors';
+
+/** The part of raw-socket we use (its index.js; documented in its README). */
+interface RawSocket {
+  on(event: 'message', listener: (buffer: Buffer, source: string) => void): this;
+  on(event: 'error', listener: (err: Error) => void): this;
+  on(event: 'close', listener: () => void): this;
+  /** Queue a datagram; `after` runs once the kernel took it (or with the error). */
+  send(buffer: Buffer, offset: number, length: number, address: string, after: (err: Error | null, bytes: number) => void): this;
+  close(): this;
+}
+
+interface RawSocketModule {
+  createSocket(opts: { protocol: number; addressFamily?: number; bufferSize?: number }): RawSocket;
+  readonly Protocol: { readonly ICMP: number };
+  readonly AddressFamily: { readonly IPv4: number };
+}
+
+function loadRawSocket(): RawSocketModule {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('raw-socket') as RawSocketModule;
+  } catch (err) {
+    throw new WeftError('INTERNAL', `load raw-socket (ICMP probes): ${describeError(err)}; reinstall with npm ci (its addon is built by node-gyp)`, { cause: err });
+  }
+}
+
+export interface EchoResult {
+  readonly ok: boolean;
+  /** Round-trip time in ms when ok. */
+  readonly rttMs: number | null;
+  /** Why not ok: "timeout", or the send error. */
+  readonly error: string | null;
+}
+
+/** Sends one echo request and resolves with its fate. Never rejects. */
+export interface Pinger {
+  echo(target: string, timeoutMs: number): Promise<EchoResult>;
+  /** Why the socket stopped working (it is then closed: open a new Pinger), or null. */
+  readonly failure: string | null;
+  close(): void;
+}
+
+const ICMP_ECHO_REPLY = 0;
+const ICMP_ECHO_REQUEST = 8;
+const PAYLOAD_BYTES = 56; // ping's default: 64-byte ICMP messages
+
+interface Pending {
+  readonly target: string;
+  readonly sentAt: bigint;
+  readonly timer: NodeJS.Timeout;
+  readonly resolve: (r: EchoResult) => void;
+}
+
+export class IcmpPinger implements Pinger {
+  private readonly socket: RawSocket;
+  private readonly id: number;
+  private seq = 0;
+  private readonly pending = new Map<number, Pending>();
+  private closed = false;
+  private broken: string | null = null;
+
+  get failure(): string | null {
+    return this.broken;
+  }
+
+  /** Throws WeftError when the socket cannot be opened (no CAP_NET_RAW, addon missing). */
+  constructor(random: () => number = Math.random) {
+    const raw = loadRawSocket();
+    try {
+      this.socket = raw.createSocket({ protocol: raw.Protocol.ICMP, addressFamily: raw.AddressFamily.IPv4 });
+    } catch (err) {
+      throw new WeftError('INTERNAL', `open raw ICMP socket for peer probes: ${describeError(err)} (needs CAP_NET_RAW)`, { cause: err });
+    }
+    this.id = Math.floor(random() * 0xffff) & 0xffff;
+    this.socket.on('message', (buf, source) => this.onMessage(buf, source));
+    // raw-socket closes the socket after an error: later probes report it instead of hanging.
+    this.socket.on('error', (err) => {
+      this.broken = describeError(err);
+      this.failAll(this.broken);
+    });
+  }
+
+  echo(target: string, timeoutMs: number): Promise<EchoResult> {
+    if (this.closed || this.broken !== null) {
+      return Promise.resolve({ ok: false, rttMs: null, error: this.broken ?? 'pinger closed' });
+    }
+    return new Promise<EchoResult>((resolve) => {
+      // Skip sequence numbers still waiting (after 65536 probes in flight — never in practice).
+      let seq = (this.seq + 1) & 0xffff;
+      while (this.pending.has(seq)) seq = (seq + 1) & 0xffff;
+      this.seq = seq;
+      const packet = echoRequest(this.id, seq);
+      const timer = setTimeout(() => this.finish(seq, { ok: false, rttMs: null, error: 'timeout' }), timeoutMs);
+      this.pending.set(seq, { target, sentAt: process.hrtime.bigint(), timer, resolve });
+      this.socket.send(packet, 0, packet.length, target, (err) => {
+        if (err) this.finish(seq, { ok: false, rttMs: null, error: describeError(err) });
+      });
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.failAll('pinger closed');
+    try {
+      this.socket.close();
+    } catch {
+      // already closed after an error
+    }
+  }
+
+  private onMessage(buf: Buffer, source: string): void {
+    const reply = parseEchoReply(buf);
+    if (reply === null || reply.id !== this.id) return;
+    const p = this.pending.get(reply.seq);
+    if (p === undefined || p.target !== source) return;
+    const rttMs = Number(process.hrtime.bigint() - p.sentAt) / 1e6;
+    this.finish(reply.seq, { ok: true, rttMs, error: null });
+  }
+
+  private finish(seq: number, r: EchoResult): void {
+    const p = this.pending.get(seq);
+    if (p === undefined) return;
+    this.pending.delete(seq);
+    clearTimeout(p.timer);
+    p.resolve(r);
+  }
+
+  private failAll(error: string): void {
+    for (const seq of [...this.pending.keys()]) this.finish(seq, { ok: false, rttMs: null, error });
+  }
+}
+
+/** An ICMP echo request (type 8) with `PAYLOAD_BYTES` of payload and its checksum. */
+export function echoRequest(id: number, seq: number): Buffer {
+  const b = Buffer.alloc(8 + PAYLOAD_BYTES);
+  b.writeUInt8(ICMP_ECHO_REQUEST, 0);
+  b.writeUInt8(0, 1);
+  b.writeUInt16BE(id & 0xffff, 4);
+  b.writeUInt16BE(seq & 0xffff, 6);
+  for (let i = 8; i < b.length; i++) b[i] = i & 0xff;
+  b.writeUInt16BE(inetChecksum(b), 2);
+  return b;
+}
+
+/** A received IPv4 datagram (raw sockets deliver the IP header) → echo reply id/seq, or null. */
+export function parseEchoReply(datagram: Buffer): { id: number; seq: number } | null {
+  if (datagram.length < 20 || datagram[0]! >> 4 !== 4) return null;
+  const ihl = (datagram[0]! & 0x0f) * 4;
+  if (datagram.length < ihl + 8) return null;
+  if (datagram[ihl] !== ICMP_ECHO_REPLY || datagram[ihl + 1] !== 0) return null;
+  return { id: datagram.readUInt16BE(ihl + 4), seq: datagram.readUInt16BE(ihl + 6) };
+}
+
+/** RFC 1071 checksum (the checksum field must be zero when computing). */
+export function inetChecksum(b: Buffer): number {
+  let sum = 0;
+  for (let i = 0; i + 1 < b.length; i += 2) sum += b.readUInt16BE(i);
+  if (b.length % 2 === 1) sum += b[b.length - 1]! << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}

@@ -1,0 +1,320 @@
+/**
+ * Peer probes: an ICMP echo to each peer's overlay gateway (`<peer subnet>.0`, the address on the
+ * peer's flannel.1) through the overlay, on a slow jittered cycle and on demand. A blocked VXLAN
+ * port or a broken path then shows up as "peer X unreachable over the overlay" instead of silence.
+ *
+ * States of one peer:
+ *
+ *   unknown ──reply──► reachable ──2 cycle probes lost in a row, or an on-demand round lost──► unreachable
+ *      │                  ▲                                                                      │
+ *      └──lost twice──────┼──────────────────────────────────────────────────────────────────────┤
+ *                         └──────────────────────────────── reply ◄───────────────────────────────┘
+ *
+ * A cycle sends one echo per peer, paced (`spacingMs` apart: 1000 peers take 2 s of a 10 s cycle),
+ * so its cost grows linearly and stays small; a cycle still running when the next is due is
+ * skipped, never stacked. An on-demand round (`probeNow`, used by `weft status --probe`) sends
+ * `count` echoes per peer and decides at once.
+ *
+ * Logging: a state change is one line (warn when a peer becomes unreachable, info when it comes
+ * back); when more than `maxChangeLines` peers change in one round, one summary line instead, so
+ * a cluster-wide outage does not print a line per host.
+ */
+import { describeError } from '../errors';
+import { silentLogger, type Logger } from '../log';
+import type { EchoResult, Pinger } from './icmp';
+
+export type ProbeState = 'unknown' | 'reachable' | 'unreachable';
+
+export interface ProbeTarget {
+  /** The peer's lease key, e.g. "10.5.52.0-24". */
+  readonly key: string;
+  /** Address to ping: the peer's overlay gateway, e.g. "10.5.52.0". */
+  readonly address: string;
+}
+
+export interface PeerProbe {
+  readonly key: string;
+  readonly address: string;
+  readonly state: ProbeState;
+  /** RTT of the last reply (ms), null before the first one. */
+  readonly lastRttMs: number | null;
+  /** When the last probe round finished (ms since the epoch), null before. */
+  readonly lastProbeAt: number | null;
+  /** Why the last round failed ("timeout", a send error), null when it succeeded. */
+  readonly lastError: string | null;
+  /** Fraction of the last `window` echoes without a reply (0..1); null before any. */
+  readonly loss: number | null;
+  /** Echoes sent / replies received since the peer appeared. */
+  readonly sent: number;
+  readonly received: number;
+  /** When the state last changed (ms since the epoch). */
+  readonly since: number;
+}
+
+export interface ProberOptions {
+  /** The peers to probe now (read at the start of every round). */
+  readonly targets: () => readonly ProbeTarget[];
+  /** Opens the ICMP socket; called lazily on the first round (and again after a failure). */
+  readonly openPinger: () => Pinger;
+  readonly log?: Logger;
+  /** Mean time between cycles. Default 10 000 ms, jittered ±20 %. */
+  readonly intervalMs?: number;
+  /** How long to wait for a reply. Default 1000 ms. */
+  readonly timeoutMs?: number;
+  /** Gap between two sends in a cycle. Default 2 ms. */
+  readonly spacingMs?: number;
+  /** Echoes kept per peer for the loss figure. Default 10. */
+  readonly window?: number;
+  /** Above this many state changes in one round, log a summary. Default 10. */
+  readonly maxChangeLines?: number;
+  readonly now?: () => number;
+  readonly random?: () => number;
+  /** Called with the RTT (ms) of every reply (metrics). */
+  readonly onReply?: (rttMs: number) => void;
+}
+
+interface PeerRecord {
+  key: string;
+  address: string;
+  state: ProbeState;
+  lastRttMs: number | null;
+  lastProbeAt: number | null;
+  lastError: string | null;
+  history: boolean[];
+  sent: number;
+  received: number;
+  consecutiveLost: number;
+  since: number;
+}
+
+interface Change {
+  readonly key: string;
+  readonly address: string;
+  readonly from: ProbeState;
+  readonly to: ProbeState;
+  readonly error: string | null;
+}
+
+export class Prober {
+  private readonly opts: Required<Omit<ProberOptions, 'log' | 'onReply'>>;
+  private readonly onReply: (rttMs: number) => void;
+  private readonly log: Logger;
+  private readonly peers = new Map<string, PeerRecord>();
+  private pinger: Pinger | null = null;
+  private pingerError: string | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private cycle: Promise<void> | null = null;
+  private stopped = false;
+  private started = false;
+  /** Totals for metrics. */
+  private sentTotal = 0;
+  private receivedTotal = 0;
+  private roundsTotal = 0;
+  private skippedCycles = 0;
+
+  constructor(opts: ProberOptions) {
+    this.opts = {
+      targets: opts.targets,
+      openPinger: opts.openPinger,
+      intervalMs: opts.intervalMs ?? 10_000,
+      timeoutMs: opts.timeoutMs ?? 1000,
+      spacingMs: opts.spacingMs ?? 2,
+      window: opts.window ?? 10,
+      maxChangeLines: opts.maxChangeLines ?? 10,
+      now: opts.now ?? Date.now,
+      random: opts.random ?? Math.random,
+    };
+    this.log = (opts.log ?? silentLogger).child({ component: 'probe' });
+    this.onReply = opts.onReply ?? (() => undefined);
+  }
+
+  /** Start the slow cycle (first cycle soon, jittered). */
+  start(): void {
+    if (this.started || this.stopped) return;
+    this.started = true;
+    this.arm(Math.min(1000, this.opts.intervalMs));
+  }
+
+  /** Stop the cycle, wait for a round in progress, close the socket. Idempotent. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.pinger?.close();
+    await this.cycle?.catch(() => undefined);
+    this.pinger = null;
+  }
+
+  /** Per-peer results, by key (peers no longer known are dropped at the next round). */
+  results(): PeerProbe[] {
+    return [...this.peers.values()].map((r) => ({
+      key: r.key,
+      address: r.address,
+      state: r.state,
+      lastRttMs: r.lastRttMs,
+      lastProbeAt: r.lastProbeAt,
+      lastError: r.lastError,
+      loss: r.history.length === 0 ? null : r.history.filter((ok) => !ok).length / r.history.length,
+      sent: r.sent,
+      received: r.received,
+      since: r.since,
+    }));
+  }
+
+  get totals(): { readonly sent: number; readonly received: number; readonly rounds: number; readonly skippedCycles: number } {
+    return { sent: this.sentTotal, received: this.receivedTotal, rounds: this.roundsTotal, skippedCycles: this.skippedCycles };
+  }
+
+  /** Why the ICMP socket could not be opened, or null. */
+  get socketError(): string | null {
+    return this.pingerError;
+  }
+
+  /**
+   * Probe now, `count` echoes per peer (all peers, or those in `keys`), and decide each peer's
+   * state from this round alone. Resolves when the round is over (≤ count × 100 ms + timeout).
+   */
+  async probeNow(keys?: readonly string[], count = 3): Promise<PeerProbe[]> {
+    const wanted = keys === undefined ? null : new Set(keys);
+    const targets = this.sync().filter((t) => wanted === null || wanted.has(t.key));
+    await this.round(targets, count, 100, true);
+    return this.results().filter((r) => wanted === null || wanted.has(r.key));
+  }
+
+  // ---- internals -----------------------------------------------------------------------------
+
+  private arm(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.cycle !== null) {
+        this.skippedCycles++;
+      } else {
+        this.cycle = this.round(this.sync(), 1, this.opts.spacingMs, false)
+          .catch((err: unknown) => this.log.error('probe cycle failed', { error: describeError(err) }))
+          .finally(() => {
+            this.cycle = null;
+          });
+      }
+      const jitter = 0.8 + this.opts.random() * 0.4;
+      this.arm(Math.round(this.opts.intervalMs * jitter));
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  /** Bring the peer records in line with the current targets; returns the targets. */
+  private sync(): ProbeTarget[] {
+    const targets = [...this.opts.targets()];
+    const keep = new Set(targets.map((t) => t.key));
+    for (const k of [...this.peers.keys()]) if (!keep.has(k)) this.peers.delete(k);
+    for (const t of targets) {
+      const cur = this.peers.get(t.key);
+      if (cur === undefined || cur.address !== t.address) {
+        this.peers.set(t.key, {
+          key: t.key, address: t.address, state: 'unknown', lastRttMs: null, lastProbeAt: null, lastError: null,
+          history: [], sent: 0, received: 0, consecutiveLost: 0, since: this.opts.now(),
+        });
+      }
+    }
+    return targets;
+  }
+
+  private getPinger(): Pinger | null {
+    if (this.pinger !== null) return this.pinger;
+    try {
+      this.pinger = this.opts.openPinger();
+      if (this.pingerError !== null) this.log.info('ICMP probe socket open again');
+      this.pingerError = null;
+      return this.pinger;
+    } catch (err) {
+      const why = describeError(err);
+      if (this.pingerError !== why) this.log.error(`peer probes disabled: ${why}`);
+      this.pingerError = why;
+      return null;
+    }
+  }
+
+  private async round(targets: readonly ProbeTarget[], count: number, spacingMs: number, decisive: boolean): Promise<void> {
+    if (targets.length === 0 || this.stopped) return;
+    const pinger = this.getPinger();
+    if (pinger === null) return;
+    this.roundsTotal++;
+    const perPeer: Promise<{ key: string; results: EchoResult[] }>[] = [];
+    for (const t of targets) {
+      if (this.stopped) break;
+      const echoes: Promise<EchoResult>[] = [];
+      for (let i = 0; i < count; i++) {
+        if (i > 0) await sleep(spacingMs);
+        echoes.push(pinger.echo(t.address, this.opts.timeoutMs));
+        this.sentTotal++;
+      }
+      perPeer.push(Promise.all(echoes).then((results) => ({ key: t.key, results })));
+      if (spacingMs > 0 && count === 1) await sleep(spacingMs);
+    }
+    const changes: Change[] = [];
+    for (const { key, results } of await Promise.all(perPeer)) {
+      const c = this.record(key, results, decisive);
+      if (c !== null) changes.push(c);
+    }
+    this.logChanges(changes);
+    // The socket failed during the round (raw-socket closes it): reopen next time.
+    if (this.pinger === pinger && pinger.failure !== null) {
+      pinger.close();
+      this.pinger = null;
+    }
+  }
+
+  private record(key: string, results: readonly EchoResult[], decisive: boolean): Change | null {
+    const r = this.peers.get(key);
+    if (r === undefined) return null;
+    const ok = results.filter((x) => x.ok);
+    r.sent += results.length;
+    r.received += ok.length;
+    this.receivedTotal += ok.length;
+    for (const x of results) {
+      r.history.push(x.ok);
+      if (x.ok && x.rttMs !== null) this.onReply(x.rttMs);
+    }
+    if (r.history.length > this.opts.window) r.history.splice(0, r.history.length - this.opts.window);
+    r.lastProbeAt = this.opts.now();
+    const before = r.state;
+    if (ok.length > 0) {
+      r.lastRttMs = ok[ok.length - 1]!.rttMs;
+      r.lastError = null;
+      r.consecutiveLost = 0;
+      r.state = 'reachable';
+    } else {
+      r.lastError = results.find((x) => x.error !== null)?.error ?? 'timeout';
+      r.consecutiveLost++;
+      if (decisive || r.consecutiveLost >= 2) r.state = 'unreachable';
+    }
+    if (r.state === before) return null;
+    r.since = r.lastProbeAt;
+    return { key, address: r.address, from: before, to: r.state, error: r.lastError };
+  }
+
+  private logChanges(changes: readonly Change[]): void {
+    // unknown → reachable is the normal start: not worth a line.
+    const worth = changes.filter((c) => c.to === 'unreachable' || c.from === 'unreachable');
+    if (worth.length === 0) return;
+    if (worth.length <= this.opts.maxChangeLines) {
+      for (const c of worth) {
+        if (c.to === 'unreachable') {
+          this.log.warn(`peer ${c.key} unreachable over the overlay (no ICMP reply from ${c.address}: ${c.error ?? 'timeout'}); check that UDP to its VXLAN port is allowed on both hosts`, { peer: c.key });
+        } else {
+          this.log.info(`peer ${c.key} reachable again over the overlay`, { peer: c.key });
+        }
+      }
+      return;
+    }
+    const down = worth.filter((c) => c.to === 'unreachable');
+    const up = worth.filter((c) => c.to !== 'unreachable');
+    const sample = (xs: readonly Change[]): string[] => xs.slice(0, 10).map((c) => c.key);
+    if (down.length > 0) this.log.warn(`${down.length} peers unreachable over the overlay`, { peers: sample(down) });
+    if (up.length > 0) this.log.info(`${up.length} peers reachable again over the overlay`, { peers: sample(up) });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return ms <= 0 ? Promise.resolve() : new Promise((r) => setTimeout(r, ms));
+}

@@ -179,6 +179,32 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     return res.succeeded && res.responses[0]?.response_delete_range?.deleted !== '0';
   }
 
+  async createReservation(key: string, attrs: LeaseAttrs): Promise<Lease | null> {
+    const full = fullSubnetKey(this.prefix, key);
+    const value = encodeLeaseAttrs(attrs);
+    // createSubnet's transaction without a lease: the key has no TTL.
+    const res = await this.call(`create reservation ${full}`, () =>
+      this.client.if(full, 'Version', '==', 0).then(this.client.put(full).value(value)).commit(),
+    );
+    if (!res.succeeded) return null;
+    return decodeLease(key, value, { etcdLeaseId: null, modRevision: res.header.revision });
+  }
+
+  async revokeLease(leaseId: string): Promise<boolean> {
+    try {
+      await this.call(`revoke lease ${leaseId}`, () => this.client.leaseClient.leaseRevoke({ ID: leaseId }));
+      return true;
+    } catch (err) {
+      if (err instanceof WeftError && err.cause instanceof EtcdLeaseInvalidError) return false;
+      throw err;
+    }
+  }
+
+  async putConfig(text: string): Promise<void> {
+    const key = configKey(this.prefix);
+    await this.call(`put ${key}`, () => this.client.put(key).value(text).exec());
+  }
+
   watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
     const dir = subnetsDir(this.prefix);
     const w = new EtcdSubnetWatch(fromRevision, handler, this.log, (kv) => this.decodeKv(kv, null), (kv) => this.removedEvent(kv), () =>

@@ -197,6 +197,25 @@ export class MemoryLeaseRegistry implements LeaseRegistry {
     return this.remove(key);
   }
 
+  async createReservation(key: string, attrs: LeaseAttrs): Promise<Lease | null> {
+    await this.contact(`create reservation ${key}`);
+    if (this.entries.has(key)) return null;
+    const rev = this.write(key, encodeLeaseAttrs(attrs), null);
+    return this.leaseAt(key, rev);
+  }
+
+  async revokeLease(leaseId: string): Promise<boolean> {
+    await this.contact(`revoke lease ${leaseId}`);
+    if (!this.leases.has(leaseId)) return false;
+    this.expireLease(leaseId);
+    return true;
+  }
+
+  async putConfig(text: string): Promise<void> {
+    await this.contact('put config');
+    this.setConfig(text);
+  }
+
   watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
     const w = new MemoryWatch(Number(fromRevision), handler, (self) => this.watches.delete(self));
     if (this.closed) {

@@ -112,6 +112,21 @@ export interface LeaseRegistry {
   deleteSubnet(key: string, expectModRevision?: string): Promise<boolean>;
 
   /**
+   * Create-if-absent WITHOUT an etcd lease: a reservation (compat §1), permanent until deleted,
+   * belonging to the host whose PublicIP it holds (`weft leases reserve`). Null when the key exists.
+   */
+  createReservation(key: string, attrs: LeaseAttrs): Promise<Lease | null>;
+
+  /**
+   * Revoke an etcd lease now, deleting every key attached to it (`weft leases revoke`: free the
+   * subnet of a host that is gone without waiting for the TTL). False when etcd no longer knows it.
+   */
+  revokeLease(leaseId: string): Promise<boolean>;
+
+  /** Write `<prefix>/config` as given (`weft config set` validates it first). */
+  putConfig(text: string): Promise<void>;
+
+  /**
    * Watch `<prefix>/subnets/` from `fromRevision` (inclusive). The handler is called
    * synchronously for each event in revision order and must not throw. Disconnections are the
    * registry's business (it resumes from the last revision seen); only 'reset' ends a watch.

@@ -316,6 +316,15 @@ class DelegatingRegistry implements LeaseRegistry {
   deleteSubnet(key: string, expectModRevision?: string): Promise<boolean> {
     return this.inner.deleteSubnet(key, expectModRevision);
   }
+  createReservation(key: string, attrs: LeaseAttrs): Promise<Lease | null> {
+    return this.inner.createReservation(key, attrs);
+  }
+  revokeLease(leaseId: string): Promise<boolean> {
+    return this.inner.revokeLease(leaseId);
+  }
+  putConfig(text: string): Promise<void> {
+    return this.inner.putConfig(text);
+  }
   watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
     return this.inner.watchSubnets(fromRevision, handler);
   }

@@ -31,11 +31,20 @@ export interface DesiredNeighbour { readonly ip: string; readonly mac: string } 
 export interface DesiredFdb { readonly mac: string; readonly dst: string }            // FDB entry on the vxlan device
 export interface DesiredRoute {
   readonly dst: IPv4Net;
-  readonly gateway: string;
+  /** null: a device route without gateway (legacy udp's one route for the whole Network). */
+  readonly gateway: string | null;
   readonly onlink: boolean;
   /** Device the route goes out of; undefined = the overlay device. */
   readonly via?: 'overlay' | 'underlay';
 }
+
+/**
+ * A forwarding entry of a user-space data path (the pump): frames for VtepMAC `mac` (VXLAN
+ * fallback) or packets into `subnet` (legacy udp) go to PublicIP `dst`.
+ */
+export type DesiredPumpEntry =
+  | { readonly kind: 'mac'; readonly mac: string; readonly dst: string }
+  | { readonly kind: 'subnet'; readonly subnet: IPv4Net; readonly dst: string };
 
 export interface DesiredState {
   /** Addresses on the overlay device: `<own subnet>.0/32`. */
@@ -43,6 +52,12 @@ export interface DesiredState {
   readonly neighbours: readonly DesiredNeighbour[];
   readonly fdb: readonly DesiredFdb[];
   readonly routes: readonly DesiredRoute[];
+  /**
+   * Present when the device's forwarding table lives in the user-space pump instead of the
+   * kernel (VXLAN fallback, legacy udp): the reconciler hands it to `Backend.applyPump()` before
+   * adding routes, and neither reads nor writes kernel FDB entries on the device (`fdb` is empty).
+   */
+  readonly pump?: readonly DesiredPumpEntry[];
   /** Peers left out (other BackendType, undecodable BackendData...), for the caller to warn about. */
   readonly skipped?: readonly SkippedPeer[];
 }
@@ -59,6 +74,12 @@ export interface DesiredContext {
    * underlay). Used by vxlan DirectRouting; see VxlanBackend.onLinkPeers().
    */
   readonly onLinkPublicIPs?: ReadonlySet<string>;
+  /**
+   * The flannel Network and SubnetLen: a peer lease outside the Network, or of another length
+   * (which could cover other hosts' subnets, or the underlay), is never programmed. Absent: no check.
+   */
+  readonly network?: IPv4Net | null;
+  readonly subnetLen?: number;
 }
 
 export interface Backend {
@@ -80,6 +101,27 @@ export interface Backend {
   deviceProblem?(link: LinkInfo): string | null;
   /** Pure: the address, neighbours, FDB entries and routes wanted for these peers. */
   desired(own: Lease, peers: readonly Lease[], ctx?: DesiredContext): DesiredState;
+  /**
+   * Backends with a user-space data path: install `entries` (DesiredState.pump) as the pump's
+   * peer table, replacing the previous one without stopping traffic. Called by the reconciler on
+   * every reconcile whose desired state has `pump`; synchronous, idempotent, cheap.
+   */
+  applyPump?(entries: readonly DesiredPumpEntry[]): void;
+  /** What carries the packets, for `weft status` and metrics; absent means kernel VXLAN. */
+  dataPath?(): DataPathInfo;
   /** Release resources held by the process. Leaves kernel state in place (restart must not cut traffic). */
   close(): Promise<void>;
+}
+
+/** The data path a backend uses now, with the pump's counters when it is user space. */
+export interface DataPathInfo {
+  /** 'kernel': kernel VXLAN; 'userspace': the VXLAN fallback pump; 'udp': flannel's legacy udp framing (pump). */
+  readonly kind: 'kernel' | 'userspace' | 'udp';
+  readonly device: string;
+  /** Why the fallback was chosen ('forced' or the kernel's error), null for kernel VXLAN. */
+  readonly reason: string | null;
+  /** Counters of the pump (see NativePumpCounters), null for kernel VXLAN. */
+  readonly counters: Readonly<Record<string, number>> | null;
+  /** The pump's threads run (false after a fatal error until the device is set up again). */
+  readonly running: boolean;
 }

@@ -8,18 +8,23 @@ import type { NetworkConfig } from '../config/types';
 import { WeftError } from '../errors';
 import type { Logger } from '../log';
 import type { NetlinkClient } from '../netlink/client';
+import { decodeVxlanLeaseData } from '../lease/codec';
+import type { Lease } from '../lease/types';
 import type { Backend } from './backend';
 import { VxlanBackend } from './vxlan';
 
 export interface BackendDeps {
   readonly nl: NetlinkClient;
   readonly log: Logger;
+  /** Our lease from before this process (same PublicIP), if any: vxlan keeps its VtepMAC. */
+  readonly previousLease?: Lease | null;
 }
 
 type BackendFactory = (config: NetworkConfig, deps: BackendDeps) => Backend;
 
 const BACKENDS: Readonly<Record<string, BackendFactory>> = {
-  vxlan: (config, deps) => new VxlanBackend({ nl: deps.nl, config: decodeVxlanConfig(config.backend), log: deps.log }),
+  vxlan: (config, deps) =>
+    new VxlanBackend({ nl: deps.nl, config: decodeVxlanConfig(config.backend), log: deps.log, vtepMac: previousVtepMac(deps.previousLease) }),
 };
 
 export function createBackend(config: NetworkConfig, deps: BackendDeps): Backend {
@@ -31,4 +36,9 @@ export function createBackend(config: NetworkConfig, deps: BackendDeps): Backend
     );
   }
   return factory(config, deps);
+}
+
+function previousVtepMac(lease: Lease | null | undefined): string | null {
+  if (!lease || lease.attrs.BackendType !== 'vxlan') return null;
+  return decodeVxlanLeaseData(lease.attrs.BackendData)?.VtepMAC ?? null;
 }

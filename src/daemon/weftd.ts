@@ -27,6 +27,8 @@ import type { Logger } from '../log';
 import { NetlinkClient } from '../netlink/client';
 import { resolveUnderlay } from '../netlink/underlay';
 import type { Notifier } from './notify';
+import { ConfigWatch } from './config-watch';
+import { DepartedPeers } from './departed';
 import { Reconciler } from './reconciler';
 import { formatSubnetEnv, readSubnetEnv, writeSubnetEnvAtomic } from './subnetenv';
 
@@ -192,7 +194,11 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     }
     this.log.info('network config', { network: formatIPv4Cidr(config.network), subnetLen: config.subnetLen, backend: config.backend.type });
 
-    const backend = (this.backend = createBackend(config, { nl, log: this.log }));
+    // The lease we held before (same PublicIP): if the device has to be created again (deleted
+    // while weftd was down) it gets the VtepMAC peers still have programmed, not a random one.
+    const subnetFromFile = await this.subnetFromFile();
+    const previous = await manager.findOwnLease(underlay.ipv4, subnetFromFile);
+    const backend = (this.backend = createBackend(config, { nl, log: this.log, previousLease: previous }));
     this.setup = await backend.ensureDevice(underlay);
     this.log.info('overlay device ready', { device: backend.deviceName, mtu: this.setup.mtu, backendData: this.setup.backendData });
 
@@ -203,12 +209,13 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       publicIPv6: opts.publicIpv6,
       backendType: this.setup.backendType,
       backendData: this.setup.backendData,
-      subnetFromFile: await this.subnetFromFile(),
+      subnetFromFile,
       ttlSeconds: opts.subnetLeaseTtlSeconds,
       signal,
     });
     await this.adoptLease(own);
     manager.on('lost', (err) => {
+      this.leaseLost = true;
       this.log.warn('subnet lease lost; re-acquiring (traffic keeps flowing meanwhile)', { error: describeError(err) });
       this.notifier.status(`lease lost (${err.message}); re-acquiring`);
     });
@@ -232,6 +239,15 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     await this.recompute;
     await this.reconcileUntilConverged(signal);
     this.reconciler.start();
+    this.configWatch = new ConfigWatch({
+      read: () => registry.getConfig(),
+      key: `${registry.prefix}/config`,
+      running: config,
+      intervalMs: Math.max(1000, opts.resyncIntervalSeconds * 1000),
+      log: this.log,
+      notifier: this.notifier,
+    });
+    this.configWatch.start();
 
     const ready = `ready: subnet ${formatIPv4Cidr(own.subnet)}, ${this.peers.length} peer(s) programmed`;
     this.setPhase('ready');
@@ -245,7 +261,9 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     return new Promise<void>((resolve) => {
       let first = true;
       this.unwatchPeers = manager.watchPeers((peers, change) => {
+        const before = this.peers;
         this.peers = [...peers.values()];
+        this.departed.update(before, this.peers);
         this.emit('peers', this.peers);
         if (change.type === 'snapshot') {
           this.log.info('peer snapshot', { peers: this.peers.length });
@@ -268,21 +286,52 @@ export class Weftd extends EventEmitter<WeftdEvents> {
    * DirectRouting needs to know which peers are on our L2: looked up when the peer set changes.
    */
   private scheduleRecompute(peerSetChanged: boolean): void {
+    // Coalesced: a burst of lease events (hundreds in one watch response) costs one recompute,
+    // not one each (desired() is O(peers), so one per event would be quadratic).
+    this.peerSetDirty ||= peerSetChanged;
+    if (this.recomputeQueued) return;
+    this.recomputeQueued = true;
     this.recompute = this.recompute.then(async () => {
+      this.recomputeQueued = false;
+      const peerSetChanged = this.peerSetDirty;
+      this.peerSetDirty = false;
       const backend = this.backend;
       const own = this.own;
       if (!backend || !own || !this.reconciler) return;
       if (peerSetChanged && backend instanceof VxlanBackend && this.directRoutingNetwork() && this.underlay) {
         this.onLinkPublicIPs = await backend.onLinkPeers(this.peers, this.underlay);
       }
-      const ctx: DesiredContext = { onLinkPublicIPs: this.onLinkPublicIPs };
-      const desired = backend.desired(own, this.peers, ctx);
+      // Network and SubnetLen: leases outside them (hostile or stale data) are never programmed.
+      const ctx: DesiredContext = { onLinkPublicIPs: this.onLinkPublicIPs, network: this.config?.network ?? null, subnetLen: this.config?.subnetLen };
+      // Peers whose key just vanished stay programmed for a grace period (departed.ts).
+      const desired = backend.desired(own, this.departed.withHeld(this.peers), ctx);
+      this.armDepartedTimer();
       for (const s of desired.skipped ?? []) this.warnSkippedOnce(s.key, s.reason);
       this.reconciler.setDesired(desired);
     }).catch((err: unknown) => this.log.error('computing desired state failed', { error: describeError(err) }));
   }
 
+  private recomputeQueued = false;
+  private peerSetDirty = false;
+  private readonly departed = new DepartedPeers();
+  private departedTimer: NodeJS.Timeout | null = null;
+
+  /** Recompute when the next held peer's grace ends, so its routes go then. */
+  private armDepartedTimer(): void {
+    const next = this.departed.nextExpiryMs();
+    if (this.departedTimer !== null) clearTimeout(this.departedTimer);
+    this.departedTimer = null;
+    if (next === null || this.phaseValue === 'stopping' || this.phaseValue === 'stopped') return;
+    this.departedTimer = setTimeout(() => {
+      this.departedTimer = null;
+      this.scheduleRecompute(false);
+    }, next + 10);
+  }
+
   private readonly skippedWarned = new Map<string, string>();
+  /** Between the manager's 'lost' and the next 'lease': tells a re-acquire from a rewrite. */
+  private leaseLost = false;
+  private configWatch: ConfigWatch | null = null;
   private warnSkippedOnce(key: string, reason: string): void {
     if (this.skippedWarned.get(key) === reason) return;
     this.skippedWarned.set(key, reason);
@@ -311,6 +360,8 @@ export class Weftd extends EventEmitter<WeftdEvents> {
   /** Take `lease` as ours: rewrite subnet.env and recompute desired state. */
   private async adoptLease(lease: Lease, previous?: Lease): Promise<void> {
     this.own = lease;
+    const wasLost = this.leaseLost;
+    this.leaseLost = false;
     await this.writeSubnetFile(lease);
     this.emit('lease', lease);
     if (previous && (previous.subnet.ip !== lease.subnet.ip || previous.subnet.prefixLen !== lease.subnet.prefixLen)) {
@@ -318,9 +369,11 @@ export class Weftd extends EventEmitter<WeftdEvents> {
         `another host took our subnet while our lease was lost; containers must be restarted with the new ${this.opts.subnetFile}`;
       this.log.error(msg);
       this.notifier.status(msg);
-    } else if (previous) {
+    } else if (previous && wasLost) {
       this.log.info('subnet lease re-acquired', { subnet: formatIPv4Cidr(lease.subnet) });
       this.notifier.status(`lease ${formatIPv4Cidr(lease.subnet)} re-acquired`);
+    } else if (previous) {
+      this.log.info('subnet lease rewritten', { subnet: formatIPv4Cidr(lease.subnet), backendData: lease.attrs.BackendData });
     } else {
       this.log.info('subnet lease acquired', { subnet: formatIPv4Cidr(lease.subnet), key: lease.key });
     }
@@ -358,6 +411,12 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     if (before && JSON.stringify(before.backendData) === JSON.stringify(setup.backendData) && before.mtu === setup.mtu) return;
     this.log.warn('overlay device parameters changed; updating lease and subnet file', { backendData: setup.backendData, mtu: setup.mtu });
     if (this.own) void this.writeSubnetFile(this.own).catch((err: unknown) => this.log.error('rewriting subnet file failed', { error: describeError(err) }));
+    if (before && JSON.stringify(before.backendData) !== JSON.stringify(setup.backendData)) {
+      // Peers must learn the new VtepMAC from our lease, or they keep sending to the old one.
+      void this.manager?.setBackendData(setup.backendData).catch((err: unknown) =>
+        this.log.error('rewriting our lease with the new VtepMAC failed; the next re-acquire writes it', { error: describeError(err) }),
+      );
+    }
   }
 
   private directRoutingNetwork(): IPv4Net | null {
@@ -370,6 +429,9 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     this.setPhase('stopping');
     this.notifier.stopping();
     this.unwatchPeers?.();
+    await this.configWatch?.stop().catch(() => undefined);
+    if (this.departedTimer !== null) clearTimeout(this.departedTimer);
+    this.departedTimer = null;
     await this.reconciler?.stop().catch(() => undefined);
     await this.manager?.close().catch(() => undefined);
     await this.registry?.close().catch(() => undefined);

@@ -24,6 +24,8 @@ export async function teardown(state: LabState, netns: Netns): Promise<DownRepor
     const id = { pid, startTime };
     if (!isAlive(id)) return;
     try {
+      // A process frozen by a fault test (SIGSTOP) would not act on SIGTERM before the grace ends.
+      try { process.kill(pid, 'SIGCONT'); } catch { /* exited meanwhile */ }
       await stopProcess(id, 'SIGTERM', graceMs);
       stopped.push(pid);
     } catch (e) {

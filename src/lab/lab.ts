@@ -35,6 +35,8 @@ import { readSubnetEnv, type SubnetEnv } from './subnet-env';
 export const UNDERLAY_CIDR = '10.250.0.0/24';
 export const ETCD_IP = '10.250.0.2';
 export const ETCD_ENDPOINT = `http://${ETCD_IP}:2379`;
+/** Largest etcd cluster the lab builds (members at 10.250.0.2 .. 10.250.0.(1+N)). */
+export const MAX_ETCD_MEMBERS = 3;
 export const DEFAULT_NETWORK = '10.5.0.0/16';
 export const DEFAULT_BACKEND = 'vxlan';
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
@@ -46,6 +48,16 @@ const UNDERLAY_BRIDGE = 'br0';
 const HOST_IFACE = 'eth0';
 const CONTAINER_BRIDGE = 'weft0';
 const CONTAINER_VETH = 'c1';
+
+/** etcd member N's (1-based) name in the lab: 'etcd', 'etcd2', 'etcd3'. */
+export function etcdMemberName(index: number): string {
+  return index === 1 ? 'etcd' : `etcd${index}`;
+}
+
+/** etcd member N's underlay address: .2, .3, .4. */
+export function etcdMemberIp(index: number): string {
+  return `10.250.0.${1 + index}`;
+}
 
 /** Host N's underlay address: .11, .12, ... (etcd is .2). */
 export function hostUnderlayIp(index: number): string {
@@ -71,6 +83,8 @@ export interface LabOptions {
   /** Replaces the whole {"Network":…,"Backend":{"Type":…}} document written to <etcdPrefix>/config. */
   readonly networkConfig?: Readonly<Record<string, unknown>>;
   readonly etcdPrefix?: string;           // default /coreos.com/network
+  /** etcd cluster size: 1 (default) or 3 members (etcd, etcd2, etcd3 at 10.250.0.2, .3, .4). */
+  readonly etcdMembers?: number;
   readonly weftdPath?: string;            // default dist/src/cli/weftd.js next to this file
   readonly extraWeftdArgs?: readonly string[];
   readonly healthzPort?: number;          // default 8471; 0 = do not pass --healthz-port
@@ -120,13 +134,13 @@ export class Lab {
     const hosts = opts.hosts ?? 2;
     validate(state, hosts);
     const lab = new Lab(state, tools, opts.progress ?? (() => undefined));
-    await lab.checkFree([...['net', 'etcd'].map((s) => state.prefix + s), ...range(hosts).flatMap((i) => lab.hostNamespaces(i))]);
+    await lab.checkFree([...['net', ...lab.etcdMembers()].map((s) => state.prefix + s), ...range(hosts).flatMap((i) => lab.hostNamespaces(i))]);
 
     initStateDir(stateDir);
     saveState(lab.state);
     try {
       await lab.buildUnderlay();
-      await lab.startEtcd();
+      await lab.createEtcdCluster();
       for (const i of range(hosts)) await lab.createHost(i);
       if (state.daemons) await lab.startAllDaemons(lab.hostNames(), opts);
       return lab;
@@ -161,6 +175,13 @@ export class Lab {
   get prefix(): string { return this.state.prefix; }
   get stateDir(): string { return this.state.stateDir; }
   get etcdEndpoint(): string { return ETCD_ENDPOINT; }
+  /** Client URLs of every etcd member, member 1 first (what weftd gets as --etcd-endpoints). */
+  get etcdEndpoints(): string[] { return this.etcdMembers().map((_, i) => `http://${etcdMemberIp(i + 1)}:2379`); }
+
+  /** Names of the etcd members: ['etcd'] or ['etcd', 'etcd2', 'etcd3']. */
+  etcdMembers(): string[] {
+    return range(this.state.etcdMembers ?? 1).map(etcdMemberName);
+  }
 
   /** 'h1', 'h2', ... in creation order. */
   hostNames(): string[] {
@@ -186,7 +207,7 @@ export class Lab {
   }
 
   logFile(host: string): string {
-    return host === 'etcd' ? join(this.stateDir, 'etcd', 'etcd.log') : join(this.stateDir, this.host(host).name, 'weftd.log');
+    return this.etcdMembers().includes(host) ? join(this.stateDir, host, 'etcd.log') : join(this.stateDir, this.host(host).name, 'weftd.log');
   }
 
   /** The host's subnet.env as weftd last wrote it, null if not (yet) written. */
@@ -208,8 +229,76 @@ export class Lab {
 
   /** etcdctl (v3 API) against the lab's etcd, run inside the etcd namespace. */
   etcdctl(args: readonly string[]): Promise<RunResult> {
-    return this.netns.exec(this.nsName('etcd'), [this.tools.etcdctl, `--endpoints=${ETCD_ENDPOINT}`, ...args],
+    return this.netns.exec(this.nsName('etcd'), [this.tools.etcdctl, `--endpoints=${this.etcdEndpoints.join(',')}`, ...args],
       etcdctlEnv(), 15000);
+  }
+
+  // ---- etcd faults -----------------------------------------------------------------------
+
+  /** PID of an etcd member ('etcd', 'etcd2', ...) if it runs, else null. */
+  etcdPid(member = 'etcd'): number | null {
+    const rec = this.etcdRecord(member);
+    return rec && isAlive(rec) ? rec.pid : null;
+  }
+
+  /**
+   * Stop etcd members (default: all) by PID — `signal` (default SIGTERM; SIGKILL for a crash),
+   * SIGKILL after 5 s. Their data dirs stay: startEtcd() brings them back with their data.
+   */
+  async stopEtcd(members: readonly string[] = this.etcdMembers(), signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    for (const m of members) {
+      const rec = this.etcdRecord(m);
+      if (!rec) continue;
+      if (isAlive(rec)) trySignalPid(rec.pid, 'SIGCONT'); // a paused etcd would not act on SIGTERM
+      await stopProcess(rec, signal, 5000);
+      this.state.processes = this.state.processes.filter((p) => p !== rec);
+      saveState(this.state);
+      this.progress(`stopped etcd member ${m} (pid ${rec.pid}, ${signal})`);
+    }
+  }
+
+  /**
+   * Start stopped etcd members again (default: all) from their data dirs and wait until each
+   * answers (with a 3-member cluster: until the cluster has a leader again).
+   */
+  async startEtcd(members: readonly string[] = this.etcdMembers(), timeoutMs = 30000): Promise<void> {
+    const started: string[] = [];
+    for (const m of members) {
+      if (this.etcdPid(m) !== null) continue;
+      this.spawnEtcd(this.etcdMemberIndex(m));
+      started.push(m);
+    }
+    for (const m of started) await this.waitEtcdHealthy(m, timeoutMs);
+  }
+
+  /**
+   * Freeze etcd members (default: all) with SIGSTOP: connections stay open but nothing answers,
+   * as with a partition. etcd's lease clock keeps running (leases expire meanwhile).
+   */
+  pauseEtcd(members: readonly string[] = this.etcdMembers()): void {
+    for (const m of members) this.signalEtcd(m, 'SIGSTOP');
+  }
+
+  /** SIGCONT after pauseEtcd(). */
+  resumeEtcd(members: readonly string[] = this.etcdMembers()): void {
+    for (const m of members) this.signalEtcd(m, 'SIGCONT');
+  }
+
+  private signalEtcd(member: string, signal: NodeJS.Signals): void {
+    const rec = this.etcdRecord(member);
+    if (!rec || !isAlive(rec)) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: etcd member ${member} is not running`);
+    process.kill(rec.pid, signal);
+    this.progress(`${signal} etcd member ${member} (pid ${rec.pid})`);
+  }
+
+  private etcdRecord(member: string): ProcessRecord | undefined {
+    return this.state.processes.find((p) => p.role === 'etcd' && p.host === member);
+  }
+
+  private etcdMemberIndex(member: string): number {
+    const i = this.etcdMembers().indexOf(member);
+    if (i < 0) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: no etcd member "${member}" (members: ${this.etcdMembers().join(', ')})`);
+    return i + 1;
   }
 
   /** Subnet leases currently in etcd, with the lab host owning each public IP. */
@@ -464,31 +553,62 @@ export class Lab {
     await this.netns.setAddress(ns, HOST_IFACE, `${ip}/24`);
   }
 
-  private async startEtcd(): Promise<void> {
-    const ns = this.nsFor('etcd');
-    await this.attachToUnderlay(ns, 'etcd', ETCD_IP);
-    const dir = join(this.stateDir, 'etcd');
-    mkdirSync(join(dir, 'data'), { recursive: true, mode: 0o700 });
-    const peer = `http://${ETCD_IP}:2380`;
-    const args = [this.tools.etcd, '--name', 'lab', '--data-dir', join(dir, 'data'),
-      '--listen-client-urls', ETCD_ENDPOINT, '--advertise-client-urls', ETCD_ENDPOINT,
-      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`,
-      '--logger', 'zap', '--log-outputs', 'stderr'];
-    const id = spawnDetached(this.tools.ip, this.netns.execArgs(ns, args), join(dir, 'etcd.log'), cleanEnv(/^ETCD/));
-    this.state.processes.push({ role: 'etcd', host: 'etcd', ns, ...id });
-    saveState(this.state);
-    const healthy = await waitUntil(async () => {
-      if (!isAlive(id)) return true; // stop waiting; reported below
-      return (await this.etcdctl(['endpoint', 'health', '--command-timeout=1s'])).code === 0;
-    }, 30000, 200);
-    if (!isAlive(id) || !healthy) {
-      throw new WeftError('ETCD_UNAVAILABLE', `lab ${this.name}: etcd in ${ns} ${isAlive(id) ? 'not healthy after 30 s' : 'exited'}; ` +
-        `log ${join(dir, 'etcd.log')}:\n${tailFile(join(dir, 'etcd.log'))}`);
+  /** Namespaces, processes and the network config of the lab's etcd (1 or 3 members). */
+  private async createEtcdCluster(): Promise<void> {
+    const members = this.etcdMembers();
+    for (const [i, m] of members.entries()) {
+      await this.attachToUnderlay(this.nsFor(m), m, etcdMemberIp(i + 1));
+      mkdirSync(join(this.stateDir, m, 'data'), { recursive: true, mode: 0o700 });
     }
-    this.progress(`etcd in ${ns} at ${ETCD_ENDPOINT} (pid ${id.pid})`);
+    // Members of a new cluster wait for each other: start them all, then wait.
+    for (const i of range(members.length)) this.spawnEtcd(i);
+    for (const m of members) await this.waitEtcdHealthy(m, 30000);
     const put = await this.etcdctl(['put', `${this.state.etcdPrefix}/config`, this.state.networkConfig]);
     if (put.code !== 0) throw new WeftError('ETCD_UNAVAILABLE', `lab ${this.name}: write ${this.state.etcdPrefix}/config: ${put.stderr.trim()}`);
     this.progress(`${this.state.etcdPrefix}/config = ${this.state.networkConfig}`);
+  }
+
+  /** Start member `index` (1-based) in its namespace; a restart reuses its data dir. */
+  private spawnEtcd(index: number): ProcessRecord {
+    const members = this.etcdMembers();
+    const m = etcdMemberName(index);
+    const ns = this.nsFor(m);
+    const dir = join(this.stateDir, m);
+    const ip = etcdMemberIp(index);
+    const client = `http://${ip}:2379`;
+    const peer = `http://${ip}:2380`;
+    // The single member keeps its historical name 'lab'; a cluster's are etcd1..etcdN.
+    const nameOf = (i: number): string => (members.length === 1 ? 'lab' : `etcd${i}`);
+    const cluster = range(members.length).map((i) => `${nameOf(i)}=http://${etcdMemberIp(i)}:2380`).join(',');
+    const args = [this.tools.etcd, '--name', nameOf(index), '--data-dir', join(dir, 'data'),
+      '--listen-client-urls', client, '--advertise-client-urls', client,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', cluster,
+      '--initial-cluster-token', `weft-lab-${this.prefix}`,
+      '--logger', 'zap', '--log-outputs', 'stderr'];
+    const id = spawnDetached(this.tools.ip, this.netns.execArgs(ns, args), join(dir, 'etcd.log'), cleanEnv(/^ETCD/));
+    const rec: ProcessRecord = { role: 'etcd', host: m, ns, ...id };
+    this.state.processes.push(rec);
+    saveState(this.state);
+    return rec;
+  }
+
+  /** Wait until member `m` answers a health check (a cluster member: once there is a leader). */
+  private async waitEtcdHealthy(m: string, timeoutMs: number): Promise<void> {
+    const rec = this.etcdRecord(m);
+    const index = this.etcdMemberIndex(m);
+    const endpoint = `http://${etcdMemberIp(index)}:2379`;
+    const log = join(this.stateDir, m, 'etcd.log');
+    const healthy = await waitUntil(async () => {
+      if (!rec || !isAlive(rec)) return true; // stop waiting; reported below
+      const r = await this.netns.exec(this.nsName('etcd'), [this.tools.etcdctl, `--endpoints=${endpoint}`, 'endpoint', 'health', '--command-timeout=1s'],
+        etcdctlEnv(), 5000);
+      return r.code === 0;
+    }, timeoutMs, 200);
+    if (!rec || !isAlive(rec) || !healthy) {
+      throw new WeftError('ETCD_UNAVAILABLE', `lab ${this.name}: etcd member ${m} ${rec && isAlive(rec) ? `not healthy after ${timeoutMs / 1000} s` : 'exited'}; ` +
+        `log ${log}:\n${tailFile(log)}`);
+    }
+    this.progress(`etcd member ${m} at ${endpoint} (pid ${rec.pid})`);
   }
 
   private async createHost(index: number): Promise<HostRecord> {
@@ -509,7 +629,7 @@ export class Lab {
   }
 
   private weftdArgs(h: HostRecord): string[] {
-    const args = [`--etcd-endpoints=${ETCD_ENDPOINT}`, `--iface=${HOST_IFACE}`, `--subnet-file=${this.subnetFile(h.name)}`];
+    const args = [`--etcd-endpoints=${this.etcdEndpoints.join(',')}`, `--iface=${HOST_IFACE}`, `--subnet-file=${this.subnetFile(h.name)}`];
     if (this.state.healthzPort > 0) args.push(`--healthz-port=${this.state.healthzPort}`);
     if (this.state.etcdPrefix !== DEFAULT_ETCD_PREFIX) args.push(`--etcd-prefix=${this.state.etcdPrefix}`);
     return [...args, ...this.state.extraWeftdArgs];
@@ -570,6 +690,7 @@ function newState(name: string, stateDir: string, opts: LabOptions): LabState {
     weftdPath: resolve(opts.weftdPath ?? defaultWeftdPath()),
     extraWeftdArgs: [...(opts.extraWeftdArgs ?? [])],
     healthzPort: opts.healthzPort ?? DEFAULT_HEALTHZ_PORT,
+    etcdMembers: opts.etcdMembers ?? 1,
     daemons: opts.startDaemons ?? true,
     createdAt: new Date().toISOString(),
     namespaces: [], processes: [], hosts: [],
@@ -580,6 +701,8 @@ function validate(state: LabState, hosts: number): void {
   const bad = (msg: string): never => { throw new WeftError('CONFIG_INVALID', msg); };
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(state.name)) bad(`lab name "${state.name}": use letters, digits, '.', '_' or '-'`);
   if (!/^[A-Za-z0-9_.-]{1,40}$/.test(state.prefix)) bad(`namespace prefix "${state.prefix}": 1-40 of letters, digits, '.', '_', '-'`);
+  const members = state.etcdMembers ?? 1;
+  if (!Number.isInteger(members) || members < 1 || members > MAX_ETCD_MEMBERS) bad(`etcd members ${members}: must be 1..${MAX_ETCD_MEMBERS}`);
   if (!Number.isInteger(hosts) || hosts < 1 || hosts > MAX_HOSTS) bad(`--hosts ${hosts}: must be 1..${MAX_HOSTS}`);
   if (!parseIPv4Cidr(state.network, true)) bad(`--network ${state.network}: not an IPv4 network (e.g. 10.5.0.0/16)`);
   if (labExists(state.stateDir)) {
@@ -593,6 +716,14 @@ function validate(state: LabState, hosts: number): void {
 
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i + 1);
+}
+
+function trySignalPid(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // exited meanwhile
+  }
 }
 
 /** The environment minus variables that would reconfigure the child behind the lab's back. */

@@ -18,7 +18,7 @@ const MARKER_FILE = '.weft-lab';
 export interface ProcessRecord extends ProcessId {
   readonly role: 'etcd' | 'weftd';
   readonly ns: string;        // full namespace name it runs in
-  readonly host: string;      // 'etcd' or 'h1', 'h2', ...
+  readonly host: string;      // 'etcd' (, 'etcd2', 'etcd3') or 'h1', 'h2', ...
 }
 
 export interface ContainerRecord {
@@ -47,6 +47,8 @@ export interface LabState {
   readonly weftdPath: string;
   readonly extraWeftdArgs: readonly string[];
   readonly healthzPort: number;
+  /** etcd cluster size; absent in state files written before clusters existed (= 1). */
+  readonly etcdMembers?: number;
   readonly daemons: boolean;       // false: built without weftd (up --no-daemons)
   readonly createdAt: string;
   namespaces: string[];       // full names, creation order

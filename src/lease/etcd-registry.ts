@@ -32,10 +32,11 @@ import {
   EtcdLeaseInvalidError,
   EtcdPermissionDeniedError,
   isRecoverableError,
+  type IDuplexStream,
   type IEvent,
   type IKeyValue,
   type IOptions,
-  type Lease as Etcd3Lease,
+  type LeaseClient,
   type Watcher,
 } from 'etcd3';
 import type { DaemonOptions } from '../config/types';
@@ -57,6 +58,8 @@ export interface EtcdRegistryOptions {
   readonly password?: string | null;
   /** Deadline of each unary call (get, put, txn, grant). Default 5000 ms. */
   readonly callTimeoutMs?: number;
+  /** --subnet-lease-renew-margin in seconds: renew at least this long before expiry (keepaliveTiming). */
+  readonly renewMarginSeconds?: number | null;
   readonly log?: Logger;
 }
 
@@ -70,11 +73,14 @@ export function etcdRegistryOptionsFrom(opts: DaemonOptions, log?: Logger): Etcd
     keyFile: opts.etcdKeyfile,
     username: opts.etcdUsername,
     password: opts.etcdPassword,
+    renewMarginSeconds: opts.subnetLeaseRenewMarginMinutes * 60,
     ...(log === undefined ? {} : { log }),
   };
 }
 
-type DecodedKv = { key: string; lease: Lease; error?: undefined } | { key: string; lease?: undefined; error: WeftError };
+type DecodedKv =
+  | { key: string; lease: Lease; error?: undefined }
+  | { key: string; lease?: undefined; error: WeftError; modRevision: string };
 
 type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
 
@@ -87,6 +93,7 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
   readonly location: string;
   private readonly client: Etcd3;
   private readonly log: Logger;
+  private readonly renewMarginSeconds: number | null;
   private readonly hostLeases = new Set<EtcdHostLease>();
   private readonly watches = new Set<EtcdSubnetWatch>();
   private closed = false;
@@ -97,6 +104,7 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     this.prefix = opts.prefix ?? DEFAULT_PREFIX;
     this.location = opts.endpoints.join(',');
     this.log = (opts.log ?? silentLogger).child({ component: 'etcd' });
+    this.renewMarginSeconds = opts.renewMarginSeconds ?? null;
     try {
       this.client = new Etcd3(clientOptions(opts));
     } catch (err) {
@@ -118,7 +126,7 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     for (const kv of res.kvs) {
       const decoded = this.decodeKv(kv, expirations.get(kv.lease) ?? null);
       if (decoded === null) continue;
-      if (decoded.error !== undefined) invalid.push({ key: decoded.key, error: decoded.error });
+      if (decoded.error !== undefined) invalid.push({ key: decoded.key, error: decoded.error, modRevision: decoded.modRevision });
       else leases.push(decoded.lease);
     }
     return { leases, invalid, revision: res.header.revision };
@@ -126,17 +134,9 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
 
   async grantHostLease(ttlSeconds: number): Promise<HostLease> {
     this.assertOpen('grant lease');
-    // autoKeepAlive: etcd3 keeps it alive every TTL/3 and emits 'lost' once etcd says it is gone.
-    // A failed grant both emits 'lost' and rejects grant(); the rejection is what we report.
-    const lease = this.client.lease(ttlSeconds, { autoKeepAlive: true });
-    let id: string;
-    try {
-      id = await this.call(`grant lease (TTL ${ttlSeconds} s)`, () => lease.grant());
-    } catch (err) {
-      lease.release();
-      throw err;
-    }
-    const handle = new EtcdHostLease(id, ttlSeconds, lease, this.log, () => this.hostLeases.delete(handle));
+    const res = await this.call(`grant lease (TTL ${ttlSeconds} s)`, () => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
+    const timing = keepaliveTiming(ttlSeconds, this.renewMarginSeconds);
+    const handle = new EtcdHostLease(res.ID, ttlSeconds, this.client.leaseClient, timing, this.log, () => this.hostLeases.delete(handle));
     this.hostLeases.add(handle);
     return handle;
   }
@@ -237,7 +237,7 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
       return { key, lease: decodeLease(key, kv.value, { etcdLeaseId: kv.lease, modRevision: kv.mod_revision, expiration }) };
     } catch (err) {
       const error = err instanceof WeftError ? err : new WeftError('BAD_DATA', `decode lease ${key}: ${describeError(err)}`, { cause: err });
-      return { key, error };
+      return { key, error, modRevision: kv.mod_revision };
     }
   }
 
@@ -335,9 +335,10 @@ function clientOptions(opts: EtcdRegistryOptions): IOptions {
           : noop,
       // One quick retry (on another endpoint when there is one), e.g. across a reconnect.
       global: retry(handleWhen(isRecoverableError), { maxAttempts: 1, backoff: new ConstantBackoff(50) }),
-      // Watch stream reconnects: resume within seconds of etcd coming back (etcd3's default caps at 30 s).
+      // Watch stream reconnects: resume within seconds of etcd coming back (etcd3's default caps at 30 s);
+      // every attempt is a TCP connect, so not much more often than every 5 s during an outage.
       // etcd3 calls .next() on this (a backoff factory) though its type says IBackoff.
-      watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 3000 }) as unknown as WatchBackoff,
+      watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 5000 }) as unknown as WatchBackoff,
     },
     // Detect a dead connection (host gone without a RST) on streams; etcd's server policy
     // rejects pings more often than every 5 s.
@@ -365,43 +366,79 @@ function clientOptions(opts: EtcdRegistryOptions): IOptions {
   return options;
 }
 
+/** How a host lease is kept alive (see keepaliveTiming()). */
+export interface KeepaliveTiming {
+  /** Between two successful renewals. */
+  readonly intervalMs: number;
+  /** A renewal not answered within this is a failure (the stream is cancelled). */
+  readonly timeoutMs: number;
+  /** Bounded exponential backoff between failed renewals (etcd unreachable). */
+  readonly retryMinMs: number;
+  readonly retryMaxMs: number;
+}
+
 /**
- * The host's etcd lease. etcd3's Lease keeps it alive (every TTL/3) and emits 'lost' when etcd
- * answers that it is gone; keepalive failures in between (every ~100 ms during an outage) are
- * logged once per state change, not per attempt.
+ * Renewal timing for a lease of `ttlSeconds`. flannel renews at expiry minus
+ * --subnet-lease-renew-margin; weft keeps one lease alive and renews every TTL/3 (what etcd's
+ * own Go client does), or earlier when the margin asks for it: the interval is
+ * min(TTL/3, TTL - margin), never under 1 s. With flannel's defaults (24 h, 60 min) that is 8 h.
+ * While etcd is unreachable, renewals are retried 0.5 s, 1 s, 2 s ... up to 5 s apart (less for
+ * TTLs under 20 s): every attempt costs a TCP connect, so this is what keeps an outage cheap.
+ */
+export function keepaliveTiming(ttlSeconds: number, renewMarginSeconds: number | null = null): KeepaliveTiming {
+  const ttlMs = ttlSeconds * 1000;
+  const byMargin = renewMarginSeconds === null ? Infinity : ttlMs - renewMarginSeconds * 1000;
+  const intervalMs = Math.max(1000, Math.min(ttlMs / 3, byMargin));
+  return {
+    intervalMs,
+    timeoutMs: Math.max(1000, Math.min(5000, intervalMs)),
+    retryMinMs: 500,
+    retryMaxMs: Math.max(1000, Math.min(5000, ttlMs / 4)),
+  };
+}
+
+/**
+ * The host's etcd lease, kept alive by our own loop rather than etcd3's autoKeepAlive: etcd3
+ * retries a failed keepalive every 100 ms, and each retry makes it drop and re-open its gRPC
+ * channel, i.e. ~20 TCP connects a second for as long as etcd is down. Here one renewal is one
+ * short LeaseKeepAlive stream (write the ID, read the answer, end), paced by KeepaliveTiming.
+ *
+ *   alive ──renewal fails──► failing (retry with backoff; one warning) ──renewal ok──► alive
+ *     │                         │
+ *     └──── etcd answers TTL ≤ 0 (expired during an outage, revoked) ────► lost (onLost, once)
+ *
+ * The lease is never declared lost locally: only etcd knows (a restarted etcd extends every
+ * lease by its TTL, so a whole-cluster outage longer than the TTL loses nothing).
  */
 class EtcdHostLease implements HostLease {
   private lostFlag = false;
   private released = false;
-  private failing = false;
+  private failures = 0;
+  private failingSince: number | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private abortRenewal: (() => void) | null = null;
+  /** Last confirmed grant/keepalive + the TTL etcd gave (ms since the epoch), for expiresAt. */
+  private expiresMs: number;
   private readonly listeners = new Set<(err: WeftError) => void>();
 
   constructor(
     readonly id: string,
     readonly ttlSeconds: number,
-    private readonly lease: Etcd3Lease,
+    private readonly leases: LeaseClient,
+    private readonly timing: KeepaliveTiming,
     private readonly log: Logger,
     private readonly forget: () => void,
   ) {
-    lease.on('lost', (err) => this.markLost(err));
-    lease.on('keepaliveFailed', (err) => {
-      if (this.failing || this.released) return;
-      this.failing = true;
-      this.log.warn('etcd lease keepalive failing; retrying (the lease survives outages shorter than its TTL)', {
-        lease: id,
-        ttlSeconds,
-        error: describeError(err),
-      });
-    });
-    lease.on('keepaliveSucceeded', () => {
-      if (!this.failing) return;
-      this.failing = false;
-      this.log.info('etcd lease keepalive recovered', { lease: id });
-    });
+    this.expiresMs = Date.now() + ttlSeconds * 1000;
+    this.schedule(timing.intervalMs);
   }
 
   get lost(): boolean {
     return this.lostFlag;
+  }
+
+  get expiresAt(): Date | null {
+    return this.lostFlag ? null : new Date(this.expiresMs);
   }
 
   onLost(listener: (err: WeftError) => void): () => void {
@@ -413,18 +450,104 @@ class EtcdHostLease implements HostLease {
     if (this.released) return;
     this.released = true;
     this.listeners.clear();
-    this.lease.release(); // stops keepalive; does NOT revoke
+    this.stop(); // stops renewing; does NOT revoke
     this.forget();
   }
 
   markLost(cause: unknown): void {
     if (this.lostFlag) return;
     this.lostFlag = true;
+    this.stop();
     if (this.released) return;
-    this.lease.release();
     const err = new WeftError('LEASE_CONFLICT', `etcd lease ${this.id} (TTL ${this.ttlSeconds} s) is expired or revoked`, { cause, retryable: true });
     for (const l of [...this.listeners]) l(err);
     this.forget();
+  }
+
+  private stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.abortRenewal?.();
+  }
+
+  private schedule(ms: number): void {
+    if (this.released || this.lostFlag) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.renew();
+    }, ms);
+  }
+
+  private async renew(): Promise<void> {
+    let ttl: number;
+    try {
+      ttl = await this.renewOnce();
+    } catch (err) {
+      if (this.released || this.lostFlag) return;
+      this.failures++;
+      if (this.failingSince === null) {
+        this.failingSince = Date.now();
+        this.log.warn('etcd lease keepalive failing; retrying with backoff (the lease survives outages shorter than its TTL)', {
+          lease: this.id,
+          ttlSeconds: this.ttlSeconds,
+          error: describeError(err),
+        });
+      }
+      const backoff = Math.min(this.timing.retryMinMs * 2 ** (this.failures - 1), this.timing.retryMaxMs);
+      this.schedule(Math.round(backoff * (0.75 + Math.random() * 0.5)));
+      return;
+    }
+    if (this.released || this.lostFlag) return;
+    if (ttl <= 0) {
+      this.markLost(new Error(`etcd answered the keepalive of lease ${this.id} with TTL ${ttl}: it expired or was revoked`));
+      return;
+    }
+    this.expiresMs = Date.now() + ttl * 1000;
+    if (this.failingSince !== null) {
+      this.log.info('etcd lease keepalive recovered', { lease: this.id, failedForMs: Date.now() - this.failingSince, ttlLeftSeconds: ttl });
+    }
+    this.failures = 0;
+    this.failingSince = null;
+    this.schedule(this.timing.intervalMs);
+  }
+
+  /** One keepalive round trip; resolves to the TTL etcd granted (≤ 0: the lease is gone). */
+  private renewOnce(): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      let done = false;
+      let stream: IDuplexStream<{ ID: string }, { TTL: string }> | null = null;
+      const finish = (err: unknown, ttl = 0): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.abortRenewal = null;
+        try {
+          // end() after an answer; cancel() a stream that never answered (etcd hung, released).
+          if (err === null) stream?.end();
+          else stream?.cancel();
+        } catch {
+          // already closed
+        }
+        if (err === null) resolve(ttl);
+        else reject(err);
+      };
+      const timer = setTimeout(() => finish(new Error(`no keepalive answer within ${this.timing.timeoutMs} ms`)), this.timing.timeoutMs);
+      this.abortRenewal = () => finish(new Error('lease released'));
+      this.leases.leaseKeepAlive().then(
+        (s) => {
+          stream = s;
+          s.on('error', (e) => finish(e));
+          if (done) {
+            s.cancel();
+            return;
+          }
+          s.on('data', (res) => finish(null, Number(res.TTL)));
+          s.on('end', () => finish(new Error('keepalive stream ended without an answer')));
+          s.write({ ID: this.id });
+        },
+        (e: unknown) => finish(e),
+      );
+    });
   }
 }
 

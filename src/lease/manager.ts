@@ -32,10 +32,10 @@
 import { EventEmitter } from 'node:events';
 import type { NetworkConfig } from '../config/types';
 import { WeftError, describeError, isRetryable } from '../errors';
-import { formatIPv4Cidr } from '../ip';
+import { formatIPv4Cidr, sameNet } from '../ip';
 import type { Logger } from '../log';
 import { allocate } from './allocate';
-import { configKey, formatSubnetKey } from './codec';
+import { configKey, encodeLeaseAttrs, formatSubnetKey } from './codec';
 import type { HostLease, InvalidSubnet, LeaseRegistry, SubnetWatch, SubnetWatchEvent } from './registry';
 import { isReservation, type IPv4Net, type Lease, type LeaseAttrs, type LeaseEvent } from './types';
 
@@ -240,6 +240,55 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     }
   }
 
+  /**
+   * New BackendData (e.g. the overlay device got a new VtepMAC): rewrite our key so that peers
+   * program the new value, and use it for every later (re-)acquisition. While a lease is held the
+   * key is rewritten at once (emits 'lease'); while re-acquiring, the next attempt writes it.
+   * A rewrite that fails (etcd down, key changed) is left to the re-acquire machinery: the
+   * periodic check (checkBackendData) retries it.
+   */
+  async setBackendData(backendData: unknown): Promise<void> {
+    const req = this.request;
+    if (req === null || this.stateValue === 'closed') return;
+    this.request = { ...req, backendData };
+    await this.syncOwnAttrs();
+  }
+
+  /** Rewrite our key if it does not carry the current request's attrs. No-op unless held. */
+  private async syncOwnAttrs(): Promise<void> {
+    const own = this.own;
+    const req = this.request;
+    if (own === null || req === null || this.stateValue !== 'held') return;
+    const attrs: LeaseAttrs = { PublicIP: req.publicIP, PublicIPv6: req.publicIPv6, BackendType: req.backendType, BackendData: req.backendData };
+    if (encodeLeaseAttrs(attrs) === encodeLeaseAttrs(own.attrs)) return;
+    const hostLease = isReservation(own) ? null : await this.ensureHostLease(req.ttlSeconds);
+    const updated = await this.registry.updateSubnet(own.key, attrs, hostLease, own.modRevision);
+    if (this.own !== own || this.stateValue !== 'held') return; // lost meanwhile: re-acquire writes the new attrs
+    if (updated === null) {
+      this.onOwnGone(new WeftError('LEASE_CONFLICT', `our key ${own.key} changed while we rewrote it`, { retryable: true }));
+      return;
+    }
+    this.own = updated;
+    this.log.info(`rewrote our lease ${updated.key} with new backend data`, { key: updated.key, backendData: req.backendData });
+    this.emit('lease', updated, own);
+  }
+
+  /**
+   * The lease this host held before (same PublicIP, preferring `subnet`), from one listing; null
+   * when there is none or etcd does not answer. For keeping the VtepMAC of a device that has to
+   * be created again (deleted while weftd was down): peers still have the old one programmed.
+   */
+  async findOwnLease(publicIP: string, subnet: IPv4Net | null): Promise<Lease | null> {
+    try {
+      const listing = await this.registry.listSubnets();
+      const ours = listing.leases.filter((l) => l.attrs.PublicIP === publicIP);
+      return (subnet === null ? undefined : ours.find((l) => sameNet(l.subnet, subnet))) ?? ours[0] ?? null;
+    } catch (err) {
+      this.log.debug('could not look up our previous lease', { error: describeError(err) });
+      return null;
+    }
+  }
+
   /** Keep trying until a lease is held. `background`: never give up (re-acquire). */
   private async acquireLoop(req: AcquireRequest, preferred: IPv4Net | null, signal: AbortSignal, background: boolean): Promise<Lease> {
     let races = 0;
@@ -248,7 +297,8 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     for (;;) {
       this.throwIfAborted(signal);
       try {
-        const lease = await this.tryAcquire(req, preferred);
+        // The latest request: setBackendData() may have changed it meanwhile.
+        const lease = await this.tryAcquire(this.request ?? req, preferred, background);
         if (lease !== null) {
           if (lastProblem !== null) this.log.info('lease acquired after retrying', { key: lease.key });
           return lease;
@@ -273,10 +323,29 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     }
   }
 
-  /** One pass of flannel's tryAcquireLease. Null: lost a race, try again. */
-  private async tryAcquire(req: AcquireRequest, preferred: IPv4Net | null): Promise<Lease | null> {
+  /**
+   * One pass of flannel's tryAcquireLease. Null: lost a race, try again. `reclaim`: `preferred` is
+   * the subnet we held until just now, so a malformed value under its key (someone overwrote our
+   * lease with garbage) is ours to overwrite; otherwise garbage makes a subnet look taken.
+   */
+  private async tryAcquire(req: AcquireRequest, preferred: IPv4Net | null, reclaim: boolean): Promise<Lease | null> {
     const listing = await this.registry.listSubnets();
     this.warnInvalid(listing.invalid, true);
+    const attrsNow: LeaseAttrs = {
+      PublicIP: req.publicIP,
+      PublicIPv6: req.publicIPv6,
+      BackendType: req.backendType,
+      BackendData: req.backendData,
+    };
+    if (reclaim && preferred !== null) {
+      const key = formatSubnetKey(preferred);
+      const garbage = listing.invalid.find((i) => i.key === key);
+      if (garbage?.modRevision !== undefined && !listing.leases.some((l) => l.attrs.PublicIP === req.publicIP)) {
+        this.log.warn(`our lease ${key} holds a malformed value; overwriting it with ours`, { key });
+        const hostLease = await this.ensureHostLease(req.ttlSeconds);
+        return this.registry.updateSubnet(key, attrsNow, hostLease, garbage.modRevision);
+      }
+    }
     const decision = allocate({ config: req.config, leases: listing.leases, publicIP: req.publicIP, preferredSubnet: preferred, random: this.random });
     for (const r of decision.ignoredReservations) {
       this.log.warn('reservation for our PublicIP does not fit the network config; leaving it in place and not using it', {
@@ -288,12 +357,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
       this.log.info(`Found lease (${formatIPv4Cidr(l.subnet)}) for current IP (${req.publicIP}) but not compatible with current config, deleting`, { key: l.key });
       await this.registry.deleteSubnet(l.key, l.modRevision);
     }
-    const attrs: LeaseAttrs = {
-      PublicIP: req.publicIP,
-      PublicIPv6: req.publicIPv6,
-      BackendType: req.backendType,
-      BackendData: req.backendData,
-    };
+    const attrs = attrsNow;
     if (decision.kind === 'reuse') {
       const old = decision.lease;
       this.log.info(`Found lease (${formatIPv4Cidr(old.subnet)}) for current IP (${req.publicIP}), reusing`, {
@@ -414,8 +478,14 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
       failing = false;
       backoff = this.timing.retryMinMs;
 
+      // A key that turned malformed keeps its last valid value (see onWatchEvent).
+      const before = new Map(this.all);
       this.all.clear();
       for (const l of listing.leases) this.all.set(l.key, l);
+      for (const { key } of listing.invalid) {
+        const kept = before.get(key);
+        if (kept !== undefined) this.all.set(key, kept);
+      }
       this.warnInvalid(listing.invalid, true);
       this.rebuildPeers(false);
       this.haveSnapshot = true;
@@ -470,14 +540,12 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
       }
       case 'invalid': {
         this.warnInvalid([{ key: ev.key, error: ev.error }], false);
-        // A lease overwritten with garbage is gone as far as routing is concerned.
-        const had = this.all.get(ev.key);
-        this.all.delete(ev.key);
         if (ev.key === ownKey) {
           this.onOwnGone(new WeftError('BAD_DATA', `our key ${ev.key} was overwritten with a malformed value`));
-        } else if (had !== undefined && this.peers.delete(ev.key)) {
-          this.emitChange({ type: 'removed', key: ev.key, subnet: had.subnet });
         }
+        // A peer's lease overwritten with garbage keeps its last valid value (flannel, too, skips
+        // such an event): a typo in etcd must not cut traffic to a host that is still there. The
+        // key's deletion or expiry, or a valid value, ends that.
         return;
       }
     }

@@ -150,7 +150,7 @@ export class MemoryLeaseRegistry implements LeaseRegistry {
         const expiration = opts.expirations === true ? this.expirationOf(e.leaseId) : null;
         leases.push(decodeLease(key, e.value, { etcdLeaseId: e.leaseId, modRevision: String(e.modRevision), expiration }));
       } catch (err) {
-        invalid.push({ key, error: asWeftError(err) });
+        invalid.push({ key, error: asWeftError(err), modRevision: String(e.modRevision) });
       }
     }
     return { leases, invalid, revision: String(this.revision) };

@@ -19,6 +19,8 @@ import type { Lease, LeaseAttrs, LeaseEvent } from './types';
 export interface InvalidSubnet {
   readonly key: string;
   readonly error: WeftError;
+  /** The key's mod revision (lets the holder of that subnet overwrite the garbage, and only it). */
+  readonly modRevision?: string;
 }
 
 export interface SubnetListing {

@@ -321,16 +321,49 @@ describe('LeaseManager.watchPeers', () => {
     assert.ok(warnings[0]!.msg.includes('10.5.50.0-24'));
   });
 
-  it('drops a peer whose value turns malformed', async () => {
+  it('keeps a peer\'s last valid value when it turns malformed, with a warning naming the key', async () => {
     const reg = new MemoryLeaseRegistry();
     reg.putRaw('10.5.50.0-24', peerValue('192.168.0.20'));
-    const m = manager(reg);
+    const log = recordingLogger();
+    const m = manager(reg, log);
     const seen = collect(m);
     await waitFor('snapshot', () => seen.length >= 1);
     reg.putRaw('10.5.50.0-24', '{');
-    await waitFor('removal', () => seen.length >= 2);
-    assert.equal(seen[1]!.change.type, 'removed');
-    assert.deepEqual(seen[1]!.keys, []);
+    await waitFor('warning', () => log.lines.some((l) => l.level === 'warn' && l.fields.key === '10.5.50.0-24'));
+    reg.putRaw('10.5.51.0-24', peerValue('192.168.0.21'));
+    await waitFor('next event', () => seen.some((s) => s.keys.includes('10.5.51.0-24')));
+    assert.ok(seen.every((s) => s.change.type !== 'removed'));
+    assert.deepEqual(seen.at(-1)!.keys, ['10.5.50.0-24', '10.5.51.0-24']);
+    reg.deleteRaw('10.5.50.0-24');
+    await waitFor('removal once deleted', () => seen.at(-1)!.change.type === 'removed');
+    assert.deepEqual(seen.at(-1)!.keys, ['10.5.51.0-24']);
+  });
+
+  it('re-claims its own key when it is overwritten with a malformed value', async () => {
+    const reg = new MemoryLeaseRegistry();
+    const m = manager(reg);
+    m.watchPeers(() => undefined);
+    const lease = await m.acquire(request('192.168.0.10'));
+    await waitFor('watch running', () => reg.activeWatchCount() === 1);
+    const reacquired = new Promise<Lease>((resolve) => m.once('lease', (l) => resolve(l)));
+    reg.putRaw(lease.key, 'garbage');
+    const l = await reacquired;
+    assert.equal(l.key, lease.key);
+    assert.match(reg.rawGet(lease.key)!.value, /"PublicIP":"192\.168\.0\.10"/);
+  });
+
+  it('setBackendData() rewrites the held key with the new VtepMAC', async () => {
+    const reg = new MemoryLeaseRegistry();
+    const m = manager(reg);
+    const lease = await m.acquire(request('192.168.0.10'));
+    const events: Lease[] = [];
+    m.on('lease', (l) => events.push(l));
+    await m.setBackendData({ VNI: 1, VtepMAC: '02:00:00:00:00:99' });
+    assert.match(reg.rawGet(lease.key)!.value, /02:00:00:00:00:99/);
+    assert.equal(events.length, 1);
+    assert.equal(events[0]!.key, lease.key);
+    await m.setBackendData({ VNI: 1, VtepMAC: '02:00:00:00:00:99' });
+    assert.equal(events.length, 1, 'no rewrite when nothing changed');
   });
 
   it('after a watch reset (compaction) re-lists and emits a fresh snapshot with what changed meanwhile', async () => {

@@ -105,6 +105,39 @@ describe('decodeVxlanData', () => {
   });
 });
 
+describe('vxlanDesired with hostile or broken leases', () => {
+  const ctx = { network: net('10.5.0.0/16'), subnetLen: 24 };
+
+  it('skips, naming why, leases outside the Network, of another length, or with unusable addresses; programs the rest', () => {
+    const peers = [
+      peerB,
+      lease('10.250.0.0/24', '10.250.0.20', { VNI: 1, VtepMAC: '02:00:00:00:00:20' }),   // the underlay
+      lease('10.5.0.0/16', '10.250.0.21', { VNI: 1, VtepMAC: '02:00:00:00:00:21' }),     // covers everyone
+      lease('10.5.22.0/24', '0.0.0.0', { VNI: 1, VtepMAC: '02:00:00:00:00:22' }),
+      lease('10.5.23.0/24', '127.0.0.1', { VNI: 1, VtepMAC: '02:00:00:00:00:23' }),
+      lease('10.5.24.0/24', '239.1.1.1', { VNI: 1, VtepMAC: '02:00:00:00:00:24' }),
+      lease('10.5.25.0/24', '10.250.0.25', { VNI: 1, VtepMAC: 'ff:ff:ff:ff:ff:ff' }),
+      lease('10.5.26.0/24', '10.250.0.26', { VNI: 1, VtepMAC: '02:00:00:00:00:01' }),    // our VtepMAC
+      peerC,
+    ];
+    const d = vxlanDesired(own, peers, params, ctx);
+    assert.deepEqual(d.routes.map((r) => r.gateway), ['10.5.2.0', '10.5.3.0']);
+    assert.deepEqual(d.fdb.map((f) => f.dst), ['10.250.0.2', '192.168.7.3']);
+    assert.deepEqual(
+      (d.skipped ?? []).map((s) => `${s.key}: ${s.reason}`).sort(),
+      [
+        '10.250.0.0-24: subnet is outside the Network 10.5.0.0/16',
+        '10.5.0.0-16: subnet length /16 is not the configured SubnetLen /24',
+        '10.5.22.0-24: PublicIP 0.0.0.0 is the unspecified address',
+        '10.5.23.0-24: PublicIP 127.0.0.1 is a loopback address',
+        '10.5.24.0-24: PublicIP 239.1.1.1 is a multicast address',
+        '10.5.25.0-24: VtepMAC ff:ff:ff:ff:ff:ff is a multicast or broadcast MAC',
+        '10.5.26.0-24: VtepMAC 02:00:00:00:00:01 is our own VtepMAC',
+      ],
+    );
+  });
+});
+
 describe('randomMac', () => {
   it('makes locally administered unicast MACs', () => {
     assert.equal(randomMac(() => Buffer.from([0xff, 1, 2, 3, 4, 5])), 'fe:01:02:03:04:05');

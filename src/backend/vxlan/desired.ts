@@ -9,8 +9,15 @@
  *   route     <peer subnet> via <peer subnet>.0 dev flannel.<VNI> onlink
  * DirectRouting and the peer on our L2: only `route <peer subnet> via PublicIP` on the underlay
  * (flannel does the same: no neighbour, no FDB for such a peer).
+ *
+ * Leases are data anyone with etcd access can write, so each one is checked before it becomes a
+ * route (flannel checks none of this): the subnet must lie inside the Network with the configured
+ * SubnetLen (a /8 or a lease over the underlay would otherwise hijack traffic), must not overlap
+ * ours or an earlier peer's, the PublicIP must be a unicast address that is not ours, and the
+ * VtepMAC a unicast MAC that is not ours. Anything else is skipped and reported (the caller warns,
+ * naming the key); the good peers are programmed as usual.
  */
-import { formatIPv4, netsOverlap, parseIPv4, sameNet } from '../../ip';
+import { formatIPv4, formatIPv4Cidr, netContainsNet, netsOverlap, parseIPv4, sameNet } from '../../ip';
 import type { Lease, VxlanLeaseData } from '../../lease/types';
 import { normalizeMac } from '../../netlink/codec';
 import type {
@@ -57,6 +64,8 @@ export function vxlanDesired(
   const skipped: SkippedPeer[] = [];
   const macOwner = new Map<string, string>(); // VtepMAC → lease key
   const seenSubnets: Lease[] = [];
+  const ownData = decodeVxlanData(own.attrs.BackendData);
+  const ownMac = ownData.ok ? ownData.value.VtepMAC : null;
 
   // Sorted by key so that output, and which of two conflicting leases wins, never depends on
   // the order the watch delivered them in.
@@ -66,6 +75,14 @@ export function vxlanDesired(
     const skip = (reason: string): void => {
       skipped.push({ key: peer.key, reason });
     };
+    if (ctx.network && !netContainsNet(ctx.network, peer.subnet)) {
+      skip(`subnet is outside the Network ${formatIPv4Cidr(ctx.network)}`);
+      continue;
+    }
+    if (ctx.subnetLen !== undefined && peer.subnet.prefixLen !== ctx.subnetLen) {
+      skip(`subnet length /${peer.subnet.prefixLen} is not the configured SubnetLen /${ctx.subnetLen}`);
+      continue;
+    }
     if (netsOverlap(peer.subnet, own.subnet)) {
       skip(`subnet overlaps ours (${formatIPv4(own.subnet.ip)}/${own.subnet.prefixLen})`);
       continue;
@@ -88,6 +105,11 @@ export function vxlanDesired(
       skip(`PublicIP ${publicIp} is ours`);
       continue;
     }
+    const unusable = unusablePublicIP(parseIPv4(publicIp)!);
+    if (unusable !== null) {
+      skip(`PublicIP ${publicIp} is ${unusable}`);
+      continue;
+    }
     const data = decodeVxlanData(peer.attrs.BackendData);
     if (!data.ok) {
       skip(data.reason);
@@ -104,6 +126,12 @@ export function vxlanDesired(
       continue;
     }
     const mac = data.value.VtepMAC;
+    const badMac = unusableMac(mac, ownMac);
+    if (badMac !== null) {
+      skip(`VtepMAC ${mac} is ${badMac}`);
+      seenSubnets.pop();
+      continue;
+    }
     const macClash = macOwner.get(mac);
     if (macClash !== undefined) {
       // Two VTEPs with one MAC (a cloned VM image): one FDB entry can point at only one of them.
@@ -125,4 +153,21 @@ export function vxlanDesired(
     routes,
     skipped,
   };
+}
+
+/** Why a PublicIP cannot be a VXLAN destination (0.0.0.0 would even be the flood entry), or null. */
+function unusablePublicIP(ip: number): string | null {
+  if (ip === 0) return 'the unspecified address';
+  if (ip >>> 24 === 127) return 'a loopback address';
+  if (ip >>> 28 === 0xe) return 'a multicast address';
+  if (ip >>> 0 === 0xffffffff) return 'the broadcast address';
+  return null;
+}
+
+/** Why a VtepMAC cannot be a peer's (broadcast/multicast would flood; ours would loop), or null. */
+function unusableMac(mac: string, ownMac: string | null): string | null {
+  if (mac === '00:00:00:00:00:00') return 'all zeros';
+  if (parseInt(mac.slice(0, 2), 16) & 1) return 'a multicast or broadcast MAC';
+  if (mac === ownMac) return 'our own VtepMAC';
+  return null;
 }

@@ -8,9 +8,10 @@
  * tables, so changing it cuts traffic until they see the new lease. Hence: an existing
  * compatible device keeps its MAC (a restart does not change it), a device recreated by this
  * process gets the MAC it had before (the reconciler healing a deleted device does not change
- * it), and a MAC changed by hand is put back. Only a device created from scratch, or recreated
- * because it was incompatible, by a fresh process gets a new random MAC (unless the constructor
- * is given `vtepMac`, e.g. from our previous lease).
+ * it), and a MAC changed by hand is put back. A device a fresh process has to create (deleted
+ * while weftd was down, or incompatible) gets the constructor's `vtepMac` — weftd passes the
+ * VtepMAC of our previous lease, which peers still have programmed — and only without one a new
+ * random MAC. An existing compatible device always keeps its own MAC (flannel does the same).
  */
 import { randomBytes } from 'node:crypto';
 import type { VxlanBackendConfig } from '../../config/types';
@@ -64,7 +65,9 @@ export class VxlanBackend implements Backend {
   private readonly config: VxlanBackendConfig;
   private readonly log: Logger;
   private readonly random: (n: number) => Buffer;
-  private mac: string | null;
+  private mac: string | null = null;
+  /** MAC for a device this process creates before it has seen one (our previous lease's VtepMAC). */
+  private readonly createMac: string | null;
   private lastWant: { spec: Omit<VxlanSpec, 'mac'>; underlay: Underlay } | null = null;
 
   constructor(opts: VxlanBackendOptions) {
@@ -73,7 +76,7 @@ export class VxlanBackend implements Backend {
     this.log = (opts.log ?? silentLogger).child({ component: 'vxlan' });
     this.random = opts.randomBytes ?? randomBytes;
     this.deviceName = `flannel.${opts.config.vni}`;
-    this.mac = opts.vtepMac ? normalizeMac(opts.vtepMac) : null;
+    this.createMac = opts.vtepMac ? normalizeMac(opts.vtepMac) : null;
   }
 
   /** The device's MAC as last set up by ensureDevice(); null before the first call. */
@@ -162,7 +165,7 @@ export class VxlanBackend implements Backend {
         }
       }
       if (!link) {
-        const mac = this.mac ?? randomMac(this.random);
+        const mac = this.mac ?? this.createMac ?? randomMac(this.random);
         try {
           link = await this.nl.createVxlan({ ...want, mac });
         } catch (err) {

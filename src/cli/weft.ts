@@ -5,6 +5,9 @@
  */
 import { describeError, WeftError } from '../errors';
 import { weftVersion } from '../version';
+import { runCleanupCommand } from './cleanup';
+import { runConfigCommand } from './config';
+import { runDockerOptsCommand } from './docker-opts';
 import { stdio } from './io';
 import { runLabCommand } from './lab';
 import { runLeasesCommand } from './leases';
@@ -13,7 +16,13 @@ import { runStatusCommand } from './status';
 const USAGE = `usage: weft <command> [args]
 
 commands:
-  leases [--json]         list the subnet leases in etcd (weft leases --help)
+  leases [--watch] [-o table|wide|json] | reserve | release | revoke
+                          the subnet leases in etcd (weft leases --help)
+  config get|set|validate the network config in etcd (weft config --help)
+  docker-opts [-f F] [-d F] [-i] [-c] [-m] [-k KEY] [--daemon-json [PATH]]
+                          Docker options from subnet.env, like flannel's mk-docker-opts.sh
+  cleanup [--release-lease]
+                          remove weftd's device, routes, iptables rules and subnet.env from this host
   lab up|status|exec|ping|down ...
                           a local lab of hosts in network namespaces (weft lab help)
   status [--json] [--probe]
@@ -24,6 +33,9 @@ type Command = (argv: string[]) => Promise<number>;
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   leases: (argv) => runLeasesCommand(argv, stdio),
+  config: (argv) => runConfigCommand(argv, stdio),
+  'docker-opts': (argv) => runDockerOptsCommand(argv, stdio),
+  cleanup: (argv) => runCleanupCommand(argv, stdio),
   status: (argv) => runStatusCommand(argv, stdio),
   lab: (argv) => runLabCommand(argv),
   version: async () => {

@@ -33,6 +33,14 @@ import {
 import { readSubnetEnv, type SubnetEnv } from './subnet-env';
 
 export const UNDERLAY_CIDR = '10.250.0.0/24';
+/**
+ * With `internet: true`, a namespace <prefix>inet plays "the internet": on the underlay at
+ * INTERNET_GATEWAY (every host's default route) and owning INTERNET_IP, an address outside every
+ * lab network (TEST-NET-1, RFC 5737, only ever inside the lab's namespaces). It has no route back
+ * to the overlay: only masqueraded traffic gets answers, which is what --ip-masq tests need.
+ */
+export const INTERNET_GATEWAY = '10.250.0.1';
+export const INTERNET_IP = '192.0.2.1';
 export const ETCD_IP = '10.250.0.2';
 export const ETCD_ENDPOINT = `http://${ETCD_IP}:2379`;
 /** Largest etcd cluster the lab builds (members at 10.250.0.2 .. 10.250.0.(1+N)). */
@@ -89,6 +97,7 @@ export interface LabOptions {
   readonly extraWeftdArgs?: readonly string[];
   readonly healthzPort?: number;          // default 8471; 0 = do not pass --healthz-port
   readonly startDaemons?: boolean;        // default true; false builds namespaces + etcd only
+  readonly internet?: boolean;            // default false; true adds <prefix>inet (see INTERNET_IP)
   readonly readyTimeoutMs?: number;       // per weftd, until it writes subnet.env; default 30 s
   readonly convergeTimeoutMs?: number;    // until every host routes to every peer; default 20 s
   readonly cleanupOnFailure?: boolean;    // default true: a failed up() tears down what it built
@@ -134,13 +143,15 @@ export class Lab {
     const hosts = opts.hosts ?? 2;
     validate(state, hosts);
     const lab = new Lab(state, tools, opts.progress ?? (() => undefined));
-    await lab.checkFree([...['net', ...lab.etcdMembers()].map((s) => state.prefix + s), ...range(hosts).flatMap((i) => lab.hostNamespaces(i))]);
+    await lab.checkFree([...['net', ...lab.etcdMembers(), ...(state.internet ? ['inet'] : [])].map((s) => state.prefix + s),
+      ...range(hosts).flatMap((i) => lab.hostNamespaces(i))]);
 
     initStateDir(stateDir);
     saveState(lab.state);
     try {
       await lab.buildUnderlay();
       await lab.createEtcdCluster();
+      if (state.internet) await lab.createInternet();
       for (const i of range(hosts)) await lab.createHost(i);
       if (state.daemons) await lab.startAllDaemons(lab.hostNames(), opts);
       return lab;
@@ -618,8 +629,19 @@ export class Lab {
     await this.attachToUnderlay(h.ns, h.name, h.underlayIp);
     // Hosts forward between the overlay device and the container bridge.
     await this.netns.sysctl(h.ns, 'net.ipv4.ip_forward', '1');
+    if (this.state.internet) {
+      await this.netns.in(h.ns, ['route', 'replace', 'default', 'via', INTERNET_GATEWAY], `set default route in ${h.ns}`);
+    }
     this.progress(`host ${h.name} in ${h.ns}: ${HOST_IFACE} ${h.underlayIp}/24`);
     return h;
+  }
+
+  /** <prefix>inet: the hosts' default gateway, owning INTERNET_IP (see there). */
+  private async createInternet(): Promise<void> {
+    const ns = this.nsFor('inet');
+    await this.attachToUnderlay(ns, 'inet', INTERNET_GATEWAY);
+    await this.netns.in(ns, ['addr', 'add', `${INTERNET_IP}/24`, 'dev', HOST_IFACE], `add ${INTERNET_IP} in ${ns}`);
+    this.progress(`"internet" in ${ns}: ${INTERNET_IP}, default gateway ${INTERNET_GATEWAY} of every host`);
   }
 
   private async startAllDaemons(hosts: readonly string[], opts: LabOptions): Promise<void> {
@@ -692,6 +714,7 @@ function newState(name: string, stateDir: string, opts: LabOptions): LabState {
     healthzPort: opts.healthzPort ?? DEFAULT_HEALTHZ_PORT,
     etcdMembers: opts.etcdMembers ?? 1,
     daemons: opts.startDaemons ?? true,
+    internet: opts.internet ?? false,
     createdAt: new Date().toISOString(),
     namespaces: [], processes: [], hosts: [],
   };

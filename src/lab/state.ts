@@ -50,6 +50,8 @@ export interface LabState {
   /** etcd cluster size; absent in state files written before clusters existed (= 1). */
   readonly etcdMembers?: number;
   readonly daemons: boolean;       // false: built without weftd (up --no-daemons)
+  /** A namespace playing "the internet" (lab.ts INTERNET_IP); absent in older state files (= false). */
+  readonly internet?: boolean;
   readonly createdAt: string;
   namespaces: string[];       // full names, creation order
   processes: ProcessRecord[];

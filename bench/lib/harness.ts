@@ -1,0 +1,179 @@
+/**
+ * Measuring tools for bench/: a timed etcd writer in the etcd namespace, route watchers in the
+ * host namespaces (`ip -ts monitor route`: the kernel's own notification, timestamped by `ip` as
+ * it arrives), /proc readers for memory and CPU, and percentiles. All clocks are wall-clock
+ * (CLOCK_REALTIME, shared by every process on the machine) with sub-millisecond precision.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+
+export const nowMs = (): number => performance.timeOrigin + performance.now();
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length) - 1;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank))]!;
+}
+
+export function median(values: readonly number[]): number {
+  return percentile(values, 50);
+}
+
+// ---- etcd writer ---------------------------------------------------------------------------
+
+export interface WriteResult {
+  readonly sentAt: number;
+  readonly doneAt: number;
+  readonly ok: boolean;
+  readonly error?: unknown;
+}
+
+/** The etcd-writer.js helper running in the etcd namespace. */
+export class EtcdWriter {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private nextId = 1;
+  private readonly pending = new Map<number, (r: WriteResult) => void>();
+  private readonly ready: Promise<void>;
+
+  constructor(etcdNs: string, endpoint: string) {
+    const script = resolve(__dirname, 'etcd-writer.js');
+    this.child = spawn('ip', ['netns', 'exec', etcdNs, process.execPath, script, endpoint], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let readyResolve: () => void = () => undefined;
+    this.ready = new Promise((r) => (readyResolve = r));
+    createInterface({ input: this.child.stdout }).on('line', (line) => {
+      const msg = JSON.parse(line) as { ready?: boolean; id?: number } & WriteResult;
+      if (msg.ready) return readyResolve();
+      const cb = this.pending.get(msg.id!);
+      this.pending.delete(msg.id!);
+      cb?.(msg);
+    });
+    this.child.stderr.on('data', (b: Buffer) => process.stderr.write(`etcd-writer: ${b.toString()}`));
+  }
+
+  async put(kvs: readonly { key: string; value: string }[]): Promise<WriteResult> {
+    await this.ready;
+    return this.send({ op: 'put', kvs });
+  }
+
+  async del(keys: readonly string[]): Promise<WriteResult> {
+    await this.ready;
+    return this.send({ op: 'del', keys });
+  }
+
+  private send(cmd: Record<string, unknown>): Promise<WriteResult> {
+    const id = this.nextId++;
+    return new Promise((res) => {
+      this.pending.set(id, res);
+      this.child.stdin.write(JSON.stringify({ id, ...cmd }) + '\n');
+    });
+  }
+
+  close(): void {
+    this.child.stdin.end();
+    this.child.kill('SIGTERM');
+  }
+}
+
+// ---- route watcher -------------------------------------------------------------------------
+
+export interface RouteEvent {
+  readonly at: number;
+  readonly dst: string;
+  readonly deleted: boolean;
+}
+
+/** `ip -ts monitor route` in one namespace; listeners get every route add/delete with its time. */
+export class RouteWatcher {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly listeners = new Set<(e: RouteEvent) => void>();
+
+  constructor(readonly host: string, ns: string) {
+    this.child = spawn('ip', ['netns', 'exec', ns, 'ip', '-ts', 'monitor', 'route'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    createInterface({ input: this.child.stdout }).on('line', (line) => {
+      const e = parseMonitorLine(line);
+      if (e !== null) for (const l of this.listeners) l(e);
+    });
+  }
+
+  on(listener: (e: RouteEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  close(): void {
+    this.child.kill('SIGTERM');
+  }
+}
+
+/** "[2026-11-22T01:42:27.797695] Deleted 10.9.0.0/24 via ..." → event (ip prints local time). */
+export function parseMonitorLine(line: string): RouteEvent | null {
+  const m = /^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})\] (Deleted )?(\S+)/.exec(line);
+  if (m === null) return null;
+  const at = new Date(`${m[1]}.000`).getTime() + Number(m[2]) / 1000;
+  return { at, dst: m[4]!, deleted: m[3] !== undefined };
+}
+
+/**
+ * Wait until every watcher has seen `count` adds (deleted = false) or deletes of routes in
+ * `dsts`, after `since`. Resolves with each host's time of the last one, or rejects on timeout.
+ */
+export function waitRoutes(watchers: readonly RouteWatcher[], dsts: ReadonlySet<string>, deleted: boolean, timeoutMs: number): Promise<Map<string, number>> {
+  return new Promise((resolvePromise, reject) => {
+    const seen = new Map<string, Set<string>>();
+    const doneAt = new Map<string, number>();
+    const offs: (() => void)[] = [];
+    const finish = (err: Error | null): void => {
+      clearTimeout(timer);
+      for (const off of offs) off();
+      if (err) reject(err);
+      else resolvePromise(doneAt);
+    };
+    const timer = setTimeout(() => {
+      const missing = watchers.filter((w) => !doneAt.has(w.host)).map((w) => `${w.host} (${seen.get(w.host)?.size ?? 0}/${dsts.size})`);
+      finish(new Error(`routes ${deleted ? 'removed' : 'added'} not seen within ${timeoutMs} ms on ${missing.join(', ')}`));
+    }, timeoutMs);
+    for (const w of watchers) {
+      const s = new Set<string>();
+      seen.set(w.host, s);
+      offs.push(w.on((e) => {
+        if (e.deleted !== deleted || !dsts.has(e.dst) || doneAt.has(w.host)) return;
+        s.add(e.dst);
+        if (s.size === dsts.size) {
+          doneAt.set(w.host, e.at);
+          if (doneAt.size === watchers.length) finish(null);
+        }
+      }));
+    }
+  });
+}
+
+// ---- /proc ---------------------------------------------------------------------------------
+
+export interface MemoryFigures {
+  /** VmRSS, bytes. */
+  readonly rss: number;
+  /** RssAnon: private anonymous resident memory, bytes. */
+  readonly anon: number;
+}
+
+export function memoryOf(pid: number): MemoryFigures {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { rss: kb('VmRSS'), anon: kb('RssAnon') };
+}
+
+/** utime + stime of a process, in clock ticks (USER_HZ, 100 on Linux). */
+export function cpuTicksOf(pid: number): number {
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+export const CLOCK_TICKS_PER_SECOND = 100;

@@ -1,0 +1,280 @@
+/**
+ * The control-plane benchmark scenarios, each on a lab built by the Lab class the e2e tests use.
+ * Every figure is measured from outside the daemon (timestamps of the kernel's route
+ * notifications, of the subnet.env rename, of the READY=1 datagram), never from its own log.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, unlinkSync, watch } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { dirname, basename, join } from 'node:path';
+import { Lab } from '../../src/lab';
+import { formatIPv4, parseIPv4Cidr } from '../../src/ip';
+import {
+  CLOCK_TICKS_PER_SECOND, EtcdWriter, RouteWatcher, cpuTicksOf, median, memoryOf, nowMs, percentile, sleep, waitRoutes,
+} from './harness';
+
+export type Progress = (line: string) => void;
+
+export interface LabSpec {
+  readonly name: string;
+  readonly prefix: string;
+  readonly stateDir: string;
+  readonly hosts: number;
+  readonly networkConfig?: Readonly<Record<string, unknown>>;
+  readonly progress: Progress;
+}
+
+export async function withLab<T>(spec: LabSpec, fn: (lab: Lab) => Promise<T>): Promise<T> {
+  spec.progress(`building a ${spec.hosts}-host lab (${spec.prefix}*)`);
+  const started = Date.now();
+  const lab = await Lab.up({
+    name: spec.name, prefix: spec.prefix, stateDir: spec.stateDir, hosts: spec.hosts, healthzPort: 8471,
+    convergeTimeoutMs: 60_000, readyTimeoutMs: 60_000,
+    ...(spec.networkConfig ? { networkConfig: spec.networkConfig } : {}),
+  });
+  spec.progress(`lab up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  try {
+    return await fn(lab);
+  } finally {
+    await lab.down();
+  }
+}
+
+const PREFIX = '/coreos.com/network';
+
+function leaseValue(publicIp: string, mac: string): string {
+  return JSON.stringify({ PublicIP: publicIp, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
+}
+
+function macOf(n: number): string {
+  const b = [0x0e, 0xbe, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff, 0x01];
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/** Subnets (/24) of the lab's network not held by any lab host, from the top down. */
+function freeSubnets(lab: Lab, network: string, count: number): string[] {
+  const net = parseIPv4Cidr(network, true)!;
+  const used = new Set(lab.hostNames().map((h) => lab.subnetEnv(h)?.subnetNetwork));
+  const total = 2 ** (24 - net.prefixLen);
+  const out: string[] = [];
+  for (let i = total - 1; i > 0 && out.length < count; i--) {
+    const s = `${formatIPv4((net.ip + i * 256) >>> 0)}/24`;
+    if (!used.has(s)) out.push(s);
+  }
+  if (out.length < count) throw new Error(`only ${out.length} free /24 subnets in ${network}`);
+  return out;
+}
+
+const keyOf = (subnet: string): string => `${PREFIX}/subnets/${subnet.replace('/', '-')}`;
+
+// ---- start-up --------------------------------------------------------------------------------
+
+export interface StartupFigures {
+  readonly mode: string;
+  readonly runs: number;
+  readonly subnetEnvMs: number[];
+  readonly readyMs: number[];
+}
+
+/**
+ * exec → subnet.env and exec → READY=1 on `host`: weftd is stopped and started again `runs`
+ * times, with its lease in etcd (a restart) or, `cold`, with its VXLAN device deleted first (a
+ * reboot). Time zero is taken just before spawning `ip netns exec … node weftd` (what systemd's
+ * exec is); subnet.env is timed by inotify on its rename, READY=1 by a datagram listener on
+ * NOTIFY_SOCKET (python3, since Node has no unix datagram sockets).
+ */
+export async function measureStartup(lab: Lab, host: string, runs: number, cold: boolean, progress: Progress): Promise<StartupFigures> {
+  const sock = join(lab.stateDir, `notify-${host}.sock`);
+  if (existsSync(sock)) unlinkSync(sock);
+  const listener = spawn('ip', ['netns', 'exec', lab.nsName(host), 'python3', '-u', '-c', `
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("listening", flush=True)
+while True:
+    msg = s.recv(4096).decode()
+    t = time.time()
+    if "READY=1" in msg:
+        print("READY %.6f" % (t * 1000), flush=True)
+`, sock], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const readyTimes: number[] = [];
+  let listening: () => void = () => undefined;
+  const isListening = new Promise<void>((r) => (listening = r));
+  createInterface({ input: listener.stdout }).on('line', (line) => {
+    if (line === 'listening') listening();
+    const m = /^READY (\d+\.\d+)$/.exec(line);
+    if (m) readyTimes.push(Number(m[1]));
+  });
+  await isListening;
+  const file = lab.subnetFile(host);
+  const out: StartupFigures = { mode: cold ? 'cold (device deleted, lease in etcd)' : 'restart (device and lease in place)', runs, subnetEnvMs: [], readyMs: [] };
+  try {
+    for (let i = 0; i < runs; i++) {
+      await lab.stopDaemon(host);
+      if (cold) await lab.exec(host, ['ip', 'link', 'del', 'flannel.1']);
+      await sleep(200);
+      const before = readyTimes.length;
+      let envAt = 0;
+      const w = watch(dirname(file), (_ev, name) => {
+        if (name === basename(file) && envAt === 0 && existsSync(file)) envAt = nowMs();
+      });
+      const t0 = nowMs();
+      await lab.startDaemon(host, { wait: false, extraEnv: { NOTIFY_SOCKET: sock } });
+      const deadline = Date.now() + 30_000;
+      while ((envAt === 0 || readyTimes.length === before) && Date.now() < deadline) await sleep(5);
+      w.close();
+      if (envAt === 0 || readyTimes.length === before) throw new Error(`weftd on ${host} did not write subnet.env and send READY=1 within 30 s`);
+      out.subnetEnvMs.push(envAt - t0);
+      out.readyMs.push(readyTimes[readyTimes.length - 1]! - t0);
+      progress(`  start ${i + 1}/${runs} (${cold ? 'cold' : 'restart'}): subnet.env ${(envAt - t0).toFixed(1)} ms, READY=1 ${(readyTimes[readyTimes.length - 1]! - t0).toFixed(1)} ms`);
+    }
+  } finally {
+    listener.kill('SIGTERM');
+  }
+  // Leave the lab as it was: a daemon without NOTIFY_SOCKET, routes converged.
+  await lab.restartDaemon(host);
+  return out;
+}
+
+// ---- join latency ----------------------------------------------------------------------------
+
+export interface JoinFigures {
+  readonly hosts: number;
+  readonly joins: number;
+  /** Per join: lease written → route present on every host (ms). */
+  readonly allHostsMs: number[];
+  /** Per join and host: lease written → route present on that host (ms). */
+  readonly perHostMs: number[];
+}
+
+/**
+ * A new host's lease appears in etcd (written by the timed writer: time zero is when the put
+ * was sent); each lab host programs a route to its subnet; the kernel's route notification on
+ * each host is the end. Each join uses a fresh subnet (a departed peer's routes stay for a grace
+ * period, src/daemon/departed.ts); the synthetic hosts are removed together at the end.
+ */
+export async function measureJoins(lab: Lab, joins: number, network: string, progress: Progress): Promise<JoinFigures> {
+  const hosts = lab.hostNames();
+  const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
+  const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint);
+  const out: JoinFigures = { hosts: hosts.length, joins, allHostsMs: [], perHostMs: [] };
+  try {
+    await sleep(500); // let the watchers start
+    const subnets = freeSubnets(lab, network, joins);
+    for (let j = 0; j < joins; j++) {
+      const subnet = subnets[j]!;
+      const added = waitRoutes(watchers, new Set([subnet]), false, 10_000);
+      const w = await writer.put([{ key: keyOf(subnet), value: leaseValue(`10.251.${Math.floor(j / 250)}.${(j % 250) + 1}`, macOf(j)) }]);
+      if (!w.ok) throw new Error(`etcd put failed: ${JSON.stringify(w.error)}`);
+      const at = await added;
+      const lat = [...at.values()].map((t) => t - w.sentAt);
+      out.perHostMs.push(...lat);
+      out.allHostsMs.push(Math.max(...lat));
+      await sleep(30 + Math.random() * 40);
+    }
+    const removed = waitRoutes(watchers, new Set(subnets), true, 30_000);
+    await Promise.all(subnets.map((s) => writer.del([keyOf(s)])));
+    await removed;
+    progress(`  ${joins} joins on ${hosts.length} hosts: all hosts p50 ${median(out.allHostsMs).toFixed(2)} ms, p99 ${percentile(out.allHostsMs, 99).toFixed(2)} ms`);
+  } finally {
+    writer.close();
+    for (const w of watchers) w.close();
+  }
+  return out;
+}
+
+// ---- burst -----------------------------------------------------------------------------------
+
+export interface BurstFigures {
+  readonly peers: number;
+  readonly hosts: number;
+  /** First write sent → last write acknowledged by etcd (ms). */
+  readonly writeMs: number;
+  /** First write sent → the last of the burst's routes present, per host (ms). */
+  readonly programmedMs: number[];
+  /** Memory of each daemon 2 s after the burst. */
+  readonly memory: { rss: number; anon: number }[];
+}
+
+/**
+ * `peers` synthetic leases written as fast as etcd takes them (one put per lease, as 1000 hosts
+ * would write them, all sent at once over 16 connections), every lab host programming all of
+ * them. Time zero: the first write sent.
+ */
+export async function measureBurst(lab: Lab, peers: number, network: string, progress: Progress): Promise<BurstFigures> {
+  const hosts = lab.hostNames();
+  const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
+  const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint);
+  try {
+    await sleep(500);
+    const subnets = freeSubnets(lab, network, peers);
+    const kvs = subnets.map((s, i) => ({ key: keyOf(s), value: leaseValue(`10.252.${Math.floor(i / 250)}.${(i % 250) + 1}`, macOf(0x10000 + i)) }));
+    const added = waitRoutes(watchers, new Set(subnets), false, 60_000);
+    const writes = await Promise.all(kvs.map((kv) => writer.put([kv])));
+    if (writes.some((w) => !w.ok)) throw new Error(`etcd burst write failed: ${JSON.stringify(writes.find((w) => !w.ok)?.error)}`);
+    const t0 = Math.min(...writes.map((w) => w.sentAt));
+    const writeMs = Math.max(...writes.map((w) => w.doneAt)) - t0;
+    const at = await added;
+    const programmedMs = hosts.map((h) => at.get(h)! - t0);
+    progress(`  ${peers} peers: etcd took the writes in ${writeMs.toFixed(0)} ms; all programmed on every host after ${Math.max(...programmedMs).toFixed(0)} ms`);
+    await sleep(2000);
+    const memory = hosts.map((h) => memoryOf(lab.daemonPid(h)!));
+    const removed = waitRoutes(watchers, new Set(subnets), true, 60_000);
+    await Promise.all(kvs.map((kv) => writer.del([kv.key])));
+    await removed;
+    return { peers, hosts: hosts.length, writeMs, programmedMs, memory };
+  } finally {
+    writer.close();
+    for (const w of watchers) w.close();
+  }
+}
+
+// ---- idle ------------------------------------------------------------------------------------
+
+export interface IdleFigures {
+  readonly hosts: number;
+  readonly peersEach: number;
+  readonly settleSeconds: number;
+  readonly memory: { rss: number; anon: number }[];
+  readonly cpuSeconds: number;
+  /** CPU of all daemons together, in cores (CPU seconds per second). */
+  readonly cpuCores: number;
+}
+
+/**
+ * Memory after `settleSeconds` of idle with every host holding `hosts - 1 + extra` peers
+ * (`extra` synthetic leases make it the number the target names), then CPU of all daemons over
+ * `cpuSeconds`.
+ */
+export async function measureIdle(lab: Lab, extraPeers: number, network: string, settleSeconds: number, cpuSeconds: number, progress: Progress): Promise<IdleFigures> {
+  const hosts = lab.hostNames();
+  const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint);
+  const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
+  const extra = freeSubnets(lab, network, extraPeers);
+  try {
+    await sleep(300);
+    if (extra.length > 0) {
+      const added = waitRoutes(watchers, new Set(extra), false, 10_000);
+      await writer.put(extra.map((s, i) => ({ key: keyOf(s), value: leaseValue(`10.253.0.${i + 1}`, macOf(0x20000 + i)) })));
+      await added;
+    }
+    for (const w of watchers) w.close();
+    progress(`  idle for ${settleSeconds} s with ${hosts.length - 1 + extra.length} peers per host`);
+    await sleep(settleSeconds * 1000);
+    const pids = hosts.map((h) => lab.daemonPid(h)!);
+    const memory = pids.map(memoryOf);
+    progress(`  measuring the CPU of ${pids.length} idle daemons for ${cpuSeconds} s`);
+    const before = pids.map(cpuTicksOf);
+    const t0 = nowMs();
+    await sleep(cpuSeconds * 1000);
+    const after = pids.map(cpuTicksOf);
+    const elapsed = (nowMs() - t0) / 1000;
+    const ticks = after.reduce((a, t, i) => a + (t - before[i]!), 0);
+    const cpu = ticks / CLOCK_TICKS_PER_SECOND;
+    if (extra.length > 0) await Promise.all(extra.map((s) => writer.del([keyOf(s)])));
+    return { hosts: hosts.length, peersEach: hosts.length - 1 + extra.length, settleSeconds, memory, cpuSeconds: cpu, cpuCores: cpu / elapsed };
+  } finally {
+    writer.close();
+    for (const w of watchers) w.close();
+  }
+}

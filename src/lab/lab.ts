@@ -240,7 +240,10 @@ export class Lab {
 
   /** etcdctl (v3 API) against the lab's etcd, run inside the etcd namespace. */
   etcdctl(args: readonly string[]): Promise<RunResult> {
-    return this.netns.exec(this.nsName('etcd'), [this.tools.etcdctl, `--endpoints=${this.etcdEndpoints.join(',')}`, ...args],
+    // Only members that run: etcdctl's client would otherwise keep trying a dead first endpoint.
+    const live = this.etcdMembers().flatMap((m, i) => (this.etcdPid(m) !== null ? [`http://${etcdMemberIp(i + 1)}:2379`] : []));
+    const endpoints = live.length > 0 ? live : this.etcdEndpoints;
+    return this.netns.exec(this.nsName('etcd'), [this.tools.etcdctl, `--endpoints=${endpoints.join(',')}`, ...args],
       etcdctlEnv(), 15000);
   }
 

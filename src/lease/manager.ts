@@ -294,6 +294,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     let races = 0;
     let backoff = this.timing.retryMinMs;
     let lastProblem: string | null = null;
+    let retriedLostLease = false;
     for (;;) {
       this.throwIfAborted(signal);
       try {
@@ -309,6 +310,12 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
         continue;
       } catch (err) {
         if (signal.aborted) throw signal.reason;
+        // The write found our etcd lease gone (revoked, expired): the next attempt grants a new
+        // one, so retry at once — once; a second loss in a row backs off like anything else.
+        if (err instanceof WeftError && err.code === 'LEASE_CONFLICT' && this.hostLease?.lost === true && !retriedLostLease) {
+          retriedLostLease = true;
+          continue;
+        }
         if (!isRetryable(err) && !background) throw err;
         // One line per kind of problem, not per attempt (gRPC's wording varies between tries).
         const problem = err instanceof WeftError ? err.code : 'unexpected';

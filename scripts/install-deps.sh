@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# What weft needs from a Debian 12 machine, in one place: CI (.ci/run), the Vagrant VMs
+# (vagrant/provision.sh) and the docs (README, docs/operators.md) all use this list.
+#
+#   scripts/install-deps.sh ROLE...
+#     host    a machine running weftd: iproute2, iptables/nftables, Node.js >= 20
+#     etcd    the etcd server and etcdctl
+#     build   building weft from source: g++, make, python3 (node-gyp, offline)
+#     dev     everything the tests and the lab use: host + etcd + build + ping, iperf3, ethtool,
+#             systemd-analyze, ruby (for `ruby -c vagrant/Vagrantfile`), unshare
+#
+# Only what is missing is installed (nothing at all when every tool is there), so it is cheap to
+# run again. Node.js comes from nodejs.org (Debian 12 ships 18) only when `node` is missing or older
+# than 20; everything else from the Debian archive.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+NODE_VERSION="${WEFT_NODE_VERSION:-20.19.5}"
+
+# tool=package pairs per role.
+role_tools() {
+  case "$1" in
+    host)  echo "ip=iproute2 iptables=iptables nft=nftables curl=curl xz=xz-utils" ;;
+    etcd)  echo "etcd=etcd-server etcdctl=etcd-client" ;;
+    build) echo "g++=g++ make=make python3=python3" ;;
+    dev)   echo "$(role_tools host) $(role_tools etcd) $(role_tools build) ping=iputils-ping iperf3=iperf3 ethtool=ethtool systemd-analyze=systemd ruby=ruby unshare=util-linux" ;;
+  esac
+}
+
+[ "$#" -gt 0 ] || { sed -n '5,11p' "$0" >&2; exit 2; }
+for role in "$@"; do
+  case "$role" in host|etcd|build|dev) ;; *) echo "install-deps.sh: unknown role '$role' (host, etcd, build, dev)" >&2; exit 2 ;; esac
+done
+
+missing=()
+need_node=0
+for role in "$@"; do
+  for pair in $(role_tools "$role"); do
+    tool="${pair%%=*}"; pkg="${pair#*=}"
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  case "$role" in host|dev) need_node=1 ;; esac
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  # shellcheck disable=SC2207
+  pkgs=($(printf '%s\n' "${missing[@]}" | sort -u))
+  echo "install-deps.sh: apt-get install ${pkgs[*]}"
+  apt-get update -qq
+  apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if [ "$need_node" = 1 ] && [ "$(node_major)" -lt 20 ]; then
+  arch="$(uname -m)"; case "$arch" in x86_64) arch=x64 ;; aarch64) arch=arm64 ;; esac
+  dist="node-v${NODE_VERSION}-linux-${arch}"
+  tmp="$(mktemp -d)"
+  echo "install-deps.sh: Node.js ${NODE_VERSION} from nodejs.org into /usr/local"
+  curl -fsSL "https://nodejs.org/dist/v${NODE_VERSION}/${dist}.tar.xz" -o "$tmp/${dist}.tar.xz"
+  curl -fsSL "https://nodejs.org/dist/v${NODE_VERSION}/SHASUMS256.txt" -o "$tmp/SHASUMS256.txt"
+  (cd "$tmp" && grep " ${dist}.tar.xz\$" SHASUMS256.txt | sha256sum -c -)
+  tar -xJf "$tmp/${dist}.tar.xz" -C /usr/local --strip-components=1 --exclude='*.md' --exclude=LICENSE
+  rm -rf "$tmp"
+fi

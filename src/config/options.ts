@@ -69,7 +69,7 @@ const DAEMON_FLAGS: readonly FlagDef[] = [
   { name: 'subnet-lease-renew-margin', kind: 'string', metavar: 'MINUTES', help: `renew the subnet lease this many minutes before it expires (1..${MAX_RENEW_MARGIN_MINUTES})`, defaultText: '60' },
   { name: 'subnet-lease-ttl', kind: 'string', metavar: 'DURATION', help: 'weft: subnet lease TTL, a Go duration (24h, 90m, 1h30m) or seconds; more than 10s', defaultText: '24h' },
   { name: 'ip-masq', kind: 'boolean', help: 'masquerade traffic leaving the overlay network (iptables nat rules)', defaultText: 'false' },
-  { name: 'iptables-resync', kind: 'string', metavar: 'SECONDS', help: 'how often the iptables rules are checked and restored', defaultText: '5' },
+  { name: 'iptables-resync', kind: 'string', metavar: 'SECONDS', help: 'how often weftd looks for changes to the ruleset (the nf_tables generation, read over netlink: no process); a change triggers a check of its rules, and a full check runs every max(60, this) seconds (docs/operators.md)', defaultText: '5' },
   { name: 'iptables-forward-rules', kind: 'boolean', help: 'add FORWARD ACCEPT rules for the overlay network', defaultText: 'true' },
   { name: 'healthz-ip', kind: 'string', metavar: 'IP', help: 'address the /healthz endpoint listens on', defaultText: '0.0.0.0' },
   { name: 'healthz-port', kind: 'string', metavar: 'PORT', help: 'port of the /healthz endpoint (0 = off)', defaultText: '0' },

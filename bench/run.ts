@@ -41,15 +41,21 @@ async function main(): Promise<number> {
       quick: { type: 'boolean' },
       out: { type: 'string' },
       'skip-30': { type: 'boolean' },
+      only: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node dist/bench/run.js [--quick] [--skip-30] [--out FILE]\n  --quick    fewer repetitions (a smoke run; figures are noisier)\n  --skip-30  skip the 30-host lab\n');
+    process.stdout.write('usage: node dist/bench/run.js [--quick] [--skip-30] [--only LIST] [--out FILE]\n  --quick      fewer repetitions (a smoke run; figures are noisier)\n  --skip-30    skip the 30-host lab\n  --only LIST  some of: startup,join10,join30,idle,burst\n');
     return 0;
   }
   requireRoot();
   const quick = values.quick === true;
+  const only = new Set((values.only ?? 'startup,join10,join30,idle,burst').split(',').map((x) => x.trim()));
+  if (values['skip-30'] === true) {
+    only.delete('join30');
+    only.delete('idle');
+  }
   const out = resolve(values.out ?? join(__dirname, '..', '..', 'bench', 'results', 'control-plane.json'));
   // Under /run, like /run/flannel/subnet.env in production (a tmpfs on most hosts; not here).
   const scratch = mkdtempSync(join(existsSync('/run') ? '/run' : tmpdir(), `wb${process.pid}-`));
@@ -64,26 +70,38 @@ async function main(): Promise<number> {
   } = { startup: [], join10: null, join30: null, idle: null, burst: null };
   const started = Date.now();
   try {
-    await withLab(lab('a', 10), async (l) => {
-      progress('start-up: exec → subnet.env and exec → READY=1');
-      results.startup.push(await measureStartup(l, 'h1', quick ? 3 : 10, false, progress));
-      results.startup.push(await measureStartup(l, 'h2', quick ? 2 : 5, true, progress));
-      progress('join latency at 10 hosts');
-      results.join10 = await measureJoins(l, quick ? 10 : 50, '10.5.0.0/16', progress);
-    });
-    if (values['skip-30'] !== true) {
-      await withLab(lab('b', 30), async (l) => {
-        progress('join latency at 30 hosts');
-        results.join30 = await measureJoins(l, quick ? 10 : 50, '10.5.0.0/16', progress);
-        progress('memory and CPU at idle');
-        results.idle = await measureIdle(l, 1, '10.5.0.0/16', quick ? 5 : 10, quick ? 10 : 30, progress);
+    if (only.has('startup') || only.has('join10')) {
+      await withLab(lab('a', 10), async (l) => {
+        if (only.has('startup')) {
+          progress('start-up: exec → subnet.env and exec → READY=1');
+          results.startup.push(await measureStartup(l, 'h1', quick ? 3 : 10, false, progress));
+          results.startup.push(await measureStartup(l, 'h2', quick ? 2 : 5, true, progress));
+        }
+        if (only.has('join10')) {
+          progress('join latency at 10 hosts');
+          results.join10 = await measureJoins(l, quick ? 10 : 50, '10.5.0.0/16', progress);
+        }
       });
     }
-    const burstNet = '10.64.0.0/13';
-    await withLab(lab('c', 2, { Network: burstNet, SubnetLen: 24, Backend: { Type: 'vxlan' } }), async (l) => {
-      progress('burst of 1000 synthetic peer leases');
-      results.burst = await measureBurst(l, 1000, burstNet, progress);
-    });
+    if (only.has('join30') || only.has('idle')) {
+      await withLab(lab('b', 30), async (l) => {
+        if (only.has('join30')) {
+          progress('join latency at 30 hosts');
+          results.join30 = await measureJoins(l, quick ? 10 : 50, '10.5.0.0/16', progress);
+        }
+        if (only.has('idle')) {
+          progress('memory and CPU at idle');
+          results.idle = await measureIdle(l, 1, '10.5.0.0/16', quick ? 5 : 10, quick ? 10 : 30, progress);
+        }
+      });
+    }
+    if (only.has('burst')) {
+      const burstNet = '10.64.0.0/13';
+      await withLab(lab('c', 2, { Network: burstNet, SubnetLen: 24, Backend: { Type: 'vxlan' } }), async (l) => {
+        progress('burst of 1000 synthetic peer leases');
+        results.burst = await measureBurst(l, 1000, burstNet, progress);
+      });
+    }
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

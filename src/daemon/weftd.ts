@@ -19,7 +19,7 @@ import { parseNetworkConfig } from '../config/network';
 import type { DaemonOptions, NetworkConfig } from '../config/types';
 import { describeError, WeftError } from '../errors';
 import { formatIPv4, formatIPv4Cidr, parseIPv4Cidr } from '../ip';
-import { EtcdLeaseRegistry, etcdRegistryOptionsFrom } from '../lease/etcd-registry';
+import { createLeaseRegistry } from '../lease/create-registry';
 import { LeaseManager } from '../lease/manager';
 import type { LeaseRegistry } from '../lease/registry';
 import type { IPv4Net, Lease } from '../lease/types';
@@ -110,7 +110,7 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     this.components = deps.components ?? [];
     this.log = deps.log;
     this.notifier = deps.notifier;
-    this.makeRegistry = deps.makeRegistry ?? ((o, log) => new EtcdLeaseRegistry(etcdRegistryOptionsFrom(o, log)));
+    this.makeRegistry = deps.makeRegistry ?? ((o, log) => createLeaseRegistry(o, log));
     this.makeNetlink = deps.makeNetlink ?? ((log) => new NetlinkClient(log.child({ component: 'netlink' })));
   }
 

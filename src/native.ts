@@ -10,6 +10,100 @@ export interface NativeAddon {
    * a leading '@' means the abstract namespace). Synchronous; throws Error with errno text.
    */
   sdNotify(socketPath: string, message: string): void;
+  /**
+   * The user-space packet pump (addon/src/pump.h): a TUN/TAP device on one side, a UDP socket
+   * on the other, two native threads in between. See NativePump for the contract.
+   */
+  Pump: new (options: NativePumpOptions) => NativePump;
+}
+
+/**
+ * Options of `new Pump(options)`. The constructor, synchronously and in the calling process's
+ * network namespace (weftd's own: the fds belong to that namespace for good):
+ * 1. opens a UDP socket bound to `localIp:port` (UDP_GRO on when `offloads`);
+ * 2. creates the device `device` (a TAP for 'vxlan', a TUN for 'udp'; IFF_NO_PI, IFF_VNET_HDR
+ *    when `offloads`) or attaches to it if it exists with that type and no other process holds
+ *    it, and makes it persistent (it outlives the pump and the process, like a kernel VXLAN
+ *    device; `ip link del` removes it). It does not set the MAC, MTU, address or up state:
+ *    callers do that over netlink;
+ * 3. starts the two threads (device → peers, peers → device).
+ * Throws an Error whose message names the failed step (e.g. "open vxlan pump on flannel.1:
+ * bind UDP 10.250.0.11:8472: Address already in use") and whose `code` is the errno name
+ * ('EADDRINUSE', 'EINVAL' when a device of another type has that name, 'EBUSY' when another
+ * process holds it). On failure nothing stays open and no device is left persistent.
+ */
+export interface NativePumpOptions {
+  readonly mode: 'vxlan' | 'udp';
+  readonly device: string;
+  /** Address the UDP socket binds to (the underlay interface's own address). */
+  readonly localIp: string;
+  readonly port: number;
+  /** The device's MTU: the segment size for oversize packets written to it. Default 1450. */
+  readonly mtu?: number;
+  /** vxlan: the VNI sent and required on receive. Default 1. */
+  readonly vni?: number;
+  /** IFF_VNET_HDR, TSO from the device, UDP GSO/GRO, TCP coalescing. Default true. */
+  readonly offloads?: boolean;
+}
+
+/**
+ * A peer-table entry: frames whose destination MAC is `mac` (vxlan), or packets whose destination
+ * lies in `subnet`/`prefixLen` (udp, longest prefix wins), go to `dst` (a PublicIP). Every `dst`
+ * is also an allowed source: datagrams from any other address are dropped (dropNotPeer).
+ */
+export type NativePumpEntry =
+  | { readonly mac: string; readonly dst: string }
+  | { readonly subnet: string; readonly prefixLen: number; readonly dst: string };
+
+/** Monotonic counters since the pump was opened (packet counts are datagrams on the wire). */
+export interface NativePumpCounters {
+  readonly framesIn: number;        // reads from the device (a TSO super-frame counts once)
+  readonly packetsOut: number;      // datagrams sent to peers
+  readonly bytesOut: number;        // their UDP payload bytes
+  readonly packetsIn: number;       // datagrams accepted from peers
+  readonly bytesIn: number;
+  readonly framesOut: number;       // writes to the device (a coalesced super-frame counts once)
+  readonly coalesced: number;       // datagrams merged into super-frames
+  readonly dropNoPeer: number;      // no peer for the destination MAC / address
+  readonly dropBroadcast: number;   // broadcast/multicast frames (never flooded)
+  readonly dropMalformed: number;   // unparseable frames from the device
+  readonly dropSendError: number;   // sendmmsg refused a datagram
+  readonly dropNotPeer: number;     // datagrams from an address that is not a peer's PublicIP
+  readonly dropBadVni: number;      // not VXLAN, or another VNI
+  readonly dropBadPacket: number;   // truncated or malformed datagrams
+  readonly dropBadChecksum: number; // inner TCP checksum wrong
+  readonly dropWriteError: number;  // write to the device failed
+  readonly dropTtl: number;         // udp: TTL expired
+  readonly icmpUnreachable: number; // udp: ICMP net-unreachable sent for an unknown destination
+}
+
+export interface NativePumpStatus {
+  /** Both threads run. False after close(), or once a thread stopped on a fatal error. */
+  readonly running: boolean;
+  /** The fatal error that stopped a thread (e.g. the device was deleted), else null. */
+  readonly error: string | null;
+  /** Source of the last datagram dropped as dropNotPeer, or null. */
+  readonly lastNotPeer: string | null;
+  readonly vnetHdr: boolean;
+}
+
+/**
+ * An open pump. All methods are synchronous and safe to call at any time from the JS thread.
+ * - setPeers(): builds a new table and publishes it with one atomic pointer swap; the threads
+ *   pick it up at their next batch. Traffic never stops; throws TypeError on a malformed entry
+ *   (the old table then stays).
+ * - counters(), status(): cheap reads of atomics; still answer after close().
+ * - close(): stops both threads (they wake from poll() on an eventfd), joins them, closes the
+ *   device fd and the socket. Idempotent; blocks for at most ~1 s (a send in progress). The
+ *   device itself stays (persistent) with its address and routes. Also run by the garbage
+ *   collector for a pump that was never closed.
+ * The pump never calls into JavaScript; packets never cross into it.
+ */
+export interface NativePump {
+  setPeers(entries: readonly NativePumpEntry[]): void;
+  counters(): NativePumpCounters;
+  status(): NativePumpStatus;
+  close(): void;
 }
 
 let cached: NativeAddon | undefined;

@@ -2,9 +2,11 @@
 #include <napi.h>
 
 #include "notify.h"
+#include "pump_napi.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   weft::InitNotify(env, exports);
+  weft::InitPump(env, exports);
   return exports;
 }
 

@@ -107,16 +107,22 @@ export interface Backend {
    * every reconcile whose desired state has `pump`; synchronous, idempotent, cheap.
    */
   applyPump?(entries: readonly DesiredPumpEntry[]): void;
-  /** What carries the packets, for `weft status` and metrics; absent means kernel VXLAN. */
-  dataPath?(): DataPathInfo;
+  /**
+   * What carries the packets now (`weft status` shows it): 'kernel' (also when absent),
+   * 'userspace' (the VXLAN fallback pump) or 'udp' (flannel's legacy udp framing, pump).
+   */
+  readonly dataPath?: DataPathKind;
+  /** Details for metrics and logs: why the fallback, the pump's counters and health. */
+  dataPathInfo?(): DataPathInfo;
   /** Release resources held by the process. Leaves kernel state in place (restart must not cut traffic). */
   close(): Promise<void>;
 }
 
+export type DataPathKind = 'kernel' | 'userspace' | 'udp';
+
 /** The data path a backend uses now, with the pump's counters when it is user space. */
 export interface DataPathInfo {
-  /** 'kernel': kernel VXLAN; 'userspace': the VXLAN fallback pump; 'udp': flannel's legacy udp framing (pump). */
-  readonly kind: 'kernel' | 'userspace' | 'udp';
+  readonly kind: DataPathKind;
   readonly device: string;
   /** Why the fallback was chosen ('forced' or the kernel's error), null for kernel VXLAN. */
   readonly reason: string | null;

@@ -11,6 +11,8 @@ import type { NetlinkClient } from '../netlink/client';
 import { decodeVxlanLeaseData } from '../lease/codec';
 import type { Lease } from '../lease/types';
 import type { Backend } from './backend';
+import { decodeUdpConfig, UdpBackend } from './udp';
+import { AutoVxlanBackend, UserspaceVxlanBackend, type PumpFactory } from './userspace';
 import { VxlanBackend } from './vxlan';
 
 export interface BackendDeps {
@@ -18,13 +20,36 @@ export interface BackendDeps {
   readonly log: Logger;
   /** Our lease from before this process (same PublicIP), if any: vxlan keeps its VtepMAC. */
   readonly previousLease?: Lease | null;
+  /**
+   * --vxlan-fallback: 'auto' kernel VXLAN unless the kernel refuses to create the device, then
+   * the user-space pump; 'force' always the pump; 'off' (the default here) kernel VXLAN or fail.
+   */
+  readonly vxlanFallback?: 'auto' | 'force' | 'off';
+  /** Seam for tests: opens the native pump. */
+  readonly pumps?: PumpFactory;
 }
 
 type BackendFactory = (config: NetworkConfig, deps: BackendDeps) => Backend;
 
 const BACKENDS: Readonly<Record<string, BackendFactory>> = {
-  vxlan: (config, deps) =>
-    new VxlanBackend({ nl: deps.nl, config: decodeVxlanConfig(config.backend), log: deps.log, vtepMac: previousVtepMac(deps.previousLease) }),
+  vxlan: (config, deps) => {
+    const opts = {
+      nl: deps.nl, config: decodeVxlanConfig(config.backend), log: deps.log, vtepMac: previousVtepMac(deps.previousLease),
+      ...(deps.pumps ? { pumps: deps.pumps } : {}),
+    };
+    switch (deps.vxlanFallback ?? 'off') {
+      case 'off': return new VxlanBackend(opts);
+      case 'force': return new UserspaceVxlanBackend(opts);
+      case 'auto': return new AutoVxlanBackend(opts);
+    }
+  },
+  udp: (config, deps) => {
+    if (config.network === null) throw new WeftError('CONFIG_INVALID', 'network config: the udp backend needs an IPv4 Network');
+    return new UdpBackend({
+      nl: deps.nl, config: decodeUdpConfig(config.backend), network: config.network, log: deps.log,
+      ...(deps.pumps ? { pumps: deps.pumps } : {}),
+    });
+  },
 };
 
 export function createBackend(config: NetworkConfig, deps: BackendDeps): Backend {

@@ -61,6 +61,20 @@ export interface LeaseRow {
   readonly reserved: boolean;
   /** The etcd lease ID in hex, as etcdctl shows it (`etcdctl lease timetolive <id>`); null for a reservation. */
   readonly etcdLease: string | null;
+  /**
+   * Who carries the host's packets: 'kernel' (kernel VXLAN), 'userspace' (weft's VXLAN fallback,
+   * BackendData.WeftDatapath), 'udp' (no BackendType and not a reservation: flannel's legacy udp
+   * backend); else null.
+   */
+  readonly dataPath: 'kernel' | 'userspace' | 'udp' | null;
+}
+
+function dataPathOf(lease: Lease, vxlanOk: boolean): LeaseRow['dataPath'] {
+  const t = lease.attrs.BackendType;
+  if (t === 'udp' || (t === '' && !isReservation(lease))) return 'udp';
+  if (t !== 'vxlan' || !vxlanOk) return null;
+  const d = lease.attrs.BackendData as { WeftDatapath?: unknown };
+  return d.WeftDatapath === 'userspace' ? 'userspace' : 'kernel';
 }
 
 export function leaseRow(lease: Lease, now: number): LeaseRow {
@@ -78,6 +92,7 @@ export function leaseRow(lease: Lease, now: number): LeaseRow {
     expiresInSeconds: expiresIn,
     reserved: isReservation(lease),
     etcdLease: lease.etcdLeaseId === null ? null : BigInt(lease.etcdLeaseId).toString(16),
+    dataPath: dataPathOf(lease, vx !== null && vx.ok),
   };
 }
 
@@ -111,7 +126,8 @@ const HEADERS = ['SUBNET', 'PUBLIC IP', 'BACKEND', 'VTEP MAC', 'EXPIRES IN'];
 const WIDE_HEADERS = ['SUBNET', 'PUBLIC IP', 'BACKEND', 'VTEP MAC', 'VNI', 'EXPIRES IN', 'EXPIRES AT', 'ETCD LEASE'];
 
 function cells(r: LeaseRow, wide: boolean): string[] {
-  const base = [r.subnet, r.publicIp, r.backendType || '-', r.vtepMac ?? '-'];
+  const backend = r.dataPath === 'userspace' ? `${r.backendType} (user space)` : r.backendType || '-';
+  const base = [r.subnet, r.publicIp, backend, r.vtepMac ?? '-'];
   if (!wide) return [...base, expiresIn(r)];
   return [...base, r.vni === null ? '-' : String(r.vni), expiresIn(r), formatTime(r.expiration), r.etcdLease ?? '-'];
 }

@@ -4,7 +4,9 @@
  *
  *   ensure the overlay device (only when missing or down) → dump actual state → diffState()
  *   → apply the changes, adds in the order neighbour → FDB → route (a route never points at a
- *   neighbour the kernel would have to ARP for), removals in the reverse order.
+ *   neighbour the kernel would have to ARP for), removals in the reverse order. A backend with a
+ *   user-space data path (DesiredState.pump) gets its peer table before the changes instead of
+ *   kernel FDB entries.
  *
  * Ownership (diffState never proposes anything else):
  * - every IPv4 address, permanent neighbour and permanent FDB entry on the overlay device;
@@ -219,7 +221,7 @@ function desiredIds(d: DesiredState): Set<string> {
   for (const f of d.fdb) ids.add(`fdb ${f.mac.toLowerCase()} ${f.dst}`);
   for (const r of d.routes) {
     const dst = { ip: (r.dst.ip & maskOf(r.dst.prefixLen)) >>> 0, prefixLen: r.dst.prefixLen };
-    ids.add(`route ${formatIPv4Cidr(dst)} 0 ${r.via ?? 'overlay'} ${r.gateway}${r.onlink ? ' onlink' : ''}`);
+    ids.add(`route ${formatIPv4Cidr(dst)} 0 ${r.via ?? 'overlay'} ${r.gateway ?? ''}${r.onlink ? ' onlink' : ''}`);
   }
   return ids;
 }
@@ -500,12 +502,17 @@ export class Reconciler {
   private async apply(desired: DesiredState, repairs: Record<RepairKind, number>): Promise<ReconcileResult> {
     const link = await this.ensureDevice(repairs);
     this.overlayIndex = link.index;
+    // A user-space data path keeps its FDB in the pump: kernel FDB entries on the device (a TAP
+    // lists its own MAC and multicast addresses there) are then neither read nor touched.
+    const pump = desired.pump;
     const [addresses, neighbours, fdb, routes] = await Promise.all([
       this.nl.listAddresses(link.index),
       this.nl.listNeighbours(link.index),
-      this.nl.listFdb(link.index),
+      pump ? Promise.resolve([]) : this.nl.listFdb(link.index),
       this.nl.listRoutes(MAIN_TABLE),
     ]);
+    // The pump's table goes in before any route that could send traffic its way.
+    if (pump) this.backend.applyPump?.(pump);
     const actual: ActualState = { overlayIndex: link.index, underlayIndex: this.underlay.ifIndex, addresses, neighbours, fdb, routes };
     const changes = diffState(desired, actual, this.ownership);
     const converged = this.converged;

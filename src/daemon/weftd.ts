@@ -198,7 +198,7 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     // while weftd was down) it gets the VtepMAC peers still have programmed, not a random one.
     const subnetFromFile = await this.subnetFromFile();
     const previous = await manager.findOwnLease(underlay.ipv4, subnetFromFile);
-    const backend = (this.backend = createBackend(config, { nl, log: this.log, previousLease: previous }));
+    const backend = (this.backend = createBackend(config, { nl, log: this.log, previousLease: previous, vxlanFallback: opts.vxlanFallback }));
     this.setup = await backend.ensureDevice(underlay);
     this.log.info('overlay device ready', { device: backend.deviceName, mtu: this.setup.mtu, backendData: this.setup.backendData });
 

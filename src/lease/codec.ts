@@ -95,7 +95,10 @@ function encodeBackendData(backendType: string, data: unknown): string {
     const vx = decodeVxlanLeaseData(data);
     if (vx !== null) {
       const vni = vx.VNI === undefined ? '' : `"VNI":${vx.VNI},`;
-      return `{${vni}"VtepMAC":${JSON.stringify(vx.VtepMAC)}}`;
+      // weft's one addition, written only by a host on the user-space fallback: flannel decodes
+      // BackendData into struct{VNI; VtepMAC} with encoding/json, which ignores unknown fields.
+      const dp = isRecord(data) && typeof data.WeftDatapath === 'string' ? `,"WeftDatapath":${JSON.stringify(data.WeftDatapath)}` : '';
+      return `{${vni}"VtepMAC":${JSON.stringify(vx.VtepMAC)}${dp}}`;
     }
   }
   return JSON.stringify(data);

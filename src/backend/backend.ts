@@ -114,6 +114,8 @@ export interface Backend {
   readonly dataPath?: DataPathKind;
   /** Details for metrics and logs: why the fallback, the pump's counters and health. */
   dataPathInfo?(): DataPathInfo;
+  /** The pump's counters (NativePumpCounters) for /metrics; empty while no pump runs. */
+  pumpCounters?(): Readonly<Record<string, number>>;
   /** Release resources held by the process. Leaves kernel state in place (restart must not cut traffic). */
   close(): Promise<void>;
 }

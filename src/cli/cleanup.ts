@@ -54,10 +54,14 @@ WEFT-POSTRTG and WEFT-FWD with the rules jumping to them, and the subnet file. S
 
 ${formatEtcdFlagsHelp()}`;
 
-/** The overlay devices to remove: the named one, or every vxlan device called flannel.<n>. */
+/**
+ * The overlay devices to remove: the named one, or every vxlan device called flannel.<n>, and the
+ * persistent TUN/TAP devices of the user-space data path (flannel.<n> TAP, legacy udp's flannel0).
+ */
 export function overlayDevices(links: readonly LinkInfo[], name: string | null): LinkInfo[] {
   if (name !== null) return links.filter((l) => l.name === name);
-  return links.filter((l) => l.kind === 'vxlan' && /^flannel\.\d+$/.test(l.name));
+  return links.filter((l) =>
+    (l.kind === 'vxlan' && /^flannel\.\d+$/.test(l.name)) || (l.kind === 'tun' && /^flannel(\.\d+|0)$/.test(l.name)));
 }
 
 /**

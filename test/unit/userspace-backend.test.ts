@@ -19,6 +19,7 @@ import type { NativePump, NativePumpCounters, NativePumpEntry, NativePumpOptions
 import { NetlinkError } from '../../src/netlink/errors';
 import type { LinkInfo, VxlanSpec } from '../../src/netlink/types';
 import { Reconciler, type ReconcilerNetlink } from '../../src/daemon/reconciler';
+import { overlayDevices } from '../../src/cli/cleanup';
 
 const net = (t: string) => parseIPv4Cidr(t)!;
 const underlay = { ifName: 'eth0', ifIndex: 2, ipv4: '10.250.0.11', mtu: 1500 };
@@ -341,5 +342,13 @@ describe('Reconciler with a user-space data path', () => {
     assert.ok(!ops.includes('listFdb') && !ops.includes('deleteFdb') && !ops.includes('replaceFdb'), ops.join(' '));
     assert.ok(ops.indexOf('applyPump') < ops.indexOf('route'), 'the table is in before the route');
     await r.stop();
+  });
+});
+
+describe('weft cleanup and the user-space data path', () => {
+  it('removes the fallback\'s TAP flannel.<n> and legacy udp\'s TUN flannel0 too', () => {
+    const l = (index: number, name: string, kind: string | null): LinkInfo => ({ index, name, up: true, mtu: 1450, mac: null, kind, vxlan: null });
+    const links = [l(3, 'flannel.1', 'tun'), l(4, 'flannel0', 'tun'), l(5, 'flannel0', 'vxlan'), l(6, 'tap0', 'tun'), l(7, 'flannel.2', 'vxlan')];
+    assert.deepEqual(overlayDevices(links, null).map((x) => x.index), [3, 4, 7]);
   });
 });

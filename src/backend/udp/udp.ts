@@ -75,6 +75,10 @@ export class UdpBackend implements Backend {
     return this.device.info('udp', 'network config Backend.Type "udp"');
   }
 
+  pumpCounters(): Readonly<Record<string, number>> {
+    return { ...this.device.counters() };
+  }
+
   async close(): Promise<void> {
     await this.device.close();
   }

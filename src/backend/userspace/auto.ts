@@ -97,6 +97,10 @@ export class AutoVxlanBackend extends VxlanBackend {
     return { kind: 'kernel', device: this.deviceName, reason: null, counters: null, running: true };
   }
 
+  pumpCounters(): Readonly<Record<string, number>> {
+    return this.user ? this.user.pumpCounters() : {};
+  }
+
   override async close(): Promise<void> {
     await this.user?.close();
     await super.close();

@@ -109,6 +109,10 @@ export class UserspaceVxlanBackend extends VxlanBackend {
     return this.device.info('userspace', this.reason);
   }
 
+  pumpCounters(): Readonly<Record<string, number>> {
+    return { ...this.device.counters() };
+  }
+
   override async close(): Promise<void> {
     await this.device.close();
   }

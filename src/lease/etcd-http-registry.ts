@@ -76,6 +76,10 @@ export function keepaliveTiming(ttlSeconds: number, renewMarginSeconds: number |
 }
 
 const DEFAULT_CALL_TIMEOUT_MS = 5000;
+/** An idle watch asks etcd for a progress report this often... */
+const WATCH_PROBE_MS = 10_000;
+/** ...and is taken for dead when the answer does not come within this. */
+const WATCH_PROBE_TIMEOUT_MS = 5000;
 const TTL_QUERY_CONCURRENCY = 16;
 
 // ---- wire types (the subset weft reads) ---------------------------------------------------------
@@ -148,6 +152,15 @@ function prefixEnd(prefix: string): string {
 }
 
 // ---- the HTTP client ---------------------------------------------------------------------------
+
+/** An open streaming call (see GatewayClient.stream). */
+interface GatewayStream {
+  /** Origin of the endpoint it runs on, for messages. */
+  readonly endpoint: string;
+  abort(): void;
+  send(msg: unknown): void;
+  dead(why: string): void;
+}
 
 type RequestFn = (opts: RequestOptions, cb: (res: IncomingMessage) => void) => ClientRequest;
 
@@ -285,11 +298,14 @@ class GatewayClient {
   /**
    * A streaming call (watch): POST `body` and keep the request open; `onMessage` gets each
    * newline-delimited JSON message, `onEnd` once when the stream ends for any reason.
-   * Returns a function that aborts the stream (onEnd is then not called).
+   * Returns the stream: abort() ends it (onEnd is then not called), send() writes one more
+   * request on it, dead() ends it as unresponsive (onEnd is called; the next stream and call
+   * go to another endpoint).
    */
-  async stream(path: string, body: unknown, onMessage: (msg: unknown) => void, onEnd: (err: Error | null) => void, timeoutMs: number): Promise<() => void> {
+  async stream(path: string, body: unknown, onMessage: (msg: unknown) => void, onEnd: (err: Error | null) => void, timeoutMs: number): Promise<GatewayStream> {
     await this.ensureAuth(timeoutMs);
-    const endpoint = this.endpoints[this.current]!;
+    const endpointIndex = this.current;
+    const endpoint = this.endpoints[endpointIndex]!;
     const data = JSON.stringify(body);
     let ended = false;
     let aborted = false;
@@ -329,20 +345,35 @@ class GatewayClient {
     });
     req.on('socket', (s) => s.setKeepAlive(true, 30_000));
     req.on('error', (err) => {
-      this.failing = true;
       // Next attempt on the next endpoint.
-      this.current = (this.current + 1) % this.endpoints.length;
+      this.endpointFailed(endpointIndex);
       end(err);
     });
     this.streams.add(req);
     // The request body stays open: closing it would end the stream (gRPC half-close).
     req.write(data + '\n');
-    return () => {
-      aborted = true;
-      ended = true;
-      this.streams.delete(req);
-      req.destroy();
+    return {
+      endpoint: endpoint.origin,
+      abort: () => {
+        aborted = true;
+        ended = true;
+        this.streams.delete(req);
+        req.destroy();
+      },
+      send: (msg: unknown) => {
+        if (!ended) req.write(JSON.stringify(msg) + '\n');
+      },
+      dead: (why: string) => {
+        this.endpointFailed(endpointIndex);
+        req.destroy(new Error(why));
+      },
     };
+  }
+
+  /** Move off endpoint `idx` (if it is still the current one): the next call or stream tries the next. */
+  private endpointFailed(idx: number): void {
+    this.failing = true;
+    if (this.current === idx) this.current = (idx + 1) % this.endpoints.length;
   }
 
   private async ensureAuth(timeoutMs: number): Promise<void> {
@@ -741,14 +772,17 @@ interface WatchSetup {
  * A prefix watch that survives disconnections: it resumes from the next revision not yet
  * delivered, with a backoff of 100 ms doubling to 5 s (each attempt is a TCP connect).
  *
- *   connecting ──created──► streaming ──stream ends / error──► backoff ──► connecting
+ *   connecting ──created──► streaming ──stream ends / error / no answer to a progress probe──► backoff ──► connecting
  *       │                      │
  *       └──────────────────────┴──canceled (compacted) ──► done: 'reset' delivered once
  *   close() from any state ──► done (nothing delivered after close() resolves)
  */
 class HttpSubnetWatch implements SubnetWatch {
   private done = false;
-  private abort: (() => void) | null = null;
+  private stream: GatewayStream | null = null;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private lastMessageAt = 0;
+  private probeSentAt: number | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private disconnected = false;
   private backoffMs = 100;
@@ -762,14 +796,52 @@ class HttpSubnetWatch implements SubnetWatch {
   start(): void {
     if (this.done) return;
     this.s.client.stream('/v3/watch', this.s.request(this.nextRevision.toString()), (m) => this.onMessage(m as WatchMessage), (err) => this.onEnd(err), this.s.callTimeoutMs)
-      .then((abort) => {
-        if (this.done) abort();
-        else this.abort = abort;
+      .then((stream) => {
+        if (this.done) {
+          stream.abort();
+          return;
+        }
+        this.stream = stream;
+        this.lastMessageAt = Date.now();
+        this.probeSentAt = null;
+        this.armProbe();
       }, (err: unknown) => this.onEnd(err instanceof Error ? err : new Error(String(err))));
+  }
+
+  /**
+   * Liveness: an idle watch cannot tell a quiet etcd from a dead or frozen one (a member that
+   * crashed without a RST, a partition: TCP keepalive takes minutes). After WATCH_PROBE_MS
+   * without a message, ask etcd for a progress report on the stream (WatchProgressRequest,
+   * etcd ≥ 3.4); no answer within WATCH_PROBE_TIMEOUT_MS ends the stream as dead, and the watch
+   * resumes on the next endpoint from the next undelivered revision.
+   */
+  private armProbe(): void {
+    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
+    const now = Date.now();
+    const due = this.probeSentAt === null ? this.lastMessageAt + WATCH_PROBE_MS : this.probeSentAt + WATCH_PROBE_TIMEOUT_MS;
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      const stream = this.stream;
+      if (this.done || stream === null) return;
+      const at = Date.now();
+      if (this.probeSentAt !== null) {
+        if (this.lastMessageAt < this.probeSentAt) {
+          stream.dead(`no answer from ${stream.endpoint} to a watch progress request within ${at - this.probeSentAt} ms`);
+          return;
+        }
+        this.probeSentAt = null; // answered
+      } else if (at - this.lastMessageAt >= WATCH_PROBE_MS) {
+        this.probeSentAt = at;
+        stream.send({ progress_request: {} });
+      }
+      this.armProbe();
+    }, Math.max(0, due - now));
+    this.probeTimer.unref();
   }
 
   private onMessage(msg: WatchMessage): void {
     if (this.done) return;
+    this.lastMessageAt = Date.now();
     if (msg.error !== undefined) {
       this.onEnd(new Error(msg.error.message ?? 'watch error'));
       return;
@@ -818,8 +890,10 @@ class HttpSubnetWatch implements SubnetWatch {
 
   private onEnd(err: Error | null): void {
     if (this.done) return;
-    this.abort?.();
-    this.abort = null;
+    this.stream?.abort();
+    this.stream = null;
+    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
+    this.probeTimer = null;
     if (!this.disconnected) {
       this.disconnected = true;
       this.s.log.warn('etcd watch disconnected; resuming when etcd is back', { error: err === null ? 'stream ended' : describeError(err) });
@@ -849,7 +923,9 @@ class HttpSubnetWatch implements SubnetWatch {
     this.s.forget();
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    this.abort?.();
-    this.abort = null;
+    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
+    this.probeTimer = null;
+    this.stream?.abort();
+    this.stream = null;
   }
 }

@@ -7,6 +7,10 @@
  *   {"id":1,"op":"put","kvs":[{"key":"/k","value":"v"}]}     → one txn with every put (≤ 128 ops)
  *   {"id":2,"op":"del","keys":["/k"]}                         → one txn with every delete
  *   ← {"id":1,"sentAt":1732240000123.456,"doneAt":...,"ok":true,"revision":"42"}
+ *
+ * With a watch prefix as second argument it also watches it (etcd's own watch stream, on the
+ * same machine as etcd: the moment a write becomes visible to watchers) and reports each event:
+ *   ← {"visible":"/coreos.com/network/subnets/10.5.3.0-24","type":"PUT","at":1732240000125.1}
  */
 import { Agent, request } from 'node:http';
 import { createInterface } from 'node:readline';
@@ -56,6 +60,31 @@ async function run(cmd: Command): Promise<void> {
   } catch (err) {
     process.stdout.write(JSON.stringify({ id: cmd.id, sentAt, doneAt: now(), ok: false, error: String(err) }) + '\n');
   }
+}
+
+const watchPrefix = process.argv[3];
+if (watchPrefix !== undefined) {
+  const end = Buffer.from(watchPrefix);
+  end[end.length - 1]!++;
+  const req = request({ host: endpoint.hostname, port: endpoint.port, path: '/v3/watch', method: 'POST', agent: false }, (res) => {
+    let buf = '';
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      const at = now();
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const msg = JSON.parse(line) as { result?: { created?: boolean; events?: { type?: string; kv: { key: string } }[] } };
+        if (msg.result?.created) process.stdout.write(JSON.stringify({ watching: true }) + '\n');
+        for (const ev of msg.result?.events ?? []) {
+          process.stdout.write(JSON.stringify({ visible: Buffer.from(ev.kv.key, 'base64').toString(), type: ev.type ?? 'PUT', at }) + '\n');
+        }
+      }
+    });
+  });
+  req.write(JSON.stringify({ create_request: { key: b64(watchPrefix), range_end: end.toString('base64') } }) + '\n');
 }
 
 createInterface({ input: process.stdin }).on('line', (line) => {

@@ -41,15 +41,30 @@ export class EtcdWriter {
   private nextId = 1;
   private readonly pending = new Map<number, (r: WriteResult) => void>();
   private readonly ready: Promise<void>;
+  private readonly watching: Promise<void>;
+  /** When each key's last PUT / DELETE became visible to a watcher beside etcd. */
+  private readonly visible = new Map<string, { type: string; at: number }>();
+  private readonly visibleWaiters = new Map<string, (at: number) => void>();
 
-  constructor(etcdNs: string, endpoint: string) {
+  /** `watchPrefix`: also report when writes under it become visible (see etcd-writer.ts). */
+  constructor(etcdNs: string, endpoint: string, watchPrefix?: string) {
     const script = resolve(__dirname, 'etcd-writer.js');
-    this.child = spawn('ip', ['netns', 'exec', etcdNs, process.execPath, script, endpoint], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn('ip', ['netns', 'exec', etcdNs, process.execPath, script, endpoint, ...(watchPrefix ? [watchPrefix] : [])], { stdio: ['pipe', 'pipe', 'pipe'] });
     let readyResolve: () => void = () => undefined;
+    let watchingResolve: () => void = () => undefined;
     this.ready = new Promise((r) => (readyResolve = r));
+    this.watching = watchPrefix ? new Promise((r) => (watchingResolve = r)) : Promise.resolve();
     createInterface({ input: this.child.stdout }).on('line', (line) => {
-      const msg = JSON.parse(line) as { ready?: boolean; id?: number } & WriteResult;
+      const msg = JSON.parse(line) as { ready?: boolean; watching?: boolean; visible?: string; type?: string; at?: number; id?: number } & WriteResult;
       if (msg.ready) return readyResolve();
+      if (msg.watching) return watchingResolve();
+      if (msg.visible !== undefined) {
+        const k = `${msg.type} ${msg.visible}`;
+        this.visible.set(k, { type: msg.type!, at: msg.at! });
+        this.visibleWaiters.get(k)?.(msg.at!);
+        this.visibleWaiters.delete(k);
+        return;
+      }
       const cb = this.pending.get(msg.id!);
       this.pending.delete(msg.id!);
       cb?.(msg);
@@ -57,8 +72,23 @@ export class EtcdWriter {
     this.child.stderr.on('data', (b: Buffer) => process.stderr.write(`etcd-writer: ${b.toString()}`));
   }
 
+  /** When a PUT (or DELETE) of `key` became visible to the watcher beside etcd. */
+  visibleAt(key: string, type: 'PUT' | 'DELETE' = 'PUT', timeoutMs = 10_000): Promise<number> {
+    const k = `${type} ${key}`;
+    const seen = this.visible.get(k);
+    if (seen) return Promise.resolve(seen.at);
+    return new Promise((res, rej) => {
+      const t = setTimeout(() => rej(new Error(`${type} ${key} not seen by the reference watch`)), timeoutMs);
+      this.visibleWaiters.set(k, (at) => {
+        clearTimeout(t);
+        res(at);
+      });
+    });
+  }
+
   async put(kvs: readonly { key: string; value: string }[]): Promise<WriteResult> {
     await this.ready;
+    await this.watching;
     return this.send({ op: 'put', kvs });
   }
 

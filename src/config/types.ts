@@ -73,5 +73,5 @@ export interface DaemonOptions {
   readonly healthzIp: string;                  // default 0.0.0.0
   readonly healthzPort: number;                // 0 = off
   readonly vxlanFallback: 'auto' | 'force' | 'off'; // weft: user-space VXLAN fallback
-  readonly resyncIntervalSeconds: number;      // weft: periodic full reconcile, default 10
+  readonly resyncIntervalSeconds: number;      // weft: periodic full reconcile, default 60
 }

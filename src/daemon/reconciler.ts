@@ -324,6 +324,10 @@ export class Reconciler {
   private appliedDesired: DesiredState | null = null;
   private runsTotal = 0;
   private failedRunsTotal = 0;
+  /** The next run must read the kernel (not only apply the desired-state difference). */
+  private wantFull = true;
+  /** Until when non-removal notifications are taken for echoes of our own changes (ms, clock). */
+  private echoUntil = 0;
   private failures = 0;
   private lastErr: unknown = null;
 
@@ -376,10 +380,16 @@ export class Reconciler {
     return this.converged !== null && this.lastErr === null;
   }
 
-  /** Replace the desired state; when started, a reconcile follows at once. */
+  /**
+   * Replace the desired state; when started, a reconcile follows at once. That run is
+   * incremental when the kernel was last seen converged: only the difference between the state
+   * last applied and this one is written, without dumping the kernel first (a peer joining costs
+   * three netlink requests, not four dumps of O(peers) objects). Drift is still caught: kernel
+   * change notifications, failures and the periodic resync always run a full reconcile.
+   */
   setDesired(state: DesiredState): void {
     this.desired = state;
-    if (this.started) this.schedule(0);
+    if (this.started) this.schedule(0, false);
   }
 
   /**
@@ -387,6 +397,12 @@ export class Reconciler {
    * change failed; the others are applied anyway. Concurrent calls coalesce into one follow-up.
    */
   reconcile(): Promise<ReconcileResult> {
+    this.wantFull = true;
+    return this.enqueue();
+  }
+
+  /** Run now, or once after the run in progress (calls made meanwhile share that follow-up). */
+  private enqueue(): Promise<ReconcileResult> {
     if (!this.running) {
       this.running = this.runOnce().finally(() => {
         this.running = null;
@@ -398,7 +414,7 @@ export class Reconciler {
         .catch(() => undefined)
         .then(() => {
           this.followUp = null;
-          return this.reconcile();
+          return this.enqueue();
         });
     }
     return this.followUp;
@@ -409,7 +425,7 @@ export class Reconciler {
     if (this.started || this.stopped) return;
     this.started = true;
     this.monitorHandle = this.nl.monitor((batch) => {
-      if (batch.resync || batch.events.some((e) => this.relevant(e))) this.schedule(this.debounceMs);
+      if (batch.resync || batch.events.some((e) => this.relevant(e) && !this.isEcho(e))) this.schedule(this.debounceMs);
     });
     this.schedule(0);
     this.armResync();
@@ -445,8 +461,20 @@ export class Reconciler {
     }
   }
 
-  private schedule(delayMs: number): void {
+  /**
+   * Our own changes come back as notifications. Additions and changes seen while we apply, or
+   * just after, are taken for those echoes (a full reconcile after every peer event would double
+   * its cost); removals and link events never are. A change made by hand in that window is
+   * repaired by the next periodic resync instead of at once.
+   */
+  private isEcho(e: ChangeEvent): boolean {
+    return e.kind !== 'link' && !e.removed && this.clock.now() < this.echoUntil;
+  }
+
+  /** `full` false: an incremental run is enough (only setDesired asks for that). */
+  private schedule(delayMs: number, full = true): void {
     if (!this.started) return;
+    if (full) this.wantFull = true;
     const due = this.clock.now() + delayMs;
     if (this.timer !== null) {
       if (this.timerDue <= due) return;
@@ -461,7 +489,7 @@ export class Reconciler {
 
   private async runScheduled(): Promise<void> {
     try {
-      await this.reconcile();
+      await this.enqueue();
       this.failures = 0;
     } catch (err) {
       this.failures++;
@@ -485,8 +513,13 @@ export class Reconciler {
     const repairs = zeroRepairs();
     if (desired === null) return { changes: 0, repairs };
     this.runsTotal++;
+    // Incremental only from a state known to be in the kernel; a user-space data path's table
+    // (DesiredState.pump, when a backend has one) is handled by the full path.
+    const full = this.wantFull || this.appliedDesired === null || this.lastErr !== null || this.overlayIndex === null
+      || (desired as { readonly pump?: unknown }).pump !== undefined;
+    this.wantFull = false;
     try {
-      const result = await this.apply(desired, repairs);
+      const result = full ? await this.apply(desired, repairs) : await this.applyIncremental(desired, this.appliedDesired!, this.overlayIndex!);
       this.lastErr = null;
       this.appliedDesired = desired;
       return result;
@@ -497,6 +530,38 @@ export class Reconciler {
     } finally {
       for (const k of REPAIR_KINDS) this.totals[k] += repairs[k];
     }
+  }
+
+  /**
+   * The changes from `applied` (in the kernel as of the last successful run) to `desired`, found
+   * by diffing against the state `applied` implies, and written without reading the kernel.
+   */
+  private async applyIncremental(desired: DesiredState, applied: DesiredState, overlayIndex: number): Promise<ReconcileResult> {
+    const changes = diffState(desired, impliedState(applied, overlayIndex, this.underlay.ifIndex), this.ownership);
+    const link: LinkInfo = { index: overlayIndex, name: this.backend.deviceName, up: true, mtu: 0, mac: null, kind: null, vxlan: null };
+    const errors: unknown[] = [];
+    this.echoUntil = Infinity;
+    try {
+      for (const phase of phases(changes)) {
+        const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
+        results.forEach((r, i) => {
+          if (r.status === 'rejected') errors.push(r.reason);
+          else this.log.debug(describeChange(phase[i]!), { device: link.name });
+        });
+      }
+    } finally {
+      this.echoUntil = this.clock.now() + ECHO_WINDOW_MS;
+    }
+    if (errors.length) {
+      // lastErr is set by the caller: the next run is a full one.
+      throw new WeftError('NETLINK', `reconcile ${link.name}: ${errors.length} of ${changes.length} changes failed: ${describeError(errors[0])}`, {
+        cause: errors[0],
+        retryable: true,
+      });
+    }
+    if (changes.length) this.log.debug('reconciled (incremental)', { device: link.name, changes: changes.length });
+    this.converged = desiredIds(desired);
+    return { changes: changes.length, repairs: zeroRepairs() };
   }
 
   private async apply(desired: DesiredState, repairs: Record<RepairKind, number>): Promise<ReconcileResult> {
@@ -524,6 +589,7 @@ export class Reconciler {
     const errors: unknown[] = [];
     const repairedLines: string[] = [];
     let applied = 0;
+    if (changes.length) this.echoUntil = Infinity;
     // Phases run one after another (that is the ordering guarantee); inside a phase, in parallel.
     for (const phase of phases(changes)) {
       const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
@@ -542,6 +608,7 @@ export class Reconciler {
         }
       });
     }
+    if (changes.length) this.echoUntil = this.clock.now() + ECHO_WINDOW_MS;
     // A repair is worth a line each; a mass repair (routes flushed on a 1000-peer host) is not.
     if (repairedLines.length <= 10) for (const line of repairedLines) this.log.info(line, { device: link.name });
     else this.log.info(`repaired ${repairedLines.length} objects`, { device: link.name, first: repairedLines.slice(0, 10) });
@@ -606,6 +673,33 @@ export class Reconciler {
       throw err;
     }
   }
+}
+
+/** How long after applying changes their notifications are taken for echoes (see isEcho). */
+const ECHO_WINDOW_MS = 100;
+
+/** rtm_protocol of routes weft writes (RTPROT_BOOT, what the kernel records for a route without one). */
+const RTPROT_BOOT = 3;
+
+/** What the kernel holds after `d` was applied, as dumps would report it (for incremental runs). */
+export function impliedState(d: DesiredState, overlayIndex: number, underlayIndex: number): ActualState {
+  return {
+    overlayIndex,
+    underlayIndex,
+    addresses: d.addresses.map((a) => ({ ifindex: overlayIndex, ip: formatIPv4(a.ip), prefixLen: a.prefixLen })),
+    neighbours: d.neighbours.map((n) => ({ ifindex: overlayIndex, ip: n.ip, mac: n.mac.toLowerCase(), permanent: true })),
+    fdb: d.fdb.map((f) => ({ ifindex: overlayIndex, mac: f.mac.toLowerCase(), dst: f.dst, permanent: true, self: true })),
+    routes: d.routes.map((r) => ({
+      dst: { ip: (r.dst.ip & maskOf(r.dst.prefixLen)) >>> 0, prefixLen: r.dst.prefixLen },
+      gateway: r.gateway ?? null,
+      oif: r.via === 'underlay' ? underlayIndex : overlayIndex,
+      onlink: r.onlink,
+      table: MAIN_TABLE,
+      priority: 0,
+      protocol: RTPROT_BOOT,
+      type: RTN_UNICAST,
+    })),
+  };
 }
 
 /** Split an ordered change list into runs of the same (op class, kind). */

@@ -30,7 +30,7 @@ export interface HealthOptions {
   /** TCP port; 0 asks the kernel for a free one (tests; weftd itself never starts this with 0). */
   readonly port: number;
   readonly log: Logger;
-  /** Probe cycle, ms (default 10 000); 0 disables probes. */
+  /** Probe cycle, ms (default 30 000); 0 disables probes. */
   readonly probeIntervalMs?: number;
   /** Opens the ICMP socket (default: raw-socket, loaded on first use). */
   readonly openPinger?: () => Pinger;
@@ -180,11 +180,11 @@ export class HealthComponent implements DaemonComponent {
   }
 
   private startProber(): void {
-    if (this.prober !== null || (this.opts.probeIntervalMs ?? 10_000) <= 0) return;
+    if (this.prober !== null || (this.opts.probeIntervalMs ?? 30_000) <= 0) return;
     const daemon = this.daemon!;
     this.prober = new Prober({
       log: this.log,
-      intervalMs: this.opts.probeIntervalMs ?? 10_000,
+      intervalMs: this.opts.probeIntervalMs ?? 30_000,
       openPinger: this.opts.openPinger ?? defaultPinger,
       targets: () => probeTargets(daemon),
       onReply: (rttMs) => this.counters.probeRtt.observe(rttMs / 1000),

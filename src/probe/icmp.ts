@@ -5,7 +5,11 @@
  *
  * One socket serves every probe: requests carry our identifier and a sequence number; a reply is
  * matched on (identifier, sequence, source address). A raw ICMP socket sees every ICMP packet of
- * the network namespace (other pings' replies too): anything that does not match is ignored.
+ * the network namespace: an ICMP_FILTER lets only echo replies wake us (not the peers' own
+ * probes arriving here), and replies that do not match are ignored.
+ *
+ * Cost: probes are sent in batches (one timer per batch, not per echo); raw-socket writes one
+ * queued datagram per writable event, which paces a batch by itself.
  *
  * Source address: left to the kernel. For a peer gateway `<peer subnet>.0` the route is
  * `via <peer>.0 dev flannel.1 onlink`, so the kernel picks flannel.1's own address
@@ -21,6 +25,8 @@ interface RawSocket {
   on(event: 'close', listener: () => void): this;
   /** Queue a datagram; `after` runs once the kernel took it (or with the error). */
   send(buffer: Buffer, offset: number, length: number, address: string, after: (err: Error | null, bytes: number) => void): this;
+  /** setsockopt(level, option, buffer, length). */
+  setOption(level: number, option: number, value: Buffer, length: number): void;
   close(): this;
 }
 
@@ -47,22 +53,25 @@ export interface EchoResult {
   readonly error: string | null;
 }
 
-/** Sends one echo request and resolves with its fate. Never rejects. */
+/** Sends echo requests and resolves with their fate. Never rejects. */
 export interface Pinger {
-  echo(target: string, timeoutMs: number): Promise<EchoResult>;
+  /** One echo request to each target (in order, duplicates allowed); results in the same order. */
+  echoBatch(targets: readonly string[], timeoutMs: number): Promise<EchoResult[]>;
   /** Why the socket stopped working (it is then closed: open a new Pinger), or null. */
   readonly failure: string | null;
   close(): void;
 }
 
 const ICMP_ECHO_REPLY = 0;
+/** setsockopt(SOL_RAW, ICMP_FILTER, mask): a set bit drops that ICMP type (linux/icmp.h). */
+const SOL_RAW = 255;
+const ICMP_FILTER = 1;
 const ICMP_ECHO_REQUEST = 8;
 const PAYLOAD_BYTES = 56; // ping's default: 64-byte ICMP messages
 
 interface Pending {
   readonly target: string;
-  readonly sentAt: bigint;
-  readonly timer: NodeJS.Timeout;
+  sentAt: bigint;
   readonly resolve: (r: EchoResult) => void;
 }
 
@@ -87,6 +96,13 @@ export class IcmpPinger implements Pinger {
       throw new WeftError('INTERNAL', `open raw ICMP socket for peer probes: ${describeError(err)} (needs CAP_NET_RAW)`, { cause: err });
     }
     this.id = Math.floor(random() * 0xffff) & 0xffff;
+    try {
+      const mask = Buffer.alloc(4);
+      mask.writeUInt32LE((~(1 << ICMP_ECHO_REPLY)) >>> 0);
+      this.socket.setOption(SOL_RAW, ICMP_FILTER, mask, 4);
+    } catch {
+      // Without the filter every ICMP packet wakes us; replies are still matched below.
+    }
     this.socket.on('message', (buf, source) => this.onMessage(buf, source));
     // raw-socket closes the socket after an error: later probes report it instead of hanging.
     this.socket.on('error', (err) => {
@@ -95,22 +111,30 @@ export class IcmpPinger implements Pinger {
     });
   }
 
-  echo(target: string, timeoutMs: number): Promise<EchoResult> {
+  echoBatch(targets: readonly string[], timeoutMs: number): Promise<EchoResult[]> {
     if (this.closed || this.broken !== null) {
-      return Promise.resolve({ ok: false, rttMs: null, error: this.broken ?? 'pinger closed' });
+      return Promise.resolve(targets.map(() => ({ ok: false, rttMs: null, error: this.broken ?? 'pinger closed' })));
     }
-    return new Promise<EchoResult>((resolve) => {
+    const seqs: number[] = [];
+    const results = targets.map((target) => new Promise<EchoResult>((resolve) => {
       // Skip sequence numbers still waiting (after 65536 probes in flight — never in practice).
       let seq = (this.seq + 1) & 0xffff;
       while (this.pending.has(seq)) seq = (seq + 1) & 0xffff;
       this.seq = seq;
+      seqs.push(seq);
       const packet = echoRequest(this.id, seq);
-      const timer = setTimeout(() => this.finish(seq, { ok: false, rttMs: null, error: 'timeout' }), timeoutMs);
-      this.pending.set(seq, { target, sentAt: process.hrtime.bigint(), timer, resolve });
+      const p: Pending = { target, sentAt: process.hrtime.bigint(), resolve };
+      this.pending.set(seq, p);
       this.socket.send(packet, 0, packet.length, target, (err) => {
         if (err) this.finish(seq, { ok: false, rttMs: null, error: describeError(err) });
+        else p.sentAt = process.hrtime.bigint(); // RTT from when the kernel took it, not from the queue
       });
-    });
+    }));
+    // One timer for the whole batch: what has not answered by then timed out.
+    const timer = setTimeout(() => {
+      for (const seq of seqs) this.finish(seq, { ok: false, rttMs: null, error: 'timeout' });
+    }, timeoutMs);
+    return Promise.all(results).finally(() => clearTimeout(timer));
   }
 
   close(): void {
@@ -137,7 +161,6 @@ export class IcmpPinger implements Pinger {
     const p = this.pending.get(seq);
     if (p === undefined) return;
     this.pending.delete(seq);
-    clearTimeout(p.timer);
     p.resolve(r);
   }
 

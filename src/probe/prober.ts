@@ -10,10 +10,11 @@
  *      └──lost twice──────┼──────────────────────────────────────────────────────────────────────┤
  *                         └──────────────────────────────── reply ◄───────────────────────────────┘
  *
- * A cycle sends one echo per peer, paced (`spacingMs` apart: 1000 peers take 2 s of a 10 s cycle),
- * so its cost grows linearly and stays small; a cycle still running when the next is due is
- * skipped, never stacked. An on-demand round (`probeNow`, used by `weft status --probe`) sends
- * `count` echoes per peer and decides at once.
+ * A cycle sends one echo to each of at most `maxPerCycle` peers, taken round-robin: with 1000
+ * peers and the defaults (32 per 30 s) each peer is probed every ~16 minutes and the host sends
+ * about one echo a second, whatever the cluster size; up to 32 peers, every peer every cycle. A
+ * cycle still running when the next is due is skipped, never stacked. An on-demand round
+ * (`probeNow`, used by `weft status --probe`) sends `count` echoes to every peer and decides at once.
  *
  * Logging: a state change is one line (warn when a peer becomes unreachable, info when it comes
  * back); when more than `maxChangeLines` peers change in one round, one summary line instead, so
@@ -57,12 +58,12 @@ export interface ProberOptions {
   /** Opens the ICMP socket; called lazily on the first round (and again after a failure). */
   readonly openPinger: () => Pinger;
   readonly log?: Logger;
-  /** Mean time between cycles. Default 10 000 ms, jittered ±20 %. */
+  /** Mean time between cycles. Default 30 000 ms, jittered ±20 %. */
   readonly intervalMs?: number;
   /** How long to wait for a reply. Default 1000 ms. */
   readonly timeoutMs?: number;
-  /** Gap between two sends in a cycle. Default 2 ms. */
-  readonly spacingMs?: number;
+  /** Peers probed per cycle (round-robin). Default 32. */
+  readonly maxPerCycle?: number;
   /** Echoes kept per peer for the loss figure. Default 10. */
   readonly window?: number;
   /** Above this many state changes in one round, log a summary. Default 10. */
@@ -104,6 +105,8 @@ export class Prober {
   private pingerError: string | null = null;
   private timer: NodeJS.Timeout | null = null;
   private cycle: Promise<void> | null = null;
+  /** Round-robin position for cycles over more peers than maxPerCycle. */
+  private cursor = 0;
   private stopped = false;
   private started = false;
   /** Totals for metrics. */
@@ -116,9 +119,9 @@ export class Prober {
     this.opts = {
       targets: opts.targets,
       openPinger: opts.openPinger,
-      intervalMs: opts.intervalMs ?? 10_000,
+      intervalMs: opts.intervalMs ?? 30_000,
       timeoutMs: opts.timeoutMs ?? 1000,
-      spacingMs: opts.spacingMs ?? 2,
+      maxPerCycle: opts.maxPerCycle ?? 32,
       window: opts.window ?? 10,
       maxChangeLines: opts.maxChangeLines ?? 10,
       now: opts.now ?? Date.now,
@@ -177,7 +180,7 @@ export class Prober {
   async probeNow(keys?: readonly string[], count = 3): Promise<PeerProbe[]> {
     const wanted = keys === undefined ? null : new Set(keys);
     const targets = this.sync().filter((t) => wanted === null || wanted.has(t.key));
-    await this.round(targets, count, 100, true);
+    await this.round(targets, count, true);
     return this.results().filter((r) => wanted === null || wanted.has(r.key));
   }
 
@@ -190,7 +193,7 @@ export class Prober {
       if (this.cycle !== null) {
         this.skippedCycles++;
       } else {
-        this.cycle = this.round(this.sync(), 1, this.opts.spacingMs, false)
+        this.cycle = this.round(this.nextSlice(this.sync()), 1, false)
           .catch((err: unknown) => this.log.error('probe cycle failed', { error: describeError(err) }))
           .finally(() => {
             this.cycle = null;
@@ -200,6 +203,17 @@ export class Prober {
       this.arm(Math.round(this.opts.intervalMs * jitter));
     }, delayMs);
     this.timer.unref();
+  }
+
+  /** The next `maxPerCycle` targets, round-robin. */
+  private nextSlice(targets: readonly ProbeTarget[]): ProbeTarget[] {
+    const n = targets.length;
+    const max = this.opts.maxPerCycle;
+    if (n <= max) return [...targets];
+    const out: ProbeTarget[] = [];
+    for (let i = 0; i < max; i++) out.push(targets[(this.cursor + i) % n]!);
+    this.cursor = (this.cursor + max) % n;
+    return out;
   }
 
   /** Bring the peer records in line with the current targets; returns the targets. */
@@ -234,28 +248,25 @@ export class Prober {
     }
   }
 
-  private async round(targets: readonly ProbeTarget[], count: number, spacingMs: number, decisive: boolean): Promise<void> {
+  /** `count` batches of one echo per target, 100 ms apart; then each peer's state is updated. */
+  private async round(targets: readonly ProbeTarget[], count: number, decisive: boolean): Promise<void> {
     if (targets.length === 0 || this.stopped) return;
     const pinger = this.getPinger();
     if (pinger === null) return;
     this.roundsTotal++;
-    const perPeer: Promise<{ key: string; results: EchoResult[] }>[] = [];
-    for (const t of targets) {
-      if (this.stopped) break;
-      const echoes: Promise<EchoResult>[] = [];
-      for (let i = 0; i < count; i++) {
-        if (i > 0) await sleep(spacingMs);
-        echoes.push(pinger.echo(t.address, this.opts.timeoutMs));
-        this.sentTotal++;
-      }
-      perPeer.push(Promise.all(echoes).then((results) => ({ key: t.key, results })));
-      if (spacingMs > 0 && count === 1) await sleep(spacingMs);
+    const addresses = targets.map((t) => t.address);
+    const batches: Promise<EchoResult[]>[] = [];
+    for (let i = 0; i < count && !this.stopped; i++) {
+      if (i > 0) await sleep(100);
+      batches.push(pinger.echoBatch(addresses, this.opts.timeoutMs));
+      this.sentTotal += addresses.length;
     }
+    const done = await Promise.all(batches);
     const changes: Change[] = [];
-    for (const { key, results } of await Promise.all(perPeer)) {
-      const c = this.record(key, results, decisive);
+    targets.forEach((t, i) => {
+      const c = this.record(t.key, done.map((b) => b[i]!), decisive);
       if (c !== null) changes.push(c);
-    }
+    });
     this.logChanges(changes);
     // The socket failed during the round (raw-socket closes it): reopen next time.
     if (this.pinger === pinger && pinger.failure !== null) {

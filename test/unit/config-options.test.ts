@@ -51,7 +51,7 @@ const DEFAULTS: DaemonOptions = {
   healthzIp: '0.0.0.0',
   healthzPort: 0,
   vxlanFallback: 'auto',
-  resyncIntervalSeconds: 10,
+  resyncIntervalSeconds: 60,
 };
 
 describe('parseDaemonOptions: defaults and flag forms', () => {

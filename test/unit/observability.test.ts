@@ -167,9 +167,9 @@ class FakePinger implements Pinger {
   readonly failure: string | null = null;
   down = new Set<string>();
   sent: string[] = [];
-  async echo(target: string): Promise<EchoResult> {
-    this.sent.push(target);
-    return this.down.has(target) ? { ok: false, rttMs: null, error: 'timeout' } : { ok: true, rttMs: 0.5, error: null };
+  async echoBatch(targets: readonly string[]): Promise<EchoResult[]> {
+    this.sent.push(...targets);
+    return targets.map((t) => (this.down.has(t) ? { ok: false, rttMs: null, error: 'timeout' } : { ok: true, rttMs: 0.5, error: null }));
   }
   close(): void {}
 }
@@ -223,16 +223,23 @@ describe('peer prober', () => {
 
   test('a cycle needs two lost probes in a row before calling a peer unreachable', async () => {
     const pinger = new FakePinger();
-    const prober = new Prober({ openPinger: () => pinger, targets: () => [{ key: 'a', address: '10.5.2.0' }], spacingMs: 0 });
+    const prober = new Prober({ openPinger: () => pinger, targets: () => [{ key: 'a', address: '10.5.2.0' }] });
     await prober.probeNow(undefined, 1);
     pinger.down.add('10.5.2.0');
     // Cycle rounds are not decisive: reach them through the private round() like the timer does.
-    const round = (prober as unknown as { round(t: unknown[], c: number, s: number, d: boolean): Promise<void> }).round.bind(prober);
-    await round([{ key: 'a', address: '10.5.2.0' }], 1, 0, false);
+    const round = (prober as unknown as { round(t: unknown[], c: number, d: boolean): Promise<void> }).round.bind(prober);
+    await round([{ key: 'a', address: '10.5.2.0' }], 1, false);
     assert.equal(prober.results()[0]?.state, 'reachable');
-    await round([{ key: 'a', address: '10.5.2.0' }], 1, 0, false);
+    await round([{ key: 'a', address: '10.5.2.0' }], 1, false);
     assert.equal(prober.results()[0]?.state, 'unreachable');
     await prober.stop();
+  });
+
+  test('a cycle over more peers than its bound probes them round-robin', () => {
+    const targets = Array.from({ length: 5 }, (_, i) => ({ key: `p${i}`, address: `10.5.${i}.0` }));
+    const prober = new Prober({ openPinger: () => new FakePinger(), targets: () => targets, maxPerCycle: 2 });
+    const slice = (prober as unknown as { nextSlice(t: unknown[]): { key: string }[] }).nextSlice.bind(prober);
+    assert.deepEqual([slice(targets), slice(targets), slice(targets)].map((s) => s.map((t) => t.key)), [['p0', 'p1'], ['p2', 'p3'], ['p4', 'p0']]);
   });
 
   test('a socket that cannot be opened disables probes with one error line and a reason', async () => {

@@ -290,6 +290,14 @@ export interface ReconcilerOptions {
    * the setup (VtepMAC, MTU) with its lease and subnet.env and updates them if they changed.
    */
   readonly onDeviceSetup?: (setup: BackendSetup) => void;
+  /**
+   * Look the underlay up again (by the daemon's --iface / --iface-regex / default-route rule).
+   * Called before (re)creating the device when the underlay interface is gone or has another
+   * index: it may have been deleted and re-created. A different PublicIP is not followed.
+   */
+  readonly refreshUnderlay?: () => Promise<Underlay>;
+  /** Called after the underlay changed interface index (same PublicIP) and the device was re-created on it. */
+  readonly onUnderlayChanged?: (underlay: Underlay) => void;
 }
 
 export interface ReconcileResult {
@@ -306,13 +314,15 @@ function zeroRepairs(): Record<RepairKind, number> {
 export class Reconciler {
   private readonly nl: ReconcilerNetlink;
   private readonly backend: Backend;
-  private readonly underlay: Underlay;
+  private underlay: Underlay;
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly resyncIntervalMs: number;
   private readonly debounceMs: number;
   private readonly ownership: Ownership;
   private readonly onDeviceSetup: ((setup: BackendSetup) => void) | undefined;
+  private readonly refreshUnderlay: (() => Promise<Underlay>) | undefined;
+  private readonly onUnderlayChanged: ((underlay: Underlay) => void) | undefined;
 
   private desired: DesiredState | null = null;
   private converged: Set<string> | null = null;
@@ -348,6 +358,8 @@ export class Reconciler {
     this.debounceMs = opts.debounceMs ?? 20;
     this.ownership = { directRoutingNetwork: opts.directRoutingNetwork ?? null };
     this.onDeviceSetup = opts.onDeviceSetup;
+    this.refreshUnderlay = opts.refreshUnderlay;
+    this.onUnderlayChanged = opts.onUnderlayChanged;
   }
 
   /** Repairs since construction, by kind (for metrics). */
@@ -448,7 +460,7 @@ export class Reconciler {
     const ov = this.overlayIndex;
     switch (e.kind) {
       case 'link':
-        return ov === null || e.ifindex === ov || e.ifindex === this.underlay.ifIndex || e.name === this.backend.deviceName;
+        return ov === null || e.ifindex === ov || e.ifindex === this.underlay.ifIndex || e.name === this.backend.deviceName || e.name === this.underlay.ifName;
       case 'address':
       case 'neighbour':
       case 'fdb':
@@ -632,7 +644,7 @@ export class Reconciler {
     const why = !link ? 'missing' : !link.up ? 'down' : this.backend.deviceProblem?.(link) ?? null;
     if (link && why === null) return link;
     if (this.converged !== null) this.log.warn(`device ${name}: ${why}; setting it up again`);
-    const setup = await this.backend.ensureDevice(this.underlay);
+    const setup = await this.ensureDeviceOnUnderlay();
     if (this.converged !== null) repairs.device++;
     try {
       this.onDeviceSetup?.(setup);
@@ -642,6 +654,37 @@ export class Reconciler {
     const fresh = await this.nl.getLink(name);
     if (!fresh) throw new WeftError('NETLINK', `device ${name} is missing right after setting it up`, { retryable: true });
     return fresh;
+  }
+
+  /**
+   * backend.ensureDevice() on the underlay as it is now. The underlay interface may have been
+   * deleted and re-created (a new ifindex; the kernel deletes a VXLAN device with its lower
+   * device): then it is looked up again first, so the device is never created against an index
+   * that no longer exists (which fails with ENODEV, and would look like a kernel without VXLAN).
+   */
+  private async ensureDeviceOnUnderlay(): Promise<BackendSetup> {
+    if (this.refreshUnderlay) {
+      const lower = await this.nl.getLink(this.underlay.ifName);
+      if (lower === null || lower.index !== this.underlay.ifIndex) await this.followUnderlay();
+    }
+    return this.backend.ensureDevice(this.underlay);
+  }
+
+  private async followUnderlay(): Promise<void> {
+    let fresh: Underlay;
+    try {
+      fresh = await this.refreshUnderlay!();
+    } catch (err) {
+      throw new WeftError('NETLINK', `underlay ${this.underlay.ifName} (index ${this.underlay.ifIndex}) is gone: ${describeError(err)}`, { cause: err, retryable: true });
+    }
+    if (fresh.ipv4 !== this.underlay.ipv4) {
+      throw new WeftError('NETLINK', `underlay moved from ${this.underlay.ipv4} (${this.underlay.ifName}) to ${fresh.ipv4} (${fresh.ifName}): ` +
+        'our lease carries the old PublicIP; restart weftd to take the new one', { retryable: true });
+    }
+    if (fresh.ifIndex === this.underlay.ifIndex) return;
+    this.log.warn(`underlay ${fresh.ifName} was re-created (index ${this.underlay.ifIndex} → ${fresh.ifIndex}); setting the device up on it`);
+    this.underlay = fresh;
+    this.onUnderlayChanged?.(fresh);
   }
 
   private async applyChange(c: Change, link: LinkInfo): Promise<void> {

@@ -10,6 +10,10 @@
  *
  * Shutdown (SIGTERM/SIGINT) stops watching and timers but leaves the device, routes and the etcd
  * lease in place: a restarted weftd re-adopts them, so a restart never cuts traffic.
+ *
+ * Faults (docs/faults.md): a lost lease is re-acquired in place (a new subnet is announced loudly);
+ * etcd outages never touch the kernel state; peers whose key vanished stay programmed for a short
+ * grace (departed.ts); a changed network config is reported, not applied (config-watch.ts).
  */
 import { EventEmitter } from 'node:events';
 import type { Backend, BackendSetup, DesiredContext, Underlay } from '../backend/backend';
@@ -234,6 +238,10 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       resyncIntervalMs: opts.resyncIntervalSeconds * 1000,
       directRoutingNetwork: this.directRoutingNetwork(),
       onDeviceSetup: (setup) => this.onDeviceSetup(setup),
+      refreshUnderlay: () => resolveUnderlay({ iface: opts.iface, ifaceRegex: opts.ifaceRegex, publicIp: opts.publicIp }, nl),
+      onUnderlayChanged: (u) => {
+        this.underlay = u;
+      },
     });
     await this.firstSnapshot();
     await this.recompute;

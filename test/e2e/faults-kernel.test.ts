@@ -5,13 +5,13 @@
  * was down, SIGKILL + restart. Real kernel and etcd, namespaces prefixed wt<pid>k-.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Lab } from '../../src/lab';
 import { sleep } from '../../src/lab/run';
-import { describePing, getSubnetKey, keyOf, pingFor, vtepOf, waitFor } from './helpers/faults';
+import { describePing, getSubnetKey, keyOf, logSince, pingFor, vtepOf, waitFor } from './helpers/faults';
 
 const PREFIX = `wt${process.pid}k-`;
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-faults-kernel-`));
@@ -106,6 +106,41 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     await sh('h1', 'ip route del 192.168.77.0/24 && ip neigh del 10.250.0.99 dev eth0');
   });
 
+  test('a netlink notification flood that overflows the monitor socket while weftd is frozen: weftd survives and resyncs', async (t) => {
+    const pid = lab.daemonPid('h1')!;
+    const logAt = lab.daemonLog('h1').length;
+    // 100 000 routes added and deleted again (200 000 notifications, ≈ 28 MB, more than the
+    // socket's 8 MiB) while weftd's event loop cannot read: the kernel drops messages and flags
+    // ENOBUFS. (Deleted again because every reconcile dumps the main table: see docs/faults.md.)
+    const N = 100_000;
+    const route = (i: number): string => `10.${200 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32 dev eth0 proto 77`;
+    const lines = [...Array.from({ length: N }, (_, i) => `route add ${route(i)}`), ...Array.from({ length: N }, (_, i) => `route del ${route(i)}`)];
+    writeFileSync(join(scratch, 'flood.txt'), lines.join('\n') + '\n');
+    try {
+      lab.signalDaemon('h1', 'SIGSTOP');
+      try {
+        await sh('h1', `ip -batch ${join(scratch, 'flood.txt')}`);
+      } finally {
+        lab.signalDaemon('h1', 'SIGCONT');
+      }
+      await sleep(1000);
+      assert.equal(lab.daemonPid('h1'), pid, 'weftd survived the overflow');
+      const overflowed = /netlink monitor socket failed; changes may have been lost, reopening/.test(logSince(lab, 'h1', logAt));
+      t.diagnostic(`monitor socket ${overflowed ? 'overflowed (ENOBUFS), was reopened and triggered a resync' : 'did not overflow'}`);
+      assert.ok(overflowed, `expected the flood to overflow the monitor socket:\n${logSince(lab, 'h1', logAt)}`);
+      // Still repairing within a second afterwards (the monitor works again).
+      const p2 = await peer('h2');
+      const ms = await timeRestore('h1', `ip route del ${p2.subnet}`, checks(p2).route);
+      t.diagnostic(`after the overflow a deleted route came back in ${ms} ms`);
+      assert.ok(ms < 1000, `restored in ${ms} ms`);
+    } finally {
+      await sh('h1', 'ip route flush proto 77');
+    }
+    await sleep(500);
+    assert.equal(lab.daemonPid('h1'), pid, 'weftd survived the flush');
+    assert.ok(await lab.ping('h1-c1', 'h2-c1'));
+  });
+
   test('the underlay interface going down and up is healed', async (t) => {
     const p2 = await peer('h2');
     await sh('h1', 'ip link set eth0 down');
@@ -118,6 +153,23 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     }, 10_000, 50);
     t.diagnostic(`h1-c1 reaches h2-c1 again ${Date.now() - upAt} ms after eth0 came back up`);
     assert.ok(await lab.ping('h2-c1', 'h1-c1'));
+  });
+
+  test('the underlay interface deleted and re-created (new ifindex, flannel.1 gone with it) is followed', async (t) => {
+    const mac = (await sh('h1', 'cat /sys/class/net/flannel.1/address')).trim();
+    const h1 = lab.nsName('h1');
+    // The lab's h1 eth0 is one end of a veth pair whose other end ("h1") sits on the underlay bridge.
+    await sh('net', 'ip link del h1');
+    await sleep(500);
+    assert.notEqual((await lab.exec('h1', ['ip', 'link', 'show', 'flannel.1'])).code, 0, 'the kernel took flannel.1 with its lower device');
+    const backAt = Date.now();
+    await sh('net', `ip link add h1 type veth peer name eth0 netns ${h1} && ip link set h1 master br0 up`);
+    await sh('h1', 'ip addr add 10.250.0.11/24 dev eth0 && ip link set eth0 up');
+    await waitFor('h1 reaches h2 again over a new flannel.1', () => lab.ping('h1-c1', 'h2-c1', { attempts: 1 }), 15_000, 100);
+    t.diagnostic(`traffic back ${Date.now() - backAt} ms after the underlay interface was re-created`);
+    assert.equal((await sh('h1', 'cat /sys/class/net/flannel.1/address')).trim(), mac, 'same VtepMAC');
+    assert.match(await sh('h1', 'ip -d link show flannel.1'), /local 10\.250\.0\.11 dev eth0/);
+    assert.match(lab.daemonLog('h1'), /underlay eth0 was re-created/);
   });
 
   test('a peer back with a new VtepMAC leaves no stale FDB entry or neighbour on the others', async (t) => {

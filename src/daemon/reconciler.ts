@@ -336,8 +336,8 @@ export class Reconciler {
   private failedRunsTotal = 0;
   /** The next run must read the kernel (not only apply the desired-state difference). */
   private wantFull = true;
-  /** Until when non-removal notifications are taken for echoes of our own changes (ms, clock). */
-  private echoUntil = 0;
+  /** Objects we just added or changed (echoKey → until when, clock ms): their notifications are echoes. */
+  private readonly echoes = new Map<string, number>();
   private failures = 0;
   private lastErr: unknown = null;
 
@@ -474,13 +474,27 @@ export class Reconciler {
   }
 
   /**
-   * Our own changes come back as notifications. Additions and changes seen while we apply, or
-   * just after, are taken for those echoes (a full reconcile after every peer event would double
-   * its cost); removals and link events never are. A change made by hand in that window is
-   * repaired by the next periodic resync instead of at once.
+   * Our own changes come back as notifications; reconciling again for each would double the cost
+   * of every peer event. A notification is taken for an echo only when it describes exactly an
+   * object we added or changed within the last ECHO_TTL_MS (same route/gateway/device, same
+   * neighbour IP and MAC, same FDB MAC and destination, permanent). Removals, link events, and
+   * anything else — an entry added or altered by hand a millisecond after our own — still
+   * trigger a reconcile at once.
    */
   private isEcho(e: ChangeEvent): boolean {
-    return e.kind !== 'link' && !e.removed && this.clock.now() < this.echoUntil;
+    if (e.kind === 'link' || e.removed) return false;
+    const key = eventEchoKey(e);
+    if (key === null) return false;
+    const until = this.echoes.get(key);
+    return until !== undefined && this.clock.now() < until;
+  }
+
+  /** Remember that `c`'s notification is coming (called before the request is sent). */
+  private expectEcho(c: Change, overlayIndex: number): void {
+    if (c.op === 'remove') return;
+    const now = this.clock.now();
+    if (this.echoes.size >= 4096) for (const [k, until] of this.echoes) if (until <= now) this.echoes.delete(k);
+    this.echoes.set(changeEchoKey(c, overlayIndex), now + ECHO_TTL_MS);
   }
 
   /** `full` false: an incremental run is enough (only setDesired asks for that). */
@@ -552,17 +566,12 @@ export class Reconciler {
     const changes = diffState(desired, impliedState(applied, overlayIndex, this.underlay.ifIndex), this.ownership);
     const link: LinkInfo = { index: overlayIndex, name: this.backend.deviceName, up: true, mtu: 0, mac: null, kind: null, vxlan: null };
     const errors: unknown[] = [];
-    this.echoUntil = Infinity;
-    try {
-      for (const phase of phases(changes)) {
-        const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
-        results.forEach((r, i) => {
-          if (r.status === 'rejected') errors.push(r.reason);
-          else this.log.debug(describeChange(phase[i]!), { device: link.name });
-        });
-      }
-    } finally {
-      this.echoUntil = this.clock.now() + ECHO_WINDOW_MS;
+    for (const phase of phases(changes)) {
+      const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
+      results.forEach((r, i) => {
+        if (r.status === 'rejected') errors.push(r.reason);
+        else this.log.debug(describeChange(phase[i]!), { device: link.name });
+      });
     }
     if (errors.length) {
       // lastErr is set by the caller: the next run is a full one.
@@ -601,7 +610,6 @@ export class Reconciler {
     const errors: unknown[] = [];
     const repairedLines: string[] = [];
     let applied = 0;
-    if (changes.length) this.echoUntil = Infinity;
     // Phases run one after another (that is the ordering guarantee); inside a phase, in parallel.
     for (const phase of phases(changes)) {
       const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
@@ -620,7 +628,6 @@ export class Reconciler {
         }
       });
     }
-    if (changes.length) this.echoUntil = this.clock.now() + ECHO_WINDOW_MS;
     // A repair is worth a line each; a mass repair (routes flushed on a 1000-peer host) is not.
     if (repairedLines.length <= 10) for (const line of repairedLines) this.log.info(line, { device: link.name });
     else this.log.info(`repaired ${repairedLines.length} objects`, { device: link.name, first: repairedLines.slice(0, 10) });
@@ -689,6 +696,7 @@ export class Reconciler {
 
   private async applyChange(c: Change, link: LinkInfo): Promise<void> {
     const dev: LinkRef = { index: link.index, name: link.name };
+    this.expectEcho(c, link.index);
     try {
       switch (c.kind) {
         case 'address':
@@ -718,8 +726,36 @@ export class Reconciler {
   }
 }
 
-/** How long after applying changes their notifications are taken for echoes (see isEcho). */
-const ECHO_WINDOW_MS = 100;
+/** How long after we add or change an object its notification is taken for an echo (see isEcho). */
+const ECHO_TTL_MS = 2000;
+
+/** The identity and value of an added or changed object, as changeEchoKey() writes it. */
+function eventEchoKey(e: Exclude<ChangeEvent, { kind: 'link' }>): string | null {
+  switch (e.kind) {
+    case 'address':
+      return e.ip ? `address ${e.ifindex} ${e.ip}/${e.prefixLen ?? 32}` : null;
+    case 'neighbour':
+      return e.ip && e.mac && e.permanent === true ? `neighbour ${e.ifindex} ${e.ip} ${e.mac}` : null;
+    case 'fdb':
+      return e.mac && e.dst && e.permanent === true ? `fdb ${e.ifindex} ${e.mac} ${e.dst}` : null;
+    case 'route':
+      return e.oif !== null && e.table === MAIN_TABLE ? `route ${e.oif} ${formatIPv4Cidr(e.dst)} ${e.gateway ?? ''}` : null;
+  }
+}
+
+/** Addresses, neighbours and FDB entries are always on the overlay device (`overlayIndex`). */
+function changeEchoKey(c: Change, overlayIndex: number): string {
+  switch (c.kind) {
+    case 'address':
+      return `address ${overlayIndex} ${c.ip}/${c.prefixLen}`;
+    case 'neighbour':
+      return `neighbour ${overlayIndex} ${c.ip} ${c.mac ?? ''}`;
+    case 'fdb':
+      return `fdb ${overlayIndex} ${c.mac} ${c.dst ?? ''}`;
+    case 'route':
+      return `route ${c.oif} ${formatIPv4Cidr(c.dst)} ${c.gateway ?? ''}`;
+  }
+}
 
 /** rtm_protocol of routes weft writes (RTPROT_BOOT, what the kernel records for a route without one). */
 const RTPROT_BOOT = 3;

@@ -13,7 +13,7 @@
  */
 import { rt as rtStructs, type RtNetlinkSocket } from 'netlink';
 import type { Logger } from '../log';
-import { bufferToIp } from './codec';
+import { bufferToIp, bufferToMac } from './codec';
 import { parseIPv4 } from '../ip';
 import { openSocket, type SocketFactory } from './socket';
 import type { ChangeBatch, ChangeEvent, Monitor } from './types';
@@ -155,11 +155,26 @@ export function parseEvent(type: number, data: Buffer): ChangeEvent | null {
       };
     case 'address':
       if (msg.data.family !== AF_INET) return null;
-      return { kind: 'address', removed: type === RTM_DELADDR, ifindex: msg.data.index ?? 0 };
-    case 'neighbor':
-      if (msg.data.family === AF_INET) return { kind: 'neighbour', removed: type === RTM_DELNEIGH, ifindex: msg.data.ifindex ?? 0 };
-      if (msg.data.family === AF_BRIDGE) return { kind: 'fdb', removed: type === RTM_DELNEIGH, ifindex: msg.data.ifindex ?? 0 };
+      return {
+        kind: 'address', removed: type === RTM_DELADDR, ifindex: msg.data.index ?? 0,
+        ip: bufferToIp(msg.attrs.local ?? msg.attrs.address), prefixLen: msg.data.prefixlen ?? 32,
+      };
+    case 'neighbor': {
+      const permanent = msg.data.state?.permanent === true;
+      if (msg.data.family === AF_INET) {
+        return {
+          kind: 'neighbour', removed: type === RTM_DELNEIGH, ifindex: msg.data.ifindex ?? 0,
+          ip: bufferToIp(msg.attrs.dst), mac: bufferToMac(msg.attrs.lladdr), permanent,
+        };
+      }
+      if (msg.data.family === AF_BRIDGE) {
+        return {
+          kind: 'fdb', removed: type === RTM_DELNEIGH, ifindex: msg.data.ifindex ?? 0,
+          mac: bufferToMac(msg.attrs.lladdr), dst: bufferToIp(msg.attrs.dst), permanent,
+        };
+      }
       return null;
+    }
     case 'route': {
       if (msg.data.family !== AF_INET) return null;
       const dstIp = bufferToIp(msg.attrs.dst) ?? '0.0.0.0';
@@ -169,6 +184,7 @@ export function parseEvent(type: number, data: Buffer): ChangeEvent | null {
         table: msg.attrs.table ?? msg.data.table ?? 0,
         oif: msg.attrs.oif ?? null,
         dst: { ip: parseIPv4(dstIp) ?? 0, prefixLen: msg.data.dstLen ?? 0 },
+        gateway: bufferToIp(msg.attrs.gateway),
       };
     }
     default:

@@ -109,17 +109,22 @@ export const RTPROT_KERNEL = 2;
 export const RTN_UNICAST = 1;
 
 /** One kernel change seen by `NetlinkClient.monitor`. */
+/**
+ * One kernel change notification. The optional fields say what the object is now (absent when the
+ * message lacked them): enough to recognise the echo of a change we made ourselves.
+ */
 export type ChangeEvent =
   | { readonly kind: 'link'; readonly removed: boolean; readonly ifindex: number; readonly name: string | null }
-  | { readonly kind: 'address'; readonly removed: boolean; readonly ifindex: number }
-  | { readonly kind: 'neighbour'; readonly removed: boolean; readonly ifindex: number }
-  | { readonly kind: 'fdb'; readonly removed: boolean; readonly ifindex: number }
+  | { readonly kind: 'address'; readonly removed: boolean; readonly ifindex: number; readonly ip?: string | null; readonly prefixLen?: number }
+  | { readonly kind: 'neighbour'; readonly removed: boolean; readonly ifindex: number; readonly ip?: string | null; readonly mac?: string | null; readonly permanent?: boolean }
+  | { readonly kind: 'fdb'; readonly removed: boolean; readonly ifindex: number; readonly mac?: string | null; readonly dst?: string | null; readonly permanent?: boolean }
   | {
       readonly kind: 'route';
       readonly removed: boolean;
       readonly table: number;
       readonly oif: number | null;
       readonly dst: IPv4Net;
+      readonly gateway?: string | null;
     };
 
 /**

@@ -129,13 +129,18 @@ describe('reconciler, incremental path', () => {
     await r.stop();
   });
 
-  it('takes additions notified right after its own changes for echoes, but never removals', async () => {
+  it('takes notifications of exactly what it just wrote for echoes, but never removals or anything else', async () => {
     const { k, clock, r } = await started(peers(2));
     r.setDesired(peers(2, 3));
     await clock.advance(0);
-    k.listener!({ resync: false, events: [{ kind: 'route', removed: false, table: 254, oif: 10, dst: parseIPv4Cidr('10.5.3.0/24')! }] });
+    k.listener!({ resync: false, events: [{ kind: 'route', removed: false, table: 254, oif: 10, dst: parseIPv4Cidr('10.5.3.0/24')!, gateway: '10.5.3.0' }] });
     await clock.advance(50);
     assert.equal(k.dumps, 0, 'echo ignored');
+    // An FDB entry added by hand right after our own changes is not an echo: reconciled at once.
+    k.listener!({ resync: false, events: [{ kind: 'fdb', removed: false, ifindex: 10, mac: '02:00:00:00:00:99', dst: '10.250.0.9', permanent: true }] });
+    await clock.advance(50);
+    assert.equal(k.dumps, 1, 'a foreign addition is reconciled at once');
+    k.dumps = 0;
     // Someone deletes a route: a full reconcile reads the kernel and puts it back.
     k.routes = k.routes.filter((x) => formatIPv4Cidr(x.dst) !== '10.5.2.0/24');
     k.listener!({ resync: false, events: [{ kind: 'route', removed: true, table: 254, oif: 10, dst: parseIPv4Cidr('10.5.2.0/24')! }] });
@@ -143,10 +148,10 @@ describe('reconciler, incremental path', () => {
     assert.equal(k.dumps, 1);
     assert.ok(k.calls.includes('set route 10.5.2.0/24'));
     assert.equal(r.repairCounts.route, 1);
-    // Past the echo window an addition is a change by someone else again.
+    // Past the echo TTL even our own value is a change by someone else again.
     k.calls = [];
-    await clock.advance(500);
-    k.listener!({ resync: false, events: [{ kind: 'neighbour', removed: false, ifindex: 10 }] });
+    await clock.advance(2500);
+    k.listener!({ resync: false, events: [{ kind: 'route', removed: false, table: 254, oif: 10, dst: parseIPv4Cidr('10.5.3.0/24')!, gateway: '10.5.3.0' }] });
     await clock.advance(50);
     assert.equal(k.dumps, 2);
     await r.stop();

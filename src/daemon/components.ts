@@ -6,11 +6,13 @@ import type { DaemonOptions } from '../config/types';
 import { HealthComponent } from '../health/component';
 import { IptablesManager } from '../iptables/manager';
 import type { Logger } from '../log';
+import { IdleGc } from './idle-gc';
 import type { DaemonComponent } from './weftd';
 
 export function createComponents(opts: DaemonOptions, log: Logger): DaemonComponent[] {
   const components: DaemonComponent[] = [];
   if (opts.healthzPort > 0) components.push(new HealthComponent({ ip: opts.healthzIp, port: opts.healthzPort, log }));
   if (opts.ipMasq || opts.iptablesForwardRules) components.push(new IptablesManager({ ipMasq: opts.ipMasq, forwardRules: opts.iptablesForwardRules, resyncSeconds: opts.iptablesResyncSeconds, log }));
+  components.push(new IdleGc());
   return components;
 }

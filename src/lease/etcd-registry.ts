@@ -589,7 +589,11 @@ class EtcdSubnetWatch implements SubnetWatch {
       this.log.warn('etcd watch disconnected; resuming when etcd is back', { error: describeError(err) });
     });
     watcher.on('data', (res) => {
-      for (const ev of res.events) this.onEvent(ev.type, ev.kv);
+      // Every event of one revision (a multi-key transaction, a prefix delete) arrives in the
+      // same response, all with that revision: decide "already delivered" against the resume
+      // point as it was before this response, or all but the first would be dropped.
+      const from = this.nextRevision;
+      for (const ev of res.events) this.onEvent(ev.type, ev.kv, from);
       pin();
     });
     // etcd3 emits 'error' only when etcd cancels the watch — "Watcher canceled: " (empty reason)
@@ -604,11 +608,11 @@ class EtcdSubnetWatch implements SubnetWatch {
     watcher.on('end', () => undefined);
   }
 
-  private onEvent(type: IEvent['type'], kv: IKeyValue): void {
+  private onEvent(type: IEvent['type'], kv: IKeyValue, from: bigint): void {
     if (this.done) return;
     const rev = BigInt(kv.mod_revision);
-    if (rev < this.nextRevision) return; // replayed after a reconnect
-    this.nextRevision = rev + 1n;
+    if (rev < from) return; // replayed after a reconnect
+    if (rev >= this.nextRevision) this.nextRevision = rev + 1n;
     let event: SubnetWatchEvent | null;
     if (type === 'Delete') {
       event = this.removed(kv);

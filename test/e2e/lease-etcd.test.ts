@@ -132,6 +132,21 @@ describe('etcd lease registry and manager (real etcd)', () => {
     assert.ok(seen.every((s) => !s.keys.includes(own.key)));
   });
 
+  it('delivers every event of a multi-key revision: a prefix delete removes every peer', async () => {
+    const prefix = newPrefix();
+    const reg = registry(prefix);
+    const start = await reg.listSubnets();
+    const events: SubnetWatchEvent[] = [];
+    const w = reg.watchSubnets((BigInt(start.revision) + 1n).toString(), (e) => events.push(e));
+    cleanups.push(() => w.close());
+    for (const n of [41, 42, 43]) await etcd.etcdctl('put', `${prefix}/subnets/10.5.${n}.0-24`, flannelValue(`192.168.0.${n}`, `aa:bb:cc:dd:ee:${n}`));
+    await waitFor('three adds', () => events.filter((e) => e.type === 'added').length === 3);
+    // One revision, three deletions.
+    await etcd.etcdctl('del', '--prefix', `${prefix}/subnets/10.5.4`);
+    await waitFor('three removes', () => events.filter((e) => e.type === 'removed').length === 3);
+    assert.deepEqual(events.filter((e) => e.type === 'removed').map((e) => (e as { key: string }).key).sort(), ['10.5.41.0-24', '10.5.42.0-24', '10.5.43.0-24']);
+  });
+
   it('a watch from a compacted revision resets, and the manager re-lists without losing changes', async () => {
     const prefix = newPrefix();
     const reg = registry(prefix);

@@ -3,7 +3,7 @@
  * the formats are tested without namespaces. (`weft leases` is the real lease listing; this is the
  * lab's own small view, which also maps each lease's public IP to the lab host that holds it.)
  */
-
+import { parseIPv4Cidr } from '../ip';
 import type { ContainerRecord } from './state';
 
 export interface LeaseRow {
@@ -41,7 +41,9 @@ export function parseLeaseDump(json: string, hostByIp: ReadonlyMap<string, strin
       host: hostByIp.get(publicIp) ?? '',
     });
   }
-  return rows;
+  // etcd lists keys as text (10.5.100.0 before 10.5.78.0): order by address instead.
+  const order = (r: LeaseRow): number => parseIPv4Cidr(r.subnet, false)?.ip ?? Number.MAX_SAFE_INTEGER;
+  return rows.sort((a, b) => order(a) - order(b));
 }
 
 /** Left-aligned columns separated by two spaces. */

@@ -32,7 +32,7 @@ import { WeftError, describeError } from '../errors';
 import { formatIPv4, formatIPv4Cidr, parseIPv4Cidr } from '../ip';
 import { parseSubnetEnv } from '../daemon/subnetenv';
 import { NetlinkClient } from '../netlink/client';
-import { writeFileAtomic } from './atomic-file';
+import { writeFileAtomic } from '../fsutil';
 import type { CliIO } from './io';
 
 export const DEFAULT_SUBNET_ENV = '/run/flannel/subnet.env';

@@ -7,10 +7,9 @@
  * Reading is tolerant, like the godotenv parser flannel uses: blank lines, `#` comments,
  * `export NAME=...`, single or double quotes. Anything else is reported with its line number.
  */
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
 import { WeftError } from '../errors';
+import { writeFileAtomic } from '../fsutil';
 
 export interface SubnetEnv {
   /** The whole overlay network, e.g. "10.5.0.0/16". */
@@ -25,7 +24,6 @@ export interface SubnetEnv {
 }
 
 const FILE_MODE = 0o644;
-const DIR_MODE = 0o755;
 
 function checkValue(name: string, value: string): string {
   if (value === '' || /[\s"'#\\]/.test(value)) {
@@ -126,39 +124,10 @@ export async function readSubnetEnv(filePath: string): Promise<Record<string, st
 }
 
 /**
- * Replace `filePath` with `text` so that readers see the old file or the new one, never a part:
- * create the directory (0755) if needed, write a temporary file in the same directory (rename is
- * atomic only within one filesystem), fsync it, set 0644 whatever the umask, rename it over the
- * target, then fsync the directory so the rename survives a crash. The temporary file is removed
- * on failure.
+ * Replace `filePath` with `text` so that readers see the old file or the new one, never a part
+ * (`writeFileAtomic`): the directory is created 0755 if needed, and the file is 0644 whatever the
+ * umask or the mode the old file had.
  */
 export async function writeSubnetEnvAtomic(filePath: string, text: string): Promise<void> {
-  const dir = path.dirname(filePath);
-  const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  let step = `create directory ${dir}`;
-  try {
-    await fsp.mkdir(dir, { recursive: true, mode: DIR_MODE });
-    step = `create temporary file ${tmp}`;
-    const fh = await fsp.open(tmp, 'wx', FILE_MODE);
-    try {
-      step = `write temporary file ${tmp}`;
-      await fh.writeFile(text, 'utf8');
-      await fh.chmod(FILE_MODE);
-      step = `fsync temporary file ${tmp}`;
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    step = `rename ${tmp} to ${filePath}`;
-    await fsp.rename(tmp, filePath);
-  } catch (err) {
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    throw new WeftError('INTERNAL', `write subnet file ${filePath}: ${step}: ${(err as Error).message}`, { cause: err });
-  }
-  // Durability of the rename; failing here does not undo a write readers can already see.
-  const dh = await fsp.open(dir, 'r').catch(() => null);
-  if (dh !== null) {
-    await dh.sync().catch(() => undefined);
-    await dh.close().catch(() => undefined);
-  }
+  await writeFileAtomic(filePath, text, { what: 'subnet file', mode: FILE_MODE, keepExisting: false });
 }

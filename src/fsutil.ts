@@ -1,18 +1,24 @@
 /**
  * Replace a file so that readers see the old version or the new one, never a part of either:
  * write a temporary file in the same directory (rename is atomic only within one filesystem),
- * fsync it, give it the target's mode (or `mode` for a new file), rename it over the target, fsync
- * the directory. Used by the CLI for files other programs read while we write them (Docker's
- * daemon.json and options file). The temporary file is removed on failure.
+ * fsync it, give it the target's mode and owner (or `mode` for a new file, or always `mode` with
+ * `keepExisting: false`), rename it over the target, fsync the directory so the rename survives a
+ * crash. Used for files other programs read while we write them: the daemon's subnet.env, the
+ * CLI's Docker daemon.json and options file. The temporary file is removed on failure.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { WeftError } from '../errors';
+import { WeftError } from './errors';
 
 export interface AtomicWriteOptions {
   /** Mode of a file that does not exist yet; an existing file keeps its own. Default 0644. */
   readonly mode?: number;
+  /**
+   * Keep an existing file's mode and owner (default true). false: always `mode`, whatever the
+   * file had (subnet.env is 0644 by contract).
+   */
+  readonly keepExisting?: boolean;
   /** What the file is, for messages ("Docker's daemon.json"). */
   readonly what: string;
 }
@@ -23,7 +29,7 @@ export async function writeFileAtomic(filePath: string, text: string, opts: Atom
   let step = `create directory ${dir}`;
   try {
     await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
-    const existing = await fsp.stat(filePath).catch(() => null);
+    const existing = opts.keepExisting === false ? null : await fsp.stat(filePath).catch(() => null);
     const mode = existing ? existing.mode & 0o7777 : (opts.mode ?? 0o644);
     step = `create temporary file ${tmp}`;
     const fh = await fsp.open(tmp, 'wx', mode);
@@ -44,6 +50,7 @@ export async function writeFileAtomic(filePath: string, text: string, opts: Atom
     await fsp.rm(tmp, { force: true }).catch(() => undefined);
     throw new WeftError('INTERNAL', `write ${opts.what} ${filePath}: ${step}: ${(err as Error).message}`, { cause: err });
   }
+  // Durability of the rename; failing here does not undo a write readers can already see.
   const dh = await fsp.open(dir, 'r').catch(() => null);
   if (dh !== null) {
     await dh.sync().catch(() => undefined);

@@ -21,66 +21,51 @@
  * Watch correctness: every event of one revision (a multi-key transaction, a prefix delete)
  * is delivered; after a reconnect, events below the next undelivered revision are skipped.
  *
- * Same contract as etcd-registry.ts (registry.ts); test/e2e/lease-etcd-http.test.ts runs the
- * contract tests of test/e2e/lease-etcd.test.ts against this implementation.
+ * Same contract as etcd-registry.ts (registry.ts), and the logic above the wire shared with it
+ * (etcd-common.ts); test/e2e/helpers/registry-contract.ts has the contract tests that
+ * test/e2e/lease-etcd-http.test.ts and test/e2e/lease-etcd.test.ts run.
  */
-import { readFileSync } from 'node:fs';
 import type { Agent as HttpAgent, ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import type { DaemonOptions } from '../config/types';
 import { WeftError, describeError } from '../errors';
 import { silentLogger, type Logger } from '../log';
-import { DEFAULT_PREFIX, configKey, decodeLease, encodeLeaseAttrs, fullSubnetKey, parseSubnetKey, subnetKeyOf, subnetsDir } from './codec';
-import type { HostLease, InvalidSubnet, LeaseRegistry, RegistryStats, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
+import { DEFAULT_PREFIX, configKey, decodeLease, encodeLeaseAttrs, fullSubnetKey, subnetsDir } from './codec';
+import {
+  DEFAULT_CALL_TIMEOUT_MS,
+  KeptHostLease,
+  decodeSubnetKv,
+  etcdClientOptionsFrom,
+  etcdError,
+  expirationsOf,
+  keepaliveTiming,
+  leaseGoneError,
+  readTlsFiles,
+  registryClosedError,
+  removedEvent,
+  revokeIfEmpty,
+  splitDecoded,
+  watchEvent,
+  type DecodedKv,
+  type EtcdClientOptions,
+  type KeepaliveTiming,
+} from './etcd-common';
+import type { HostLease, LeaseRegistry, RegistryStats, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
 import type { Lease, LeaseAttrs } from './types';
 
-export interface EtcdHttpRegistryOptions {
-  /** e.g. ["http://127.0.0.1:2379"]; the first that answers is used, the others on failure. */
-  readonly endpoints: readonly string[];
-  /** Default /coreos.com/network. */
-  readonly prefix?: string;
-  readonly caFile?: string | null;
-  readonly certFile?: string | null;
-  readonly keyFile?: string | null;
-  readonly username?: string | null;
-  readonly password?: string | null;
-  /** Deadline of each unary call. Default 5000 ms. */
-  readonly callTimeoutMs?: number;
-  /** --subnet-lease-renew-margin in seconds: renew at least this long before expiry. */
-  readonly renewMarginSeconds?: number | null;
-  readonly log?: Logger;
-}
+export { keepaliveTiming } from './etcd-common';
+
+/** The endpoints: the first that answers is used, the others on failure. */
+export type EtcdHttpRegistryOptions = EtcdClientOptions;
 
 /** The registry options that weftd's flags (flanneld's names) describe. */
 export function etcdHttpOptionsFrom(opts: DaemonOptions, log?: Logger): EtcdHttpRegistryOptions {
-  return {
-    endpoints: opts.etcdEndpoints,
-    prefix: opts.etcdPrefix,
-    caFile: opts.etcdCafile,
-    certFile: opts.etcdCertfile,
-    keyFile: opts.etcdKeyfile,
-    username: opts.etcdUsername,
-    password: opts.etcdPassword,
-    renewMarginSeconds: opts.subnetLeaseRenewMarginMinutes * 60,
-    ...(log === undefined ? {} : { log }),
-  };
+  return etcdClientOptionsFrom(opts, log);
 }
 
-/** How a host lease is kept alive: the same rule as etcd-registry.ts's keepaliveTiming(). */
-export function keepaliveTiming(ttlSeconds: number, renewMarginSeconds: number | null = null): {
-  intervalMs: number; timeoutMs: number; retryMinMs: number; retryMaxMs: number;
-} {
-  const ttlMs = ttlSeconds * 1000;
-  const byMargin = renewMarginSeconds === null ? Infinity : ttlMs - renewMarginSeconds * 1000;
-  const intervalMs = Math.max(1000, Math.min(ttlMs / 3, byMargin));
-  return { intervalMs, timeoutMs: Math.max(1000, Math.min(5000, intervalMs)), retryMinMs: 500, retryMaxMs: Math.max(1000, Math.min(5000, ttlMs / 4)) };
-}
-
-const DEFAULT_CALL_TIMEOUT_MS = 5000;
 /** An idle watch asks etcd for a progress report this often... */
 const WATCH_PROBE_MS = 10_000;
 /** ...and is taken for dead when the answer does not come within this. */
 const WATCH_PROBE_TIMEOUT_MS = 5000;
-const TTL_QUERY_CONCURRENCY = 16;
 
 // ---- wire types (the subset weft reads) ---------------------------------------------------------
 
@@ -192,21 +177,7 @@ class GatewayClient {
     if (https && this.endpoints.some((u) => u.protocol === 'http:')) {
       throw new WeftError('CONFIG_INVALID', `etcd endpoints ${location}: all http:// or all https://, not a mix`);
     }
-    const read = (what: string, file: string): Buffer => {
-      try {
-        return readFileSync(file);
-      } catch (err) {
-        throw new WeftError('CONFIG_INVALID', `read etcd ${what} ${file}: ${describeError(err)}`, { cause: err });
-      }
-    };
-    if (Boolean(opts.certFile) !== Boolean(opts.keyFile)) {
-      throw new WeftError('CONFIG_INVALID', 'etcd TLS: --etcd-certfile and --etcd-keyfile must be given together');
-    }
-    this.tls = {
-      ...(opts.caFile ? { ca: read('CA file', opts.caFile) } : {}),
-      ...(opts.certFile ? { cert: read('cert file', opts.certFile) } : {}),
-      ...(opts.keyFile ? { key: read('key file', opts.keyFile) } : {}),
-    };
+    this.tls = readTlsFiles(opts);
     // Loaded on demand: https (and its TLS stack) only when an endpoint needs it.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const mod = (https ? require('node:https') : require('node:http')) as typeof import('node:http');
@@ -398,10 +369,6 @@ class GatewayClient {
 
 // ---- the registry ------------------------------------------------------------------------------
 
-type DecodedKv =
-  | { key: string; lease: Lease; error?: undefined }
-  | { key: string; lease?: undefined; error: WeftError; modRevision: string };
-
 export class EtcdHttpLeaseRegistry implements LeaseRegistry {
   readonly prefix: string;
   readonly location: string;
@@ -447,22 +414,15 @@ export class EtcdHttpLeaseRegistry implements LeaseRegistry {
     const res = await this.call<RangeResponse>(`list ${dir}`, '/v3/kv/range', { key: b64(dir), range_end: prefixEnd(dir) });
     const kvs = res.kvs ?? [];
     const expirations = opts.expirations === true ? await this.expirationsOf(kvs) : new Map<string, Date | null>();
-    const leases: Lease[] = [];
-    const invalid: InvalidSubnet[] = [];
-    for (const kv of kvs) {
-      const decoded = this.decodeKv(kv, expirations.get(kv.lease ?? '0') ?? null);
-      if (decoded === null) continue;
-      if (decoded.error !== undefined) invalid.push({ key: decoded.key, error: decoded.error, modRevision: decoded.modRevision });
-      else leases.push(decoded.lease);
-    }
+    const { leases, invalid } = splitDecoded(kvs.map((kv) => this.decodeKv(kv, expirations.get(kv.lease ?? '0') ?? null)));
     return { leases, invalid, revision: res.header?.revision ?? '0' };
   }
 
   async grantHostLease(ttlSeconds: number): Promise<HostLease> {
     const res = await this.call<GrantResponse>(`grant lease (TTL ${ttlSeconds} s)`, '/v3/lease/grant', { TTL: String(ttlSeconds) });
     if (!res.ID) throw new WeftError('ETCD_UNAVAILABLE', `etcd at ${this.location} granted no lease: ${res.error ?? 'empty answer'}`, { retryable: true });
-    const handle = new HttpHostLease(res.ID, ttlSeconds, Number(res.TTL ?? ttlSeconds), keepaliveTiming(ttlSeconds, this.renewMarginSeconds), this.client, this.log,
-      () => this.hostLeases.delete(handle));
+    const handle: HttpHostLease = new HttpHostLease(res.ID, ttlSeconds, Number(res.TTL ?? ttlSeconds), keepaliveTiming(ttlSeconds, this.renewMarginSeconds), this.log,
+      () => this.hostLeases.delete(handle), this.client);
     this.hostLeases.add(handle);
     return handle;
   }
@@ -489,7 +449,18 @@ export class EtcdHttpLeaseRegistry implements LeaseRegistry {
     });
     if (res.succeeded !== true) return null;
     const prevLease = res.responses?.[0]?.response_put?.prev_kv?.lease;
-    if (prevLease !== undefined && prevLease !== '0' && prevLease !== leaseId) await this.revokeIfEmpty(prevLease, full);
+    if (prevLease !== undefined && prevLease !== '0' && prevLease !== leaseId) {
+      await revokeIfEmpty(
+        this.log,
+        prevLease,
+        full,
+        async () => {
+          const ttl = await this.client.call<TimeToLiveResponse>('/v3/lease/timetolive', { ID: prevLease, keys: true }, this.callTimeoutMs);
+          return { ttl: Number(ttl.TTL ?? -1), keys: ttl.keys?.length ?? 0 };
+        },
+        () => this.client.call('/v3/lease/revoke', { ID: prevLease }, this.callTimeoutMs),
+      );
+    }
     return decodeLease(key, value, { etcdLeaseId: lease === null ? null : lease.id, modRevision: res.header?.revision ?? '0' });
   }
 
@@ -559,55 +530,22 @@ export class EtcdHttpLeaseRegistry implements LeaseRegistry {
 
   /** null: not a subnet key at all (something nested under subnets/). */
   private decodeKv(kv: WireKv, expiration: Date | null): DecodedKv | null {
-    const key = subnetKeyOf(this.prefix, unb64(kv.key));
-    if (key === null) return null;
-    const modRevision = kv.mod_revision ?? '0';
-    try {
-      return { key, lease: decodeLease(key, unb64(kv.value), { etcdLeaseId: kv.lease ?? '0', modRevision, expiration }) };
-    } catch (err) {
-      const error = err instanceof WeftError ? err : new WeftError('BAD_DATA', `decode lease ${key}: ${describeError(err)}`, { cause: err });
-      return { key, error, modRevision };
-    }
+    return decodeSubnetKv(this.prefix, { key: unb64(kv.key), value: unb64(kv.value), leaseId: kv.lease ?? '0', modRevision: kv.mod_revision ?? '0' }, expiration);
   }
 
   private removedEvent(kv: WireKv): SubnetWatchEvent | null {
-    const key = subnetKeyOf(this.prefix, unb64(kv.key));
-    const parsed = key === null ? null : parseSubnetKey(key);
-    if (key === null || parsed === null) return null;
-    return { type: 'removed', key, subnet: parsed.subnet, ...(kv.mod_revision === undefined ? {} : { revision: kv.mod_revision }) };
+    return removedEvent(this.prefix, unb64(kv.key), kv.mod_revision);
   }
 
-  private async expirationsOf(kvs: readonly WireKv[]): Promise<Map<string, Date | null>> {
-    const ids = [...new Set(kvs.map((kv) => kv.lease ?? '0').filter((id) => id !== '0'))];
-    const out = new Map<string, Date | null>();
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < ids.length) {
-        const id = ids[next++]!;
-        const res = await this.call<TimeToLiveResponse>(`query TTL of lease ${id}`, '/v3/lease/timetolive', { ID: id });
-        // TTL -1: the lease expired between the list and this query; the key is going too.
-        out.set(id, new Date(Date.now() + Math.max(0, Number(res.TTL ?? -1)) * 1000));
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(TTL_QUERY_CONCURRENCY, ids.length) }, worker));
-    return out;
-  }
-
-  /** Revoke the etcd lease a key moved off when it holds nothing else (our previous run's). */
-  private async revokeIfEmpty(leaseId: string, movedKey: string): Promise<void> {
-    try {
-      const ttl = await this.client.call<TimeToLiveResponse>('/v3/lease/timetolive', { ID: leaseId, keys: true }, this.callTimeoutMs);
-      if (Number(ttl.TTL ?? -1) <= 0 || (ttl.keys?.length ?? 0) > 0) return;
-      await this.client.call('/v3/lease/revoke', { ID: leaseId }, this.callTimeoutMs);
-      this.log.info('revoked the etcd lease our key moved off (it held no other keys)', { lease: leaseId, key: movedKey });
-    } catch (err) {
-      // Harmless if it fails: the empty lease just expires at the end of its TTL.
-      this.log.debug('could not revoke the previous etcd lease; it will expire by itself', { lease: leaseId, error: describeError(err) });
-    }
+  private expirationsOf(kvs: readonly WireKv[]): Promise<Map<string, Date | null>> {
+    return expirationsOf(
+      kvs.map((kv) => kv.lease ?? '0'),
+      async (id) => Number((await this.call<TimeToLiveResponse>(`query TTL of lease ${id}`, '/v3/lease/timetolive', { ID: id })).TTL ?? -1),
+    );
   }
 
   private async call<T>(op: string, path: string, body: unknown): Promise<T> {
-    if (this.closed) throw new WeftError('INTERNAL', `${op}: the etcd lease registry is closed`);
+    if (this.closed) throw registryClosedError(op);
     try {
       return await this.client.call<T>(path, body, this.callTimeoutMs);
     } catch (err) {
@@ -617,141 +555,42 @@ export class EtcdHttpLeaseRegistry implements LeaseRegistry {
 
   /** A write attached to `lease`: etcd's "lease not found" means the lease is lost. */
   private async leaseCall<T>(op: string, lease: HostLease | null, path: string, body: unknown): Promise<T> {
-    if (this.closed) throw new WeftError('INTERNAL', `${op}: the etcd lease registry is closed`);
+    if (this.closed) throw registryClosedError(op);
     try {
       return await this.client.call<T>(path, body, this.callTimeoutMs);
     } catch (err) {
       if (err instanceof EtcdHttpError && err.leaseNotFound && lease !== null) {
         if (lease instanceof HttpHostLease) lease.markLost(err);
-        throw new WeftError('LEASE_CONFLICT', `${op}: etcd lease ${lease.id} is expired or revoked`, { cause: err, retryable: true });
+        throw leaseGoneError(op, lease, err);
       }
       throw this.wrap(op, err);
     }
   }
 
   private wrap(op: string, err: unknown): WeftError {
-    if (err instanceof WeftError) return err;
-    if (err instanceof EtcdHttpError && err.refused) {
-      return new WeftError('ETCD_UNAVAILABLE', `etcd at ${this.location} refused ${op}: ${err.message}; check --etcd-username/--etcd-password and the user's role`, { cause: err });
-    }
-    if (err instanceof EtcdHttpError) {
-      return new WeftError('ETCD_UNAVAILABLE', `etcd at ${this.location}: ${op}: ${err.message}`, { cause: err, retryable: true });
-    }
-    return new WeftError(
-      'ETCD_UNAVAILABLE',
-      `cannot reach etcd at ${this.location}: ${op}: ${describeError(err)}; check --etcd-endpoints and that etcd is running`,
-      { cause: err, retryable: true },
-    );
+    if (err instanceof EtcdHttpError) return etcdError(this.location, op, err, err.refused ? 'refused' : 'answered', err.message);
+    return etcdError(this.location, op, err, 'unreachable');
   }
 }
 
 /**
- * The host's etcd lease, kept alive by one short keepalive call per interval (TTL/3, or earlier
- * by the renew margin); failures retried with a bounded backoff and logged once per outage.
+ * The host's etcd lease (KeptHostLease): one renewal is one `/v3/lease/keepalive` call (one
+ * request with the body closed: one answer). The timer does not keep a process alive on its own
+ * (the CLI, tests): weftd has other handles.
  */
-class HttpHostLease implements HostLease {
-  private lostFlag = false;
-  private released = false;
-  private failures = 0;
-  private failingSince: number | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private expiresMs: number;
-  private readonly listeners = new Set<(err: WeftError) => void>();
-
-  constructor(
-    readonly id: string,
-    readonly ttlSeconds: number,
-    grantedTtl: number,
-    private readonly timing: ReturnType<typeof keepaliveTiming>,
-    private readonly client: GatewayClient,
-    private readonly log: Logger,
-    private readonly forget: () => void,
-  ) {
-    this.expiresMs = Date.now() + grantedTtl * 1000;
-    this.schedule(timing.intervalMs);
+class HttpHostLease extends KeptHostLease {
+  constructor(id: string, ttlSeconds: number, grantedTtl: number, timing: KeepaliveTiming, log: Logger, forget: () => void, private readonly client: GatewayClient) {
+    super(id, ttlSeconds, grantedTtl, timing, log, forget, true);
   }
 
-  get lost(): boolean {
-    return this.lostFlag;
+  protected async renewOnce(): Promise<number> {
+    const msg = await this.client.call<KeepaliveMessage>('/v3/lease/keepalive', { ID: this.id }, this.timing.timeoutMs);
+    if (msg.error !== undefined) throw new Error(msg.error.message ?? 'keepalive failed');
+    return Number(msg.result?.TTL ?? 0);
   }
 
-  get expiresAt(): Date | null {
-    return this.lostFlag ? null : new Date(this.expiresMs);
-  }
-
-  onLost(listener: (err: WeftError) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.listeners.clear();
-    this.stop(); // stops renewing; does NOT revoke
-    this.forget();
-  }
-
-  markLost(cause: unknown): void {
-    if (this.lostFlag) return;
-    this.lostFlag = true;
-    this.stop();
-    if (this.released) return;
-    const err = new WeftError('LEASE_CONFLICT', `etcd lease ${this.id} (TTL ${this.ttlSeconds} s) is expired or revoked`, { cause, retryable: true });
-    for (const l of [...this.listeners]) l(err);
-    this.forget();
-  }
-
-  private stop(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-  }
-
-  private schedule(ms: number): void {
-    if (this.released || this.lostFlag) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.renew();
-    }, ms);
-    // The lease alone must not keep a process alive (the CLI, tests): weftd has other handles.
-    this.timer.unref();
-  }
-
-  private async renew(): Promise<void> {
-    let ttl: number;
-    try {
-      const msg = await this.client.call<KeepaliveMessage>('/v3/lease/keepalive', { ID: this.id }, this.timing.timeoutMs);
-      if (msg.error !== undefined) throw new Error(msg.error.message ?? 'keepalive failed');
-      ttl = Number(msg.result?.TTL ?? 0);
-    } catch (err) {
-      if (this.released || this.lostFlag) return;
-      if (err instanceof EtcdHttpError && err.leaseNotFound) {
-        this.markLost(err);
-        return;
-      }
-      this.failures++;
-      if (this.failingSince === null) {
-        this.failingSince = Date.now();
-        this.log.warn('etcd lease keepalive failing; retrying with backoff (the lease survives outages shorter than its TTL)', {
-          lease: this.id, ttlSeconds: this.ttlSeconds, error: describeError(err),
-        });
-      }
-      const backoff = Math.min(this.timing.retryMinMs * 2 ** (this.failures - 1), this.timing.retryMaxMs);
-      this.schedule(Math.round(backoff * (0.75 + Math.random() * 0.5)));
-      return;
-    }
-    if (this.released || this.lostFlag) return;
-    if (!(ttl > 0)) {
-      this.markLost(new Error(`etcd answered the keepalive of lease ${this.id} with TTL ${ttl}: it expired or was revoked`));
-      return;
-    }
-    this.expiresMs = Date.now() + ttl * 1000;
-    if (this.failingSince !== null) {
-      this.log.info('etcd lease keepalive recovered', { lease: this.id, failedForMs: Date.now() - this.failingSince, ttlLeftSeconds: ttl });
-    }
-    this.failures = 0;
-    this.failingSince = null;
-    this.schedule(this.timing.intervalMs);
+  protected override isGone(err: unknown): boolean {
+    return err instanceof EtcdHttpError && err.leaseNotFound;
   }
 }
 
@@ -871,15 +710,7 @@ class HttpSubnetWatch implements SubnetWatch {
       // is either wholly delivered (and below nextRevision) or not at all.
       if (rev < this.nextRevision) continue;
       if (rev > maxRev) maxRev = rev;
-      let event: SubnetWatchEvent | null;
-      if (ev.type === 'DELETE') {
-        event = this.s.removed(ev.kv);
-      } else {
-        const decoded = this.s.decode(ev.kv);
-        if (decoded === null) event = null;
-        else if (decoded.error !== undefined) event = { type: 'invalid', key: decoded.key, error: decoded.error };
-        else event = { type: 'added', lease: decoded.lease };
-      }
+      const event = watchEvent(ev.type === 'DELETE', () => this.s.removed(ev.kv), () => this.s.decode(ev.kv));
       if (event !== null) this.s.handler(event);
       if (this.done) return;
     }

@@ -16,7 +16,6 @@
  *   revision actually delivered + 1.
  * - Revisions and lease IDs are strings (64-bit).
  */
-import { readFileSync } from 'node:fs';
 import {
   ConsecutiveBreaker,
   ConstantBackoff,
@@ -42,51 +41,40 @@ import {
 import type { DaemonOptions } from '../config/types';
 import { WeftError, describeError } from '../errors';
 import { silentLogger, type Logger } from '../log';
-import { DEFAULT_PREFIX, configKey, decodeLease, encodeLeaseAttrs, fullSubnetKey, parseSubnetKey, subnetKeyOf, subnetsDir } from './codec';
-import type { HostLease, InvalidSubnet, LeaseRegistry, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
+import { DEFAULT_PREFIX, configKey, decodeLease, encodeLeaseAttrs, fullSubnetKey, subnetsDir } from './codec';
+import {
+  DEFAULT_CALL_TIMEOUT_MS,
+  KeptHostLease,
+  decodeSubnetKv,
+  etcdClientOptionsFrom,
+  etcdError,
+  expirationsOf,
+  keepaliveTiming,
+  leaseGoneError,
+  readTlsFiles,
+  registryClosedError,
+  removedEvent,
+  revokeIfEmpty,
+  splitDecoded,
+  watchEvent,
+  type DecodedKv,
+  type EtcdClientOptions,
+  type KeepaliveTiming,
+} from './etcd-common';
+import type { HostLease, LeaseRegistry, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
 import type { Lease, LeaseAttrs } from './types';
 
-export interface EtcdRegistryOptions {
-  /** e.g. ["http://127.0.0.1:2379"]; all http or all https (etcd3 refuses a mix). */
-  readonly endpoints: readonly string[];
-  /** Default /coreos.com/network. */
-  readonly prefix?: string;
-  readonly caFile?: string | null;
-  readonly certFile?: string | null;
-  readonly keyFile?: string | null;
-  readonly username?: string | null;
-  readonly password?: string | null;
-  /** Deadline of each unary call (get, put, txn, grant). Default 5000 ms. */
-  readonly callTimeoutMs?: number;
-  /** --subnet-lease-renew-margin in seconds: renew at least this long before expiry (keepaliveTiming). */
-  readonly renewMarginSeconds?: number | null;
-  readonly log?: Logger;
-}
+export { keepaliveTiming, type KeepaliveTiming } from './etcd-common';
+
+/** All endpoints http or all https (etcd3 refuses a mix). */
+export type EtcdRegistryOptions = EtcdClientOptions;
 
 /** The registry options that weftd's flags (flanneld's names) describe. */
 export function etcdRegistryOptionsFrom(opts: DaemonOptions, log?: Logger): EtcdRegistryOptions {
-  return {
-    endpoints: opts.etcdEndpoints,
-    prefix: opts.etcdPrefix,
-    caFile: opts.etcdCafile,
-    certFile: opts.etcdCertfile,
-    keyFile: opts.etcdKeyfile,
-    username: opts.etcdUsername,
-    password: opts.etcdPassword,
-    renewMarginSeconds: opts.subnetLeaseRenewMarginMinutes * 60,
-    ...(log === undefined ? {} : { log }),
-  };
+  return etcdClientOptionsFrom(opts, log);
 }
 
-type DecodedKv =
-  | { key: string; lease: Lease; error?: undefined }
-  | { key: string; lease?: undefined; error: WeftError; modRevision: string };
-
 type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
-
-const DEFAULT_CALL_TIMEOUT_MS = 5000;
-/** Concurrent LeaseTimeToLive calls when listing expirations (`weft leases`). */
-const TTL_QUERY_CONCURRENCY = 16;
 
 export class EtcdLeaseRegistry implements LeaseRegistry {
   readonly prefix: string;
@@ -121,14 +109,7 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     const dir = subnetsDir(this.prefix);
     const res = await this.call(`list ${dir}`, () => this.client.getAll().prefix(dir).exec());
     const expirations = opts.expirations === true ? await this.expirationsOf(res.kvs) : new Map<string, Date | null>();
-    const leases: Lease[] = [];
-    const invalid: InvalidSubnet[] = [];
-    for (const kv of res.kvs) {
-      const decoded = this.decodeKv(kv, expirations.get(kv.lease) ?? null);
-      if (decoded === null) continue;
-      if (decoded.error !== undefined) invalid.push({ key: decoded.key, error: decoded.error, modRevision: decoded.modRevision });
-      else leases.push(decoded.lease);
-    }
+    const { leases, invalid } = splitDecoded(res.kvs.map((kv) => this.decodeKv(kv, expirations.get(kv.lease) ?? null)));
     return { leases, invalid, revision: res.header.revision };
   }
 
@@ -136,7 +117,7 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     this.assertOpen('grant lease');
     const res = await this.call(`grant lease (TTL ${ttlSeconds} s)`, () => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
     const timing = keepaliveTiming(ttlSeconds, this.renewMarginSeconds);
-    const handle = new EtcdHostLease(res.ID, ttlSeconds, this.client.leaseClient, timing, this.log, () => this.hostLeases.delete(handle));
+    const handle: EtcdHostLease = new EtcdHostLease(res.ID, ttlSeconds, timing, this.log, () => this.hostLeases.delete(handle), this.client.leaseClient);
     this.hostLeases.add(handle);
     return handle;
   }
@@ -163,7 +144,18 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     );
     if (!res.succeeded) return null;
     const prevLease = res.responses[0]?.response_put?.prev_kv?.lease;
-    if (prevLease !== undefined && prevLease !== '0' && prevLease !== leaseId) await this.revokeIfEmpty(prevLease, full);
+    if (prevLease !== undefined && prevLease !== '0' && prevLease !== leaseId) {
+      await revokeIfEmpty(
+        this.log,
+        prevLease,
+        full,
+        async () => {
+          const ttl = await this.client.leaseClient.leaseTimeToLive({ ID: prevLease, keys: true });
+          return { ttl: Number(ttl.TTL), keys: ttl.keys.length };
+        },
+        () => this.client.leaseClient.leaseRevoke({ ID: prevLease }),
+      );
+    }
     return decodeLease(key, value, { etcdLeaseId: lease === null ? null : lease.id, modRevision: res.header.revision });
   }
 
@@ -231,53 +223,22 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
 
   /** null: not a subnet key at all (something nested under subnets/). */
   private decodeKv(kv: IKeyValue, expiration: Date | null): DecodedKv | null {
-    const key = subnetKeyOf(this.prefix, kv.key.toString());
-    if (key === null) return null;
-    try {
-      return { key, lease: decodeLease(key, kv.value, { etcdLeaseId: kv.lease, modRevision: kv.mod_revision, expiration }) };
-    } catch (err) {
-      const error = err instanceof WeftError ? err : new WeftError('BAD_DATA', `decode lease ${key}: ${describeError(err)}`, { cause: err });
-      return { key, error, modRevision: kv.mod_revision };
-    }
+    return decodeSubnetKv(this.prefix, { key: kv.key.toString(), value: kv.value, leaseId: kv.lease, modRevision: kv.mod_revision }, expiration);
   }
 
   private removedEvent(kv: IKeyValue): SubnetWatchEvent | null {
-    const key = subnetKeyOf(this.prefix, kv.key.toString());
-    const parsed = key === null ? null : parseSubnetKey(key);
-    return key === null || parsed === null ? null : { type: 'removed', key, subnet: parsed.subnet, revision: kv.mod_revision };
+    return removedEvent(this.prefix, kv.key.toString(), kv.mod_revision);
   }
 
-  private async expirationsOf(kvs: readonly IKeyValue[]): Promise<Map<string, Date | null>> {
-    const ids = [...new Set(kvs.map((kv) => kv.lease).filter((id) => id !== '0'))];
-    const out = new Map<string, Date | null>();
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < ids.length) {
-        const id = ids[next++]!;
-        const res = await this.call(`query TTL of lease ${id}`, () => this.client.leaseClient.leaseTimeToLive({ ID: id }));
-        // TTL -1: the lease expired between the list and this query; the key is going too.
-        out.set(id, new Date(Date.now() + Math.max(0, Number(res.TTL)) * 1000));
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(TTL_QUERY_CONCURRENCY, ids.length) }, worker));
-    return out;
-  }
-
-  /** Revoke the etcd lease a key moved off when it holds nothing else (our previous run's). */
-  private async revokeIfEmpty(leaseId: string, movedKey: string): Promise<void> {
-    try {
-      const ttl = await this.client.leaseClient.leaseTimeToLive({ ID: leaseId, keys: true });
-      if (Number(ttl.TTL) <= 0 || ttl.keys.length > 0) return;
-      await this.client.leaseClient.leaseRevoke({ ID: leaseId });
-      this.log.info('revoked the etcd lease our key moved off (it held no other keys)', { lease: leaseId, key: movedKey });
-    } catch (err) {
-      // Harmless if it fails: the empty lease just expires at the end of its TTL.
-      this.log.debug('could not revoke the previous etcd lease; it will expire by itself', { lease: leaseId, error: describeError(err) });
-    }
+  private expirationsOf(kvs: readonly IKeyValue[]): Promise<Map<string, Date | null>> {
+    return expirationsOf(
+      kvs.map((kv) => kv.lease),
+      async (id) => Number((await this.call(`query TTL of lease ${id}`, () => this.client.leaseClient.leaseTimeToLive({ ID: id }))).TTL),
+    );
   }
 
   private assertOpen(op: string): void {
-    if (this.closed) throw new WeftError('INTERNAL', `${op}: the etcd lease registry is closed`);
+    if (this.closed) throw registryClosedError(op);
   }
 
   private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
@@ -297,24 +258,15 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     } catch (err) {
       if (err instanceof EtcdLeaseInvalidError && lease !== null) {
         if (lease instanceof EtcdHostLease) lease.markLost(err);
-        throw new WeftError('LEASE_CONFLICT', `${op}: etcd lease ${lease.id} is expired or revoked`, { cause: err, retryable: true });
+        throw leaseGoneError(op, lease, err);
       }
       throw this.wrap(op, err);
     }
   }
 
   private wrap(op: string, err: unknown): WeftError {
-    if (err instanceof WeftError) return err;
-    if (err instanceof EtcdAuthenticationFailedError || err instanceof EtcdPermissionDeniedError) {
-      return new WeftError('ETCD_UNAVAILABLE', `etcd at ${this.location} refused ${op}: ${describeError(err)}; check --etcd-username/--etcd-password and the user's role`, {
-        cause: err,
-      });
-    }
-    return new WeftError(
-      'ETCD_UNAVAILABLE',
-      `cannot reach etcd at ${this.location}: ${op}: ${describeError(err)}; check --etcd-endpoints and that etcd is running`,
-      { cause: err, retryable: true },
-    );
+    const refused = err instanceof EtcdAuthenticationFailedError || err instanceof EtcdPermissionDeniedError;
+    return etcdError(this.location, op, err, refused ? 'refused' : 'unreachable');
   }
 }
 
@@ -344,175 +296,38 @@ function clientOptions(opts: EtcdRegistryOptions): IOptions {
     // rejects pings more often than every 5 s.
     grpcOptions: { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 },
   };
-  const read = (what: string, file: string): Buffer => {
-    try {
-      return readFileSync(file);
-    } catch (err) {
-      throw new WeftError('CONFIG_INVALID', `read etcd ${what} ${file}: ${describeError(err)}`, { cause: err });
-    }
-  };
   if (opts.caFile || opts.certFile || opts.keyFile) {
-    if (Boolean(opts.certFile) !== Boolean(opts.keyFile)) {
-      throw new WeftError('CONFIG_INVALID', 'etcd TLS: --etcd-certfile and --etcd-keyfile must be given together');
-    }
+    const tls = readTlsFiles(opts);
     options.credentials = {
       // grpc's createSsl takes null for "the system's root CAs"; etcd3's type insists on a Buffer.
-      rootCertificate: opts.caFile ? read('CA file', opts.caFile) : (null as unknown as Buffer),
-      ...(opts.certFile ? { certChain: read('cert file', opts.certFile) } : {}),
-      ...(opts.keyFile ? { privateKey: read('key file', opts.keyFile) } : {}),
+      rootCertificate: tls.ca ?? (null as unknown as Buffer),
+      ...(tls.cert ? { certChain: tls.cert } : {}),
+      ...(tls.key ? { privateKey: tls.key } : {}),
     };
   }
   if (opts.username) options.auth = { username: opts.username, password: opts.password ?? '' };
   return options;
 }
 
-/** How a host lease is kept alive (see keepaliveTiming()). */
-export interface KeepaliveTiming {
-  /** Between two successful renewals. */
-  readonly intervalMs: number;
-  /** A renewal not answered within this is a failure (the stream is cancelled). */
-  readonly timeoutMs: number;
-  /** Bounded exponential backoff between failed renewals (etcd unreachable). */
-  readonly retryMinMs: number;
-  readonly retryMaxMs: number;
-}
-
 /**
- * Renewal timing for a lease of `ttlSeconds`. flannel renews at expiry minus
- * --subnet-lease-renew-margin; weft keeps one lease alive and renews every TTL/3 (what etcd's
- * own Go client does), or earlier when the margin asks for it: the interval is
- * min(TTL/3, TTL - margin), never under 1 s. With flannel's defaults (24 h, 60 min) that is 8 h.
- * While etcd is unreachable, renewals are retried 0.5 s, 1 s, 2 s ... up to 5 s apart (less for
- * TTLs under 20 s): every attempt costs a TCP connect, so this is what keeps an outage cheap.
+ * The host's etcd lease, kept alive by our own loop (KeptHostLease) rather than etcd3's
+ * autoKeepAlive: etcd3 retries a failed keepalive every 100 ms, and each retry makes it drop and
+ * re-open its gRPC channel, i.e. ~20 TCP connects a second for as long as etcd is down. Here one
+ * renewal is one short LeaseKeepAlive stream (write the ID, read the answer, end).
  */
-export function keepaliveTiming(ttlSeconds: number, renewMarginSeconds: number | null = null): KeepaliveTiming {
-  const ttlMs = ttlSeconds * 1000;
-  const byMargin = renewMarginSeconds === null ? Infinity : ttlMs - renewMarginSeconds * 1000;
-  const intervalMs = Math.max(1000, Math.min(ttlMs / 3, byMargin));
-  return {
-    intervalMs,
-    timeoutMs: Math.max(1000, Math.min(5000, intervalMs)),
-    retryMinMs: 500,
-    retryMaxMs: Math.max(1000, Math.min(5000, ttlMs / 4)),
-  };
-}
-
-/**
- * The host's etcd lease, kept alive by our own loop rather than etcd3's autoKeepAlive: etcd3
- * retries a failed keepalive every 100 ms, and each retry makes it drop and re-open its gRPC
- * channel, i.e. ~20 TCP connects a second for as long as etcd is down. Here one renewal is one
- * short LeaseKeepAlive stream (write the ID, read the answer, end), paced by KeepaliveTiming.
- *
- *   alive ──renewal fails──► failing (retry with backoff; one warning) ──renewal ok──► alive
- *     │                         │
- *     └──── etcd answers TTL ≤ 0 (expired during an outage, revoked) ────► lost (onLost, once)
- *
- * The lease is never declared lost locally: only etcd knows (a restarted etcd extends every
- * lease by its TTL, so a whole-cluster outage longer than the TTL loses nothing).
- */
-class EtcdHostLease implements HostLease {
-  private lostFlag = false;
-  private released = false;
-  private failures = 0;
-  private failingSince: number | null = null;
-  private timer: NodeJS.Timeout | null = null;
+class EtcdHostLease extends KeptHostLease {
   private abortRenewal: (() => void) | null = null;
-  /** Last confirmed grant/keepalive + the TTL etcd gave (ms since the epoch), for expiresAt. */
-  private expiresMs: number;
-  private readonly listeners = new Set<(err: WeftError) => void>();
 
-  constructor(
-    readonly id: string,
-    readonly ttlSeconds: number,
-    private readonly leases: LeaseClient,
-    private readonly timing: KeepaliveTiming,
-    private readonly log: Logger,
-    private readonly forget: () => void,
-  ) {
-    this.expiresMs = Date.now() + ttlSeconds * 1000;
-    this.schedule(timing.intervalMs);
+  constructor(id: string, ttlSeconds: number, timing: KeepaliveTiming, log: Logger, forget: () => void, private readonly leases: LeaseClient) {
+    super(id, ttlSeconds, ttlSeconds, timing, log, forget, false);
   }
 
-  get lost(): boolean {
-    return this.lostFlag;
-  }
-
-  get expiresAt(): Date | null {
-    return this.lostFlag ? null : new Date(this.expiresMs);
-  }
-
-  onLost(listener: (err: WeftError) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.listeners.clear();
-    this.stop(); // stops renewing; does NOT revoke
-    this.forget();
-  }
-
-  markLost(cause: unknown): void {
-    if (this.lostFlag) return;
-    this.lostFlag = true;
-    this.stop();
-    if (this.released) return;
-    const err = new WeftError('LEASE_CONFLICT', `etcd lease ${this.id} (TTL ${this.ttlSeconds} s) is expired or revoked`, { cause, retryable: true });
-    for (const l of [...this.listeners]) l(err);
-    this.forget();
-  }
-
-  private stop(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
+  protected override onStop(): void {
     this.abortRenewal?.();
   }
 
-  private schedule(ms: number): void {
-    if (this.released || this.lostFlag) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.renew();
-    }, ms);
-  }
-
-  private async renew(): Promise<void> {
-    let ttl: number;
-    try {
-      ttl = await this.renewOnce();
-    } catch (err) {
-      if (this.released || this.lostFlag) return;
-      this.failures++;
-      if (this.failingSince === null) {
-        this.failingSince = Date.now();
-        this.log.warn('etcd lease keepalive failing; retrying with backoff (the lease survives outages shorter than its TTL)', {
-          lease: this.id,
-          ttlSeconds: this.ttlSeconds,
-          error: describeError(err),
-        });
-      }
-      const backoff = Math.min(this.timing.retryMinMs * 2 ** (this.failures - 1), this.timing.retryMaxMs);
-      this.schedule(Math.round(backoff * (0.75 + Math.random() * 0.5)));
-      return;
-    }
-    if (this.released || this.lostFlag) return;
-    if (ttl <= 0) {
-      this.markLost(new Error(`etcd answered the keepalive of lease ${this.id} with TTL ${ttl}: it expired or was revoked`));
-      return;
-    }
-    this.expiresMs = Date.now() + ttl * 1000;
-    if (this.failingSince !== null) {
-      this.log.info('etcd lease keepalive recovered', { lease: this.id, failedForMs: Date.now() - this.failingSince, ttlLeftSeconds: ttl });
-    }
-    this.failures = 0;
-    this.failingSince = null;
-    this.schedule(this.timing.intervalMs);
-  }
-
   /** One keepalive round trip; resolves to the TTL etcd granted (≤ 0: the lease is gone). */
-  private renewOnce(): Promise<number> {
+  protected renewOnce(): Promise<number> {
     return new Promise<number>((resolve, reject) => {
       let done = false;
       let stream: IDuplexStream<{ ID: string }, { TTL: string }> | null = null;
@@ -613,15 +428,7 @@ class EtcdSubnetWatch implements SubnetWatch {
     const rev = BigInt(kv.mod_revision);
     if (rev < from) return; // replayed after a reconnect
     if (rev >= this.nextRevision) this.nextRevision = rev + 1n;
-    let event: SubnetWatchEvent | null;
-    if (type === 'Delete') {
-      event = this.removed(kv);
-    } else {
-      const decoded = this.decode(kv);
-      if (decoded === null) event = null;
-      else if (decoded.error !== undefined) event = { type: 'invalid', key: decoded.key, error: decoded.error };
-      else event = { type: 'added', lease: decoded.lease };
-    }
+    const event = watchEvent(type === 'Delete', () => this.removed(kv), () => this.decode(kv));
     if (event !== null) this.handler(event);
   }
 

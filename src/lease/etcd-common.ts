@@ -1,0 +1,370 @@
+/**
+ * What the two etcd clients (etcd-registry.ts: etcd3 over gRPC; etcd-http-registry.ts: the JSON
+ * gateway) share above the wire: options and TLS files, the host lease's keepalive loop, decoding
+ * key/values into leases and watch events, lease expirations, and mapping failures to WeftError.
+ * Each client only supplies its own calls. Imports nothing from `etcd3`: the default (http)
+ * client must not load it (create-registry.ts).
+ */
+import { readFileSync } from 'node:fs';
+import type { DaemonOptions } from '../config/types';
+import { WeftError, describeError } from '../errors';
+import type { Logger } from '../log';
+import { decodeLease, parseSubnetKey, subnetKeyOf } from './codec';
+import type { HostLease, InvalidSubnet, SubnetWatchEvent } from './registry';
+import type { Lease } from './types';
+
+export interface EtcdClientOptions {
+  /** e.g. ["http://127.0.0.1:2379"]; all http or all https. */
+  readonly endpoints: readonly string[];
+  /** Default /coreos.com/network. */
+  readonly prefix?: string;
+  readonly caFile?: string | null;
+  readonly certFile?: string | null;
+  readonly keyFile?: string | null;
+  readonly username?: string | null;
+  readonly password?: string | null;
+  /** Deadline of each unary call (get, put, txn, grant). Default 5000 ms. */
+  readonly callTimeoutMs?: number;
+  /** --subnet-lease-renew-margin in seconds: renew at least this long before expiry (keepaliveTiming). */
+  readonly renewMarginSeconds?: number | null;
+  readonly log?: Logger;
+}
+
+/** The registry options that weftd's flags (flanneld's names) describe. */
+export function etcdClientOptionsFrom(opts: DaemonOptions, log?: Logger): EtcdClientOptions {
+  return {
+    endpoints: opts.etcdEndpoints,
+    prefix: opts.etcdPrefix,
+    caFile: opts.etcdCafile,
+    certFile: opts.etcdCertfile,
+    keyFile: opts.etcdKeyfile,
+    username: opts.etcdUsername,
+    password: opts.etcdPassword,
+    renewMarginSeconds: opts.subnetLeaseRenewMarginMinutes * 60,
+    ...(log === undefined ? {} : { log }),
+  };
+}
+
+export const DEFAULT_CALL_TIMEOUT_MS = 5000;
+/** Concurrent LeaseTimeToLive calls when listing expirations (`weft leases`). */
+const TTL_QUERY_CONCURRENCY = 16;
+
+/** The --etcd-cafile/--etcd-certfile/--etcd-keyfile contents; throws CONFIG_INVALID. */
+export function readTlsFiles(opts: EtcdClientOptions): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
+  if (Boolean(opts.certFile) !== Boolean(opts.keyFile)) {
+    throw new WeftError('CONFIG_INVALID', 'etcd TLS: --etcd-certfile and --etcd-keyfile must be given together');
+  }
+  const read = (what: string, file: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new WeftError('CONFIG_INVALID', `read etcd ${what} ${file}: ${describeError(err)}`, { cause: err });
+    }
+  };
+  return {
+    ...(opts.caFile ? { ca: read('CA file', opts.caFile) } : {}),
+    ...(opts.certFile ? { cert: read('cert file', opts.certFile) } : {}),
+    ...(opts.keyFile ? { key: read('key file', opts.keyFile) } : {}),
+  };
+}
+
+// ---- errors ------------------------------------------------------------------------------------
+
+/** How etcd failed a call, as the client's own error types tell. */
+export type EtcdFailure =
+  /** etcd answered: authentication failed or permission denied. */
+  | 'refused'
+  /** etcd answered with another error. */
+  | 'answered'
+  /** No answer (connection refused, timeout, ...). */
+  | 'unreachable';
+
+export function registryClosedError(op: string): WeftError {
+  return new WeftError('INTERNAL', `${op}: the etcd lease registry is closed`);
+}
+
+/** A write attached to `lease` that etcd refused with "lease not found". */
+export function leaseGoneError(op: string, lease: HostLease, cause: unknown): WeftError {
+  return new WeftError('LEASE_CONFLICT', `${op}: etcd lease ${lease.id} is expired or revoked`, { cause, retryable: true });
+}
+
+/** `err` (from operation `op` on etcd at `location`) as a WeftError; `detail` describes it. */
+export function etcdError(location: string, op: string, err: unknown, failure: EtcdFailure, detail: string = describeError(err)): WeftError {
+  if (err instanceof WeftError) return err;
+  if (failure === 'refused') {
+    return new WeftError('ETCD_UNAVAILABLE', `etcd at ${location} refused ${op}: ${detail}; check --etcd-username/--etcd-password and the user's role`, {
+      cause: err,
+    });
+  }
+  if (failure === 'answered') {
+    return new WeftError('ETCD_UNAVAILABLE', `etcd at ${location}: ${op}: ${detail}`, { cause: err, retryable: true });
+  }
+  return new WeftError(
+    'ETCD_UNAVAILABLE',
+    `cannot reach etcd at ${location}: ${op}: ${detail}; check --etcd-endpoints and that etcd is running`,
+    { cause: err, retryable: true },
+  );
+}
+
+// ---- key/values --------------------------------------------------------------------------------
+
+export type DecodedKv =
+  | { key: string; lease: Lease; error?: undefined }
+  | { key: string; lease?: undefined; error: WeftError; modRevision: string };
+
+/** One key/value as the clients read it off the wire (key as text, 64-bit numbers as strings). */
+export interface SubnetKv {
+  readonly key: string;
+  readonly value: string | Buffer;
+  readonly leaseId: string;
+  readonly modRevision: string;
+}
+
+/** null: not a subnet key at all (something nested under subnets/). */
+export function decodeSubnetKv(prefix: string, kv: SubnetKv, expiration: Date | null): DecodedKv | null {
+  const key = subnetKeyOf(prefix, kv.key);
+  if (key === null) return null;
+  try {
+    return { key, lease: decodeLease(key, kv.value, { etcdLeaseId: kv.leaseId, modRevision: kv.modRevision, expiration }) };
+  } catch (err) {
+    const error = err instanceof WeftError ? err : new WeftError('BAD_DATA', `decode lease ${key}: ${describeError(err)}`, { cause: err });
+    return { key, error, modRevision: kv.modRevision };
+  }
+}
+
+/** The leases and the invalid values of a listing. */
+export function splitDecoded(decoded: Iterable<DecodedKv | null>): { leases: Lease[]; invalid: InvalidSubnet[] } {
+  const leases: Lease[] = [];
+  const invalid: InvalidSubnet[] = [];
+  for (const d of decoded) {
+    if (d === null) continue;
+    if (d.error !== undefined) invalid.push({ key: d.key, error: d.error, modRevision: d.modRevision });
+    else leases.push(d.lease);
+  }
+  return { leases, invalid };
+}
+
+/** The 'removed' event of a deleted key; null when it is not a subnet key. */
+export function removedEvent(prefix: string, fullKey: string, revision: string | undefined): SubnetWatchEvent | null {
+  const key = subnetKeyOf(prefix, fullKey);
+  const parsed = key === null ? null : parseSubnetKey(key);
+  if (key === null || parsed === null) return null;
+  return { type: 'removed', key, subnet: parsed.subnet, ...(revision === undefined ? {} : { revision }) };
+}
+
+/** The event a watched PUT (decoded) or DELETE (removed) gives; null for none. */
+export function watchEvent(deleted: boolean, removed: () => SubnetWatchEvent | null, decode: () => DecodedKv | null): SubnetWatchEvent | null {
+  if (deleted) return removed();
+  const decoded = decode();
+  if (decoded === null) return null;
+  if (decoded.error !== undefined) return { type: 'invalid', key: decoded.key, error: decoded.error };
+  return { type: 'added', lease: decoded.lease };
+}
+
+/**
+ * When each etcd lease in `leaseIds` ("0": none) expires, asking etcd (`ttlOf`, seconds left)
+ * a bounded number at a time.
+ */
+export async function expirationsOf(leaseIds: Iterable<string>, ttlOf: (id: string) => Promise<number>): Promise<Map<string, Date | null>> {
+  const ids = [...new Set([...leaseIds].filter((id) => id !== '0'))];
+  const out = new Map<string, Date | null>();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < ids.length) {
+      const id = ids[next++]!;
+      const ttl = await ttlOf(id);
+      // TTL -1: the lease expired between the list and this query; the key is going too.
+      out.set(id, new Date(Date.now() + Math.max(0, ttl) * 1000));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(TTL_QUERY_CONCURRENCY, ids.length) }, worker));
+  return out;
+}
+
+/**
+ * Revoke the etcd lease a key moved off when it holds nothing else (our previous run's).
+ * `timeToLive` gives its TTL and how many keys it holds.
+ */
+export async function revokeIfEmpty(
+  log: Logger,
+  leaseId: string,
+  movedKey: string,
+  timeToLive: () => Promise<{ ttl: number; keys: number }>,
+  revoke: () => Promise<unknown>,
+): Promise<void> {
+  try {
+    const ttl = await timeToLive();
+    if (ttl.ttl <= 0 || ttl.keys > 0) return;
+    await revoke();
+    log.info('revoked the etcd lease our key moved off (it held no other keys)', { lease: leaseId, key: movedKey });
+  } catch (err) {
+    // Harmless if it fails: the empty lease just expires at the end of its TTL.
+    log.debug('could not revoke the previous etcd lease; it will expire by itself', { lease: leaseId, error: describeError(err) });
+  }
+}
+
+// ---- the host lease ----------------------------------------------------------------------------
+
+/** How a host lease is kept alive (see keepaliveTiming()). */
+export interface KeepaliveTiming {
+  /** Between two successful renewals. */
+  readonly intervalMs: number;
+  /** A renewal not answered within this is a failure. */
+  readonly timeoutMs: number;
+  /** Bounded exponential backoff between failed renewals (etcd unreachable). */
+  readonly retryMinMs: number;
+  readonly retryMaxMs: number;
+}
+
+/**
+ * Renewal timing for a lease of `ttlSeconds`. flannel renews at expiry minus
+ * --subnet-lease-renew-margin; weft keeps one lease alive and renews every TTL/3 (what etcd's
+ * own Go client does), or earlier when the margin asks for it: the interval is
+ * min(TTL/3, TTL - margin), never under 1 s. With flannel's defaults (24 h, 60 min) that is 8 h.
+ * While etcd is unreachable, renewals are retried 0.5 s, 1 s, 2 s ... up to 5 s apart (less for
+ * TTLs under 20 s): every attempt costs a TCP connect, so this is what keeps an outage cheap.
+ */
+export function keepaliveTiming(ttlSeconds: number, renewMarginSeconds: number | null = null): KeepaliveTiming {
+  const ttlMs = ttlSeconds * 1000;
+  const byMargin = renewMarginSeconds === null ? Infinity : ttlMs - renewMarginSeconds * 1000;
+  const intervalMs = Math.max(1000, Math.min(ttlMs / 3, byMargin));
+  return {
+    intervalMs,
+    timeoutMs: Math.max(1000, Math.min(5000, intervalMs)),
+    retryMinMs: 500,
+    retryMaxMs: Math.max(1000, Math.min(5000, ttlMs / 4)),
+  };
+}
+
+/**
+ * The host's etcd lease, kept alive by one short keepalive call per interval
+ * (KeepaliveTiming), which the client supplies as renewOnce():
+ *
+ *   alive ──renewal fails──► failing (retry with backoff; one warning) ──renewal ok──► alive
+ *     │                         │
+ *     └──── etcd answers TTL ≤ 0 or "lease not found" (expired during an outage, revoked) ────► lost (onLost, once)
+ *
+ * The lease is never declared lost locally: only etcd knows (a restarted etcd extends every
+ * lease by its TTL, so a whole-cluster outage longer than the TTL loses nothing).
+ */
+export abstract class KeptHostLease implements HostLease {
+  private lostFlag = false;
+  private released = false;
+  private failures = 0;
+  private failingSince: number | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  /** Last confirmed grant/keepalive + the TTL etcd gave (ms since the epoch), for expiresAt. */
+  private expiresMs: number;
+  private readonly listeners = new Set<(err: WeftError) => void>();
+
+  /**
+   * `grantedTtl`: the TTL etcd granted, in seconds. `unrefTimer`: the renewal timer alone does
+   * not keep the process alive.
+   */
+  constructor(
+    readonly id: string,
+    readonly ttlSeconds: number,
+    grantedTtl: number,
+    protected readonly timing: KeepaliveTiming,
+    private readonly log: Logger,
+    private readonly forget: () => void,
+    private readonly unrefTimer: boolean,
+  ) {
+    this.expiresMs = Date.now() + grantedTtl * 1000;
+    this.schedule(timing.intervalMs);
+  }
+
+  /** One keepalive round trip; resolves to the TTL etcd granted (≤ 0: the lease is gone). */
+  protected abstract renewOnce(): Promise<number>;
+
+  /** Whether a failed renewal says the lease is gone (rather than etcd unreachable). */
+  protected isGone(_err: unknown): boolean {
+    return false;
+  }
+
+  /** Called when renewing stops: abort a renewal in flight if the client can. */
+  protected onStop(): void {}
+
+  get lost(): boolean {
+    return this.lostFlag;
+  }
+
+  get expiresAt(): Date | null {
+    return this.lostFlag ? null : new Date(this.expiresMs);
+  }
+
+  onLost(listener: (err: WeftError) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.listeners.clear();
+    this.stop(); // stops renewing; does NOT revoke
+    this.forget();
+  }
+
+  markLost(cause: unknown): void {
+    if (this.lostFlag) return;
+    this.lostFlag = true;
+    this.stop();
+    if (this.released) return;
+    const err = new WeftError('LEASE_CONFLICT', `etcd lease ${this.id} (TTL ${this.ttlSeconds} s) is expired or revoked`, { cause, retryable: true });
+    for (const l of [...this.listeners]) l(err);
+    this.forget();
+  }
+
+  private stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.onStop();
+  }
+
+  private schedule(ms: number): void {
+    if (this.released || this.lostFlag) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.renew();
+    }, ms);
+    if (this.unrefTimer) this.timer.unref();
+  }
+
+  private async renew(): Promise<void> {
+    let ttl: number;
+    try {
+      ttl = await this.renewOnce();
+    } catch (err) {
+      if (this.released || this.lostFlag) return;
+      if (this.isGone(err)) {
+        this.markLost(err);
+        return;
+      }
+      this.failures++;
+      if (this.failingSince === null) {
+        this.failingSince = Date.now();
+        this.log.warn('etcd lease keepalive failing; retrying with backoff (the lease survives outages shorter than its TTL)', {
+          lease: this.id,
+          ttlSeconds: this.ttlSeconds,
+          error: describeError(err),
+        });
+      }
+      const backoff = Math.min(this.timing.retryMinMs * 2 ** (this.failures - 1), this.timing.retryMaxMs);
+      this.schedule(Math.round(backoff * (0.75 + Math.random() * 0.5)));
+      return;
+    }
+    if (this.released || this.lostFlag) return;
+    if (!(ttl > 0)) {
+      this.markLost(new Error(`etcd answered the keepalive of lease ${this.id} with TTL ${ttl}: it expired or was revoked`));
+      return;
+    }
+    this.expiresMs = Date.now() + ttl * 1000;
+    if (this.failingSince !== null) {
+      this.log.info('etcd lease keepalive recovered', { lease: this.id, failedForMs: Date.now() - this.failingSince, ttlLeftSeconds: ttl });
+    }
+    this.failures = 0;
+    this.failingSince = null;
+    this.schedule(this.timing.intervalMs);
+  }
+}

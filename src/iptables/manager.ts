@@ -179,14 +179,27 @@ export class IptablesManager implements DaemonComponent {
 
   private async loop(why: string): Promise<void> {
     let reason = why;
+    let verifications = 0;
     do {
       this.again = false;
-      await this.check(reason).catch((err: unknown) => this.reportError(err));
+      const restored = await this.check(reason).catch((err: unknown) => {
+        this.reportError(err);
+        return false;
+      });
       reason = 'changed during the last check';
+      // A change made by someone else between our save and our restore is folded into the
+      // generation we read after the restore, so no poll would notice it: after a restore,
+      // check once more (bounded, so a fight with another rule writer cannot spin).
+      if (restored && verifications < 2) {
+        verifications++;
+        this.again = true;
+        reason = 'verify after restore';
+      }
     } while (this.again && !this.stopped);
   }
 
-  private async check(why: string): Promise<void> {
+  /** Resolves true when rules had to be restored. */
+  private async check(why: string): Promise<boolean> {
     const net = this.network!;
     this.wanted ??= wantedRules({ ...net, ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.randomFully === true });
     const tables = [...new Set<Table>([...this.wanted.chains.map((c) => c.table)])];
@@ -197,7 +210,7 @@ export class IptablesManager implements DaemonComponent {
       this.lastGeneration = before;
       this.clearError();
       this.log.debug('iptables rules in place', { trigger: why });
-      return;
+      return false;
     }
     await this.runner.restore(plan.text);
     this.restores++;
@@ -208,6 +221,7 @@ export class IptablesManager implements DaemonComponent {
       trigger: why,
       changes: plan.changes,
     });
+    return true;
   }
 
   private async currentGeneration(): Promise<number | null> {

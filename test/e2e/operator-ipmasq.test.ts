@@ -134,7 +134,10 @@ describe('--ip-masq, docker-opts and weft cleanup on a 2-host lab with an "inter
     await sh('h1', 'iptables', '-t', 'nat', '-D', 'POSTROUTING', '-m', 'comment', '--comment', 'weft masq', '-j', 'WEFT-POSTRTG');
     await sh('h1', 'iptables', '-F', 'WEFT-FWD');
     assert.equal(await rulesInPlace('h1'), false);
-    await waitUntil(() => rulesInPlace('h1'), 5000, 'the rules to be restored');
+    await waitUntil(() => rulesInPlace('h1'), 5000, 'the rules to be restored').catch(async (err: unknown) => {
+      const log = lab.daemonLog('h1').split('\n').filter((l) => /iptables|ruleset/i.test(l)).slice(-12).join('\n');
+      throw new Error(`${(err as Error).message}\niptables-save:\n${await sh('h1', 'iptables-save')}\nweftd log (iptables lines):\n${log}`);
+    });
     // In order: the RETURN for overlay traffic sits before the MASQUERADE again.
     const chain = (await sh('h1', 'iptables-save', '-t', 'nat')).split('\n').filter((l) => l.startsWith('-A WEFT-POSTRTG'));
     assert.deepEqual(chain, masqRules(subnet).slice(1));

@@ -23,6 +23,8 @@ class FakeIptables implements IptablesRunner, RulesetGeneration {
   restores = 0;
   genReads = 0;
   failSave: Error | null = null;
+  /** Runs at the start of the next restore: someone else changing rules meanwhile. */
+  beforeRestore: (() => void) | null = null;
 
   async version(): Promise<IptablesVersion> {
     return { major: 1, minor: 8, patch: 9, mode: 'nf_tables' };
@@ -43,6 +45,7 @@ class FakeIptables implements IptablesRunner, RulesetGeneration {
 
   async restore(input: string): Promise<void> {
     this.restores++;
+    this.beforeRestore?.();
     let table: Map<string, string[]> | null = null;
     for (const line of input.split('\n')) {
       const [op, chain = ''] = line.split(' ');
@@ -130,7 +133,24 @@ describe('IptablesManager', () => {
     assert.equal(ipt.rules('nat', 'WEFT-POSTRTG').length, 6);
     assert.equal(ipt.rules('filter', 'WEFT-FWD').length, 2);
     assert.ok(ipt.rules('nat', 'POSTROUTING').some((r) => r.endsWith('-j WEFT-POSTRTG')));
-    assert.deepEqual(mgr.stats, { checks: 1, restores: 1 });
+    // One check that restores, one that verifies the result.
+    assert.deepEqual(mgr.stats, { checks: 2, restores: 1 });
+    await mgr.stop();
+  });
+
+  it('catches a rule deleted by hand while its own restore runs (the generation it reads after includes that change)', async () => {
+    const { ipt, timers, mgr } = await started();
+    ipt.deleteByHand('nat', 'WEFT-POSTRTG', 2);
+    // Between our iptables-save and our iptables-restore, someone flushes WEFT-FWD.
+    ipt.beforeRestore = () => {
+      ipt.beforeRestore = null;
+      ipt.tables.get('filter')!.set('WEFT-FWD', []);
+      ipt.gen++;
+    };
+    timers.fire(5000);
+    await settle(mgr);
+    assert.equal(ipt.rules('filter', 'WEFT-FWD').length, 2, 'restored by the verification check, without another poll');
+    assert.equal(ipt.rules('nat', 'WEFT-POSTRTG').length, 6);
     await mgr.stop();
   });
 
@@ -155,11 +175,11 @@ describe('IptablesManager', () => {
     timers.fire(5000);
     await settle(mgr);
     assert.deepEqual(ipt.rules('nat', 'WEFT-POSTRTG'), before);
-    assert.deepEqual(mgr.stats, { checks: 2, restores: 2 });
+    assert.deepEqual(mgr.stats, { checks: 4, restores: 2 });
     // Its own restore moved the generation; the next poll does not check again.
     timers.fire(5000);
     await settle(mgr);
-    assert.equal(mgr.stats.checks, 2);
+    assert.equal(mgr.stats.checks, 4);
     await mgr.stop();
   });
 
@@ -169,7 +189,7 @@ describe('IptablesManager', () => {
     ipt.gen++;
     timers.fire(5000);
     await settle(mgr);
-    assert.deepEqual(mgr.stats, { checks: 2, restores: 1 });
+    assert.deepEqual(mgr.stats, { checks: 3, restores: 1 });
     await mgr.stop();
   });
 
@@ -178,7 +198,7 @@ describe('IptablesManager', () => {
     assert.deepEqual(timers.periods(), [1000, 60000]);
     timers.fire(60000);
     await settle(mgr);
-    assert.equal(mgr.stats.checks, 2);
+    assert.equal(mgr.stats.checks, 3);
     await mgr.stop();
   });
 

@@ -15,7 +15,7 @@ import { rt as rtStructs, type RtNetlinkSocket } from 'netlink';
 import type { Logger } from '../log';
 import { bufferToIp, bufferToMac } from './codec';
 import { parseIPv4 } from '../ip';
-import { openSocket, type SocketFactory } from './socket';
+import { closeQuietly, openSocket, type SocketFactory } from './socket';
 import type { ChangeBatch, ChangeEvent, Monitor } from './types';
 
 const GROUPS = ['LINK', 'NEIGH', 'IPV4_ROUTE', 'IPV4_IFADDR'] as const;
@@ -126,14 +126,8 @@ export class MonitorSocket implements Monitor {
   }
 
   private drop(): void {
-    const rt = this.rt;
+    closeQuietly(this.rt);
     this.rt = null;
-    if (!rt) return;
-    try {
-      rt.socket.close();
-    } catch {
-      // already closed by the native layer
-    }
   }
 }
 

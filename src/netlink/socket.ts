@@ -152,13 +152,17 @@ export class RequestSocket {
   }
 
   private drop(): void {
-    const rt = this.rt;
+    closeQuietly(this.rt);
     this.rt = null;
-    if (!rt) return;
-    try {
-      rt.socket.close();
-    } catch {
-      // Already closed by the native layer after an error.
-    }
+  }
+}
+
+/** Close a socket that may already have been closed by the native layer after an error. */
+export function closeQuietly(rt: RtNetlinkSocket | null): void {
+  if (!rt) return;
+  try {
+    rt.socket.close();
+  } catch {
+    // already closed
   }
 }

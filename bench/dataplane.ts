@@ -173,7 +173,7 @@ async function main(): Promise<number> {
   const down = get('fallback (h1 user space)|h2 → h1').gbps / get(K_DOWN).gbps;
   const worst = Math.min(up, down);
   process.stdout.write(`target: the fallback at ≥ 30 % of kernel VXLAN in the same run: ${Math.round(100 * up)} % sending, ${Math.round(100 * down)} % receiving — ${worst >= 0.3 ? 'met' : 'MISSED'}\n`);
-  process.stdout.write('(flannel\'s udp backend reached ~6 % of kernel VXLAN on this machine kind; ../shared/reference/dataplane.md)\n');
+  process.stdout.write('(flannel\'s udp backend reached ~6 % of kernel VXLAN on this machine kind; docs/dataplane-design.md)\n');
   if (values.out) {
     const out = resolve(values.out);
     mkdirSync(dirname(out), { recursive: true });

@@ -1,5 +1,5 @@
 // The packet pump (see pump.h for the picture). Design notes, from measurements on a 2-vCPU VM
-// (../shared/reference/dataplane.md):
+// (docs/dataplane-design.md):
 // - Copies and per-packet kernel work dominate, not syscall entry. So: the device hands us TSO
 //   super-frames (IFF_VNET_HDR + TUNSETOFFLOAD), we cut them into datagrams whose headers we
 //   build in a scratch area while the payload stays where it was read (iovecs), and each

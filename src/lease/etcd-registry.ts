@@ -1,7 +1,7 @@
 /**
  * LeaseRegistry on etcd's v3 API through `etcd3` 1.1.2 — the only file that talks to etcd.
  *
- * Traps of etcd3 1.1.2 handled here (docs: shared/reference/dependencies.md):
+ * Traps of etcd3 1.1.2 handled here (docs/dependencies.md):
  * - Its default circuit breaker fails EVERY call for 5 s after 3 errors, and a retry policy
  *   hides which error happened. We install our own policies (cockatiel 3 API, which the doc
  *   comment in etcd3's options.d.ts still shows in its old v2 form): no breaker for a single

@@ -8,6 +8,7 @@
  * override.
  */
 import { writeSync } from 'node:fs';
+import { describeError } from './errors';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type LogFields = Record<string, unknown>;
@@ -68,7 +69,9 @@ function makeLogger(minRank: number, format: 'json' | 'text', fd: number, base: 
 }
 
 function jsonReplacer(_key: string, value: unknown): unknown {
-  if (value instanceof Error) return value.message;
+  // The whole cause chain ("acquire lease: etcd txn: ECONNREFUSED"), not just the outer message:
+  // the inner cause is usually what an operator needs to act on.
+  if (value instanceof Error) return describeError(value);
   if (typeof value === 'bigint') return value.toString();
   return value;
 }

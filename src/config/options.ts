@@ -16,6 +16,7 @@ import { posix as posixPath } from 'node:path';
 import { Address6 } from 'ip-address';
 import { WeftError } from '../errors';
 import { parseIPv4 } from '../ip';
+import { DEFAULT_PREFIX } from '../lease/codec';
 import type { DaemonOptions, EtcdClientOptions } from './types';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -41,7 +42,8 @@ interface FlagDef {
 // Defaults and limits
 
 export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:2379';
-export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+/** flannel's default; one definition, in the lease codec that builds the keys. */
+export const DEFAULT_ETCD_PREFIX = DEFAULT_PREFIX;
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 export const DEFAULT_SUBNET_LEASE_TTL_SECONDS = 24 * 3600; // flannel's fixed lease TTL
 const MIN_SUBNET_LEASE_TTL_SECONDS = 10; // exclusive: keepalives every TTL/3 need some slack

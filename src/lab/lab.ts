@@ -17,6 +17,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { DEFAULT_ETCD_PREFIX } from '../config/options';
 import { WeftError } from '../errors';
 import { formatIPv4Cidr, netContainsNet, parseIPv4, parseIPv4Cidr } from '../ip';
 import { teardown, type DownReport } from './down';
@@ -47,7 +48,7 @@ export const ETCD_ENDPOINT = `http://${ETCD_IP}:2379`;
 export const MAX_ETCD_MEMBERS = 3;
 export const DEFAULT_NETWORK = '10.5.0.0/16';
 export const DEFAULT_BACKEND = 'vxlan';
-export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+export { DEFAULT_ETCD_PREFIX };
 /** Any port works: every host has its own namespace. */
 export const DEFAULT_HEALTHZ_PORT = 8471;
 export const MAX_HOSTS = 200;

@@ -71,7 +71,7 @@ export interface SkippedPeer {
 export interface DesiredContext {
   /**
    * PublicIPs of peers on our L2 (the kernel reaches them without a gateway through the
-   * underlay). Used by vxlan DirectRouting; see VxlanBackend.onLinkPeers().
+   * underlay). Used by vxlan DirectRouting and host-gw; see Backend.onLinkPeers().
    */
   readonly onLinkPublicIPs?: ReadonlySet<string>;
   /**
@@ -80,6 +80,13 @@ export interface DesiredContext {
    */
   readonly network?: IPv4Net | null;
   readonly subnetLen?: number;
+  /**
+   * Networks connected to the underlay interface (its IPv4 addresses with their prefix): a peer
+   * subnet overlapping one is never routed into the overlay (see screen.ts). Absent: no check.
+   */
+  readonly underlayNetworks?: readonly IPv4Net[];
+  /** Addresses that must stay reachable over the underlay (etcd endpoints): a peer subnet covering one is skipped. */
+  readonly protectedIPs?: readonly string[];
 }
 
 export interface Backend {
@@ -101,6 +108,19 @@ export interface Backend {
   deviceProblem?(link: LinkInfo): string | null;
   /** Pure: the address, neighbours, FDB entries and routes wanted for these peers. */
   desired(own: Lease, peers: readonly Lease[], ctx?: DesiredContext): DesiredState;
+  /**
+   * True for a backend without an overlay device (host-gw): desired() wants only routes out of
+   * the underlay (`via: 'underlay'`), `deviceName` names the underlay, and the reconciler never
+   * creates, repairs or dumps a device — it checks that the underlay exists and is up, calls
+   * ensureDevice() for the setup, and owns the underlay's gateway routes into the Network.
+   */
+  readonly deviceless?: boolean;
+  /**
+   * Optional: which peers' PublicIPs the kernel reaches without a gateway through the underlay
+   * (DesiredContext.onLinkPublicIPs). The daemon calls it when the peer set changes (route
+   * lookups: not per reconcile). vxlan DirectRouting and host-gw use it.
+   */
+  onLinkPeers?(peers: readonly Lease[], underlay: Underlay): Promise<ReadonlySet<string>>;
   /**
    * Backends with a user-space data path: install `entries` (DesiredState.pump) as the pump's
    * peer table, replacing the previous one without stopping traffic. Called by the reconciler on

@@ -154,8 +154,9 @@ export function decodeLeaseAttrs(key: string, text: string): LeaseAttrs {
     throw bad(key, `BackendType ${JSON.stringify(BackendType)} is not a string`);
   }
   const backendType = BackendType ?? '';
-  if (backendType === 'vxlan' && decodeVxlanLeaseData(BackendData) === null) {
-    throw bad(key, `vxlan BackendData ${JSON.stringify(BackendData)} lacks a valid VtepMAC (or has a bad VNI)`);
+  if (backendType === 'vxlan') {
+    const vx = decodeVxlanBackendData(BackendData);
+    if (!vx.ok) throw bad(key, `vxlan ${vx.reason}`);
   }
   const attrs: LeaseAttrs = {
     PublicIP,
@@ -169,17 +170,37 @@ export function decodeLeaseAttrs(key: string, text: string): LeaseAttrs {
 
 const MAC_RE = /^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$/;
 
+export type Decoded<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
+
 /**
- * The vxlan backend's BackendData, or null when it is not usable. VNI is optional (flannel v0.12
- * omitted it); the MAC is returned lower-cased, as Go prints a net.HardwareAddr.
+ * THE decoder of a vxlan lease's BackendData (every reader uses it: codec, backends, CLI), as
+ * flannel's vxlanLeaseAttrs decodes it: VNI optional and `null` the same as absent (flannel v0.12
+ * omitted it; Go's encoding/json leaves a field alone on null), VtepMAC a string holding exactly a
+ * MAC — no whitespace trimmed (Go's net.ParseMAC trims nothing) — returned lower-cased, as Go
+ * prints a net.HardwareAddr. flannel's VNI is at most 24 bits on the wire; anything else is refused.
  */
-export function decodeVxlanLeaseData(data: unknown): VxlanLeaseData | null {
-  if (!isRecord(data)) return null;
+export function decodeVxlanBackendData(data: unknown): Decoded<VxlanLeaseData> {
+  if (!isRecord(data)) return { ok: false, reason: `BackendData ${clip(JSON.stringify(data) ?? 'undefined')} is not an object` };
   const { VNI, VtepMAC } = data;
-  if (typeof VtepMAC !== 'string' || !MAC_RE.test(VtepMAC)) return null;
-  if (VNI === undefined) return { VtepMAC: VtepMAC.toLowerCase() };
-  if (typeof VNI !== 'number' || !Number.isInteger(VNI) || VNI < 0 || VNI > 0xffffff) return null;
-  return { VNI, VtepMAC: VtepMAC.toLowerCase() };
+  if (typeof VtepMAC !== 'string' || !MAC_RE.test(VtepMAC)) {
+    return { ok: false, reason: `VtepMAC ${clip(JSON.stringify(VtepMAC) ?? 'undefined')} is not a MAC address` };
+  }
+  if (VNI === undefined || VNI === null) return { ok: true, value: { VtepMAC: VtepMAC.toLowerCase() } };
+  if (typeof VNI !== 'number' || !Number.isInteger(VNI) || VNI < 0 || VNI > 0xffffff) {
+    return { ok: false, reason: `VNI ${clip(JSON.stringify(VNI) ?? 'undefined')} is not a 24-bit integer` };
+  }
+  return { ok: true, value: { VNI, VtepMAC: VtepMAC.toLowerCase() } };
+}
+
+/** decodeVxlanBackendData's value, or null when the data is not usable. */
+export function decodeVxlanLeaseData(data: unknown): VxlanLeaseData | null {
+  const d = decodeVxlanBackendData(data);
+  return d.ok ? d.value : null;
+}
+
+/** A value quoted in a reason is cut short: a 1 MB string in etcd must not become a 1 MB log line. */
+function clip(text: string): string {
+  return text.length > 80 ? `${text.slice(0, 80)}...(${text.length} chars)` : text;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

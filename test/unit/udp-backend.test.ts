@@ -61,7 +61,7 @@ describe('udpDesired', () => {
     assert.deepEqual(d.pump, []);
     assert.deepEqual(d.skipped!.map((s) => `${s.key}: ${s.reason}`), [
       '10.5.4.0-24: BackendType "vxlan" is not udp\'s (a udp host cannot reach it)',
-      '10.5.5.0-24: PublicIP 127.0.0.1 is not a unicast address',
+      '10.5.5.0-24: PublicIP 127.0.0.1 is a loopback address',
       '10.5.6.0-24: PublicIP 10.250.0.11 is ours',
       '10.5.8.0-23: subnet length /23 is not the configured SubnetLen /24',
       '10.6.0.0-24: subnet is outside the Network 10.5.0.0/16',

@@ -1,0 +1,137 @@
+/**
+ * The one peer screen every backend's desired() runs before a lease becomes kernel state.
+ *
+ * Leases are data anyone with etcd write access can put there, so nothing in one is trusted
+ * (flannel trusts all of it): a lease whose subnet is a /1, covers the underlay's own network,
+ * an etcd endpoint or another host's PublicIP would, once routed into the overlay, take the
+ * underlay over — the host's etcd session, the VXLAN/udp packets to the peers themselves and
+ * ssh would all go into the tunnel. screenPeer() says why a lease must not be programmed (the
+ * caller skips it and warns, naming the key); the good peers are programmed as usual.
+ *
+ * What it checks, in this order (the first failing check is the reason):
+ *   1. the subnet lies inside the Network with the configured SubnetLen;
+ *   2. it overlaps neither our subnet nor a subnet accepted earlier in this pass;
+ *   3. it overlaps no network connected to the underlay interface (ctx.underlayNetworks);
+ *   4. it covers no protected address: an etcd endpoint (ctx.protectedIPs), our PublicIP and
+ *      interface address, and any other peer's PublicIP (screenPeers() passes those in);
+ *   5. its PublicIP is a unicast IPv4 address that is not ours and not inside the Network (a
+ *      tunnel endpoint inside the overlay would route its own packets into the tunnel).
+ * Backend-specific checks (BackendType, BackendData, VNI, MACs) run after it, in the backend.
+ *
+ * Pure: no I/O. The facts about the host (underlay networks, etcd endpoint addresses) come in
+ * DesiredContext, filled by the daemon.
+ */
+import { formatIPv4, formatIPv4Cidr, netContains, netContainsNet, netsOverlap, parseIPv4, sameNet } from '../ip';
+import type { Lease } from '../lease/types';
+import type { DesiredContext, SkippedPeer } from './backend';
+
+/** What screenPeer needs besides the lease itself. */
+export interface ScreenInput {
+  /** Our own lease: its subnet and PublicIP are never given away. */
+  readonly own: Lease;
+  /** Facts about the host and the network (Network, SubnetLen, underlay networks, etcd addresses). */
+  readonly ctx: DesiredContext;
+  /** Peers already accepted in this pass: a subnet overlapping one of theirs is refused. */
+  readonly accepted?: readonly Lease[];
+  /**
+   * Other peers' PublicIPs (as numbers) that must stay reachable over the underlay. screenPeers()
+   * passes the PublicIPs of every listed peer whose PublicIP lies outside the Network (one inside
+   * it is refused by check 5 anyway, and must not be usable to get a good peer skipped).
+   */
+  readonly peerPublicIPs?: ReadonlySet<number>;
+  /** Our underlay interface's own address when it differs from our PublicIP (--public-ip, NAT). */
+  readonly ownIfaceIP?: string;
+}
+
+/**
+ * Why `peer` must not be programmed, or null when it may be. Pure; see the module comment for the
+ * checks. The reason is a sentence fragment ready for a log line: `skip lease <key>: <reason>`.
+ */
+export function screenPeer(peer: Lease, input: ScreenInput): string | null {
+  const { own, ctx } = input;
+  const s = peer.subnet;
+  const net = ctx.network ?? null;
+  if (net !== null && !netContainsNet(net, s)) return `subnet is outside the Network ${formatIPv4Cidr(net)}`;
+  if (ctx.subnetLen !== undefined && s.prefixLen !== ctx.subnetLen) {
+    return `subnet length /${s.prefixLen} is not the configured SubnetLen /${ctx.subnetLen}`;
+  }
+  if (netsOverlap(s, own.subnet)) return `subnet overlaps ours (${formatIPv4Cidr(own.subnet)})`;
+  const clash = input.accepted?.find((a) => netsOverlap(a.subnet, s));
+  if (clash) return `subnet overlaps lease ${clash.key}`;
+  for (const u of ctx.underlayNetworks ?? []) {
+    if (netsOverlap(s, u)) return `subnet overlaps the underlay network ${formatIPv4Cidr(u)} (routing it into the overlay would cut this host off)`;
+  }
+  for (const text of ctx.protectedIPs ?? []) {
+    const ip = parseIPv4(text);
+    if (ip !== null && netContains(s, ip)) return `subnet covers ${text}, an etcd endpoint (routing it into the overlay would cut this host off etcd)`;
+  }
+  for (const text of [own.attrs.PublicIP, input.ownIfaceIP]) {
+    const ip = text === undefined ? null : parseIPv4(text);
+    if (ip !== null && netContains(s, ip)) return `subnet covers our own address ${text}`;
+  }
+  for (const ip of input.peerPublicIPs ?? []) {
+    if (netContains(s, ip)) return `subnet covers ${formatIPv4(ip)}, another host's PublicIP (its tunnel packets would go into the tunnel)`;
+  }
+  const publicIp = peer.attrs.PublicIP;
+  const pip = typeof publicIp === 'string' ? parseIPv4(publicIp) : null;
+  if (pip === null) return `PublicIP ${JSON.stringify(publicIp)} is not an IPv4 address`;
+  if (publicIp === own.attrs.PublicIP || publicIp === input.ownIfaceIP) return `PublicIP ${publicIp} is ours`;
+  const unusable = unusablePublicIP(pip);
+  if (unusable !== null) return `PublicIP ${publicIp} is ${unusable}`;
+  if (net !== null && netContains(net, pip)) return `PublicIP ${publicIp} lies inside the Network ${formatIPv4Cidr(net)}`;
+  return null;
+}
+
+/** Why an address cannot be a tunnel endpoint (0.0.0.0 would even be the VXLAN flood entry), or null. */
+export function unusablePublicIP(ip: number): string | null {
+  if (ip === 0) return 'the unspecified address';
+  if (ip >>> 24 === 0) return 'in 0.0.0.0/8 ("this network")';
+  if (ip >>> 24 === 127) return 'a loopback address';
+  if (ip >>> 28 === 0xe) return 'a multicast address';
+  if (ip >>> 0 === 0xffffffff) return 'the broadcast address';
+  if (ip >>> 28 === 0xf) return 'in the reserved 240.0.0.0/4';
+  return null;
+}
+
+/** The result of screening a list of leases. */
+export interface Screened {
+  /** Peers that passed, sorted by key, each with its backend-specific value (see screenPeers). */
+  readonly accepted: readonly Lease[];
+  readonly skipped: SkippedPeer[];
+}
+
+/**
+ * Screen every peer in key order (so which of two conflicting leases wins never depends on the
+ * order the watch delivered them in): our own lease is left out silently, a lease failing
+ * screenPeer() or `backendCheck` is skipped with its reason. `backendCheck` runs only on a lease
+ * that passed screenPeer(); returning null accepts it (it may record what it decoded).
+ */
+export function screenPeers(
+  own: Lease,
+  peers: readonly Lease[],
+  ctx: DesiredContext,
+  backendCheck: (peer: Lease) => string | null = () => null,
+  ownIfaceIP?: string,
+): Screened {
+  const sorted = [...peers].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const net = ctx.network ?? null;
+  const peerPublicIPs = new Set<number>();
+  for (const p of sorted) {
+    if (p.key === own.key || sameNet(p.subnet, own.subnet)) continue;
+    const ip = typeof p.attrs.PublicIP === 'string' ? parseIPv4(p.attrs.PublicIP) : null;
+    if (ip !== null && (net === null || !netContains(net, ip))) peerPublicIPs.add(ip);
+  }
+  const accepted: Lease[] = [];
+  const skipped: SkippedPeer[] = [];
+  for (const peer of sorted) {
+    if (peer.key === own.key || sameNet(peer.subnet, own.subnet)) continue; // our own lease
+    const why = screenPeer(peer, { own, ctx, accepted, peerPublicIPs, ...(ownIfaceIP ? { ownIfaceIP } : {}) }) ?? backendCheck(peer);
+    if (why !== null) {
+      skipped.push({ key: peer.key, reason: why });
+      continue;
+    }
+    accepted.push(peer);
+  }
+  return { accepted, skipped };
+}
+

@@ -6,6 +6,7 @@
 import { describeError, WeftError } from '../errors';
 import { weftVersion } from '../version';
 import { runCleanupCommand } from './cleanup';
+import { runCniCommand } from './cni';
 import { runConfigCommand } from './config';
 import { runDockerOptsCommand } from './docker-opts';
 import { stdio } from './io';
@@ -23,6 +24,7 @@ commands:
                           Docker options from subnet.env, like flannel's mk-docker-opts.sh
   cleanup [--release-lease]
                           remove weftd's device, routes, iptables rules and subnet.env from this host
+  cni config|install      CNI for podman, containerd, kubelet: a conflist, the plugin (weft cni --help)
   lab up|status|exec|ping|down ...
                           a local lab of hosts in network namespaces (weft lab help)
   status [--json] [--probe]
@@ -36,6 +38,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   config: (argv) => runConfigCommand(argv, stdio),
   'docker-opts': (argv) => runDockerOptsCommand(argv, stdio),
   cleanup: (argv) => runCleanupCommand(argv, stdio),
+  cni: (argv) => runCniCommand(argv, stdio),
   status: (argv) => runStatusCommand(argv, stdio),
   lab: (argv) => runLabCommand(argv),
   version: async () => {

@@ -32,12 +32,12 @@
 import { EventEmitter } from 'node:events';
 import type { NetworkConfig } from '../config/types';
 import { WeftError, describeError, isRetryable } from '../errors';
-import { formatIPv4Cidr, sameNet } from '../ip';
+import { formatCidr, formatIPv4Cidr, sameNet } from '../ip';
 import type { Logger } from '../log';
 import { allocate } from './allocate';
 import { configKey, encodeLeaseAttrs, formatSubnetKey } from './codec';
 import type { HostLease, InvalidSubnet, LeaseRegistry, SubnetWatch, SubnetWatchEvent } from './registry';
-import { isReservation, type IPv4Net, type Lease, type LeaseAttrs, type LeaseEvent } from './types';
+import { isReservation, type IPv4Net, type IPv6Net, type Lease, type LeaseAttrs, type LeaseEvent } from './types';
 
 /** Time, injectable so tests need not wait. */
 export interface Clock {
@@ -86,6 +86,8 @@ export interface AcquireRequest {
   readonly backendData: unknown;
   /** FLANNEL_SUBNET's network from an existing subnet.env (flannel's "previous subnet"). */
   readonly subnetFromFile: IPv4Net | null;
+  /** FLANNEL_IPV6_SUBNET's network from an existing subnet.env (dual stack / IPv6-only). */
+  readonly ipv6SubnetFromFile?: IPv6Net | null;
   /** TTL of the etcd lease; keys expire this long after the host stops (default flannel: 24 h). */
   readonly ttlSeconds: number;
   /** Give up waiting for etcd (acquire() then rejects with the signal's reason). */
@@ -123,6 +125,8 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
 
   private stateValue: LeaseManagerState = 'idle';
   private own: Lease | null = null;
+  /** The IPv6 subnet to prefer (subnet.env's, or the one held before a loss); with `preferred` in acquireLoop. */
+  private preferredIPv6: IPv6Net | null = null;
   private request: AcquireRequest | null = null;
   private hostLease: HostLease | null = null;
   private unsubscribeLost: (() => void) | null = null;
@@ -227,6 +231,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
       throw new WeftError('INTERNAL', 'acquire: an acquisition is already in progress');
     }
     this.request = req;
+    this.preferredIPv6 = req.ipv6SubnetFromFile ?? null;
     this.setState('acquiring');
     try {
       const lease = await this.acquireLoop(req, req.subnetFromFile, this.combine(req.signal), false);
@@ -345,7 +350,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
       BackendData: req.backendData,
     };
     if (reclaim && preferred !== null) {
-      const key = formatSubnetKey(preferred);
+      const key = formatSubnetKey(preferred, this.preferredIPv6);
       const garbage = listing.invalid.find((i) => i.key === key);
       if (garbage?.modRevision !== undefined && !listing.leases.some((l) => l.attrs.PublicIP === req.publicIP)) {
         this.log.warn(`our lease ${key} holds a malformed value; overwriting it with ours`, { key });
@@ -353,7 +358,10 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
         return this.registry.updateSubnet(key, attrsNow, hostLease, garbage.modRevision);
       }
     }
-    const decision = allocate({ config: req.config, leases: listing.leases, publicIP: req.publicIP, preferredSubnet: preferred, random: this.random });
+    const decision = allocate({
+      config: req.config, leases: listing.leases, publicIP: req.publicIP, publicIPv6: req.publicIPv6,
+      preferredSubnet: preferred, preferredIPv6Subnet: this.preferredIPv6, random: this.random,
+    });
     for (const r of decision.ignoredReservations) {
       this.log.warn('reservation for our PublicIP does not fit the network config; leaving it in place and not using it', {
         key: r.key,
@@ -375,12 +383,13 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
       const hostLease = isReservation(old) ? null : await this.ensureHostLease(req.ttlSeconds);
       return this.registry.updateSubnet(old.key, attrs, hostLease, old.modRevision);
     }
-    const key = formatSubnetKey(decision.subnet);
+    const key = formatSubnetKey(decision.subnet, decision.ipv6Subnet);
     const hostLease = await this.ensureHostLease(req.ttlSeconds);
     const lease = await this.registry.createSubnet(key, attrs, hostLease);
     if (lease !== null) {
       const how = decision.source === 'preferred' ? 'previously leased subnet' : 'free subnet';
-      this.log.info(`Allocated lease (${formatIPv4Cidr(decision.subnet)}) to current node (${req.publicIP})`, { key, from: how });
+      const v6 = decision.ipv6Subnet === null ? '' : ` ipv6: ${formatCidr(decision.ipv6Subnet)}`;
+      this.log.info(`Allocated lease (${formatIPv4Cidr(decision.subnet)}${v6}) to current node (${req.publicIP})`, { key, from: how });
     }
     return lease;
   }
@@ -421,6 +430,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     if (this.stateValue !== 'held' || previous === null || req === null) return;
     this.log.warn(`lost our lease ${previous.key}: ${describeError(err)}; re-acquiring (preferring the same subnet)`);
     this.setState('reacquiring');
+    this.preferredIPv6 = previous.ipv6Subnet;
     this.emit('lost', err, previous);
     this.acquireLoop(req, previous.subnet, this.closing.signal, true).then(
       (lease) => {

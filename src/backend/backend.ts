@@ -58,8 +58,23 @@ export interface DesiredState {
    * adding routes, and neither reads nor writes kernel FDB entries on the device (`fdb` is empty).
    */
   readonly pump?: readonly DesiredPumpEntry[];
+  /**
+   * Present for the wireguard backend: the WireGuard peers the device must hold (exactly these;
+   * others are removed). The reconciler hands it to `Backend.applyWireguardPeers()` before
+   * adding routes, on every full run; the backend also re-reads the device between runs, since
+   * neither the kernel nor wireguard-go notifies peer changes.
+   */
+  readonly wireguardPeers?: readonly DesiredWireguardPeer[];
   /** Peers left out (other BackendType, undecodable BackendData...), for the caller to warn about. */
   readonly skipped?: readonly SkippedPeer[];
+}
+
+/** A WireGuard peer (keys base64). PSK and keepalive are the backend's own config, not per peer. */
+export interface DesiredWireguardPeer {
+  readonly publicKey: string;
+  readonly endpoint: string;              // "<PublicIP>:<ListenPort>"
+  readonly allowedIps: readonly string[]; // the peer's subnet(s), CIDR
+  readonly leaseKey: string;              // for log lines
 }
 
 export interface SkippedPeer {
@@ -127,6 +142,11 @@ export interface Backend {
    * every reconcile whose desired state has `pump`; synchronous, idempotent, cheap.
    */
   applyPump?(entries: readonly DesiredPumpEntry[]): void;
+  /**
+   * The wireguard backend: make the device's peers exactly `peers` (DesiredState.wireguardPeers),
+   * changing only what differs. Called by the reconciler on every full reconcile that has them.
+   */
+  applyWireguardPeers?(peers: readonly DesiredWireguardPeer[]): Promise<void>;
   /**
    * What carries the packets now (`weft status` shows it): 'kernel' (also when absent),
    * 'userspace' (the VXLAN fallback pump) or 'udp' (flannel's legacy udp framing, pump).

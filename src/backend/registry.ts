@@ -11,6 +11,7 @@ import type { NetlinkClient } from '../netlink/client';
 import { decodeVxlanLeaseData } from '../lease/codec';
 import type { Lease } from '../lease/types';
 import type { Backend } from './backend';
+import { HostGwBackend } from './hostgw';
 import { decodeUdpConfig, UdpBackend } from './udp';
 import { AutoVxlanBackend, UserspaceVxlanBackend, type PumpFactory } from './userspace';
 import { VxlanBackend } from './vxlan';
@@ -43,6 +44,7 @@ const BACKENDS: Readonly<Record<string, BackendFactory>> = {
       case 'auto': return new AutoVxlanBackend(opts);
     }
   },
+  'host-gw': (_config, deps) => new HostGwBackend({ nl: deps.nl, log: deps.log }),
   udp: (config, deps) => {
     if (config.network === null) throw new WeftError('CONFIG_INVALID', 'network config: the udp backend needs an IPv4 Network');
     return new UdpBackend({

@@ -11,8 +11,9 @@
  * Ownership (diffState never proposes anything else):
  * - every IPv4 address, permanent neighbour and permanent FDB entry on the overlay device;
  * - every main-table unicast route out of the overlay device (except the kernel's own);
- * - with DirectRouting, main-table routes out of the underlay that have a gateway and whose
- *   destination lies strictly inside the flannel Network (`directRoutingNetwork`).
+ * - with DirectRouting or host-gw, main-table routes out of the underlay that have a gateway and
+ *   whose destination lies strictly inside the flannel Network (`directRoutingNetwork`).
+ * A backend without a device (host-gw, Backend.deviceless) owns only those underlay routes.
  * Non-permanent neighbours/FDB entries are the kernel's (ARP, learning) and left alone.
  *
  * Concurrency: one reconcile at a time; calls made while one runs share a single follow-up run
@@ -281,7 +282,7 @@ export interface ReconcilerOptions {
   /** Periodic full resync. Default 10 000 ms. */
   readonly resyncIntervalMs?: number;
   readonly clock?: Clock;
-  /** The flannel Network when vxlan DirectRouting is on; null/absent otherwise. */
+  /** The flannel Network when vxlan DirectRouting is on or the backend is host-gw; null/absent otherwise. */
   readonly directRoutingNetwork?: IPv4Net | null;
   /** Delay between a netlink notification and the reconcile it triggers (coalescing). Default 20 ms. */
   readonly debounceMs?: number;
@@ -591,10 +592,12 @@ export class Reconciler {
     // A user-space data path keeps its FDB in the pump: kernel FDB entries on the device (a TAP
     // lists its own MAC and multicast addresses there) are then neither read nor touched.
     const pump = desired.pump;
+    // No device (host-gw): nothing on one to read; only routes.
+    const dev = link.index !== NO_DEVICE;
     const [addresses, neighbours, fdb, routes] = await Promise.all([
-      this.nl.listAddresses(link.index),
-      this.nl.listNeighbours(link.index),
-      pump ? Promise.resolve([]) : this.nl.listFdb(link.index),
+      dev ? this.nl.listAddresses(link.index) : Promise.resolve([]),
+      dev ? this.nl.listNeighbours(link.index) : Promise.resolve([]),
+      pump || !dev ? Promise.resolve([]) : this.nl.listFdb(link.index),
       this.nl.listRoutes(MAIN_TABLE),
     ]);
     // The pump's table goes in before any route that could send traffic its way.
@@ -646,6 +649,7 @@ export class Reconciler {
   }
 
   private async ensureDevice(repairs: Record<RepairKind, number>): Promise<LinkInfo> {
+    if (this.backend.deviceless) return this.ensureUnderlayOnly();
     const name = this.backend.deviceName;
     const link = await this.nl.getLink(name);
     const why = !link ? 'missing' : !link.up ? 'down' : this.backend.deviceProblem?.(link) ?? null;
@@ -661,6 +665,30 @@ export class Reconciler {
     const fresh = await this.nl.getLink(name);
     if (!fresh) throw new WeftError('NETLINK', `device ${name} is missing right after setting it up`, { retryable: true });
     return fresh;
+  }
+
+  /**
+   * A backend without a device (host-gw) routes out of the underlay: it must exist (followed when
+   * re-created) and be up — weft never changes the host's own interface, so a missing or down
+   * underlay is a retryable failure that names it. The LinkInfo returned carries NO_DEVICE as its
+   * index, which no kernel object has, so diffState owns nothing but the underlay routes.
+   */
+  private async ensureUnderlayOnly(): Promise<LinkInfo> {
+    let lower = await this.nl.getLink(this.underlay.ifName);
+    if ((lower === null || lower.index !== this.underlay.ifIndex) && this.refreshUnderlay) {
+      await this.followUnderlay();
+      lower = await this.nl.getLink(this.underlay.ifName);
+    }
+    const name = this.underlay.ifName;
+    if (lower === null) throw new WeftError('NETLINK', `underlay ${name} is missing: no route to any peer can be programmed until it is back`, { retryable: true });
+    if (!lower.up) throw new WeftError('NETLINK', `underlay ${name} is down: routes to peers need it up (ip link set ${name} up)`, { retryable: true });
+    const setup = await this.backend.ensureDevice(this.underlay); // no kernel change: checks and returns the setup
+    try {
+      this.onDeviceSetup?.(setup);
+    } catch (err) {
+      this.log.error('onDeviceSetup listener threw', { error: err });
+    }
+    return { ...lower, index: NO_DEVICE };
   }
 
   /**
@@ -725,6 +753,9 @@ export class Reconciler {
     }
   }
 }
+
+/** The overlay index of a backend without a device (Backend.deviceless): no kernel object has ifindex 0. */
+const NO_DEVICE = 0;
 
 /** How long after we add or change an object its notification is taken for an echo (see isEcho). */
 const ECHO_TTL_MS = 2000;

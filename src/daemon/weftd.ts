@@ -18,7 +18,6 @@
 import { EventEmitter } from 'node:events';
 import type { Backend, BackendSetup, DesiredContext, Underlay } from '../backend/backend';
 import { createBackend } from '../backend/registry';
-import { VxlanBackend } from '../backend/vxlan';
 import { parseNetworkConfig } from '../config/network';
 import type { DaemonOptions, NetworkConfig } from '../config/types';
 import { describeError, WeftError } from '../errors';
@@ -307,7 +306,8 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       const backend = this.backend;
       const own = this.own;
       if (!backend || !own || !this.reconciler) return;
-      if (peerSetChanged && backend instanceof VxlanBackend && this.directRoutingNetwork() && this.underlay) {
+      // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
+      if (peerSetChanged && backend.onLinkPeers && this.underlay) {
         this.onLinkPublicIPs = await backend.onLinkPeers(this.peers, this.underlay);
       }
       // Network and SubnetLen: leases outside them (hostile or stale data) are never programmed.
@@ -430,7 +430,10 @@ export class Weftd extends EventEmitter<WeftdEvents> {
 
   private directRoutingNetwork(): IPv4Net | null {
     const cfg = this.config;
-    if (!cfg || cfg.backend.type !== 'vxlan' || cfg.backend.raw.DirectRouting !== true) return null;
+    if (!cfg) return null;
+    // host-gw routes every peer out of the underlay, as DirectRouting does for peers on our L2.
+    if (cfg.backend.type === 'host-gw') return cfg.network;
+    if (cfg.backend.type !== 'vxlan' || cfg.backend.raw.DirectRouting !== true) return null;
     return cfg.network;
   }
 

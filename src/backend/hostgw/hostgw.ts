@@ -1,0 +1,88 @@
+/**
+ * flannel's host-gw backend (backend/hostgw, backend/route_network.go): no encapsulation and no
+ * device; each peer's subnet is routed via the peer's PublicIP out of the underlay, so every host
+ * must be on one L2 segment. Our lease is flannel's host-gw lease exactly:
+ * `{"PublicIP":...,"PublicIPv6":null,"BackendType":"host-gw"}` (no BackendData), and
+ * FLANNEL_MTU is the underlay's MTU (nothing is added to a packet).
+ *
+ * Without a device, `deviceless` tells the reconciler to own nothing but underlay routes into the
+ * Network (the same rule as vxlan DirectRouting), and `deviceName` names the underlay, which is
+ * what must exist and be up for host-gw to carry traffic (readiness reports it).
+ */
+import { WeftError } from '../../errors';
+import type { Lease } from '../../lease/types';
+import { silentLogger, type Logger } from '../../log';
+import type { Backend, BackendSetup, DesiredContext, DesiredState, Underlay } from '../backend';
+import { HOSTGW_TYPE, hostGwDesired } from './desired';
+import { parseIPv4 } from '../../ip';
+
+/** The part of NetlinkClient host-gw uses (a seam for tests). */
+export interface HostGwNetlink {
+  isOnLink(ip: string, viaIndex?: number): Promise<boolean>;
+}
+
+export interface HostGwBackendOptions {
+  readonly nl: HostGwNetlink;
+  readonly log?: Logger;
+}
+
+export class HostGwBackend implements Backend {
+  readonly type = HOSTGW_TYPE;
+  readonly deviceless = true;
+  private readonly nl: HostGwNetlink;
+  private readonly log: Logger;
+  private underlayName: string | null = null;
+
+  constructor(opts: HostGwBackendOptions) {
+    this.nl = opts.nl;
+    this.log = (opts.log ?? silentLogger).child({ component: 'host-gw' });
+  }
+
+  /** The underlay's name once ensureDevice() has seen it: host-gw's traffic leaves through it. */
+  get deviceName(): string {
+    return this.underlayName ?? 'underlay';
+  }
+
+  async ensureDevice(underlay: Underlay): Promise<BackendSetup> {
+    // Peers route our subnet via our PublicIP; behind NAT that address is not on their L2
+    // (flannel refuses the same way: "your PublicIP differs from interface IP").
+    if (underlay.ifaceIPv4 !== undefined && underlay.ifaceIPv4 !== underlay.ipv4) {
+      throw new WeftError('CONFIG_INVALID',
+        `host-gw: --public-ip ${underlay.ipv4} differs from ${underlay.ifName}'s address ${underlay.ifaceIPv4} (NAT?); ` +
+        'peers route our subnet straight to our PublicIP on their L2, which NAT cannot serve: drop --public-ip or use the vxlan backend');
+    }
+    this.underlayName = underlay.ifName;
+    return { backendType: HOSTGW_TYPE, backendData: undefined, mtu: underlay.mtu };
+  }
+
+  desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
+    return hostGwDesired(own, peers, ctx);
+  }
+
+  /**
+   * The PublicIPs of host-gw peers the kernel reaches without a gateway through the underlay
+   * (DesiredContext.onLinkPublicIPs): only those get a route. One route lookup per distinct
+   * PublicIP; the daemon calls this when the peer set changes.
+   */
+  async onLinkPeers(peers: readonly Lease[], underlay: Underlay): Promise<Set<string>> {
+    const ips = new Set<string>();
+    for (const p of peers) {
+      if (p.attrs.BackendType === HOSTGW_TYPE && typeof p.attrs.PublicIP === 'string' && parseIPv4(p.attrs.PublicIP) !== null) ips.add(p.attrs.PublicIP);
+    }
+    const out = new Set<string>();
+    await Promise.all(
+      [...ips].map(async (ip) => {
+        try {
+          if (await this.nl.isOnLink(ip, underlay.ifIndex)) out.add(ip);
+        } catch (err) {
+          this.log.warn('route lookup for a peer\'s PublicIP failed; no route to its subnet until the next lease event', { publicIp: ip, error: err });
+        }
+      }),
+    );
+    return out;
+  }
+
+  async close(): Promise<void> {
+    // Nothing held; the routes stay (a restart must not cut traffic).
+  }
+}

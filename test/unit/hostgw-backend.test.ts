@@ -63,7 +63,7 @@ describe('host-gw desired state', () => {
     assert.match(reasons['10.5.4.0-24']!, /BackendType "vxlan" is not host-gw/);
     assert.match(reasons['10.5.5.0-24']!, /not an IPv4 address/);
     assert.match(reasons['10.5.6.0-24']!, /is ours/);
-    assert.match(reasons['10.5.7.0-24']!, /not a unicast address/);
+    assert.match(reasons['10.5.7.0-24']!, /multicast/);
     assert.equal(Object.keys(reasons).length, 7);
   });
 });

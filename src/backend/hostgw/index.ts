@@ -1,3 +1,3 @@
 export { HostGwBackend } from './hostgw';
 export type { HostGwBackendOptions, HostGwNetlink } from './hostgw';
-export { hostGwDesired, screenHostGwPeer, HOSTGW_TYPE } from './desired';
+export { hostGwDesired, hostGwCheck, HOSTGW_TYPE } from './desired';

@@ -17,12 +17,13 @@ export const DEFAULT_NETWORK_NAME = 'weft';
 
 export const CNI_USAGE = `usage: weft cni config [--name ${DEFAULT_NETWORK_NAME}] [--cni-version 1.0.0] [--type weft|flannel]
                        [--subnet-file ${DEFAULT_SUBNET_FILE}] [--data-dir ${DEFAULT_DATA_DIR}]
-                       [--no-portmap] [-o FILE]
+                       [--ipam-data-dir DIR] [--no-portmap] [-o FILE]
        weft cni install [--bin-dir ${DEFAULT_CNI_BIN_DIR}] [--flannel]
 
   config    print a CNI network config list for weft's plugin (or write it atomically to FILE,
             e.g. /etc/cni/net.d/10-weft.conflist): the plugin reads subnet.env on every ADD and
-            delegates to the standard bridge + host-local plugins (flannel's plugin's keys)
+            delegates to the standard bridge + host-local plugins (flannel's plugin's keys);
+            --ipam-data-dir gives host-local its own lease dir (hosts sharing one filesystem)
   install   link the weft plugin into a CNI bin dir as "weft" (--flannel: also as "flannel", so
             conflists written for flannel work unchanged); the standard plugins (bridge,
             host-local, portmap) must be in the runtime's CNI path too (Debian:
@@ -96,7 +97,8 @@ export async function runCniCommand(argv: string[], io: CliIO): Promise<number> 
       options: sub === 'config'
         ? {
           name: { type: 'string' }, 'cni-version': { type: 'string' }, type: { type: 'string' },
-          'subnet-file': { type: 'string' }, 'data-dir': { type: 'string' }, 'no-portmap': { type: 'boolean' },
+          'subnet-file': { type: 'string' }, 'data-dir': { type: 'string' }, 'ipam-data-dir': { type: 'string' },
+          'no-portmap': { type: 'boolean' },
           output: { type: 'string', short: 'o' },
         }
         : { 'bin-dir': { type: 'string' }, flannel: { type: 'boolean' } },
@@ -110,6 +112,8 @@ export async function runCniCommand(argv: string[], io: CliIO): Promise<number> 
     const text = JSON.stringify(conflist({
       name: str('name'), cniVersion: str('cni-version'), type: str('type'), subnetFile: str('subnet-file'),
       dataDir: str('data-dir'), portmap: !values['no-portmap'],
+      // host-local keeps its leases per network name; hosts sharing a filesystem need one dir each.
+      extra: str('ipam-data-dir') === undefined ? {} : { ipam: { dataDir: str('ipam-data-dir') ?? '' } },
     }), null, 2) + '\n';
     const out = str('output');
     if (out === undefined) {

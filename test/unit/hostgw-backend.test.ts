@@ -4,10 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { DesiredContext, Underlay } from '../../src/backend/backend';
+import type { DesiredContext, DesiredRoute, Underlay } from '../../src/backend/backend';
 import { HostGwBackend, hostGwDesired } from '../../src/backend/hostgw';
 import { Reconciler, type ReconcilerNetlink } from '../../src/daemon/reconciler';
-import { formatIPv4Cidr, parseIPv4Cidr } from '../../src/ip';
+import { formatCidr, formatIPv4Cidr, parseIPv4Cidr } from '../../src/ip';
 import { encodeLeaseAttrs } from '../../src/lease/codec';
 import type { Lease } from '../../src/lease/types';
 import type { LinkInfo, RouteEntry, RouteSpec } from '../../src/netlink/types';
@@ -25,8 +25,7 @@ function lease(subnet: string, publicIp: string, backendType = 'host-gw'): Lease
 }
 const own = lease('10.5.1.0/24', '10.250.0.11');
 const onL2 = (...ips: string[]): DesiredContext => ({ network: NETWORK, subnetLen: 24, onLinkPublicIPs: new Set(ips) });
-const routeLines = (routes: readonly { dst: { ip: number; prefixLen: number }; gateway: string | null; via?: string }[]) =>
-  routes.map((r) => `${formatIPv4Cidr(r.dst)} via ${r.gateway} (${r.via})`);
+const routeLines = (routes: readonly DesiredRoute[]) => routes.map((r) => `${formatCidr(r.dst)} via ${r.gateway} (${r.via})`);
 
 describe('host-gw desired state', () => {
   it('routes each peer subnet via its PublicIP out of the underlay, and wants no address, neighbour or FDB entry', () => {

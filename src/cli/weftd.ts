@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 /**
  * weftd: the per-host daemon. Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 cannot go on
- * (the log's last line says why and what to do), 2 bad flags.
+ * (the log's last line says why and what to do), 2 bad flags, 70 an uncaught exception (a bug;
+ * logged with its cause chain, kernel state left in place, systemd restarts weftd — see
+ * src/daemon/last-resort.ts).
  */
 import { parseDaemonOptions } from '../config/options';
 import { createComponents } from '../daemon/components';
+import { installLastResort } from '../daemon/last-resort';
 import { createNotifier } from '../daemon/notify';
+import { startWatchdog } from '../daemon/watchdog';
 import { Weftd } from '../daemon/weftd';
 import { describeError, WeftError } from '../errors';
 import { createLogger } from '../log';
@@ -35,6 +39,8 @@ async function main(): Promise<number> {
   }
 
   const notifier = createNotifier(log);
+  installLastResort(process, { log, exit: (code) => process.exit(code), status: (text) => notifier.status(text) });
+  const stopWatchdog = startWatchdog({ log });
   const daemon = new Weftd(parsed.options, { log, notifier, components: createComponents(parsed.options, log) });
   const stop = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -50,6 +56,7 @@ async function main(): Promise<number> {
   log.info('weftd starting', { version: weftVersion(), pid: process.pid });
   try {
     await daemon.run(stop.signal);
+    stopWatchdog();
     return 0;
   } catch (err) {
     const code = err instanceof WeftError ? err.code : 'INTERNAL';

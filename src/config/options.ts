@@ -75,6 +75,7 @@ const DAEMON_FLAGS: readonly FlagDef[] = [
   { name: 'iptables-forward-rules', kind: 'boolean', help: 'add FORWARD ACCEPT rules for the overlay network', defaultText: 'true' },
   { name: 'healthz-ip', kind: 'string', metavar: 'IP', help: 'address the /healthz endpoint listens on', defaultText: '0.0.0.0' },
   { name: 'healthz-port', kind: 'string', metavar: 'PORT', help: 'port of the /healthz endpoint (0 = off)', defaultText: '0' },
+  { name: 'healthz-expose-details', kind: 'boolean', help: 'weft: also serve /metrics and /status on --healthz-ip to other machines and containers (by default only /healthz and /readyz are; the details answer loopback clients, e.g. weft status; POST /probe is always loopback-only); see docs/security.md', defaultText: 'false' },
   { name: 'vxlan-fallback', kind: 'string', metavar: 'auto|force|off', help: 'weft: user-space VXLAN when the kernel has none (auto), always (force) or never (off)', defaultText: 'auto' },
   { name: 'resync-interval', kind: 'string', metavar: 'SECONDS', help: 'weft: period of the full reconcile of routes, neighbours and FDB (changes made by others are repaired at once from netlink notifications; this is the safety net), seconds or a Go duration', defaultText: '60' },
   { name: 'version', kind: 'boolean', help: 'print the version and exit', noEnv: true },
@@ -449,6 +450,7 @@ export function parseDaemonOptions(argv: readonly string[], env: Env): DaemonOpt
     iptablesForwardRules: bool(raw, 'iptables-forward-rules', true),
     healthzIp: ip(raw, 'healthz-ip', 'any') ?? '0.0.0.0',
     healthzPort: int(raw, 'healthz-port', 0, 0, 65535, 'a port number from 0 (off) to 65535'),
+    healthzExposeDetails: bool(raw, 'healthz-expose-details', false),
     vxlanFallback: vxlanFallback(raw),
     resyncIntervalSeconds: resyncInterval(raw),
   };

@@ -72,6 +72,7 @@ export interface DaemonOptions {
   readonly iptablesForwardRules: boolean;      // default true
   readonly healthzIp: string;                  // default 0.0.0.0
   readonly healthzPort: number;                // 0 = off
+  readonly healthzExposeDetails: boolean;      // weft: /metrics, /status to non-loopback clients (default false)
   readonly vxlanFallback: 'auto' | 'force' | 'off'; // weft: user-space VXLAN fallback
   readonly resyncIntervalSeconds: number;      // weft: periodic full reconcile, default 60
 }

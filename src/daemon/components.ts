@@ -11,7 +11,7 @@ import type { DaemonComponent } from './weftd';
 
 export function createComponents(opts: DaemonOptions, log: Logger): DaemonComponent[] {
   const components: DaemonComponent[] = [];
-  if (opts.healthzPort > 0) components.push(new HealthComponent({ ip: opts.healthzIp, port: opts.healthzPort, log }));
+  if (opts.healthzPort > 0) components.push(new HealthComponent({ ip: opts.healthzIp, port: opts.healthzPort, exposeDetails: opts.healthzExposeDetails, log }));
   if (opts.ipMasq || opts.iptablesForwardRules) components.push(new IptablesManager({ ipMasq: opts.ipMasq, forwardRules: opts.iptablesForwardRules, resyncSeconds: opts.iptablesResyncSeconds, log }));
   components.push(new IdleGc());
   return components;

@@ -2,27 +2,57 @@
  * The health component: an HTTP server on --healthz-ip:--healthz-port (flannel's flags; off when
  * the port is 0, as in flannel) and the peer prober.
  *
- *   GET  /healthz   200 "ok" while the process runs (flannel's endpoint)
- *   GET  /readyz    200 "ready", or 503 with the reason (lease, device, peers)
- *   GET  /metrics   Prometheus text format 0.0.4
- *   GET  /status    JSON StatusReport (what `weft status` prints)
- *   POST /probe     probe every peer now (?peer=KEY for one), then answer like /status
+ *   GET  /healthz   200 "ok" while the process runs (flannel's endpoint)             anyone
+ *   GET  /readyz    200 "ready", or 503 with the reason (lease, device, peers)        anyone
+ *   GET  /metrics   Prometheus text format 0.0.4                                      loopback*
+ *   GET  /status    JSON StatusReport (what `weft status` prints)                     loopback*
+ *   POST /probe     probe every peer now (?peer=KEY for one), then answer like /status  loopback
+ *
+ * Who may ask (docs/security.md): the port listens on --healthz-ip (0.0.0.0 by default, as in
+ * flannel), so every container of the overlay and every machine on the underlay reaches it.
+ * /healthz and /readyz say no more than flannel's "ok". The detailed endpoints give away the
+ * cluster map (PublicIPs, lease keys, errors): they answer only clients connected over loopback
+ * (`weft status` on the host), unless --healthz-expose-details (*) opens /metrics and /status to
+ * everyone (a Prometheus on another machine). POST /probe makes this host send 3 echoes to every
+ * peer: it is never served to other machines, and rounds are serialised (callers during a round
+ * get that round's report) and rate-limited (a burst of PROBE_BURST, then one per PROBE_REFILL_MS).
+ *
+ * Hostile clients: a request handler never throws out (every failure is a 4xx/5xx answer), no
+ * request body is read (413 and close), header size and count are bounded, a client has
+ * HEADERS_TIMEOUT_MS to send its headers (slowloris), and one address holds at most
+ * MAX_CONNECTIONS_PER_ADDRESS connections.
  *
  * Started before the core loop (so /healthz answers while weftd waits for etcd); the prober
  * starts once the daemon is ready (probing before routes exist would only report failures).
- * The server only reads state: nothing here can change the kernel or etcd.
+ * Nothing here can change the kernel or etcd.
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { DaemonComponent, Weftd } from '../daemon/weftd';
 import { describeError } from '../errors';
+import { formatIPv4Cidr } from '../ip';
 import type { Logger } from '../log';
 import { renderExposition } from '../metrics/exposition';
 import { daemonMetricFamilies, newCounters, type DaemonCounters } from '../metrics/daemon-metrics';
 import type { Pinger } from '../probe/icmp';
 import { Prober, type ProbeTarget } from '../probe/prober';
 import { weftVersion } from '../version';
-import { overlayGateway, readiness, statusReport, type DeviceState, type Readiness, type StatusReport } from './status';
+import { overlayGateway, programmedSubnets, readiness, statusReport, type DeviceState, type Readiness, type StatusReport } from './status';
+
+/** Time a client has to send a request's headers; slow clients (slowloris) are cut off after it. */
+export const HEADERS_TIMEOUT_MS = 5000;
+/** Whole request, headers included (we never read a body). */
+const REQUEST_TIMEOUT_MS = 10_000;
+/** Header bytes (Node's default is 16 KiB; our requests are one line and a Host header). */
+const MAX_HEADER_BYTES = 8192;
+const MAX_HEADERS_COUNT = 64;
+/** Connections open at once from one client address, and in total (file descriptors). */
+export const MAX_CONNECTIONS_PER_ADDRESS = 32;
+const MAX_CONNECTIONS = 512;
+/** On-demand probe rounds: a burst of this many, then one per PROBE_REFILL_MS. */
+export const PROBE_BURST = 3;
+export const PROBE_REFILL_MS = 2000;
 
 export interface HealthOptions {
   /** Address to listen on ("0.0.0.0", "127.0.0.1", "::"). */
@@ -38,6 +68,11 @@ export interface HealthOptions {
   readonly deviceState?: (name: string) => DeviceState;
   /** How long /readyz tolerates peer changes not yet programmed. Default 5000 ms. */
   readonly readyGraceMs?: number;
+  /**
+   * --healthz-expose-details: answer /metrics and /status to every client, not only loopback
+   * ones. POST /probe stays loopback-only whatever this says.
+   */
+  readonly exposeDetails?: boolean;
 }
 
 export class HealthComponent implements DaemonComponent {
@@ -51,6 +86,12 @@ export class HealthComponent implements DaemonComponent {
   /** Since when the reconciler has been behind (a peer change not programmed yet), or null. */
   private behindSince: number | null = null;
   private pendingTimer: NodeJS.Timeout | null = null;
+  /** The on-demand probe round running now: later callers wait for it instead of starting one. */
+  private probeRound: Promise<StatusReport> | null = null;
+  /** Token bucket of on-demand rounds. */
+  private probeTokens = PROBE_BURST;
+  private probeTokensAt = performance.now();
+  private readonly connectionsByAddress = new Map<string, number>();
 
   constructor(opts: HealthOptions) {
     this.opts = opts;
@@ -79,8 +120,25 @@ export class HealthComponent implements DaemonComponent {
       this.trackProgramming();
     });
 
-    const server = createServer((req, res) => this.handle(req, res));
-    server.keepAliveTimeout = 5000;
+    const server = createServer({
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      // Timeouts above are enforced by a sweep this often (Node's default is 30 s).
+      connectionsCheckingInterval: 1000,
+      maxHeaderSize: MAX_HEADER_BYTES,
+      keepAliveTimeout: 5000,
+    }, (req, res) => {
+      try {
+        this.handle(req, res);
+      } catch (err) {
+        // handle() answers every failure itself; this is the last net (a bug), never a crash.
+        this.log.error('health request handler failed', { error: describeError(err) });
+        res.destroy();
+      }
+    });
+    server.maxHeadersCount = MAX_HEADERS_COUNT;
+    server.maxConnections = MAX_CONNECTIONS;
+    server.on('connection', (socket) => this.admit(socket));
     await new Promise<void>((resolve) => {
       server.once('error', (err) => {
         // The overlay matters more than its health endpoint: keep running, say so loudly.
@@ -194,22 +252,50 @@ export class HealthComponent implements DaemonComponent {
 
   // ---- HTTP ----------------------------------------------------------------------------------
 
+  /** Per-address connection cap: one client cannot hold every slot (slowloris from one container). */
+  private admit(socket: Socket): void {
+    const address = socket.remoteAddress ?? '?';
+    const n = (this.connectionsByAddress.get(address) ?? 0) + 1;
+    if (n > MAX_CONNECTIONS_PER_ADDRESS) {
+      socket.destroy();
+      return;
+    }
+    this.connectionsByAddress.set(address, n);
+    socket.once('close', () => {
+      const left = (this.connectionsByAddress.get(address) ?? 1) - 1;
+      if (left <= 0) this.connectionsByAddress.delete(address);
+      else this.connectionsByAddress.set(address, left);
+    });
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const url = new URL(req.url ?? '/', 'http://weftd');
-    const path = url.pathname;
-    // Only known paths become label values: a scanner must not grow the label set.
-    if (KNOWN_PATHS.has(path)) this.counters.httpRequests.set(path, (this.counters.httpRequests.get(path) ?? 0) + 1);
-    const send = (code: number, type: string, body: string): void => {
-      res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
+    const send = (code: number, type: string, body: string, headers: Record<string, string> = {}): void => {
+      if (res.headersSent || res.destroyed) return;
+      res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store', ...headers });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    let path = '?';
     try {
+      const target = parseTarget(req.url);
+      if (target === null) return send(400, 'text/plain', 'bad request target: expected an absolute path such as /healthz\n', { connection: 'close' });
+      path = target.path;
+      // Only known paths become label values: a scanner must not grow the label set.
+      if (KNOWN_PATHS.has(path)) this.counters.httpRequests.set(path, (this.counters.httpRequests.get(path) ?? 0) + 1);
+      // No endpoint takes a body; reading (or draining) one would let a client make us work.
+      if (hasBody(req)) return send(413, 'text/plain', 'no request body expected\n', { connection: 'close' });
       const method = req.method ?? 'GET';
+      const local = isLoopback(req.socket.remoteAddress);
       if (path === '/probe') {
         if (method !== 'POST') return send(405, 'text/plain', 'use POST\n');
-        void this.probeNow(url.searchParams.getAll('peer')).then(
-          (report) => send(200, 'application/json', JSON.stringify(report, null, 2) + '\n'),
-          (err: unknown) => send(500, 'text/plain', `probe failed: ${describeError(err)}\n`),
+        if (!local) return send(403, 'text/plain', 'POST /probe is served to local clients only (weft status --probe on the host)\n');
+        this.probeNow(target.query.getAll('peer')).then(
+          (report) => (report === null
+            ? send(429, 'text/plain', `too many probe rounds: try again in ${Math.ceil(PROBE_REFILL_MS / 1000)} s\n`, { 'retry-after': String(Math.ceil(PROBE_REFILL_MS / 1000)) })
+            : send(200, 'application/json', JSON.stringify(report, null, 2) + '\n')),
+          (err: unknown) => {
+            this.log.error('on-demand probe failed', { error: describeError(err) });
+            send(500, 'text/plain', `probe failed: ${describeError(err)}\n`);
+          },
         );
         return;
       }
@@ -222,34 +308,91 @@ export class HealthComponent implements DaemonComponent {
           return send(r.ready ? 200 : 503, 'text/plain', r.ready ? 'ready\n' : `not ready: ${r.reason}\n`);
         }
         case '/metrics':
-          return send(200, 'text/plain; version=0.0.4; charset=utf-8', this.metrics());
         case '/status':
-          return send(200, 'application/json', JSON.stringify(this.status(), null, 2) + '\n');
+          if (!local && !(this.opts.exposeDetails ?? false)) {
+            return send(403, 'text/plain', `${path} is served to local clients only (weftd --healthz-expose-details serves it to everyone)\n`);
+          }
+          return path === '/metrics'
+            ? send(200, 'text/plain; version=0.0.4; charset=utf-8', this.metrics())
+            : send(200, 'application/json', JSON.stringify(this.status(), null, 2) + '\n');
         default:
           return send(404, 'text/plain', 'not found: try /healthz, /readyz, /metrics, /status, POST /probe\n');
       }
     } catch (err) {
       this.log.error('health request failed', { path, error: describeError(err) });
-      if (!res.headersSent) send(500, 'text/plain', `internal error: ${describeError(err)}\n`);
+      send(500, 'text/plain', 'internal error (see weftd\'s log)\n');
     }
   }
 
-  private async probeNow(keys: readonly string[]): Promise<StatusReport> {
-    if (this.daemon?.phase === 'ready') this.startProber();
-    if (this.prober !== null) {
-      await this.prober.probeNow(keys.length === 0 ? undefined : keys);
-    }
-    return this.status();
+  /**
+   * One on-demand round at a time: a caller arriving during a round gets that round's report
+   * (its ?peer= selection is then ignored: the report covers every peer anyway). A new round
+   * takes a token; none left → null (the caller answers 429).
+   */
+  private probeNow(keys: readonly string[]): Promise<StatusReport | null> {
+    if (this.probeRound !== null) return this.probeRound;
+    const now = performance.now();
+    this.probeTokens = Math.min(PROBE_BURST, this.probeTokens + (now - this.probeTokensAt) / PROBE_REFILL_MS);
+    this.probeTokensAt = now;
+    if (this.probeTokens < 1) return Promise.resolve(null);
+    this.probeTokens -= 1;
+    const round = (async (): Promise<StatusReport> => {
+      if (this.daemon?.phase === 'ready') this.startProber();
+      if (this.prober !== null) await this.prober.probeNow(keys.length === 0 ? undefined : keys);
+      return this.status();
+    })();
+    this.probeRound = round;
+    const clear = (): void => {
+      if (this.probeRound === round) this.probeRound = null;
+    };
+    round.then(clear, clear);
+    return round;
   }
 }
 
 const KNOWN_PATHS = new Set(['/healthz', '/readyz', '/metrics', '/status', '/probe']);
 
-/** Peers reachable through our VXLAN device: those with a vxlan lease (their gateway is on flannel.<VNI>). */
+/**
+ * The path and query of a request target, or null unless it is origin-form ("/path?query",
+ * RFC 9112 §3.2.1). Not `new URL(target, base)`: "//x:abc/" is a valid scheme-relative
+ * reference to host "x" with port "abc", and URL throws on it.
+ */
+export function parseTarget(target: string | undefined): { path: string; query: URLSearchParams } | null {
+  if (target === undefined || !target.startsWith('/')) return null;
+  const q = target.indexOf('?');
+  const path = q < 0 ? target : target.slice(0, q);
+  return { path, query: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)) };
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const len = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
+}
+
+/**
+ * A client connected over loopback: a process on this host (in this network namespace). A
+ * packet from elsewhere cannot carry a loopback source (the kernel drops it as a martian), and
+ * a TCP connection needs the handshake, so this cannot be spoofed by a container.
+ */
+export function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return v4.startsWith('127.') || address === '::1';
+}
+
+/**
+ * Peers to probe: those the backend accepted and the kernel has a route for (the last applied
+ * desired state), with a vxlan lease (their gateway is on flannel.<VNI>). Not every key in etcd:
+ * a lease the backend refused (outside the Network, overlapping, undecodable) would otherwise
+ * make this host send ICMP wherever an etcd writer points it.
+ */
 function probeTargets(daemon: Weftd): ProbeTarget[] {
   const s = daemon.snapshot();
   if (s.backend?.type !== 'vxlan' || s.lease === null) return [];
-  return s.peers.filter((p) => p.attrs.BackendType === 'vxlan').map((p) => ({ key: p.key, address: overlayGateway(p) }));
+  const programmed = programmedSubnets(s.reconciler?.applied ?? null);
+  return s.peers
+    .filter((p) => p.attrs.BackendType === 'vxlan' && programmed.has(formatIPv4Cidr(p.subnet)))
+    .map((p) => ({ key: p.key, address: overlayGateway(p) }));
 }
 
 function defaultPinger(): Pinger {

@@ -3,10 +3,18 @@
  * types). This file is the only one that loads it, lazily: the daemon's start-up never pays for
  * it, and a build without the addon fails here with a message, not at import time.
  *
- * One socket serves every probe: requests carry our identifier and a sequence number; a reply is
- * matched on (identifier, sequence, source address). A raw ICMP socket sees every ICMP packet of
- * the network namespace: an ICMP_FILTER lets only echo replies wake us (not the peers' own
- * probes arriving here), and replies that do not match are ignored.
+ * One socket serves every probe: requests carry our identifier, a sequence number and a random
+ * 16-byte cookie drawn when the pinger opens; a reply is matched on (identifier, sequence, source
+ * address) AND must echo the cookie. Identifier and sequence are 32 guessable bits: without the
+ * cookie anyone who can send us ICMP (a container, the underlay) could forge "reachable" for a
+ * dead peer. An echo reply carries the request's payload back (RFC 792), so real replies always
+ * pass. A raw ICMP socket sees every ICMP packet of the network namespace: an ICMP_FILTER lets
+ * only echo replies wake us (not the peers' own probes arriving here), and replies that do not
+ * match are ignored.
+ *
+ * At most MAX_PENDING echoes wait for replies at once; beyond that an echo fails at once with
+ * "too many probes in flight" instead of queueing (so the sequence space, 65 536, can never run
+ * out and the search for a free sequence number always ends).
  *
  * Cost: probes are sent in batches (one timer per batch, not per echo); raw-socket writes one
  * queued datagram per writable event, which paces a batch by itself.
@@ -16,6 +24,7 @@
  * (`<own subnet>.0`), and the peer's reply comes back through the overlay as well: a probe that
  * succeeds proves the path both ways.
  */
+import { randomBytes } from 'node:crypto';
 import { WeftError, describeError } from '../errors';
 
 /** The part of raw-socket we use (its index.js; documented in its README). */
@@ -68,6 +77,14 @@ const SOL_RAW = 255;
 const ICMP_FILTER = 1;
 const ICMP_ECHO_REQUEST = 8;
 const PAYLOAD_BYTES = 56; // ping's default: 64-byte ICMP messages
+/** Random bytes at the start of every payload, checked in replies (128 bits: not guessable). */
+export const COOKIE_BYTES = 16;
+/**
+ * Echoes in flight at most. A probe cycle sends 32, an on-demand round 3 per peer (1000 peers:
+ * 3000); far below the 65 536 sequence numbers, so a free one is always found quickly.
+ */
+export const MAX_PENDING = 4096;
+export const TOO_MANY_IN_FLIGHT = `too many probes in flight (${MAX_PENDING}); try again later`;
 
 interface Pending {
   readonly target: string;
@@ -78,6 +95,7 @@ interface Pending {
 export class IcmpPinger implements Pinger {
   private readonly socket: RawSocket;
   private readonly id: number;
+  private readonly cookie: Buffer = randomBytes(COOKIE_BYTES);
   private seq = 0;
   private readonly pending = new Map<number, Pending>();
   private closed = false;
@@ -117,12 +135,13 @@ export class IcmpPinger implements Pinger {
     }
     const seqs: number[] = [];
     const results = targets.map((target) => new Promise<EchoResult>((resolve) => {
-      // Skip sequence numbers still waiting (after 65536 probes in flight — never in practice).
-      let seq = (this.seq + 1) & 0xffff;
-      while (this.pending.has(seq)) seq = (seq + 1) & 0xffff;
-      this.seq = seq;
+      const seq = this.nextSeq();
+      if (seq === null) {
+        resolve({ ok: false, rttMs: null, error: TOO_MANY_IN_FLIGHT });
+        return;
+      }
       seqs.push(seq);
-      const packet = echoRequest(this.id, seq);
+      const packet = echoRequest(this.id, seq, this.cookie);
       const p: Pending = { target, sentAt: process.hrtime.bigint(), resolve };
       this.pending.set(seq, p);
       this.socket.send(packet, 0, packet.length, target, (err) => {
@@ -135,6 +154,17 @@ export class IcmpPinger implements Pinger {
       for (const seq of seqs) this.finish(seq, { ok: false, rttMs: null, error: 'timeout' });
     }, timeoutMs);
     return Promise.all(results).finally(() => clearTimeout(timer));
+  }
+
+  /** A sequence number no pending echo uses, or null when MAX_PENDING echoes wait already. */
+  private nextSeq(): number | null {
+    if (this.pending.size >= MAX_PENDING) return null;
+    // pending.size < 65 536, so at most pending.size + 1 steps find a free number.
+    let seq = (this.seq + 1) & 0xffff;
+    for (let i = 0; i <= 0xffff && this.pending.has(seq); i++) seq = (seq + 1) & 0xffff;
+    if (this.pending.has(seq)) return null;
+    this.seq = seq;
+    return seq;
   }
 
   close(): void {
@@ -153,6 +183,7 @@ export class IcmpPinger implements Pinger {
     if (reply === null || reply.id !== this.id) return;
     const p = this.pending.get(reply.seq);
     if (p === undefined || p.target !== source) return;
+    if (!echoesCookie(buf, this.cookie)) return; // forged: right id/seq/source, wrong payload
     const rttMs = Number(process.hrtime.bigint() - p.sentAt) / 1e6;
     this.finish(reply.seq, { ok: true, rttMs, error: null });
   }
@@ -169,14 +200,18 @@ export class IcmpPinger implements Pinger {
   }
 }
 
-/** An ICMP echo request (type 8) with `PAYLOAD_BYTES` of payload and its checksum. */
-export function echoRequest(id: number, seq: number): Buffer {
+/**
+ * An ICMP echo request (type 8) with `PAYLOAD_BYTES` of payload and its checksum: `cookie` first
+ * (at most PAYLOAD_BYTES), then ping's usual pattern.
+ */
+export function echoRequest(id: number, seq: number, cookie: Buffer = Buffer.alloc(0)): Buffer {
   const b = Buffer.alloc(8 + PAYLOAD_BYTES);
   b.writeUInt8(ICMP_ECHO_REQUEST, 0);
   b.writeUInt8(0, 1);
   b.writeUInt16BE(id & 0xffff, 4);
   b.writeUInt16BE(seq & 0xffff, 6);
   for (let i = 8; i < b.length; i++) b[i] = i & 0xff;
+  cookie.copy(b, 8, 0, Math.min(cookie.length, PAYLOAD_BYTES));
   b.writeUInt16BE(inetChecksum(b), 2);
   return b;
 }
@@ -188,6 +223,14 @@ export function parseEchoReply(datagram: Buffer): { id: number; seq: number } | 
   if (datagram.length < ihl + 8) return null;
   if (datagram[ihl] !== ICMP_ECHO_REPLY || datagram[ihl + 1] !== 0) return null;
   return { id: datagram.readUInt16BE(ihl + 4), seq: datagram.readUInt16BE(ihl + 6) };
+}
+
+/** Whether a received IPv4 echo reply carries `cookie` at the start of its payload. */
+export function echoesCookie(datagram: Buffer, cookie: Buffer): boolean {
+  if (datagram.length < 20) return false;
+  const start = (datagram[0]! & 0x0f) * 4 + 8;
+  if (datagram.length < start + cookie.length) return false;
+  return datagram.subarray(start, start + cookie.length).equals(cookie);
 }
 
 /** RFC 1071 checksum (the checksum field must be zero when computing). */

@@ -50,6 +50,7 @@ const DEFAULTS: DaemonOptions = {
   iptablesForwardRules: true,
   healthzIp: '0.0.0.0',
   healthzPort: 0,
+  healthzExposeDetails: false,
   vxlanFallback: 'auto',
   resyncIntervalSeconds: 60,
 };
@@ -168,7 +169,7 @@ describe('parseDaemonOptions: help, version, unknown flags', () => {
       'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'etcd-username', 'etcd-password',
       'iface', 'iface-regex', 'iface-can-reach', 'public-ip', 'public-ipv6', 'subnet-file', 'subnet-lease-renew-margin',
       'subnet-lease-ttl', 'ip-masq', 'iptables-resync', 'iptables-forward-rules', 'healthz-ip', 'healthz-port',
-      'vxlan-fallback', 'resync-interval', 'version', 'help',
+      'healthz-expose-details', 'vxlan-fallback', 'resync-interval', 'version', 'help',
     ]) {
       assert.match(text, new RegExp(`^  --${flag}\\b`, 'm'), flag);
     }

@@ -1,0 +1,146 @@
+/**
+ * Hostile input on the health port (issue #9 findings 1, 2, 4 and 6), end to end on a 2-host lab
+ * (real etcd, real kernel, real weftd) in namespaces prefixed wt<pid>s-, torn down at the end
+ * (also on failure). Requests come from the container of h2 — a tenant of the overlay — to h1's
+ * health port on the underlay, or from h1's own loopback (an operator on the host).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { StatusReport } from '../../src/health/status';
+import { Lab } from '../../src/lab';
+import { hostUnderlayIp } from '../../src/lab/lab';
+import { sleep, waitUntil as pollUntil } from '../../src/lab/run';
+import { parsePrometheusText, sampleValue } from './helpers/prometheus';
+
+const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
+const PREFIX = `wt${process.pid}s-`;
+const PORT = 8471;
+const H1 = hostUnderlayIp(1);
+const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-sec-`));
+
+let lab: Lab;
+
+async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  assert.ok(await pollUntil(check, timeoutMs, 50), `timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/**
+ * Raw bytes to addr:port from inside `ns`, whatever comes back until the server closes or
+ * `waitMs` passes (a plain TCP client: no HTTP library normalises the request line).
+ */
+const RAW_CLIENT = `
+const net = require('net');
+const [host, port, b64, waitMs] = [process.argv[1], Number(process.argv[2]), process.argv[3], Number(process.argv[4])];
+const chunks = []; let closed = false;
+const s = net.connect(port, host, () => s.write(Buffer.from(b64, 'base64')));
+s.on('data', (d) => chunks.push(d));
+s.on('error', (e) => chunks.push(Buffer.from('\\nSOCKET ERROR ' + e.code)));
+s.on('close', () => { closed = true; done(); });
+const t = setTimeout(() => { s.destroy(); done(); }, waitMs);
+function done() { clearTimeout(t); process.stdout.write(JSON.stringify({ closed, text: Buffer.concat(chunks).toString('latin1') })); process.exit(0); }`;
+
+async function raw(ns: string, host: string, request: string, waitMs = 2000): Promise<{ closed: boolean; text: string }> {
+  const r = await lab.exec(ns, [process.execPath, '-e', RAW_CLIENT, host, String(PORT), Buffer.from(request, 'latin1').toString('base64'), String(waitMs)], { timeoutMs: waitMs + 10000 });
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as { closed: boolean; text: string };
+}
+
+/** HTTP status and body of one request from `ns` (Node's fetch), 0 when it failed. */
+async function http(ns: string, host: string, path: string, method = 'GET'): Promise<{ status: number; body: string }> {
+  const script = `fetch('http://${host}:${PORT}${path}',{method:'${method}'}).then(async r=>{process.stdout.write(r.status+'\\n'+await r.text())},e=>{process.stdout.write('0\\n'+e.message)})`;
+  const r = await lab.exec(ns, [process.execPath, '-e', script], { timeoutMs: 20000 });
+  const nl = r.stdout.indexOf('\n');
+  return { status: Number(r.stdout.slice(0, nl)), body: r.stdout.slice(nl + 1) };
+}
+
+/** `n` requests at once from `ns`; their statuses. */
+async function concurrent(ns: string, host: string, path: string, method: string, n: number): Promise<number[]> {
+  const script = `Promise.all(Array.from({length:${n}},()=>fetch('http://${host}:${PORT}${path}',{method:'${method}'}).then(r=>r.text().then(()=>r.status),()=>0))).then(s=>process.stdout.write(JSON.stringify(s)))`;
+  const r = await lab.exec(ns, [process.execPath, '-e', script], { timeoutMs: 30000 });
+  return JSON.parse(r.stdout) as number[];
+}
+
+async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const r = await http('h1', '127.0.0.1', '/metrics');
+  assert.equal(r.status, 200, r.body);
+  return sampleValue(parsePrometheusText(r.body), name, labels) ?? NaN;
+}
+
+describe('hostile input on the health port, 2-host lab', { timeout: 170_000 }, () => {
+  before(async () => {
+    lab = await Lab.up({ prefix: PREFIX, name: `wt${process.pid}s`, stateDir: join(scratch, 'lab'), hosts: 2, healthzPort: PORT });
+  });
+
+  after(async () => {
+    await lab?.down();
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  test('finding 1: "GET //x:abc/" from a container leaves weftd running and answering /healthz', async () => {
+    const pid = lab.daemonPid('h1');
+    assert.ok(pid !== null, 'weftd runs on h1');
+    const r = await raw('h2-c1', H1, 'GET //x:abc/ HTTP/1.1\r\nHost: a\r\n\r\n');
+    assert.match(r.text, /^HTTP\/1\.1 [45]\d\d /, `weftd answered with an HTTP error: ${JSON.stringify(r.text)}`);
+    await sleep(300);
+    assert.equal(lab.daemonPid('h1'), pid, `weftd on h1 died:\n${lab.daemonLog('h1').slice(-2000)}`);
+    assert.deepEqual(await http('h2-c1', H1, '/healthz'), { status: 200, body: 'ok\n' });
+    assert.doesNotMatch(lab.daemonLog('h1'), /ERR_INVALID_URL/);
+  });
+
+  test('finding 4: a container gets /healthz and /readyz only; /status, /metrics and POST /probe answer loopback clients', async () => {
+    assert.deepEqual(await http('h2-c1', H1, '/healthz'), { status: 200, body: 'ok\n' });
+    assert.deepEqual(await http('h2-c1', H1, '/readyz'), { status: 200, body: 'ready\n' });
+    for (const [path, method] of [['/status', 'GET'], ['/metrics', 'GET'], ['/probe', 'POST']] as const) {
+      const r = await http('h2-c1', H1, path, method);
+      assert.equal(r.status, 403, `${method} ${path} from a container: ${r.status} ${r.body}`);
+      assert.doesNotMatch(r.body, /10\.250\.0\.|PublicIP|publicIp|weft_/, 'no cluster detail in the refusal');
+    }
+    const status = await http('h1', '127.0.0.1', '/status');
+    assert.equal(status.status, 200);
+    assert.equal((JSON.parse(status.body) as StatusReport).ready, true);
+    const cli = await lab.exec('h1', [process.execPath, WEFT, 'status'], { timeoutMs: 30000 });
+    assert.equal(cli.code, 0, cli.stdout + cli.stderr);
+    assert.match(cli.stdout, /peers: 1 known, 1 programmed/);
+  });
+
+  test('finding 2: concurrent POST /probe share one round; beyond the rate limit callers get 429', async () => {
+    const before = await metric('weft_probe_echoes_sent_total');
+    const statuses = await concurrent('h1', '127.0.0.1', '/probe', 'POST', 20);
+    assert.deepEqual(statuses, Array(20).fill(200), 'every caller of the shared round gets its report');
+    const sent = (await metric('weft_probe_echoes_sent_total')) - before;
+    // One peer, 3 echoes per on-demand round: 20 callers at once cost one round, not 20.
+    assert.ok(sent >= 3 && sent <= 4, `echoes sent for 20 concurrent POST /probe: ${sent} (one round is 3)`);
+    // Rounds one after the other: the budget (a burst, then one round per few seconds) runs out.
+    const serial: number[] = [];
+    for (let i = 0; i < 8; i++) serial.push((await http('h1', '127.0.0.1', '/probe', 'POST')).status);
+    assert.ok(serial.includes(429), `8 back-to-back POST /probe: ${serial.join(' ')}: expected 429 once the budget is spent`);
+    assert.equal(serial[0], 200);
+  });
+
+  test('finding 6: the prober probes only peers the backend accepted, not every key in etcd', async () => {
+    const prefix = '/coreos.com/network/subnets';
+    const mac = '{"VtepMAC":"ee:11:22:33:44:55"}';
+    // Outside the Network, and inside it with another subnet length: both well-formed leases
+    // (the watch delivers them) that the backend skips.
+    await lab.etcdctl(['put', `${prefix}/10.99.0.0-24`, `{"PublicIP":"10.250.0.99","BackendType":"vxlan","BackendData":${mac}}`]);
+    await lab.etcdctl(['put', `${prefix}/10.5.250.0-25`, `{"PublicIP":"10.250.0.98","BackendType":"vxlan","BackendData":${mac.replace('55', '56')}}`]);
+    try {
+      await waitUntil(async () => {
+        const s = JSON.parse((await http('h1', '127.0.0.1', '/status')).body) as StatusReport;
+        return s.peers.length === 3;
+      }, 10000, 'h1 to see both hostile leases');
+      await sleep(2100); // past the probe rate limit of the previous test
+      const r = await http('h1', '127.0.0.1', '/probe', 'POST');
+      assert.equal(r.status, 200, r.body);
+      const report = JSON.parse(r.body) as StatusReport;
+      const probed = report.peers.filter((p) => p.probe !== null).map((p) => p.key);
+      assert.deepEqual(probed, [lab.subnetEnv('h2')!.subnetNetwork.replace('/', '-')], `probed: ${probed.join(', ')}`);
+    } finally {
+      await lab.etcdctl(['del', `${prefix}/10.99.0.0-24`]);
+      await lab.etcdctl(['del', `${prefix}/10.5.250.0-25`]);
+    }
+  });
+});

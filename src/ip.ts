@@ -37,25 +37,32 @@ export function parseIPv4Cidr(text: string, strict = true): IPv4Net | null {
   return { ip: network, prefixLen };
 }
 
-export function formatIPv4Cidr(net: IPv4Net): string {
-  return `${formatIPv4(net.ip)}/${net.prefixLen}`;
+/** "a.b.c.d/len"; given an IPv6Net (a route or address of either family), its "addr/len". */
+export function formatIPv4Cidr(net: IPNet): string {
+  return typeof net.ip === 'number' ? `${formatIPv4(net.ip)}/${net.prefixLen}` : `${net.ip}/${net.prefixLen}`;
 }
 
 export function netContains(outer: IPv4Net, ip: number): boolean {
   return ((ip & maskOf(outer.prefixLen)) >>> 0) === outer.ip;
 }
 
+// The three below take either family (never matching across families), so code written for
+// IPv4 stays right when a route or address list carries IPv6 entries too.
+
 /** True when `inner` lies wholly inside `outer`. */
-export function netContainsNet(outer: IPv4Net, inner: IPv4Net): boolean {
-  return inner.prefixLen >= outer.prefixLen && netContains(outer, inner.ip);
+export function netContainsNet(outer: IPNet, inner: IPNet): boolean {
+  if (typeof outer.ip === 'number' && typeof inner.ip === 'number') {
+    return inner.prefixLen >= outer.prefixLen && netContains(outer as IPv4Net, inner.ip);
+  }
+  return ipNetContainsNet(outer, inner);
 }
 
-export function netsOverlap(a: IPv4Net, b: IPv4Net): boolean {
+export function netsOverlap(a: IPNet, b: IPNet): boolean {
   return netContainsNet(a, b) || netContainsNet(b, a);
 }
 
-export function sameNet(a: IPv4Net, b: IPv4Net): boolean {
-  return a.ip === b.ip && a.prefixLen === b.prefixLen;
+export function sameNet(a: IPNet, b: IPNet): boolean {
+  return typeof a.ip === 'number' && typeof b.ip === 'number' ? a.ip === b.ip && a.prefixLen === b.prefixLen : sameIPNet(a, b);
 }
 
 /** Address at offset `n` inside `net` (n = 0: the network address, 1: the first host). */
@@ -211,4 +218,16 @@ export function walkSubnets(
 /** How many networks of length `len` lie from `min` to `max` inclusive (for messages). */
 export function countSubnets(family: IPFamily, min: IPNet, max: IPNet, len: number): bigint {
   return (netValue(max) - netValue(min)) / (1n << BigInt(bitsOf(family) - len)) + 1n;
+}
+
+/** `net` with its host bits cleared (either family). */
+export function maskNet(net: IPNet): IPNet {
+  const family = familyOf(net);
+  return netOf(family, netValue(net) & netMask(family, net.prefixLen), net.prefixLen);
+}
+
+/** True for an IPv6 link-local address (fe80::/10): the kernel's own, never weft's to remove. */
+export function isIPv6LinkLocal(ip: string): boolean {
+  const v = parseIPv6(ip);
+  return v !== null && v >> 118n === 0x3fan;
 }

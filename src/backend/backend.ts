@@ -3,6 +3,7 @@
  * backend/common.go habit). A backend turns "our lease + the peers' leases" into the kernel
  * state that carries traffic. The reconciler, not the backend, applies that state.
  */
+import type { IPFamily, IPNet } from '../ip';
 import type { IPv4Net, Lease } from '../lease/types';
 import type { LinkInfo } from '../netlink/types';
 
@@ -16,6 +17,13 @@ export interface Underlay {
    * when --public-ip is given (NAT); absent means the same as `ipv4`.
    */
   readonly ifaceIPv4?: string;
+  /**
+   * Our PublicIPv6 (--public-ipv6, else the interface's global IPv6 address); absent/null when
+   * IPv6 is off or the interface has none. On an IPv6-only network `ipv4` is "0.0.0.0".
+   */
+  readonly ipv6?: string | null;
+  /** The interface's own IPv6 address: the IPv6 VXLAN device's local address (absent: `ipv6`). */
+  readonly ifaceIPv6?: string | null;
   readonly mtu: number;
 }
 
@@ -30,7 +38,8 @@ export interface BackendSetup {
 export interface DesiredNeighbour { readonly ip: string; readonly mac: string }        // permanent ARP entry on the overlay device
 export interface DesiredFdb { readonly mac: string; readonly dst: string }            // FDB entry on the vxlan device
 export interface DesiredRoute {
-  readonly dst: IPv4Net;
+  /** Either family (IPv6 for a backend with `family` 6). */
+  readonly dst: IPNet;
   /** null: a device route without gateway (legacy udp's one route for the whole Network). */
   readonly gateway: string | null;
   readonly onlink: boolean;
@@ -48,7 +57,7 @@ export type DesiredPumpEntry =
 
 export interface DesiredState {
   /** Addresses on the overlay device: `<own subnet>.0/32`. */
-  readonly addresses: readonly IPv4Net[];
+  readonly addresses: readonly IPNet[];
   readonly neighbours: readonly DesiredNeighbour[];
   readonly fdb: readonly DesiredFdb[];
   readonly routes: readonly DesiredRoute[];
@@ -93,19 +102,24 @@ export interface DesiredContext {
    * The flannel Network and SubnetLen: a peer lease outside the Network, or of another length
    * (which could cover other hosts' subnets, or the underlay), is never programmed. Absent: no check.
    */
-  readonly network?: IPv4Net | null;
+  readonly network?: IPNet | null;
   readonly subnetLen?: number;
   /**
    * Networks connected to the underlay interface (its IPv4 addresses with their prefix): a peer
    * subnet overlapping one is never routed into the overlay (see screen.ts). Absent: no check.
    */
-  readonly underlayNetworks?: readonly IPv4Net[];
+  readonly underlayNetworks?: readonly IPNet[];
   /** Addresses that must stay reachable over the underlay (etcd endpoints): a peer subnet covering one is skipped. */
   readonly protectedIPs?: readonly string[];
 }
 
 export interface Backend {
   readonly type: string;
+  /**
+   * The address family this backend instance carries (default 4). Dual stack runs one instance
+   * per family (vxlan: `flannel.<VNI>` and `flannel-v6.<VNI>`), each with its own Reconciler.
+   */
+  readonly family?: IPFamily;
   /** Name of the overlay device this backend owns (e.g. "flannel.1"). */
   readonly deviceName: string;
   /**

@@ -21,7 +21,10 @@
  * Pure: no I/O. The facts about the host (underlay networks, etcd endpoint addresses) come in
  * DesiredContext, filled by the daemon.
  */
-import { formatIPv4, formatIPv4Cidr, netContains, netContainsNet, netsOverlap, parseIPv4, sameNet } from '../ip';
+import {
+  addressFamily, formatIPv4Cidr, ipNetContainsAddress, netContainsNet, netsOverlap, parseIPv4, parseIPv6, sameNet, type IPFamily,
+} from '../ip';
+import { leaseHalf } from '../lease/family';
 import type { Lease } from '../lease/types';
 import type { DesiredContext, SkippedPeer } from './backend';
 
@@ -34,13 +37,18 @@ export interface ScreenInput {
   /** Peers already accepted in this pass: a subnet overlapping one of theirs is refused. */
   readonly accepted?: readonly Lease[];
   /**
-   * Other peers' PublicIPs (as numbers) that must stay reachable over the underlay. screenPeers()
+   * Other peers' PublicIPs (text, of `family`) that must stay reachable over the underlay. screenPeers()
    * passes the PublicIPs of every listed peer whose PublicIP lies outside the Network (one inside
    * it is refused by check 5 anyway, and must not be usable to get a good peer skipped).
    */
-  readonly peerPublicIPs?: ReadonlySet<number>;
+  readonly peerPublicIPs?: ReadonlySet<string>;
   /** Our underlay interface's own address when it differs from our PublicIP (--public-ip, NAT). */
   readonly ownIfaceIP?: string;
+  /**
+   * Which half of the leases to screen (default 4): 6 screens IPv6Subnet, PublicIPv6 against an
+   * IPv6 Network (ctx) — the same checks, one code path (lease/family.ts).
+   */
+  readonly family?: IPFamily;
 }
 
 /**
@@ -49,36 +57,42 @@ export interface ScreenInput {
  */
 export function screenPeer(peer: Lease, input: ScreenInput): string | null {
   const { own, ctx } = input;
-  const s = peer.subnet;
+  const family = input.family ?? 4;
+  const mine = leaseHalf(own, family);
+  const s = leaseHalf(peer, family).subnet;
+  if (s === null) return `lease has no IPv${family} subnet`;
   const net = ctx.network ?? null;
   if (net !== null && !netContainsNet(net, s)) return `subnet is outside the Network ${formatIPv4Cidr(net)}`;
   if (ctx.subnetLen !== undefined && s.prefixLen !== ctx.subnetLen) {
     return `subnet length /${s.prefixLen} is not the configured SubnetLen /${ctx.subnetLen}`;
   }
-  if (netsOverlap(s, own.subnet)) return `subnet overlaps ours (${formatIPv4Cidr(own.subnet)})`;
-  const clash = input.accepted?.find((a) => netsOverlap(a.subnet, s));
+  if (mine.subnet !== null && netsOverlap(s, mine.subnet)) return `subnet overlaps ours (${formatIPv4Cidr(mine.subnet)})`;
+  const clash = input.accepted?.find((a) => {
+    const other = leaseHalf(a, family).subnet;
+    return other !== null && netsOverlap(other, s);
+  });
   if (clash) return `subnet overlaps lease ${clash.key}`;
   for (const u of ctx.underlayNetworks ?? []) {
     if (netsOverlap(s, u)) return `subnet overlaps the underlay network ${formatIPv4Cidr(u)} (routing it into the overlay would cut this host off)`;
   }
   for (const text of ctx.protectedIPs ?? []) {
-    const ip = parseIPv4(text);
-    if (ip !== null && netContains(s, ip)) return `subnet covers ${text}, an etcd endpoint (routing it into the overlay would cut this host off etcd)`;
+    if (ipNetContainsAddress(s, text)) return `subnet covers ${text}, an etcd endpoint (routing it into the overlay would cut this host off etcd)`;
   }
-  for (const text of [own.attrs.PublicIP, input.ownIfaceIP]) {
-    const ip = text === undefined ? null : parseIPv4(text);
-    if (ip !== null && netContains(s, ip)) return `subnet covers our own address ${text}`;
+  for (const text of [mine.publicIP, input.ownIfaceIP]) {
+    if (text && ipNetContainsAddress(s, text)) return `subnet covers our own address ${text}`;
   }
   for (const ip of input.peerPublicIPs ?? []) {
-    if (netContains(s, ip)) return `subnet covers ${formatIPv4(ip)}, another host's PublicIP (its tunnel packets would go into the tunnel)`;
+    if (ipNetContainsAddress(s, ip)) return `subnet covers ${ip}, another host's PublicIP (its tunnel packets would go into the tunnel)`;
   }
-  const publicIp = peer.attrs.PublicIP;
-  const pip = typeof publicIp === 'string' ? parseIPv4(publicIp) : null;
-  if (pip === null) return `PublicIP ${JSON.stringify(publicIp)} is not an IPv4 address`;
-  if (publicIp === own.attrs.PublicIP || publicIp === input.ownIfaceIP) return `PublicIP ${publicIp} is ours`;
-  const unusable = unusablePublicIP(pip);
-  if (unusable !== null) return `PublicIP ${publicIp} is ${unusable}`;
-  if (net !== null && netContains(net, pip)) return `PublicIP ${publicIp} lies inside the Network ${formatIPv4Cidr(net)}`;
+  const field = family === 4 ? 'PublicIP' : 'PublicIPv6';
+  const publicIp = leaseHalf(peer, family).publicIP;
+  if (typeof publicIp !== 'string' || addressFamily(publicIp) !== family) {
+    return `${field} ${JSON.stringify(publicIp)} is not an IPv${family} address`;
+  }
+  if (sameAddress(publicIp, mine.publicIP) || sameAddress(publicIp, input.ownIfaceIP)) return `${field} ${publicIp} is ours`;
+  const unusable = family === 4 ? unusablePublicIP(parseIPv4(publicIp)!) : unusablePublicIPv6(parseIPv6(publicIp)!);
+  if (unusable !== null) return `${field} ${publicIp} is ${unusable}`;
+  if (net !== null && ipNetContainsAddress(net, publicIp)) return `PublicIP ${publicIp} lies inside the Network ${formatIPv4Cidr(net)}`;
   return null;
 }
 
@@ -91,6 +105,23 @@ export function unusablePublicIP(ip: number): string | null {
   if (ip >>> 0 === 0xffffffff) return 'the broadcast address';
   if (ip >>> 28 === 0xf) return 'in the reserved 240.0.0.0/4';
   return null;
+}
+
+/** Why an IPv6 address cannot be a tunnel endpoint, or null. */
+export function unusablePublicIPv6(ip: bigint): string | null {
+  if (ip === 0n) return 'the unspecified address';
+  if (ip === 1n) return 'the loopback address';
+  if (ip >> 120n === 0xffn) return 'a multicast address';
+  if (ip >> 32n === 0xffffn) return 'an IPv4-mapped address';
+  return null;
+}
+
+/** Same address, whatever its text form ("fd00::1" and "fd00:0::1"). */
+function sameAddress(a: string, b: string | null | undefined): boolean {
+  if (!b) return false;
+  if (a === b) return true;
+  const x = parseIPv6(a);
+  return x !== null && x === parseIPv6(b);
 }
 
 /** The result of screening a list of leases. */
@@ -112,20 +143,28 @@ export function screenPeers(
   ctx: DesiredContext,
   backendCheck: (peer: Lease) => string | null = () => null,
   ownIfaceIP?: string,
+  family: IPFamily = 4,
 ): Screened {
   const sorted = [...peers].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const net = ctx.network ?? null;
-  const peerPublicIPs = new Set<number>();
+  const ownSubnet = leaseHalf(own, family).subnet;
+  // Our own lease (by key, or by this family's subnet) is left out silently.
+  const isOwn = (p: Lease): boolean => {
+    if (p.key === own.key) return true;
+    const sub = leaseHalf(p, family).subnet;
+    return sub !== null && ownSubnet !== null && sameNet(sub, ownSubnet);
+  };
+  const peerPublicIPs = new Set<string>();
   for (const p of sorted) {
-    if (p.key === own.key || sameNet(p.subnet, own.subnet)) continue;
-    const ip = typeof p.attrs.PublicIP === 'string' ? parseIPv4(p.attrs.PublicIP) : null;
-    if (ip !== null && (net === null || !netContains(net, ip))) peerPublicIPs.add(ip);
+    if (isOwn(p)) continue;
+    const ip = leaseHalf(p, family).publicIP;
+    if (ip && addressFamily(ip) === family && (net === null || !ipNetContainsAddress(net, ip))) peerPublicIPs.add(ip);
   }
   const accepted: Lease[] = [];
   const skipped: SkippedPeer[] = [];
   for (const peer of sorted) {
-    if (peer.key === own.key || sameNet(peer.subnet, own.subnet)) continue; // our own lease
-    const why = screenPeer(peer, { own, ctx, accepted, peerPublicIPs, ...(ownIfaceIP ? { ownIfaceIP } : {}) }) ?? backendCheck(peer);
+    if (isOwn(peer)) continue; // our own lease
+    const why = screenPeer(peer, { own, ctx, accepted, peerPublicIPs, family, ...(ownIfaceIP ? { ownIfaceIP } : {}) }) ?? backendCheck(peer);
     if (why !== null) {
       skipped.push({ key: peer.key, reason: why });
       continue;

@@ -28,8 +28,7 @@
  */
 import type { Backend, BackendSetup, DesiredState, Underlay } from '../backend/backend';
 import { describeError, WeftError } from '../errors';
-import { formatIPv4, formatIPv4Cidr, maskOf, netContainsNet } from '../ip';
-import type { IPv4Net } from '../lease/types';
+import { addressFamily, formatIPv4Cidr, isIPv6LinkLocal, maskNet, netAddress, netContainsNet, type IPFamily, type IPNet } from '../ip';
 import { silentLogger, type Logger } from '../log';
 import { isGone, type LinkRef } from '../netlink/client';
 import {
@@ -64,7 +63,7 @@ export interface ActualState {
 
 export interface Ownership {
   /** The flannel Network when DirectRouting is on (weft then owns underlay routes into it); else null. */
-  readonly directRoutingNetwork: IPv4Net | null;
+  readonly directRoutingNetwork: IPNet | null;
 }
 
 export type ChangeOp = 'add' | 'update' | 'remove';
@@ -76,7 +75,7 @@ export type Change =
   | {
       readonly op: ChangeOp;
       readonly kind: 'route';
-      readonly dst: IPv4Net;
+      readonly dst: IPNet;
       readonly gateway: string | null;
       readonly onlink: boolean;
       readonly oif: number;
@@ -100,14 +99,15 @@ export function diffState(desired: DesiredState, actual: ActualState, own: Owner
   const haveAddr = new Set(actual.addresses.filter((a) => a.ifindex === ov).map((a) => `${a.ip}/${a.prefixLen}`));
   const wantAddr = new Set<string>();
   for (const a of desired.addresses) {
-    const ip = formatIPv4(a.ip);
+    const ip = netAddress(a);
     const k = `${ip}/${a.prefixLen}`;
     if (wantAddr.has(k)) continue;
     wantAddr.add(k);
     if (!haveAddr.has(k)) sets.push({ op: 'add', kind: 'address', ip, prefixLen: a.prefixLen });
   }
   for (const a of actual.addresses) {
-    if (a.ifindex === ov && !wantAddr.has(`${a.ip}/${a.prefixLen}`)) removes.push({ op: 'remove', kind: 'address', ip: a.ip, prefixLen: a.prefixLen });
+    // IPv6 link-local addresses are the kernel's (every IPv6 link has one): never weft's to remove.
+    if (a.ifindex === ov && !wantAddr.has(`${a.ip}/${a.prefixLen}`) && !isIPv6LinkLocal(a.ip)) removes.push({ op: 'remove', kind: 'address', ip: a.ip, prefixLen: a.prefixLen });
   }
 
   // Permanent neighbours on the overlay device, keyed by IP.
@@ -144,7 +144,7 @@ export function diffState(desired: DesiredState, actual: ActualState, own: Owner
   // Routes, keyed like the kernel keys them in one table: (dst, metric).
   const viaOf = (r: RouteEntry): 'overlay' | 'underlay' | 'other' =>
     r.oif === ov ? 'overlay' : r.oif === actual.underlayIndex ? 'underlay' : 'other';
-  const routeKey = (dst: IPv4Net, priority: number): string => `${formatIPv4Cidr(dst)} ${priority}`;
+  const routeKey = (dst: IPNet, priority: number): string => `${formatIPv4Cidr(dst)} ${priority}`;
   const unicast = actual.routes.filter((r) => r.table === MAIN_TABLE && r.type === RTN_UNICAST);
   const byKey = new Map<string, RouteEntry[]>();
   for (const r of unicast) {
@@ -154,7 +154,7 @@ export function diffState(desired: DesiredState, actual: ActualState, own: Owner
   const wantRoutes = new Map<string, Change & { kind: 'route' }>();
   for (const d of desired.routes) {
     const via = d.via ?? 'overlay';
-    const dst = { ip: (d.dst.ip & maskOf(d.dst.prefixLen)) >>> 0, prefixLen: d.dst.prefixLen };
+    const dst = maskNet(d.dst);
     const oif = via === 'underlay' ? actual.underlayIndex : ov;
     wantRoutes.set(routeKey(dst, 0), { op: 'add', kind: 'route', dst, gateway: d.gateway, onlink: d.onlink, oif, via, priority: 0 });
   }
@@ -217,11 +217,11 @@ export function changeId(c: Change): string {
 /** The ids of every object in a desired state, in changeId's format. */
 function desiredIds(d: DesiredState): Set<string> {
   const ids = new Set<string>();
-  for (const a of d.addresses) ids.add(`address ${formatIPv4(a.ip)}/${a.prefixLen}`);
+  for (const a of d.addresses) ids.add(`address ${netAddress(a)}/${a.prefixLen}`);
   for (const n of d.neighbours) ids.add(`neighbour ${n.ip} ${n.mac.toLowerCase()}`);
   for (const f of d.fdb) ids.add(`fdb ${f.mac.toLowerCase()} ${f.dst}`);
   for (const r of d.routes) {
-    const dst = { ip: (r.dst.ip & maskOf(r.dst.prefixLen)) >>> 0, prefixLen: r.dst.prefixLen };
+    const dst = maskNet(r.dst);
     ids.add(`route ${formatIPv4Cidr(dst)} 0 ${r.via ?? 'overlay'} ${r.gateway ?? ''}${r.onlink ? ' onlink' : ''}`);
   }
   return ids;
@@ -245,10 +245,10 @@ export function describeChange(c: Change): string {
 /** The part of NetlinkClient the reconciler uses (a seam for tests). */
 export interface ReconcilerNetlink {
   getLink(name: string): Promise<LinkInfo | null>;
-  listAddresses(ifindex?: number): Promise<AddressEntry[]>;
-  listNeighbours(ifindex?: number): Promise<NeighbourEntry[]>;
+  listAddresses(ifindex?: number, family?: IPFamily): Promise<AddressEntry[]>;
+  listNeighbours(ifindex?: number, family?: IPFamily): Promise<NeighbourEntry[]>;
   listFdb(ifindex?: number): Promise<FdbEntry[]>;
-  listRoutes(table?: number): Promise<RouteEntry[]>;
+  listRoutes(table?: number, family?: IPFamily): Promise<RouteEntry[]>;
   addAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void>;
   deleteAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void>;
   replaceNeighbour(link: LinkRef, ip: string, mac: string): Promise<void>;
@@ -257,7 +257,7 @@ export interface ReconcilerNetlink {
   deleteFdb(link: LinkRef, mac: string, dst: string | null): Promise<void>;
   replaceRoute(spec: RouteSpec): Promise<void>;
   deleteRoute(spec: RouteSpec): Promise<void>;
-  monitor(onChange: (batch: ChangeBatch) => void): Monitor;
+  monitor(onChange: (batch: ChangeBatch) => void, family?: IPFamily): Monitor;
 }
 
 export type TimerHandle = unknown;
@@ -283,7 +283,7 @@ export interface ReconcilerOptions {
   readonly resyncIntervalMs?: number;
   readonly clock?: Clock;
   /** The flannel Network when vxlan DirectRouting is on or the backend is host-gw; null/absent otherwise. */
-  readonly directRoutingNetwork?: IPv4Net | null;
+  readonly directRoutingNetwork?: IPNet | null;
   /** Delay between a netlink notification and the reconcile it triggers (coalescing). Default 20 ms. */
   readonly debounceMs?: number;
   /**
@@ -315,6 +315,8 @@ function zeroRepairs(): Record<RepairKind, number> {
 export class Reconciler {
   private readonly nl: ReconcilerNetlink;
   private readonly backend: Backend;
+  /** The address family of the backend's device (Backend.family): what this reconciler reads and owns. */
+  private readonly family: IPFamily;
   private underlay: Underlay;
   private readonly log: Logger;
   private readonly clock: Clock;
@@ -352,6 +354,7 @@ export class Reconciler {
   constructor(opts: ReconcilerOptions) {
     this.nl = opts.nl;
     this.backend = opts.backend;
+    this.family = opts.backend.family ?? 4;
     this.underlay = opts.underlay;
     this.log = (opts.log ?? silentLogger).child({ component: 'reconciler' });
     this.clock = opts.clock ?? systemClock;
@@ -439,7 +442,7 @@ export class Reconciler {
     this.started = true;
     this.monitorHandle = this.nl.monitor((batch) => {
       if (batch.resync || batch.events.some((e) => this.relevant(e) && !this.isEcho(e))) this.schedule(this.debounceMs);
-    });
+    }, this.family);
     this.schedule(0);
     this.armResync();
   }
@@ -464,6 +467,9 @@ export class Reconciler {
         return ov === null || e.ifindex === ov || e.ifindex === this.underlay.ifIndex || e.name === this.backend.deviceName || e.name === this.underlay.ifName;
       case 'address':
       case 'neighbour':
+        // The other family's objects on the device are another reconciler's (or the kernel's).
+        if (e.ip && addressFamily(e.ip) !== this.family) return false;
+        return ov === null || e.ifindex === ov;
       case 'fdb':
         return ov === null || e.ifindex === ov;
       case 'route':
@@ -543,7 +549,7 @@ export class Reconciler {
     // Incremental only from a state known to be in the kernel; a user-space data path's table
     // (DesiredState.pump, when a backend has one) is handled by the full path.
     const full = this.wantFull || this.appliedDesired === null || this.lastErr !== null || this.overlayIndex === null
-      || (desired as { readonly pump?: unknown }).pump !== undefined;
+      || (desired as { readonly pump?: unknown }).pump !== undefined || desired.wireguardPeers !== undefined;
     this.wantFull = false;
     try {
       const result = full ? await this.apply(desired, repairs) : await this.applyIncremental(desired, this.appliedDesired!, this.overlayIndex!);
@@ -595,13 +601,15 @@ export class Reconciler {
     // No device (host-gw): nothing on one to read; only routes.
     const dev = link.index !== NO_DEVICE;
     const [addresses, neighbours, fdb, routes] = await Promise.all([
-      dev ? this.nl.listAddresses(link.index) : Promise.resolve([]),
-      dev ? this.nl.listNeighbours(link.index) : Promise.resolve([]),
+      dev ? this.nl.listAddresses(link.index, this.family) : Promise.resolve([]),
+      dev ? this.nl.listNeighbours(link.index, this.family) : Promise.resolve([]),
       pump || !dev ? Promise.resolve([]) : this.nl.listFdb(link.index),
-      this.nl.listRoutes(MAIN_TABLE),
+      this.nl.listRoutes(MAIN_TABLE, this.family),
     ]);
     // The pump's table goes in before any route that could send traffic its way.
     if (pump) this.backend.applyPump?.(pump);
+    // Likewise the WireGuard peers (wireguard backend): the route below sends traffic to them.
+    if (desired.wireguardPeers) await this.backend.applyWireguardPeers?.(desired.wireguardPeers);
     const actual: ActualState = { overlayIndex: link.index, underlayIndex: this.underlay.ifIndex, addresses, neighbours, fdb, routes };
     const changes = diffState(desired, actual, this.ownership);
     const converged = this.converged;
@@ -796,11 +804,11 @@ export function impliedState(d: DesiredState, overlayIndex: number, underlayInde
   return {
     overlayIndex,
     underlayIndex,
-    addresses: d.addresses.map((a) => ({ ifindex: overlayIndex, ip: formatIPv4(a.ip), prefixLen: a.prefixLen })),
+    addresses: d.addresses.map((a) => ({ ifindex: overlayIndex, ip: netAddress(a), prefixLen: a.prefixLen })),
     neighbours: d.neighbours.map((n) => ({ ifindex: overlayIndex, ip: n.ip, mac: n.mac.toLowerCase(), permanent: true })),
     fdb: d.fdb.map((f) => ({ ifindex: overlayIndex, mac: f.mac.toLowerCase(), dst: f.dst, permanent: true, self: true })),
     routes: d.routes.map((r) => ({
-      dst: { ip: (r.dst.ip & maskOf(r.dst.prefixLen)) >>> 0, prefixLen: r.dst.prefixLen },
+      dst: maskNet(r.dst),
       gateway: r.gateway ?? null,
       oif: r.via === 'underlay' ? underlayIndex : overlayIndex,
       onlink: r.onlink,

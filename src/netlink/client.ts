@@ -18,7 +18,7 @@
  */
 import { FlagsNew, ifla, type RtNetlinkSocket, rt as rtStructs } from 'netlink';
 import { AttrStream } from 'netlink/dist/structs';
-import { formatIPv4Cidr, parseIPv4 } from '../ip';
+import { addressFamily, formatCidr, netAddress, parseIPv4, type IPFamily, type IPNet } from '../ip';
 import { silentLogger, type Logger } from '../log';
 import { bufferToIp, bufferToMac, ipToBuffer, macToBuffer, uint32ToBuffer } from './codec';
 import { errnoOf, NetlinkError } from './errors';
@@ -39,7 +39,18 @@ import {
 } from './types';
 
 const AF_INET = 2;
+const AF_INET6 = 10;
 const AF_BRIDGE = 7;
+
+/** The rtnetlink address family of an IP family. */
+function afOf(family: IPFamily): number {
+  return family === 4 ? AF_INET : AF_INET6;
+}
+
+/** The rtnetlink family of an address in text form (IPv4 unless it is IPv6). */
+function afOfIp(ip: string): number {
+  return afOf(addressFamily(ip) === 6 ? 6 : 4);
+}
 const RTNH_F_ONLINK = 4;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
@@ -174,12 +185,13 @@ export class NetlinkClient {
 
   // ---------------------------------------------------------------- addresses
 
-  /** IPv4 addresses, of one link or all. */
-  async listAddresses(ifindex?: number): Promise<AddressEntry[]> {
-    const msgs = await this.run('list IPv4 addresses', (rt) => rt.getAddresses({ family: AF_INET }));
+  /** Addresses of one family (default IPv4), of one link or all. */
+  async listAddresses(ifindex?: number, family: IPFamily = 4): Promise<AddressEntry[]> {
+    const af = afOf(family);
+    const msgs = await this.run(`list IPv${family} addresses`, (rt) => rt.getAddresses({ family: af }));
     const out: AddressEntry[] = [];
     for (const m of msgs) {
-      if (m.data.family !== AF_INET) continue;
+      if (m.data.family !== af) continue;
       const idx = m.data.index ?? 0;
       if (ifindex !== undefined && idx !== ifindex) continue;
       const ip = bufferToIp(m.attrs.local ?? m.attrs.address);
@@ -193,7 +205,8 @@ export class NetlinkClient {
     const index = indexOf(link);
     const addr = ipToBuffer(ip);
     await this.run(`add address ${ip}/${prefixLen} to link ${this.nameOf(link)}`, (rt) =>
-      rt.newAddress({ family: AF_INET, prefixlen: prefixLen, index }, { local: addr, address: addr }, { flags: CREATE_OR_REPLACE }),
+      // IPv6 takes IFA_ADDRESS only (IFA_LOCAL means a peer address there); IPv4 both, as `ip addr` does.
+      rt.newAddress({ family: afOfIp(ip), prefixlen: prefixLen, index }, addressAttrs(addr), { flags: CREATE_OR_REPLACE }),
     );
   }
 
@@ -201,17 +214,19 @@ export class NetlinkClient {
     const index = indexOf(link);
     const addr = ipToBuffer(ip);
     await this.run(`delete address ${ip}/${prefixLen} from link ${this.nameOf(link)}`, (rt) =>
-      rt.delAddress({ family: AF_INET, prefixlen: prefixLen, index }, { local: addr, address: addr }),
+      rt.delAddress({ family: afOfIp(ip), prefixlen: prefixLen, index }, addressAttrs(addr)),
     );
   }
 
   // ---------------------------------------------------------------- neighbours (ARP)
 
-  async listNeighbours(ifindex?: number): Promise<NeighbourEntry[]> {
-    const msgs = await this.run('list IPv4 neighbours', (rt) => rt.getNeighbors({ family: AF_INET }));
+  /** Neighbours (ARP for IPv4, NDP for IPv6; default IPv4), of one link or all. */
+  async listNeighbours(ifindex?: number, family: IPFamily = 4): Promise<NeighbourEntry[]> {
+    const af = afOf(family);
+    const msgs = await this.run(`list IPv${family} neighbours`, (rt) => rt.getNeighbors({ family: af }));
     const out: NeighbourEntry[] = [];
     for (const m of msgs) {
-      if (m.data.family !== AF_INET) continue;
+      if (m.data.family !== af) continue;
       const idx = m.data.ifindex ?? 0;
       if (ifindex !== undefined && idx !== ifindex) continue;
       const ip = bufferToIp(m.attrs.dst);
@@ -226,7 +241,7 @@ export class NetlinkClient {
     const ifindex = indexOf(link);
     await this.run(`replace neighbour ${ip} lladdr ${mac} on link ${this.nameOf(link)}`, (rt) =>
       rt.newNeighbor(
-        { family: AF_INET, ifindex, state: { permanent: true } },
+        { family: afOfIp(ip), ifindex, state: { permanent: true } },
         { dst: ipToBuffer(ip), lladdr: macToBuffer(mac) },
         { flags: CREATE_OR_REPLACE },
       ),
@@ -236,7 +251,7 @@ export class NetlinkClient {
   async deleteNeighbour(link: LinkRef, ip: string): Promise<void> {
     const ifindex = indexOf(link);
     await this.run(`delete neighbour ${ip} on link ${this.nameOf(link)}`, (rt) =>
-      rt.delNeighbor({ family: AF_INET, ifindex }, { dst: ipToBuffer(ip) }),
+      rt.delNeighbor({ family: afOfIp(ip), ifindex }, { dst: ipToBuffer(ip) }),
     );
   }
 
@@ -286,19 +301,20 @@ export class NetlinkClient {
 
   // ---------------------------------------------------------------- routes
 
-  /** IPv4 routes of one table (default: main). */
-  async listRoutes(table: number = MAIN_TABLE): Promise<RouteEntry[]> {
-    const msgs = await this.run('list IPv4 routes', (rt) => rt.getRoutes({ family: AF_INET }));
+  /** Routes of one table (default: main) and one family (default IPv4). */
+  async listRoutes(table: number = MAIN_TABLE, family: IPFamily = 4): Promise<RouteEntry[]> {
+    const af = afOf(family);
+    const msgs = await this.run(`list IPv${family} routes`, (rt) => rt.getRoutes({ family: af }));
     const out: RouteEntry[] = [];
     for (const m of msgs) {
-      if (m.data.family !== AF_INET) continue;
+      if (m.data.family !== af) continue;
       const tbl = m.attrs.table ?? m.data.table ?? 0;
       if (tbl !== table) continue;
       const dstLen = m.data.dstLen ?? 0;
-      const dstIp = dstLen === 0 ? 0 : parseIPv4(bufferToIp(m.attrs.dst) ?? '');
-      if (dstIp === null) continue;
+      const dst = routeDst(family, dstLen === 0 ? null : bufferToIp(m.attrs.dst), dstLen);
+      if (dst === null) continue;
       out.push({
-        dst: { ip: dstIp, prefixLen: dstLen },
+        dst,
         gateway: bufferToIp(m.attrs.gateway),
         oif: m.attrs.oif ?? null,
         onlink: ((m.data.flags?.__unknown ?? 0) & RTNH_F_ONLINK) !== 0,
@@ -326,7 +342,7 @@ export class NetlinkClient {
   async getRouteTo(ip: string): Promise<RouteLookup | null> {
     try {
       const msgs = await this.run(`look up route to ${ip}`, (rt) =>
-        rt.getRoute({ family: AF_INET, dstLen: 32 }, { dst: ipToBuffer(ip) }),
+        rt.getRoute({ family: afOfIp(ip), dstLen: addressFamily(ip) === 6 ? 128 : 32 }, { dst: ipToBuffer(ip) }),
       );
       const m = msgs[0];
       if (!m) return null;
@@ -349,8 +365,8 @@ export class NetlinkClient {
   }
 
   /** The output interface of the main table's default route with the lowest metric; null if none. */
-  async defaultRouteInterface(): Promise<number | null> {
-    const routes = await this.listRoutes(MAIN_TABLE);
+  async defaultRouteInterface(family: IPFamily = 4): Promise<number | null> {
+    const routes = await this.listRoutes(MAIN_TABLE, family);
     const defaults = routes
       .filter((r) => r.dst.prefixLen === 0 && r.oif !== null)
       .sort((a, b) => a.priority - b.priority);
@@ -363,9 +379,10 @@ export class NetlinkClient {
    * Subscribe to link, neighbour/FDB, IPv4 route and IPv4 address changes on a socket of its own.
    * `onChange` gets coalesced batches; `resync: true` means changes may have been lost.
    */
-  monitor(onChange: (batch: ChangeBatch) => void): Monitor {
+  monitor(onChange: (batch: ChangeBatch) => void, family: IPFamily = 4): Monitor {
     let m: MonitorSocket | null = null;
     m = new MonitorSocket(onChange, {
+      family,
       coalesceMs: this.coalesceMs,
       factory: this.factory,
       log: this.log,
@@ -438,7 +455,7 @@ export class NetlinkClient {
 
   private describeRoute(spec: RouteSpec): string {
     return (
-      `${formatIPv4Cidr(spec.dst)}` +
+      `${formatCidr(spec.dst)}` +
       (spec.gateway ? ` via ${spec.gateway}` : '') +
       ` dev ${this.nameOf(spec.oif)}` +
       (spec.onlink ? ' onlink' : '') +
@@ -453,7 +470,7 @@ function indexOf(link: LinkRef): number {
 
 function routeHeader(spec: RouteSpec, forAdd: boolean): rtStructs.Route {
   return {
-    family: AF_INET,
+    family: afOfIp(netAddress(spec.dst)),
     dstLen: spec.dst.prefixLen,
     table: MAIN_TABLE,
     // Deletion matches on what is given; leave protocol/scope/type out so any route with this
@@ -471,11 +488,24 @@ function routeHeader(spec: RouteSpec, forAdd: boolean): rtStructs.Route {
 
 function routeAttrs(spec: RouteSpec): rtStructs.RouteAttrs {
   return {
-    dst: uint32ToBuffer(spec.dst.ip),
+    dst: typeof spec.dst.ip === 'number' ? uint32ToBuffer(spec.dst.ip) : ipToBuffer(spec.dst.ip),
     oif: spec.oif,
     ...(spec.gateway ? { gateway: ipToBuffer(spec.gateway) } : {}),
     ...(spec.priority ? { priority: spec.priority } : {}),
   };
+}
+
+/** A route's destination from its attributes; null when malformed. */
+function routeDst(family: IPFamily, ip: string | null, prefixLen: number): IPNet | null {
+  if (family === 4) {
+    const n = ip === null ? 0 : parseIPv4(ip);
+    return n === null ? null : { ip: n, prefixLen };
+  }
+  return ip === null ? { ip: '::', prefixLen } : addressFamily(ip) === 6 ? { ip, prefixLen } : null;
+}
+
+function addressAttrs(addr: Buffer): { local?: Buffer; address: Buffer } {
+  return addr.length === 16 ? { address: addr } : { local: addr, address: addr };
 }
 
 function enumNumber(value: number | string | undefined, mapping: Record<string, string | number>): number {

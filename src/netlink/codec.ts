@@ -1,11 +1,19 @@
 /** Byte-level conversions between netlink attributes and weft's text forms. */
-import { formatIPv4, parseIPv4 } from '../ip';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../ip';
 
+/** 4 bytes for an IPv4 address, 16 for an IPv6 one (network order). */
 export function ipToBuffer(ip: string): Buffer {
   const n = parseIPv4(ip);
-  if (n === null) throw new TypeError(`not an IPv4 address: ${JSON.stringify(ip)}`);
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n, 0);
+  if (n !== null) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n, 0);
+    return b;
+  }
+  const v6 = parseIPv6(ip);
+  if (v6 === null) throw new TypeError(`not an IP address: ${JSON.stringify(ip)}`);
+  const b = Buffer.alloc(16);
+  b.writeBigUInt64BE(v6 >> 64n, 0);
+  b.writeBigUInt64BE(v6 & 0xffffffffffffffffn, 8);
   return b;
 }
 
@@ -15,10 +23,11 @@ export function uint32ToBuffer(n: number): Buffer {
   return b;
 }
 
-/** Only 4-byte buffers are IPv4 addresses; anything else (IPv6, truncated) is null. */
+/** 4 bytes: an IPv4 address, 16 bytes: an IPv6 one (canonical text); anything else is null. */
 export function bufferToIp(b: Buffer | undefined): string | null {
-  if (!b || b.length !== 4) return null;
-  return formatIPv4(b.readUInt32BE(0));
+  if (b && b.length === 4) return formatIPv4(b.readUInt32BE(0));
+  if (b && b.length === 16) return formatIPv6((b.readBigUInt64BE(0) << 64n) | b.readBigUInt64BE(8));
+  return null;
 }
 
 export function bufferToUint32(b: Buffer | undefined): number | null {

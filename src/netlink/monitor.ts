@@ -14,11 +14,15 @@
 import { rt as rtStructs, type RtNetlinkSocket } from 'netlink';
 import type { Logger } from '../log';
 import { bufferToIp, bufferToMac } from './codec';
-import { parseIPv4 } from '../ip';
+import { addressFamily, parseIPv4, type IPFamily } from '../ip';
 import { closeQuietly, openSocket, type SocketFactory } from './socket';
 import type { ChangeBatch, ChangeEvent, Monitor } from './types';
 
-const GROUPS = ['LINK', 'NEIGH', 'IPV4_ROUTE', 'IPV4_IFADDR'] as const;
+/** Multicast groups per address family: an IPv4-only daemon does not wake up for IPv6 churn. */
+const GROUPS = {
+  4: ['LINK', 'NEIGH', 'IPV4_ROUTE', 'IPV4_IFADDR'],
+  6: ['LINK', 'NEIGH', 'IPV6_ROUTE', 'IPV6_IFADDR'],
+} as const;
 
 // rtnetlink "deleted" message types (linux/rtnetlink.h); everything else on these groups is a NEW*.
 const RTM_DELLINK = 17;
@@ -26,6 +30,7 @@ const RTM_DELADDR = 21;
 const RTM_DELROUTE = 25;
 const RTM_DELNEIGH = 29;
 const AF_INET = 2;
+const AF_INET6 = 10;
 const AF_BRIDGE = 7;
 
 export interface MonitorOptions {
@@ -33,6 +38,8 @@ export interface MonitorOptions {
   readonly factory: SocketFactory;
   readonly log: Logger;
   readonly onClose: () => void;
+  /** Which family's addresses and routes to follow (links, neighbours and FDB always). Default 4. */
+  readonly family?: IPFamily;
 }
 
 export class MonitorSocket implements Monitor {
@@ -70,7 +77,7 @@ export class MonitorSocket implements Monitor {
   private open(): void {
     const rt = openSocket(this.opts.factory, true);
     try {
-      for (const g of GROUPS) rt.addMembership(g);
+      for (const g of GROUPS[this.opts.family ?? 4]) rt.addMembership(g);
     } catch (err) {
       rt.socket.close();
       throw err;
@@ -131,7 +138,7 @@ export class MonitorSocket implements Monitor {
   }
 }
 
-/** Turn one notification into a ChangeEvent; null for what weft never cares about (IPv6, malformed). */
+/** Turn one notification into a ChangeEvent; null for what weft never cares about (other families, malformed). */
 export function parseEvent(type: number, data: Buffer): ChangeEvent | null {
   let msg: rtStructs.Message;
   try {
@@ -148,14 +155,14 @@ export function parseEvent(type: number, data: Buffer): ChangeEvent | null {
         name: msg.attrs.ifname ?? null,
       };
     case 'address':
-      if (msg.data.family !== AF_INET) return null;
+      if (msg.data.family !== AF_INET && msg.data.family !== AF_INET6) return null;
       return {
         kind: 'address', removed: type === RTM_DELADDR, ifindex: msg.data.index ?? 0,
         ip: bufferToIp(msg.attrs.local ?? msg.attrs.address), prefixLen: msg.data.prefixlen ?? 32,
       };
     case 'neighbor': {
       const permanent = msg.data.state?.permanent === true;
-      if (msg.data.family === AF_INET) {
+      if (msg.data.family === AF_INET || msg.data.family === AF_INET6) {
         return {
           kind: 'neighbour', removed: type === RTM_DELNEIGH, ifindex: msg.data.ifindex ?? 0,
           ip: bufferToIp(msg.attrs.dst), mac: bufferToMac(msg.attrs.lladdr), permanent,
@@ -170,14 +177,16 @@ export function parseEvent(type: number, data: Buffer): ChangeEvent | null {
       return null;
     }
     case 'route': {
-      if (msg.data.family !== AF_INET) return null;
-      const dstIp = bufferToIp(msg.attrs.dst) ?? '0.0.0.0';
+      if (msg.data.family !== AF_INET && msg.data.family !== AF_INET6) return null;
+      const v6 = msg.data.family === AF_INET6;
+      const dstIp = bufferToIp(msg.attrs.dst) ?? (v6 ? '::' : '0.0.0.0');
+      const prefixLen = msg.data.dstLen ?? 0;
       return {
         kind: 'route',
         removed: type === RTM_DELROUTE,
         table: msg.attrs.table ?? msg.data.table ?? 0,
         oif: msg.attrs.oif ?? null,
-        dst: { ip: parseIPv4(dstIp) ?? 0, prefixLen: msg.data.dstLen ?? 0 },
+        dst: v6 ? { ip: addressFamily(dstIp) === 6 ? dstIp : '::', prefixLen } : { ip: parseIPv4(dstIp) ?? 0, prefixLen },
         gateway: bufferToIp(msg.attrs.gateway),
       };
     }

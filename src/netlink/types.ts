@@ -3,9 +3,10 @@
  * `netlink` package: callers (backend, reconciler, underlay lookup) see these shapes only, so the
  * package can be patched or replaced behind `NetlinkClient` without touching them.
  *
- * Addresses are dotted-quad strings, MACs lower-case "aa:bb:cc:dd:ee:ff", networks `IPv4Net`.
+ * Addresses are text (dotted quad, or canonical IPv6), MACs lower-case "aa:bb:cc:dd:ee:ff",
+ * networks `IPNet` (IPv4Net or IPv6Net, see ip.ts).
  */
-import type { IPv4Net } from '../lease/types';
+import type { IPNet } from '../ip';
 
 export interface LinkInfo {
   readonly index: number;
@@ -73,7 +74,8 @@ export interface FdbEntry {
 }
 
 export interface RouteEntry {
-  readonly dst: IPv4Net;
+  /** IPv4Net for an IPv4 route, IPv6Net for an IPv6 one (see ip.ts familyOf). */
+  readonly dst: IPNet;
   readonly gateway: string | null;
   /** Output interface; null for routes without one (blackhole, multipath). */
   readonly oif: number | null;
@@ -97,7 +99,8 @@ export interface RouteLookup {
 
 /** The route being added or removed: always in the main table, unicast, metric 0 unless told. */
 export interface RouteSpec {
-  readonly dst: IPv4Net;
+  /** The family of `dst` is the route's family. */
+  readonly dst: IPNet;
   readonly gateway: string | null;
   readonly oif: number;
   readonly onlink: boolean;
@@ -123,7 +126,7 @@ export type ChangeEvent =
       readonly removed: boolean;
       readonly table: number;
       readonly oif: number | null;
-      readonly dst: IPv4Net;
+      readonly dst: IPNet;
       readonly gateway?: string | null;
     };
 

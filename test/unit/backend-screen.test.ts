@@ -4,7 +4,7 @@ import { screenPeer, screenPeers } from '../../src/backend/screen';
 import { udpDesired } from '../../src/backend/udp/desired';
 import { vxlanDesired } from '../../src/backend/vxlan/desired';
 import { decodeVxlanBackendData, decodeVxlanLeaseData } from '../../src/lease/codec';
-import { parseIPv4, parseIPv4Cidr } from '../../src/ip';
+import { parseIPv4Cidr } from '../../src/ip';
 import type { Lease } from '../../src/lease/types';
 
 function lease(subnet: string, publicIp: string, mac: string, backendType = 'vxlan'): Lease {
@@ -63,7 +63,7 @@ describe('screenPeer: one screen for every backend', () => {
     const noNet = { subnetLen: 24 };
     // Without a Network: 172.16.0.0/24 would capture another host's tunnel endpoint 172.16.0.2.
     const why = screenPeer(lease('172.16.0.0/24', '192.168.1.1', '02:00:00:00:00:21'), {
-      own, ctx: noNet, peerPublicIPs: new Set([parseIPv4('172.16.0.2')!]),
+      own, ctx: noNet, peerPublicIPs: new Set(['172.16.0.2']),
     });
     assert.match(why ?? '', /covers 172\.16\.0\.2, another host's PublicIP/);
     // With a Network: a lease claiming PublicIP 10.5.2.7 (inside good's subnet) is refused itself.

@@ -11,6 +11,8 @@
  *                   h1 → h2 (the pump sends) and h2 → h1 (the pump receives)
  *   fallback ×2     both hosts on the fallback
  *   legacy udp      both hosts on flannel's udp backend (TUN + pump)
+ *   host-gw         both hosts on host-gw (plain routes via the peer's PublicIP: no encapsulation,
+ *                   so it should sit at the underlay's figure)
  * and, over each measurement, the CPU of the weftd processes (where the pump threads run; % of
  * one core, both hosts together) and of the whole machine (all cores; the kernel data path's
  * work shows up only here, as softirq time). Prints a table with each path's ratio to kernel
@@ -109,16 +111,21 @@ async function measure(
   };
 }
 
+/** Machine CPU per Gbit/s carried, in % of one core: what a path costs, whatever its speed. */
+function coreCpuPerGbps(f: Figure): number {
+  return (f.machineCpu * cpus().length) / Math.max(0.001, f.gbps);
+}
+
 function table(figs: readonly Figure[]): string {
   const byKey = new Map(figs.map((f) => [`${f.path}|${f.direction}`, f]));
   const rows = figs.map((f) => {
     const base = f.baseline ? byKey.get(f.baseline) : undefined;
     return [
       f.path, f.direction, f.gbps.toFixed(2), base ? `${Math.round((100 * f.gbps) / base.gbps)} %` : '-',
-      `${Math.round(f.weftdCpu)} %`, `${Math.round(f.machineCpu)} %`, f.runs.map((r) => r.toFixed(2)).join(' '),
+      `${Math.round(f.weftdCpu)} %`, `${Math.round(f.machineCpu)} %`, `${Math.round(coreCpuPerGbps(f))} %`, f.runs.map((r) => r.toFixed(2)).join(' '),
     ];
   });
-  const head = ['PATH', 'DIRECTION', 'GBIT/S', 'VS KERNEL VXLAN', 'WEFTD CPU', 'MACHINE CPU', 'RUNS'];
+  const head = ['PATH', 'DIRECTION', 'GBIT/S', 'VS KERNEL VXLAN', 'WEFTD CPU', 'MACHINE CPU', 'CPU PER GBIT/S', 'RUNS'];
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (c: readonly string[]) => c.map((x, i) => x.padEnd(w[i]!)).join('  ').trimEnd();
   return [line(head), ...rows.map(line)].join('\n');
@@ -162,6 +169,10 @@ async function main(): Promise<number> {
     await lab.down();
     lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}u`, stateDir: join(scratch, 'udp'), hosts: 2, backend: 'udp', healthzPort: 0 });
     figs.push(await measure(lab, 'legacy udp (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addrOf(lab, 'h2'), o(K_UP), log));
+    await lab.down();
+    lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}h`, stateDir: join(scratch, 'hostgw'), hosts: 2, backend: 'host-gw', healthzPort: 0 });
+    figs.push(await measure(lab, 'host-gw (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addrOf(lab, 'h2'), o(K_UP), log));
+    figs.push(await measure(lab, 'host-gw (both)', 'h2 → h1', 'h2-c1', 'h1-c1', addrOf(lab, 'h1'), o(K_DOWN), log));
   } finally {
     await lab?.down().catch(() => undefined);
     rmSync(scratch, { recursive: true, force: true });
@@ -173,6 +184,10 @@ async function main(): Promise<number> {
   const down = get('fallback (h1 user space)|h2 → h1').gbps / get(K_DOWN).gbps;
   const worst = Math.min(up, down);
   process.stdout.write(`target: the fallback at ≥ 30 % of kernel VXLAN in the same run: ${Math.round(100 * up)} % sending, ${Math.round(100 * down)} % receiving — ${worst >= 0.3 ? 'met' : 'MISSED'}\n`);
+  const hg = get('host-gw (both)|h1 → h2');
+  const ul = get('underlay|h1 → h2');
+  process.stdout.write(`host-gw: ${Math.round((100 * hg.gbps) / ul.gbps)} % of the underlay's throughput, ` +
+    `${Math.round(coreCpuPerGbps(hg))} % vs ${Math.round(coreCpuPerGbps(ul))} % of a core per Gbit/s (expected: about the same)\n`);
   process.stdout.write('(flannel\'s udp backend reached ~6 % of kernel VXLAN on this machine kind; docs/dataplane-design.md)\n');
   if (values.out) {
     const out = resolve(values.out);

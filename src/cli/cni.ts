@@ -9,7 +9,9 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { WeftError } from '../errors';
 import { writeFileAtomic } from '../fsutil';
-import { DEFAULT_DATA_DIR, DEFAULT_SUBNET_FILE, type JsonObject } from '../cni/netconf';
+import { readFile } from 'node:fs/promises';
+import { DEFAULT_DATA_DIR, DEFAULT_SUBNET_FILE, keepSourceRules, parseFlannelEnv, type FlannelEnv, type JsonObject } from '../cni/netconf';
+import { ensureKeepSource } from '../cni/plugin';
 import type { CliIO } from './io';
 
 export const DEFAULT_CNI_BIN_DIR = '/opt/cni/bin';
@@ -19,6 +21,7 @@ export const CNI_USAGE = `usage: weft cni config [--name ${DEFAULT_NETWORK_NAME}
                        [--subnet-file ${DEFAULT_SUBNET_FILE}] [--data-dir ${DEFAULT_DATA_DIR}]
                        [--ipam-data-dir DIR] [--no-portmap] [-o FILE]
        weft cni install [--bin-dir ${DEFAULT_CNI_BIN_DIR}] [--flannel]
+       weft cni keep-source [-f ${DEFAULT_SUBNET_FILE}]
 
   config    print a CNI network config list for weft's plugin (or write it atomically to FILE,
             e.g. /etc/cni/net.d/10-weft.conflist): the plugin reads subnet.env on every ADD and
@@ -27,7 +30,13 @@ export const CNI_USAGE = `usage: weft cni config [--name ${DEFAULT_NETWORK_NAME}
   install   link the weft plugin into a CNI bin dir as "weft" (--flannel: also as "flannel", so
             conflists written for flannel work unchanged); the standard plugins (bridge,
             host-local, portmap) must be in the runtime's CNI path too (Debian:
-            containernetworking-plugins, /usr/lib/cni)`;
+            containernetworking-plugins, /usr/lib/cni)
+  keep-source
+            when weftd does not masquerade (FLANNEL_IPMASQ=false) the bridge does (Docker's
+            --ip-masq=true, CNI's ipMasq) and would rewrite container sources on their way to
+            other hosts: insert one nat rule, network → network RETURN, at the top of
+            POSTROUTING. The CNI plugin does this itself; Docker needs it after dockerd has
+            started (its own rule goes to the top): ExecStartPost=weft cni keep-source`;
 
 /** dist/src/cli/cni.js → dist/src/cli/weft-cni.js */
 export function pluginPath(): string {
@@ -101,7 +110,9 @@ export async function runCniCommand(argv: string[], io: CliIO): Promise<number> 
           'no-portmap': { type: 'boolean' },
           output: { type: 'string', short: 'o' },
         }
-        : { 'bin-dir': { type: 'string' }, flannel: { type: 'boolean' } },
+        : sub === 'keep-source'
+          ? { 'subnet-file': { type: 'string', short: 'f' } }
+          : { 'bin-dir': { type: 'string' }, flannel: { type: 'boolean' } },
     }));
   } catch (e) {
     io.err(`weft cni ${sub}: ${(e as Error).message}\n${CNI_USAGE}`);
@@ -127,6 +138,28 @@ export async function runCniCommand(argv: string[], io: CliIO): Promise<number> 
   if (sub === 'install') {
     const links = installPlugin(str('bin-dir') ?? DEFAULT_CNI_BIN_DIR, values.flannel ? ['weft', 'flannel'] : ['weft']);
     io.out(`linked ${links.join(', ')} → ${pluginPath()}`);
+    return 0;
+  }
+  if (sub === 'keep-source') {
+    const file = str('subnet-file') ?? DEFAULT_SUBNET_FILE;
+    let env: FlannelEnv;
+    try {
+      env = parseFlannelEnv(await readFile(file, 'utf8'), file);
+    } catch (e) {
+      throw new WeftError('CONFIG_MISSING', `${(e as Error).message}`.replace(/^weft: /, ''), { cause: e });
+    }
+    if (env.ipMasq) {
+      io.out(`${file}: FLANNEL_IPMASQ=true: weftd masquerades and keeps overlay sources itself; nothing to do`);
+      return 0;
+    }
+    for (const r of keepSourceRules({ ipMasq: true }, env)) {
+      try {
+        const added = ensureKeepSource(process.env, r.v6, r.network);
+        io.out(`${added ? 'added' : 'kept'}: -t nat POSTROUTING -s ${r.network} -d ${r.network} -j RETURN (${r.v6 ? 'ip6tables' : 'iptables'})`);
+      } catch (e) {
+        throw new WeftError('INTERNAL', (e as Error).message.replace(/^weft: /, ''), { cause: e });
+      }
+    }
     return 0;
   }
   io.err(`weft cni: unknown command "${sub}"\n${CNI_USAGE}`);

@@ -11,6 +11,7 @@ import {
   DEFAULT_BACKEND, DEFAULT_HEALTHZ_PORT, DEFAULT_LAB_NAME, DEFAULT_NETWORK, Lab, defaultStateDir, findTools,
   formatPingMatrix, formatStatus, labExists, requireRoot, type Tools,
 } from '../lab';
+import { parseRuntime, type RuntimeKind } from '../lab/runtimes';
 
 export interface LabIO {
   out(text: string): void;
@@ -26,8 +27,12 @@ export const LAB_USAGE = `usage: weft lab <command> [--name NAME] [--state-dir D
 
   up [--hosts N] [--network ${DEFAULT_NETWORK}] [--backend ${DEFAULT_BACKEND}] [--prefix P]
      [--weftd PATH] [--weftd-arg ARG]... [--healthz-port ${DEFAULT_HEALTHZ_PORT}] [--no-daemons]
+     [--runtime namespaces|docker|podman] [--no-containers]
                         build the lab: underlay, etcd, N hosts running weftd, a container per host;
-                        prints the leases and a container ping matrix
+                        prints the leases and a container ping matrix. --runtime docker|podman: a
+                        real dockerd / podman per host, configured through weft docker-opts /
+                        weft's CNI plugin, a busybox container each; --no-containers: none (bring
+                        your own runtime)
   status                namespaces, processes, subnets, leases
   ping                  run the container-to-container ping matrix again
   leases                the subnet leases in etcd
@@ -132,18 +137,39 @@ function intOption(value: unknown, flag: string): number | undefined {
   return n;
 }
 
+/**
+ * `--weftd-arg --ip-masq` (space form, as docs/lab.md shows): strict parseArgs refuses a value
+ * that starts with '-', so the pair is joined into `--weftd-arg=--ip-masq` first.
+ */
+export function joinDashValues(args: readonly string[], flags: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] ?? '';
+    if (a === '--') { out.push(...args.slice(i)); break; }
+    if (flags.includes(a) && i + 1 < args.length) out.push(`${a}=${args[++i] ?? ''}`);
+    else out.push(a);
+  }
+  return out;
+}
+
 const up: Handler = async (ctx, args) => {
-  const { values } = parse(args, {
+  const { values } = parse(joinDashValues(args, ['--weftd-arg']), {
     hosts: { type: 'string' }, network: { type: 'string' }, backend: { type: 'string' }, prefix: { type: 'string' },
     weftd: { type: 'string' }, 'weftd-arg': { type: 'string', multiple: true }, 'healthz-port': { type: 'string' },
-    'no-daemons': { type: 'boolean' },
+    'no-daemons': { type: 'boolean' }, runtime: { type: 'string' }, 'no-containers': { type: 'boolean' },
   }, 0);
+  let runtime: RuntimeKind;
+  try {
+    runtime = parseRuntime(values.runtime ?? 'namespaces');
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   if (labExists(ctx.stateDir)) {
     ctx.io.err(`a lab "${ctx.name}" already exists (${ctx.stateDir}): run weft lab down${nameFlag(ctx)} first`);
     return 1;
   }
   const hosts = intOption(values.hosts, '--hosts') ?? 2;
-  ctx.io.out(`weft lab ${ctx.name}: ${hosts} host(s), state in ${ctx.stateDir}`);
+  ctx.io.out(`weft lab ${ctx.name}: ${hosts} host(s)${runtime === 'namespaces' ? '' : `, runtime ${runtime}`}, state in ${ctx.stateDir}`);
   let lab: Lab;
   try {
     lab = await Lab.up({
@@ -151,6 +177,7 @@ const up: Handler = async (ctx, args) => {
       prefix: values.prefix, weftdPath: values.weftd, extraWeftdArgs: values['weftd-arg'],
       healthzPort: intOption(values['healthz-port'], '--healthz-port'), startDaemons: !values['no-daemons'],
       cleanupOnFailure: false, tools: ctx.tools(), progress: (l) => ctx.io.out(`  ${l}`),
+      runtime, containers: !values['no-containers'],
     });
   } catch (e) {
     if (labExists(ctx.stateDir)) {
@@ -163,7 +190,7 @@ const up: Handler = async (ctx, args) => {
   ctx.io.out('\nleases:');
   ctx.io.out(await lab.leaseTable());
   if (lab.containerNames().length === 0) {
-    ctx.io.out(`\nno containers (built without daemons); next: weft lab exec${nameFlag(ctx)} h1 -- ip addr`);
+    ctx.io.out(`\nno containers (built with --no-daemons or --no-containers); next: weft lab exec${nameFlag(ctx)} h1 -- ip addr`);
     return 0;
   }
   return printMatrix(ctx, lab, `\nnext: weft lab status${nameFlag(ctx)} | weft lab exec${nameFlag(ctx)} h1-c1 -- ip route | weft lab down${nameFlag(ctx)}`);
@@ -264,7 +291,7 @@ const start: Handler = async (ctx, args) => {
   const lab = ctx.open();
   const host = positionals[0] ?? '';
   const pid = await lab.startDaemon(host);
-  await lab.setupContainer(host);
+  if (lab.containersEnabled) await lab.setupContainer(host);
   await lab.waitConverged();
   ctx.io.out(`started weftd on ${host} (pid ${pid})`);
   return 0;

@@ -190,17 +190,18 @@ function findPlugin(type: string, cniPath: string): string {
  * reboot brings it back with the next container). It stays when containers go: it only ever
  * matches overlay-to-overlay traffic.
  */
-function ensureKeepSource(env: NodeJS.ProcessEnv, v6: boolean, network: string): void {
+export function ensureKeepSource(env: NodeJS.ProcessEnv, v6: boolean, network: string): boolean {
   const tool = findTool(v6 ? 'ip6tables' : 'iptables', env.PATH ?? '');
   const rule = ['-s', network, '-d', network, '-m', 'comment', '--comment', KEEP_SOURCE_COMMENT, '-j', 'RETURN'];
   const run = (args: string[]) => spawnSync(tool, ['-w', '5', '-t', 'nat', ...args], { encoding: 'utf8', env });
   const c = run(['-C', 'POSTROUTING', ...rule]);
-  if (c.status === 0) return;
+  if (c.status === 0) return false;
   const i = run(['-I', 'POSTROUTING', '1', ...rule]);
   if (i.error || i.status !== 0) {
     throw new CniError(CniCode.IO_FAILURE, `weft: cannot add the nat rule that keeps container sources across hosts ` +
       `(${tool} -t nat -I POSTROUTING 1 ${rule.join(' ')}): ${(i.error?.message ?? i.stderr).trim()}`);
   }
+  return true;
 }
 
 function findTool(name: string, pathEnv: string): string {

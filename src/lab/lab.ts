@@ -32,6 +32,7 @@ import {
   type ContainerRecord, type HostRecord, type LabState, type ProcessRecord,
 } from './state';
 import { readSubnetEnv, type SubnetEnv } from './subnet-env';
+import { createRuntime, runtimeContext, runtimeHost, teardownRuntimes, type RuntimeKind } from './runtimes';
 
 export const UNDERLAY_CIDR = '10.250.0.0/24';
 /**
@@ -99,6 +100,9 @@ export interface LabOptions {
   readonly healthzPort?: number;          // default 8471; 0 = do not pass --healthz-port
   readonly startDaemons?: boolean;        // default true; false builds namespaces + etcd only
   readonly internet?: boolean;            // default false; true adds <prefix>inet (see INTERNET_IP)
+  /** 'namespaces' (default: the stand-in below), or a real 'docker' / 'podman' per host (runtime.ts). */
+  readonly runtime?: RuntimeKind;
+  readonly containers?: boolean;          // default true; false: no container on any host
   readonly readyTimeoutMs?: number;       // per weftd, until it writes subnet.env; default 30 s
   readonly convergeTimeoutMs?: number;    // until every host routes to every peer; default 20 s
   readonly cleanupOnFailure?: boolean;    // default true: a failed up() tears down what it built
@@ -143,6 +147,7 @@ export class Lab {
     const state = newState(name, stateDir, opts);
     const hosts = opts.hosts ?? 2;
     validate(state, hosts);
+    createRuntime(opts.runtime); // fails now, naming the packages, if the runtime is not installed
     const lab = new Lab(state, tools, opts.progress ?? (() => undefined));
     await lab.checkFree([...['net', ...lab.etcdMembers(), ...(state.internet ? ['inet'] : [])].map((s) => state.prefix + s),
       ...range(hosts).flatMap((i) => lab.hostNamespaces(i))]);
@@ -177,7 +182,10 @@ export class Lab {
   }
 
   /** Stop every recorded process, delete every recorded namespace and the state dir. */
-  down(): Promise<DownReport> {
+  async down(): Promise<DownReport> {
+    // Real runtimes first: their containers, daemons and mounts, while the namespaces still exist.
+    const left = await teardownRuntimes(this.state, this.tools.ip, this.progress);
+    if (left.length > 0) throw new WeftError('INTERNAL', `lab ${this.name}: down left runtime state behind (run it again): ${left.join('; ')}`);
     return teardown(this.state, this.netns);
   }
 
@@ -187,6 +195,9 @@ export class Lab {
   get prefix(): string { return this.state.prefix; }
   get stateDir(): string { return this.state.stateDir; }
   get etcdEndpoint(): string { return ETCD_ENDPOINT; }
+  get runtime(): RuntimeKind { return (this.state.runtime ?? 'namespaces') as RuntimeKind; }
+  /** false for a lab built with --no-containers. */
+  get containersEnabled(): boolean { return this.state.containers !== false; }
   /** Client URLs of every etcd member, member 1 first (what weftd gets as --etcd-endpoints). */
   get etcdEndpoints(): string[] { return this.etcdMembers().map((_, i) => `http://${etcdMemberIp(i + 1)}:2379`); }
 
@@ -236,6 +247,9 @@ export class Lab {
 
   /** Run `cmd` inside `host`'s namespace with this process's stdio; resolves to its exit code. */
   execInteractive(host: string, cmd: readonly string[]): Promise<number> {
+    const rt = createRuntime(this.state.runtime as RuntimeKind | undefined);
+    const h = this.state.hosts.find((x) => x.container?.name === host);
+    if (rt && h) return runInherit('/usr/bin/env', rt.execArgv(runtimeHost(this.state, h), cmd, process.stdin.isTTY === true));
     return runInherit(this.tools.ip, this.netns.execArgs(this.nsName(host), cmd));
   }
 
@@ -349,7 +363,7 @@ export class Lab {
     const host = await this.createHost(index);
     if (this.state.daemons) {
       await this.startDaemon(host.name, opts);
-      await this.setupContainer(host.name);
+      if (this.state.containers !== false) await this.setupContainer(host.name);
       await this.waitConverged();
     }
     return host.name;
@@ -417,7 +431,7 @@ export class Lab {
     await this.stopDaemon(host);
     const pid = await this.startDaemon(host, opts);
     if (opts.wait ?? true) {
-      await this.setupContainer(host);
+      if (this.state.containers !== false) await this.setupContainer(host);
       await this.waitConverged();
     }
     return pid;
@@ -440,6 +454,16 @@ export class Lab {
    */
   async setupContainer(host: string): Promise<ContainerRecord> {
     const h = this.host(host);
+    const rt = createRuntime(this.state.runtime as RuntimeKind | undefined);
+    if (rt) {
+      // A real runtime owns the host's bridge (docker0, cni0): no weft0 beside it.
+      if (!this.state.namespaces.includes(`${h.ns}-c1`)) this.state.namespaces.push(`${h.ns}-c1`);
+      saveState(this.state);
+      const c = await rt.ensure(runtimeContext(this.state, this.tools.ip, this.progress), runtimeHost(this.state, h));
+      h.container = c;
+      saveState(this.state);
+      return c;
+    }
     const env = this.subnetEnv(h.name);
     if (!env) throw new WeftError('CONFIG_MISSING', `lab ${this.name}: ${this.subnetFile(h.name)} not written yet (is weftd running on ${h.name}?)`);
     const c: ContainerRecord = { name: `${h.name}-c1`, ns: `${h.ns}-c1`, address: env.containerAddress };
@@ -650,7 +674,7 @@ export class Lab {
 
   private async startAllDaemons(hosts: readonly string[], opts: LabOptions): Promise<void> {
     await Promise.all(hosts.map((h) => this.startDaemon(h, { timeoutMs: opts.readyTimeoutMs })));
-    for (const h of hosts) await this.setupContainer(h);
+    if (this.state.containers !== false) for (const h of hosts) await this.setupContainer(h);
     await this.waitConverged(opts.convergeTimeoutMs);
   }
 
@@ -658,6 +682,10 @@ export class Lab {
     const args = [`--etcd-endpoints=${this.etcdEndpoints.join(',')}`, `--iface=${HOST_IFACE}`, `--subnet-file=${this.subnetFile(h.name)}`];
     if (this.state.healthzPort > 0) args.push(`--healthz-port=${this.state.healthzPort}`);
     if (this.state.etcdPrefix !== DEFAULT_ETCD_PREFIX) args.push(`--etcd-prefix=${this.state.etcdPrefix}`);
+    // One key file and one wireguard-go socket directory per host (they share this machine's /run).
+    if (this.state.backend === 'wireguard') {
+      args.push(`--wireguard-key-file=${join(this.state.stateDir, h.name, 'wgkey')}`, `--wireguard-run-dir=${join(this.state.stateDir, h.name, 'wireguard')}`);
+    }
     return [...args, ...this.state.extraWeftdArgs];
   }
 
@@ -719,6 +747,8 @@ function newState(name: string, stateDir: string, opts: LabOptions): LabState {
     etcdMembers: opts.etcdMembers ?? 1,
     daemons: opts.startDaemons ?? true,
     internet: opts.internet ?? false,
+    runtime: opts.runtime ?? 'namespaces',
+    containers: opts.containers ?? true,
     createdAt: new Date().toISOString(),
     namespaces: [], processes: [], hosts: [],
   };

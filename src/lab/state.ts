@@ -52,6 +52,10 @@ export interface LabState {
   readonly daemons: boolean;       // false: built without weftd (up --no-daemons)
   /** A namespace playing "the internet" (lab.ts INTERNET_IP); absent in older state files (= false). */
   readonly internet?: boolean;
+  /** Container runtime (runtime.ts): 'namespaces' (the stand-in), 'docker', 'podman'; absent = 'namespaces'. */
+  readonly runtime?: string;
+  /** false: hosts get no container (up --no-containers, for runtimes the user brings); absent = true. */
+  readonly containers?: boolean;
   readonly createdAt: string;
   namespaces: string[];       // full names, creation order
   processes: ProcessRecord[];

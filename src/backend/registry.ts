@@ -15,6 +15,7 @@ import { HostGwBackend } from './hostgw';
 import { decodeUdpConfig, UdpBackend } from './udp';
 import { AutoVxlanBackend, UserspaceVxlanBackend, type PumpFactory } from './userspace';
 import { VxlanBackend } from './vxlan';
+import { createWireguardBackend, type WireguardDeps } from './wireguard';
 
 export interface BackendDeps {
   readonly nl: NetlinkClient;
@@ -28,6 +29,8 @@ export interface BackendDeps {
   readonly vxlanFallback?: 'auto' | 'force' | 'off';
   /** Seam for tests: opens the native pump. */
   readonly pumps?: PumpFactory;
+  /** --wireguard-fallback, --wireguard-key-file, --wireguard-run-dir. */
+  readonly wireguard?: WireguardDeps;
 }
 
 type BackendFactory = (config: NetworkConfig, deps: BackendDeps) => Backend;
@@ -45,6 +48,7 @@ const BACKENDS: Readonly<Record<string, BackendFactory>> = {
     }
   },
   'host-gw': (_config, deps) => new HostGwBackend({ nl: deps.nl, log: deps.log }),
+  wireguard: (config, deps) => createWireguardBackend(config, deps),
   udp: (config, deps) => {
     if (config.network === null) throw new WeftError('CONFIG_INVALID', 'network config: the udp backend needs an IPv4 Network');
     return new UdpBackend({

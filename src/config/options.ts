@@ -77,6 +77,9 @@ const DAEMON_FLAGS: readonly FlagDef[] = [
   { name: 'healthz-port', kind: 'string', metavar: 'PORT', help: 'port of the /healthz endpoint (0 = off)', defaultText: '0' },
   { name: 'healthz-expose-details', kind: 'boolean', help: 'weft: also serve /metrics and /status on --healthz-ip to other machines and containers (by default only /healthz and /readyz are; the details answer loopback clients, e.g. weft status; POST /probe is always loopback-only); see docs/security.md', defaultText: 'false' },
   { name: 'vxlan-fallback', kind: 'string', metavar: 'auto|force|off', help: 'weft: user-space VXLAN when the kernel has none (auto), always (force) or never (off)', defaultText: 'auto' },
+  { name: 'wireguard-fallback', kind: 'string', metavar: 'auto|force|off', help: 'weft: wireguard backend: wireguard-go (user space) when the kernel has no WireGuard (auto), always (force) or never (off)', defaultText: 'auto' },
+  { name: 'wireguard-key-file', kind: 'string', metavar: 'FILE', help: 'wireguard backend: the private key file, created (mode 0600) if missing and reused across restarts; flannel\'s $WIREGUARD_KEY_FILE is honoured too', defaultText: '/run/flannel/wgkey' },
+  { name: 'wireguard-run-dir', kind: 'string', metavar: 'DIR', help: 'weft: wireguard-go\'s UAPI socket, PID and log directory (another than the default runs wireguard-go in a private mount namespace)', defaultText: '/var/run/wireguard' },
   { name: 'resync-interval', kind: 'string', metavar: 'SECONDS', help: 'weft: period of the full reconcile of routes, neighbours and FDB (changes made by others are repaired at once from netlink notifications; this is the safety net), seconds or a Go duration', defaultText: '60' },
   { name: 'version', kind: 'boolean', help: 'print the version and exit', noEnv: true },
   { name: 'help', kind: 'boolean', help: 'print this help and exit (also -h)', noEnv: true },
@@ -396,6 +399,14 @@ function iptablesResync(raw: Map<string, RawValue>): number {
   return s;
 }
 
+function wireguardFallback(raw: Map<string, RawValue>): 'auto' | 'force' | 'off' {
+  const r = raw.get('wireguard-fallback');
+  if (r === undefined) return 'auto';
+  const v = last(r).trim().toLowerCase();
+  if (v === 'auto' || v === 'force' || v === 'off') return v;
+  throw bad(r, last(r), 'auto, force or off');
+}
+
 function vxlanFallback(raw: Map<string, RawValue>): DaemonOptions['vxlanFallback'] {
   const r = raw.get('vxlan-fallback');
   if (r === undefined) return 'auto';
@@ -452,6 +463,9 @@ export function parseDaemonOptions(argv: readonly string[], env: Env): DaemonOpt
     healthzPort: int(raw, 'healthz-port', 0, 0, 65535, 'a port number from 0 (off) to 65535'),
     healthzExposeDetails: bool(raw, 'healthz-expose-details', false),
     vxlanFallback: vxlanFallback(raw),
+    wireguardFallback: wireguardFallback(raw),
+    wireguardKeyFile: nonEmpty(raw, 'wireguard-key-file', 'a file path') ?? (env.WIREGUARD_KEY_FILE || '/run/flannel/wgkey'),
+    wireguardRunDir: nonEmpty(raw, 'wireguard-run-dir', 'a directory path') ?? '/var/run/wireguard',
     resyncIntervalSeconds: resyncInterval(raw),
   };
   return { kind: 'run', options };

@@ -74,5 +74,11 @@ export interface DaemonOptions {
   readonly healthzPort: number;                // 0 = off
   readonly healthzExposeDetails: boolean;      // weft: /metrics, /status to non-loopback clients (default false)
   readonly vxlanFallback: 'auto' | 'force' | 'off'; // weft: user-space VXLAN fallback
+  /** weft: wireguard backend on wireguard-go when the kernel has no WireGuard (auto), always, never. Absent: auto. */
+  readonly wireguardFallback?: 'auto' | 'force' | 'off';
+  /** wireguard backend: private key file (flannel: /run/flannel/wgkey, $WIREGUARD_KEY_FILE). */
+  readonly wireguardKeyFile?: string;
+  /** weft: wireguard-go's UAPI socket directory (default /var/run/wireguard). */
+  readonly wireguardRunDir?: string;
   readonly resyncIntervalSeconds: number;      // weft: periodic full reconcile, default 60
 }

@@ -201,7 +201,8 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     // while weftd was down) it gets the VtepMAC peers still have programmed, not a random one.
     const subnetFromFile = await this.subnetFromFile();
     const previous = await manager.findOwnLease(underlay.ipv4, subnetFromFile);
-    const backend = (this.backend = createBackend(config, { nl, log: this.log, previousLease: previous, vxlanFallback: opts.vxlanFallback }));
+    const backend = (this.backend = createBackend(config, { nl, log: this.log, previousLease: previous, vxlanFallback: opts.vxlanFallback,
+      wireguard: { fallback: opts.wireguardFallback ?? 'auto', keyFile: opts.wireguardKeyFile ?? '', runDir: opts.wireguardRunDir ?? '' } }));
     this.setup = await backend.ensureDevice(underlay);
     this.log.info('overlay device ready', { device: backend.deviceName, mtu: this.setup.mtu, backendData: this.setup.backendData });
 
@@ -257,7 +258,8 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     });
     this.configWatch.start();
 
-    const ready = `ready: subnet ${formatIPv4Cidr(own.subnet)}, ${this.peers.length} peer(s) programmed`;
+    const dp = backend.dataPath !== undefined && backend.dataPath !== 'kernel' ? `, data path ${backend.dataPath} (${backend.deviceName})` : '';
+    const ready = `ready: subnet ${formatIPv4Cidr(own.subnet)}, ${this.peers.length} peer(s) programmed${dp}`;
     this.setPhase('ready');
     this.notifier.ready(ready);
     this.log.info(ready);

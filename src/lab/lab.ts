@@ -686,6 +686,10 @@ export class Lab {
     if (this.state.backend === 'wireguard') {
       args.push(`--wireguard-key-file=${join(this.state.stateDir, h.name, 'wgkey')}`, `--wireguard-run-dir=${join(this.state.stateDir, h.name, 'wireguard')}`);
     }
+    // One key file and one wireguard-go socket directory per host (they share this machine's /run).
+    if (this.state.backend === 'wireguard') {
+      args.push(`--wireguard-key-file=${join(this.state.stateDir, h.name, 'wgkey')}`, `--wireguard-run-dir=${join(this.state.stateDir, h.name, 'wireguard')}`);
+    }
     return [...args, ...this.state.extraWeftdArgs];
   }
 

@@ -1,0 +1,11 @@
+export { WireguardBackend, WireguardGoDriver, WIREGUARD_DEVICE, WIREGUARD_DEVICE_V6, WIREGUARD_OVERHEAD } from './wireguard';
+export type { WireguardBackendOptions, WireguardFallback, WgDriver, WireguardNetlink } from './wireguard';
+export { decodeWireguardConfig, DEFAULT_LISTEN_PORT, DEFAULT_LISTEN_PORT_V6 } from './config';
+export type { WireguardBackendConfig, WireguardMode } from './config';
+export { wireguardDesired, decodeWireguardData } from './desired';
+export { DEFAULT_KEY_FILE, loadOrCreateKey, KeyPair, publicKeyOf, generatePrivateKey, decodeKey, isValidPublicKey } from './keys';
+export { DEFAULT_RUN_DIR, WireguardGoDevice } from './wggo';
+export { UapiClient, encodeSet, parseGet } from './uapi';
+export { diffPeers } from './peers';
+export { createWireguardBackend } from './factory';
+export type { WireguardDeps } from './factory';

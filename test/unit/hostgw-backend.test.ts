@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import type { DesiredContext, DesiredRoute, Underlay } from '../../src/backend/backend';
 import { HostGwBackend, hostGwDesired } from '../../src/backend/hostgw';
 import { Reconciler, type ReconcilerNetlink } from '../../src/daemon/reconciler';
-import { formatCidr, formatIPv4Cidr, parseIPv4Cidr } from '../../src/ip';
+import { formatCidr, formatIPv4Cidr, parseIPv4Cidr, parseIPv6Cidr } from '../../src/ip';
 import { encodeLeaseAttrs } from '../../src/lease/codec';
 import type { Lease } from '../../src/lease/types';
 import type { LinkInfo, RouteEntry, RouteSpec } from '../../src/netlink/types';
@@ -64,6 +64,39 @@ describe('host-gw desired state', () => {
     assert.match(reasons['10.5.6.0-24']!, /is ours/);
     assert.match(reasons['10.5.7.0-24']!, /multicast/);
     assert.equal(Object.keys(reasons).length, 7);
+  });
+});
+
+/** A dual-stack lease: flannel's key `10.5.2.0-24&fd00:5:0:2::-64`, PublicIPv6 on the underlay. */
+function dual(n: number, publicIpv6: string | null = `fd00:250::${n}`): Lease {
+  const l = lease(`10.5.${n}.0/24`, `10.250.0.${10 + n}`);
+  return { ...l, key: `${l.key}&fd00:5:0:${n}::-64`, ipv6Subnet: parseIPv6Cidr(`fd00:5:0:${n}::/64`)!, attrs: { ...l.attrs, PublicIPv6: publicIpv6 } };
+}
+const V6: DesiredContext = { network: parseIPv6Cidr('fd00:5::/48')!, subnetLen: 64, onLinkPublicIPs: new Set(['fd00:250::2', 'fd00:250::3']) };
+
+describe('host-gw over IPv6 (one instance per family)', () => {
+  it('routes each peer\'s IPv6 subnet via its PublicIPv6 out of the underlay (flannel\'s GetV6Route)', () => {
+    const d = hostGwDesired(dual(1), [dual(1), dual(2), dual(3)], V6, 6);
+    assert.deepEqual(routeLines(d.routes), ['fd00:5:0:2::/64 via fd00:250::2 (underlay)', 'fd00:5:0:3::/64 via fd00:250::3 (underlay)']);
+    assert.deepEqual([d.addresses, d.neighbours, d.fdb, d.skipped], [[], [], [], []]);
+  });
+
+  it('skips a peer without a PublicIPv6 or whose PublicIPv6 is off our L2', () => {
+    const d = hostGwDesired(dual(1), [dual(2), dual(4, 'fd00:999::4'), dual(5, null)], V6, 6);
+    assert.deepEqual(routeLines(d.routes), ['fd00:5:0:2::/64 via fd00:250::2 (underlay)']);
+    const reasons = (d.skipped ?? []).map((x) => x.reason).join('\n');
+    assert.match(reasons, /PublicIPv6 fd00:999::4 is not on our L2/);
+    assert.equal(d.skipped?.length, 2);
+  });
+
+  it('looks up PublicIPv6 addresses, and refuses to start without one', async () => {
+    const asked: string[] = [];
+    const b = new HostGwBackend({ family: 6, nl: { isOnLink: async (ip) => { asked.push(ip); return true; } } });
+    await assert.rejects(b.ensureDevice(UNDERLAY), /no global IPv6 address/);
+    const setup = await b.ensureDevice({ ...UNDERLAY, ipv6: 'fd00:250::1', ifaceIPv6: 'fd00:250::1' });
+    assert.deepEqual(setup, { backendType: 'host-gw', backendData: undefined, mtu: 1500 });
+    assert.deepEqual([...await b.onLinkPeers([dual(2), dual(3)], UNDERLAY)].sort(), ['fd00:250::2', 'fd00:250::3']);
+    assert.deepEqual(asked.sort(), ['fd00:250::2', 'fd00:250::3']);
   });
 });
 

@@ -15,6 +15,8 @@
  * Leases are data anyone with etcd access can write: each one is checked before it becomes a route
  * (../screen.ts, shared by every backend, then hostGwCheck).
  */
+import type { IPFamily } from '../../ip';
+import { leaseHalf } from '../../lease/family';
 import type { Lease } from '../../lease/types';
 import type { DesiredContext, DesiredRoute, DesiredState } from '../backend';
 import { screenPeers } from '../screen';
@@ -22,26 +24,35 @@ import { screenPeers } from '../screen';
 /** flannel's BackendType for host-gw, in our lease and the peers' we accept. */
 export const HOSTGW_TYPE = 'host-gw';
 
-export function hostGwDesired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
+/**
+ * `family` 6: the same on the lease's IPv6 half (flannel's GetV6Route: IPv6Subnet via
+ * PublicIPv6); ctx then carries the IPv6 Network and the on-L2 IPv6 PublicIPs.
+ */
+export function hostGwDesired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}, family: IPFamily = 4): DesiredState {
   const routes: DesiredRoute[] = [];
   // screenPeers (the checks every backend shares) sorts by key and runs hostGwCheck only on the
   // leases that passed it.
   const { skipped } = screenPeers(own, peers, ctx, (peer) => {
-    const why = hostGwCheck(peer, ctx);
-    if (why === null) routes.push({ dst: peer.subnet, gateway: peer.attrs.PublicIP, onlink: false, via: 'underlay' });
+    const why = hostGwCheck(peer, ctx, family);
+    const half = leaseHalf(peer, family);
+    if (why === null && half.subnet !== null && half.publicIP !== null) {
+      routes.push({ dst: half.subnet, gateway: half.publicIP, onlink: false, via: 'underlay' });
+    }
     return why;
-  });
+  }, undefined, family);
   return { addresses: [], neighbours: [], fdb: [], routes, skipped };
 }
 
 /** host-gw's own checks on a lease that passed screenPeer(): its BackendType, and its PublicIP on our L2. */
-export function hostGwCheck(peer: Lease, ctx: DesiredContext): string | null {
+export function hostGwCheck(peer: Lease, ctx: DesiredContext, family: IPFamily = 4): string | null {
   if (peer.attrs.BackendType !== HOSTGW_TYPE) {
     return `BackendType ${JSON.stringify(peer.attrs.BackendType)} is not host-gw (a host-gw host cannot reach it)`;
   }
-  const publicIp = peer.attrs.PublicIP;
+  const publicIp = leaseHalf(peer, family).publicIP;
+  const what = family === 4 ? 'PublicIP' : 'PublicIPv6';
+  if (publicIp === null) return `no ${what}`;
   if (!ctx.onLinkPublicIPs?.has(publicIp)) {
-    return `PublicIP ${publicIp} is not on our L2 (the kernel would need a gateway to reach it, or reaches it through ` +
+    return `${what} ${publicIp} is not on our L2 (the kernel would need a gateway to reach it, or reaches it through ` +
       'another interface than the underlay): host-gw needs all hosts on one L2 segment, so no route is programmed ' +
       '(use the vxlan backend, or vxlan with DirectRouting, across routers)';
   }

@@ -10,11 +10,12 @@
  * what must exist and be up for host-gw to carry traffic (readiness reports it).
  */
 import { WeftError } from '../../errors';
+import { addressFamily, type IPFamily } from '../../ip';
+import { leaseHalf } from '../../lease/family';
 import type { Lease } from '../../lease/types';
 import { silentLogger, type Logger } from '../../log';
 import type { Backend, BackendSetup, DesiredContext, DesiredState, Underlay } from '../backend';
 import { HOSTGW_TYPE, hostGwDesired } from './desired';
-import { parseIPv4 } from '../../ip';
 
 /** The part of NetlinkClient host-gw uses (a seam for tests). */
 export interface HostGwNetlink {
@@ -24,18 +25,22 @@ export interface HostGwNetlink {
 export interface HostGwBackendOptions {
   readonly nl: HostGwNetlink;
   readonly log?: Logger;
+  /** The family this instance routes (default 4); dual stack runs one instance per family. */
+  readonly family?: IPFamily;
 }
 
 export class HostGwBackend implements Backend {
   readonly type = HOSTGW_TYPE;
   readonly deviceless = true;
+  readonly family: IPFamily;
   private readonly nl: HostGwNetlink;
   private readonly log: Logger;
   private underlayName: string | null = null;
 
   constructor(opts: HostGwBackendOptions) {
     this.nl = opts.nl;
-    this.log = (opts.log ?? silentLogger).child({ component: 'host-gw' });
+    this.family = opts.family ?? 4;
+    this.log = (opts.log ?? silentLogger).child({ component: this.family === 4 ? 'host-gw' : 'host-gw-v6' });
   }
 
   /** The underlay's name once ensureDevice() has seen it: host-gw's traffic leaves through it. */
@@ -46,17 +51,23 @@ export class HostGwBackend implements Backend {
   async ensureDevice(underlay: Underlay): Promise<BackendSetup> {
     // Peers route our subnet via our PublicIP; behind NAT that address is not on their L2
     // (flannel refuses the same way: "your PublicIP differs from interface IP").
-    if (underlay.ifaceIPv4 !== undefined && underlay.ifaceIPv4 !== underlay.ipv4) {
+    const [pub, iface, flag] = this.family === 4
+      ? [underlay.ipv4, underlay.ifaceIPv4, '--public-ip']
+      : [underlay.ipv6 ?? null, underlay.ifaceIPv6, '--public-ipv6'];
+    if (this.family === 6 && !pub) {
+      throw new WeftError('CONFIG_INVALID', `host-gw over IPv6: ${underlay.ifName} has no global IPv6 address and no --public-ipv6 was given`);
+    }
+    if (iface !== undefined && iface !== null && iface !== pub) {
       throw new WeftError('CONFIG_INVALID',
-        `host-gw: --public-ip ${underlay.ipv4} differs from ${underlay.ifName}'s address ${underlay.ifaceIPv4} (NAT?); ` +
-        'peers route our subnet straight to our PublicIP on their L2, which NAT cannot serve: drop --public-ip or use the vxlan backend');
+        `host-gw: ${flag} ${pub} differs from ${underlay.ifName}'s address ${iface} (NAT?); ` +
+        `peers route our subnet straight to our public address on their L2, which NAT cannot serve: drop ${flag} or use the vxlan backend`);
     }
     this.underlayName = underlay.ifName;
     return { backendType: HOSTGW_TYPE, backendData: undefined, mtu: underlay.mtu };
   }
 
   desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
-    return hostGwDesired(own, peers, ctx);
+    return hostGwDesired(own, peers, ctx, this.family);
   }
 
   /**
@@ -67,7 +78,8 @@ export class HostGwBackend implements Backend {
   async onLinkPeers(peers: readonly Lease[], underlay: Underlay): Promise<Set<string>> {
     const ips = new Set<string>();
     for (const p of peers) {
-      if (p.attrs.BackendType === HOSTGW_TYPE && typeof p.attrs.PublicIP === 'string' && parseIPv4(p.attrs.PublicIP) !== null) ips.add(p.attrs.PublicIP);
+      const ip = leaseHalf(p, this.family).publicIP;
+      if (p.attrs.BackendType === HOSTGW_TYPE && typeof ip === 'string' && addressFamily(ip) === this.family) ips.add(ip);
     }
     const out = new Set<string>();
     await Promise.all(

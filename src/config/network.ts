@@ -14,7 +14,7 @@
  */
 import { Address6 } from 'ip-address';
 import { WeftError } from '../errors';
-import { formatIPv4, maskOf, netContains, parseIPv4, parseIPv4Cidr } from '../ip';
+import { formatIPv4, maskOf, netContains, netsOverlap, parseIPv4, parseIPv4Cidr } from '../ip';
 import type { IPv4Net, IPv6Net } from '../lease/types';
 import type { BackendConfig, NetworkConfig, VxlanBackendConfig } from './types';
 
@@ -382,6 +382,35 @@ export function parseNetworkConfig(jsonText: string): NetworkConfig {
   };
 }
 
+/**
+ * Ranges a Network must never cover: every host's own loopback, "this network", link-local
+ * (cloud metadata services live at 169.254.169.254), multicast and the reserved block with the
+ * broadcast address. flannel checks only for 0.0.0.0/0, so `0.0.0.0/1` passes there and routes
+ * half the address space (127.0.0.1 included) into the tunnel; weft refuses it. Whether the
+ * Network overlaps the host's underlay or its etcd endpoints is checked by weftd at start-up,
+ * once the underlay is known (daemon/underlay-guard.ts).
+ */
+const SPECIAL_RANGES: readonly { readonly net: IPv4Net; readonly what: string }[] = [
+  { net: { ip: 0x00000000, prefixLen: 8 }, what: '0.0.0.0/8 ("this network")' },
+  { net: { ip: 0x7f000000, prefixLen: 8 }, what: '127.0.0.0/8 (loopback)' },
+  { net: { ip: 0xa9fe0000, prefixLen: 16 }, what: '169.254.0.0/16 (link-local, cloud metadata)' },
+  { net: { ip: 0xe0000000, prefixLen: 4 }, what: '224.0.0.0/4 (multicast)' },
+  { net: { ip: 0xf0000000, prefixLen: 4 }, what: '240.0.0.0/4 (reserved, broadcast)' },
+];
+
+/** Why `network` may not be a flannel Network (it covers a special-purpose range), or null. */
+export function specialRangeOverlap(network: IPv4Net): string | null {
+  for (const r of SPECIAL_RANGES) {
+    if (netsOverlap(network, r.net)) {
+      return (
+        `Network ${formatIPv4(network.ip)}/${network.prefixLen} overlaps ${r.what}: routing it into the overlay would ` +
+        `break every host; use a private range that the hosts do not use, such as 10.5.0.0/16`
+      );
+    }
+  }
+  return null;
+}
+
 /** flannel's CheckNetworkConfig, IPv4 half. */
 function checkIPv4(d: DecodedConfig): { network: IPv4Net; subnetLen: number; subnetMin: number; subnetMax: number } {
   const network = d.network;
@@ -389,6 +418,8 @@ function checkIPv4(d: DecodedConfig): { network: IPv4Net; subnetLen: number; sub
   if (network === null || (network.ip === 0 && network.prefixLen === 0)) {
     throw invalid('please define a correct Network parameter in the flannel config');
   }
+  const special = specialRangeOverlap(network);
+  if (special !== null) throw invalid(special);
   const subnetLen = defaultSubnetLen(d.subnetLen, network.prefixLen, {
     max: 30, tooSmallPrefix: 28, defaultLen: 24,
     tooLong: 'SubnetLen must be less than /31',

@@ -29,6 +29,7 @@ import type { IPv4Net, Lease } from '../lease/types';
 import type { Logger } from '../log';
 import { NetlinkClient } from '../netlink/client';
 import { resolveUnderlay } from '../netlink/underlay';
+import { checkNetworkAgainstUnderlay, connectedNetworks, endpointAddresses } from './underlay-guard';
 import type { Notifier } from './notify';
 import { ConfigWatch } from './config-watch';
 import { DepartedPeers } from './departed';
@@ -104,6 +105,8 @@ export class Weftd extends EventEmitter<WeftdEvents> {
   private own: Lease | null = null;
   private peers: Lease[] = [];
   private onLinkPublicIPs: ReadonlySet<string> = new Set();
+  /** What no lease may route into the overlay (underlay-guard.ts): filled at start-up. */
+  private guard: { underlayNetworks: readonly IPv4Net[]; protectedIPs: readonly string[] } = { underlayNetworks: [], protectedIPs: [] };
   /** Serialises desired-state recomputation (DirectRouting needs an async route lookup). */
   private recompute: Promise<void> = Promise.resolve();
 
@@ -196,6 +199,12 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       );
     }
     this.log.info('network config', { network: formatIPv4Cidr(config.network), subnetLen: config.subnetLen, backend: config.backend.type });
+    // A Network over the underlay or an etcd endpoint would cut this host off: refuse it now.
+    this.guard = {
+      underlayNetworks: await connectedNetworks(nl, underlay.ifIndex),
+      protectedIPs: await endpointAddresses(opts.etcdEndpoints),
+    };
+    checkNetworkAgainstUnderlay(config.network, { ifName: underlay.ifName, networks: this.guard.underlayNetworks }, this.guard.protectedIPs);
 
     // The lease we held before (same PublicIP): if the device has to be created again (deleted
     // while weftd was down) it gets the VtepMAC peers still have programmed, not a random one.
@@ -313,7 +322,14 @@ export class Weftd extends EventEmitter<WeftdEvents> {
         this.onLinkPublicIPs = await backend.onLinkPeers(this.peers, this.underlay);
       }
       // Network and SubnetLen: leases outside them (hostile or stale data) are never programmed.
-      const ctx: DesiredContext = { onLinkPublicIPs: this.onLinkPublicIPs, network: this.config?.network ?? null, subnetLen: this.config?.subnetLen };
+      // The underlay's networks and etcd's addresses: no lease may capture them (backend/screen.ts).
+      const ctx: DesiredContext = {
+        onLinkPublicIPs: this.onLinkPublicIPs,
+        network: this.config?.network ?? null,
+        subnetLen: this.config?.subnetLen,
+        underlayNetworks: this.guard.underlayNetworks,
+        protectedIPs: this.guard.protectedIPs,
+      };
       // Peers whose key just vanished stay programmed for a grace period (departed.ts).
       const desired = backend.desired(own, this.departed.withHeld(this.peers), ctx);
       this.armDepartedTimer();

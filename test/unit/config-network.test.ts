@@ -69,10 +69,18 @@ describe('parseNetworkConfig: IPv4 defaults', () => {
     rejectsDoc({ Network: '10.5.0.0/32' }, 'network is too small. Minimum useful network prefix is /28');
   });
 
-  it('computes the last subnet without overflowing at the top of the address space', () => {
-    const c = cfg({ Network: '192.0.0.0/2' });
-    assert.equal(formatIPv4(c.subnetMin), '192.0.1.0');
-    assert.equal(formatIPv4(c.subnetMax), '255.255.255.0');
+  it('computes the last subnet without overflowing at the top of the usable address space', () => {
+    const c = cfg({ Network: '208.0.0.0/4' });
+    assert.equal(formatIPv4(c.subnetMin), '208.0.1.0');
+    assert.equal(formatIPv4(c.subnetMax), '223.255.255.0');
+  });
+
+  it('refuses a Network that covers loopback, "this network", link-local, multicast or reserved space (flannel takes 0.0.0.0/1)', () => {
+    rejectsDoc({ Network: '0.0.0.0/1' }, /Network 0\.0\.0\.0\/1 overlaps 0\.0\.0\.0\/8 \("this network"\).*such as 10\.5\.0\.0\/16/);
+    rejectsDoc({ Network: '64.0.0.0/2' }, /overlaps 127\.0\.0\.0\/8 \(loopback\)/);
+    rejectsDoc({ Network: '169.254.0.0/16' }, /link-local/);
+    rejectsDoc({ Network: '192.0.0.0/2' }, /224\.0\.0\.0\/4 \(multicast\)/);
+    rejectsDoc({ Network: '240.0.0.0/8' }, /reserved/);
   });
 
   it('masks host bits in Network the way Go net.ParseCIDR does', () => {

@@ -26,7 +26,7 @@ import { findTools, requireRoot, type Tools } from './prereq';
 import {
   formatLeaseTable, parseLeaseDump, type LabStatus, type LeaseRow, type PingMatrix, type PingResult,
 } from './report';
-import { isAlive, runInherit, sleep, spawnDetached, stopProcess, tailFile, waitUntil, type RunResult } from './run';
+import { isAlive, run, runInherit, sleep, spawnDetached, stopProcess, tailFile, waitUntil, type RunResult } from './run';
 import {
   DEFAULT_LAB_NAME, defaultStateDir, initStateDir, labExists, loadState, saveState,
   type ContainerRecord, type HostRecord, type LabState, type ProcessRecord,
@@ -251,6 +251,19 @@ export class Lab {
     const h = this.state.hosts.find((x) => x.container?.name === host);
     if (rt && h) return runInherit('/usr/bin/env', rt.execArgv(runtimeHost(this.state, h), cmd, process.stdin.isTTY === true));
     return runInherit(this.tools.ip, this.netns.execArgs(this.nsName(host), cmd));
+  }
+
+  /**
+   * Run `cmd` inside a real runtime's container ('h1-c1': `docker exec` / `podman exec`, the
+   * container's own filesystem and busybox), output captured. The stand-in has no filesystem of
+   * its own: there this is exec() in the container's namespace.
+   */
+  containerExec(container: string, cmd: readonly string[], timeoutMs = 60000): Promise<RunResult> {
+    const rt = createRuntime(this.state.runtime as RuntimeKind | undefined);
+    const h = this.state.hosts.find((x) => x.container?.name === container);
+    if (!rt || !h) return this.exec(container, cmd, { timeoutMs });
+    const [file, ...args] = rt.execArgv(runtimeHost(this.state, h), cmd, false);
+    return run(file ?? '', args, { timeoutMs });
   }
 
   /** etcdctl (v3 API) against the lab's etcd, run inside the etcd namespace. */
@@ -682,10 +695,6 @@ export class Lab {
     const args = [`--etcd-endpoints=${this.etcdEndpoints.join(',')}`, `--iface=${HOST_IFACE}`, `--subnet-file=${this.subnetFile(h.name)}`];
     if (this.state.healthzPort > 0) args.push(`--healthz-port=${this.state.healthzPort}`);
     if (this.state.etcdPrefix !== DEFAULT_ETCD_PREFIX) args.push(`--etcd-prefix=${this.state.etcdPrefix}`);
-    // One key file and one wireguard-go socket directory per host (they share this machine's /run).
-    if (this.state.backend === 'wireguard') {
-      args.push(`--wireguard-key-file=${join(this.state.stateDir, h.name, 'wgkey')}`, `--wireguard-run-dir=${join(this.state.stateDir, h.name, 'wireguard')}`);
-    }
     // One key file and one wireguard-go socket directory per host (they share this machine's /run).
     if (this.state.backend === 'wireguard') {
       args.push(`--wireguard-key-file=${join(this.state.stateDir, h.name, 'wgkey')}`, `--wireguard-run-dir=${join(this.state.stateDir, h.name, 'wireguard')}`);

@@ -138,7 +138,8 @@ export class NetlinkClient {
       IFLA_INFO_DATA,
       ifla.formatVxlan({
         id: spec.vni,
-        local: ipToBuffer(spec.localIP),
+        // IFLA_VXLAN_LOCAL6 for an IPv6 underlay (flannel-v6.<VNI>), IFLA_VXLAN_LOCAL otherwise.
+        ...(addressFamily(spec.localIP) === 6 ? { local6: ipToBuffer(spec.localIP) } : { local: ipToBuffer(spec.localIP) }),
         link: spec.underlayIndex,
         port,
         learning: spec.learning ? 1 : 0,
@@ -426,7 +427,7 @@ export class NetlinkClient {
           const v = ifla.parseVxlan(info.data);
           vxlan = {
             vni: v.id ?? 0,
-            local: bufferToIp(v.local),
+            local: bufferToIp(v.local) ?? bufferToIp(v.local6),
             underlayIndex: v.link ?? null,
             port: v.port && v.port.length === 2 ? v.port.readUInt16BE(0) : 0,
             learning: (v.learning ?? 0) !== 0,

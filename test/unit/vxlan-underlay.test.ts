@@ -81,3 +81,64 @@ describe('resolveUnderlay', () => {
     await assert.rejects(resolveUnderlay({ ...none, ifaceRegex: ['('] }, fakeNl()), { code: 'CONFIG_INVALID' });
   });
 });
+
+describe('resolveUnderlay: IPv6', () => {
+  function dualNl(): UnderlayNetlink {
+    const links = [link(1, 'lo', 65536), link(2, 'eth0'), link(3, 'v6only')];
+    const v4: AddressEntry[] = [{ ifindex: 2, ip: '10.0.0.5', prefixLen: 24 }];
+    const v6: AddressEntry[] = [
+      { ifindex: 2, ip: 'fe80::1', prefixLen: 64 },
+      { ifindex: 2, ip: 'fd00::5', prefixLen: 64 },
+      { ifindex: 3, ip: 'fd01::7', prefixLen: 64 },
+    ];
+    return {
+      listLinks: async () => links,
+      listAddresses: async (_i?: number, family?: 4 | 6) => (family === 6 ? v6 : v4),
+      defaultRouteInterface: async (family?: 4 | 6) => (family === 6 ? 3 : 2),
+      getRouteTo: async (ip: string) => (ip.includes(':') ? { oif: 3, gateway: null, prefsrc: 'fd01::7' } : { oif: 2, gateway: '10.0.0.1', prefsrc: '10.0.0.5' }),
+    };
+  }
+  const none6 = { iface: [], ifaceRegex: [], publicIp: null, ipv6: true };
+
+  it('takes the interface\'s global IPv6 address (never the link-local one) when IPv6 is enabled', async () => {
+    const u = await resolveUnderlay(none6, dualNl());
+    assert.equal(u.ifName, 'eth0');
+    assert.equal(u.ipv6, 'fd00::5');
+    assert.equal(u.ifaceIPv6, 'fd00::5');
+  });
+
+  it('uses --public-ipv6 in canonical form as PublicIPv6 and keeps the interface address for the device', async () => {
+    const u = await resolveUnderlay({ ...none6, publicIpv6: 'fd00:0:0::99' }, dualNl());
+    assert.equal(u.ipv6, 'fd00::99');
+    assert.equal(u.ifaceIPv6, 'fd00::5');
+    await assert.rejects(resolveUnderlay({ ...none6, publicIpv6: '10.0.0.1' }, dualNl()), /--public-ipv6 "10.0.0.1" is not an IPv6 address/);
+  });
+
+  it('picks the interface by an IPv6 --iface address and by --iface-regex on IPv6 addresses', async () => {
+    assert.equal((await resolveUnderlay({ ...none6, ipv4: false, iface: ['fd01::7'] }, dualNl())).ifName, 'v6only');
+    assert.equal((await resolveUnderlay({ ...none6, ipv4: false, ifaceRegex: ['^fd01:'] }, dualNl())).ifName, 'v6only');
+  });
+
+  it('on an IPv6-only network follows the IPv6 default route and writes PublicIP 0.0.0.0 without IPv4', async () => {
+    const u = await resolveUnderlay({ ...none6, ipv4: false }, dualNl());
+    assert.equal(u.ifName, 'v6only');
+    assert.equal(u.ipv4, '0.0.0.0');
+    assert.equal(u.ipv6, 'fd01::7');
+  });
+
+  it('implements --iface-can-reach for both families with the route\'s interface and source address', async () => {
+    const u4 = await resolveUnderlay({ ...none6, ipv6: false, ifaceCanReach: '192.0.2.1' }, dualNl());
+    assert.equal(u4.ifName, 'eth0');
+    assert.equal(u4.ipv4, '10.0.0.5');
+    const u6 = await resolveUnderlay({ ...none6, ipv4: false, ifaceCanReach: '2001:db8::1' }, dualNl());
+    assert.equal(u6.ifName, 'v6only');
+    assert.equal(u6.ifaceIPv6, 'fd01::7');
+  });
+
+  it('says which interface lacks a global IPv6 address when IPv6 is enabled', async () => {
+    await assert.rejects(resolveUnderlay({ ...none6, iface: ['lo'] }, dualNl()), /interface lo has no IPv4 address/);
+    const nl = dualNl();
+    const noV6: UnderlayNetlink = { ...nl, listAddresses: async (_i?: number, f?: 4 | 6) => (f === 6 ? [{ ifindex: 2, ip: 'fe80::1', prefixLen: 64 }] : nl.listAddresses()) };
+    await assert.rejects(resolveUnderlay(none6, noV6), /interface eth0 has no global IPv6 address and the network config enables IPv6/);
+  });
+});

@@ -19,8 +19,14 @@
  * reported (the caller warns, naming the key); the good peers are programmed as usual. The
  * reconciler, for its part, never replaces a route weft did not create (a `proto kernel`
  * connected route with the same destination, say): see diffState.
+ *
+ * IPv6 (params.family 6, the device `flannel-v6.<VNI>`): the same, on the lease's IPv6 half
+ * (IPv6Subnet, PublicIPv6, BackendV6Data; lease/family.ts): neighbour `<peer v6 subnet>::`
+ * (NDP, permanent), FDB VtepMAC → PublicIPv6, route `<peer v6 subnet> via <peer v6 subnet>::
+ * onlink`, our address `<own v6 subnet>::/128` — what flannel's AddV6ARP/AddV6FDB/v6VxlanRoute do.
  */
-import { formatIPv4 } from '../../ip';
+import { netAddress, type IPFamily } from '../../ip';
+import { leaseHalf } from '../../lease/family';
 import { decodeVxlanBackendData, type Decoded } from '../../lease/codec';
 import type { Lease, VxlanLeaseData } from '../../lease/types';
 import type { DesiredContext, DesiredFdb, DesiredNeighbour, DesiredRoute, DesiredState } from '../backend';
@@ -32,6 +38,8 @@ export interface VxlanDesiredParams {
   readonly directRouting: boolean;
   /** Our underlay interface's address when it differs from our PublicIP (--public-ip): never a peer's. */
   readonly ifaceIPv4?: string;
+  /** Which half of the leases this device carries (default 4). With 6, `ifaceIPv4` is the interface's IPv6 address. */
+  readonly family?: IPFamily;
 }
 
 export type { Decoded };
@@ -51,19 +59,24 @@ export function vxlanDesired(
   const fdb: DesiredFdb[] = [];
   const routes: DesiredRoute[] = [];
   const macOwner = new Map<string, string>(); // VtepMAC → lease key
-  const ownData = decodeVxlanBackendData(own.attrs.BackendData);
+  const family = params.family ?? 4;
+  const mine = leaseHalf(own, family);
+  const ownData = decodeVxlanBackendData(mine.backendData);
   const ownMac = ownData.ok ? ownData.value.VtepMAC : null;
 
   // screenPeers sorts by key, so which of two conflicting leases wins never depends on the order
   // the watch delivered them in; vxlanCheck runs only on leases that passed the common screen.
   const vxlanCheck = (peer: Lease): string | null => {
     if (peer.attrs.BackendType !== 'vxlan') return `BackendType ${JSON.stringify(peer.attrs.BackendType)} is not vxlan`;
-    const data = decodeVxlanBackendData(peer.attrs.BackendData);
-    if (!data.ok) return data.reason;
+    // screenPeers checked this half's subnet and public address.
+    const half = leaseHalf(peer, family);
+    const subnet = half.subnet!;
+    const publicIp = half.publicIP!;
+    const data = decodeVxlanBackendData(half.backendData);
+    if (!data.ok) return family === 4 ? data.reason : `BackendV6Data: ${data.reason}`;
     if (data.value.VNI !== undefined && data.value.VNI !== params.vni) return `VNI ${data.value.VNI} differs from ours (${params.vni})`;
-    const publicIp = peer.attrs.PublicIP;
     if (params.directRouting && ctx.onLinkPublicIPs?.has(publicIp)) {
-      routes.push({ dst: peer.subnet, gateway: publicIp, onlink: false, via: 'underlay' });
+      routes.push({ dst: subnet, gateway: publicIp, onlink: false, via: 'underlay' });
       return null;
     }
     const mac = data.value.VtepMAC;
@@ -73,16 +86,17 @@ export function vxlanDesired(
     // Two VTEPs with one MAC (a cloned VM image): one FDB entry can point at only one of them.
     if (macClash !== undefined) return `VtepMAC ${mac} is also lease ${macClash}'s`;
     macOwner.set(mac, peer.key);
-    const gw = formatIPv4(peer.subnet.ip);
+    const gw = netAddress(subnet);
     neighbours.push({ ip: gw, mac });
     fdb.push({ mac, dst: publicIp });
-    routes.push({ dst: peer.subnet, gateway: gw, onlink: true, via: 'overlay' });
+    routes.push({ dst: subnet, gateway: gw, onlink: true, via: 'overlay' });
     return null;
   };
-  const { skipped } = screenPeers(own, peers, ctx, vxlanCheck, params.ifaceIPv4);
+  const { skipped } = screenPeers(own, peers, ctx, vxlanCheck, params.ifaceIPv4, family);
 
   return {
-    addresses: [{ ip: own.subnet.ip, prefixLen: 32 }],
+    // flannel: a /32 (/128) so that no broadcast or prefix route comes with it.
+    addresses: mine.subnet === null ? [] : [{ ...mine.subnet, prefixLen: family === 4 ? 32 : 128 }],
     neighbours,
     fdb,
     routes,

@@ -15,6 +15,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { VxlanBackendConfig } from '../../config/types';
+import { WeftError } from '../../errors';
+import { addressFamily, type IPFamily } from '../../ip';
+import { leaseHalf } from '../../lease/family';
 import type { Lease } from '../../lease/types';
 import { silentLogger, type Logger } from '../../log';
 import type { LinkRef } from '../../netlink/client';
@@ -29,6 +32,8 @@ import { decodeVxlanData, vxlanDesired } from './desired';
 export const DEFAULT_VXLAN_PORT = 8472;
 /** VXLAN over IPv4 costs 50 bytes: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
 export const VXLAN_OVERHEAD = 50;
+/** Over IPv6, 70: the outer header is 40 bytes (the kernel's VXLAN6_HEADROOM; flannel-v6.<VNI> gets it). */
+export const VXLAN6_OVERHEAD = 70;
 
 /** The part of NetlinkClient the backend uses (a seam for tests). */
 export interface VxlanNetlink {
@@ -50,6 +55,11 @@ export interface VxlanBackendOptions {
   readonly vtepMac?: string | null;
   /** Seam for tests: 6 random bytes. */
   readonly randomBytes?: (n: number) => Buffer;
+  /**
+   * The family this instance carries (default 4). 6: flannel's IPv6 device `flannel-v6.<VNI>`
+   * over the underlay's IPv6 address, programmed from the leases' IPv6 half (BackendV6Data).
+   */
+  readonly family?: IPFamily;
 }
 
 /** The VXLAN data this backend writes into our lease. Field order is flannel's. */
@@ -60,6 +70,7 @@ export interface VxlanBackendData {
 
 export class VxlanBackend implements Backend {
   readonly type = 'vxlan';
+  readonly family: IPFamily;
   readonly deviceName: string;
   private readonly nl: VxlanNetlink;
   private readonly config: VxlanBackendConfig;
@@ -75,7 +86,8 @@ export class VxlanBackend implements Backend {
     this.config = opts.config;
     this.log = (opts.log ?? silentLogger).child({ component: 'vxlan' });
     this.random = opts.randomBytes ?? randomBytes;
-    this.deviceName = `flannel.${opts.config.vni}`;
+    this.family = opts.family ?? 4;
+    this.deviceName = this.family === 4 ? `flannel.${opts.config.vni}` : `flannel-v6.${opts.config.vni}`;
     this.createMac = opts.vtepMac ? normalizeMac(opts.vtepMac) : null;
   }
 
@@ -85,11 +97,11 @@ export class VxlanBackend implements Backend {
   }
 
   async ensureDevice(underlay: Underlay): Promise<BackendSetup> {
-    const mtu = this.config.mtu ?? underlay.mtu - VXLAN_OVERHEAD;
+    const mtu = this.config.mtu ?? underlay.mtu - (this.family === 4 ? VXLAN_OVERHEAD : VXLAN6_OVERHEAD);
     const want: Omit<VxlanSpec, 'mac'> = {
       name: this.deviceName,
       vni: this.config.vni,
-      localIP: underlay.ifaceIPv4 ?? underlay.ipv4,
+      localIP: localAddress(underlay, this.family),
       underlayIndex: underlay.ifIndex,
       port: this.config.port || DEFAULT_VXLAN_PORT,
       learning: this.config.learning,
@@ -118,7 +130,7 @@ export class VxlanBackend implements Backend {
   }
 
   desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
-    return vxlanDesired(own, peers, { vni: this.config.vni, directRouting: this.config.directRouting }, ctx);
+    return vxlanDesired(own, peers, { vni: this.config.vni, directRouting: this.config.directRouting, family: this.family }, ctx);
   }
 
   /**
@@ -131,7 +143,8 @@ export class VxlanBackend implements Backend {
     if (!this.config.directRouting) return out;
     const ips = new Set<string>();
     for (const p of peers) {
-      if (p.attrs.BackendType === 'vxlan' && decodeVxlanData(p.attrs.BackendData).ok) ips.add(p.attrs.PublicIP);
+      const half = leaseHalf(p, this.family);
+      if (p.attrs.BackendType === 'vxlan' && half.publicIP && decodeVxlanData(half.backendData).ok) ips.add(half.publicIP);
     }
     await Promise.all(
       [...ips].map(async (ip) => {
@@ -224,6 +237,19 @@ export function incompatibility(link: LinkInfo, want: Omit<VxlanSpec, 'mac'>, un
   if (v.learning !== want.learning) diffs.push(want.learning ? 'nolearning, want learning' : 'learning, want nolearning');
   if (v.gbp !== want.gbp) diffs.push(want.gbp ? 'no gbp, want gbp' : 'gbp, want no gbp');
   return diffs.length ? diffs.join('; ') : null;
+}
+
+/** The VXLAN device's local address for `family`: the interface's own address. */
+function localAddress(underlay: Underlay, family: IPFamily): string {
+  const ip = family === 4 ? underlay.ifaceIPv4 ?? underlay.ipv4 : underlay.ifaceIPv6 ?? underlay.ipv6 ?? null;
+  if (!ip || (family === 6 && addressFamily(ip) !== 6)) {
+    throw new WeftError(
+      'INTERFACE',
+      `vxlan: interface ${underlay.ifName} has no IPv${family} address for the IPv${family} VXLAN device (the network config enables IPv${family}); ` +
+        'give it a global IPv6 address, or pick another one with --iface / --iface-regex',
+    );
+  }
+  return ip;
 }
 
 /** A random locally administered (bit 1 set) unicast (bit 0 clear) MAC. */

@@ -9,20 +9,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { netContains, parseIPv4, parseIPv4Cidr } from '../../src/ip';
 import { Lab, defaultStateDir } from '../../src/lab';
-import { leftovers, tcpTransfer } from './helpers/runtimes';
+import { inSubnet, leftovers, tcpTransfer } from './helpers/runtimes';
 
 const NAME = `e2e-docker-${process.pid}`;
 const STATE = defaultStateDir(NAME);
 const MB4 = 4 * 1024 * 1024;
-
-/** 10.5.72.2/24 inside 10.5.72.0/24. */
-export function inSubnet(address: string, subnetNetwork: string): boolean {
-  const net = parseIPv4Cidr(subnetNetwork, true);
-  const ip = parseIPv4(address.split('/')[0] ?? '');
-  return net !== null && ip !== null && netContains(net, ip);
-}
 
 async function mtuOf(lab: Lab, ns: string, dev: string): Promise<number> {
   const r = await lab.exec(ns, ['ip', '-j', 'link', 'show', 'dev', dev]);

@@ -3,6 +3,7 @@
  * containers' network namespaces, reporting the source address the receiver saw.
  */
 import { spawn } from 'node:child_process';
+import { netContains, parseIPv4, parseIPv4Cidr } from '../../../src/ip';
 import type { Lab } from '../../../src/lab';
 import { mountsUnder, processesUnder } from '../../../src/lab/runtime';
 
@@ -55,4 +56,11 @@ export async function tcpTransfer(lab: Lab, from: string, to: string, toAddress:
 /** What a lab's runtimes may have left: processes naming the state dir, mounts under it. */
 export function leftovers(stateDir: string): { pids: number[]; mounts: string[] } {
   return { pids: processesUnder(stateDir).map((p) => p.pid), mounts: mountsUnder(stateDir) };
+}
+
+/** 10.5.72.2(/24) inside 10.5.72.0/24. */
+export function inSubnet(address: string, subnetNetwork: string): boolean {
+  const net = parseIPv4Cidr(subnetNetwork, true);
+  const ip = parseIPv4(address.split('/')[0] ?? '');
+  return net !== null && ip !== null && netContains(net, ip);
 }

@@ -7,7 +7,9 @@
 #     etcd    the etcd server and etcdctl
 #     build   building weft from source: g++, make, python3 (node-gyp, offline)
 #     dev     everything the tests and the lab use: host + etcd + build + ping, iperf3, ethtool,
-#             systemd-analyze, ruby (for `ruby -c vagrant/Vagrantfile`), unshare
+#             systemd-analyze, ruby (for `ruby -c vagrant/Vagrantfile`), unshare, and the real
+#             container runtimes the e2e tests and `weft lab --runtime` run: docker.io, containerd,
+#             runc, podman, conmon, busybox-static, containernetworking-plugins
 #
 # Only what is missing is installed (nothing at all when every tool is there), so it is cheap to
 # run again. Node.js comes from nodejs.org (Debian 12 ships 18) only when `node` is missing or older
@@ -23,7 +25,7 @@ role_tools() {
     host)  echo "ip=iproute2 iptables=iptables nft=nftables curl=curl xz=xz-utils" ;;
     etcd)  echo "etcd=etcd-server etcdctl=etcd-client" ;;
     build) echo "g++=g++ make=make python3=python3" ;;
-    dev)   echo "$(role_tools host) $(role_tools etcd) $(role_tools build) ping=iputils-ping iperf3=iperf3 ethtool=ethtool systemd-analyze=systemd ruby=ruby unshare=util-linux wg=wireguard-tools wireguard-go=wireguard-go tcpdump=tcpdump" ;;
+    dev)   echo "$(role_tools host) $(role_tools etcd) $(role_tools build) ping=iputils-ping iperf3=iperf3 ethtool=ethtool systemd-analyze=systemd ruby=ruby unshare=util-linux wg=wireguard-tools wireguard-go=wireguard-go tcpdump=tcpdump dockerd=docker.io containerd=containerd runc=runc podman=podman conmon=conmon busybox=busybox-static /usr/lib/cni/host-local=containernetworking-plugins" ;;
   esac
 }
 

@@ -197,7 +197,9 @@ export class WireguardGoDevice {
 /** Whether `pid` is a live wireguard-go (a stale PID file may name a reused PID). */
 export function isWireguardGo(pid: number): boolean {
   try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'wireguard-go';
+    // A zombie (killed, not yet reaped by init) still has the name: nothing to stop.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'wireguard-go' && !/^\d+ \(.*\) Z/.test(stat);
   } catch {
     return false;
   }

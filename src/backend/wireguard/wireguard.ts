@@ -32,7 +32,7 @@ import type { WireguardBackendConfig } from './config';
 import { wireguardDesired, type WireguardLeaseData } from './desired';
 import { DEFAULT_KEY_FILE, loadOrCreateKey, type KeyPair } from './keys';
 import { diffPeers, type PeerPolicy } from './peers';
-import type { WgDeviceState, WgSetRequest } from './uapi';
+import type { WgDeviceState, WgPeerConfig, WgSetRequest } from './uapi';
 import { WireguardGoDevice, type WgGoNetlink } from './wggo';
 
 /** flannel's overhead (pkg/backend/wireguard/wireguard_network.go): the worst case, IPv6 outside. */
@@ -78,6 +78,23 @@ export interface WireguardBackendOptions {
   readonly runDir?: string;
   /** Period of the peer watch; default 2000 ms; 0 = none (tests). */
   readonly watchIntervalMs?: number;
+}
+
+function peerConfigs(peers: readonly DesiredWireguardPeer[], policy: PeerPolicy, keepalive = policy.persistentKeepalive): WgPeerConfig[] {
+  return peers.map((p) => ({ publicKey: p.publicKey, endpoint: p.endpoint, allowedIps: p.allowedIps, persistentKeepalive: keepalive, presharedKey: policy.presharedKey }));
+}
+
+/**
+ * New peers get a handshake at once: turning a peer's persistent keepalive on makes the kernel and
+ * wireguard-go send a keepalive right away, which needs (so starts) a handshake. Without it, a
+ * peer that still holds a session with a previous incarnation of this device (wireguard-go
+ * restarted, a peer removed by hand) keeps sending into a session we no longer have, and nothing
+ * flows until its 15 s rekey timeout.
+ */
+function kick(req: WgSetRequest, added: readonly DesiredWireguardPeer[], policy: PeerPolicy): WgSetRequest {
+  if (added.length === 0 || policy.persistentKeepalive > 0) return req;
+  const fresh = new Set(added.map((p) => p.publicKey));
+  return { ...req, peers: (req.peers ?? []).map((p) => (fresh.has(p.publicKey) ? { ...p, persistentKeepalive: 1 } : p)) };
 }
 
 /** The user-space driver over wireguard-go. */
@@ -179,6 +196,14 @@ export class WireguardBackend implements Backend {
       this.log.info(`using the user-space WireGuard data path (wireguard-go): ${this.reason}`);
       return this.driver.ensure(this.deviceName);
     }
+    // A wireguard-go TUN from before this process (weftd restarted): keep the data path it chose,
+    // so its peers keep their sessions (the kernel driver would replace the TUN).
+    const existing = await this.nl.getLink(this.deviceName);
+    if (existing !== null && existing.kind === 'tun' && this.fallback === 'auto') {
+      this.driver = this.userspaceDriver;
+      this.reason = 'wireguard-go already serves the device (kept from before this weftd; stop it to try the kernel again)';
+      return this.driver.ensure(this.deviceName);
+    }
     try {
       const link = await this.kernel.ensure(this.deviceName);
       this.driver = this.kernel;
@@ -231,7 +256,9 @@ export class WireguardBackend implements Backend {
     const state = await driver.get();
     const diff = diffPeers(state, peers, this.policy);
     if (diff.request !== null) {
-      await driver.set(diff.request);
+      await driver.set(kick(diff.request, diff.added, this.policy));
+      // The kick turned keepalives on for the new peers; back to the configured interval.
+      if (diff.added.length > 0 && this.policy.persistentKeepalive === 0) await driver.set({ peers: peerConfigs(diff.added, this.policy) });
       const was = this.applied;
       for (const p of diff.added) {
         const line = `wireguard peer ${p.publicKey} (lease ${p.leaseKey}) endpoint ${p.endpoint} allowed-ips ${p.allowedIps.join(',')}`;

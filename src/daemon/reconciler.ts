@@ -90,7 +90,12 @@ const KIND_ORDER: readonly ObjectKind[] = ['address', 'neighbour', 'fdb', 'route
  * module comment). Ordered for application: adds and updates (address, neighbour, FDB, route),
  * then removals (route, FDB, neighbour, address). Empty when the kernel already matches.
  */
-export function diffState(desired: DesiredState, actual: ActualState, own: Ownership = { directRoutingNetwork: null }): Change[] {
+export function diffState(
+  desired: DesiredState,
+  actual: ActualState,
+  own: Ownership = { directRoutingNetwork: null },
+  conflicts?: RouteConflict[],
+): Change[] {
   const ov = actual.overlayIndex;
   const sets: Change[] = [];
   const removes: Change[] = [];
@@ -158,23 +163,22 @@ export function diffState(desired: DesiredState, actual: ActualState, own: Owner
     const oif = via === 'underlay' ? actual.underlayIndex : ov;
     wantRoutes.set(routeKey(dst, 0), { op: 'add', kind: 'route', dst, gateway: d.gateway, onlink: d.onlink, oif, via, priority: 0 });
   }
+  const owned = (r: RouteEntry): boolean => ownsRoute(r, actual, own);
   for (const [k, w] of wantRoutes) {
     const present = byKey.get(k) ?? [];
     const match = present.some((r) => r.oif === w.oif && r.gateway === w.gateway && r.onlink === w.onlink);
-    if (!match) sets.push(present.length ? { ...w, op: 'update' } : w);
+    if (match) continue;
+    // An update is an NLM_F_REPLACE, which takes whichever route holds (dst, metric) in the
+    // table: never one weft did not create (the underlay's `proto kernel` connected route, an
+    // operator's static route). The lease screen should have refused such a destination already;
+    // this is the last line.
+    const foreign = present.find((r) => !owned(r) && !leftoverDirectRoute(r, actual.underlayIndex));
+    if (foreign) {
+      conflicts?.push({ want: w, existing: foreign });
+      continue;
+    }
+    sets.push(present.length ? { ...w, op: 'update' } : w);
   }
-  const owned = (r: RouteEntry): boolean => {
-    if (r.protocol === RTPROT_KERNEL || r.oif === null) return false;
-    if (r.oif === ov) return true;
-    const net = own.directRoutingNetwork;
-    return (
-      net !== null &&
-      r.oif === actual.underlayIndex &&
-      r.gateway !== null &&
-      r.dst.prefixLen > net.prefixLen &&
-      netContainsNet(net, r.dst)
-    );
-  };
   for (const r of unicast) {
     if (!owned(r)) continue;
     const w = wantRoutes.get(routeKey(r.dst, r.priority));
@@ -189,6 +193,41 @@ export function diffState(desired: DesiredState, actual: ActualState, own: Owner
   sets.sort((a, b) => rank(a) - rank(b) || cmp(changeId(a), changeId(b)));
   removes.sort((a, b) => rank(b) - rank(a) || cmp(changeId(a), changeId(b)));
   return [...sets, ...removes];
+}
+
+/** A desired route left out because a route weft does not own holds its (dst, metric). */
+export interface RouteConflict {
+  readonly want: Change & { readonly kind: 'route' };
+  readonly existing: RouteEntry;
+}
+
+/**
+ * Whether weft created (and so may replace or delete) route `r`: a route out of the overlay
+ * device, or with DirectRouting/host-gw a gatewayed underlay route strictly inside the Network;
+ * never a `proto kernel` route (connected networks) nor one of another table (callers pass
+ * main-table routes only).
+ */
+export function ownsRoute(r: RouteEntry, actual: Pick<ActualState, 'overlayIndex' | 'underlayIndex'>, own: Ownership): boolean {
+  if (r.protocol === RTPROT_KERNEL || r.oif === null || r.table !== MAIN_TABLE) return false;
+  if (r.oif === actual.overlayIndex) return true;
+  const net = own.directRoutingNetwork;
+  return (
+    net !== null &&
+    r.oif === actual.underlayIndex &&
+    r.gateway !== null &&
+    r.dst.prefixLen > net.prefixLen &&
+    netContainsNet(net, r.dst)
+  );
+}
+
+/**
+ * A gatewayed underlay route with the protocol weft writes (boot): what DirectRouting leaves
+ * behind once turned off. It may be replaced in place by the overlay route (not deleted: an
+ * operator's `ip route add` looks the same). Routes of any other protocol — kernel, static, dhcp,
+ * a routing daemon — are never replaced.
+ */
+function leftoverDirectRoute(r: RouteEntry, underlayIndex: number): boolean {
+  return r.protocol === RTPROT_BOOT && r.oif === underlayIndex && r.gateway !== null && r.table === MAIN_TABLE;
 }
 
 function haveFdbMac(have: Map<string, FdbEntry>, mac: string): boolean {
@@ -343,6 +382,26 @@ export class Reconciler {
   private readonly echoes = new Map<string, number>();
   private failures = 0;
   private lastErr: unknown = null;
+  /** Main-table routes weft does not own, from the last full run (the incremental path must not replace them). */
+  private foreignRoutes: RouteEntry[] = [];
+  /** Conflicts already warned about (route key → existing route), so a steady conflict logs once. */
+  private warnedConflicts = new Map<string, string>();
+
+  /** Warn about each new conflict; a full run (`complete`) also forgets the ones that are gone. */
+  private warnConflicts(conflicts: readonly RouteConflict[], complete: boolean): void {
+    const now = complete ? new Map<string, string>() : new Map(this.warnedConflicts);
+    for (const c of conflicts) {
+      const key = formatIPv4Cidr(c.want.dst);
+      const existing = `${key}${c.existing.gateway ? ` via ${c.existing.gateway}` : ''} dev #${c.existing.oif ?? '?'} proto ${c.existing.protocol}`;
+      now.set(key, existing);
+      if (this.warnedConflicts.get(key) === existing) continue;
+      this.log.warn('not routing a peer subnet: a route weft did not create holds that destination; leaving it alone', {
+        wanted: describeChange(c.want),
+        existing,
+      });
+    }
+    this.warnedConflicts = now;
+  }
 
   private started = false;
   private stopped = false;
@@ -570,7 +629,11 @@ export class Reconciler {
    * by diffing against the state `applied` implies, and written without reading the kernel.
    */
   private async applyIncremental(desired: DesiredState, applied: DesiredState, overlayIndex: number): Promise<ReconcileResult> {
-    const changes = diffState(desired, impliedState(applied, overlayIndex, this.underlay.ifIndex), this.ownership);
+    // Routes weft does not own, as last dumped, so an added peer route never replaces one of them.
+    const implied = impliedState(applied, overlayIndex, this.underlay.ifIndex);
+    const conflicts: RouteConflict[] = [];
+    const changes = diffState(desired, { ...implied, routes: [...implied.routes, ...this.foreignRoutes] }, this.ownership, conflicts);
+    this.warnConflicts(conflicts, false);
     const link: LinkInfo = { index: overlayIndex, name: this.backend.deviceName, up: true, mtu: 0, mac: null, kind: null, vxlan: null };
     const errors: unknown[] = [];
     for (const phase of phases(changes)) {
@@ -611,7 +674,10 @@ export class Reconciler {
     // Likewise the WireGuard peers (wireguard backend): the route below sends traffic to them.
     if (desired.wireguardPeers) await this.backend.applyWireguardPeers?.(desired.wireguardPeers);
     const actual: ActualState = { overlayIndex: link.index, underlayIndex: this.underlay.ifIndex, addresses, neighbours, fdb, routes };
-    const changes = diffState(desired, actual, this.ownership);
+    const conflicts: RouteConflict[] = [];
+    const changes = diffState(desired, actual, this.ownership, conflicts);
+    this.foreignRoutes = routes.filter((r) => r.type === RTN_UNICAST && !ownsRoute(r, actual, this.ownership));
+    this.warnConflicts(conflicts, true);
     const converged = this.converged;
     const isRepair = (c: Change): boolean => {
       if (converged === null) return false;

@@ -128,6 +128,23 @@ describe('diffState', () => {
     assert.deepEqual(lines(desired, notOnlink), ['update route 10.5.2.0/24 via 10.5.2.0 (overlay) onlink']);
   });
 
+  it('never replaces a route weft did not create for a peer subnet that a hostile lease puts over it: proto kernel, static, another device', () => {
+    // A lease for 10.250.0.0/24 (the underlay) that got past the lease screen must not take the
+    // connected route: NLM_F_REPLACE would swap the underlay's route for one into the tunnel.
+    const hostile: DesiredState = { ...desired, routes: [{ dst: net('10.250.0.0/24'), gateway: '10.250.0.0', onlink: true, via: 'overlay' }] };
+    for (const existing of [
+      route('10.250.0.0/24', { oif: UL, protocol: 2 }), // proto kernel: the connected network
+      route('10.250.0.0/24', { oif: UL, protocol: 4, gateway: '10.250.0.254' }), // proto static
+      route('10.250.0.0/24', { oif: OTHER, protocol: 3 }), // another device
+    ]) {
+      const conflicts: Parameters<typeof diffState>[3] = [];
+      const changes = diffState(hostile, { ...empty, routes: [existing] }, { directRoutingNetwork: null }, conflicts);
+      assert.deepEqual(changes.filter((c) => c.kind === 'route'), [], `kept ${JSON.stringify(existing)}`);
+      assert.equal(conflicts!.length, 1);
+      assert.equal(conflicts![0]!.existing, existing);
+    }
+  });
+
   describe('with DirectRouting (the Network is 10.5.0.0/16)', () => {
     const network = net('10.5.0.0/16');
     const direct: DesiredState = {

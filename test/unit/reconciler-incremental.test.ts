@@ -129,6 +129,19 @@ describe('reconciler, incremental path', () => {
     await r.stop();
   });
 
+  it('never replaces a route it did not create on the incremental path (a proto kernel route at a joining peer\'s subnet)', async () => {
+    const { k, clock, r } = await started(peers(2));
+    // What the last full run saw: the underlay's connected route, 10.5.3.0/24 here for the test.
+    k.routes.push({ dst: parseIPv4Cidr('10.5.3.0/24')!, gateway: null, oif: 3, onlink: false, table: 254, priority: 0, protocol: 2, type: 1 });
+    await r.reconcile(); // full run: reads the kernel, remembers the foreign route
+    k.calls = [];
+    r.setDesired(peers(2, 3));
+    await clock.advance(0);
+    assert.ok(!k.calls.includes('set route 10.5.3.0/24'), `calls: ${k.calls.join(', ')}`);
+    assert.ok(k.routes.some((rt) => rt.protocol === 2 && formatIPv4Cidr(rt.dst) === '10.5.3.0/24'), 'the kernel route is still there');
+    await r.stop();
+  });
+
   it('takes notifications of exactly what it just wrote for echoes, but never removals or anything else', async () => {
     const { k, clock, r } = await started(peers(2));
     r.setDesired(peers(2, 3));

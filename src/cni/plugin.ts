@@ -12,7 +12,7 @@ import { accessSync, constants, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { join } from 'node:path';
 import {
   CniCode, CniError, KEEP_SOURCE_COMMENT, SUPPORTED_VERSIONS, keepSourceRules, parseFlannelEnv, parseNetConf,
-  renderDelegate, type FlannelEnv, type JsonObject, type NetConf,
+  renderDelegate, type FlannelEnv, type Json, type JsonObject, type NetConf,
 } from './netconf';
 
 export const PLUGIN_NAME = 'weft';
@@ -142,10 +142,33 @@ function check(env: NodeJS.ProcessEnv, conf: NetConf, id: string, log: string[])
     throw new CniError(CniCode.SUBNET_CHANGED, `weft: the host's subnet changed since container ${id} was attached ` +
       `(attached in ${JSON.stringify(had)}, now ${JSON.stringify((want as JsonObject).ranges)}): recreate the container`);
   }
-  if ('prevResult' in conf.raw) saved.prevResult = conf.raw.prevResult ?? null;
+  if ('prevResult' in conf.raw) saved.prevResult = withGateways(conf.raw.prevResult ?? null);
   log.push(`weft: CHECK ${id} with ${JSON.stringify(saved)}\n`);
   delegateRun(env, 'CHECK', String(saved.type ?? 'bridge'), JSON.stringify(saved));
   return '';
+}
+
+/**
+ * bridge (1.1.x) installs the ipam routes via the gateway but its CHECK looks them up with no
+ * gateway ("Expected Route {Dst:10.5.0.0/16 GW:<nil>} not found"): give the routes of the
+ * previous result the gateway of their family, which is what the kernel has.
+ */
+function withGateways(prev: Json): Json {
+  if (typeof prev !== 'object' || prev === null || Array.isArray(prev)) return prev;
+  const ips = Array.isArray(prev.ips) ? prev.ips : [];
+  const gw = (v6: boolean): string | undefined => {
+    for (const ip of ips) {
+      const g = (ip as JsonObject | null)?.gateway;
+      if (typeof g === 'string' && g.includes(':') === v6) return g;
+    }
+    return undefined;
+  };
+  const routes = Array.isArray(prev.routes) ? prev.routes.map((r) => {
+    if (typeof r !== 'object' || r === null || Array.isArray(r) || typeof r.dst !== 'string' || 'gw' in r) return r;
+    const g = gw(r.dst.includes(':'));
+    return g === undefined ? r : { ...r, gw: g };
+  }) : prev.routes;
+  return routes === undefined ? prev : { ...prev, routes };
 }
 
 /** Run the delegate plugin found in CNI_PATH with our environment and `conf` on stdin. */

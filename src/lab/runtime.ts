@@ -126,7 +126,10 @@ export async function busyboxTarball(stateDir: string): Promise<string> {
   const tar = join(stateDir, 'busybox.tar');
   if (existsSync(tar)) return tar;
   const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
-  if (!busybox) throw new WeftError('CONFIG_MISSING', 'the lab\'s container image is busybox-static: apt-get install -y busybox-static');
+  // A dynamically linked busybox (Debian's "busybox") would find no libc in the image.
+  if (!busybox || hasInterpreter(readFileSync(busybox))) {
+    throw new WeftError('CONFIG_MISSING', `the lab's container image needs a static busybox${busybox ? ` (${busybox} is dynamically linked)` : ''}: apt-get install -y busybox-static`);
+  }
   const root = join(stateDir, 'busybox-rootfs');
   for (const d of ['bin', 'tmp', 'etc', 'proc', 'sys', 'dev']) mkdirSync(join(root, d), { recursive: true });
   copyFileSync(busybox, join(root, 'bin', 'busybox'));
@@ -141,6 +144,19 @@ export async function busyboxTarball(stateDir: string): Promise<string> {
   const mv = await run('mv', [`${tar}.tmp`, tar]);
   if (mv.code !== 0) throw new WeftError('INTERNAL', `build ${tar}: ${mv.stderr.trim()}`);
   return tar;
+}
+
+/** True for an ELF64 executable with a PT_INTERP program header (dynamically linked). */
+export function hasInterpreter(elf: Buffer): boolean {
+  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2) return false;
+  const phoff = Number(elf.readBigUInt64LE(0x20));
+  const size = elf.readUInt16LE(0x36);
+  const count = elf.readUInt16LE(0x38);
+  for (let i = 0; i < count; i++) {
+    const at = phoff + i * size;
+    if (at + 4 <= elf.length && elf.readUInt32LE(at) === 3) return true;
+  }
+  return false;
 }
 
 /** Attach the container's netns (of `pid`) as /run/netns/<ns>, replacing an older attachment. */

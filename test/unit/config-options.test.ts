@@ -52,6 +52,9 @@ const DEFAULTS: DaemonOptions = {
   healthzPort: 0,
   healthzExposeDetails: false,
   vxlanFallback: 'auto',
+  wireguardFallback: 'auto',
+  wireguardKeyFile: '/run/flannel/wgkey',
+  wireguardRunDir: '/var/run/wireguard',
   resyncIntervalSeconds: 60,
 };
 
@@ -119,13 +122,24 @@ describe('parseDaemonOptions: defaults and flag forms', () => {
     rejects(() => run(['--iface-regex=eth[']), /^--iface-regex: invalid value "eth\[": expected a valid regular expression/);
   });
 
+  it('takes the wireguard key file from flannel\'s $WIREGUARD_KEY_FILE unless --wireguard-key-file is given', () => {
+    const opts = (argv: string[]) => {
+      const r = parseDaemonOptions(argv, { WIREGUARD_KEY_FILE: '/etc/wg/key' });
+      assert.equal(r.kind, 'run');
+      return r.kind === 'run' ? r.options : null;
+    };
+    assert.equal(opts([])!.wireguardKeyFile, '/etc/wg/key');
+    assert.equal(opts(['--wireguard-key-file=/x'])!.wireguardKeyFile, '/x');
+    rejects(() => run(['--wireguard-fallback=maybe']), /^--wireguard-fallback: invalid value "maybe": expected auto, force or off/);
+  });
+
   it('sets every other flag', () => {
     const o = run([
       '--etcd-endpoints=https://e1:2379,https://e2:2379', '--etcd-keyfile=/k', '--etcd-certfile=/c', '--etcd-cafile=/ca',
       '--etcd-username=u', '--etcd-password=p', '--iface-can-reach=10.0.0.9', '--public-ip=10.250.0.1',
       '--public-ipv6=fd00::1', '--subnet-file=/tmp/s.env', '--subnet-lease-renew-margin=30', '--subnet-lease-ttl=2h',
       '--iptables-resync=7', '--healthz-ip=127.0.0.1', '--healthz-port=8471', '--vxlan-fallback=force',
-      '--resync-interval=3',
+      '--resync-interval=3', '--wireguard-fallback=force', '--wireguard-key-file=/k/wg', '--wireguard-run-dir=/r',
     ]);
     assert.deepEqual(o, {
       ...DEFAULTS,
@@ -145,6 +159,9 @@ describe('parseDaemonOptions: defaults and flag forms', () => {
       healthzIp: '127.0.0.1',
       healthzPort: 8471,
       vxlanFallback: 'force',
+      wireguardFallback: 'force',
+      wireguardKeyFile: '/k/wg',
+      wireguardRunDir: '/r',
       resyncIntervalSeconds: 3,
     });
   });
@@ -169,7 +186,7 @@ describe('parseDaemonOptions: help, version, unknown flags', () => {
       'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'etcd-username', 'etcd-password',
       'iface', 'iface-regex', 'iface-can-reach', 'public-ip', 'public-ipv6', 'subnet-file', 'subnet-lease-renew-margin',
       'subnet-lease-ttl', 'ip-masq', 'iptables-resync', 'iptables-forward-rules', 'healthz-ip', 'healthz-port',
-      'healthz-expose-details', 'vxlan-fallback', 'resync-interval', 'version', 'help',
+      'healthz-expose-details', 'vxlan-fallback', 'wireguard-fallback', 'wireguard-key-file', 'wireguard-run-dir', 'resync-interval', 'version', 'help',
     ]) {
       assert.match(text, new RegExp(`^  --${flag}\\b`, 'm'), flag);
     }

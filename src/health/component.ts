@@ -284,7 +284,7 @@ export class HealthComponent implements DaemonComponent {
       // No endpoint takes a body; reading (or draining) one would let a client make us work.
       if (hasBody(req)) return send(413, 'text/plain', 'no request body expected\n', { connection: 'close' });
       const method = req.method ?? 'GET';
-      const local = isLoopback(req.socket.remoteAddress);
+      const local = isLocalClient(req.socket.remoteAddress, req.socket.localAddress);
       if (path === '/probe') {
         if (method !== 'POST') return send(405, 'text/plain', 'use POST\n');
         if (!local) return send(403, 'text/plain', 'POST /probe is served to local clients only (weft status --probe on the host)\n');
@@ -370,10 +370,17 @@ function hasBody(req: IncomingMessage): boolean {
 }
 
 /**
- * A client connected over loopback: a process on this host (in this network namespace). A
- * packet from elsewhere cannot carry a loopback source (the kernel drops it as a martian), and
- * a TCP connection needs the handshake, so this cannot be spoofed by a container.
+ * A process on this host (in this network namespace): connected over loopback, or to one of our
+ * own addresses from that same address (what the kernel picks when `weft status` talks to a
+ * --healthz-ip that is not loopback). A packet from elsewhere cannot carry a loopback source (the
+ * kernel drops it as a martian), and a forged source equal to ours never completes the TCP
+ * handshake (our SYN-ACK goes to ourselves), so neither can be spoofed by a container.
  */
+export function isLocalClient(remote: string | undefined, local: string | undefined): boolean {
+  return isLoopback(remote) || (remote !== undefined && remote === local);
+}
+
+/** 127.0.0.0/8, ::1 and their IPv4-mapped forms. */
 export function isLoopback(address: string | undefined): boolean {
   if (address === undefined) return false;
   const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;

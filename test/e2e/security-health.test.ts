@@ -104,6 +104,19 @@ describe('hostile input on the health port, 2-host lab', { timeout: 170_000 }, (
     const cli = await lab.exec('h1', [process.execPath, WEFT, 'status'], { timeoutMs: 30000 });
     assert.equal(cli.code, 0, cli.stdout + cli.stderr);
     assert.match(cli.stdout, /peers: 1 known, 1 programmed/);
+    // The host talking to its own underlay address is local too (--healthz-ip=<that address>).
+    const own = await lab.exec('h1', [process.execPath, WEFT, 'status', `--healthz-ip=${H1}`], { timeoutMs: 30000 });
+    assert.equal(own.code, 0, own.stdout + own.stderr);
+  });
+
+  test('finding 4: --healthz-expose-details opens /metrics and /status to other machines, never POST /probe', async () => {
+    await lab.restartDaemon('h2', { extraArgs: ['--healthz-expose-details'] });
+    const H2 = hostUnderlayIp(2);
+    const m = await http('h1-c1', H2, '/metrics');
+    assert.equal(m.status, 200, m.body);
+    assert.ok(parsePrometheusText(m.body).has('weft_ready'));
+    assert.equal((await http('h1-c1', H2, '/status')).status, 200);
+    assert.equal((await http('h1-c1', H2, '/probe', 'POST')).status, 403);
   });
 
   test('finding 2: concurrent POST /probe share one round; beyond the rate limit callers get 429', async () => {

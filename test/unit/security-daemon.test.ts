@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { EXIT_UNCAUGHT, installLastResort, type ProcessEvents } from '../../src/daemon/last-resort';
 import { startWatchdog, watchdogIntervalMs } from '../../src/daemon/watchdog';
 import { WeftError } from '../../src/errors';
-import { isLoopback, parseTarget } from '../../src/health/component';
+import { isLocalClient, isLoopback, parseTarget } from '../../src/health/component';
 import type { LogFields, Logger } from '../../src/log';
 
 function recordingLogger(): Logger & { lines: { level: string; msg: string; fields?: LogFields }[] } {
@@ -97,5 +97,13 @@ describe('health server request checks', () => {
   test('loopback clients: 127/8, ::1 and their IPv4-mapped forms; nothing else', () => {
     for (const a of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1']) assert.equal(isLoopback(a), true, a);
     for (const a of ['10.250.0.12', '::ffff:10.5.1.2', 'fd00::1', '0.0.0.0', '', undefined]) assert.equal(isLoopback(a), false, String(a));
+  });
+
+  test('local clients: loopback, or our own address talking to itself (weft status with --healthz-ip=<host address>)', () => {
+    assert.equal(isLocalClient('127.0.0.1', '127.0.0.1'), true);
+    assert.equal(isLocalClient('10.250.0.11', '10.250.0.11'), true);
+    assert.equal(isLocalClient('10.250.0.12', '10.250.0.11'), false);
+    assert.equal(isLocalClient('10.5.7.2', '10.5.7.1'), false);
+    assert.equal(isLocalClient(undefined, undefined), false);
   });
 });

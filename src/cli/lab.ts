@@ -12,15 +12,17 @@ import {
   formatPingMatrix, formatStatus, labExists, requireRoot, type Tools,
 } from '../lab';
 import { parseRuntime, type RuntimeKind } from '../lab/runtimes';
+import { safeLine } from './io';
 
 export interface LabIO {
   out(text: string): void;
   err(text: string): void;
 }
 
+// Control characters escaped (terminal injection, src/text.ts), like every CLI's output.
 const stdio: LabIO = {
-  out: (t) => process.stdout.write(t.endsWith('\n') ? t : t + '\n'),
-  err: (t) => process.stderr.write(t.endsWith('\n') ? t : t + '\n'),
+  out: (t) => process.stdout.write(safeLine(t)),
+  err: (t) => process.stderr.write(safeLine(t)),
 };
 
 export const LAB_USAGE = `usage: weft lab <command> [--name NAME] [--state-dir DIR]

@@ -16,6 +16,7 @@ import { formatEtcdFlagsHelp, parseEtcdClientOptions } from '../config/options';
 import type { EtcdClientOptions } from '../config/types';
 import { describeError, WeftError } from '../errors';
 import { formatIPv4, formatIPv4Cidr, netContainsNet, parseIPv4, parseIPv4Cidr } from '../ip';
+import { escapeControl } from '../text';
 import { formatSubnetKey } from '../lease/codec';
 import { etcdClientKind } from '../lease/create-registry';
 import { EtcdHttpLeaseRegistry } from '../lease/etcd-http-registry';
@@ -106,7 +107,9 @@ export function formatDuration(seconds: number): string {
   return `${s}s`;
 }
 
-export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+export function formatTable(headers: readonly string[], rawRows: readonly (readonly string[])[]): string {
+  // Cells hold etcd data: escaped whole (a newline in a key would forge a row).
+  const rows = rawRows.map((r) => r.map((c) => escapeControl(c)));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
@@ -211,7 +214,7 @@ const WIDE_WATCH_WIDTHS = [...WATCH_WIDTHS, 3, 10, 20];
 
 function padCells(c: readonly string[], wide: boolean): string {
   const widths = wide ? WIDE_WATCH_WIDTHS : WATCH_WIDTHS;
-  return c.map((x, i) => (i < widths.length ? x.padEnd(widths[i]!) : x)).join('  ').trimEnd();
+  return c.map((x, i) => (i < widths.length ? escapeControl(x).padEnd(widths[i]!) : escapeControl(x))).join('  ').trimEnd();
 }
 
 /** One streamed table line: time (UTC), event, then the lease's columns. */

@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { WeftError, describeError } from '../errors';
 import type { PeerStatus, StatusReport } from '../health/status';
 import type { CliIO } from './io';
+import { escapeControl } from '../text';
 
 export const DEFAULT_STATUS_PORT = 8471;
 
@@ -132,7 +133,8 @@ export function formatStatus(r: StatusReport, now: number): string {
   lines.push('');
   lines.push(`peers: ${r.peers.length} known, ${programmed} programmed, ${count('reachable')} reachable, ${count('unreachable')} unreachable, ${count('unknown') + r.peers.filter((p) => p.probe === null).length} not probed yet`);
   if (r.peers.length > 0) {
-    const rows = r.peers.map((p) => peerRow(p, now));
+    // Cells come from weftd's report (etcd data): escaped whole, a newline would forge a row.
+    const rows = r.peers.map((p) => peerRow(p, now).map((c) => escapeControl(c)));
     const head = ['SUBNET', 'PUBLIC IP', 'ROUTE', 'PROBE', 'RTT', 'LOSS', 'LAST PROBE'];
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
     const fmt = (cols: readonly string[]): string => cols.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();

@@ -5,6 +5,7 @@
  */
 import { parseIPv4Cidr } from '../ip';
 import type { ContainerRecord } from './state';
+import { escapeControl } from '../text';
 
 export interface LeaseRow {
   readonly subnet: string;       // 10.5.72.0/24
@@ -47,7 +48,9 @@ export function parseLeaseDump(json: string, hostByIp: ReadonlyMap<string, strin
 }
 
 /** Left-aligned columns separated by two spaces. */
-export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+export function formatTable(header: readonly string[], rawRows: readonly (readonly string[])[]): string {
+  // Cells hold etcd data: escaped whole (terminal injection, forged rows; src/text.ts).
+  const rows = rawRows.map((r) => r.map((c) => escapeControl(c)));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
   return [line(header), ...rows.map(line)].join('\n');

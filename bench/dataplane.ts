@@ -13,6 +13,8 @@
  *   legacy udp      both hosts on flannel's udp backend (TUN + pump)
  *   host-gw         both hosts on host-gw (plain routes via the peer's PublicIP: no encapsulation,
  *                   so it should sit at the underlay's figure)
+ *   wireguard       both hosts on the wireguard backend; on a kernel without WireGuard (this
+ *                   machine) that is wireguard-go in user space, whose CPU counts as weftd's
  * and, over each measurement, the CPU of the weftd processes (where the pump threads run; % of
  * one core, both hosts together) and of the whole machine (all cores; the kernel data path's
  * work shows up only here, as softirq time). Prints a table with each path's ratio to kernel
@@ -70,7 +72,8 @@ interface Run { readonly gbps: number; readonly weftdCpu: number; readonly machi
 
 /** One iperf3 TCP stream from namespace `from` to `addr` (server in `to`). */
 async function iperf(lab: Lab, from: string, to: string, addr: string, seconds: number, port: number): Promise<Run> {
-  const pids = lab.hostNames().map((h) => lab.daemonPid(h)).filter((p): p is number => p !== null);
+  const pids = [...lab.hostNames().map((h) => lab.daemonPid(h)), ...lab.hostNames().map((h) => wireguardGoPid(lab, h))]
+    .filter((p): p is number => p !== null);
   const server = lab.exec(to, ['iperf3', '-s', '-1', '-p', String(port)], { timeoutMs: (seconds + 30) * 1000 });
   await new Promise((r) => setTimeout(r, 300));
   const t0 = Date.now();
@@ -88,6 +91,15 @@ async function iperf(lab: Lab, from: string, to: string, addr: string, seconds: 
     weftdCpu: (100 * (p1 - p0)) / TICKS / wall,
     machineCpu: (100 * (m1[0] - m0[0])) / Math.max(1, m1[1] - m0[1]),
   };
+}
+
+/** The wireguard-go serving a lab host's flannel-wg (wireguard backend, user space), or null. */
+function wireguardGoPid(lab: Lab, host: string): number | null {
+  try {
+    return Number(readFileSync(join(dirname(lab.subnetFile(host)), 'wireguard', 'flannel-wg.pid'), 'utf8').trim()) || null;
+  } catch {
+    return null;
+  }
 }
 
 function addrOf(lab: Lab, host: string): string {
@@ -173,6 +185,10 @@ async function main(): Promise<number> {
     lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}h`, stateDir: join(scratch, 'hostgw'), hosts: 2, backend: 'host-gw', healthzPort: 0 });
     figs.push(await measure(lab, 'host-gw (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addrOf(lab, 'h2'), o(K_UP), log));
     figs.push(await measure(lab, 'host-gw (both)', 'h2 → h1', 'h2-c1', 'h1-c1', addrOf(lab, 'h1'), o(K_DOWN), log));
+    await lab.down();
+    lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}w`, stateDir: join(scratch, 'wireguard'), hosts: 2, backend: 'wireguard', healthzPort: 0 });
+    figs.push(await measure(lab, 'wireguard (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addrOf(lab, 'h2'), o(K_UP), log));
+    figs.push(await measure(lab, 'wireguard (both)', 'h2 → h1', 'h2-c1', 'h1-c1', addrOf(lab, 'h1'), o(K_DOWN), log));
   } finally {
     await lab?.down().catch(() => undefined);
     rmSync(scratch, { recursive: true, force: true });
@@ -188,6 +204,9 @@ async function main(): Promise<number> {
   const ul = get('underlay|h1 → h2');
   process.stdout.write(`host-gw: ${Math.round((100 * hg.gbps) / ul.gbps)} % of the underlay's throughput, ` +
     `${Math.round(coreCpuPerGbps(hg))} % vs ${Math.round(coreCpuPerGbps(ul))} % of a core per Gbit/s (expected: about the same)\n`);
+  const wg = get('wireguard (both)|h1 → h2');
+  process.stdout.write(`wireguard: ${wg.gbps.toFixed(2)} Gbit/s (${Math.round((100 * wg.gbps) / get(K_UP).gbps)} % of kernel VXLAN), ` +
+    `${Math.round(coreCpuPerGbps(wg))} % of a core per Gbit/s (encrypted; user space where the kernel has no WireGuard)\n`);
   process.stdout.write('(flannel\'s udp backend reached ~6 % of kernel VXLAN on this machine kind; docs/dataplane-design.md)\n');
   if (values.out) {
     const out = resolve(values.out);

@@ -6,6 +6,7 @@
 import { decodeVxlanConfig } from '../config/network';
 import type { NetworkConfig } from '../config/types';
 import { WeftError } from '../errors';
+import type { IPFamily } from '../ip';
 import type { Logger } from '../log';
 import type { NetlinkClient } from '../netlink/client';
 import { decodeVxlanLeaseData } from '../lease/codec';
@@ -31,16 +32,33 @@ export interface BackendDeps {
   readonly pumps?: PumpFactory;
   /** --wireguard-fallback, --wireguard-key-file, --wireguard-run-dir. */
   readonly wireguard?: WireguardDeps;
+  /**
+   * The address family of the instance to build (default 4). Dual stack builds one per family;
+   * only backends in IPV6_BACKENDS can carry IPv6.
+   */
+  readonly family?: IPFamily;
 }
+
+/** Backends with an IPv6 data path (flannel's vxlan has flannel-v6.<VNI>; udp is IPv4-only in flannel too). */
+const IPV6_BACKENDS: ReadonlySet<string> = new Set(['vxlan']);
 
 type BackendFactory = (config: NetworkConfig, deps: BackendDeps) => Backend;
 
 const BACKENDS: Readonly<Record<string, BackendFactory>> = {
   vxlan: (config, deps) => {
+    const family = deps.family ?? 4;
     const opts = {
-      nl: deps.nl, config: decodeVxlanConfig(config.backend), log: deps.log, vtepMac: previousVtepMac(deps.previousLease),
+      nl: deps.nl, config: decodeVxlanConfig(config.backend), log: deps.log, vtepMac: previousVtepMac(deps.previousLease, family),
       ...(deps.pumps ? { pumps: deps.pumps } : {}),
     };
+    // The user-space pump speaks VXLAN over IPv4 only: IPv6 always takes the kernel's device.
+    if (family === 6) {
+      if (deps.vxlanFallback === 'force') {
+        throw new WeftError('CONFIG_INVALID', '--vxlan-fallback=force: the user-space VXLAN fallback carries IPv4 only, and the network config enables IPv6; ' +
+          'use --vxlan-fallback=auto or off (IPv6 then needs the kernel\'s vxlan module), or set EnableIPv6 false');
+      }
+      return new VxlanBackend({ ...opts, family: 6 });
+    }
     switch (deps.vxlanFallback ?? 'off') {
       case 'off': return new VxlanBackend(opts);
       case 'force': return new UserspaceVxlanBackend(opts);
@@ -59,7 +77,14 @@ const BACKENDS: Readonly<Record<string, BackendFactory>> = {
 };
 
 export function createBackend(config: NetworkConfig, deps: BackendDeps): Backend {
-  const factory = BACKENDS[config.backend.type];
+  const factory = BACKENDS[config.backend.type] as BackendFactory | undefined;
+  if (factory !== undefined && (deps.family ?? 4) === 6 && !IPV6_BACKENDS.has(config.backend.type)) {
+    throw new WeftError(
+      'CONFIG_INVALID',
+      `backend type "${config.backend.type}" carries IPv4 only in this weftd, and the network config enables IPv6 (EnableIPv6); ` +
+        `use one of ${[...IPV6_BACKENDS].join(', ')} or set EnableIPv6 false`,
+    );
+  }
   if (!factory) {
     throw new WeftError(
       'CONFIG_INVALID',
@@ -69,7 +94,7 @@ export function createBackend(config: NetworkConfig, deps: BackendDeps): Backend
   return factory(config, deps);
 }
 
-function previousVtepMac(lease: Lease | null | undefined): string | null {
+function previousVtepMac(lease: Lease | null | undefined, family: IPFamily = 4): string | null {
   if (!lease || lease.attrs.BackendType !== 'vxlan') return null;
-  return decodeVxlanLeaseData(lease.attrs.BackendData)?.VtepMAC ?? null;
+  return decodeVxlanLeaseData(family === 4 ? lease.attrs.BackendData : lease.attrs.BackendV6Data)?.VtepMAC ?? null;
 }

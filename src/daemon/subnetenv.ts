@@ -12,10 +12,10 @@ import { WeftError } from '../errors';
 import { writeFileAtomic } from '../fsutil';
 
 export interface SubnetEnv {
-  /** The whole overlay network, e.g. "10.5.0.0/16". */
-  readonly network: string;
-  /** This host's subnet written as its first host address: "10.5.72.1/24", not "10.5.72.0/24". */
-  readonly subnet: string;
+  /** The whole overlay network, e.g. "10.5.0.0/16"; null on an IPv6-only network (EnableIPv4 false: no line, as flanneld). */
+  readonly network: string | null;
+  /** This host's subnet written as its first host address: "10.5.72.1/24", not "10.5.72.0/24"; null with `network`. */
+  readonly subnet: string | null;
   readonly mtu: number;
   readonly ipMasq: boolean;
   /** Both or neither: "fc00::/48" and this host's first address, e.g. "fc00:0:0:34::1/64". */
@@ -42,10 +42,13 @@ export function formatSubnetEnv(env: SubnetEnv): string {
   if ((v6Network === null) !== (v6Subnet === null)) {
     throw new WeftError('INTERNAL', 'format subnet file: ipv6Network and ipv6Subnet must be given together');
   }
-  const lines = [
-    `FLANNEL_NETWORK=${checkValue('FLANNEL_NETWORK', env.network)}`,
-    `FLANNEL_SUBNET=${checkValue('FLANNEL_SUBNET', env.subnet)}`,
-  ];
+  if ((env.network === null) !== (env.subnet === null) || (env.network === null && v6Network === null)) {
+    throw new WeftError('INTERNAL', 'format subnet file: network and subnet must be given together, and IPv4 or IPv6 must be');
+  }
+  const lines: string[] = [];
+  if (env.network !== null && env.subnet !== null) {
+    lines.push(`FLANNEL_NETWORK=${checkValue('FLANNEL_NETWORK', env.network)}`, `FLANNEL_SUBNET=${checkValue('FLANNEL_SUBNET', env.subnet)}`);
+  }
   if (v6Network !== null && v6Subnet !== null) {
     lines.push(`FLANNEL_IPV6_NETWORK=${checkValue('FLANNEL_IPV6_NETWORK', v6Network)}`);
     lines.push(`FLANNEL_IPV6_SUBNET=${checkValue('FLANNEL_IPV6_SUBNET', v6Subnet)}`);

@@ -20,12 +20,12 @@ import type { Backend, BackendSetup, DesiredContext, Underlay } from '../backend
 import { createBackend } from '../backend/registry';
 import { parseNetworkConfig } from '../config/network';
 import type { DaemonOptions, NetworkConfig } from '../config/types';
-import { describeError, WeftError } from '../errors';
-import { formatIPv4, formatIPv4Cidr, parseIPv4Cidr } from '../ip';
+import { describeError } from '../errors';
+import { formatCidr, formatIPv4, formatIPv4Cidr, hostAddress, parseIPv4Cidr, parseIPv6Cidr, type IPFamily } from '../ip';
 import { createLeaseRegistry } from '../lease/create-registry';
 import { LeaseManager } from '../lease/manager';
 import type { LeaseRegistry } from '../lease/registry';
-import type { IPv4Net, Lease } from '../lease/types';
+import type { IPv4Net, IPv6Net, Lease } from '../lease/types';
 import type { Logger } from '../log';
 import { NetlinkClient } from '../netlink/client';
 import { resolveUnderlay } from '../netlink/underlay';
@@ -51,6 +51,19 @@ export interface WeftdSnapshot {
   readonly manager: LeaseManager | null;
   readonly registry: LeaseRegistry | null;
   readonly reconciler: Reconciler | null;
+  /**
+   * Dual stack: the IPv6 data path beside the IPv4 one above (vxlan's flannel-v6.<VNI> and its
+   * reconciler); null otherwise. On an IPv6-only network `backend`/`reconciler` are the IPv6 ones.
+   */
+  readonly ipv6Path?: FamilyPath | null;
+}
+
+/** One address family's data path: a backend instance, its setup and its reconciler. */
+export interface FamilyPath {
+  readonly family: IPFamily;
+  readonly backend: Backend;
+  setup: BackendSetup;
+  reconciler: Reconciler | null;
 }
 
 export interface WeftdEvents {
@@ -97,6 +110,8 @@ export class Weftd extends EventEmitter<WeftdEvents> {
   private manager: LeaseManager | null = null;
   private backend: Backend | null = null;
   private reconciler: Reconciler | null = null;
+  /** Dual stack's second data path (IPv6); null unless both families are enabled. */
+  private ipv6Path: FamilyPath | null = null;
   private unwatchPeers: (() => void) | null = null;
 
   private underlay: Underlay | null = null;
@@ -141,6 +156,7 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       manager: this.manager,
       registry: this.registry,
       reconciler: this.reconciler,
+      ipv6Path: this.ipv6Path,
     };
   }
 
@@ -174,15 +190,9 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       this.startedComponents.push(c);
     }
     const nl = (this.nl = this.makeNetlink(this.log));
-    const underlay = (this.underlay = await resolveUnderlay(
-      { iface: opts.iface, ifaceRegex: opts.ifaceRegex, publicIp: opts.publicIp },
-      nl,
-    ));
-    this.log.info('using interface', {
-      iface: underlay.ifName,
-      publicIp: underlay.ipv4,
-      mtu: underlay.mtu,
-    });
+    // Before the config is known only the interface is checked (an IPv6-only host may have no
+    // IPv4 address); it is resolved again, per the families the config enables, right after.
+    await resolveUnderlay(this.underlayOptions(null), nl);
 
     const registry = (this.registry = this.makeRegistry(opts, this.log));
     const manager = (this.manager = new LeaseManager({ registry, log: this.log }));
@@ -192,37 +202,61 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     this.setPhase('waiting-config', waiting);
     const configText = await manager.waitForConfig(signal);
     const config = (this.config = parseNetworkConfig(configText));
-    if (config.network === null) {
-      throw new WeftError(
-        'CONFIG_INVALID',
-        `network config at ${registry.prefix}/config has IPv4 disabled; weft needs an IPv4 Network (IPv6-only is not supported yet)`,
-      );
-    }
-    this.log.info('network config', { network: formatIPv4Cidr(config.network), subnetLen: config.subnetLen, backend: config.backend.type });
+    const underlay = (this.underlay = await resolveUnderlay(this.underlayOptions(config), nl));
+    this.log.info('using interface', {
+      iface: underlay.ifName,
+      publicIp: underlay.ipv4,
+      ...(config.enableIPv6 ? { publicIpv6: underlay.ipv6 } : {}),
+      mtu: underlay.mtu,
+    });
+    this.log.info('network config', {
+      network: config.network === null ? 'none (IPv6-only)' : formatIPv4Cidr(config.network), subnetLen: config.subnetLen,
+      ...(config.ipv6Network ? { ipv6Network: formatCidr(config.ipv6Network), ipv6SubnetLen: config.ipv6SubnetLen } : {}),
+      backend: config.backend.type,
+    });
     // A Network over the underlay or an etcd endpoint would cut this host off: refuse it now.
     this.guard = {
       underlayNetworks: await connectedNetworks(nl, underlay.ifIndex),
       protectedIPs: await endpointAddresses(opts.etcdEndpoints),
     };
-    checkNetworkAgainstUnderlay(config.network, { ifName: underlay.ifName, networks: this.guard.underlayNetworks }, this.guard.protectedIPs);
+    if (config.network !== null) {
+      checkNetworkAgainstUnderlay(config.network, { ifName: underlay.ifName, networks: this.guard.underlayNetworks }, this.guard.protectedIPs);
+    }
 
     // The lease we held before (same PublicIP): if the device has to be created again (deleted
     // while weftd was down) it gets the VtepMAC peers still have programmed, not a random one.
     const subnetFromFile = await this.subnetFromFile();
-    const previous = await manager.findOwnLease(underlay.ipv4, subnetFromFile);
-    const backend = (this.backend = createBackend(config, { nl, log: this.log, previousLease: previous, vxlanFallback: opts.vxlanFallback,
-      wireguard: { fallback: opts.wireguardFallback ?? 'auto', keyFile: opts.wireguardKeyFile ?? '', runDir: opts.wireguardRunDir ?? '' } }));
-    this.setup = await backend.ensureDevice(underlay);
-    this.log.info('overlay device ready', { device: backend.deviceName, mtu: this.setup.mtu, backendData: this.setup.backendData });
+    const ipv6SubnetFromFile = config.enableIPv6 ? await this.subnetFromFile('FLANNEL_IPV6_SUBNET') : null;
+    const previous = await manager.findOwnLease(underlay.ipv4, subnetFromFile, underlay.ipv6 ?? null);
+    // One backend instance per enabled family: the first is the primary (`backend`, `setup`,
+    // `reconciler`); dual stack's IPv6 one is `ipv6Path`.
+    const families: IPFamily[] = [...(config.enableIPv4 ? [4 as const] : []), ...(config.enableIPv6 ? [6 as const] : [])];
+    const paths: FamilyPath[] = [];
+    for (const family of families) {
+      const b = createBackend(config, { nl, log: this.log, previousLease: previous, vxlanFallback: opts.vxlanFallback, family,
+        wireguard: { fallback: opts.wireguardFallback ?? 'auto', keyFile: opts.wireguardKeyFile ?? '', runDir: opts.wireguardRunDir ?? '' } });
+      const setup = await b.ensureDevice(underlay);
+      this.log.info('overlay device ready', { device: b.deviceName, mtu: setup.mtu, backendData: setup.backendData });
+      paths.push({ family, backend: b, setup, reconciler: null });
+    }
+    const primary = paths[0]!;
+    const backend = (this.backend = primary.backend);
+    this.setup = primary.setup;
+    this.ipv6Path = paths[1] ?? null;
+    const v6Setup = paths.find((p) => p.family === 6)?.setup;
 
-    this.setPhase('acquiring', `acquiring a subnet lease in ${formatIPv4Cidr(config.network)}`);
+    const networks = [config.network, config.ipv6Network].filter((n) => n !== null).map((n) => formatCidr(n)).join(' and ');
+    this.setPhase('acquiring', `acquiring a subnet lease in ${networks}`);
     const own = await manager.acquire({
       config,
       publicIP: underlay.ipv4,
-      publicIPv6: opts.publicIpv6,
+      // flannel writes PublicIPv6 only with an IPv6 device (EnableIPv6).
+      publicIPv6: config.enableIPv6 ? underlay.ipv6 ?? null : null,
       backendType: this.setup.backendType,
-      backendData: this.setup.backendData,
+      backendData: primary.family === 4 ? this.setup.backendData : undefined,
+      ...(v6Setup ? { backendV6Data: v6Setup.backendData } : {}),
       subnetFromFile,
+      ipv6SubnetFromFile,
       ttlSeconds: opts.subnetLeaseTtlSeconds,
       signal,
     });
@@ -245,17 +279,32 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       underlay,
       log: this.log,
       resyncIntervalMs: opts.resyncIntervalSeconds * 1000,
-      directRoutingNetwork: this.directRoutingNetwork(),
+      directRoutingNetwork: this.directRoutingNetwork(primary.family),
       onDeviceSetup: (setup) => this.onDeviceSetup(setup),
-      refreshUnderlay: () => resolveUnderlay({ iface: opts.iface, ifaceRegex: opts.ifaceRegex, publicIp: opts.publicIp }, nl),
+      refreshUnderlay: () => resolveUnderlay(this.underlayOptions(config), nl),
       onUnderlayChanged: (u) => {
         this.underlay = u;
       },
     });
+    if (this.ipv6Path) {
+      const path = this.ipv6Path;
+      path.reconciler = new Reconciler({
+        nl,
+        backend: path.backend,
+        underlay,
+        log: this.log,
+        resyncIntervalMs: opts.resyncIntervalSeconds * 1000,
+        directRoutingNetwork: this.directRoutingNetwork(6),
+        onDeviceSetup: (setup) => this.onDeviceSetup(setup, path),
+        refreshUnderlay: () => resolveUnderlay(this.underlayOptions(config), nl),
+      });
+    }
     await this.firstSnapshot();
     await this.recompute;
     await this.reconcileUntilConverged(signal);
+    if (this.ipv6Path?.reconciler) await this.reconcileUntilConverged(signal, this.ipv6Path.reconciler);
     this.reconciler.start();
+    this.ipv6Path?.reconciler?.start();
     this.configWatch = new ConfigWatch({
       read: () => registry.getConfig(),
       key: `${registry.prefix}/config`,
@@ -319,22 +368,33 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       if (!backend || !own || !this.reconciler) return;
       // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
       if (peerSetChanged && backend.onLinkPeers && this.underlay) {
-        this.onLinkPublicIPs = await backend.onLinkPeers(this.peers, this.underlay);
+        const onLink = new Set(await backend.onLinkPeers(this.peers, this.underlay));
+        // Dual stack: the IPv6 peers' PublicIPv6 too (addresses of both families in one set).
+        const v6 = this.ipv6Path?.backend;
+        if (v6?.onLinkPeers) for (const ip of await v6.onLinkPeers(this.peers, this.underlay)) onLink.add(ip);
+        this.onLinkPublicIPs = onLink;
       }
       // Network and SubnetLen: leases outside them (hostile or stale data) are never programmed.
       // The underlay's networks and etcd's addresses: no lease may capture them (backend/screen.ts).
-      const ctx: DesiredContext = {
+      const ctxOf = (family: IPFamily): DesiredContext => ({
         onLinkPublicIPs: this.onLinkPublicIPs,
-        network: this.config?.network ?? null,
-        subnetLen: this.config?.subnetLen,
-        underlayNetworks: this.guard.underlayNetworks,
+        network: (family === 4 ? this.config?.network : this.config?.ipv6Network) ?? null,
+        subnetLen: family === 4 ? this.config?.subnetLen : this.config?.ipv6SubnetLen,
+        underlayNetworks: family === 4 ? this.guard.underlayNetworks : [],
         protectedIPs: this.guard.protectedIPs,
-      };
+      });
       // Peers whose key just vanished stay programmed for a grace period (departed.ts).
-      const desired = backend.desired(own, this.departed.withHeld(this.peers), ctx);
+      const peers = this.departed.withHeld(this.peers);
+      const desired = backend.desired(own, peers, ctxOf(backend.family ?? 4));
       this.armDepartedTimer();
       for (const s of desired.skipped ?? []) this.warnSkippedOnce(s.key, s.reason);
       this.reconciler.setDesired(desired);
+      const v6 = this.ipv6Path;
+      if (v6?.reconciler) {
+        const d6 = v6.backend.desired(own, peers, ctxOf(6));
+        for (const s of d6.skipped ?? []) this.warnSkippedOnce(`${s.key} (IPv6)`, s.reason);
+        v6.reconciler.setDesired(d6);
+      }
     }).catch((err: unknown) => this.log.error('computing desired state failed', { error: describeError(err) }));
   }
 
@@ -369,11 +429,11 @@ export class Weftd extends EventEmitter<WeftdEvents> {
    * The first reconcile must succeed before READY=1. A failure is retried with a bounded
    * backoff (the reconciler logs which change failed).
    */
-  private async reconcileUntilConverged(signal: AbortSignal): Promise<void> {
+  private async reconcileUntilConverged(signal: AbortSignal, reconciler: Reconciler = this.reconciler!): Promise<void> {
     let delay = 100;
     for (;;) {
       try {
-        await this.reconciler!.reconcile();
+        await reconciler.reconcile();
         return;
       } catch (err) {
         if (signal.aborted) throw err;
@@ -409,9 +469,16 @@ export class Weftd extends EventEmitter<WeftdEvents> {
 
   private async writeSubnetFile(lease: Lease): Promise<void> {
     const config = this.config!;
+    const v4 = config.enableIPv4 && config.network !== null;
+    const v6 = config.enableIPv6 && config.ipv6Network !== null && lease.ipv6Subnet !== null;
     const text = formatSubnetEnv({
-      network: formatIPv4Cidr(config.network!),
-      subnet: `${formatIPv4(lease.subnet.ip + 1)}/${lease.subnet.prefixLen}`,
+      network: v4 ? formatIPv4Cidr(config.network!) : null,
+      subnet: v4 ? `${formatIPv4(lease.subnet.ip + 1)}/${lease.subnet.prefixLen}` : null,
+      // flanneld: FLANNEL_IPV6_SUBNET is the subnet's first address, "fc00:0:0:22::1/64".
+      ipv6Network: v6 ? formatCidr(config.ipv6Network!) : null,
+      ipv6Subnet: v6 ? `${hostAddress(lease.ipv6Subnet!, 1)}/${lease.ipv6Subnet!.prefixLen}` : null,
+      // The primary device's MTU: the IPv4 device's (flannel's), or on an IPv6-only network the
+      // IPv6 device's (underlay - 70, where flanneld writes underlay - 50 and overfills it).
       mtu: this.setup!.mtu,
       ipMasq: this.opts.ipMasq,
     });
@@ -419,12 +486,15 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     this.log.info('wrote subnet file', { path: this.opts.subnetFile });
   }
 
-  /** FLANNEL_SUBNET of an existing subnet file: flannel prefers it when allocating. */
-  private async subnetFromFile(): Promise<IPv4Net | null> {
+  /** FLANNEL_SUBNET (or FLANNEL_IPV6_SUBNET) of an existing subnet file: flannel prefers it when allocating. */
+  private async subnetFromFile(): Promise<IPv4Net | null>;
+  private async subnetFromFile(name: 'FLANNEL_IPV6_SUBNET'): Promise<IPv6Net | null>;
+  private async subnetFromFile(name: 'FLANNEL_SUBNET' | 'FLANNEL_IPV6_SUBNET' = 'FLANNEL_SUBNET'): Promise<IPv4Net | IPv6Net | null> {
     try {
       const vars = await readSubnetEnv(this.opts.subnetFile);
-      const value = vars?.FLANNEL_SUBNET;
-      return value ? parseIPv4Cidr(value, false) : null;
+      const value = vars?.[name];
+      if (!value) return null;
+      return name === 'FLANNEL_SUBNET' ? parseIPv4Cidr(value, false) : parseIPv6Cidr(value, false);
     } catch (err) {
       this.log.warn('ignoring unreadable subnet file', { path: this.opts.subnetFile, error: describeError(err) });
       return null;
@@ -432,27 +502,40 @@ export class Weftd extends EventEmitter<WeftdEvents> {
   }
 
   /** The device was recreated (deleted by hand?): a new MAC or MTU must reach our lease and subnet.env. */
-  private onDeviceSetup(setup: BackendSetup): void {
-    const before = this.setup;
-    this.setup = setup;
+  private onDeviceSetup(setup: BackendSetup, path?: FamilyPath): void {
+    const before = path ? path.setup : this.setup;
+    if (path) path.setup = setup;
+    else this.setup = setup;
+    const family = path?.family ?? this.backend?.family ?? 4;
     if (before && JSON.stringify(before.backendData) === JSON.stringify(setup.backendData) && before.mtu === setup.mtu) return;
     this.log.warn('overlay device parameters changed; updating lease and subnet file', { backendData: setup.backendData, mtu: setup.mtu });
     if (this.own) void this.writeSubnetFile(this.own).catch((err: unknown) => this.log.error('rewriting subnet file failed', { error: describeError(err) }));
     if (before && JSON.stringify(before.backendData) !== JSON.stringify(setup.backendData)) {
       // Peers must learn the new VtepMAC from our lease, or they keep sending to the old one.
-      void this.manager?.setBackendData(setup.backendData).catch((err: unknown) =>
+      void this.manager?.setBackendData(setup.backendData, family).catch((err: unknown) =>
         this.log.error('rewriting our lease with the new VtepMAC failed; the next re-acquire writes it', { error: describeError(err) }),
       );
     }
   }
 
-  private directRoutingNetwork(): IPv4Net | null {
+  private directRoutingNetwork(family: IPFamily = 4): IPv4Net | IPv6Net | null {
     const cfg = this.config;
     if (!cfg) return null;
+    const network = family === 4 ? cfg.network : cfg.ipv6Network;
     // host-gw routes every peer out of the underlay, as DirectRouting does for peers on our L2.
-    if (cfg.backend.type === 'host-gw') return cfg.network;
+    if (cfg.backend.type === 'host-gw') return network;
     if (cfg.backend.type !== 'vxlan' || cfg.backend.raw.DirectRouting !== true) return null;
-    return cfg.network;
+    return network;
+  }
+
+  /** --iface & co. and, once the config is known, which families the interface must have. */
+  private underlayOptions(config: NetworkConfig | null): Parameters<typeof resolveUnderlay>[0] {
+    const o = this.opts;
+    return {
+      iface: o.iface, ifaceRegex: o.ifaceRegex, publicIp: o.publicIp, publicIpv6: o.publicIpv6, ifaceCanReach: o.ifaceCanReach,
+      ipv4: config === null ? false : config.enableIPv4,
+      ipv6: config === null ? false : config.enableIPv6,
+    };
   }
 
   private async shutdown(): Promise<void> {
@@ -463,6 +546,8 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     if (this.departedTimer !== null) clearTimeout(this.departedTimer);
     this.departedTimer = null;
     await this.reconciler?.stop().catch(() => undefined);
+    await this.ipv6Path?.reconciler?.stop().catch(() => undefined);
+    await this.ipv6Path?.backend.close().catch(() => undefined);
     await this.manager?.close().catch(() => undefined);
     await this.registry?.close().catch(() => undefined);
     await this.backend?.close().catch(() => undefined);

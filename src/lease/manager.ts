@@ -32,7 +32,7 @@
 import { EventEmitter } from 'node:events';
 import type { NetworkConfig } from '../config/types';
 import { WeftError, describeError, isRetryable } from '../errors';
-import { formatCidr, formatIPv4Cidr, sameNet } from '../ip';
+import { formatCidr, formatIPv4Cidr, sameNet, type IPFamily } from '../ip';
 import type { Logger } from '../log';
 import { allocate } from './allocate';
 import { configKey, encodeLeaseAttrs, formatSubnetKey } from './codec';
@@ -84,6 +84,8 @@ export interface AcquireRequest {
   readonly publicIPv6: string | null;
   readonly backendType: string;
   readonly backendData: unknown;
+  /** Dual stack / IPv6-only: the IPv6 device's data (lease BackendV6Data); undefined: none. */
+  readonly backendV6Data?: unknown;
   /** FLANNEL_SUBNET's network from an existing subnet.env (flannel's "previous subnet"). */
   readonly subnetFromFile: IPv4Net | null;
   /** FLANNEL_IPV6_SUBNET's network from an existing subnet.env (dual stack / IPv6-only). */
@@ -252,10 +254,10 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
    * A rewrite that fails (etcd down, key changed) is left to the re-acquire machinery: the
    * periodic check (checkBackendData) retries it.
    */
-  async setBackendData(backendData: unknown): Promise<void> {
+  async setBackendData(backendData: unknown, family: IPFamily = 4): Promise<void> {
     const req = this.request;
     if (req === null || this.stateValue === 'closed') return;
-    this.request = { ...req, backendData };
+    this.request = family === 4 ? { ...req, backendData } : { ...req, backendV6Data: backendData };
     await this.syncOwnAttrs();
   }
 
@@ -264,7 +266,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     const own = this.own;
     const req = this.request;
     if (own === null || req === null || this.stateValue !== 'held') return;
-    const attrs: LeaseAttrs = { PublicIP: req.publicIP, PublicIPv6: req.publicIPv6, BackendType: req.backendType, BackendData: req.backendData };
+    const attrs = attrsOf(req);
     if (encodeLeaseAttrs(attrs) === encodeLeaseAttrs(own.attrs)) return;
     const hostLease = isReservation(own) ? null : await this.ensureHostLease(req.ttlSeconds);
     const updated = await this.registry.updateSubnet(own.key, attrs, hostLease, own.modRevision);
@@ -283,10 +285,12 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
    * when there is none or etcd does not answer. For keeping the VtepMAC of a device that has to
    * be created again (deleted while weftd was down): peers still have the old one programmed.
    */
-  async findOwnLease(publicIP: string, subnet: IPv4Net | null): Promise<Lease | null> {
+  async findOwnLease(publicIP: string, subnet: IPv4Net | null, publicIPv6: string | null = null): Promise<Lease | null> {
     try {
       const listing = await this.registry.listSubnets();
-      const ours = listing.leases.filter((l) => l.attrs.PublicIP === publicIP);
+      // An IPv6-only host's PublicIP is 0.0.0.0, like every other's: it is known by its PublicIPv6.
+      const ours = listing.leases.filter((l) =>
+        publicIP === '0.0.0.0' ? publicIPv6 !== null && l.attrs.PublicIPv6 === publicIPv6 : l.attrs.PublicIP === publicIP);
       return (subnet === null ? undefined : ours.find((l) => sameNet(l.subnet, subnet))) ?? ours[0] ?? null;
     } catch (err) {
       this.log.debug('could not look up our previous lease', { error: describeError(err) });
@@ -343,12 +347,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
   private async tryAcquire(req: AcquireRequest, preferred: IPv4Net | null, reclaim: boolean): Promise<Lease | null> {
     const listing = await this.registry.listSubnets();
     this.warnInvalid(listing.invalid, true);
-    const attrsNow: LeaseAttrs = {
-      PublicIP: req.publicIP,
-      PublicIPv6: req.publicIPv6,
-      BackendType: req.backendType,
-      BackendData: req.backendData,
-    };
+    const attrsNow = attrsOf(req);
     if (reclaim && preferred !== null) {
       const key = formatSubnetKey(preferred, this.preferredIPv6);
       const garbage = listing.invalid.find((i) => i.key === key);
@@ -700,4 +699,15 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
 
 function closedError(op: string): WeftError {
   return new WeftError('INTERNAL', `${op}: the lease manager is closed`);
+}
+
+/** Our lease value for a request: flannel's LeaseAttrs, BackendV6Data only with an IPv6 device. */
+function attrsOf(req: AcquireRequest): LeaseAttrs {
+  return {
+    PublicIP: req.publicIP,
+    PublicIPv6: req.publicIPv6,
+    BackendType: req.backendType,
+    BackendData: req.backendData,
+    ...(req.backendV6Data === undefined ? {} : { BackendV6Data: req.backendV6Data }),
+  };
 }

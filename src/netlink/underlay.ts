@@ -121,8 +121,8 @@ export async function resolveUnderlay(opts: UnderlayOptions, nl: UnderlayNetlink
     chosen = await byRoute(opts.ifaceCanReach, links, nl, available);
   } else {
     // IPv4's default route, unless the network is IPv6-only or there is none and IPv6 is wanted.
-    let index = want4 ? await nl.defaultRouteInterface() : null;
-    if (index === null && want6) index = await nl.defaultRouteInterface(6);
+    let index = want4 || !want6 ? await nl.defaultRouteInterface() : null;
+    if (index === null && (want6 || !want4)) index = await nl.defaultRouteInterface(6);
     const link = index === null ? undefined : links.find((l) => l.index === index);
     if (!link) {
       throw new WeftError('INTERFACE', `no default route to pick the interface from; available: ${available()} ${HINT}`);

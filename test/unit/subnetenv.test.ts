@@ -228,3 +228,12 @@ function currentUmask(): number {
   process.umask(m);
   return m;
 }
+
+describe('formatSubnetEnv: IPv6-only', () => {
+  it('writes only the IPv6 lines, MTU and IPMASQ, as flanneld does with EnableIPv4 false', () => {
+    assert.equal(
+      formatSubnetEnv({ network: null, subnet: null, ipv6Network: 'fc00::/48', ipv6Subnet: 'fc00:0:0:22::1/64', mtu: 1430, ipMasq: false }),
+      'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:22::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n',
+    );
+  });
+});

@@ -140,13 +140,18 @@ export class HealthComponent implements DaemonComponent {
     server.maxConnections = MAX_CONNECTIONS;
     server.on('connection', (socket) => this.admit(socket));
     await new Promise<void>((resolve) => {
-      server.once('error', (err) => {
+      const onListenError = (err: Error): void => {
         // The overlay matters more than its health endpoint: keep running, say so loudly.
         this.log.error(`health server cannot listen on ${this.opts.ip}:${this.opts.port}: ${describeError(err)}; /healthz, /readyz and /metrics are unavailable`);
         this.server = null;
         resolve();
-      });
+      };
+      server.once('error', onListenError);
       server.listen(this.opts.port, this.opts.ip, () => {
+        server.off('error', onListenError);
+        // Once listening, the server still emits 'error' when accept() fails (EMFILE under a
+        // connection flood): an event without a listener would throw and take weftd down.
+        server.on('error', (err) => this.onServerError(err));
         this.server = server;
         this.log.debug('health server listening', { address: this.opts.ip, port: this.port });
         resolve();
@@ -251,6 +256,16 @@ export class HealthComponent implements DaemonComponent {
   }
 
   // ---- HTTP ----------------------------------------------------------------------------------
+
+  private lastServerError = 0;
+
+  /** Accept errors: logged at most once a minute, the server keeps listening. */
+  private onServerError(err: Error): void {
+    const now = performance.now();
+    if (now - this.lastServerError < 60_000) return;
+    this.lastServerError = now;
+    this.log.warn(`health server: ${describeError(err)} (e.g. out of file descriptors under a connection flood); still listening`);
+  }
 
   /** Per-address connection cap: one client cannot hold every slot (slowloris from one container). */
   private admit(socket: Socket): void {

@@ -22,7 +22,7 @@
  */
 import { describeError } from '../errors';
 import { silentLogger, type Logger } from '../log';
-import type { EchoResult, Pinger } from './icmp';
+import { TOO_MANY_IN_FLIGHT, type EchoResult, type Pinger } from './icmp';
 
 export type ProbeState = 'unknown' | 'reachable' | 'unreachable';
 
@@ -275,9 +275,12 @@ export class Prober {
     }
   }
 
-  private record(key: string, results: readonly EchoResult[], decisive: boolean): Change | null {
+  private record(key: string, all: readonly EchoResult[], decisive: boolean): Change | null {
     const r = this.peers.get(key);
     if (r === undefined) return null;
+    // An echo the pinger refused (too many in flight) was never sent: it says nothing about the peer.
+    const results = all.filter((x) => x.error !== TOO_MANY_IN_FLIGHT);
+    if (results.length === 0) return null;
     const ok = results.filter((x) => x.ok);
     r.sent += results.length;
     r.received += ok.length;

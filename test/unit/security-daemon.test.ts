@@ -9,6 +9,8 @@ import { EXIT_UNCAUGHT, installLastResort, type ProcessEvents } from '../../src/
 import { startWatchdog, watchdogIntervalMs } from '../../src/daemon/watchdog';
 import { WeftError } from '../../src/errors';
 import { isLocalClient, isLoopback, parseTarget } from '../../src/health/component';
+import { TOO_MANY_IN_FLIGHT, type EchoResult, type Pinger } from '../../src/probe/icmp';
+import { Prober } from '../../src/probe/prober';
 import type { LogFields, Logger } from '../../src/log';
 
 function recordingLogger(): Logger & { lines: { level: string; msg: string; fields?: LogFields }[] } {
@@ -105,5 +107,20 @@ describe('health server request checks', () => {
     assert.equal(isLocalClient('10.250.0.12', '10.250.0.11'), false);
     assert.equal(isLocalClient('10.5.7.2', '10.5.7.1'), false);
     assert.equal(isLocalClient(undefined, undefined), false);
+  });
+});
+
+describe('prober under a full pending table', () => {
+  test('an echo the pinger refused (too many in flight) does not make a peer unreachable', async () => {
+    const pinger: Pinger = {
+      failure: null,
+      echoBatch: async (targets: readonly string[]): Promise<EchoResult[]> => targets.map(() => ({ ok: false, rttMs: null, error: TOO_MANY_IN_FLIGHT })),
+      close: () => undefined,
+    };
+    const prober = new Prober({ targets: () => [{ key: '10.5.2.0-24', address: '10.5.2.0' }], openPinger: () => pinger, intervalMs: 60_000 });
+    const [r] = await prober.probeNow(undefined, 1);
+    await prober.stop();
+    assert.equal(r?.state, 'unknown');
+    assert.equal(r?.sent, 0);
   });
 });

@@ -107,6 +107,10 @@ export function daemonMetricFamilies(src: MetricsSources): MetricFamily[] {
       const at = snap().registry?.stats?.().lastWatchResponseAt ?? null;
       return at === null ? [] : [{ value: at / 1000 }];
     }),
+    gauge('weft_datapath_info', 'What carries the overlay packets (value 1): mode kernel, userspace (VXLAN fallback pump, wireguard-go) or udp.', () => {
+      const b = snap().backend;
+      return b === null ? [] : [{ labels: { backend: b.type, device: b.deviceName, mode: b.dataPath ?? 'kernel' }, value: 1 }];
+    }),
     counter('weft_fallback_pump_packets_total', 'User-space VXLAN fallback pump counters, by counter (absent with the kernel data path).', () => {
       const b = snap().backend;
       if (!hasPumpCounters(b)) return [];

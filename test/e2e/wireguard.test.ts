@@ -107,6 +107,7 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
         assert.ok(!text.includes(priv) && !text.includes(hex), `${h}: private key in ${what}`);
       }
       assert.equal((JSON.parse(status) as { dataPath: { mode: string } }).dataPath.mode, 'userspace');
+      assert.match(metrics, /^weft_datapath_info\{backend="wireguard",device="flannel-wg",mode="userspace"\} 1$/m);
       assert.match(log, /ready: subnet [^"]*, data path userspace \(flannel-wg\)/);
       assert.match(log, /falling back to wireguard-go/);
     }

@@ -5,6 +5,11 @@
  * `keepExisting: false`), rename it over the target, fsync the directory so the rename survives a
  * crash. Used for files other programs read while we write them: the daemon's subnet.env, the
  * CLI's Docker daemon.json and options file. The temporary file is removed on failure.
+ *
+ * A symlink is written through, not replaced: /etc/docker/daemon.json is often a link into a
+ * configuration-management tree, and renaming over the link would silently turn it into a
+ * regular file (the link's target then never sees the change). The link is resolved (every
+ * level, dangling or not) and the temporary file goes beside the target.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -23,7 +28,19 @@ export interface AtomicWriteOptions {
   readonly what: string;
 }
 
-export async function writeFileAtomic(filePath: string, text: string, opts: AtomicWriteOptions): Promise<void> {
+/** The file a path finally names, following symlinks (also a dangling one's target); at most 40 levels, like the kernel. */
+export async function resolveLinkTarget(filePath: string): Promise<string> {
+  let p = path.resolve(filePath);
+  for (let i = 0; i < 40; i++) {
+    const st = await fsp.lstat(p).catch(() => null);
+    if (st === null || !st.isSymbolicLink()) return p;
+    p = path.resolve(path.dirname(p), await fsp.readlink(p));
+  }
+  throw new WeftError('CONFIG_INVALID', `${filePath}: too many levels of symbolic links`);
+}
+
+export async function writeFileAtomic(linkPath: string, text: string, opts: AtomicWriteOptions): Promise<void> {
+  const filePath = await resolveLinkTarget(linkPath);
   const dir = path.dirname(filePath);
   const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let step = `create directory ${dir}`;

@@ -4,8 +4,8 @@
  * (processes right after spawn, with their start time), so `down` can remove a lab whose `up`
  * crashed half-way. Entries for things that were never created are harmless: `down` tolerates them.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, closeSync, constants as fsc, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { WeftError } from '../errors';
 import type { ProcessId } from './run';
 
@@ -24,7 +24,9 @@ export interface ProcessRecord extends ProcessId {
 export interface ContainerRecord {
   readonly name: string;      // 'h1-c1'
   readonly ns: string;        // '<prefix>h1-c1'
-  readonly address: string;   // '10.5.72.2/24'
+  readonly address: string;   // '10.5.72.2/24' (on an IPv6-only lab, its IPv6 address)
+  /** Dual-stack lab: the container's IPv6 address, e.g. 'fd00:5:0:22::2/64'. */
+  readonly address6?: string;
 }
 
 export interface HostRecord {
@@ -56,6 +58,8 @@ export interface LabState {
   readonly runtime?: string;
   /** false: hosts get no container (up --no-containers, for runtimes the user brings); absent = true. */
   readonly containers?: boolean;
+  /** IPv6 (lab.ts IPV6_UNDERLAY_PREFIX): 'dual' stack or 'only' IPv6 on the overlay; absent = IPv4 only. */
+  readonly ipv6?: 'dual' | 'only';
   readonly createdAt: string;
   namespaces: string[];       // full names, creation order
   processes: ProcessRecord[];
@@ -74,26 +78,74 @@ export function labExists(stateDir: string): boolean {
   return existsSync(stateFilePath(stateDir));
 }
 
+/**
+ * The lab runs as root and writes into its state dir (state, etcd data, logs, subnet.env files),
+ * so a state dir someone else can write to — `--state-dir /tmp/x` that another user created first,
+ * full of symlinks to /etc — would let them point root's writes anywhere. Refuse a state dir that
+ * is a symlink, is not a directory, is owned by another user, or is writable by group or others;
+ * and one whose parent others can write to without the sticky bit (they could swap it).
+ */
+export function checkStateDir(stateDir: string): void {
+  const dir = resolve(stateDir);
+  const uid = process.getuid?.() ?? 0;
+  const st = lstatSync(dir, { throwIfNoEntry: false });
+  const refuse = (why: string): never => {
+    throw new WeftError('CONFIG_INVALID', `lab state dir ${dir} ${why}: refusing to write there as root; use a directory only you can write to (default ${STATE_ROOT}/<name>)`);
+  };
+  if (st === undefined) return;
+  if (st.isSymbolicLink()) refuse('is a symbolic link');
+  if (!st.isDirectory()) refuse('is not a directory');
+  if (st.uid !== uid && st.uid !== 0) refuse(`is owned by uid ${st.uid}`);
+  if ((st.mode & 0o022) !== 0) refuse(`is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`);
+  const parent = lstatSync(dirname(dir), { throwIfNoEntry: false });
+  if (parent && (parent.mode & 0o002) !== 0 && (parent.mode & 0o1000) === 0) {
+    refuse(`is in ${dirname(dir)}, which anyone can write to and has no sticky bit`);
+  }
+}
+
 /** Create the state dir (and its marker) for a new lab. */
 export function initStateDir(stateDir: string): void {
-  mkdirSync(stateDir, { recursive: true, mode: 0o755 });
-  writeFileSync(join(stateDir, MARKER_FILE), 'created by weft lab; removed by weft lab down\n');
+  checkStateDir(stateDir);
+  const created = mkdirSync(stateDir, { recursive: true, mode: 0o755 }) !== undefined;
+  if (created) chmodSync(stateDir, 0o755); // whatever the umask
+  checkStateDir(stateDir); // what mkdir made, or found
+  writeNoFollow(join(stateDir, MARKER_FILE), 'created by weft lab; removed by weft lab down\n');
+}
+
+/** Write a file without following a symlink at its name (O_NOFOLLOW), replacing what is there. */
+function writeNoFollow(file: string, text: string): void {
+  rmSync(file, { force: true }); // a symlink planted at the name goes, its target untouched
+  const fd = openSync(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o644);
+  try {
+    writeFileSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Atomic write (temp + rename): a crash never leaves a truncated state file. */
 export function saveState(state: LabState): void {
+  checkStateDir(state.stateDir);
   const file = stateFilePath(state.stateDir);
   const tmp = `${file}.tmp`;
-  writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o644 });
-  renameSync(tmp, file);
+  writeNoFollow(tmp, JSON.stringify(state, null, 2) + '\n');
+  renameSync(tmp, file); // rename replaces a symlink at `file`, never writes through it
 }
 
 export function loadState(stateDir: string): LabState {
   const file = stateFilePath(stateDir);
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    checkStateDir(stateDir);
+    const fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    try {
+      if (!fstatSync(fd).isFile()) throw new WeftError('BAD_DATA', `lab state ${file} is not a regular file`);
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
   } catch (e) {
+    if (e instanceof WeftError) throw e;
     throw new WeftError('CONFIG_MISSING', `no lab state at ${file} (start one with weft lab up)`, { cause: e });
   }
   let parsed: unknown;
@@ -116,7 +168,8 @@ function isLabState(v: unknown): v is LabState {
 
 /** Remove the state dir, but only one the lab created (never a directory a user pointed us at). */
 export function removeStateDir(stateDir: string): boolean {
-  if (!existsSync(join(stateDir, MARKER_FILE))) return false;
+  const st = lstatSync(stateDir, { throwIfNoEntry: false });
+  if (st === undefined || st.isSymbolicLink() || !existsSync(join(stateDir, MARKER_FILE))) return false;
   rmSync(stateDir, { recursive: true, force: true });
   return true;
 }

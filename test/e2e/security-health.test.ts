@@ -5,6 +5,7 @@
  * health port on the underlay, or from h1's own loopback (an operator on the host).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -117,6 +118,45 @@ describe('hostile input on the health port, 2-host lab', { timeout: 170_000 }, (
     assert.ok(parsePrometheusText(m.body).has('weft_ready'));
     assert.equal((await http('h1-c1', H2, '/status')).status, 200);
     assert.equal((await http('h1-c1', H2, '/probe', 'POST')).status, 403);
+  });
+
+  test('weftd pings the systemd watchdog (WATCHDOG=1 every WATCHDOG_USEC/3) from its main loop, and not while stopped', async () => {
+    const sock = join(scratch, 'notify.sock');
+    // Python (already needed by node-gyp) receives the datagrams: Node has no AF_UNIX datagrams.
+    const listener = spawn('python3', ['-c', `
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(0.1)
+print("listening", flush=True)
+while True:
+    try:
+        msg = s.recv(4096).decode()
+    except socket.timeout:
+        continue
+    if "WATCHDOG=1" in msg:
+        print("PING %.3f" % time.monotonic(), flush=True)
+`, sock], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    listener.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    const pings = (): number => out.split('\n').filter((l) => l.startsWith('PING')).length;
+    try {
+      await waitUntil(() => out.includes('listening'), 5000, 'the notify listener');
+      await lab.restartDaemon('h2', { extraEnv: { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '600000' } });
+      const pid = lab.daemonPid('h2')!;
+      await waitUntil(() => pings() >= 5, 5000, 'five watchdog pings (one per 200 ms)');
+      process.kill(pid, 'SIGSTOP');
+      await sleep(300);
+      const stopped = pings();
+      await sleep(1000);
+      assert.equal(pings(), stopped, 'no ping while weftd is stopped');
+      process.kill(pid, 'SIGCONT');
+      await waitUntil(() => pings() >= stopped + 3, 5000, 'pings again once weftd runs');
+      assert.match(lab.daemonLog('h2'), /event loop was blocked for \d+ ms/);
+    } finally {
+      listener.kill('SIGKILL');
+    }
+    await lab.restartDaemon('h2');
   });
 
   test('finding 2: concurrent POST /probe share one round; beyond the rate limit callers get 429', async () => {

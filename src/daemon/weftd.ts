@@ -227,7 +227,9 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     // while weftd was down) it gets the VtepMAC peers still have programmed, not a random one.
     const subnetFromFile = await this.subnetFromFile();
     const ipv6SubnetFromFile = config.enableIPv6 ? await this.subnetFromFile('FLANNEL_IPV6_SUBNET') : null;
-    const previous = await manager.findOwnLease(underlay.ipv4, subnetFromFile, underlay.ipv6 ?? null);
+    // flannel writes PublicIP only with an IPv4 device: an IPv6-only lease says "0.0.0.0".
+    const publicIP = config.enableIPv4 ? underlay.ipv4 : '0.0.0.0';
+    const previous = await manager.findOwnLease(publicIP, subnetFromFile, underlay.ipv6 ?? null);
     // One backend instance per enabled family: the first is the primary (`backend`, `setup`,
     // `reconciler`); dual stack's IPv6 one is `ipv6Path`.
     const families: IPFamily[] = [...(config.enableIPv4 ? [4 as const] : []), ...(config.enableIPv6 ? [6 as const] : [])];
@@ -249,7 +251,7 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     this.setPhase('acquiring', `acquiring a subnet lease in ${networks}`);
     const own = await manager.acquire({
       config,
-      publicIP: underlay.ipv4,
+      publicIP,
       // flannel writes PublicIPv6 only with an IPv6 device (EnableIPv6).
       publicIPv6: config.enableIPv6 ? underlay.ipv6 ?? null : null,
       backendType: this.setup.backendType,

@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'nod
 import { join, resolve } from 'node:path';
 import { DEFAULT_ETCD_PREFIX } from '../config/options';
 import { WeftError } from '../errors';
-import { formatIPv4Cidr, netContainsNet, parseIPv4, parseIPv4Cidr } from '../ip';
+import { addressFamily, formatIPv4Cidr, netContainsNet, parseIPv4Cidr } from '../ip';
 import { teardown, type DownReport } from './down';
 import { Netns } from './netns';
 import { findTools, requireRoot, type Tools } from './prereq';
@@ -48,6 +48,9 @@ export const ETCD_ENDPOINT = `http://${ETCD_IP}:2379`;
 /** Largest etcd cluster the lab builds (members at 10.250.0.2 .. 10.250.0.(1+N)). */
 export const MAX_ETCD_MEMBERS = 3;
 export const DEFAULT_NETWORK = '10.5.0.0/16';
+/** `--ipv6`: the underlay's IPv6 prefix (every namespace on it gets <prefix><its IPv4's last byte>/64) and the overlay's IPv6Network. */
+export const IPV6_UNDERLAY_PREFIX = 'fd00:250::';
+export const DEFAULT_IPV6_NETWORK = 'fd00:5::/48';
 export const DEFAULT_BACKEND = 'vxlan';
 export { DEFAULT_ETCD_PREFIX };
 /** Any port works: every host has its own namespace. */
@@ -103,6 +106,8 @@ export interface LabOptions {
   /** 'namespaces' (default: the stand-in below), or a real 'docker' / 'podman' per host (runtime.ts). */
   readonly runtime?: RuntimeKind;
   readonly containers?: boolean;          // default true; false: no container on any host
+  /** 'dual': IPv4 and IPv6 overlay (EnableIPv6, IPv6Network fd00:5::/48); 'only': IPv6 only (EnableIPv4 false). The underlay gets IPv6 too. */
+  readonly ipv6?: 'dual' | 'only';
   readonly readyTimeoutMs?: number;       // per weftd, until it writes subnet.env; default 30 s
   readonly convergeTimeoutMs?: number;    // until every host routes to every peer; default 20 s
   readonly cleanupOnFailure?: boolean;    // default true: a failed up() tears down what it built
@@ -119,6 +124,8 @@ export interface StartDaemonOptions {
 }
 
 export interface PingOptions {
+  /** 6: ping the containers' IPv6 addresses (dual-stack lab); default their primary address. */
+  readonly family?: 4 | 6;
   readonly attempts?: number;    // default 5 (routes may still be converging)
   readonly intervalMs?: number;  // between attempts, default 500
 }
@@ -358,7 +365,7 @@ export class Lab {
     return (await this.pingDetailed(from, to, opts)).ok;
   }
 
-  /** Every container pings every other container. */
+  /** Every container pings every other container (over IPv6 with `family: 6`, on a dual-stack lab). */
   async pingMatrix(opts: PingOptions = {}): Promise<PingMatrix> {
     const nodes = this.containerNames();
     const pairs = nodes.flatMap((from) => nodes.filter((to) => to !== from).map((to) => [from, to] as const));
@@ -479,7 +486,7 @@ export class Lab {
     }
     const env = this.subnetEnv(h.name);
     if (!env) throw new WeftError('CONFIG_MISSING', `lab ${this.name}: ${this.subnetFile(h.name)} not written yet (is weftd running on ${h.name}?)`);
-    const c: ContainerRecord = { name: `${h.name}-c1`, ns: `${h.ns}-c1`, address: env.containerAddress };
+    const c: { -readonly [K in keyof ContainerRecord]: ContainerRecord[K] } = { name: `${h.name}-c1`, ns: `${h.ns}-c1`, address: env.containerAddress };
     h.container = c;
     if (!this.state.namespaces.includes(c.ns)) this.state.namespaces.push(c.ns);
     saveState(this.state);
@@ -495,6 +502,14 @@ export class Lab {
     await this.netns.setMtu(h.ns, CONTAINER_BRIDGE, env.mtu);
     await this.netns.setAddress(c.ns, 'eth0', env.containerAddress);
     await this.netns.in(c.ns, ['route', 'replace', 'default', 'via', env.subnet.split('/')[0] ?? ''], `set default route in ${c.ns}`);
+    if (env.ipv6Subnet !== null && env.ipv6ContainerAddress !== null && env.ipv6Subnet !== env.subnet) {
+      // Dual stack: the bridge gets FLANNEL_IPV6_SUBNET (::1), the container ::2 and a default route via ::1.
+      await this.netns.in(h.ns, ['-6', 'addr', 'replace', env.ipv6Subnet, 'dev', CONTAINER_BRIDGE, 'nodad'], `add IPv6 to ${CONTAINER_BRIDGE} in ${h.ns}`);
+      await this.netns.in(c.ns, ['-6', 'addr', 'replace', env.ipv6ContainerAddress, 'dev', 'eth0', 'nodad'], `add IPv6 to eth0 in ${c.ns}`);
+      await this.netns.in(c.ns, ['-6', 'route', 'replace', 'default', 'via', env.ipv6Subnet.split('/')[0] ?? ''], `set IPv6 default route in ${c.ns}`);
+      c.address6 = env.ipv6ContainerAddress;
+      saveState(this.state);
+    }
     this.progress(`container ${c.name} in ${c.ns}: ${c.address}, mtu ${env.mtu}, via ${CONTAINER_BRIDGE} ${env.subnet}`);
     return c;
   }
@@ -603,6 +618,10 @@ export class Lab {
     await this.addNamespace(ns);
     await this.netns.addVeth({ ns: this.nsFor('net'), local: portName, peerNs: ns, peer: HOST_IFACE, bridge: UNDERLAY_BRIDGE });
     await this.netns.setAddress(ns, HOST_IFACE, `${ip}/24`);
+    if (this.state.ipv6) {
+      // nodad: usable at once (duplicate address detection would hold it back ~1 s).
+      await this.netns.in(ns, ['-6', 'addr', 'replace', `${underlayIPv6(ip)}/64`, 'dev', HOST_IFACE, 'nodad'], `add IPv6 to ${HOST_IFACE} in ${ns}`);
+    }
   }
 
   /** Namespaces, processes and the network config of the lab's etcd (1 or 3 members). */
@@ -670,6 +689,7 @@ export class Lab {
     await this.attachToUnderlay(h.ns, h.name, h.underlayIp);
     // Hosts forward between the overlay device and the container bridge.
     await this.netns.sysctl(h.ns, 'net.ipv4.ip_forward', '1');
+    if (this.state.ipv6) await this.netns.sysctl(h.ns, 'net.ipv6.conf.all.forwarding', '1');
     if (this.state.internet) {
       await this.netns.in(h.ns, ['route', 'replace', 'default', 'via', INTERNET_GATEWAY], `set default route in ${h.ns}`);
     }
@@ -722,7 +742,7 @@ export class Lab {
   }
 
   private async pingDetailed(from: string, to: string, opts: PingOptions): Promise<PingResult> {
-    const target = this.pingTarget(to);
+    const target = this.pingTarget(to, opts.family);
     const attempts = opts.attempts ?? 5;
     const ns = this.nsName(from);
     for (let i = 1; i <= attempts; i++) {
@@ -733,11 +753,13 @@ export class Lab {
     return { from, to, target, ok: false, attempts };
   }
 
-  private pingTarget(to: string): string {
-    if (parseIPv4(to) !== null) return to;
+  private pingTarget(to: string, family?: 4 | 6): string {
+    if (addressFamily(to) !== null) return to;
     const h = this.state.hosts.find((x) => x.name === to || x.container?.name === to);
-    if (!h?.container) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: "${to}" is neither an IPv4 address nor a host with a container`);
-    return h.container.address.split('/')[0] ?? '';
+    if (!h?.container) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: "${to}" is neither an IP address nor a host with a container`);
+    // family 6 on a dual-stack lab: the container's IPv6 address (on an IPv6-only lab `address` is IPv6 already).
+    const address = family === 6 && h.container.address6 ? h.container.address6 : h.container.address;
+    return address.split('/')[0] ?? '';
   }
 
   private nsFor(short: string): string {
@@ -747,12 +769,24 @@ export class Lab {
 
 // ---- helpers ---------------------------------------------------------------------------
 
+/** The network config the lab writes: flannel's field names, IPv6 per `--ipv6` / `--ipv6-only`. */
+function defaultNetworkConfig(network: string, backend: string, ipv6: 'dual' | 'only' | undefined): Record<string, unknown> {
+  if (ipv6 === undefined) return { Network: network, Backend: { Type: backend } };
+  const v6 = { EnableIPv6: true, IPv6Network: DEFAULT_IPV6_NETWORK };
+  return ipv6 === 'dual' ? { Network: network, ...v6, Backend: { Type: backend } } : { EnableIPv4: false, ...v6, Backend: { Type: backend } };
+}
+
+/** The underlay IPv6 address matching an underlay IPv4 address (same last byte). */
+function underlayIPv6(ipv4: string): string {
+  return `${IPV6_UNDERLAY_PREFIX}${ipv4.split('.')[3]}`;
+}
+
 function newState(name: string, stateDir: string, opts: LabOptions): LabState {
   const network = opts.network ?? DEFAULT_NETWORK;
   const backend = opts.backend ?? DEFAULT_BACKEND;
   return {
     version: 1, name, prefix: opts.prefix ?? defaultPrefix(name), stateDir, network, backend,
-    networkConfig: JSON.stringify(opts.networkConfig ?? { Network: network, Backend: { Type: backend } }),
+    networkConfig: JSON.stringify(opts.networkConfig ?? defaultNetworkConfig(network, backend, opts.ipv6)),
     etcdPrefix: (opts.etcdPrefix ?? DEFAULT_ETCD_PREFIX).replace(/\/+$/, ''),
     weftdPath: resolve(opts.weftdPath ?? defaultWeftdPath()),
     extraWeftdArgs: [...(opts.extraWeftdArgs ?? [])],
@@ -762,6 +796,7 @@ function newState(name: string, stateDir: string, opts: LabOptions): LabState {
     internet: opts.internet ?? false,
     runtime: opts.runtime ?? 'namespaces',
     containers: opts.containers ?? true,
+    ...(opts.ipv6 ? { ipv6: opts.ipv6 } : {}),
     createdAt: new Date().toISOString(),
     namespaces: [], processes: [], hosts: [],
   };

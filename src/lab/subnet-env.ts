@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { WeftError } from '../errors';
 import { parseSubnetEnv as parseSubnetEnvVars } from '../daemon/subnetenv';
-import { formatIPv4, hostAt, parseIPv4Cidr } from '../ip';
+import { formatCidr, formatIPv4, hostAddress, hostAt, parseIPv4Cidr, parseIPv6Cidr } from '../ip';
 
 export interface SubnetEnv {
   readonly network: string;       // FLANNEL_NETWORK, e.g. 10.5.0.0/16
@@ -16,6 +16,10 @@ export interface SubnetEnv {
   readonly subnetNetwork: string;
   /** Address the lab gives the host's container: the subnet's .2, e.g. 10.5.72.2/24. */
   readonly containerAddress: string;
+  /** FLANNEL_IPV6_SUBNET (the ::1 address, e.g. fd00:5:0:22::1/64) when IPv6 is on; else null. */
+  readonly ipv6Subnet: string | null;
+  /** The container's IPv6 address: the subnet's ::2. */
+  readonly ipv6ContainerAddress: string | null;
   readonly vars: Readonly<Record<string, string>>;
 }
 
@@ -26,6 +30,15 @@ export function parseSubnetEnv(text: string, source = 'subnet.env'): SubnetEnv {
     if (v === undefined || v === '') throw new WeftError('BAD_DATA', `${source}: ${key} missing`);
     return v;
   };
+  const v6 = ipv6Of(vars, source);
+  // IPv6-only (no FLANNEL_SUBNET): the primary fields describe the IPv6 subnet.
+  if (vars.FLANNEL_SUBNET === undefined && v6 !== null) {
+    const mtu6 = Number(need('FLANNEL_MTU'));
+    return {
+      network: need('FLANNEL_IPV6_NETWORK'), subnet: v6.subnet, mtu: mtu6, ipMasq: vars.FLANNEL_IPMASQ === 'true',
+      subnetNetwork: v6.network, containerAddress: v6.container, ipv6Subnet: v6.subnet, ipv6ContainerAddress: v6.container, vars,
+    };
+  }
   const subnet = need('FLANNEL_SUBNET');
   const net = parseIPv4Cidr(subnet, false);
   if (!net || net.prefixLen > 30) throw new WeftError('BAD_DATA', `${source}: FLANNEL_SUBNET=${subnet} is not an IPv4 subnet of /30 or larger`);
@@ -38,8 +51,18 @@ export function parseSubnetEnv(text: string, source = 'subnet.env'): SubnetEnv {
     ipMasq: vars.FLANNEL_IPMASQ === 'true',
     subnetNetwork: `${formatIPv4(net.ip)}/${net.prefixLen}`,
     containerAddress: `${formatIPv4(hostAt(net, 2))}/${net.prefixLen}`,
+    ipv6Subnet: v6?.subnet ?? null,
+    ipv6ContainerAddress: v6?.container ?? null,
     vars,
   };
+}
+
+function ipv6Of(vars: Readonly<Record<string, string>>, source: string): { subnet: string; network: string; container: string } | null {
+  const subnet = vars.FLANNEL_IPV6_SUBNET;
+  if (subnet === undefined || subnet === '') return null;
+  const net = parseIPv6Cidr(subnet, false);
+  if (!net || net.prefixLen > 126) throw new WeftError('BAD_DATA', `${source}: FLANNEL_IPV6_SUBNET=${subnet} is not an IPv6 subnet of /126 or larger`);
+  return { subnet, network: formatCidr(net), container: `${hostAddress(net, 2)}/${net.prefixLen}` };
 }
 
 /** The parsed file, or null when it does not exist (yet). Malformed content throws. */

@@ -154,7 +154,10 @@ export function decodeLeaseAttrs(key: string, text: string): LeaseAttrs {
     throw bad(key, `BackendType ${JSON.stringify(BackendType)} is not a string`);
   }
   const backendType = BackendType ?? '';
-  if (backendType === 'vxlan') {
+  // An IPv6-only vxlan lease has no BackendData, only BackendV6Data (flannel's omitempty): one
+  // usable half is enough. A bad BackendV6Data beside a good BackendData only costs the IPv6 half
+  // (the IPv6 backend skips the lease with a warning).
+  if (backendType === 'vxlan' && !(BackendData === undefined && decodeVxlanBackendData(BackendV6Data).ok)) {
     const vx = decodeVxlanBackendData(BackendData);
     if (!vx.ok) throw bad(key, `vxlan ${vx.reason}`);
   }

@@ -34,6 +34,7 @@ import { NetlinkClient } from '../netlink/client';
 import { RTPROT_KERNEL, type LinkInfo, type RouteEntry } from '../netlink/types';
 import type { CliIO } from './io';
 import { makeEtcdRegistry } from './leases';
+import { DEFAULT_RUN_DIR as DEFAULT_WG_RUN_DIR, stopWireguardGo } from '../backend/wireguard/wggo';
 
 export const CLEANUP_USAGE = `usage: weft cleanup [--release-lease] [--subnet-file FILE] [--device NAME] [--network CIDR]
                     [--dry-run] [--force] [--etcd-* flags]
@@ -61,7 +62,9 @@ ${formatEtcdFlagsHelp()}`;
 export function overlayDevices(links: readonly LinkInfo[], name: string | null): LinkInfo[] {
   if (name !== null) return links.filter((l) => l.name === name);
   return links.filter((l) =>
-    (l.kind === 'vxlan' && /^flannel\.\d+$/.test(l.name)) || (l.kind === 'tun' && /^flannel(\.\d+|0)$/.test(l.name)));
+    (l.kind === 'vxlan' && /^flannel\.\d+$/.test(l.name)) || (l.kind === 'tun' && /^flannel(\.\d+|0)$/.test(l.name))
+    // The wireguard backend's device: kernel WireGuard, or wireguard-go's TUN.
+    || ((l.kind === 'wireguard' || l.kind === 'tun') && /^flannel-wg(-v6)?$/.test(l.name)));
 }
 
 /**
@@ -176,6 +179,9 @@ export async function runCleanupCommand(argv: readonly string[], io: CliIO, deps
       const [neigh, fdb] = await Promise.all([nl.listNeighbours(dev.index), nl.listFdb(dev.index)]);
       const onDev = routes.filter((r) => r.oif === dev.index && r.protocol !== RTPROT_KERNEL).length;
       if (!dryRun) await nl.deleteLink({ index: dev.index, name: dev.name });
+      // wireguard-go outlives weftd on purpose (restarts keep sessions): stop it with its device.
+      const wgPid = dev.kind === 'tun' && dev.name.startsWith('flannel-wg') ? await stopWireguardGo(dev.name, DEFAULT_WG_RUN_DIR, dryRun) : null;
+      if (wgPid !== null) say(`wireguard-go for ${dev.name} (pid ${wgPid})`);
       say(`device ${dev.name} (with its ${onDev} route(s), ${neigh.filter((n) => n.permanent).length} neighbour(s), ${fdb.filter((f) => f.permanent).length} FDB entr(ies))`);
       removed++;
     }

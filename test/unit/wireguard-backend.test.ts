@@ -357,3 +357,12 @@ describe('WireGuard generic netlink messages (include/uapi/linux/wireguard.h)', 
     assert.ok(g.peers![1]!.presharedKey!.equals(Buffer.alloc(32)));
   });
 });
+
+describe('weft cleanup and the wireguard device', () => {
+  it('removes flannel-wg whether it is a kernel WireGuard device or wireguard-go\'s TUN, and nothing else of that kind', async () => {
+    const { overlayDevices } = await import('../../src/cli/cleanup');
+    const link = (index: number, name: string, kind: string | null) => ({ index, name, kind, up: true, mtu: 1420, mac: null, vxlan: null });
+    const links = [link(1, 'flannel-wg', 'tun'), link(2, 'flannel-wg-v6', 'wireguard'), link(3, 'wg0', 'wireguard'), link(4, 'flannel-wgx', 'tun'), link(5, 'eth0', null)];
+    assert.deepEqual(overlayDevices(links, null).map((l) => l.name), ['flannel-wg', 'flannel-wg-v6']);
+  });
+});

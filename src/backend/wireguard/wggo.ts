@@ -219,3 +219,22 @@ async function stopPid(pid: number): Promise<void> {
   for (let i = 0; i < 40 && processAlive(pid); i++) await sleep(50);
   if (processAlive(pid)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
 }
+
+/**
+ * `weft cleanup`: stop the wireguard-go serving `name` (by the PID in its PID file, if that PID is
+ * a wireguard-go) and remove its PID file and socket. Returns the PID stopped, or null.
+ */
+export async function stopWireguardGo(name: string, runDir: string = DEFAULT_RUN_DIR, dryRun = false): Promise<number | null> {
+  let pid: number | null = null;
+  try {
+    pid = Number(readFileSync(join(runDir, `${name}.pid`), 'utf8').trim()) || null;
+  } catch {
+    return null;
+  }
+  if (pid === null || !isWireguardGo(pid)) return null;
+  if (dryRun) return pid;
+  await stopPid(pid);
+  rmSync(join(runDir, `${name}.pid`), { force: true });
+  rmSync(join(runDir, `${name}.sock`), { force: true });
+  return pid;
+}

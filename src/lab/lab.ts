@@ -707,7 +707,11 @@ export class Lab {
 
   private async startAllDaemons(hosts: readonly string[], opts: LabOptions): Promise<void> {
     await Promise.all(hosts.map((h) => this.startDaemon(h, { timeoutMs: opts.readyTimeoutMs })));
-    if (this.state.containers !== false) for (const h of hosts) await this.setupContainer(h);
+    if (this.state.containers !== false) {
+      // Real runtimes start in parallel (each host's daemon is its own); the stand-in in order.
+      if (createRuntime(this.state.runtime as RuntimeKind | undefined)) await Promise.all(hosts.map((h) => this.setupContainer(h)));
+      else for (const h of hosts) await this.setupContainer(h);
+    }
     await this.waitConverged(opts.convergeTimeoutMs);
   }
 

@@ -122,7 +122,19 @@ export async function runInOk(ns: string, argv: readonly string[], what: string,
  * The busybox-static image as a rootfs tarball (bin/busybox + one link per applet, /tmp, /etc),
  * built once per lab in <stateDir>/busybox.tar.
  */
-export async function busyboxTarball(stateDir: string): Promise<string> {
+export function busyboxTarball(stateDir: string): Promise<string> {
+  // Hosts are set up in parallel: one build per lab.
+  let p = building.get(stateDir);
+  if (!p) {
+    p = buildTarball(stateDir).finally(() => building.delete(stateDir));
+    building.set(stateDir, p);
+  }
+  return p;
+}
+
+const building = new Map<string, Promise<string>>();
+
+async function buildTarball(stateDir: string): Promise<string> {
   const tar = join(stateDir, 'busybox.tar');
   if (existsSync(tar)) return tar;
   const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));

@@ -74,6 +74,7 @@ export class WireguardGoDevice {
   /** Restarts of wireguard-go by this process (for status/metrics). */
   restarts = 0;
   private started = false;
+  private ensuring = false;
 
   constructor(opts: WireguardGoOptions) {
     this.nl = opts.nl;
@@ -112,7 +113,8 @@ export class WireguardGoDevice {
   }
 
   markHung(why: string): void {
-    this.hung = why;
+    // A wireguard-go being (re)started does not answer yet: that is not a hang.
+    if (!this.ensuring) this.hung = why;
   }
 
   /**
@@ -120,6 +122,15 @@ export class WireguardGoDevice {
    * a hung one or a foreign device of that name (a kernel WireGuard device, a leftover TUN).
    */
   async ensure(name: string): Promise<LinkInfo> {
+    this.ensuring = true;
+    try {
+      return await this.ensureNow(name);
+    } finally {
+      this.ensuring = false;
+    }
+  }
+
+  private async ensureNow(name: string): Promise<LinkInfo> {
     this.name = name;
     const client = (this.client = new UapiClient(this.socketPath(name)));
     const link = await this.nl.getLink(name);

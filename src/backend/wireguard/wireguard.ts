@@ -287,7 +287,8 @@ export class WireguardBackend implements Backend {
     } catch (err) {
       // A missing device is the reconciler's (it sees the link go); a hung wireguard-go is ours.
       const link = await this.nl.getLink(this.deviceName).catch(() => null);
-      if (link !== null && this.driver.markHung) this.driver.markHung(`its UAPI socket does not answer (${describeError(err)})`);
+      // Twice in a row (4 s), so a device being replaced right now is not taken for a hung one.
+      if (link !== null && this.watchFailing && this.driver.markHung) this.driver.markHung(`its UAPI socket does not answer (${describeError(err)})`);
       if (!this.watchFailing) this.log.warn(`${this.deviceName}: cannot read or update the WireGuard peers: ${describeError(err)}`);
       this.watchFailing = true;
     }

@@ -57,7 +57,7 @@ const ETCD_FLAGS: readonly FlagDef[] = [
   { name: 'etcd-certfile', kind: 'string', metavar: 'FILE', help: 'TLS client certificate for etcd (with --etcd-keyfile)' },
   { name: 'etcd-cafile', kind: 'string', metavar: 'FILE', help: 'TLS certificate authority for etcd' },
   { name: 'etcd-username', kind: 'string', metavar: 'NAME', help: 'etcd user name' },
-  { name: 'etcd-password', kind: 'string', metavar: 'PASSWORD', help: 'etcd password' },
+  { name: 'etcd-password', kind: 'string', metavar: 'PASSWORD', help: 'etcd password; give it as WEFT_ETCD_PASSWORD (or FLANNELD_ETCD_PASSWORD) in the environment, not on the command line, which every user can read in ps' },
 ];
 
 const DAEMON_FLAGS: readonly FlagDef[] = [

@@ -49,6 +49,49 @@ export const DEFAULT_CALL_TIMEOUT_MS = 5000;
 /** Concurrent LeaseTimeToLive calls when listing expirations (`weft leases`). */
 const TTL_QUERY_CONCURRENCY = 16;
 
+/**
+ * Refuse what would silently send etcd traffic in clear, and warn about a password that goes in
+ * clear. flannel (etcd's clientv3) drops the TLS credentials for an http:// endpoint without a
+ * word and sends --etcd-password over it; weft:
+ * - refuses --etcd-cafile/--etcd-certfile/--etcd-keyfile with http:// endpoints (the operator
+ *   meant TLS; the files would be ignored): CONFIG_INVALID saying to use https://;
+ * - warns loudly, on every start, when a username/password goes to a non-loopback http://
+ *   endpoint (anyone on the path reads it, and with it write access to the overlay's routing).
+ * The password itself comes from WEFT_ETCD_PASSWORD / FLANNELD_ETCD_PASSWORD, never argv.
+ * Returns the warning given (null when none), for tests.
+ */
+export function checkEtcdTransport(opts: EtcdClientOptions): string | null {
+  const plain = opts.endpoints.filter((e) => /^http:\/\//i.test(e));
+  if (plain.length === 0) return null;
+  const files = [opts.caFile && '--etcd-cafile', opts.certFile && '--etcd-certfile', opts.keyFile && '--etcd-keyfile'].filter(Boolean);
+  if (files.length > 0) {
+    throw new WeftError(
+      'CONFIG_INVALID',
+      `etcd TLS: ${files.join(', ')} given but the endpoint(s) ${plain.join(',')} are http://, so the files would be ignored ` +
+        'and everything (leases, credentials) would go in clear; use https:// endpoints',
+    );
+  }
+  if (!opts.username) return null;
+  const remote = plain.filter((e) => !isLoopbackUrl(e));
+  if (remote.length === 0) return null;
+  const warning =
+    `etcd credentials IN CLEAR: user ${JSON.stringify(opts.username)} and its password go to ${remote.join(',')} over http://; ` +
+    'anyone on the path can read them and take over the overlay\'s routing. Use https:// endpoints with --etcd-cafile ' +
+    '(and client certificates) — see docs/security.md';
+  if (opts.log) opts.log.warn(warning);
+  else process.emitWarning(warning, 'WeftInsecureEtcd');
+  return warning;
+}
+
+function isLoopbackUrl(e: string): boolean {
+  try {
+    const h = new URL(e).hostname;
+    return h === 'localhost' || h === '[::1]' || /^127\./.test(h);
+  } catch {
+    return false;
+  }
+}
+
 /** The --etcd-cafile/--etcd-certfile/--etcd-keyfile contents; throws CONFIG_INVALID. */
 export function readTlsFiles(opts: EtcdClientOptions): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
   if (Boolean(opts.certFile) !== Boolean(opts.keyFile)) {

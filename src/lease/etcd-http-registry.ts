@@ -40,6 +40,7 @@ import {
   keepaliveTiming,
   leaseGoneError,
   readTlsFiles,
+  checkEtcdTransport,
   registryClosedError,
   removedEvent,
   revokeIfEmpty,
@@ -177,6 +178,7 @@ class GatewayClient {
     if (https && this.endpoints.some((u) => u.protocol === 'http:')) {
       throw new WeftError('CONFIG_INVALID', `etcd endpoints ${location}: all http:// or all https://, not a mix`);
     }
+    checkEtcdTransport(opts);
     this.tls = readTlsFiles(opts);
     // Loaded on demand: https (and its TLS stack) only when an endpoint needs it.
     // eslint-disable-next-line @typescript-eslint/no-require-imports

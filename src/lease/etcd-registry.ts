@@ -52,6 +52,7 @@ import {
   keepaliveTiming,
   leaseGoneError,
   readTlsFiles,
+  checkEtcdTransport,
   registryClosedError,
   removedEvent,
   revokeIfEmpty,
@@ -93,6 +94,7 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     this.location = opts.endpoints.join(',');
     this.log = (opts.log ?? silentLogger).child({ component: 'etcd' });
     this.renewMarginSeconds = opts.renewMarginSeconds ?? null;
+    checkEtcdTransport(opts);
     try {
       this.client = new Etcd3(clientOptions(opts));
     } catch (err) {

@@ -320,7 +320,10 @@ export class HealthComponent implements DaemonComponent {
           return send(200, 'text/plain', 'ok\n');
         case '/readyz': {
           const r = this.readiness();
-          return send(r.ready ? 200 : 503, 'text/plain', r.ready ? 'ready\n' : `not ready: ${r.reason}\n`);
+          if (r.ready) return send(200, 'text/plain', 'ready\n');
+          // The reason can name subnets, peers and kernel errors: local clients only.
+          const detail = local || (this.opts.exposeDetails ?? false);
+          return send(503, 'text/plain', detail ? `not ready: ${r.reason}\n` : 'not ready\n');
         }
         case '/metrics':
         case '/status':

@@ -110,6 +110,20 @@ describe('hostile input on the health port, 2-host lab', { timeout: 170_000 }, (
     assert.equal(own.code, 0, own.stdout + own.stderr);
   });
 
+  test('finding 4: /readyz tells other machines "not ready" without the reason; the host gets the reason', async () => {
+    await lab.stopDaemon('h2');
+    // Under a prefix with no network config, weftd waits (not ready) with its health port up.
+    await lab.startDaemon('h2', { wait: false, extraArgs: [`--etcd-prefix=/wt${process.pid}-none`, `--subnet-file=${join(scratch, 'none.env')}`] });
+    try {
+      await waitUntil(async () => (await http('h2', '127.0.0.1', '/readyz')).status === 503, 15000, 'h2 /readyz 503');
+      assert.match((await http('h2', '127.0.0.1', '/readyz')).body, /^not ready: waiting for the network config/);
+      assert.deepEqual(await http('h1-c1', hostUnderlayIp(2), '/readyz'), { status: 503, body: 'not ready\n' });
+    } finally {
+      await lab.stopDaemon('h2');
+      await lab.restartDaemon('h2');
+    }
+  });
+
   test('finding 4: --healthz-expose-details opens /metrics and /status to other machines, never POST /probe', async () => {
     await lab.restartDaemon('h2', { extraArgs: ['--healthz-expose-details'] });
     const H2 = hostUnderlayIp(2);

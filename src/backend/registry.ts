@@ -39,8 +39,8 @@ export interface BackendDeps {
   readonly family?: IPFamily;
 }
 
-/** Backends with an IPv6 data path (flannel's vxlan has flannel-v6.<VNI>; udp is IPv4-only in flannel too). */
-const IPV6_BACKENDS: ReadonlySet<string> = new Set(['vxlan']);
+/** Backends with an IPv6 data path (flannel's vxlan has flannel-v6.<VNI>, host-gw its GetV6Route; udp is IPv4-only in flannel too). */
+const IPV6_BACKENDS: ReadonlySet<string> = new Set(['vxlan', 'host-gw']);
 
 type BackendFactory = (config: NetworkConfig, deps: BackendDeps) => Backend;
 
@@ -65,7 +65,7 @@ const BACKENDS: Readonly<Record<string, BackendFactory>> = {
       case 'auto': return new AutoVxlanBackend(opts);
     }
   },
-  'host-gw': (_config, deps) => new HostGwBackend({ nl: deps.nl, log: deps.log }),
+  'host-gw': (_config, deps) => new HostGwBackend({ nl: deps.nl, log: deps.log, family: deps.family ?? 4 }),
   wireguard: (config, deps) => createWireguardBackend(config, deps),
   udp: (config, deps) => {
     if (config.network === null) throw new WeftError('CONFIG_INVALID', 'network config: the udp backend needs an IPv4 Network');

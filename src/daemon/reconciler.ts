@@ -28,7 +28,7 @@
  */
 import type { Backend, BackendSetup, DesiredState, Underlay } from '../backend/backend';
 import { describeError, WeftError } from '../errors';
-import { addressFamily, formatIPv4Cidr, isIPv6LinkLocal, maskNet, netAddress, netContainsNet, type IPFamily, type IPNet } from '../ip';
+import { addressFamily, familyOf, formatIPv4Cidr, isIPv6LinkLocal, maskNet, netAddress, netContainsNet, type IPFamily, type IPNet } from '../ip';
 import { silentLogger, type Logger } from '../log';
 import { isGone, type LinkRef } from '../netlink/client';
 import {
@@ -161,7 +161,8 @@ export function diffState(
     const via = d.via ?? 'overlay';
     const dst = maskNet(d.dst);
     const oif = via === 'underlay' ? actual.underlayIndex : ov;
-    wantRoutes.set(routeKey(dst, 0), { op: 'add', kind: 'route', dst, gateway: d.gateway, onlink: d.onlink, oif, via, priority: 0 });
+    const priority = routePriority(dst);
+    wantRoutes.set(routeKey(dst, priority), { op: 'add', kind: 'route', dst, gateway: d.gateway, onlink: d.onlink, oif, via, priority });
   }
   const owned = (r: RouteEntry): boolean => ownsRoute(r, actual, own);
   for (const [k, w] of wantRoutes) {
@@ -261,7 +262,7 @@ function desiredIds(d: DesiredState): Set<string> {
   for (const f of d.fdb) ids.add(`fdb ${f.mac.toLowerCase()} ${f.dst}`);
   for (const r of d.routes) {
     const dst = maskNet(r.dst);
-    ids.add(`route ${formatIPv4Cidr(dst)} 0 ${r.via ?? 'overlay'} ${r.gateway ?? ''}${r.onlink ? ' onlink' : ''}`);
+    ids.add(`route ${formatIPv4Cidr(dst)} ${routePriority(dst)} ${r.via ?? 'overlay'} ${r.gateway ?? ''}${r.onlink ? ' onlink' : ''}`);
   }
   return ids;
 }
@@ -865,6 +866,16 @@ function changeEchoKey(c: Change, overlayIndex: number): string {
 /** rtm_protocol of routes weft writes (RTPROT_BOOT, what the kernel records for a route without one). */
 const RTPROT_BOOT = 3;
 
+/**
+ * The metric weft gives its routes: 0 for IPv4; for IPv6 the kernel stores a route added without
+ * one (flannel's) at IP6_RT_PRIO_USER = 1024, so weft asks for 1024 and keys it there — asking
+ * for 0 made every full reconcile see "dst 1024" as foreign, add "dst 0" (stored as 1024 again)
+ * and then remove it: IPv6 routes flapped.
+ */
+export function routePriority(dst: IPNet): number {
+  return familyOf(dst) === 6 ? 1024 : 0;
+}
+
 /** What the kernel holds after `d` was applied, as dumps would report it (for incremental runs). */
 export function impliedState(d: DesiredState, overlayIndex: number, underlayIndex: number): ActualState {
   return {
@@ -879,7 +890,7 @@ export function impliedState(d: DesiredState, overlayIndex: number, underlayInde
       oif: r.via === 'underlay' ? underlayIndex : overlayIndex,
       onlink: r.onlink,
       table: MAIN_TABLE,
-      priority: 0,
+      priority: routePriority(maskNet(r.dst)),
       protocol: RTPROT_BOOT,
       type: RTN_UNICAST,
     })),

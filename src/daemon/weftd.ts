@@ -368,12 +368,15 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       const backend = this.backend;
       const own = this.own;
       if (!backend || !own || !this.reconciler) return;
+      // One peer list for the lookups and desired(): a peer that arrives during the lookups is
+      // judged by the recompute its event queued, not here without a lookup (a false "not on our L2").
+      const current = this.peers;
       // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
       if (peerSetChanged && backend.onLinkPeers && this.underlay) {
-        const onLink = new Set(await backend.onLinkPeers(this.peers, this.underlay));
+        const onLink = new Set(await backend.onLinkPeers(current, this.underlay));
         // Dual stack: the IPv6 peers' PublicIPv6 too (addresses of both families in one set).
         const v6 = this.ipv6Path?.backend;
-        if (v6?.onLinkPeers) for (const ip of await v6.onLinkPeers(this.peers, this.underlay)) onLink.add(ip);
+        if (v6?.onLinkPeers) for (const ip of await v6.onLinkPeers(current, this.underlay)) onLink.add(ip);
         this.onLinkPublicIPs = onLink;
       }
       // Network and SubnetLen: leases outside them (hostile or stale data) are never programmed.
@@ -386,7 +389,7 @@ export class Weftd extends EventEmitter<WeftdEvents> {
         protectedIPs: this.guard.protectedIPs,
       });
       // Peers whose key just vanished stay programmed for a grace period (departed.ts).
-      const peers = this.departed.withHeld(this.peers);
+      const peers = this.departed.withHeld(current);
       const desired = backend.desired(own, peers, ctxOf(backend.family ?? 4));
       this.armDepartedTimer();
       for (const s of desired.skipped ?? []) this.warnSkippedOnce(s.key, s.reason);

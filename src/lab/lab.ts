@@ -22,7 +22,7 @@ import { WeftError } from '../errors';
 import { addressFamily, formatIPv4Cidr, netContainsNet, parseIPv4Cidr } from '../ip';
 import { teardown, type DownReport } from './down';
 import { Netns } from './netns';
-import { findTools, requireRoot, type Tools } from './prereq';
+import { findExecutable, findTools, requireRoot, type Tools } from './prereq';
 import {
   formatLeaseTable, parseLeaseDump, type LabStatus, type LeaseRow, type PingMatrix, type PingResult,
 } from './report';
@@ -821,6 +821,10 @@ function validate(state: LabState, hosts: number): void {
     bad(`state dir ${state.stateDir} is not empty: pick another (--state-dir) or remove it`);
   }
   if (state.daemons && !existsSync(state.weftdPath)) bad(`weftd not found at ${state.weftdPath}: build it first (npm run build)`);
+  // Without the kernel module every weftd falls back to wireguard-go: say so now, not after a timeout.
+  if (state.daemons && state.backend === 'wireguard' && !existsSync('/sys/module/wireguard') && findExecutable('wireguard-go', process.env.PATH ?? '') === null) {
+    bad('the wireguard backend needs wireguard-go on this kernel (no WireGuard module): apt-get install -y wireguard-go wireguard-tools');
+  }
 }
 
 function range(n: number): number[] {

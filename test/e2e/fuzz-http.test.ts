@@ -78,10 +78,10 @@ describe(`HTTP fuzzing of the health port (seed ${SEED}; replay with WEFT_FUZZ_S
     // Slow clients are cut off after the header timeout (+ the 1 s sweep), the ones above the
     // per-address cap at once; none is kept for long.
     assert.equal(slow.keptOver20s, 0);
-    assert.ok(slow.maxMs <= HEADERS_TIMEOUT_MS + 4000, `slowest slow client cut off after ${slow.maxMs} ms`);
+    assert.ok(slow.maxMs <= HEADERS_TIMEOUT_MS + 5000, `slowest slow client cut off after ${slow.maxMs} ms`);
     assert.ok(slow.minMs < 1000, `connections beyond ${MAX_CONNECTIONS_PER_ADDRESS} from one address are refused at once (first cut after ${slow.minMs} ms)`);
     assert.equal(watch.failures, 0, `/healthz failed during the attack: ${watch.lastError}`);
     assert.ok(watch.checks >= 30, `watcher ran ${watch.checks} checks`);
-    assert.ok(watch.worstMs < 2000, `worst /healthz latency during the attack: ${watch.worstMs} ms`);
+    assert.ok(watch.worstMs < 4000, `worst /healthz latency during the attack: ${watch.worstMs} ms`);
   });
 });

@@ -12,7 +12,8 @@
  *   fallback ×2     both hosts on the fallback
  *   legacy udp      both hosts on flannel's udp backend (TUN + pump)
  *   host-gw         both hosts on host-gw (plain routes via the peer's PublicIP: no encapsulation,
- *                   so it should sit at the underlay's figure)
+ *                   so it should sit at the underlay's figure), over IPv4 and IPv6 (dual-stack lab)
+ *   VXLAN over IPv6 kernel VXLAN's flannel-v6.<VNI> on a dual-stack lab, container IPv6 ↔ IPv6
  *   wireguard       both hosts on the wireguard backend; on a kernel without WireGuard (this
  *                   machine) that is wireguard-go in user space, whose CPU counts as weftd's
  * and, over each measurement, the CPU of the weftd processes (where the pump threads run; % of
@@ -108,6 +109,13 @@ function addrOf(lab: Lab, host: string): string {
   return env.containerAddress.split('/')[0]!;
 }
 
+/** The container's IPv6 address on a dual-stack lab. */
+function addr6Of(lab: Lab, host: string): string {
+  const a = lab.subnetEnv(host)?.ipv6ContainerAddress;
+  if (!a) throw new Error(`no FLANNEL_IPV6_SUBNET in ${host}'s subnet.env`);
+  return a.split('/')[0]!;
+}
+
 async function measure(
   lab: Lab, path: string, direction: string, from: string, to: string, addr: string,
   opts: { runs: number; seconds: number; baseline: string | null }, log: (s: string) => void,
@@ -182,9 +190,13 @@ async function main(): Promise<number> {
     lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}u`, stateDir: join(scratch, 'udp'), hosts: 2, backend: 'udp', healthzPort: 0 });
     figs.push(await measure(lab, 'legacy udp (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addrOf(lab, 'h2'), o(K_UP), log));
     await lab.down();
-    lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}h`, stateDir: join(scratch, 'hostgw'), hosts: 2, backend: 'host-gw', healthzPort: 0 });
+    lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}h`, stateDir: join(scratch, 'hostgw'), hosts: 2, backend: 'host-gw', ipv6: 'dual', healthzPort: 0 });
     figs.push(await measure(lab, 'host-gw (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addrOf(lab, 'h2'), o(K_UP), log));
     figs.push(await measure(lab, 'host-gw (both)', 'h2 → h1', 'h2-c1', 'h1-c1', addrOf(lab, 'h1'), o(K_DOWN), log));
+    figs.push(await measure(lab, 'host-gw IPv6 (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addr6Of(lab, 'h2'), o(K_UP), log));
+    await lab.down();
+    lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}6`, stateDir: join(scratch, 'vxlan6'), hosts: 2, ipv6: 'dual', healthzPort: 0 });
+    figs.push(await measure(lab, 'kernel VXLAN over IPv6', 'h1 → h2', 'h1-c1', 'h2-c1', addr6Of(lab, 'h2'), o(K_UP), log));
     await lab.down();
     lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}w`, stateDir: join(scratch, 'wireguard'), hosts: 2, backend: 'wireguard', healthzPort: 0 });
     figs.push(await measure(lab, 'wireguard (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addrOf(lab, 'h2'), o(K_UP), log));

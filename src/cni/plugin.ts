@@ -52,7 +52,8 @@ export function runPlugin(env: NodeJS.ProcessEnv, stdin: string): PluginOutput {
     need('CNI_PATH');
     if (command !== 'DEL') need('CNI_NETNS');
     const stdout = command === 'ADD' ? add(env, conf, id, log) : command === 'DEL' ? del(env, conf, id, log) : check(env, conf, id, log);
-    return { code: 0, stdout, stderr: log.join('') };
+    // Quiet on success: runtimes such as ctr print a plugin's stderr as it is.
+    return { code: 0, stdout, stderr: '' };
   } catch (e) {
     const err = e instanceof CniError ? e : new CniError(CniCode.IO_FAILURE, `weft: ${(e as Error).message ?? String(e)}`);
     const body: JsonObject = { cniVersion: version, code: err.code, msg: err.message };

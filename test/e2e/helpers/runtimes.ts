@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { netContains, parseIPv4, parseIPv4Cidr } from '../../../src/ip';
 import type { Lab } from '../../../src/lab';
 import { mountsUnder, processesUnder } from '../../../src/lab/runtime';
+import { run } from '../../../src/lab/run';
 
 /** Receiver: counts bytes until the sender closes its side, answers {from, bytes}, exits. */
 const SERVER = `
@@ -36,8 +37,15 @@ export interface Transfer {
 }
 
 /** Send `bytes` over TCP from container `from` to container `to` (their netns), both ends in Node. */
-export async function tcpTransfer(lab: Lab, from: string, to: string, toAddress: string, bytes: number, port = 5201): Promise<Transfer> {
-  const server = spawn(lab.tools.ip, ['netns', 'exec', lab.nsName(to), process.execPath, '-e', SERVER, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function tcpTransfer(lab: Lab, from: string, to: string, toAddress: string, bytes: number, port = 5201): Promise<Transfer> {
+  return tcpTransferNs(lab.tools.ip, lab.nsName(from), lab.nsName(to), toAddress, bytes, port);
+}
+
+/** tcpTransfer between two named network namespaces (/run/netns/NAME). */
+export async function tcpTransferNs(ipPath: string, fromNs: string, toNs: string, toAddress: string, bytes: number, port = 5201): Promise<Transfer> {
+  const to = toNs;
+  const from = fromNs;
+  const server = spawn(ipPath, ['netns', 'exec', toNs, process.execPath, '-e', SERVER, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     await new Promise<void>((resolve, reject) => {
       let err = '';
@@ -45,7 +53,7 @@ export async function tcpTransfer(lab: Lab, from: string, to: string, toAddress:
       server.stdout.on('data', (b: Buffer) => { if (b.toString().includes('listening')) resolve(); });
       server.on('exit', (code) => reject(new Error(`receiver in ${to} exited (${code}): ${err}`)));
     });
-    const r = await lab.exec(from, [process.execPath, '-e', CLIENT, toAddress, String(port), String(bytes)], { timeoutMs: 30000 });
+    const r = await run(ipPath, ['netns', 'exec', fromNs, process.execPath, '-e', CLIENT, toAddress, String(port), String(bytes)], { timeoutMs: 30000 });
     if (r.code !== 0) throw new Error(`sender in ${from}: exit ${r.code}: ${r.stderr}`);
     return JSON.parse(r.stdout.trim()) as Transfer;
   } finally {

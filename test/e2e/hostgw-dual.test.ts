@@ -47,6 +47,8 @@ async function route6(host: string, subnet: string): Promise<string> {
   return m ? `${m[1]} via ${m[2]} dev ${m[3]}` : out;
 }
 
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
 describe('host-gw dual stack on a 3-host lab', { timeout: 170_000 }, () => {
   before(async () => {
     requireTool('etcd');
@@ -55,7 +57,6 @@ describe('host-gw dual stack on a 3-host lab', { timeout: 170_000 }, () => {
 
   after(async () => {
     await lab?.down();
-    rmSync(scratch, { recursive: true, force: true });
   });
 
   test('every container reaches every other container over IPv4 and over IPv6, both ways', async () => {
@@ -149,6 +150,29 @@ describe('host-gw dual stack on a 3-host lab', { timeout: 170_000 }, () => {
         const b = await lab.exec(`${peer}-c1`, ['ping', '-c', '2', '-W', '1', back]);
         assert.equal(b.code, 0, `${peer} → flanneld h3 ${back}: ${b.stdout}`);
       }
+    }
+  });
+});
+
+describe('host-gw IPv6-only (EnableIPv4 false) on a 3-host lab', { timeout: 120_000 }, () => {
+  let only: Lab;
+  before(async () => {
+    only = await Lab.up({ prefix: `wt${process.pid}k-`, name: `wt${process.pid}k`, stateDir: join(scratch, 'only'), hosts: 3, backend: 'host-gw', ipv6: 'only', healthzPort: 0 });
+  });
+
+  after(async () => {
+    await only?.down();
+  });
+
+  test('every container reaches every other over IPv6, through one route per peer via its PublicIPv6', async () => {
+    const m = await only.pingMatrix();
+    assert.ok(m.ok, JSON.stringify(m.results));
+    for (const host of only.hostNames()) {
+      const r = await only.exec(host, ['ip', '-6', 'route', 'show']);
+      const vias = r.stdout.split('\n').filter((l) => / via fd00:250::\d+ dev eth0 /.test(l));
+      assert.equal(vias.length, 2, r.stdout);
+      const v4 = await only.exec(host, ['ip', '-4', 'route', 'show']);
+      assert.doesNotMatch(v4.stdout, /10\.5\./, 'no IPv4 overlay routes');
     }
   });
 });

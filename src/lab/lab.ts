@@ -393,6 +393,11 @@ export class Lab {
   async removeHost(host: string): Promise<void> {
     const h = this.host(host);
     await this.stopDaemon(h.name);
+    const rt = createRuntime(this.state.runtime as RuntimeKind | undefined);
+    if (rt) {
+      const left = await rt.teardown(runtimeContext(this.state, this.tools.ip, this.progress), runtimeHost(this.state, h));
+      if (left.length > 0) throw new WeftError('INTERNAL', `lab ${this.name}: remove ${h.name}: its ${rt.kind} left state behind (run it again): ${left.join('; ')}`);
+    }
     if (h.container && (await this.netns.delete(h.container.ns))) this.progress(`deleted ${h.container.ns}`);
     await this.netns.delete(h.ns);
     this.state.namespaces = this.state.namespaces.filter((n) => n !== h.ns && n !== h.container?.ns);

@@ -69,11 +69,24 @@ inline uint16_t Load16(const uint8_t* p) {
 
 inline void Store16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 
-// Recompute an IPv4 header checksum in place.
-inline void FixIp4(uint8_t* iph) {
-  size_t ihl = size_t(iph[0] & 0x0f) * 4;
+// Whether an IPv4 header of `ihl` bytes (the caller checked that many are there) has a right checksum.
+inline bool Ip4HeaderOk(const uint8_t* iph, size_t ihl) { return Fold(Add(0, iph, ihl)) == 0xffff; }
+
+// Compute the checksum of an IPv4 header we built ourselves (`ihl` bytes, bounds checked by the
+// caller). Never for a header that came from the wire: patch those (Patch16), so a header
+// corrupted in transit stays invalid and the receiver drops it.
+inline void FixIp4(uint8_t* iph, size_t ihl) {
   Store16(iph + 10, 0);
   Store16(iph + 10, static_cast<uint16_t>(~Fold(Add(0, iph, ihl))));
+}
+
+// RFC 1624 eqn. 3: the checksum at `check` after a 16-bit word of the covered data changed from
+// `old_word` to `new_word` (both as loaded from memory): HC' = ~(~HC + ~m + m').
+inline void Patch16(uint8_t* check, uint16_t old_word, uint16_t new_word) {
+  uint64_t sum = static_cast<uint16_t>(~Load16(check));
+  sum += static_cast<uint16_t>(~old_word);
+  sum += new_word;
+  Store16(check, static_cast<uint16_t>(~Fold(sum)));
 }
 
 }  // namespace weft::csum

@@ -98,12 +98,25 @@ uint32_t Load32(const uint8_t* p) {
 
 void Store32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 
-// Decrement an IPv4 TTL in place, patching the header checksum (RFC 1624). False when it expires.
+// Decrement an IPv4 TTL in place (the caller checked 20 bytes are there), patching the header
+// checksum (RFC 1624) instead of recomputing it: a header corrupted in transit stays invalid.
+// False when the TTL expires.
 bool DecrementTtl(uint8_t* iph) {
   if (iph[8] <= 1) return false;
+  const uint16_t old = csum::Load16(iph + 8);  // TTL and protocol
   iph[8]--;
-  csum::FixIp4(iph);
+  csum::Patch16(iph + 10, old, csum::Load16(iph + 8));
   return true;
+}
+
+// Length of the IPv4 header at `iph` when it is one that fits in `len` bytes (IHL×4 in [20, len]
+// and within the total length), else 0. Every read of a header past its 20th byte is bounded by it.
+size_t Ip4HeaderLen(const uint8_t* iph, size_t len) {
+  if (len < 20 || (iph[0] >> 4) != 4) return 0;
+  const size_t ihl = size_t(iph[0] & 0x0f) * 4;
+  const size_t tot = (size_t(iph[2]) << 8) | iph[3];
+  if (ihl < 20 || ihl > len || tot < ihl) return 0;
+  return ihl;
 }
 
 // The L4 checksum field offset for TCP/UDP, 0 for anything else.
@@ -270,6 +283,8 @@ static bool WaitReadable(int fd, int stop_fd, const std::atomic<bool>& stopping)
 // Collects datagrams (as iovec lists) for one sendmmsg call. Headers built for segments live in
 // a scratch area that stays valid until Flush().
 class TxPath {
+  friend class PumpTest;  // the sanitizer test build (WEFT_PUMP_TEST) drives the path directly
+
  public:
   explicit TxPath(Pump* pump) : p_(pump), cfg_(pump->cfg_) {
     scratch_.resize(kScratch);
@@ -337,7 +352,7 @@ class TxPath {
       // IPv6 multicast (MLD, router solicitations of the TUN's link-local address) is expected
       // noise, like broadcasts on the TAP; the overlay carries IPv4 only.
       if (flen >= 40 && (frame[0] >> 4) == 6 && frame[24] == 0xff) return Drop(kDropBroadcast);
-      if (flen < 20 || (frame[0] >> 4) != 4) return Drop(kDropMalformed);
+      if (Ip4HeaderLen(frame, flen) == 0) return Drop(kDropMalformed);
       if (!table_->LookupIp(Load32(frame + 16), &dst)) {
         Unreachable(frame, flen);
         return Drop(kDropNoPeer);
@@ -425,7 +440,7 @@ class TxPath {
     ip[9] = IPPROTO_ICMP;
     Store32(ip + 12, src);
     std::memcpy(ip + 16, pkt + 12, 4);
-    csum::FixIp4(ip);
+    csum::FixIp4(ip, 20);  // a header we built
     uint8_t* icmp = ip + 20;
     icmp[0] = 3;  // destination unreachable
     icmp[1] = 0;  // net unreachable
@@ -524,11 +539,14 @@ struct Parsed {
   bool verified = false;    // its (complete) checksum was verified here
   bool tcp_merge = false;   // candidate for coalescing
   bool oversize = false;    // a TCP super-packet larger than the device MTU (see One())
+  bool ip_ok = false;       // the IPv4 header (ihl bytes, in bounds) has a right checksum
   size_t ihl = 0, doff = 0, hlen = 0, payload = 0;
   uint8_t proto = 0;
 };
 
 class RxPath {
+  friend class PumpTest;  // the sanitizer test build (WEFT_PUMP_TEST) drives the path directly
+
  public:
   explicit RxPath(Pump* pump) : p_(pump), cfg_(pump->cfg_) {
     l2_ = cfg_.mode == PumpMode::kVxlan ? kEthLen : 0;
@@ -607,14 +625,22 @@ class RxPath {
       pkt = d + kVxlanLen;
       plen = len - kVxlanLen;
     } else {
-      if (len < 20 || (d[0] >> 4) != 4) return Drop(kDropBadPacket);
+      const size_t ihl = Ip4HeaderLen(d, len);
+      if (ihl == 0) return Drop(kDropBadPacket);
+      // A header corrupted in transit is dropped here, never passed on with a fixed checksum.
+      if (!csum::Ip4HeaderOk(d, ihl)) return Drop(kDropBadChecksum);
       if (!DecrementTtl(d)) return Drop(kDropTtl);
     }
+    Parsed pp = Parse(pkt, plen);
+    // An inner IPv4 header with a wrong checksum: the kernel would drop it; so do we (counted),
+    // before anything below rewrites the header.
+    if (pp.ip4 && pp.ihl == 0) return Drop(kDropBadPacket);  // IHL out of bounds
+    if (pp.ip4 && !pp.ip_ok) return Drop(kDropBadChecksum);
     p_->Inc(kPacketsIn);
     p_->Inc(kBytesIn, len);
-    Parsed pp = Parse(pkt, plen);
-    if (pp.l4 && !pp.partial && (pp.tcp_merge || pp.oversize) && cfg_.offloads) {
-      // About to be merged into a super-frame the kernel will not verify: verify it here.
+    if (pp.l4 && !pp.partial && ((pp.tcp_merge && cfg_.offloads) || pp.oversize)) {
+      // About to be merged into a super-frame the kernel will not verify, or cut into segments
+      // that get fresh checksums (offloads off): verify it here first.
       uint8_t* l4 = pkt + l2_ + pp.ihl;
       const size_t l4len = plen - l2_ - pp.ihl;
       if (csum::Fold(csum::Add(csum::Pseudo4(pkt + l2_, pp.proto, static_cast<uint32_t>(l4len)), l4, l4len)) != 0xffff) {
@@ -655,9 +681,12 @@ class RxPath {
     const uint8_t* ip = pkt + l2_;
     if (plen < l2_ + 20 || (ip[0] >> 4) != 4) return r;
     r.ip4 = true;
-    r.ihl = size_t(ip[0] & 0x0f) * 4;
+    r.ihl = Ip4HeaderLen(ip, plen - l2_);
+    if (r.ihl == 0) return r;  // IHL out of bounds: passed on untouched, the kernel drops it
+    r.ip_ok = csum::Ip4HeaderOk(ip, r.ihl);
+    if (!r.ip_ok) return r;
     const size_t tot = ntohs(csum::Load16(ip + 2));
-    if (r.ihl < 20 || tot != plen - l2_ || tot < r.ihl) return r;  // padded or truncated: leave to the kernel
+    if (tot != plen - l2_) return r;  // padded or truncated: leave to the kernel
     if (csum::Load16(ip + 6) & htons(0x3fff)) return r;           // a fragment
     r.proto = ip[9];
     const size_t off = L4CheckOffset(r.proto);
@@ -718,8 +747,9 @@ class RxPath {
     uint8_t* ip = hdr + l2_;
     uint8_t* tcp = ip + g.ihl;
     const size_t l4len = g.doff + total_;
+    const uint16_t old_len = csum::Load16(ip + 2);
     csum::Store16(ip + 2, htons(static_cast<uint16_t>(g.ihl + l4len)));
-    csum::FixIp4(ip);
+    csum::Patch16(ip + 10, old_len, csum::Load16(ip + 2));  // RFC 1624 (the header was verified)
     const Seg& last = group_[ngroup_ - 1];
     tcp[13] |= last.p[l2_ + g.ihl + 13] & kTcpPsh;
     // NEEDS_CSUM wants the pseudo-header sum in the field; the kernel completes it if it must.
@@ -844,5 +874,45 @@ void Pump::RxLoop() {
   path->Run();
   live_threads_--;
 }
+
+#ifdef WEFT_PUMP_TEST
+// Test entry points (addon/test/fuzz_pump.cc, built with sanitizers): the real paths, driven
+// one datagram or frame at a time, with no threads.
+std::unique_ptr<Pump> PumpTest::Make(const PumpConfig& cfg, int dev_fd, int sock_fd) {
+  std::unique_ptr<Pump> p(new Pump(cfg));
+  p->table_ = std::make_shared<PeerTable>();
+  p->dev_fd_ = dev_fd;
+  p->sock_fd_ = sock_fd;
+  return p;
+}
+
+PumpTest::PumpTest(Pump* p) : p_(p), rx_(new RxPath(p)), tx_(new TxPath(p)) {}
+PumpTest::~PumpTest() {
+  delete rx_;
+  delete tx_;
+}
+
+void PumpTest::Rx(const std::vector<std::vector<uint8_t>*>& datagrams, uint32_t from) {
+  rx_->table_ = p_->Table();
+  for (auto* d : datagrams) {
+    mmsghdr m{};
+    iovec iov{d->data(), d->size()};
+    m.msg_hdr.msg_iov = &iov;
+    m.msg_hdr.msg_iovlen = 1;
+    m.msg_len = static_cast<unsigned>(d->size());
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = from;
+    rx_->Datagrams(m, a);
+  }
+  rx_->FlushGroup();
+}
+
+void PumpTest::Tx(std::vector<uint8_t>* frame) {
+  tx_->table_ = p_->Table();
+  tx_->Encode(frame->data(), frame->size());
+  tx_->Flush();
+}
+#endif
 
 }  // namespace weft

@@ -120,6 +120,7 @@ class Pump {
 
   friend class TxPath;
   friend class RxPath;
+  friend class PumpTest;
 
   PumpConfig cfg_;
   int dev_fd_ = -1;
@@ -137,5 +138,26 @@ class Pump {
   std::mutex close_mu_;
   bool closed_ = false;
 };
+
+#ifdef WEFT_PUMP_TEST
+// Only in the sanitizer test build (addon/test/fuzz_pump.cc): drive the receive and transmit
+// paths directly, one datagram or frame at a time, over fds the test owns.
+class PumpTest {
+ public:
+  // A pump over `dev_fd` (what "the device" gets) and `sock_fd` (where datagrams go); no threads.
+  static std::unique_ptr<Pump> Make(const PumpConfig& cfg, int dev_fd, int sock_fd);
+  explicit PumpTest(Pump* p);
+  ~PumpTest();
+  // Datagrams received from `from` (network order), then the coalescing group flushed.
+  void Rx(const std::vector<std::vector<uint8_t>*>& datagrams, uint32_t from);
+  // One frame read from the device (with its virtio_net_hdr when offloads are on).
+  void Tx(std::vector<uint8_t>* frame);
+
+ private:
+  Pump* p_;
+  class RxPath* rx_;
+  class TxPath* tx_;
+};
+#endif
 
 }  // namespace weft

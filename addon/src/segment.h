@@ -66,9 +66,13 @@ class TcpSegmenter {
     std::memcpy(out, pkt_, lay_.hlen);
     uint8_t* ip = out + lay_.l2;
     uint8_t* tcp = ip + lay_.ihl;
+    // Total length and id change: patch the header checksum (RFC 1624), never recompute it, so
+    // a super-packet whose header arrived corrupted yields segments the receiver still drops.
+    const uint16_t old_len = csum::Load16(ip + 2), old_id = csum::Load16(ip + 4);
     csum::Store16(ip + 2, htons(static_cast<uint16_t>(lay_.ihl + lay_.doff + len)));
     csum::Store16(ip + 4, htons(static_cast<uint16_t>(id0_ + s)));
-    csum::FixIp4(ip);
+    csum::Patch16(ip + 10, old_len, csum::Load16(ip + 2));
+    csum::Patch16(ip + 10, old_id, csum::Load16(ip + 4));
     const uint32_t seq = htonl(seq0_ + static_cast<uint32_t>(s * mss_));
     std::memcpy(tcp + 4, &seq, 4);
     uint8_t f = flags_;

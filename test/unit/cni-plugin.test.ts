@@ -1,9 +1,9 @@
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readlinkSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { conflist } from '../../src/cli/cni';
+import { conflist, installPlugin } from '../../src/cli/cni';
 import { CniCode, keepSourceRules, networkOf, parseFlannelEnv, parseNetConf, renderDelegate } from '../../src/cni/netconf';
 import { runPlugin } from '../../src/cni/plugin';
 
@@ -79,6 +79,23 @@ describe('weft CNI plugin: config and subnet.env', () => {
     assert.deepEqual((c.plugins as { type: string }[]).map((p) => p.type), ['weft', 'portmap']);
     assert.equal((c.plugins as { subnetFile?: string }[])[0]?.subnetFile, '/run/weft/subnet.env');
     assert.deepEqual((conflist({ portmap: false, type: 'flannel' }).plugins as { type: string }[]).map((p) => p.type), ['flannel']);
+  });
+});
+
+describe('weft cni install', () => {
+  test('links the plugin as weft (and flannel on request), executable, idempotently; never over a real flannel binary', () => {
+    const bin = join(dir, 'bin');
+    const target = join(dir, 'weft-cni.js');
+    writeFileSync(target, '#!/usr/bin/env node\n');
+    chmodSync(target, 0o644);
+    assert.deepEqual(installPlugin(bin, ['weft', 'flannel'], target), [join(bin, 'weft'), join(bin, 'flannel')]);
+    assert.equal(readlinkSync(join(bin, 'flannel')), target);
+    assert.equal(statSync(target).mode & 0o111, 0o111);
+    installPlugin(bin, ['weft'], target);
+    const other = join(dir, 'bin2');
+    installPlugin(other, ['weft'], target);
+    writeFileSync(join(other, 'flannel'), 'ELF');
+    assert.throws(() => installPlugin(other, ['flannel'], target), /flannel exists and is not weft's plugin/);
   });
 });
 

@@ -89,11 +89,22 @@ function nonEmpty(v: string | undefined): string | undefined {
   return v === undefined || v.trim() === '' ? undefined : v.trim();
 }
 
+/**
+ * Whatever listens on the port answers (weftd, or anything that took the port while weftd was
+ * down): the answer is bounded in size and in total time, not only per idle gap.
+ */
+const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
+
 function httpText(host: string, port: number, method: string, path: string, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = request({ host, port, method, path, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
+      let bytes = 0;
+      res.on('data', (c: Buffer) => {
+        bytes += c.length;
+        if (bytes > MAX_ANSWER_BYTES) req.destroy(new Error(`answer larger than ${MAX_ANSWER_BYTES} bytes: not weftd's status report`));
+        else chunks.push(c);
+      });
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
         if (res.statusCode !== 200) reject(new Error(`HTTP ${res.statusCode}: ${text.trim()}`));
@@ -102,6 +113,8 @@ function httpText(host: string, port: number, method: string, path: string, time
       res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    const deadline = setTimeout(() => req.destroy(new Error(`no complete answer within ${timeoutMs} ms`)), timeoutMs);
+    req.on('close', () => clearTimeout(deadline));
     req.on('error', reject);
     req.end();
   });

@@ -4,7 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
+import { runStatusCommand } from '../../src/cli/status';
 import { EXIT_UNCAUGHT, installLastResort, type ProcessEvents } from '../../src/daemon/last-resort';
 import { startWatchdog, watchdogIntervalMs } from '../../src/daemon/watchdog';
 import { WeftError } from '../../src/errors';
@@ -122,5 +125,28 @@ describe('prober under a full pending table', () => {
     await prober.stop();
     assert.equal(r?.state, 'unknown');
     assert.equal(r?.sent, 0);
+  });
+});
+
+describe('weft status against something that is not weftd', () => {
+  test('a server dripping one byte every 50 ms is given up on after --timeout, not kept forever', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const t = setInterval(() => res.write(' '), 50);
+      res.on('close', () => clearInterval(t));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const errs: string[] = [];
+    const started = Date.now();
+    try {
+      const code = await runStatusCommand([`--healthz-port=${port}`, '--timeout=400'], { out: () => undefined, err: (t) => errs.push(t) }, {});
+      assert.equal(code, 1);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+    assert.ok(Date.now() - started < 3000, `gave up after ${Date.now() - started} ms`);
+    assert.match(errs.join('\n'), /no complete answer within 400 ms/);
   });
 });

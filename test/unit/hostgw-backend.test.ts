@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { DesiredContext, DesiredRoute, Underlay } from '../../src/backend/backend';
 import { HostGwBackend, hostGwDesired } from '../../src/backend/hostgw';
-import { Reconciler, type ReconcilerNetlink } from '../../src/daemon/reconciler';
+import { diffState, Reconciler, type ReconcilerNetlink } from '../../src/daemon/reconciler';
 import { formatCidr, formatIPv4Cidr, parseIPv4Cidr, parseIPv6Cidr } from '../../src/ip';
 import { encodeLeaseAttrs } from '../../src/lease/codec';
 import type { Lease } from '../../src/lease/types';
@@ -182,5 +182,17 @@ describe('Reconciler with host-gw (no device)', () => {
     r.setDesired(backend.desired(own, peers, onL2('10.250.0.12')));
     await assert.rejects(r.reconcile(), /underlay eth0 is down/);
     assert.equal(k.underlay.up, false);
+  });
+});
+
+describe('IPv6 host-gw routes in the diff', () => {
+  it('take the kernel\'s metric 1024 (where a route added without a metric lands), so a converged kernel means no change', () => {
+    const d = hostGwDesired(dual(1), [dual(2)], V6, 6);
+    const have: RouteEntry = { dst: parseIPv6Cidr('fd00:5:0:2::/64')!, gateway: 'fd00:250::2', oif: 3, onlink: false, table: 254, priority: 1024, protocol: 3, type: 1 };
+    const actual = { overlayIndex: 0, underlayIndex: 3, addresses: [], neighbours: [], fdb: [], routes: [have] };
+    assert.deepEqual(diffState(d, actual, { directRoutingNetwork: parseIPv6Cidr('fd00:5::/48')! }), []);
+    const fresh = diffState(d, { ...actual, routes: [] }, { directRoutingNetwork: parseIPv6Cidr('fd00:5::/48')! });
+    assert.equal(fresh.length, 1);
+    assert.equal(fresh[0]?.kind === 'route' ? fresh[0].priority : -1, 1024);
   });
 });

@@ -29,7 +29,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { WeftError, describeError } from '../errors';
-import { formatIPv4, formatIPv4Cidr, parseIPv4Cidr } from '../ip';
+import { formatCidr, formatIPv4, formatIPv4Cidr, parseIPv4Cidr, parseIPv6Cidr } from '../ip';
 import { parseSubnetEnv } from '../daemon/subnetenv';
 import { NetlinkClient } from '../netlink/client';
 import { writeFileAtomic } from '../fsutil';
@@ -146,8 +146,15 @@ export function parseDockerOptsArgs(argv: readonly string[]): DockerOptsCommand 
 
 /** The three variables mk-docker-opts.sh uses, validated, as written in the file. */
 export interface FlannelVars {
-  /** FLANNEL_SUBNET as written, e.g. "10.1.74.1/24". */
-  readonly subnet: string;
+  /** FLANNEL_SUBNET as written, e.g. "10.1.74.1/24"; null on an IPv6-only network (no such line). */
+  readonly subnet: string | null;
+  /**
+   * The network of FLANNEL_IPV6_SUBNET ("fd00:5:0:22::/64" for fd00:5:0:22::1/64), Docker's
+   * --fixed-cidr-v6; null without IPv6. mk-docker-opts.sh ignores IPv6; weft adds
+   * DOCKER_OPT_IPV6="--ipv6 --fixed-cidr-v6=..." (and "ipv6"/"fixed-cidr-v6" in daemon.json) only
+   * when the file has it, so an IPv4 subnet file gives the script's bytes unchanged.
+   */
+  readonly ipv6Subnet: string | null;
   /** FLANNEL_MTU as written, e.g. "1472". */
   readonly mtu: string;
   /** FLANNEL_IPMASQ; null when the file has none. */
@@ -167,9 +174,19 @@ export function flannelVarsFrom(vars: Readonly<Record<string, string>>, file: st
     }
     return v;
   };
-  const subnet = need('FLANNEL_SUBNET');
-  const net = parseIPv4Cidr(subnet, false);
-  if (net === null || net.prefixLen === 0 || /\s/.test(subnet)) {
+  const v6Text = vars.FLANNEL_IPV6_SUBNET;
+  let ipv6Subnet: string | null = null;
+  if (v6Text !== undefined && v6Text !== '') {
+    const net6 = parseIPv6Cidr(v6Text, false);
+    if (net6 === null || net6.prefixLen === 0 || /\s/.test(v6Text)) {
+      throw badVar(file, 'FLANNEL_IPV6_SUBNET', v6Text, 'this host\'s IPv6 address with prefix length, such as fd00:5:0:22::1/64');
+    }
+    ipv6Subnet = formatCidr(net6);
+  }
+  // An IPv6-only subnet file has no FLANNEL_SUBNET (flanneld writes none with EnableIPv4 false).
+  const subnet = ipv6Subnet !== null && (vars.FLANNEL_SUBNET ?? '') === '' ? null : need('FLANNEL_SUBNET');
+  const net = subnet === null ? null : parseIPv4Cidr(subnet, false);
+  if (subnet !== null && (net === null || net.prefixLen === 0 || /\s/.test(subnet))) {
     throw badVar(file, 'FLANNEL_SUBNET', subnet, 'this host\'s address with prefix length, such as 10.1.74.1/24');
   }
   const mtu = need('FLANNEL_MTU');
@@ -185,7 +202,7 @@ export function flannelVarsFrom(vars: Readonly<Record<string, string>>, file: st
     }
     ipMasq = masqText === 'true';
   }
-  return { subnet, mtu, ipMasq };
+  return { subnet, ipv6Subnet, mtu, ipMasq };
 }
 
 /** Read and validate the subnet file; a missing file is an error that says who writes it. */
@@ -227,7 +244,8 @@ export function dockerOptions(
   for (const [name, value] of Object.entries(inherited)) {
     if (name.includes('DOCKER_OPT_') && value !== undefined) all.set(name, value);
   }
-  all.set('DOCKER_OPT_BIP', `--bip=${flannel.subnet}`);
+  if (flannel.subnet !== null) all.set('DOCKER_OPT_BIP', `--bip=${flannel.subnet}`);
+  if (flannel.ipv6Subnet !== null) all.set('DOCKER_OPT_IPV6', `--ipv6 --fixed-cidr-v6=${flannel.ipv6Subnet}`);
   all.set('DOCKER_OPT_MTU', `--mtu=${flannel.mtu}`);
   if (flannel.ipMasq !== null && flags.ipMasq) all.set('DOCKER_OPT_IPMASQ', `--ip-masq=${!flannel.ipMasq}`);
   // `set` lists variables sorted by strcmp of "NAME=value" (dash); comparing "NAME=" is the same
@@ -255,7 +273,10 @@ export function formatDockerEnv(opts: DockerOptions, flags: Pick<DockerOptsFlags
 // daemon.json (pure)
 
 export interface DaemonJsonSettings {
-  readonly bip: string;
+  /** null: left as it is (IPv6-only subnet file). */
+  readonly bip: string | null;
+  /** Docker's "fixed-cidr-v6" (with "ipv6": true); null without IPv6. */
+  readonly fixedCidrV6?: string | null;
   readonly mtu: number;
   /** Docker's "ip-masq"; null leaves the key as it is (-m, or no FLANNEL_IPMASQ). */
   readonly ipMasq: boolean | null;
@@ -275,7 +296,10 @@ export interface DaemonJsonMerge {
 }
 
 export function daemonJsonSettings(flannel: FlannelVars, flags: Pick<DockerOptsFlags, 'ipMasq'>): DaemonJsonSettings {
-  return { bip: flannel.subnet, mtu: Number(flannel.mtu), ipMasq: flags.ipMasq && flannel.ipMasq !== null ? !flannel.ipMasq : null };
+  return {
+    bip: flannel.subnet, fixedCidrV6: flannel.ipv6Subnet, mtu: Number(flannel.mtu),
+    ipMasq: flags.ipMasq && flannel.ipMasq !== null ? !flannel.ipMasq : null,
+  };
 }
 
 /**
@@ -298,8 +322,7 @@ export function mergeDaemonJson(existing: string | null, settings: DaemonJsonSet
     }
     doc = parsed as Record<string, unknown>;
   }
-  const wanted: [string, unknown][] = [['bip', settings.bip], ['mtu', settings.mtu]];
-  if (settings.ipMasq !== null) wanted.push(['ip-masq', settings.ipMasq]);
+  const wanted = wantedKeys(settings);
   const changes: DaemonJsonChange[] = [];
   const next: Record<string, unknown> = { ...doc };
   for (const [key, value] of wanted) {
@@ -312,6 +335,16 @@ export function mergeDaemonJson(existing: string | null, settings: DaemonJsonSet
   return { text: `${JSON.stringify(next, null, indentOf(existing))}\n`, changes };
 }
 
+/** The daemon.json keys weft sets, in this order. */
+function wantedKeys(settings: DaemonJsonSettings): [string, unknown][] {
+  const wanted: [string, unknown][] = [];
+  if (settings.bip !== null) wanted.push(['bip', settings.bip]);
+  wanted.push(['mtu', settings.mtu]);
+  if (settings.ipMasq !== null) wanted.push(['ip-masq', settings.ipMasq]);
+  if (settings.fixedCidrV6) wanted.push(['ipv6', true], ['fixed-cidr-v6', settings.fixedCidrV6]);
+  return wanted;
+}
+
 /** The indentation of the first indented line ("\t", "    "); two spaces by default. */
 function indentOf(text: string | null): string {
   const m = text === null ? null : /\n([ \t]+)\S/.exec(text);
@@ -321,8 +354,7 @@ function indentOf(text: string | null): string {
 export function formatDaemonJsonChanges(file: string, merge: DaemonJsonMerge, settings: DaemonJsonSettings): string {
   const show = (v: unknown): string => (v === undefined ? '(unset)' : JSON.stringify(v));
   if (merge.changes.length === 0) {
-    const has = [`"bip": ${show(settings.bip)}`, `"mtu": ${show(settings.mtu)}`];
-    if (settings.ipMasq !== null) has.push(`"ip-masq": ${show(settings.ipMasq)}`);
+    const has = wantedKeys(settings).map(([k, v]) => `"${k}": ${show(v)}`);
     return `${file}: unchanged (already has ${has.join(', ')})`;
   }
   return [
@@ -350,7 +382,7 @@ export const defaultDockerOptsDeps: DockerOptsDeps = {
   gatewayRoutesTo: async (subnet) => {
     const nl = new NetlinkClient();
     try {
-      const routes = await nl.listRoutes();
+      const routes = await nl.listRoutes(undefined, subnet.includes(':') ? 6 : 4);
       const out: string[] = [];
       for (const r of routes) {
         if (formatIPv4Cidr(r.dst) !== subnet || r.gateway === null) continue;
@@ -391,8 +423,9 @@ export async function runDockerOptsCommand(argv: readonly string[], io: CliIO, d
   }
 
   // The script's last step, after writing (so its exit status alone tells systemd to hold Docker).
-  const net = parseIPv4Cidr(flannel.subnet, false)!;
-  const network = `${formatIPv4(net.ip)}/${net.prefixLen}`;
+  // The check covers the subnet the script checks (IPv4), else the IPv6 one.
+  const net = flannel.subnet === null ? null : parseIPv4Cidr(flannel.subnet, false)!;
+  const network = net === null ? flannel.ipv6Subnet! : `${formatIPv4(net.ip)}/${net.prefixLen}`;
   let conflicting: string[] = [];
   try {
     conflicting = await deps.gatewayRoutesTo(network);

@@ -497,7 +497,7 @@ export class Lab {
     saveState(this.state);
     if (!(await this.netns.exists(c.ns))) await this.netns.add(c.ns);
     if (!(await this.netns.linkExists(h.ns, CONTAINER_BRIDGE))) await this.netns.addBridge(h.ns, CONTAINER_BRIDGE);
-    await this.netns.setAddress(h.ns, CONTAINER_BRIDGE, env.subnet);
+    await this.setAddress(h.ns, CONTAINER_BRIDGE, env.subnet);
     if (!(await this.netns.linkExists(h.ns, CONTAINER_VETH))) {
       await this.netns.addVeth({ ns: h.ns, local: CONTAINER_VETH, peerNs: c.ns, peer: 'eth0', bridge: CONTAINER_BRIDGE, mtu: env.mtu });
     } else {
@@ -505,7 +505,7 @@ export class Lab {
       await this.netns.setMtu(c.ns, 'eth0', env.mtu);
     }
     await this.netns.setMtu(h.ns, CONTAINER_BRIDGE, env.mtu);
-    await this.netns.setAddress(c.ns, 'eth0', env.containerAddress);
+    await this.setAddress(c.ns, 'eth0', env.containerAddress);
     await this.netns.in(c.ns, ['route', 'replace', 'default', 'via', env.subnet.split('/')[0] ?? ''], `set default route in ${c.ns}`);
     if (env.ipv6Subnet !== null && env.ipv6ContainerAddress !== null && env.ipv6Subnet !== env.subnet) {
       // Dual stack: the bridge gets FLANNEL_IPV6_SUBNET (::1), the container ::2 and a default route via ::1.
@@ -769,6 +769,12 @@ export class Lab {
     // family 6 on a dual-stack lab: the container's IPv6 address (on an IPv6-only lab `address` is IPv6 already).
     const address = family === 6 && h.container.address6 ? h.container.address6 : h.container.address;
     return address.split('/')[0] ?? '';
+  }
+
+  /** IPv4: flush and set (a new subnet replaces the old); IPv6 (an IPv6-only lab): replace, without DAD. */
+  private async setAddress(ns: string, dev: string, cidr: string): Promise<void> {
+    if (!cidr.includes(':')) return this.netns.setAddress(ns, dev, cidr);
+    await this.netns.in(ns, ['-6', 'addr', 'replace', cidr, 'dev', dev, 'nodad'], `add ${cidr} to ${dev} in ${ns}`);
   }
 
   private nsFor(short: string): string {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import {
-  dockerOptions, flannelVarsFrom, formatDockerEnv, mergeDaemonJson, parseDockerOptsArgs, runDockerOptsCommand,
+  daemonJsonSettings, dockerOptions, flannelVarsFrom, formatDockerEnv, mergeDaemonJson, parseDockerOptsArgs, runDockerOptsCommand,
   type DockerOptsDeps, type DockerOptsFlags,
 } from '../../src/cli/docker-opts';
 import type { CliIO } from '../../src/cli/io';
@@ -219,5 +219,37 @@ describe('weft docker-opts command', () => {
     writeFileSync(file, '{"log-driver": ');
     await assert.rejects(runDockerOptsCommand(['-f', subnetFile, '--daemon-json', file], io(), deps()), /broken\.json is not valid JSON/);
     assert.equal(readFileSync(file, 'utf8'), '{"log-driver": ');
+  });
+});
+
+describe('docker-opts: IPv6', () => {
+  const dual = {
+    FLANNEL_NETWORK: '10.5.0.0/16', FLANNEL_SUBNET: '10.5.34.1/24',
+    FLANNEL_IPV6_NETWORK: 'fd00:5::/48', FLANNEL_IPV6_SUBNET: 'fd00:5:0:22::1/64', FLANNEL_MTU: '1450', FLANNEL_IPMASQ: 'false',
+  };
+
+  it('adds --ipv6 --fixed-cidr-v6=<the IPv6 subnet> beside --bip for a dual-stack subnet file', () => {
+    const flannel = flannelVarsFrom(dual, 'dual.env');
+    assert.equal(flannel.ipv6Subnet, 'fd00:5:0:22::/64');
+    const opts = dockerOptions(flannel, { ipMasq: true, combinedKey: 'DOCKER_OPTS' });
+    assert.deepEqual(opts.vars, [
+      ['DOCKER_OPT_BIP', '--bip=10.5.34.1/24'],
+      ['DOCKER_OPT_IPMASQ', '--ip-masq=true'],
+      ['DOCKER_OPT_IPV6', '--ipv6 --fixed-cidr-v6=fd00:5:0:22::/64'],
+      ['DOCKER_OPT_MTU', '--mtu=1450'],
+    ]);
+  });
+
+  it('gives no --bip for an IPv6-only subnet file, and merges "ipv6" and "fixed-cidr-v6" into daemon.json', () => {
+    const { FLANNEL_NETWORK: _n, FLANNEL_SUBNET: _s, ...only } = dual;
+    const flannel = flannelVarsFrom(only, 'only.env');
+    assert.equal(flannel.subnet, null);
+    assert.deepEqual(dockerOptions(flannel, { ipMasq: false, combinedKey: 'DOCKER_OPTS' }).vars.map(([k]) => k), ['DOCKER_OPT_IPV6', 'DOCKER_OPT_MTU']);
+    const merged = mergeDaemonJson('{"log-level": "warn"}', daemonJsonSettings(flannel, { ipMasq: false }), 'daemon.json');
+    assert.deepEqual(JSON.parse(merged.text!), { 'log-level': 'warn', mtu: 1450, ipv6: true, 'fixed-cidr-v6': 'fd00:5:0:22::/64' });
+  });
+
+  it('rejects a malformed FLANNEL_IPV6_SUBNET naming the file', () => {
+    assert.throws(() => flannelVarsFrom({ ...dual, FLANNEL_IPV6_SUBNET: 'fd00::zz/64' }, 'bad.env'), /subnet file bad\.env: FLANNEL_IPV6_SUBNET="fd00::zz\/64" is not/);
   });
 });

@@ -70,7 +70,8 @@ async function main(): Promise<void> {
           results[`${kind}Del`]?.push(del);
         }
       }
-      const t = timed(process.execPath, ['-e', ''], '', process.env);
+      // The same lean environment the plugin runs with (see weft-cni.ts on NODE_EXTRA_CA_CERTS).
+      const t = timed(process.execPath, ['-e', ''], '', { PATH: process.env.PATH });
       const v = timed(PLUGIN, [], '', { PATH: process.env.PATH, CNI_COMMAND: 'VERSION' });
       if (i > 0) {
         results.nodeStart?.push(t);

@@ -29,12 +29,14 @@ export const LAB_USAGE = `usage: weft lab <command> [--name NAME] [--state-dir D
 
   up [--hosts N] [--network ${DEFAULT_NETWORK}] [--backend ${DEFAULT_BACKEND}] [--prefix P]
      [--weftd PATH] [--weftd-arg ARG]... [--healthz-port ${DEFAULT_HEALTHZ_PORT}] [--no-daemons]
-     [--runtime namespaces|docker|podman] [--no-containers]
+     [--runtime namespaces|docker|podman] [--no-containers] [--ipv6 | --ipv6-only]
                         build the lab: underlay, etcd, N hosts running weftd, a container per host;
                         prints the leases and a container ping matrix. --runtime docker|podman: a
                         real dockerd / podman per host, configured through weft docker-opts /
                         weft's CNI plugin, a busybox container each; --no-containers: none (bring
-                        your own runtime)
+                        your own runtime); --ipv6: dual stack (IPv6 underlay fd00:250::/64,
+                        IPv6Network fd00:5::/48, a second ping matrix over IPv6); --ipv6-only:
+                        EnableIPv4 false, the containers have IPv6 only
   status                namespaces, processes, subnets, leases
   ping                  run the container-to-container ping matrix again
   leases                the subnet leases in etcd
@@ -159,7 +161,10 @@ const up: Handler = async (ctx, args) => {
     hosts: { type: 'string' }, network: { type: 'string' }, backend: { type: 'string' }, prefix: { type: 'string' },
     weftd: { type: 'string' }, 'weftd-arg': { type: 'string', multiple: true }, 'healthz-port': { type: 'string' },
     'no-daemons': { type: 'boolean' }, runtime: { type: 'string' }, 'no-containers': { type: 'boolean' },
+    ipv6: { type: 'boolean' }, 'ipv6-only': { type: 'boolean' },
   }, 0);
+  if (values.ipv6 && values['ipv6-only']) throw new UsageError('--ipv6 and --ipv6-only exclude each other');
+  const ipv6 = values.ipv6 ? 'dual' as const : values['ipv6-only'] ? 'only' as const : undefined;
   let runtime: RuntimeKind;
   try {
     runtime = parseRuntime(values.runtime ?? 'namespaces');
@@ -180,6 +185,7 @@ const up: Handler = async (ctx, args) => {
       healthzPort: intOption(values['healthz-port'], '--healthz-port'), startDaemons: !values['no-daemons'],
       cleanupOnFailure: false, tools: ctx.tools(), progress: (l) => ctx.io.out(`  ${l}`),
       runtime, containers: !values['no-containers'],
+      ...(ipv6 ? { ipv6 } : {}),
     });
   } catch (e) {
     if (labExists(ctx.stateDir)) {
@@ -200,8 +206,15 @@ const up: Handler = async (ctx, args) => {
 
 async function printMatrix(ctx: Ctx, lab: Lab, footer = ''): Promise<number> {
   ctx.io.out('\nping matrix (container → container):');
-  const m = await lab.pingMatrix();
+  let m = await lab.pingMatrix();
   ctx.io.out(formatPingMatrix(m));
+  if (lab.ipv6 === 'dual') {
+    // Dual stack: the same matrix over the containers' IPv6 addresses (ping -6).
+    ctx.io.out('\nping matrix over IPv6 (container → container):');
+    const m6 = await lab.pingMatrix({ family: 6 });
+    ctx.io.out(formatPingMatrix(m6));
+    if (!m6.ok) m = m6;
+  }
   if (!m.ok) {
     ctx.io.out(`debug: weft lab logs${nameFlag(ctx)} h1 | weft lab exec${nameFlag(ctx)} h1 -- ip route | ` +
       `weft lab exec${nameFlag(ctx)} h1 -- ip -d link show flannel.1 | weft lab leases${nameFlag(ctx)}`);

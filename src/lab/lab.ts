@@ -219,6 +219,11 @@ export class Lab {
   }
 
   /** Container names, 'h1-c1', ..., of hosts whose container is set up. */
+  /** 'dual' or 'only' when built with IPv6 (LabOptions.ipv6); null for an IPv4-only lab. */
+  get ipv6(): 'dual' | 'only' | null {
+    return this.state.ipv6 ?? null;
+  }
+
   containerNames(): string[] {
     return this.state.hosts.flatMap((h) => (h.container ? [h.container.name] : []));
   }

@@ -34,7 +34,7 @@ import { describeError } from '../errors';
 import { formatIPv4Cidr } from '../ip';
 import type { Logger } from '../log';
 import { renderExposition } from '../metrics/exposition';
-import { daemonMetricFamilies, newCounters, type DaemonCounters } from '../metrics/daemon-metrics';
+import { daemonMetricFamilies, newCounters, type DaemonCounters, type HttpRejectReason } from '../metrics/daemon-metrics';
 import type { Pinger } from '../probe/icmp';
 import { Prober, type ProbeTarget } from '../probe/prober';
 import { weftVersion } from '../version';
@@ -272,6 +272,7 @@ export class HealthComponent implements DaemonComponent {
     const address = socket.remoteAddress ?? '?';
     const n = (this.connectionsByAddress.get(address) ?? 0) + 1;
     if (n > MAX_CONNECTIONS_PER_ADDRESS) {
+      this.rejected('too_many_connections');
       socket.destroy();
       return;
     }
@@ -283,29 +284,37 @@ export class HealthComponent implements DaemonComponent {
     });
   }
 
+  private rejected(reason: HttpRejectReason): void {
+    this.counters.httpRejected.set(reason, (this.counters.httpRejected.get(reason) ?? 0) + 1);
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const send = (code: number, type: string, body: string, headers: Record<string, string> = {}): void => {
       if (res.headersSent || res.destroyed) return;
       res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store', ...headers });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    const refuse = (reason: HttpRejectReason, code: number, body: string, headers: Record<string, string> = {}): void => {
+      this.rejected(reason);
+      send(code, 'text/plain', body, headers);
+    };
     let path = '?';
     try {
       const target = parseTarget(req.url);
-      if (target === null) return send(400, 'text/plain', 'bad request target: expected an absolute path such as /healthz\n', { connection: 'close' });
+      if (target === null) return refuse('bad_target', 400, 'bad request target: expected an absolute path such as /healthz\n', { connection: 'close' });
       path = target.path;
       // Only known paths become label values: a scanner must not grow the label set.
       if (KNOWN_PATHS.has(path)) this.counters.httpRequests.set(path, (this.counters.httpRequests.get(path) ?? 0) + 1);
       // No endpoint takes a body; reading (or draining) one would let a client make us work.
-      if (hasBody(req)) return send(413, 'text/plain', 'no request body expected\n', { connection: 'close' });
+      if (hasBody(req)) return refuse('body', 413, 'no request body expected\n', { connection: 'close' });
       const method = req.method ?? 'GET';
       const local = isLocalClient(req.socket.remoteAddress, req.socket.localAddress);
       if (path === '/probe') {
         if (method !== 'POST') return send(405, 'text/plain', 'use POST\n');
-        if (!local) return send(403, 'text/plain', 'POST /probe is served to local clients only (weft status --probe on the host)\n');
+        if (!local) return refuse('forbidden', 403, 'POST /probe is served to local clients only (weft status --probe on the host)\n');
         this.probeNow(target.query.getAll('peer')).then(
           (report) => (report === null
-            ? send(429, 'text/plain', `too many probe rounds: try again in ${Math.ceil(PROBE_REFILL_MS / 1000)} s\n`, { 'retry-after': String(Math.ceil(PROBE_REFILL_MS / 1000)) })
+            ? refuse('rate_limited', 429, `too many probe rounds: try again in ${Math.ceil(PROBE_REFILL_MS / 1000)} s\n`, { 'retry-after': String(Math.ceil(PROBE_REFILL_MS / 1000)) })
             : send(200, 'application/json', JSON.stringify(report, null, 2) + '\n')),
           (err: unknown) => {
             this.log.error('on-demand probe failed', { error: describeError(err) });
@@ -328,7 +337,7 @@ export class HealthComponent implements DaemonComponent {
         case '/metrics':
         case '/status':
           if (!local && !(this.opts.exposeDetails ?? false)) {
-            return send(403, 'text/plain', `${path} is served to local clients only (weftd --healthz-expose-details serves it to everyone)\n`);
+            return refuse('forbidden', 403, `${path} is served to local clients only (weftd --healthz-expose-details serves it to everyone)\n`);
           }
           return path === '/metrics'
             ? send(200, 'text/plain; version=0.0.4; charset=utf-8', this.metrics())

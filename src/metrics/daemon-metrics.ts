@@ -26,7 +26,11 @@ export interface DaemonCounters {
   /** Probe round-trip times in seconds. */
   readonly probeRtt: Histogram;
   readonly httpRequests: Map<string, number>;
+  /** Requests and connections the health server refused, by reason (a fixed set: docs/security.md). */
+  readonly httpRejected: Map<HttpRejectReason, number>;
 }
+
+export type HttpRejectReason = 'bad_target' | 'body' | 'forbidden' | 'rate_limited' | 'too_many_connections';
 
 export function newCounters(): DaemonCounters {
   return {
@@ -36,6 +40,7 @@ export function newCounters(): DaemonCounters {
     programming: new Histogram([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
     probeRtt: new Histogram([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]),
     httpRequests: new Map(),
+    httpRejected: new Map(),
   };
 }
 
@@ -125,6 +130,8 @@ export function daemonMetricFamilies(src: MetricsSources): MetricFamily[] {
     c.probeRtt.family('weft_probe_rtt_seconds', 'Round-trip time of overlay probes.'),
     counter('weft_http_requests_total', 'Requests to the health server, by path.', () =>
       [...c.httpRequests].map(([path, value]) => ({ labels: { path }, value }))),
+    counter('weft_http_rejected_total', 'Requests and connections the health server refused, by reason: bad_target, body, forbidden (detailed endpoint from a non-local client), rate_limited (POST /probe), too_many_connections (from one address).', () =>
+      [...c.httpRejected].map(([reason, value]) => ({ labels: { reason }, value }))),
     ...processFamilies(),
   ];
   return families;

@@ -106,6 +106,7 @@ describe('hostile input on the health port, 2-host lab', { timeout: 170_000 }, (
       assert.equal(r.status, 403, `${method} ${path} from a container: ${r.status} ${r.body}`);
       assert.doesNotMatch(r.body, /10\.250\.0\.|PublicIP|publicIp|weft_/, 'no cluster detail in the refusal');
     }
+    assert.ok((await metric('weft_http_rejected_total', { reason: 'forbidden' })) >= 3, 'refusals are counted');
     const status = await http('h1', '127.0.0.1', '/status');
     assert.equal(status.status, 200);
     assert.equal((JSON.parse(status.body) as StatusReport).ready, true);
@@ -192,6 +193,7 @@ while True:
     const statuses2 = await serial('h1', '127.0.0.1', '/probe', 'POST', 10);
     assert.ok(statuses2.includes(429), `10 back-to-back POST /probe: ${statuses2.join(' ')}: expected 429 once the budget is spent`);
     assert.ok(statuses2.filter((x) => x === 200).length <= 6, statuses2.join(' '));
+    assert.ok((await metric('weft_http_rejected_total', { reason: 'rate_limited' })) >= 1);
   });
 
   test('finding 6: the prober probes only peers the backend accepted, not every key in etcd', async () => {

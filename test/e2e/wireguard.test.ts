@@ -166,6 +166,21 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
     assert.ok(await lab.ping('h3-c1', 'h2-c1', { attempts: 20, intervalMs: 500 }), 'h3-c1 → h2-c1');
   });
 
+  test('a hung wireguard-go (SIGSTOP) is killed and replaced; traffic flows again', async () => {
+    const old = wgPid('h2');
+    process.kill(old, 'SIGSTOP');
+    try {
+      assert.ok(await pollUntil(() => {
+        try { return wgPid('h2') !== old && process.kill(wgPid('h2'), 0); } catch { return false; }
+      }, 20_000, 100), 'a new wireguard-go on h2');
+    } finally {
+      try { process.kill(old, 'SIGCONT'); } catch { /* killed, as it should be */ }
+    }
+    assert.match(lab.daemonLog('h2'), new RegExp(`wireguard-go for flannel-wg \\(pid ${old}\\) is hung`));
+    await waitPeers('h2');
+    assert.ok(await lab.ping('h1-c1', 'h2-c1', { attempts: 20, intervalMs: 500 }), 'h1-c1 → h2-c1 after the hung wireguard-go was replaced');
+  });
+
   test('a peer removed by hand with `wg set … remove` comes back', async () => {
     const victim = publicKey('h2');
     // `wg` looks for the socket in /var/run/wireguard: show it the lab host's directory.

@@ -112,9 +112,20 @@ export class WireguardGoDevice {
     return this.hung;
   }
 
+  /**
+   * The watch found the socket dead twice in a row with the TUN still there: a hung (or stopped)
+   * wireguard-go. Kill it by PID: its TUN goes with it, the reconciler sees the link vanish at
+   * once and sets the device up again (a new wireguard-go), as when it dies by itself.
+   */
   markHung(why: string): void {
     // A wireguard-go being (re)started does not answer yet: that is not a hang.
-    if (!this.ensuring) this.hung = why;
+    if (this.ensuring) return;
+    this.hung = why;
+    const pid = this.name === null ? null : this.pid(this.name);
+    if (pid !== null && isWireguardGo(pid)) {
+      this.log.warn(`wireguard-go for ${this.name} (pid ${pid}) is hung (${why}); killing it to start a new one`);
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone meanwhile */ }
+    }
   }
 
   /**

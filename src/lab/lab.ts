@@ -359,7 +359,9 @@ export class Lab {
   async leases(): Promise<LeaseRow[]> {
     const r = await this.etcdctl(['get', '--prefix', `${this.state.etcdPrefix}/subnets/`, '-w', 'json']);
     if (r.code !== 0) throw new WeftError('ETCD_UNAVAILABLE', `lab ${this.name}: list leases: ${r.stderr.trim()}`, { retryable: true });
-    return parseLeaseDump(r.stdout, new Map(this.state.hosts.map((h) => [h.underlayIp, h.name])));
+    const byIp = new Map(this.state.hosts.map((h) => [h.underlayIp, h.name]));
+    if (this.state.ipv6) for (const h of this.state.hosts) byIp.set(underlayIPv6(h.underlayIp), h.name);
+    return parseLeaseDump(r.stdout, byIp);
   }
 
   /**

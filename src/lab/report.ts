@@ -13,6 +13,9 @@ export interface LeaseRow {
   readonly backend: string;
   readonly vtepMac: string;      // '' when the backend has none
   readonly host: string;         // lab host with that underlay IP, '' if none
+  /** Dual stack / IPv6-only: the key's IPv6 half (fd00:5:0:22::/64) and PublicIPv6; '' without. */
+  readonly ipv6Subnet?: string;
+  readonly publicIpv6?: string;
 }
 
 /**
@@ -27,19 +30,27 @@ export function parseLeaseDump(json: string, hostByIp: ReadonlyMap<string, strin
     const value = Buffer.from(kv.value ?? '', 'base64').toString('utf8');
     const last = key.slice(key.lastIndexOf('/') + 1);
     const subnet = (last.split('&')[0] ?? last).replace('-', '/');
-    let attrs: { PublicIP?: unknown; BackendType?: unknown; BackendData?: { VtepMAC?: unknown } | null } = {};
+    const ipv6Subnet = (last.split('&')[1] ?? '').replace(/-(\d+)$/, '/$1');
+    let attrs: {
+      PublicIP?: unknown; PublicIPv6?: unknown; BackendType?: unknown;
+      BackendData?: { VtepMAC?: unknown } | null; BackendV6Data?: { VtepMAC?: unknown } | null;
+    } = {};
     try {
       attrs = JSON.parse(value) as typeof attrs;
     } catch {
       // keep the row with empty columns: a malformed lease is worth seeing in a lab
     }
     const publicIp = typeof attrs.PublicIP === 'string' ? attrs.PublicIP : '?';
+    const publicIpv6 = typeof attrs.PublicIPv6 === 'string' ? attrs.PublicIPv6 : '';
+    // An IPv6-only lease has only BackendV6Data (and PublicIP 0.0.0.0): show and map those.
+    const mac = attrs.BackendData?.VtepMAC ?? attrs.BackendV6Data?.VtepMAC;
     rows.push({
       subnet,
       publicIp,
       backend: typeof attrs.BackendType === 'string' ? attrs.BackendType : '?',
-      vtepMac: typeof attrs.BackendData?.VtepMAC === 'string' ? attrs.BackendData.VtepMAC : '',
-      host: hostByIp.get(publicIp) ?? '',
+      vtepMac: typeof mac === 'string' ? mac : '',
+      host: hostByIp.get(publicIp) ?? hostByIp.get(publicIpv6) ?? '',
+      ...(ipv6Subnet !== '' ? { ipv6Subnet, publicIpv6 } : {}),
     });
   }
   // etcd lists keys as text (10.5.100.0 before 10.5.78.0): order by address instead.
@@ -58,6 +69,12 @@ export function formatTable(header: readonly string[], rawRows: readonly (readon
 
 export function formatLeaseTable(rows: readonly LeaseRow[]): string {
   if (rows.length === 0) return 'no leases';
+  if (rows.some((r) => r.ipv6Subnet)) {
+    return formatTable(
+      ['SUBNET', 'IPV6 SUBNET', 'PUBLIC IP', 'PUBLIC IPV6', 'HOST', 'BACKEND', 'VTEP MAC'],
+      rows.map((r) => [r.subnet, r.ipv6Subnet || '-', r.publicIp, r.publicIpv6 || '-', r.host || '-', r.backend, r.vtepMac || '-']),
+    );
+  }
   return formatTable(
     ['SUBNET', 'PUBLIC IP', 'HOST', 'BACKEND', 'VTEP MAC'],
     rows.map((r) => [r.subnet, r.publicIp, r.host || '-', r.backend, r.vtepMac || '-']),

@@ -87,11 +87,13 @@ export class DockerRuntime implements ContainerRuntime {
     const base = { 'deprecated-key-path': join(dir, 'key.json'), 'storage-driver': 'vfs' };
     writeFileSync(join(dir, 'daemon.json'), JSON.stringify(base, null, 2) + '\n');
     const flags: string[] = [];
+    // In the host's namespace: docker-opts checks that host's routing table (mk-docker-opts.sh's check).
+    const inHost = { ipPath: ctx.ipPath, ns: host.ns };
     if (dockerForm(host) === 'daemon.json') {
-      await weft(['docker-opts', '--daemon-json', join(dir, 'daemon.json'), '-f', host.subnetFile]);
+      await weft(['docker-opts', '--daemon-json', join(dir, 'daemon.json'), '-f', host.subnetFile], inHost);
     } else {
       const file = join(dir, 'docker_opts.env');
-      await weft(['docker-opts', '-c', '-f', host.subnetFile, '-d', file]);
+      await weft(['docker-opts', '-c', '-f', host.subnetFile, '-d', file], inHost);
       const m = /^DOCKER_OPTS="(.*)"$/m.exec(readFileSync(file, 'utf8'));
       flags.push(...(m?.[1] ?? '').split(/\s+/).filter((s) => s !== ''));
     }
@@ -108,7 +110,7 @@ export class DockerRuntime implements ContainerRuntime {
     writeFileSync(stampFile, stamp);
     if (!env.ipMasq) {
       // Docker masquerades (--ip-masq=true) and put its rule at the top of POSTROUTING: ours goes above it.
-      await weft(['cni', 'keep-source', '-f', host.subnetFile], { ipPath: ctx.ipPath, ns: host.ns });
+      await weft(['cni', 'keep-source', '-f', host.subnetFile], inHost);
     }
     ctx.progress(`dockerd on ${host.name} (pid ${id.pid}) from ${dockerForm(host)}: ${flags.length > 0 ? flags.join(' ') : readFileSync(join(dir, 'daemon.json'), 'utf8').replace(/\s+/g, ' ')}`);
   }

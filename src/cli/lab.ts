@@ -263,7 +263,7 @@ const exec: Handler = async (ctx, args) => {
   const [host, ...cmd] = args;
   if (host === undefined || host.startsWith('-')) throw new UsageError('usage: weft lab exec HOST [--] CMD...');
   const command = cmd[0] === '--' ? cmd.slice(1) : cmd;
-  return ctx.open().execInteractive(host, command.length > 0 ? command : [process.env.SHELL || '/bin/sh']);
+  return ctx.open().execInteractive(host, command);
 };
 
 const logs: Handler = async (ctx, args) => {

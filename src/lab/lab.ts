@@ -261,8 +261,9 @@ export class Lab {
   execInteractive(host: string, cmd: readonly string[]): Promise<number> {
     const rt = createRuntime(this.state.runtime as RuntimeKind | undefined);
     const h = this.state.hosts.find((x) => x.container?.name === host);
-    if (rt && h) return runInherit('/usr/bin/env', rt.execArgv(runtimeHost(this.state, h), cmd, process.stdin.isTTY === true));
-    return runInherit(this.tools.ip, this.netns.execArgs(this.nsName(host), cmd));
+    // No command: a shell — busybox's inside a real container (the user's $SHELL is not in the image).
+    if (rt && h) return runInherit('/usr/bin/env', rt.execArgv(runtimeHost(this.state, h), cmd.length > 0 ? cmd : ['/bin/sh'], process.stdin.isTTY === true));
+    return runInherit(this.tools.ip, this.netns.execArgs(this.nsName(host), cmd.length > 0 ? cmd : [process.env.SHELL || '/bin/sh']));
   }
 
   /**

@@ -366,3 +366,114 @@ describe('weft cleanup and the wireguard device', () => {
     assert.deepEqual(overlayDevices(links, null).map((l) => l.name), ['flannel-wg', 'flannel-wg-v6']);
   });
 });
+
+describe('WireguardBackend: driver choice, interface config, peers', async () => {
+  const { WireguardBackend } = await import('../../src/backend/wireguard/wireguard');
+  type WgDriver = import('../../src/backend/wireguard/wireguard').WgDriver;
+  type WgDeviceState = import('../../src/backend/wireguard/uapi').WgDeviceState;
+  type WgSetRequest = import('../../src/backend/wireguard/uapi').WgSetRequest;
+  type Link = { index: number; name: string; kind: string | null; up: boolean; mtu: number; mac: null; vxlan: null };
+  const underlay = { ifName: 'eth0', ifIndex: 2, ipv4: '10.250.0.11', mtu: 1500 };
+  const network = parseIPv4Cidr('10.5.0.0/16')!;
+
+  function world(existing: Link | null) {
+    const links = new Map<string, Link>(existing ? [[existing.name, existing]] : []);
+    const calls: string[] = [];
+    const nl = {
+      getLink: async (name: string) => links.get(name) ?? null,
+      deleteLink: async () => { calls.push('deleteLink'); },
+      setLinkUp: async () => { calls.push('up'); },
+      setLinkMtu: async (_l: unknown, mtu: number) => { calls.push(`mtu ${mtu}`); },
+    };
+    const driver = (kind: 'kernel' | 'userspace', fail: Error | null): { sets: WgSetRequest[]; d: WgDriver } => {
+      const sets: WgSetRequest[] = [];
+      let state: WgDeviceState = { listenPort: 0, hasPrivateKey: false, privateKeyHex: null, peers: [] };
+      const d: WgDriver = {
+        kind,
+        ensure: async (name: string) => {
+          calls.push(`${kind}.ensure`);
+          if (fail) throw fail;
+          const l: Link = { index: 9, name, kind: kind === 'kernel' ? 'wireguard' : 'tun', up: false, mtu: 1420, mac: null, vxlan: null };
+          links.set(name, l);
+          return l;
+        },
+        get: async () => state,
+        set: async (req: WgSetRequest) => {
+          sets.push(req);
+          const upd = req.peers ?? [];
+          state = {
+            ...state,
+            ...(req.privateKeyHex ? { privateKeyHex: req.privateKeyHex, hasPrivateKey: true } : {}),
+            ...(req.listenPort ? { listenPort: req.listenPort } : {}),
+            peers: [...state.peers.filter((p) => !upd.some((q) => q.publicKey === p.publicKey)),
+              ...upd.map((p) => ({ publicKey: p.publicKey, endpoint: p.endpoint, allowedIps: p.allowedIps, persistentKeepalive: p.persistentKeepalive,
+                presharedKeyHex: null, lastHandshake: 0, rxBytes: 0, txBytes: 0 }))],
+          };
+        },
+        problem: () => null,
+      };
+      return { sets, d };
+    };
+    return { nl, calls, driver };
+  }
+  const config = { listenPort: 51820, listenPortV6: 51821, psk: null, persistentKeepaliveInterval: 0, mode: 'separate' as const };
+
+  it('auto: the kernel device when the kernel has WireGuard; key and port set before up; flannel\'s lease data and MTU', async () => {
+    const w = world(null);
+    const k = w.driver('kernel', null);
+    const u = w.driver('userspace', null);
+    const b = new WireguardBackend({ nl: w.nl, config, network, keyFile: join(scratch, 'k1'), kernel: k.d, userspace: u.d, watchIntervalMs: 0 });
+    const setup = await b.ensureDevice(underlay);
+    assert.equal(b.dataPath, 'kernel');
+    assert.deepEqual(setup, { backendType: 'wireguard', backendData: { PublicKey: b.publicKey }, mtu: 1420 });
+    assert.deepEqual(w.calls, ['kernel.ensure', 'up']);
+    assert.equal(k.sets[0]!.listenPort, 51820);
+    assert.equal(u.sets.length, 0);
+  });
+
+  it('auto: wireguard-go when the kernel refuses the link kind, and says why', async () => {
+    const w = world(null);
+    const b = new WireguardBackend({ nl: w.nl, config, network, keyFile: join(scratch, 'k2'),
+      kernel: w.driver('kernel', new Error('ENOTSUP')).d, userspace: w.driver('userspace', null).d, watchIntervalMs: 0 });
+    await b.ensureDevice(underlay);
+    assert.equal(b.dataPath, 'userspace');
+    assert.match(b.dataPathInfo().reason!, /kernel WireGuard unavailable: ENOTSUP/);
+    assert.deepEqual(w.calls.slice(0, 2), ['kernel.ensure', 'userspace.ensure']);
+  });
+
+  it('auto: a wireguard-go TUN from before the restart is kept (the kernel is not tried: it would replace the TUN)', async () => {
+    const w = world({ index: 9, name: 'flannel-wg', kind: 'tun', up: true, mtu: 1420, mac: null, vxlan: null });
+    const b = new WireguardBackend({ nl: w.nl, config, network, keyFile: join(scratch, 'k3'),
+      kernel: w.driver('kernel', null).d, userspace: w.driver('userspace', null).d, watchIntervalMs: 0 });
+    await b.ensureDevice(underlay);
+    assert.equal(b.dataPath, 'userspace');
+    assert.ok(!w.calls.includes('kernel.ensure'));
+  });
+
+  it('off: fails naming the fix when the kernel refuses; force: never tries the kernel', async () => {
+    const w = world(null);
+    const off = new WireguardBackend({ nl: w.nl, config, network, keyFile: join(scratch, 'k4'), fallback: 'off',
+      kernel: w.driver('kernel', new Error('ENOTSUP')).d, userspace: w.driver('userspace', null).d, watchIntervalMs: 0 });
+    await assert.rejects(off.ensureDevice(underlay), /cannot create the kernel WireGuard device flannel-wg: ENOTSUP \(--wireguard-fallback=off; load the wireguard module/);
+    const w2 = world(null);
+    const force = new WireguardBackend({ nl: w2.nl, config, network, keyFile: join(scratch, 'k4'), fallback: 'force',
+      kernel: w2.driver('kernel', null).d, userspace: w2.driver('userspace', null).d, watchIntervalMs: 0 });
+    await force.ensureDevice(underlay);
+    assert.equal(force.dataPath, 'userspace');
+    assert.ok(!w2.calls.includes('kernel.ensure'));
+  });
+
+  it('a new peer gets a handshake kick (keepalive 1, then the configured 0); an unchanged peer set sends nothing', async () => {
+    const w = world(null);
+    const k = w.driver('kernel', null);
+    const b = new WireguardBackend({ nl: w.nl, config, network, keyFile: join(scratch, 'k5'), kernel: k.d, watchIntervalMs: 0 });
+    await b.ensureDevice(underlay);
+    const before = k.sets.length;
+    const peers = [{ publicKey: K2, endpoint: '10.250.0.12:51820', allowedIps: ['10.5.2.0/24'], leaseKey: '10.5.2.0-24' }];
+    await b.applyWireguardPeers(peers);
+    assert.deepEqual(k.sets.slice(before).map((s) => (s.peers ?? []).map((p) => p.persistentKeepalive)), [[1], [0]]);
+    await b.applyWireguardPeers(peers);
+    assert.equal(k.sets.length, before + 2);
+    await b.close();
+  });
+});

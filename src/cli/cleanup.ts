@@ -48,7 +48,7 @@ WEFT-POSTRTG and WEFT-FWD with the rules jumping to them, and the subnet file. S
                       for a host that leaves for good
   --subnet-file FILE  the subnet file weftd wrote (default ${DEFAULT_SUBNET_FILE}); its
                       FLANNEL_NETWORK and FLANNEL_SUBNET say which routes and lease are ours
-  --device NAME       the VXLAN device (default: every vxlan device named flannel.<number>)
+  --device NAME       the VXLAN device (default: every vxlan device named flannel.<number> or flannel-v6.<number>)
   --network CIDR      the flannel Network, when the subnet file is gone
   --dry-run           print what would be removed, remove nothing
   --force             run even though a weftd is running in this network namespace
@@ -62,7 +62,8 @@ ${formatEtcdFlagsHelp()}`;
 export function overlayDevices(links: readonly LinkInfo[], name: string | null): LinkInfo[] {
   if (name !== null) return links.filter((l) => l.name === name);
   return links.filter((l) =>
-    (l.kind === 'vxlan' && /^flannel\.\d+$/.test(l.name)) || (l.kind === 'tun' && /^flannel(\.\d+|0)$/.test(l.name))
+    // flannel-v6.<n>: dual stack's / IPv6-only's IPv6 VXLAN device (docs/ipv6.md).
+    (l.kind === 'vxlan' && /^flannel(-v6)?\.\d+$/.test(l.name)) || (l.kind === 'tun' && /^flannel(\.\d+|0)$/.test(l.name))
     // The wireguard backend's device: kernel WireGuard, or wireguard-go's TUN.
     || ((l.kind === 'wireguard' || l.kind === 'tun') && /^flannel-wg(-v6)?$/.test(l.name)));
 }

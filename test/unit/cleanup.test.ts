@@ -23,6 +23,11 @@ describe('weft cleanup: what is weft\'s', () => {
     assert.deepEqual(overlayDevices(links, 'nope'), []);
   });
 
+  it('the IPv6 device flannel-v6.<number> too (dual stack, IPv6-only)', () => {
+    const v6 = [...links, link(8, 'flannel-v6.1', 'vxlan'), link(9, 'flannel-v6.x', 'vxlan')];
+    assert.deepEqual(overlayDevices(v6, null).map((l) => l.name), ['flannel.1', 'flannel.7', 'flannel-v6.1']);
+  });
+
   it('DirectRouting routes: via a gateway, strictly inside the Network, not on a device being deleted', () => {
     const net = parseIPv4Cidr('10.5.0.0/16')!;
     const routes = [

@@ -110,6 +110,7 @@ describe('podman on weft: the weft CNI plugin delegating to bridge + host-local'
     assert.deepEqual(await tcpTransfer(lab, 'h2-c1', 'h1-c1', a1 ?? '', MB4), { from: n2, bytes: MB4 });
     assert.deepEqual(await tcpTransfer(lab, 'h1-c1', 'h2-c1', n2, MB4), { from: a1, bytes: MB4 });
     assert.ok((await lab.pingMatrix()).ok);
+    assert.notEqual((await lab.exec('h2', ['ip', 'link', 'show', 'dev', 'weft0'])).code, 0, 'weftd restarted: still no weft0 beside cni0');
   });
 
   test('lab down removes the containers, stops conmon by PID, leaves nothing mounted and removes the cgroup parents', async () => {

@@ -191,6 +191,9 @@ async function main(): Promise<number> {
     figs.push(await measure(lab, 'legacy udp (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addrOf(lab, 'h2'), o(K_UP), log));
     await lab.down();
     lab = await Lab.up({ prefix: `wd${process.pid}-`, name: `wd${process.pid}h`, stateDir: join(scratch, 'hostgw'), hosts: 2, backend: 'host-gw', ipv6: 'dual', healthzPort: 0 });
+    // The underlay again, in this lab right before host-gw: on a shared machine the load moves
+    // between labs, and host-gw is judged against the underlay measured next to it.
+    figs.push(await measure(lab, 'underlay (host-gw lab)', 'h1 → h2', 'h1', 'h2', '10.250.0.12', o(null), log));
     figs.push(await measure(lab, 'host-gw (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addrOf(lab, 'h2'), o(K_UP), log));
     figs.push(await measure(lab, 'host-gw (both)', 'h2 → h1', 'h2-c1', 'h1-c1', addrOf(lab, 'h1'), o(K_DOWN), log));
     figs.push(await measure(lab, 'host-gw IPv6 (both)', 'h1 → h2', 'h1-c1', 'h2-c1', addr6Of(lab, 'h2'), o(K_UP), log));
@@ -213,8 +216,8 @@ async function main(): Promise<number> {
   const worst = Math.min(up, down);
   process.stdout.write(`target: the fallback at ≥ 30 % of kernel VXLAN in the same run: ${Math.round(100 * up)} % sending, ${Math.round(100 * down)} % receiving — ${worst >= 0.3 ? 'met' : 'MISSED'}\n`);
   const hg = get('host-gw (both)|h1 → h2');
-  const ul = get('underlay|h1 → h2');
-  process.stdout.write(`host-gw: ${Math.round((100 * hg.gbps) / ul.gbps)} % of the underlay's throughput, ` +
+  const ul = get('underlay (host-gw lab)|h1 → h2');
+  process.stdout.write(`host-gw: ${Math.round((100 * hg.gbps) / ul.gbps)} % of the underlay's throughput measured beside it, ` +
     `${Math.round(coreCpuPerGbps(hg))} % vs ${Math.round(coreCpuPerGbps(ul))} % of a core per Gbit/s (expected: about the same)\n`);
   const wg = get('wireguard (both)|h1 → h2');
   process.stdout.write(`wireguard: ${wg.gbps.toFixed(2)} Gbit/s (${Math.round((100 * wg.gbps) / get(K_UP).gbps)} % of kernel VXLAN), ` +

@@ -15,7 +15,7 @@ import { parseNetworkConfig } from '../config/network';
 import { formatEtcdFlagsHelp, parseEtcdClientOptions } from '../config/options';
 import type { EtcdClientOptions } from '../config/types';
 import { describeError, WeftError } from '../errors';
-import { formatIPv4, formatIPv4Cidr, netContainsNet, parseIPv4, parseIPv4Cidr } from '../ip';
+import { formatCidr, formatIPv4, formatIPv4Cidr, netContainsNet, parseIPv4, parseIPv4Cidr } from '../ip';
 import { escapeControl } from '../text';
 import { formatSubnetKey } from '../lease/codec';
 import { etcdClientKind } from '../lease/create-registry';
@@ -69,6 +69,10 @@ export interface LeaseRow {
    * backend); else null.
    */
   readonly dataPath: 'kernel' | 'userspace' | 'udp' | null;
+  /** The key's IPv6 half ("fd00:5:0:22::/64"; dual stack, IPv6-only), else null. */
+  readonly ipv6Subnet: string | null;
+  /** The IPv6 device's VtepMAC (BackendV6Data), else null. */
+  readonly vtepMacV6: string | null;
 }
 
 function dataPathOf(lease: Lease, vxlanOk: boolean): LeaseRow['dataPath'] {
@@ -81,6 +85,7 @@ function dataPathOf(lease: Lease, vxlanOk: boolean): LeaseRow['dataPath'] {
 
 export function leaseRow(lease: Lease, now: number): LeaseRow {
   const vx = lease.attrs.BackendType === 'vxlan' ? decodeVxlanData(lease.attrs.BackendData) : null;
+  const vx6 = lease.attrs.BackendType === 'vxlan' && lease.attrs.BackendV6Data !== undefined ? decodeVxlanData(lease.attrs.BackendV6Data) : null;
   const expiresIn = lease.expiration ? Math.max(0, Math.round((lease.expiration.getTime() - now) / 1000)) : null;
   return {
     subnet: formatIPv4Cidr(lease.subnet),
@@ -95,6 +100,8 @@ export function leaseRow(lease: Lease, now: number): LeaseRow {
     reserved: isReservation(lease),
     etcdLease: lease.etcdLeaseId === null ? null : BigInt(lease.etcdLeaseId).toString(16),
     dataPath: dataPathOf(lease, vx !== null && vx.ok),
+    ipv6Subnet: lease.ipv6Subnet === null ? null : formatCidr(lease.ipv6Subnet),
+    vtepMacV6: vx6 && vx6.ok ? vx6.value.VtepMAC : null,
   };
 }
 
@@ -131,7 +138,12 @@ const WIDE_HEADERS = ['SUBNET', 'PUBLIC IP', 'BACKEND', 'VTEP MAC', 'VNI', 'EXPI
 
 function cells(r: LeaseRow, wide: boolean): string[] {
   const backend = r.dataPath === 'userspace' ? `${r.backendType} (user space)` : r.backendType || '-';
-  const base = [r.subnet, r.publicIp, backend, r.vtepMac ?? '-'];
+  // Dual stack: both subnets and public addresses, comma-separated; IPv6-only: the IPv6 ones
+  // (its IPv4 half is flannel's empty 0.0.0.0/0, its PublicIP 0.0.0.0).
+  const v6only = r.ipv6Subnet !== null && r.subnet === '0.0.0.0/0';
+  const subnet = r.ipv6Subnet === null ? r.subnet : v6only ? r.ipv6Subnet : `${r.subnet},${r.ipv6Subnet}`;
+  const pub = r.publicIPv6 === null || r.ipv6Subnet === null ? r.publicIp : v6only ? r.publicIPv6 : `${r.publicIp},${r.publicIPv6}`;
+  const base = [subnet, pub, backend, r.vtepMac ?? r.vtepMacV6 ?? '-'];
   if (!wide) return [...base, expiresIn(r)];
   return [...base, r.vni === null ? '-' : String(r.vni), expiresIn(r), formatTime(r.expiration), r.etcdLease ?? '-'];
 }

@@ -199,3 +199,21 @@ describe('allocate: IPv6 in flannel\'s order', () => {
     );
   });
 });
+
+describe('weft leases: IPv6 halves', () => {
+  it('shows both subnets and addresses of a dual-stack lease, the IPv6 ones of an IPv6-only lease', async () => {
+    const { leaseRow, formatLeaseTable } = await import('../../src/cli/leases');
+    const text = '{"PublicIP":"10.250.0.1","PublicIPv6":"fd00::1","BackendType":"vxlan",' +
+      '"BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"aa:d2:32:6f:8f:45"}}';
+    const dual = decodeLease('10.5.34.0-24&fc00:0:0:22::-64', text, { etcdLeaseId: null, modRevision: '1' });
+    const only = decodeLease('0.0.0.0-0&fc00:0:0:23::-64',
+      '{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::3","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"aa:d2:32:6f:8f:46"}}',
+      { etcdLeaseId: null, modRevision: '1' });
+    const rows = [leaseRow(dual, 0), leaseRow(only, 0)];
+    assert.equal(rows[0]!.ipv6Subnet, 'fc00:0:0:22::/64');
+    assert.equal(rows[0]!.vtepMacV6, 'aa:d2:32:6f:8f:45');
+    const table = formatLeaseTable(rows).split('\n');
+    assert.match(table[1]!, /^10\.5\.34\.0\/24,fc00:0:0:22::\/64\s+10\.250\.0\.1,fd00::1\s+vxlan\s+c6:d2:32:6f:8f:44/);
+    assert.match(table[2]!, /^fc00:0:0:23::\/64\s+fd00::3\s+vxlan\s+aa:d2:32:6f:8f:46/);
+  });
+});

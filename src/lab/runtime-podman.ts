@@ -126,9 +126,12 @@ export class PodmanRuntime implements ContainerRuntime {
     const dir = this.dir(host);
     if (!existsSync(dir)) return failures;
     const rec = loadRecord(host, KIND);
-    // -t 0: busybox sleep ignores SIGTERM; rm runs CNI DEL for each container.
-    const rm = await runIn(host.ns, this.cli(host, ['rm', '-f', '-a', '-t', '0']), { env: this.env(host), timeoutMs: 60000 });
-    if (rm.code !== 0) failures.push(`podman rm -f -a on ${host.name}: ${rm.stderr.trim()}`);
+    // Without containers.conf (set-up failed before writing it) no container can have been created.
+    if (existsSync(join(dir, 'containers.conf'))) {
+      // -t 0: busybox sleep ignores SIGTERM; rm runs CNI DEL for each container.
+      const rm = await runIn(host.ns, this.cli(host, ['rm', '-f', '-a', '-t', '0']), { env: this.env(host), timeoutMs: 60000 });
+      if (rm.code !== 0) failures.push(`podman rm -f -a on ${host.name}: ${rm.stderr.trim()}`);
+    }
     await stopAll([...rec.others, ...processesUnder(dir)], 5000, failures);
     await unmountUnder(dir, failures);
     removeCgroup(rec.cgroupParent ?? this.cgroupParent(ctx, host), failures);

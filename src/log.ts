@@ -7,6 +7,7 @@
  * text on a terminal. `WEFT_LOG_FORMAT=json|text` and `WEFT_LOG_LEVEL=debug|info|warn|error`
  * override.
  */
+import { escapeControl } from './text';
 import { writeSync } from 'node:fs';
 import { describeError } from './errors';
 
@@ -51,7 +52,8 @@ function makeLogger(minRank: number, format: 'json' | 'text', fd: number, base: 
       const kv = Object.entries(all)
         .map(([k, v]) => `${k}=${typeof v === 'string' && !/\s/.test(v) ? v : JSON.stringify(v, jsonReplacer)}`)
         .join(' ');
-      line = `${new Date().toISOString()} ${lvl.toUpperCase().padEnd(5)} ${msg}${kv ? ' ' + kv : ''}`;
+      // Messages and values carry etcd data (lease keys): no control character reaches a terminal raw.
+      line = escapeControl(`${new Date().toISOString()} ${lvl.toUpperCase().padEnd(5)} ${msg}${kv ? ' ' + kv : ''}`);
     }
     try {
       writeSync(fd, line + '\n');

@@ -296,6 +296,13 @@ export interface ReconcilerNetlink {
   replaceFdb(link: LinkRef, mac: string, dst: string): Promise<void>;
   deleteFdb(link: LinkRef, mac: string, dst: string | null): Promise<void>;
   replaceRoute(spec: RouteSpec): Promise<void>;
+  /**
+   * Optional: add a route only where none holds (dst, metric) (NLM_F_EXCL: EEXIST otherwise).
+   * Used for every new route, so that a route someone else added since our last dump (the
+   * incremental path does not dump) is never replaced: the failure makes the next run a full one,
+   * which sees that route and leaves it alone (diffState's conflicts). Absent: replaceRoute.
+   */
+  addRoute?(spec: RouteSpec): Promise<void>;
   deleteRoute(spec: RouteSpec): Promise<void>;
   monitor(onChange: (batch: ChangeBatch) => void, family?: IPFamily): Monitor;
 }
@@ -817,6 +824,7 @@ export class Reconciler {
         case 'route': {
           const spec: RouteSpec = { dst: c.dst, gateway: c.gateway, oif: c.oif, onlink: c.onlink, priority: c.priority };
           if (c.op === 'remove') await this.nl.deleteRoute(spec);
+          else if (c.op === 'add' && this.nl.addRoute) await this.nl.addRoute(spec);
           else await this.nl.replaceRoute(spec);
           return;
         }

@@ -392,14 +392,18 @@ export class Weftd extends EventEmitter<WeftdEvents> {
       const peers = this.departed.withHeld(current);
       const desired = backend.desired(own, peers, ctxOf(backend.family ?? 4));
       this.armDepartedTimer();
-      for (const s of desired.skipped ?? []) this.warnSkippedOnce(s.key, s.reason);
+      const skippedNow = new Set<string>();
+      for (const s of desired.skipped ?? []) this.warnSkippedOnce(s.key, s.reason, skippedNow);
       this.reconciler.setDesired(desired);
       const v6 = this.ipv6Path;
       if (v6?.reconciler) {
         const d6 = v6.backend.desired(own, peers, ctxOf(6));
-        for (const s of d6.skipped ?? []) this.warnSkippedOnce(`${s.key} (IPv6)`, s.reason);
+        for (const s of d6.skipped ?? []) this.warnSkippedOnce(`${s.key} (IPv6)`, s.reason, skippedNow);
         v6.reconciler.setDesired(d6);
       }
+      // Forget leases no longer skipped (deleted or fixed): the map never outgrows the current
+      // set, however many hostile keys come and go.
+      for (const k of this.skippedWarned.keys()) if (!skippedNow.has(k)) this.skippedWarned.delete(k);
     }).catch((err: unknown) => this.log.error('computing desired state failed', { error: describeError(err) }));
   }
 
@@ -424,7 +428,8 @@ export class Weftd extends EventEmitter<WeftdEvents> {
   /** Between the manager's 'lost' and the next 'lease': tells a re-acquire from a rewrite. */
   private leaseLost = false;
   private configWatch: ConfigWatch | null = null;
-  private warnSkippedOnce(key: string, reason: string): void {
+  private warnSkippedOnce(key: string, reason: string, seen: Set<string>): void {
+    seen.add(key);
     if (this.skippedWarned.get(key) === reason) return;
     this.skippedWarned.set(key, reason);
     this.log.warn('peer lease skipped', { key, reason });

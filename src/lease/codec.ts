@@ -215,5 +215,7 @@ function truncate(text: string): string {
 }
 
 function bad(key: string, what: string, cause?: unknown): WeftError {
-  return new WeftError('BAD_DATA', `decode lease ${key}: ${what}`, cause === undefined ? {} : { cause });
+  // Keys are etcd data too: one of 1 MB must not become a 1 MB error message and log line.
+  const k = key.length > 120 ? `${key.slice(0, 120)}...(${key.length} chars)` : key;
+  return new WeftError('BAD_DATA', `decode lease ${k}: ${what}`, cause === undefined ? {} : { cause });
 }

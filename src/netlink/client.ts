@@ -335,6 +335,16 @@ export class NetlinkClient {
     );
   }
 
+  /**
+   * `ip route add DST ...` (NLM_F_CREATE|NLM_F_EXCL): rejects with EEXIST instead of replacing a
+   * route that already holds (dst, metric) in the main table — which may not be weft's.
+   */
+  async addRoute(spec: RouteSpec): Promise<void> {
+    await this.run(`add route ${this.describeRoute(spec)}`, (rt) =>
+      rt.newRoute(routeHeader(spec, true), routeAttrs(spec), { flags: FlagsNew.CREATE | FlagsNew.EXCL }),
+    );
+  }
+
   async deleteRoute(spec: RouteSpec): Promise<void> {
     await this.run(`delete route ${this.describeRoute(spec)}`, (rt) => rt.delRoute(routeHeader(spec, false), routeAttrs(spec)));
   }

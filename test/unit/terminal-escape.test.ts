@@ -10,6 +10,10 @@ import { formatStatus } from '../../src/cli/status';
 import type { StatusReport } from '../../src/health/status';
 import { formatTable } from '../../src/lab/report';
 import { MemoryLeaseRegistry } from '../../src/lease/memory-registry';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger } from '../../src/log';
 import { escapeControl } from '../../src/text';
 
 // ESC ] 0 ; title BEL (retitles the window), CSI 2 J (clears the screen), a forged row, DEL, C1 CSI, RLO.
@@ -55,5 +59,19 @@ describe('terminal injection: one escaping function for every CLI output', () =>
     const lab = formatTable(['KEY', 'BACKEND'], [['10.5.2.0-24', EVIL]]);
     assert.doesNotMatch(lab, CONTROL);
     assert.equal(lab.split('\n').length, 2);
+  });
+
+  it('weftd\'s text log escapes lease keys and values too', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-log-'));
+    try {
+      const fd = openSync(join(dir, 'log'), 'w');
+      createLogger({ format: 'text', fd }).warn(`skipping malformed lease ${EVIL}`, { key: EVIL });
+      closeSync(fd);
+      const text = readFileSync(join(dir, 'log'), 'utf8');
+      assert.doesNotMatch(text.slice(0, -1), /[\u0000-\u001f\u007f-\u009f]/);
+      assert.equal(text.split('\n').length, 2, 'one line');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

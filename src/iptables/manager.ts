@@ -20,6 +20,7 @@
  */
 import type { DaemonComponent, Weftd } from '../daemon/weftd';
 import { describeError } from '../errors';
+import { formatCidr, type IPFamily } from '../ip';
 import { silentLogger, type Logger } from '../log';
 import type { RulesetGeneration } from '../netlink/nft-generation';
 import { NftGeneration } from '../netlink/nft-generation';
@@ -39,6 +40,11 @@ export interface IptablesManagerOptions {
   readonly generation?: RulesetGeneration | null;
   /** Timer seam (tests). */
   readonly timers?: Timers;
+  /**
+   * 6: the same rules for the IPv6Network with ip6tables (dual stack, IPv6-only). Such a manager
+   * stays dormant — runs no process — until the daemon holds a lease with an IPv6 subnet.
+   */
+  readonly family?: IPFamily;
 }
 
 export interface Timers {
@@ -61,7 +67,9 @@ export interface IptablesStats {
 }
 
 export class IptablesManager implements DaemonComponent {
-  readonly name = 'iptables';
+  readonly name: string;
+  private readonly family: IPFamily;
+  private detecting = false;
   private readonly opts: IptablesManagerOptions;
   private readonly log: Logger;
   private readonly runner: IptablesRunner;
@@ -82,8 +90,12 @@ export class IptablesManager implements DaemonComponent {
 
   constructor(opts: IptablesManagerOptions) {
     this.opts = opts;
-    this.log = (opts.log ?? silentLogger).child({ component: 'iptables' });
-    this.runner = opts.runner ?? new BinaryIptablesRunner();
+    this.family = opts.family ?? 4;
+    this.name = this.family === 4 ? 'iptables' : 'ip6tables';
+    this.log = (opts.log ?? silentLogger).child({ component: this.name });
+    this.runner = opts.runner ?? (this.family === 4
+      ? new BinaryIptablesRunner()
+      : new BinaryIptablesRunner(undefined, { iptables: 'ip6tables', save: 'ip6tables-save', restore: 'ip6tables-restore' }));
     this.timers = opts.timers ?? realTimers;
   }
 
@@ -94,15 +106,27 @@ export class IptablesManager implements DaemonComponent {
   async start(daemon: Weftd): Promise<void> {
     daemon.on('lease', () => {
       const snap = daemon.snapshot();
-      if (snap.config?.network && snap.lease) this.setNetwork(snap.config.network, snap.lease.subnet);
+      if (this.family === 4) {
+        if (snap.config?.network && snap.lease) this.setNetwork(snap.config.network, snap.lease.subnet);
+        return;
+      }
+      if (!snap.config?.enableIPv6 || !snap.config.ipv6Network || !snap.lease?.ipv6Subnet) return;
+      this.setNetwork(snap.config.ipv6Network, snap.lease.ipv6Subnet);
+      this.startDetection();
     });
     // Never block the daemon's start on iptables: detection and the first check run in the background.
+    if (this.family === 4) this.startDetection();
+  }
+
+  private startDetection(): void {
+    if (this.detecting) return;
+    this.detecting = true;
     void this.detect().then(() => this.startTimers());
   }
 
   /** Set the overlay network and our subnet (the daemon does this on every lease); checks when the rules change. */
   setNetwork(network: WantedInput['network'], subnet: WantedInput['subnet']): void {
-    const key = `${network.ip}/${network.prefixLen} ${subnet.ip}/${subnet.prefixLen}`;
+    const key = `${formatCidr(network)} ${formatCidr(subnet)}`;
     if (key === this.wantedKey) return;
     this.wantedKey = key;
     this.network = { network, subnet };
@@ -132,7 +156,7 @@ export class IptablesManager implements DaemonComponent {
       this.randomFully = supportsRandomFully(v);
       if (this.opts.generation !== undefined) this.generation = this.opts.generation;
       else if (v.mode === 'nf_tables') this.generation = new NftGeneration();
-      this.log.info('iptables rules managed', {
+      this.log.info(`${this.name} rules managed`, {
         iptables: `${v.major}.${v.minor}.${v.patch} (${v.mode})`,
         ipMasq: this.opts.ipMasq,
         forwardRules: this.opts.forwardRules,

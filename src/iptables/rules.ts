@@ -25,8 +25,7 @@
  * declaration in iptables-restore --noflush input flushes that chain and only that chain. A
  * missing jump rule is appended on its own; duplicates and stale forms of it are deleted.
  */
-import { formatIPv4Cidr } from '../ip';
-import type { IPv4Net } from '../lease/types';
+import { familyOf, formatCidr, type IPNet } from '../ip';
 
 export type Table = 'nat' | 'filter';
 
@@ -36,7 +35,8 @@ export const MASQ_COMMENT = 'weft masq';
 export const FORWARD_COMMENT = 'weft forward';
 /** kube-proxy marks packets it will masquerade itself with this bit (flannel's KubeProxyMark). */
 export const KUBE_PROXY_MARK = '0x4000/0x4000';
-const MULTICAST = '224.0.0.0/4';
+/** Multicast is never masqueraded: 224.0.0.0/4, and for ip6tables (flannel's MasqIP6Rules) ff00::/8. */
+const MULTICAST = { 4: '224.0.0.0/4', 6: 'ff00::/8' } as const;
 
 /** Every chain weft may create, by table: what `weft cleanup` removes. */
 export const WEFT_CHAINS: readonly { readonly table: Table; readonly chain: string }[] = [
@@ -68,10 +68,10 @@ export interface RuleSet {
 export const EMPTY_RULESET: RuleSet = { chains: [], jumps: [] };
 
 export interface WantedInput {
-  /** The flannel Network (cluster CIDR). */
-  readonly network: IPv4Net;
-  /** This host's leased subnet (pod CIDR). */
-  readonly subnet: IPv4Net;
+  /** The flannel Network (cluster CIDR): IPv4 for iptables, IPv6 (IPv6Network) for ip6tables. */
+  readonly network: IPNet;
+  /** This host's leased subnet (pod CIDR), of the same family. */
+  readonly subnet: IPNet;
   readonly ipMasq: boolean;
   readonly forwardRules: boolean;
   /** Append --random-fully to MASQUERADE (iptables >= 1.6.2, as flannel decides). */
@@ -86,8 +86,9 @@ function comment(text: string): string {
 export function wantedRules(input: WantedInput): RuleSet {
   const chains: OwnedChain[] = [];
   const jumps: JumpRule[] = [];
-  const net = formatIPv4Cidr(input.network);
-  const sub = formatIPv4Cidr(input.subnet);
+  const net = formatCidr(input.network);
+  const sub = formatCidr(input.subnet);
+  const multicast = MULTICAST[familyOf(input.network)];
   if (input.ipMasq) {
     const c = comment(MASQ_COMMENT);
     const masq = `-j MASQUERADE${input.randomFully ? ' --random-fully' : ''}`;
@@ -100,7 +101,7 @@ export function wantedRules(input: WantedInput): RuleSet {
         `${a} -s ${sub} -d ${net} ${c} -j RETURN`,
         `${a} -s ${net} -d ${sub} ${c} -j RETURN`,
         `${a} ! -s ${net} -d ${sub} ${c} -j RETURN`,
-        `${a} -s ${net} ! -d ${MULTICAST} ${c} ${masq}`,
+        `${a} -s ${net} ! -d ${multicast} ${c} ${masq}`,
         `${a} ! -s ${net} -d ${net} ${c} ${masq}`,
       ],
     });

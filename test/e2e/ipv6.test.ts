@@ -120,6 +120,13 @@ describe('dual-stack vxlan on 3 hosts', { timeout: 170_000 }, () => {
     assert.ok(addr.includes(`inet6 ${v6SubnetOf(key).replace('/64', '/128')}`), addr);
   });
 
+  test('ip6tables gets the FORWARD accepts for the IPv6Network (--iptables-forward-rules, default on)', async () => {
+    await waitUntil(async () => (await sh(lab, 'h1', 'ip6tables-save', '-t', 'filter')).includes('-A WEFT-FWD -s fd00:5::/48'), 10_000, 'WEFT-FWD in ip6tables on h1');
+    const saved = await sh(lab, 'h1', 'ip6tables-save', '-t', 'filter');
+    assert.match(saved, /-A FORWARD -m comment --comment "weft forward" -j WEFT-FWD/);
+    assert.match(saved, /-A WEFT-FWD -d fd00:5::\/48 -m comment --comment "weft forward" -j ACCEPT/);
+  });
+
   test('a fourth host joining later is reachable from all over IPv6', async () => {
     const h4 = await lab.addHost();
     for (const from of ['h1-c1', 'h2-c1', 'h3-c1']) {

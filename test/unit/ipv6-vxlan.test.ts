@@ -103,3 +103,19 @@ describe('VxlanBackend, family 6', () => {
     );
   });
 });
+
+describe('ip6tables rules for the IPv6Network', () => {
+  it('are flannel\'s masquerade and forward rules with IPv6 networks and ff00::/8 as the multicast exception', async () => {
+    const { wantedRules } = await import('../../src/iptables/rules');
+    const r = wantedRules({
+      network: parseIPv6Cidr('fd00:5::/48')!, subnet: parseIPv6Cidr('fd00:5:0:22::/64')!, ipMasq: true, forwardRules: true, randomFully: true,
+    });
+    const masq = r.chains.find((c) => c.table === 'nat')!.rules;
+    assert.ok(masq.includes('-A WEFT-POSTRTG -s fd00:5:0:22::/64 -d fd00:5::/48 -m comment --comment "weft masq" -j RETURN'), masq.join('\n'));
+    assert.ok(masq.includes('-A WEFT-POSTRTG -s fd00:5::/48 ! -d ff00::/8 -m comment --comment "weft masq" -j MASQUERADE --random-fully'), masq.join('\n'));
+    assert.deepEqual(r.chains.find((c) => c.table === 'filter')!.rules, [
+      '-A WEFT-FWD -s fd00:5::/48 -m comment --comment "weft forward" -j ACCEPT',
+      '-A WEFT-FWD -d fd00:5::/48 -m comment --comment "weft forward" -j ACCEPT',
+    ]);
+  });
+});

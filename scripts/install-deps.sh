@@ -25,7 +25,7 @@ role_tools() {
     host)  echo "ip=iproute2 iptables=iptables nft=nftables curl=curl xz=xz-utils" ;;
     etcd)  echo "etcd=etcd-server etcdctl=etcd-client" ;;
     build) echo "g++=g++ make=make python3=python3" ;;
-    dev)   echo "$(role_tools host) $(role_tools etcd) $(role_tools build) ping=iputils-ping iperf3=iperf3 ethtool=ethtool systemd-analyze=systemd ruby=ruby unshare=util-linux setpriv=util-linux wg=wireguard-tools wireguard-go=wireguard-go tcpdump=tcpdump dockerd=docker.io containerd=containerd runc=runc podman=podman conmon=conmon busybox=busybox-static /usr/lib/cni/host-local=containernetworking-plugins" ;;
+    dev)   echo "$(role_tools host) $(role_tools etcd) $(role_tools build) ping=iputils-ping iperf3=iperf3 ethtool=ethtool systemd-analyze=systemd ruby=ruby unshare=util-linux setpriv=util-linux strace=strace wg=wireguard-tools wireguard-go=wireguard-go tcpdump=tcpdump dockerd=docker.io containerd=containerd runc=runc podman=podman conmon=conmon busybox=busybox-static /usr/lib/cni/host-local=containernetworking-plugins" ;;
   esac
 }
 

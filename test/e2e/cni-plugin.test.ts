@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { installPlugin } from '../../src/cli/cni';
 import { CniCode } from '../../src/cni/netconf';
 import { findTools } from '../../src/lab';
 import { Netns } from '../../src/lab/netns';
@@ -114,6 +115,24 @@ describe('weft CNI plugin with the real bridge and host-local plugins', () => {
     assert.match(res.ips[1]?.address ?? '', /^fd00:5:0:48::[0-9a-f]+\/64$/);
     assert.ok(res.routes.some((x) => x.dst === 'fd00:5::/56'));
     assert.equal(cni('DEL', 'v6', `${PREFIX}c1`).code, 0);
+  });
+
+  test('kube-flannel\'s own conflist entry works with weft installed as "flannel" (cniVersion 0.3.1, name cbr0)', () => {
+    const bin = join(dir, 'bin');
+    installPlugin(bin, ['flannel'], PLUGIN);
+    // kube-flannel.yml's cni-conf.json, first plugin, as the runtime hands it over (+ this test's files).
+    const entry = JSON.stringify({
+      name: 'cbr0', cniVersion: '0.3.1', type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true },
+      subnetFile, dataDir: join(dir, 'data'), ipam: { dataDir: join(dir, 'ipam') },
+    });
+    const env = (cmd: string) => ({ PATH: process.env.PATH, CNI_COMMAND: cmd, CNI_CONTAINERID: 'kube', CNI_NETNS: `/run/netns/${PREFIX}c2`, CNI_IFNAME: 'eth0', CNI_PATH: `${bin}:${CNI_PATH}` });
+    const add = spawnSync('nsenter', [`--net=/run/netns/${HOST}`, join(bin, 'flannel')], { input: entry, encoding: 'utf8', env: env('ADD') });
+    assert.equal(add.status, 0, add.stdout + add.stderr);
+    const res = JSON.parse(add.stdout) as { cniVersion: string; ips: { address: string }[] };
+    assert.equal(res.cniVersion, '0.3.1');
+    assert.match(res.ips[0]?.address ?? '', /^10\.5\.72\.\d+\/24$/);
+    const del = spawnSync('nsenter', [`--net=/run/netns/${HOST}`, join(bin, 'flannel')], { input: entry, encoding: 'utf8', env: env('DEL') });
+    assert.equal(del.status, 0, del.stdout);
   });
 
   test('VERSION answers without a config', () => {

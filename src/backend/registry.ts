@@ -40,7 +40,7 @@ export interface BackendDeps {
 }
 
 /** Backends with an IPv6 data path (flannel's vxlan has flannel-v6.<VNI>, host-gw its GetV6Route; udp is IPv4-only in flannel too). */
-const IPV6_BACKENDS: ReadonlySet<string> = new Set(['vxlan', 'host-gw']);
+const IPV6_BACKENDS: ReadonlySet<string> = new Set(['vxlan', 'host-gw', 'wireguard']);
 
 type BackendFactory = (config: NetworkConfig, deps: BackendDeps) => Backend;
 

@@ -9,7 +9,7 @@
  */
 import { createGenericNetlink, createRtNetlink, FlagsGet, FlagsNew, genl, type GenericNetlinkSocket } from 'netlink';
 import { AttrStream } from 'netlink/dist/structs';
-import { parseIPv4 } from '../ip';
+import { formatIPv6, parseIPv4, parseIPv6 } from '../ip';
 import { NetlinkError, toNetlinkError } from './errors';
 
 export const WG_GENL_NAME = 'wireguard';
@@ -50,6 +50,16 @@ export const WGALLOWEDIP_A_CIDR_MASK = 3; // NLA_U8
 export const NLA_F_NESTED = 0x8000;
 const NLA_TYPE_MASK = ~(0x8000 | 0x4000) & 0xffff;
 const AF_INET = 2;
+const AF_INET6 = 10;
+
+function ipv6Bytes(ip: string): Buffer | null {
+  const n = parseIPv6(ip);
+  if (n === null) return null;
+  const b = Buffer.alloc(16);
+  b.writeBigUInt64BE(n >> 64n, 0);
+  b.writeBigUInt64BE(n & 0xffffffffffffffffn, 8);
+  return b;
+}
 
 /** A peer in a SET_DEVICE request (keys raw). */
 export interface GenlPeer {
@@ -84,8 +94,19 @@ const u16 = (v: number): Buffer => { const b = Buffer.alloc(2); b.writeUInt16LE(
 const u32 = (v: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
 const nested = (type: number, parts: readonly Buffer[]): Buffer => nla(type | NLA_F_NESTED, Buffer.concat(parts));
 
-/** struct sockaddr_in: family (host order), port (network order), address, 8 zero bytes. */
+/**
+ * struct sockaddr_in: family (host order), port (network order), address, 8 zero bytes; or for an
+ * IPv6 address struct sockaddr_in6: family, port, flowinfo 0, 16-byte address, scope id 0.
+ */
 export function sockaddrIn(ip: string, port: number): Buffer {
+  const v6 = ipv6Bytes(ip);
+  if (v6 !== null) {
+    const b = Buffer.alloc(28);
+    b.writeUInt16LE(AF_INET6, 0);
+    b.writeUInt16BE(port, 2);
+    v6.copy(b, 8);
+    return b;
+  }
   const n = parseIPv4(ip);
   if (n === null) throw new NetlinkError(`encode WireGuard endpoint ${ip}:${port}`, 'EINVAL', new Error('not an IPv4 address'));
   const b = Buffer.alloc(16);
@@ -105,6 +126,10 @@ function encodePeer(p: GenlPeer): Buffer {
     if (p.persistentKeepalive !== undefined) parts.push(nla(WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL, u16(p.persistentKeepalive)));
     if (p.allowedIps) {
       parts.push(nested(WGPEER_A_ALLOWEDIPS, p.allowedIps.map((a) => {
+        const v6 = ipv6Bytes(a.ip);
+        if (v6 !== null) {
+          return nested(0, [nla(WGALLOWEDIP_A_FAMILY, u16(AF_INET6)), nla(WGALLOWEDIP_A_IPADDR, v6), nla(WGALLOWEDIP_A_CIDR_MASK, Buffer.from([a.prefixLen]))]);
+        }
         const n = parseIPv4(a.ip);
         if (n === null) throw new NetlinkError(`encode WireGuard allowed IP ${a.ip}/${a.prefixLen}`, 'EINVAL', new Error('not an IPv4 address'));
         const addr = Buffer.alloc(4);
@@ -164,7 +189,11 @@ export interface GenlDeviceState {
 
 function formatEndpoint(b: Buffer): string | null {
   if (b.length >= 8 && b.readUInt16LE(0) === AF_INET) return `${b[4]}.${b[5]}.${b[6]}.${b[7]}:${b.readUInt16BE(2)}`;
-  return null; // IPv6 endpoints: not used by this backend yet
+  if (b.length >= 24 && b.readUInt16LE(0) === AF_INET6) {
+    const n = (b.readBigUInt64BE(8) << 64n) | b.readBigUInt64BE(16);
+    return `[${formatIPv6(n)}]:${b.readUInt16BE(2)}`;
+  }
+  return null;
 }
 
 function decodePeer(buf: Buffer): GenlPeerState {
@@ -196,6 +225,9 @@ function decodePeer(buf: Buffer): GenlPeerState {
             else if (f.type === WGALLOWEDIP_A_CIDR_MASK) mask = f.data[0]!;
           }
           if (family === AF_INET && addr !== null && addr.length === 4) allowed.push(`${addr[0]}.${addr[1]}.${addr[2]}.${addr[3]}/${mask}`);
+          if (family === AF_INET6 && addr !== null && addr.length === 16) {
+            allowed.push(`${formatIPv6((addr.readBigUInt64BE(0) << 64n) | addr.readBigUInt64BE(8))}/${mask}`);
+          }
         }
         break;
       default: break;

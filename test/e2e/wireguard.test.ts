@@ -245,3 +245,47 @@ function readPcap(buf: Buffer): Captured[] {
   }
   return out;
 }
+
+describe('dual stack on the wireguard backend (Mode separate: flannel-wg and flannel-wg-v6)', { timeout: 120_000 }, () => {
+  let lab6: Lab;
+  const dir6 = join(scratch, 'lab6');
+
+  before(async () => {
+    requireTool('wireguard-go');
+    lab6 = await Lab.up({ prefix: `wt${process.pid}x-`, name: `wt${process.pid}x`, stateDir: dir6, hosts: 2, backend: 'wireguard', ipv6: 'dual', healthzPort: 0 });
+  });
+
+  after(async () => {
+    await lab6?.down();
+  });
+
+  test('containers ping each other over IPv4 and over IPv6', async () => {
+    const m4 = await lab6.pingMatrix();
+    assert.ok(m4.ok, JSON.stringify(m4.results.filter((r) => !r.ok)));
+    const m6 = await lab6.pingMatrix({ family: 6 });
+    assert.ok(m6.ok, JSON.stringify(m6.results.filter((r) => !r.ok)));
+    assert.equal(m6.results.length, 2);
+  });
+
+  test('flannel-wg-v6 listens on 51821 with the same key; the lease carries BackendV6Data byte for byte as flanneld writes it', async () => {
+    for (const h of lab6.hostNames()) {
+      const dir = dirname(lab6.subnetFile(h));
+      const pub = publicKeyOf(Buffer.from(readFileSync(join(dir, 'wgkey'), 'utf8').trim(), 'base64'));
+      const st = await new UapiClient(join(dir, 'wireguard', 'flannel-wg-v6.sock')).get();
+      assert.equal(st.listenPort, 51821);
+      const other = lab6.hostNames().find((o) => o !== h)!;
+      const otherEnv = lab6.subnetEnv(other)!;
+      assert.equal(st.peers.length, 1);
+      assert.equal(st.peers[0]!.endpoint, `[fd00:250::${10 + Number(other.slice(1))}]:51821`);
+      assert.deepEqual(st.peers[0]!.allowedIps, [otherEnv.ipv6Subnet!.replace(/::1\//, '::/')]);
+      const link = (await lab6.exec(h, ['ip', '-d', 'link', 'show', 'flannel-wg-v6'])).stdout;
+      assert.match(link, /mtu 1420 /);
+      assert.match((await lab6.exec(h, ['ip', '-6', 'route', 'show', 'dev', 'flannel-wg-v6'])).stdout, /^fd00:5::\/48 /m);
+      const env = lab6.subnetEnv(h)!;
+      const key = `${env.subnetNetwork.replace('/', '-')}&${env.ipv6Subnet!.replace(/::1\//, '::-')}`;
+      const r = await lab6.etcdctl(['get', `/coreos.com/network/subnets/${key}`, '--print-value-only']);
+      assert.equal(r.stdout.trim(), `{"PublicIP":"10.250.0.${10 + Number(h.slice(1))}","PublicIPv6":"fd00:250::${10 + Number(h.slice(1))}",`
+        + `"BackendType":"wireguard","BackendData":{"PublicKey":"${pub}"},"BackendV6Data":{"PublicKey":"${pub}"}}`);
+    }
+  });
+});

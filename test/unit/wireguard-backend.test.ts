@@ -477,3 +477,34 @@ describe('WireguardBackend: driver choice, interface config, peers', async () =>
     await b.close();
   });
 });
+
+describe('wireguard over IPv6 (flannel-wg-v6, Mode separate)', () => {
+  const v6lease = (v4: string, v6: string, pub4: string, pub6: string, key: string | null): Lease => {
+    const base = lease(v4, '10.250.0.12', key === null ? undefined : { PublicKey: key });
+    const [ip, len] = v6.split('/');
+    return { ...base, key: `${base.key}&${ip}-${len}`, ipv6Subnet: { ip: ip!, prefixLen: Number(len) },
+      attrs: { ...base.attrs, PublicIP: pub4, PublicIPv6: pub6, BackendV6Data: key === null ? undefined : { PublicKey: key } } };
+  };
+
+  it('takes the IPv6 half of each lease: BackendV6Data key, [PublicIPv6]:ListenPortV6, the IPv6 subnet; ::/128 on the device, the IPv6Network routed', () => {
+    const own = v6lease('10.5.1.0/24', 'fd00:5:0:1::/64', '10.250.0.11', 'fd00:250::11', K1);
+    const peer = v6lease('10.5.2.0/24', 'fd00:5:0:2::/64', '10.250.0.12', 'fd00:250:0:0::12', K2);
+    const net6 = { ip: 'fd00:5::', prefixLen: 48 };
+    const d = wireguardDesired(own, [own, peer], { network: net6, family: 6, listenPort: 51821, ownPublicKey: K1 });
+    assert.deepEqual(d.wireguardPeers, [{ publicKey: K2, endpoint: '[fd00:250::12]:51821', allowedIps: ['fd00:5:0:2::/64'], leaseKey: peer.key }]);
+    assert.deepEqual(d.addresses, [{ ip: 'fd00:5:0:1::', prefixLen: 128 }]);
+    assert.deepEqual(d.routes, [{ dst: net6, gateway: null, onlink: false, via: 'overlay' }]);
+  });
+
+  it('encodes an IPv6 endpoint as struct sockaddr_in6 and IPv6 allowed IPs with AF_INET6', () => {
+    const sa = sockaddrIn('fd00:250::12', 51821);
+    assert.equal(sa.length, 28);
+    assert.deepEqual([...sa.subarray(0, 8)], [10, 0, 0xca, 0x6d, 0, 0, 0, 0]);
+    assert.equal(sa.subarray(8, 24).toString('hex'), 'fd000250000000000000000000000012');
+    const msg = encodeSetDevice({ ifname: 'flannel-wg-v6', peers: [{ publicKey: Buffer.alloc(32, 2), allowedIps: [{ ip: 'fd00:5:0:2::', prefixLen: 64 }] }] });
+    const st = decodeGetDevice([Buffer.concat([msg, nla(WGDEVICE_A_LISTEN_PORT, Buffer.from([0x6d, 0xca]))])]);
+    assert.deepEqual(st.peers[0]!.allowedIps, ['fd00:5:0:2::/64']);
+    const g = toGenlSet('flannel-wg-v6', { peers: [{ publicKey: K2, endpoint: '[fd00:250::12]:51821', allowedIps: [], persistentKeepalive: 0, presharedKey: null }] });
+    assert.deepEqual(g.peers![0]!.endpoint, { ip: 'fd00:250::12', port: 51821 });
+  });
+});

@@ -15,7 +15,8 @@
  * applied as a whole (WireguardBackend.applyWireguardPeers), so its old entry is removed —
  * what flannel's cleanupEndpointPeers does by endpoint.
  */
-import { formatIPv4Cidr } from '../../ip';
+import { formatCidr, formatIPv6, parseIPv6, type IPFamily, type IPNet } from '../../ip';
+import { leaseHalf } from '../../lease/family';
 import type { Lease } from '../../lease/types';
 import type { DesiredContext, DesiredState, DesiredWireguardPeer } from '../backend';
 import { screenPeers } from '../screen';
@@ -26,7 +27,10 @@ export interface WireguardLeaseData {
 }
 
 export interface WireguardDesiredParams {
-  readonly network: import('../../lease/types').IPv4Net;
+  /** The Network (IPv4) or IPv6Network of this instance's family. */
+  readonly network: IPNet;
+  /** 6: the flannel-wg-v6 instance (Mode separate): IPv6 halves of the leases (BackendV6Data, PublicIPv6). */
+  readonly family?: IPFamily;
   readonly listenPort: number;
   /** Our own public key: a lease announcing it is not a peer (a copied key file, or hostile). */
   readonly ownPublicKey: string | null;
@@ -47,12 +51,20 @@ export function decodeWireguardData(data: unknown): { readonly key: string | nul
   return { key, error: null };
 }
 
+/** "10.250.0.12:51820" or "[fd00::12]:51821" (the form wireguard-go and wg print). */
+function endpoint(publicIP: string, port: number, family: IPFamily): string {
+  if (family === 4) return `${publicIP}:${port}`;
+  const n = parseIPv6(publicIP);
+  return `[${n === null ? publicIP : formatIPv6(n)}]:${port}`;
+}
+
 export function wireguardDesired(own: Lease, peers: readonly Lease[], params: WireguardDesiredParams, ctx: DesiredContext = {}): DesiredState {
+  const family = params.family ?? 4;
   const keyOwner = new Map<string, string>(); // public key → lease key
   const keys = new Map<string, string>();     // lease key → public key
   const check = (peer: Lease): string | null => {
     if (peer.attrs.BackendType !== 'wireguard') return `BackendType ${JSON.stringify(peer.attrs.BackendType)} is not wireguard`;
-    const { key, error } = decodeWireguardData(peer.attrs.BackendData);
+    const { key, error } = decodeWireguardData(leaseHalf(peer, family).backendData);
     if (key === null) return error;
     if (key === params.ownPublicKey) return `BackendData.PublicKey is our own public key`;
     const owner = keyOwner.get(key);
@@ -61,15 +73,20 @@ export function wireguardDesired(own: Lease, peers: readonly Lease[], params: Wi
     keys.set(peer.key, key);
     return null;
   };
-  const { accepted, skipped } = screenPeers(own, peers, { network: params.network, ...ctx }, check, params.ifaceIPv4);
-  const wireguardPeers: DesiredWireguardPeer[] = accepted.map((p) => ({
-    publicKey: keys.get(p.key)!,
-    endpoint: `${p.attrs.PublicIP}:${params.listenPort}`,
-    allowedIps: [formatIPv4Cidr(p.subnet)],
-    leaseKey: p.key,
-  }));
+  const { accepted, skipped } = screenPeers(own, peers, { network: params.network, ...ctx }, check, params.ifaceIPv4, family);
+  const wireguardPeers: DesiredWireguardPeer[] = accepted.map((p) => {
+    const half = leaseHalf(p, family);
+    return {
+      publicKey: keys.get(p.key)!,
+      endpoint: endpoint(half.publicIP!, params.listenPort, family),
+      allowedIps: [formatCidr(half.subnet!)],
+      leaseKey: p.key,
+    };
+  });
+  const mine = leaseHalf(own, family).subnet;
   return {
-    addresses: [{ ip: own.subnet.ip, prefixLen: 32 }],
+    // flannel: the subnet's own (network) address, /32 or /128.
+    addresses: mine === null ? [] : [{ ...mine, prefixLen: family === 4 ? 32 : 128 } as IPNet],
     neighbours: [],
     fdb: [],
     routes: [{ dst: ctx.network ?? params.network, gateway: null, onlink: false, via: 'overlay' }],

@@ -5,6 +5,7 @@
 import type { NetworkConfig } from '../../config/types';
 import { WeftError } from '../../errors';
 import type { Logger } from '../../log';
+import type { IPFamily } from '../../ip';
 import type { NetlinkClient } from '../../netlink/client';
 import { decodeWireguardConfig } from './config';
 import { KernelWireguardDriver } from './kernel';
@@ -17,13 +18,19 @@ export interface WireguardDeps {
   readonly runDir?: string;
 }
 
-export function createWireguardBackend(config: NetworkConfig, deps: { readonly nl: NetlinkClient; readonly log: Logger; readonly wireguard?: WireguardDeps }): WireguardBackend {
-  if (config.network === null) throw new WeftError('CONFIG_INVALID', 'network config: the wireguard backend needs an IPv4 Network');
+export function createWireguardBackend(
+  config: NetworkConfig,
+  deps: { readonly nl: NetlinkClient; readonly log: Logger; readonly wireguard?: WireguardDeps; readonly family?: IPFamily },
+): WireguardBackend {
+  const family = deps.family ?? 4;
+  const network = family === 4 ? config.network : config.ipv6Network;
+  if (network === null) throw new WeftError('CONFIG_INVALID', `network config: the wireguard backend needs ${family === 4 ? 'a Network' : 'an IPv6Network'} for IPv${family}`);
   const wg = deps.wireguard ?? {};
   return new WireguardBackend({
     nl: deps.nl,
     config: decodeWireguardConfig(config.backend),
-    network: config.network,
+    network,
+    family,
     log: deps.log,
     ...(wg.fallback ? { fallback: wg.fallback } : {}),
     ...(wg.keyFile ? { keyFile: wg.keyFile } : {}),

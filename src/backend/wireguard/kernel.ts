@@ -21,10 +21,12 @@ export function toGenlSet(ifname: string, req: WgSetRequest): GenlSetDevice {
   for (const k of req.remove ?? []) peers.push({ publicKey: Buffer.from(k, 'base64'), remove: true });
   for (const p of req.peers ?? []) {
     const colon = p.endpoint.lastIndexOf(':');
+    // "[fd00::12]:51821" for IPv6.
+    const host = p.endpoint.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
     peers.push({
       publicKey: Buffer.from(p.publicKey, 'base64'),
       presharedKey: p.presharedKey === null ? ZERO : Buffer.from(p.presharedKey, 'base64'),
-      endpoint: { ip: p.endpoint.slice(0, colon), port: Number(p.endpoint.slice(colon + 1)) },
+      endpoint: { ip: host, port: Number(p.endpoint.slice(colon + 1)) },
       persistentKeepalive: p.persistentKeepalive,
       replaceAllowedIps: true,
       allowedIps: p.allowedIps.map((a) => {

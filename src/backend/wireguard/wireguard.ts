@@ -22,7 +22,8 @@
  * adopts them, so restarting weftd keeps every session. flannel deletes its device on exit.
  */
 import { describeError, WeftError } from '../../errors';
-import type { IPv4Net, Lease } from '../../lease/types';
+import type { IPFamily, IPNet } from '../../ip';
+import type { Lease } from '../../lease/types';
 import { silentLogger, type Logger } from '../../log';
 import type { LinkInfo } from '../../netlink/types';
 import type {
@@ -66,7 +67,10 @@ export interface WireguardNetlink extends WgGoNetlink {
 export interface WireguardBackendOptions {
   readonly nl: WireguardNetlink;
   readonly config: WireguardBackendConfig;
-  readonly network: IPv4Net;
+  /** The Network (family 4) or IPv6Network (family 6). */
+  readonly network: IPNet;
+  /** 6: flannel's `flannel-wg-v6` on ListenPortV6 (Mode separate, dual stack or IPv6-only). Default 4. */
+  readonly family?: IPFamily;
   readonly log?: Logger;
   readonly keyFile?: string;
   readonly fallback?: WireguardFallback;
@@ -114,10 +118,12 @@ export class WireguardGoDriver implements WgDriver {
 
 export class WireguardBackend implements Backend {
   readonly type = 'wireguard';
-  readonly deviceName = WIREGUARD_DEVICE;
+  readonly deviceName: string;
+  readonly family: IPFamily;
   private readonly nl: WireguardNetlink;
   private readonly config: WireguardBackendConfig;
-  private readonly network: IPv4Net;
+  private readonly network: IPNet;
+  private readonly listenPort: number;
   private readonly log: Logger;
   private readonly keyFile: string;
   private readonly fallback: WireguardFallback;
@@ -140,7 +146,11 @@ export class WireguardBackend implements Backend {
     this.nl = opts.nl;
     this.config = opts.config;
     this.network = opts.network;
-    this.log = (opts.log ?? silentLogger).child({ component: 'wireguard' });
+    this.family = opts.family ?? 4;
+    this.deviceName = this.family === 4 ? WIREGUARD_DEVICE : WIREGUARD_DEVICE_V6;
+    this.listenPort = this.family === 4 ? opts.config.listenPort : opts.config.listenPortV6;
+    this.log = (opts.log ?? silentLogger).child({ component: 'wireguard', device: this.deviceName });
+
     this.keyFile = opts.keyFile ?? DEFAULT_KEY_FILE;
     this.fallback = opts.fallback ?? 'auto';
     this.kernel = opts.kernel ?? null;
@@ -161,9 +171,12 @@ export class WireguardBackend implements Backend {
   }
 
   async ensureDevice(underlay: Underlay): Promise<BackendSetup> {
-    if (this.config.mode !== 'separate' && this.config.mode !== 'ipv4' && this.config.mode !== 'auto') {
-      throw new WeftError('CONFIG_INVALID', `network config: Backend (wireguard): Mode ${JSON.stringify(this.config.mode)} needs IPv6, `
-        + 'which this weftd does not run over WireGuard yet; use Mode "separate" (the default) or "ipv4"');
+    // flannel's other modes carry both families in one device (flannel-wg, peers with v4 and v6
+    // allowed IPs): not done here; "separate" is flannel's default.
+    // On an IPv4-only network "auto" and "ipv4" are that same one device.
+    if (this.config.mode !== 'separate' && !(this.family === 4 && (this.config.mode === 'ipv4' || this.config.mode === 'auto'))) {
+      throw new WeftError('CONFIG_INVALID', `network config: Backend (wireguard): Mode ${JSON.stringify(this.config.mode)} is not supported by this weftd `
+        + `${this.family === 6 ? 'with IPv6 enabled' : 'yet'}; use Mode "separate" (the default: flannel-wg for IPv4, flannel-wg-v6 for IPv6)`);
     }
     if (this.keys === null) {
       const { keys, created } = await loadOrCreateKey(this.keyFile);
@@ -227,7 +240,7 @@ export class WireguardBackend implements Backend {
     const state = await driver.get();
     const req: { privateKeyHex?: string; listenPort?: number } = {};
     if (state.privateKeyHex !== this.keys!.privateKeyHex()) req.privateKeyHex = this.keys!.privateKeyHex();
-    if (state.listenPort !== this.config.listenPort) req.listenPort = this.config.listenPort;
+    if (state.listenPort !== this.listenPort) req.listenPort = this.listenPort;
     if (Object.keys(req).length > 0) await driver.set(req);
   }
 
@@ -238,7 +251,7 @@ export class WireguardBackend implements Backend {
 
   desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
     return wireguardDesired(own, peers, {
-      network: this.network, listenPort: this.config.listenPort, ownPublicKey: this.keys?.publicKey ?? null,
+      network: this.network, family: this.family, listenPort: this.listenPort, ownPublicKey: this.keys?.publicKey ?? null,
     }, ctx);
   }
 

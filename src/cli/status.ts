@@ -69,8 +69,12 @@ export async function runStatusCommand(argv: readonly string[], io: CliIO, env: 
   try {
     body = await httpText(host, port, values.probe ? 'POST' : 'GET', path, timeoutMs);
   } catch (err) {
-    io.err(`weft status: cannot reach weftd at ${host}:${port}: ${describeError(err)}\n` +
-      `Is weftd running with --healthz-port=${port}? (the health port is off unless set, as in flannel)`);
+    const why = describeError(err);
+    // An HTTP answer means something listens there: the port hint would mislead (403: not a local client, 429: probe rate limit).
+    const hint = /^HTTP \d{3}:/.test(why)
+      ? (why.startsWith('HTTP 403') ? 'Run weft status on the host weftd runs on (its detailed endpoints answer local clients only).' : '')
+      : `Is weftd running with --healthz-port=${port}? (the health port is off unless set, as in flannel)`;
+    io.err(`weft status: ${/^HTTP \d{3}:/.test(why) ? 'weftd' : 'cannot reach weftd'} at ${host}:${port}: ${why}` + (hint ? `\n${hint}` : ''));
     return 1;
   }
   let report: StatusReport;

@@ -116,6 +116,10 @@ describe('hostile input on the health port, 2-host lab', { timeout: 170_000 }, (
     // The host talking to its own underlay address is local too (--healthz-ip=<that address>).
     const own = await lab.exec('h1', [process.execPath, WEFT, 'status', `--healthz-ip=${H1}`], { timeoutMs: 30000 });
     assert.equal(own.code, 0, own.stdout + own.stderr);
+    // Another host asking is refused, and told where to ask.
+    const other = await lab.exec('h2', [process.execPath, WEFT, 'status', `--healthz-ip=${H1}`], { timeoutMs: 30000 });
+    assert.equal(other.code, 1);
+    assert.match(other.stderr, /weftd at 10\.250\.0\.11:8471: HTTP 403: .*\nRun weft status on the host weftd runs on/);
   });
 
   test('finding 4: /readyz tells other machines "not ready" without the reason; the host gets the reason', async () => {

@@ -564,7 +564,7 @@ export class Lab {
     }
     return {
       name: this.name, prefix: this.prefix, stateDir: this.stateDir,
-      network: this.state.network, backend: this.state.backend,
+      network: this.state.network, backend: this.state.backend, runtime: this.runtime,
       etcd: etcdRec && { pid: etcdRec.pid, alive: isAlive(etcdRec) },
       namespaces: this.state.namespaces.map((n) => ({ name: n, present: present.has(n) })),
       hosts: this.state.hosts.map((h) => {

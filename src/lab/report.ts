@@ -140,6 +140,8 @@ export interface LabStatus {
   readonly stateDir: string;
   readonly network: string;
   readonly backend: string;
+  /** 'docker' / 'podman' when the lab runs a real runtime per host; absent or 'namespaces' for the stand-in. */
+  readonly runtime?: string;
   readonly etcd: { readonly pid: number; readonly alive: boolean } | null;
   readonly namespaces: readonly { readonly name: string; readonly present: boolean }[];
   readonly hosts: readonly HostStatus[];
@@ -149,7 +151,8 @@ export interface LabStatus {
 
 /** What `weft lab status` prints. */
 export function formatStatus(s: LabStatus): string {
-  const lines = [`lab ${s.name}: network ${s.network} (${s.backend}), namespace prefix ${s.prefix}, state ${s.stateDir}`];
+  const runtime = s.runtime && s.runtime !== 'namespaces' ? `, containers by ${s.runtime}` : '';
+  const lines = [`lab ${s.name}: network ${s.network} (${s.backend})${runtime}, namespace prefix ${s.prefix}, state ${s.stateDir}`];
   lines.push(`etcd: ${s.etcd ? `pid ${s.etcd.pid} ${s.etcd.alive ? 'running' : 'NOT RUNNING'}` : 'not started'}`);
   lines.push(formatTable(
     ['HOST', 'NAMESPACE', 'UNDERLAY', 'WEFTD', 'SUBNET', 'CONTAINER'],

@@ -110,6 +110,8 @@ export interface CleanupDeps {
   readonly makeRegistry: (o: EtcdClientOptions) => LeaseRegistry;
   readonly makeNetlink: () => NetlinkClient;
   readonly iptables: IptablesRunner;
+  /** The same chains in ip6tables (dual stack / IPv6-only hosts); absent: not looked at. */
+  readonly ip6tables?: IptablesRunner;
   readonly runningWeftd: () => number[];
   readonly isRoot: () => boolean;
 }
@@ -119,6 +121,7 @@ const defaultDeps: CleanupDeps = {
   makeRegistry: makeEtcdRegistry,
   makeNetlink: () => new NetlinkClient(silentLogger),
   iptables: new BinaryIptablesRunner(),
+  ip6tables: new BinaryIptablesRunner(undefined, { iptables: 'ip6tables', save: 'ip6tables-save', restore: 'ip6tables-restore' }),
   runningWeftd: weftdInThisNetns,
   isRoot: () => typeof process.geteuid !== 'function' || process.geteuid() === 0,
 };
@@ -200,6 +203,7 @@ export async function runCleanupCommand(argv: readonly string[], io: CliIO, deps
   }
 
   removed += await removeIptables(deps.iptables, dryRun, say, io);
+  if (deps.ip6tables) removed += await removeIptables(deps.ip6tables, dryRun, say, io, 'ip6tables');
 
   if (env !== null) {
     if (!dryRun) await rm(subnetFile, { force: true });
@@ -248,7 +252,9 @@ async function releaseLease(
   }
 }
 
-async function removeIptables(runner: IptablesRunner, dryRun: boolean, say: (w: string) => void, io: CliIO): Promise<number> {
+async function removeIptables(
+  runner: IptablesRunner, dryRun: boolean, say: (w: string) => void, io: CliIO, tool: 'iptables' | 'ip6tables' = 'iptables',
+): Promise<number> {
   try {
     const tables = [...new Set(WEFT_CHAINS.map((c) => c.table))];
     const plan = planRestore(EMPTY_RULESET, parseIptablesSave(await runner.save(tables)));
@@ -256,11 +262,11 @@ async function removeIptables(runner: IptablesRunner, dryRun: boolean, say: (w: 
     if (!dryRun) await runner.restore(plan.text);
     for (const c of plan.changes) {
       const m = /^(\w+): delete (?:\w+ )?(chain|rule) (.*)$/.exec(c);
-      say(m ? `iptables ${m[2]} ${m[3]} (${m[1]} table)` : `iptables: ${c}`);
+      say(m ? `${tool} ${m[2]} ${m[3]} (${m[1]} table)` : `${tool}: ${c}`);
     }
     return plan.changes.length;
   } catch (err) {
-    io.err(`warning: iptables rules not checked: ${describeError(err)}`);
+    io.err(`warning: ${tool} rules not checked: ${describeError(err)}`);
     return 0;
   }
 }

@@ -9,11 +9,13 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Lab } from '../../src/lab';
 import { sleep, waitUntil as pollUntil } from '../../src/lab/run';
 import { tcpTransfer } from './helpers/datapath';
+
+const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
 
 async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   assert.ok(await pollUntil(check, timeoutMs, 50), `timed out after ${timeoutMs} ms waiting for ${what}`);
@@ -208,6 +210,16 @@ describe('dual-stack vxlan on 3 hosts', { timeout: 170_000 }, () => {
       assert.ok(await lab.ping('h3-c1', other, { family: 6 }), `flanneld-style h3 → ${other} (IPv6)`);
       assert.ok(await lab.ping(other, 'h3-c1', { family: 6 }), `${other} → flanneld-style h3 (IPv6)`);
     }
+  });
+
+  test('weft cleanup removes flannel-v6.1 and weft\'s ip6tables chains too', async () => {
+    await lab.stopDaemon('h2');
+    const r = await lab.exec('h2', [process.execPath, WEFT, 'cleanup', `--subnet-file=${lab.subnetFile('h2')}`]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const links = await sh(lab, 'h2', 'ip', '-o', 'link', 'show');
+    assert.ok(!links.includes('flannel-v6.1') && !links.includes('flannel.1'), links);
+    assert.ok(!(await sh(lab, 'h2', 'ip6tables-save', '-t', 'filter')).includes('WEFT-FWD'));
+    assert.match(r.stdout, /ip6tables/);
   });
 });
 

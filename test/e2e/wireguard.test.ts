@@ -2,8 +2,9 @@
  * flannel's wireguard backend on a 3-host lab, on this machine's user-space path: the kernel has
  * no WireGuard, so every weftd falls back to wireguard-go (--wireguard-fallback=auto), configured
  * over its UAPI socket. Real etcd, real namespaces, real wireguard-go, real `wg` and tcpdump.
- * Namespaces prefixed wt<pid>w-, torn down at the end (also on failure): the lab's teardown stops
- * every process left in its namespaces, wireguard-go included (by PID).
+ * A second, dual-stack lab (wt<pid>x-) checks flannel-wg-v6. Namespaces prefixed wt<pid>w- and
+ * wt<pid>x-, torn down at the end (also on failure): the lab's teardown stops every process left
+ * in its namespaces, wireguard-go included (by PID).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs';

@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { installPlugin, conflist } from '../../src/cli/cni';
@@ -77,6 +77,8 @@ describe('containerd on weft: ctr run --cni with the weft plugin', () => {
     await waitUntil(async () => (await runIn(h.ns, ctr(h, ['task', 'delete', id]))).code === 0, 5000, 100);
     await runIn(h.ns, ctr(h, ['container', 'delete', id]));
     cniDel(h, id); // ctr task delete never calls CNI DEL
+    // …nor removes libcni's cached result of the ADD (network-containerID-ifname).
+    rmSync(`/var/lib/cni/results/weft-${ctrNs(h.name)}-${id}-eth0`, { force: true });
     await run(lab.tools.ip, ['netns', 'delete', `${PREFIX}${h.name}-${id}`]);
   }
 

@@ -92,7 +92,10 @@ export function weftCli(): string {
 /** `weft ARGS` (this build), failing with its output. */
 export async function weft(args: readonly string[], ns?: { ipPath: string; ns: string }): Promise<string> {
   const argv = [process.execPath, weftCli(), ...args];
-  const r = ns ? await run(ns.ipPath, ['netns', 'exec', ns.ns, ...argv]) : await run(argv[0] ?? '', argv.slice(1));
+  // docker-opts, like mk-docker-opts.sh, carries DOCKER_OPT* variables over from its environment:
+  // the lab's hosts must not inherit the user's.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.includes('DOCKER_OPT')));
+  const r = ns ? await run(ns.ipPath, ['netns', 'exec', ns.ns, ...argv], { env }) : await run(argv[0] ?? '', argv.slice(1), { env });
   if (r.code !== 0) throw new WeftError('INTERNAL', `weft ${args.join(' ')}: exit ${r.code}: ${(r.stderr || r.stdout).trim()}`);
   return r.stdout;
 }

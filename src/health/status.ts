@@ -73,6 +73,8 @@ export function programmedSubnets(applied: DesiredState | null): Set<string> {
   const out = new Set<string>();
   if (applied === null) return out;
   for (const r of applied.routes) out.add(formatIPv4Cidr(r.dst));
+  // wireguard: one route for the whole Network; a peer is programmed once the device holds it.
+  for (const p of applied.wireguardPeers ?? []) for (const a of p.allowedIps) out.add(a);
   return out;
 }
 

@@ -109,6 +109,8 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
       }
       assert.equal((JSON.parse(status) as { dataPath: { mode: string } }).dataPath.mode, 'userspace');
       assert.match(metrics, /^weft_datapath_info\{backend="wireguard",device="flannel-wg",mode="userspace"\} 1$/m);
+      assert.match(metrics, /^weft_peers_programmed 2$/m);
+      assert.deepEqual((JSON.parse(status) as { peers: { programmed: boolean }[] }).peers.map((p) => p.programmed), [true, true]);
       assert.match(log, /ready: subnet [^"]*, data path userspace \(flannel-wg\)/);
       assert.match(log, /falling back to wireguard-go/);
     }

@@ -5,7 +5,7 @@
  */
 import type { DesiredState } from '../backend/backend';
 import type { WeftdSnapshot } from '../daemon/weftd';
-import { formatIPv4, formatIPv4Cidr } from '../ip';
+import { formatCidr, formatIPv4, formatIPv4Cidr } from '../ip';
 import type { Lease } from '../lease/types';
 import type { PeerProbe, ProbeState } from '../probe/prober';
 
@@ -58,6 +58,9 @@ export function readiness(input: ReadinessInput): Readiness {
   const r = s.reconciler;
   if (r === null) return notReady('no reconciler');
   if (r.lastError !== null) return notReady(`programming peers failed: ${errorText(r.lastError)}`);
+  // Dual stack: the IPv6 path (flannel-v6.<VNI>) must not be failing either.
+  const r6 = s.ipv6Path?.reconciler ?? null;
+  if (r6 !== null && r6.lastError !== null) return notReady(`programming IPv6 peers failed: ${errorText(r6.lastError)}`);
   if (!r.isUpToDate && input.behindMs > input.graceMs) {
     return notReady(`peer changes not programmed for ${Math.round(input.behindMs)} ms`);
   }
@@ -79,18 +82,30 @@ export function programmedSubnets(applied: DesiredState | null): Set<string> {
 }
 
 /** Peers whose route the kernel has (as of the last successful reconcile). */
-export function countProgrammed(peers: readonly Lease[], applied: DesiredState | null): number {
+export function countProgrammed(peers: readonly Lease[], applied: DesiredState | null, appliedV6: DesiredState | null = null): number {
   const set = programmedSubnets(applied);
+  for (const k of programmedSubnets(appliedV6)) set.add(k);
   let n = 0;
-  for (const p of peers) if (set.has(formatIPv4Cidr(p.subnet))) n++;
+  for (const p of peers) if (leaseSubnets(p).some((x) => set.has(x))) n++;
   return n;
+}
+
+/** A lease's subnets as text: its IPv4 one (unless the IPv6-only empty 0.0.0.0/0) and its IPv6 one. */
+export function leaseSubnets(lease: Lease): string[] {
+  const out: string[] = [];
+  if (lease.subnet.prefixLen > 0 || lease.ipv6Subnet === null) out.push(formatIPv4Cidr(lease.subnet));
+  if (lease.ipv6Subnet !== null) out.push(formatCidr(lease.ipv6Subnet));
+  return out;
 }
 
 // ---- the status report (GET /status, `weft status --json`) -------------------------------------
 
 export interface PeerStatus {
   readonly key: string;
+  /** The IPv4 subnet; on an IPv6-only network the IPv6 one. */
   readonly subnet: string;
+  /** Dual stack / IPv6-only: the IPv6 subnet; else null. */
+  readonly ipv6Subnet?: string | null;
   readonly publicIp: string;
   readonly backendType: string;
   /** The kernel has this peer's route (as of the last successful reconcile). */
@@ -158,6 +173,7 @@ export function statusReport(input: StatusInput): StatusReport {
   const s = input.snapshot;
   const own = s.lease;
   const programmed = programmedSubnets(s.reconciler?.applied ?? null);
+  for (const k of programmedSubnets(s.ipv6Path?.reconciler?.applied ?? null)) programmed.add(k);
   const probeByKey = new Map(input.probes.map((p) => [p.key, p]));
   const peers = [...s.peers]
     .sort((a, b) => a.subnet.ip - b.subnet.ip)
@@ -165,10 +181,11 @@ export function statusReport(input: StatusInput): StatusReport {
       const pr = probeByKey.get(p.key);
       return {
         key: p.key,
-        subnet: formatIPv4Cidr(p.subnet),
+        subnet: leaseSubnets(p)[0]!,
+        ipv6Subnet: p.ipv6Subnet === null ? null : formatCidr(p.ipv6Subnet),
         publicIp: p.attrs.PublicIP,
         backendType: p.attrs.BackendType,
-        programmed: programmed.has(formatIPv4Cidr(p.subnet)),
+        programmed: leaseSubnets(p).every((x) => programmed.has(x)),
         probe: pr === undefined ? null : {
           address: pr.address,
           state: pr.state,
@@ -191,7 +208,7 @@ export function statusReport(input: StatusInput): StatusReport {
     reason: input.readiness.reason,
     lease: own === null ? null : {
       key: own.key,
-      subnet: formatIPv4Cidr(own.subnet),
+      subnet: leaseSubnets(own)[0]!,
       publicIp: own.attrs.PublicIP,
       state: s.manager?.state ?? 'idle',
       etcdLeaseId: own.etcdLeaseId,

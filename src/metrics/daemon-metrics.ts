@@ -86,7 +86,7 @@ export function daemonMetricFamilies(src: MetricsSources): MetricFamily[] {
     gauge('weft_peers_known', 'Peer leases known from etcd.', () => snap().peers.length),
     gauge('weft_peers_programmed', 'Peers whose route, neighbour and FDB entry the kernel has (last successful reconcile).', () => {
       const s = snap();
-      return countProgrammed(s.peers, s.reconciler?.applied ?? null);
+      return countProgrammed(s.peers, s.reconciler?.applied ?? null, s.ipv6Path?.reconciler?.applied ?? null);
     }),
     counter('weft_peer_updates_total', 'Peer-set changes received from the lease watch.', () => c.peerUpdates),
     c.programming.family('weft_peer_programming_seconds', 'Time from a peer change to the kernel having it.'),

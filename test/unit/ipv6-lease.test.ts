@@ -217,3 +217,15 @@ describe('weft leases: IPv6 halves', () => {
     assert.match(table[2]!, /^fc00:0:0:23::\/64\s+fd00::3\s+vxlan\s+aa:d2:32:6f:8f:46/);
   });
 });
+
+describe('status and metrics: IPv6 halves', () => {
+  it('counts a peer as programmed from the IPv6 path\'s applied state (IPv6-only) and names its IPv6 subnet', async () => {
+    const { countProgrammed, leaseSubnets } = await import('../../src/health/status');
+    const peer = lease('0.0.0.0-0&fc00:0:0:5::-64', '0.0.0.0', 'fd00::5');
+    assert.deepEqual(leaseSubnets(peer), ['fc00:0:0:5::/64']);
+    assert.deepEqual(leaseSubnets(lease('10.5.1.0-24&fc00:0:0:1::-64', '10.0.0.1', 'fd00::1')), ['10.5.1.0/24', 'fc00:0:0:1::/64']);
+    const applied = { addresses: [], neighbours: [], fdb: [], routes: [{ dst: v6('fc00:0:0:5::/64'), gateway: 'fc00:0:0:5::', onlink: true }] };
+    assert.equal(countProgrammed([peer], null, applied), 1);
+    assert.equal(countProgrammed([peer], null, null), 0);
+  });
+});

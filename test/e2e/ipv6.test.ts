@@ -267,3 +267,27 @@ describe('IPv6-only vxlan on 3 hosts (EnableIPv4 false)', { timeout: 120_000 }, 
     assert.ok(await lab.ping('h1-c1', 'h2-c1'));
   });
 });
+
+describe('dual-stack vxlan with DirectRouting on 2 hosts of one L2', { timeout: 90_000 }, () => {
+  let lab: Lab;
+  const dir = mkdtempSync(join(tmpdir(), `wt${process.pid}-ipv6dr-`));
+  before(async () => {
+    lab = await Lab.up({
+      prefix: `wt${process.pid}d-`, name: `wt${process.pid}d`, stateDir: join(dir, 'lab'), hosts: 2, healthzPort: 0, ipv6: 'dual',
+      networkConfig: { Network: '10.5.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:5::/48', Backend: { Type: 'vxlan', DirectRouting: true } },
+    });
+  });
+  after(async () => {
+    await lab?.down();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('each peer\'s IPv6 subnet is routed via its PublicIPv6 on the underlay, not through flannel-v6.1', async () => {
+    const peer = v6SubnetOf(await keyOf(lab, 'h2'));
+    const route = await sh(lab, 'h1', 'ip', '-6', 'route', 'show', peer);
+    assert.match(route, /via fd00:250::12 dev eth0/);
+    assert.equal((await sh(lab, 'h1', 'ip', '-6', 'neigh', 'show', 'dev', 'flannel-v6.1')).includes('PERMANENT'), false);
+    const m6 = await lab.pingMatrix({ family: 6 });
+    assert.ok(m6.ok, JSON.stringify(m6.results));
+  });
+});

@@ -209,22 +209,34 @@ function findPlugin(type: string, cniPath: string): string {
 }
 
 /**
- * Keep container sources on overlay traffic (netconf.ts keepSourceRules): one RETURN rule at
- * the top of nat POSTROUTING, added once per host (checked on every ADD: a flush by hand or a
- * reboot brings it back with the next container). It stays when containers go: it only ever
- * matches overlay-to-overlay traffic.
+ * Keep container sources on overlay traffic (netconf.ts keepSourceRules): one RETURN rule in nat
+ * POSTROUTING above every masquerading rule (checked on every ADD: a flush by hand or a reboot
+ * brings it back with the next container). Docker inserts its MASQUERADE at the top whenever it
+ * (re)creates it, so a RETURN found below a MASQUERADE/SNAT/CNI-chain jump is moved back to the
+ * top; a rule that only jumps elsewhere (kube-proxy's KUBE-POSTROUTING) is not fought over. It
+ * stays when containers go: it only ever matches overlay-to-overlay traffic. Returns whether it
+ * changed anything.
  */
 export function ensureKeepSource(env: NodeJS.ProcessEnv, v6: boolean, network: string): boolean {
   const tool = findTool(v6 ? 'ip6tables' : 'iptables', env.PATH ?? '');
   const rule = ['-s', network, '-d', network, '-m', 'comment', '--comment', KEEP_SOURCE_COMMENT, '-j', 'RETURN'];
   const run = (args: string[]) => spawnSync(tool, ['-w', '5', '-t', 'nat', ...args], { encoding: 'utf8', env });
-  const c = run(['-C', 'POSTROUTING', ...rule]);
-  if (c.status === 0) return false;
-  const i = run(['-I', 'POSTROUTING', '1', ...rule]);
-  if (i.error || i.status !== 0) {
-    throw new CniError(CniCode.IO_FAILURE, `weft: cannot add the nat rule that keeps container sources across hosts ` +
-      `(${tool} -t nat -I POSTROUTING 1 ${rule.join(' ')}): ${(i.error?.message ?? i.stderr).trim()}`);
+  const fail = (what: string, r: ReturnType<typeof run>): never => {
+    throw new CniError(CniCode.IO_FAILURE, `weft: cannot ${what} the nat rule that keeps container sources across hosts ` +
+      `(${tool} -t nat POSTROUTING ${rule.join(' ')}): ${(r.error?.message ?? r.stderr).trim()}`);
+  };
+  const listed = run(['-S', 'POSTROUTING']);
+  if (listed.error || listed.status !== 0) fail('list', listed);
+  const lines = listed.stdout.split('\n').filter((l) => l.startsWith('-A POSTROUTING '));
+  const ours = lines.findIndex((l) => l.includes(KEEP_SOURCE_COMMENT) && l.includes(`-s ${network} -d ${network} `));
+  const firstMasq = lines.findIndex((l) => / -j (MASQUERADE|SNAT|CNI-)/.test(l));
+  if (ours >= 0 && (firstMasq < 0 || ours < firstMasq)) return false;
+  if (ours >= 0) {
+    const d = run(['-D', 'POSTROUTING', ...rule]);
+    if (d.error || d.status !== 0) fail('move', d);
   }
+  const i = run(['-I', 'POSTROUTING', '1', ...rule]);
+  if (i.error || i.status !== 0) fail('add', i);
   return true;
 }
 

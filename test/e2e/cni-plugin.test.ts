@@ -135,6 +135,25 @@ describe('weft CNI plugin with the real bridge and host-local plugins', () => {
     assert.equal(del.status, 0, del.stdout);
   });
 
+  test('weftd without --ip-masq: the bridge masquerades, and one RETURN for the overlay stays above every MASQUERADE (Docker\'s included)', async () => {
+    writeFileSync(subnetFile, ENV4.replace('IPMASQ=true', 'IPMASQ=false'));
+    try {
+      const ipt = (args: string[]) => spawnSync('nsenter', [`--net=/run/netns/${HOST}`, 'iptables', '-w', '5', '-t', 'nat', ...args], { encoding: 'utf8' });
+      assert.equal(cni('ADD', 'm1', `${PREFIX}c1`).code, 0);
+      // Then Docker (re)creates its rule at the top, as dockerd does on start: the next ADD moves ours back above it.
+      assert.equal(ipt(['-I', 'POSTROUTING', '1', '-s', '10.5.72.0/24', '!', '-o', 'docker0', '-j', 'MASQUERADE']).status, 0);
+      const r = cni('ADD', 'm2', `${PREFIX}c2`);
+      assert.equal(r.code, 0, r.stdout);
+      const rules = ipt(['-S', 'POSTROUTING']).stdout.split('\n').filter((l) => l.startsWith('-A POSTROUTING'));
+      assert.match(rules[0] ?? '', /-s 10\.5\.0\.0\/16 -d 10\.5\.0\.0\/16 .*weft cni: keep container source.* -j RETURN/);
+      assert.equal(rules.filter((l) => l.includes('weft cni: keep container source')).length, 1, rules.join('\n'));
+      assert.equal(cni('DEL', 'm1', `${PREFIX}c1`).code, 0);
+      assert.equal(cni('DEL', 'm2', `${PREFIX}c2`).code, 0);
+    } finally {
+      writeFileSync(subnetFile, ENV4);
+    }
+  });
+
   test('VERSION answers without a config', () => {
     const r = spawnSync(process.execPath, [PLUGIN], { input: '', encoding: 'utf8', env: { CNI_COMMAND: 'VERSION' } });
     assert.equal(r.status, 0);

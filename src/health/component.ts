@@ -416,16 +416,19 @@ export function isLoopback(address: string | undefined): boolean {
 
 /**
  * Peers to probe: those the backend accepted and the kernel has a route for (the last applied
- * desired state), with a vxlan lease (their gateway is on flannel.<VNI>). Not every key in etcd:
+ * desired state), with a vxlan lease (their gateway is on flannel.<VNI>) or, on the wireguard
+ * backend, a wireguard lease (their .0 is on flannel-wg). Not every key in etcd:
  * a lease the backend refused (outside the Network, overlapping, undecodable) would otherwise
  * make this host send ICMP wherever an etcd writer points it.
  */
 function probeTargets(daemon: Weftd): ProbeTarget[] {
   const s = daemon.snapshot();
-  if (s.backend?.type !== 'vxlan' || s.lease === null) return [];
+  // wireguard: the peer's <subnet>.0 is on its flannel-wg, reached through ours, like vxlan's.
+  const type = s.backend?.type;
+  if ((type !== 'vxlan' && type !== 'wireguard') || s.lease === null) return [];
   const programmed = programmedSubnets(s.reconciler?.applied ?? null);
   return s.peers
-    .filter((p) => p.attrs.BackendType === 'vxlan' && programmed.has(formatIPv4Cidr(p.subnet)))
+    .filter((p) => p.attrs.BackendType === type && programmed.has(formatIPv4Cidr(p.subnet)))
     .map((p) => ({ key: p.key, address: overlayGateway(p) }));
 }
 

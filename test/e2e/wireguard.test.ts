@@ -116,6 +116,13 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
     }
   });
 
+  test('weft status --probe reaches every peer\'s flannel-wg address through the tunnel', async () => {
+    const weft = join(__dirname, '..', '..', 'src', 'cli', 'weft.js');
+    const out = await sh('h1', process.execPath, weft, 'status', '--probe', `--healthz-port=${HEALTHZ}`);
+    assert.match(out, /data path\s+wireguard userspace, device flannel-wg up, MTU 1420/);
+    assert.match(out, /peers: 2 known, 2 programmed, 2 reachable, 0 unreachable/);
+  });
+
   test('100 MB over TCP arrive intact', async () => {
     const out = await tcpTransfer(lab, 'h1-c1', 'h3-c1', containerAddr(lab, 'h3'), 100, 7301);
     assert.match(out.sent, /^104857600 [0-9a-f]{64}$/);

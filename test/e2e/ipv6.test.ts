@@ -165,6 +165,15 @@ describe('dual-stack vxlan on 3 hosts', { timeout: 170_000 }, () => {
     assert.ok(await lab.ping('h1-c1', 'h2-c1', { family: 6 }));
   });
 
+  test('flannel-v6.1 deleted by hand comes back with the same VtepMAC and its routes', async () => {
+    const mac = (await sh(lab, 'h1', 'cat', '/sys/class/net/flannel-v6.1/address')).trim();
+    const peer = v6SubnetOf(await keyOf(lab, 'h2'));
+    await sh(lab, 'h1', 'ip', 'link', 'del', 'flannel-v6.1');
+    await waitUntil(async () => (await sh(lab, 'h1', 'ip', '-6', 'route', 'show', peer)).includes('dev flannel-v6.1'), 10_000, 'flannel-v6.1 and its route to h2 back on h1');
+    assert.equal((await sh(lab, 'h1', 'cat', '/sys/class/net/flannel-v6.1/address')).trim(), mac);
+    assert.ok(await lab.ping('h1-c1', 'h2-c1', { family: 6 }));
+  });
+
   test('100 MB over TCP between containers over IPv6 arrive intact', async () => {
     const key = await keyOf(lab, 'h2');
     const to = v6SubnetOf(key).replace('::/64', '::2');

@@ -73,6 +73,20 @@ describe('the systemd unit\'s sandbox fits what weftd does (strace)', { timeout:
 
   after(async () => {
     await lab?.down();
+    // Should a wrapper have died first, its strace and weftd must not outlive the test.
+    let groups: number[] = [];
+    try {
+      groups = readFileSync(join(TRACES, 'groups'), 'utf8').split('\n').filter(Boolean).map(Number);
+    } catch {
+      // none started
+    }
+    for (const g of groups) {
+      try {
+        process.kill(-g, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
     rmSync(scratch, { recursive: true, force: true });
   });
 
@@ -80,11 +94,12 @@ describe('the systemd unit\'s sandbox fits what weftd does (strace)', { timeout:
     const probe = `fetch('http://127.0.0.1:${PORT}/probe',{method:'POST'}).then(r=>r.text()).then(()=>fetch('http://127.0.0.1:${PORT}/metrics')).then(r=>process.stdout.write(String(r.status)))`;
     assert.equal((await lab.exec('h1', [process.execPath, '-e', probe], { timeoutMs: 30000 })).stdout, '200');
     await lab.restartDaemon('h2', { extraArgs: ['--vxlan-fallback=force'] });
+    assert.match(lab.daemonLog('h2'), /shutting down/, 'the traced weftd took SIGTERM');
     assert.ok(await lab.ping('h1-c1', 'h2-c1'), 'h1 reaches h2 on the fallback');
     await lab.stopDaemon('h1');
     await lab.stopDaemon('h2');
 
-    const trace = readdirSync(TRACES).map((f) => readFileSync(join(TRACES, f), 'utf8')).join('\n');
+    const trace = readdirSync(TRACES).filter((f) => f.startsWith('trace-')).map((f) => readFileSync(join(TRACES, f), 'utf8')).join('\n');
     const calls = [...trace.matchAll(/^\d+ +([a-z_0-9]+)\(/gm)].map((m) => m[1]!);
     assert.ok(calls.length > 1000, `the trace has ${calls.length} calls`);
 

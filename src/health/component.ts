@@ -174,9 +174,14 @@ export class HealthComponent implements DaemonComponent {
   // ---- state ---------------------------------------------------------------------------------
 
   private deviceState(): DeviceState {
-    const name = this.daemon?.snapshot().backend?.deviceName;
+    const snap = this.daemon?.snapshot();
+    const name = snap?.backend?.deviceName;
     if (name === undefined) return 'unknown';
-    return (this.opts.deviceState ?? sysfsDeviceState)(name);
+    const state = (this.opts.deviceState ?? sysfsDeviceState)(name);
+    // Dual stack: flannel-v6.<VNI> counts too (the worse of the two is reported).
+    const v6 = snap?.ipv6Path?.backend.deviceName;
+    if (v6 === undefined || state !== 'up') return state;
+    return (this.opts.deviceState ?? sysfsDeviceState)(v6);
   }
 
   readiness(): Readiness {

@@ -52,7 +52,7 @@ export function readiness(input: ReadinessInput): Readiness {
   }
   const leaseState = s.manager?.state ?? 'idle';
   if (leaseState !== 'held') return notReady(`subnet lease not held (lease state ${leaseState})`);
-  const dev = s.backend?.deviceName ?? 'overlay device';
+  const dev = (s.backend?.deviceName ?? 'overlay device') + (s.ipv6Path ? ` or ${s.ipv6Path.backend.deviceName}` : '');
   if (input.device === 'missing') return notReady(`device ${dev} is missing`);
   if (input.device === 'down') return notReady(`device ${dev} is down`);
   const r = s.reconciler;

@@ -8,7 +8,7 @@ import type { NetworkConfig } from '../config/types';
 import { WeftError } from '../errors';
 import type { IPFamily } from '../ip';
 import type { Logger } from '../log';
-import type { NetlinkClient } from '../netlink/client';
+import type { Netlink } from '../netlink/client';
 import { decodeVxlanLeaseData } from '../lease/codec';
 import type { Lease } from '../lease/types';
 import type { Backend } from './backend';
@@ -19,7 +19,7 @@ import { VxlanBackend } from './vxlan';
 import { createWireguardBackend, type WireguardDeps } from './wireguard';
 
 export interface BackendDeps {
-  readonly nl: NetlinkClient;
+  readonly nl: Netlink;
   readonly log: Logger;
   /** Our lease from before this process (same PublicIP), if any: vxlan keeps its VtepMAC. */
   readonly previousLease?: Lease | null;

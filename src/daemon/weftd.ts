@@ -27,7 +27,7 @@ import { LeaseManager } from '../lease/manager';
 import type { LeaseRegistry } from '../lease/registry';
 import type { IPv4Net, IPv6Net, Lease } from '../lease/types';
 import type { Logger } from '../log';
-import { NetlinkClient } from '../netlink/client';
+import { NetlinkClient, type Netlink } from '../netlink/client';
 import { resolveUnderlay } from '../netlink/underlay';
 import { checkNetworkAgainstUnderlay, connectedNetworks, endpointAddresses } from './underlay-guard';
 import type { Notifier } from './notify';
@@ -91,8 +91,10 @@ export interface WeftdDeps {
   readonly log: Logger;
   readonly notifier: Notifier;
   readonly makeRegistry?: (opts: DaemonOptions, log: Logger) => LeaseRegistry;
-  readonly makeNetlink?: (log: Logger) => NetlinkClient;
+  readonly makeNetlink?: (log: Logger) => Netlink;
   readonly components?: readonly DaemonComponent[];
+  /** How long a departed peer stays programmed (departed.ts); tests use 0. */
+  readonly departedGraceMs?: number;
 }
 
 export class Weftd extends EventEmitter<WeftdEvents> {
@@ -100,12 +102,12 @@ export class Weftd extends EventEmitter<WeftdEvents> {
   private readonly log: Logger;
   private readonly notifier: Notifier;
   private readonly makeRegistry: (opts: DaemonOptions, log: Logger) => LeaseRegistry;
-  private readonly makeNetlink: (log: Logger) => NetlinkClient;
+  private readonly makeNetlink: (log: Logger) => Netlink;
   private readonly components: readonly DaemonComponent[];
   private readonly startedComponents: DaemonComponent[] = [];
 
   private phaseValue: WeftdPhase = 'starting';
-  private nl: NetlinkClient | null = null;
+  private nl: Netlink | null = null;
   private registry: LeaseRegistry | null = null;
   private manager: LeaseManager | null = null;
   private backend: Backend | null = null;
@@ -133,6 +135,7 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     this.notifier = deps.notifier;
     this.makeRegistry = deps.makeRegistry ?? ((o, log) => createLeaseRegistry(o, log));
     this.makeNetlink = deps.makeNetlink ?? ((log) => new NetlinkClient(log.child({ component: 'netlink' })));
+    this.departed = new DepartedPeers(deps.departedGraceMs);
   }
 
   get phase(): WeftdPhase {
@@ -409,7 +412,7 @@ export class Weftd extends EventEmitter<WeftdEvents> {
 
   private recomputeQueued = false;
   private peerSetDirty = false;
-  private readonly departed = new DepartedPeers();
+  private readonly departed: DepartedPeers;
   private departedTimer: NodeJS.Timeout | null = null;
 
   /** Recompute when the next held peer's grace ends, so its routes go then. */

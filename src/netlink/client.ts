@@ -71,6 +71,12 @@ export interface NetlinkClientOptions {
 /** A link by index, optionally with its name for error messages. */
 export type LinkRef = number | { readonly index: number; readonly name: string };
 
+/**
+ * What a NetlinkClient offers, as a structural type: the seam weftd and the backends take, so the
+ * in-memory kernel (memory-kernel.ts) stands in for the real one in tests.
+ */
+export type Netlink = Pick<NetlinkClient, keyof NetlinkClient>;
+
 export class NetlinkClient {
   private readonly log: Logger;
   private readonly pool: RequestSocket[];

@@ -6,7 +6,7 @@ import type { NetworkConfig } from '../../config/types';
 import { WeftError } from '../../errors';
 import type { Logger } from '../../log';
 import type { IPFamily } from '../../ip';
-import type { NetlinkClient } from '../../netlink/client';
+import type { Netlink } from '../../netlink/client';
 import { decodeWireguardConfig } from './config';
 import { KernelWireguardDriver } from './kernel';
 import { WireguardBackend, type WireguardFallback } from './wireguard';
@@ -20,7 +20,7 @@ export interface WireguardDeps {
 
 export function createWireguardBackend(
   config: NetworkConfig,
-  deps: { readonly nl: NetlinkClient; readonly log: Logger; readonly wireguard?: WireguardDeps; readonly family?: IPFamily },
+  deps: { readonly nl: Netlink; readonly log: Logger; readonly wireguard?: WireguardDeps; readonly family?: IPFamily },
 ): WireguardBackend {
   const family = deps.family ?? 4;
   const network = family === 4 ? config.network : config.ipv6Network;

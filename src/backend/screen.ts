@@ -81,8 +81,13 @@ export function screenPeer(peer: Lease, input: ScreenInput): string | null {
   for (const text of [mine.publicIP, input.ownIfaceIP]) {
     if (text && ipNetContainsAddress(s, text)) return `subnet covers our own address ${text}`;
   }
-  for (const ip of input.peerPublicIPs ?? []) {
-    if (ipNetContainsAddress(s, ip)) return `subnet covers ${ip}, another host's PublicIP (its tunnel packets would go into the tunnel)`;
+  // With a Network, the subnet lies inside it (check 1) and the protected PublicIPs outside it
+  // (screenPeers; one inside is refused by check 5), so none can be covered: skip the O(peers)
+  // loop, which would make a recompute O(peers²) on a big cluster.
+  if (net === null) {
+    for (const ip of input.peerPublicIPs ?? []) {
+      if (ipNetContainsAddress(s, ip)) return `subnet covers ${ip}, another host's PublicIP (its tunnel packets would go into the tunnel)`;
+    }
   }
   const field = family === 4 ? 'PublicIP' : 'PublicIPv6';
   const publicIp = leaseHalf(peer, family).publicIP;

@@ -36,6 +36,8 @@ export interface ScreenInput {
   readonly ctx: DesiredContext;
   /** Peers already accepted in this pass: a subnet overlapping one of theirs is refused. */
   readonly accepted?: readonly Lease[];
+  /** The same leases by subnetId() of their subnet (screenPeers keeps it): used when ctx.subnetLen is set. */
+  readonly acceptedBySubnet?: ReadonlyMap<string, Lease>;
   /**
    * Other peers' PublicIPs (text, of `family`) that must stay reachable over the underlay. screenPeers()
    * passes the PublicIPs of every listed peer whose PublicIP lies outside the Network (one inside
@@ -67,10 +69,14 @@ export function screenPeer(peer: Lease, input: ScreenInput): string | null {
     return `subnet length /${s.prefixLen} is not the configured SubnetLen /${ctx.subnetLen}`;
   }
   if (mine.subnet !== null && netsOverlap(s, mine.subnet)) return `subnet overlaps ours (${formatIPv4Cidr(mine.subnet)})`;
-  const clash = input.accepted?.find((a) => {
-    const other = leaseHalf(a, family).subnet;
-    return other !== null && netsOverlap(other, s);
-  });
+  // With a SubnetLen every accepted subnet has that length, and two of one length overlap only
+  // when equal: a map lookup instead of a scan (which made a recompute O(peers²)).
+  const clash = ctx.subnetLen !== undefined && input.acceptedBySubnet
+    ? input.acceptedBySubnet.get(subnetId(s))
+    : input.accepted?.find((a) => {
+        const other = leaseHalf(a, family).subnet;
+        return other !== null && netsOverlap(other, s);
+      });
   if (clash) return `subnet overlaps lease ${clash.key}`;
   for (const u of ctx.underlayNetworks ?? []) {
     if (netsOverlap(s, u)) return `subnet overlaps the underlay network ${formatIPv4Cidr(u)} (routing it into the overlay would cut this host off)`;
@@ -166,16 +172,23 @@ export function screenPeers(
     if (ip && addressFamily(ip) === family && (net === null || !ipNetContainsAddress(net, ip))) peerPublicIPs.add(ip);
   }
   const accepted: Lease[] = [];
+  const acceptedBySubnet = new Map<string, Lease>();
   const skipped: SkippedPeer[] = [];
   for (const peer of sorted) {
     if (isOwn(peer)) continue; // our own lease
-    const why = screenPeer(peer, { own, ctx, accepted, peerPublicIPs, family, ...(ownIfaceIP ? { ownIfaceIP } : {}) }) ?? backendCheck(peer);
+    const why = screenPeer(peer, { own, ctx, accepted, acceptedBySubnet, peerPublicIPs, family, ...(ownIfaceIP ? { ownIfaceIP } : {}) }) ?? backendCheck(peer);
     if (why !== null) {
       skipped.push({ key: peer.key, reason: why });
       continue;
     }
     accepted.push(peer);
+    const sub = leaseHalf(peer, family).subnet;
+    if (sub !== null) acceptedBySubnet.set(subnetId(sub), peer);
   }
   return { accepted, skipped };
 }
 
+/** A network's identity for maps: "<ip>/<len>" (IPv4 as its uint32, IPv6 as its canonical text). */
+function subnetId(net: { readonly ip: number | string; readonly prefixLen: number }): string {
+  return `${net.ip}/${net.prefixLen}`;
+}

@@ -222,7 +222,7 @@ export interface BurstFigures {
  * `peers` synthetic leases put into etcd at once — ten transactions of 100 puts sent together
  * (etcd takes 1000 separate puts in ~2.5 s on this disk, one fsync-bound commit each: that would
  * time etcd, not weft) — and every lab host programming all of them. Time zero: the first
- * transaction sent. The watch delivers every event of a transaction (etcd-http-registry.ts).
+ * transaction sent. The watch delivers every event of a transaction (etcd-registry.ts).
  */
 export async function measureBurst(lab: Lab, peers: number, network: string, progress: Progress): Promise<BurstFigures> {
   const hosts = lab.hostNames();

@@ -33,7 +33,7 @@ import { silentLogger } from '../log';
 import { NetlinkClient } from '../netlink/client';
 import { RTPROT_KERNEL, type LinkInfo, type RouteEntry } from '../netlink/types';
 import type { CliIO } from './io';
-import { makeEtcdRegistry } from './leases';
+import { createLeaseRegistry } from '../lease/create-registry';
 import { DEFAULT_RUN_DIR as DEFAULT_WG_RUN_DIR, stopWireguardGo } from '../backend/wireguard/wggo';
 
 export const CLEANUP_USAGE = `usage: weft cleanup [--release-lease] [--subnet-file FILE] [--device NAME] [--network CIDR]
@@ -118,7 +118,7 @@ export interface CleanupDeps {
 
 const defaultDeps: CleanupDeps = {
   env: process.env,
-  makeRegistry: makeEtcdRegistry,
+  makeRegistry: (o) => createLeaseRegistry(o),
   makeNetlink: () => new NetlinkClient(silentLogger),
   iptables: new BinaryIptablesRunner(),
   ip6tables: new BinaryIptablesRunner(undefined, { iptables: 'ip6tables', save: 'ip6tables-save', restore: 'ip6tables-restore' }),

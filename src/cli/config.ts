@@ -26,7 +26,7 @@ import type { Lease } from '../lease/types';
 import { silentLogger } from '../log';
 import { NetlinkClient } from '../netlink/client';
 import type { CliIO } from './io';
-import { makeEtcdRegistry } from './leases';
+import { createLeaseRegistry } from '../lease/create-registry';
 
 export const CONFIG_USAGE = `usage: weft config get [--etcd-* flags]
        weft config validate FILE|-
@@ -137,7 +137,7 @@ export interface ConfigDeps {
   readonly readDocument: (source: string) => Promise<string>;
 }
 
-const defaultDeps: ConfigDeps = { makeRegistry: makeEtcdRegistry, env: process.env, readDocument };
+const defaultDeps: ConfigDeps = { makeRegistry: (o) => createLeaseRegistry(o), env: process.env, readDocument };
 
 function usage(message: string): WeftError {
   return new WeftError('CONFIG_INVALID', `${message}; run 'weft config --help' for usage`);

@@ -18,8 +18,7 @@ import { describeError, WeftError } from '../errors';
 import { formatCidr, formatIPv4, formatIPv4Cidr, netContainsNet, parseIPv4, parseIPv4Cidr } from '../ip';
 import { escapeControl } from '../text';
 import { formatSubnetKey } from '../lease/codec';
-import { etcdClientKind } from '../lease/create-registry';
-import { EtcdHttpLeaseRegistry } from '../lease/etcd-http-registry';
+import { createLeaseRegistry } from '../lease/create-registry';
 import type { LeaseRegistry, SubnetWatchEvent } from '../lease/registry';
 import { isReservation, type Lease } from '../lease/types';
 import type { CliIO } from './io';
@@ -249,30 +248,7 @@ export interface LeasesDeps {
   readonly stop?: AbortSignal;
 }
 
-/**
- * The etcd client weftd uses (src/lease/create-registry.ts: the v3 JSON gateway by default,
- * etcd3 over gRPC with WEFT_ETCD_CLIENT=grpc), so the CLI sees etcd exactly as the daemon does.
- */
-export function makeEtcdRegistry(o: EtcdClientOptions): LeaseRegistry {
-  const common = {
-    endpoints: o.etcdEndpoints,
-    prefix: o.etcdPrefix,
-    caFile: o.etcdCafile,
-    certFile: o.etcdCertfile,
-    keyFile: o.etcdKeyfile,
-    username: o.etcdUsername,
-    password: o.etcdPassword,
-  };
-  if (etcdClientKind() === 'grpc') {
-    // Loaded only when asked for: etcd3 and gRPC cost ~150 ms of start-up.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { EtcdLeaseRegistry } = require('../lease/etcd-registry') as typeof import('../lease/etcd-registry');
-    return new EtcdLeaseRegistry(common);
-  }
-  return new EtcdHttpLeaseRegistry(common);
-}
-
-const defaultDeps: LeasesDeps = { makeRegistry: makeEtcdRegistry, env: process.env, now: Date.now };
+const defaultDeps: LeasesDeps = { makeRegistry: (o) => createLeaseRegistry(o), env: process.env, now: Date.now };
 
 function usage(message: string): WeftError {
   return new WeftError('CONFIG_INVALID', `${message}; run 'weft leases --help' for usage`);

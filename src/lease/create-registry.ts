@@ -1,13 +1,17 @@
 /**
- * Which etcd client weftd uses. Default: EtcdHttpLeaseRegistry (etcd's v3 JSON gateway over
- * Node's http; ~150 ms faster to start and ~20 MB smaller than etcd3 over gRPC — measured in
- * docs/performance.md). `WEFT_ETCD_CLIENT=grpc` selects EtcdLeaseRegistry (etcd3), e.g. for an
- * etcd whose gateway is disabled. etcd3 is required only then: loading it is the cost avoided.
+ * The one place an etcd registry is made (weftd and every CLI command), so the CLI sees etcd
+ * exactly as the daemon does. One registry (etcd-registry.ts) over one of two wires: etcd's v3
+ * JSON gateway over Node's http (default; ~150 ms faster to start and ~20 MB smaller than etcd3
+ * over gRPC — measured in docs/performance.md), or `WEFT_ETCD_CLIENT=grpc`: etcd3 over gRPC,
+ * e.g. for an etcd whose gateway is disabled. etcd3 is required only then: loading it is the
+ * cost avoided.
  */
-import type { DaemonOptions } from '../config/types';
+import type { DaemonOptions, EtcdClientOptions as EtcdFlags } from '../config/types';
 import type { Logger } from '../log';
-import { EtcdHttpLeaseRegistry, etcdHttpOptionsFrom } from './etcd-http-registry';
-import type { LeaseRegistry } from './registry';
+import { etcdClientOptionsFrom, type EtcdClientOptions } from './etcd-common';
+import { EtcdHttpWire } from './etcd-http-wire';
+import { EtcdLeaseRegistry } from './etcd-registry';
+import type { EtcdWire } from './etcd-wire';
 
 export type EtcdClientKind = 'http' | 'grpc';
 
@@ -15,11 +19,24 @@ export function etcdClientKind(env: NodeJS.ProcessEnv = process.env): EtcdClient
   return env.WEFT_ETCD_CLIENT === 'grpc' ? 'grpc' : 'http';
 }
 
-export function createLeaseRegistry(opts: DaemonOptions, log: Logger, kind: EtcdClientKind = etcdClientKind()): LeaseRegistry {
+/** Throws WeftError('CONFIG_INVALID') for unreadable TLS files, bad endpoint lists, TLS files with http://. */
+export function createEtcdRegistry(opts: EtcdClientOptions, kind: EtcdClientKind = etcdClientKind()): EtcdLeaseRegistry {
+  let wire: EtcdWire;
   if (kind === 'grpc') {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { EtcdLeaseRegistry, etcdRegistryOptionsFrom } = require('./etcd-registry') as typeof import('./etcd-registry');
-    return new EtcdLeaseRegistry(etcdRegistryOptionsFrom(opts, log));
+    const { EtcdGrpcWire } = require('./etcd-grpc-wire') as typeof import('./etcd-grpc-wire');
+    wire = new EtcdGrpcWire(opts);
+  } else {
+    wire = new EtcdHttpWire(opts);
   }
-  return new EtcdHttpLeaseRegistry(etcdHttpOptionsFrom(opts, log));
+  return new EtcdLeaseRegistry(wire, opts);
+}
+
+/** The registry weftd's (or a CLI command's) `--etcd-*` flags describe. */
+export function createLeaseRegistry(
+  opts: EtcdFlags & Partial<Pick<DaemonOptions, 'subnetLeaseRenewMarginMinutes'>>,
+  log?: Logger,
+  kind: EtcdClientKind = etcdClientKind(),
+): EtcdLeaseRegistry {
+  return createEtcdRegistry(etcdClientOptionsFrom(opts, log), kind);
 }

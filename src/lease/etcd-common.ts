@@ -1,12 +1,11 @@
 /**
- * What the two etcd clients (etcd-registry.ts: etcd3 over gRPC; etcd-http-registry.ts: the JSON
- * gateway) share above the wire: options and TLS files, the host lease's keepalive loop, decoding
+ * The etcd registry's pure parts, shared by the registry (etcd-registry.ts) and its two wires
+ * (etcd-http-wire.ts, etcd-grpc-wire.ts): options and TLS files, keepalive timing, decoding
  * key/values into leases and watch events, lease expirations, and mapping failures to WeftError.
- * Each client only supplies its own calls. Imports nothing from `etcd3`: the default (http)
- * client must not load it (create-registry.ts).
+ * Imports nothing from `etcd3`: the default (http) wire must not load it (create-registry.ts).
  */
 import { readFileSync } from 'node:fs';
-import type { DaemonOptions } from '../config/types';
+import type { DaemonOptions, EtcdClientOptions as EtcdFlags } from '../config/types';
 import { WeftError, describeError } from '../errors';
 import type { Logger } from '../log';
 import { decodeLease, parseSubnetKey, subnetKeyOf } from './codec';
@@ -30,8 +29,14 @@ export interface EtcdClientOptions {
   readonly log?: Logger;
 }
 
-/** The registry options that weftd's flags (flanneld's names) describe. */
-export function etcdClientOptionsFrom(opts: DaemonOptions, log?: Logger): EtcdClientOptions {
+/**
+ * The registry options that weftd's and the CLI's `--etcd-*` flags (flanneld's names) describe;
+ * the renew margin only for weftd (the CLI renews nothing for long).
+ */
+export function etcdClientOptionsFrom(
+  opts: EtcdFlags & Partial<Pick<DaemonOptions, 'subnetLeaseRenewMarginMinutes'>>,
+  log?: Logger,
+): EtcdClientOptions {
   return {
     endpoints: opts.etcdEndpoints,
     prefix: opts.etcdPrefix,
@@ -40,7 +45,7 @@ export function etcdClientOptionsFrom(opts: DaemonOptions, log?: Logger): EtcdCl
     keyFile: opts.etcdKeyfile,
     username: opts.etcdUsername,
     password: opts.etcdPassword,
-    renewMarginSeconds: opts.subnetLeaseRenewMarginMinutes * 60,
+    ...(opts.subnetLeaseRenewMarginMinutes === undefined ? {} : { renewMarginSeconds: opts.subnetLeaseRenewMarginMinutes * 60 }),
     ...(log === undefined ? {} : { log }),
   };
 }
@@ -109,6 +114,19 @@ export function readTlsFiles(opts: EtcdClientOptions): { ca?: Buffer; cert?: Buf
     ...(opts.certFile ? { cert: read('cert file', opts.certFile) } : {}),
     ...(opts.keyFile ? { key: read('key file', opts.keyFile) } : {}),
   };
+}
+
+/** The range_end that makes a range "every key with this prefix". */
+export function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix, 'utf8');
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i]! < 0xff) {
+      const out = Buffer.from(b.subarray(0, i + 1));
+      out[i]!++;
+      return out;
+    }
+  }
+  return Buffer.from([0]);
 }
 
 // ---- errors ------------------------------------------------------------------------------------
@@ -277,137 +295,4 @@ export function keepaliveTiming(ttlSeconds: number, renewMarginSeconds: number |
     retryMinMs: 500,
     retryMaxMs: Math.max(1000, Math.min(5000, ttlMs / 4)),
   };
-}
-
-/**
- * The host's etcd lease, kept alive by one short keepalive call per interval
- * (KeepaliveTiming), which the client supplies as renewOnce():
- *
- *   alive ──renewal fails──► failing (retry with backoff; one warning) ──renewal ok──► alive
- *     │                         │
- *     └──── etcd answers TTL ≤ 0 or "lease not found" (expired during an outage, revoked) ────► lost (onLost, once)
- *
- * The lease is never declared lost locally: only etcd knows (a restarted etcd extends every
- * lease by its TTL, so a whole-cluster outage longer than the TTL loses nothing).
- */
-export abstract class KeptHostLease implements HostLease {
-  private lostFlag = false;
-  private released = false;
-  private failures = 0;
-  private failingSince: number | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  /** Last confirmed grant/keepalive + the TTL etcd gave (ms since the epoch), for expiresAt. */
-  private expiresMs: number;
-  private readonly listeners = new Set<(err: WeftError) => void>();
-
-  /**
-   * `grantedTtl`: the TTL etcd granted, in seconds. `unrefTimer`: the renewal timer alone does
-   * not keep the process alive.
-   */
-  constructor(
-    readonly id: string,
-    readonly ttlSeconds: number,
-    grantedTtl: number,
-    protected readonly timing: KeepaliveTiming,
-    private readonly log: Logger,
-    private readonly forget: () => void,
-    private readonly unrefTimer: boolean,
-  ) {
-    this.expiresMs = Date.now() + grantedTtl * 1000;
-    this.schedule(timing.intervalMs);
-  }
-
-  /** One keepalive round trip; resolves to the TTL etcd granted (≤ 0: the lease is gone). */
-  protected abstract renewOnce(): Promise<number>;
-
-  /** Whether a failed renewal says the lease is gone (rather than etcd unreachable). */
-  protected isGone(_err: unknown): boolean {
-    return false;
-  }
-
-  /** Called when renewing stops: abort a renewal in flight if the client can. */
-  protected onStop(): void {}
-
-  get lost(): boolean {
-    return this.lostFlag;
-  }
-
-  get expiresAt(): Date | null {
-    return this.lostFlag ? null : new Date(this.expiresMs);
-  }
-
-  onLost(listener: (err: WeftError) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.listeners.clear();
-    this.stop(); // stops renewing; does NOT revoke
-    this.forget();
-  }
-
-  markLost(cause: unknown): void {
-    if (this.lostFlag) return;
-    this.lostFlag = true;
-    this.stop();
-    if (this.released) return;
-    const err = new WeftError('LEASE_CONFLICT', `etcd lease ${this.id} (TTL ${this.ttlSeconds} s) is expired or revoked`, { cause, retryable: true });
-    for (const l of [...this.listeners]) l(err);
-    this.forget();
-  }
-
-  private stop(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    this.onStop();
-  }
-
-  private schedule(ms: number): void {
-    if (this.released || this.lostFlag) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.renew();
-    }, ms);
-    if (this.unrefTimer) this.timer.unref();
-  }
-
-  private async renew(): Promise<void> {
-    let ttl: number;
-    try {
-      ttl = await this.renewOnce();
-    } catch (err) {
-      if (this.released || this.lostFlag) return;
-      if (this.isGone(err)) {
-        this.markLost(err);
-        return;
-      }
-      this.failures++;
-      if (this.failingSince === null) {
-        this.failingSince = Date.now();
-        this.log.warn('etcd lease keepalive failing; retrying with backoff (the lease survives outages shorter than its TTL)', {
-          lease: this.id,
-          ttlSeconds: this.ttlSeconds,
-          error: describeError(err),
-        });
-      }
-      const backoff = Math.min(this.timing.retryMinMs * 2 ** (this.failures - 1), this.timing.retryMaxMs);
-      this.schedule(Math.round(backoff * (0.75 + Math.random() * 0.5)));
-      return;
-    }
-    if (this.released || this.lostFlag) return;
-    if (!(ttl > 0)) {
-      this.markLost(new Error(`etcd answered the keepalive of lease ${this.id} with TTL ${ttl}: it expired or was revoked`));
-      return;
-    }
-    this.expiresMs = Date.now() + ttl * 1000;
-    if (this.failingSince !== null) {
-      this.log.info('etcd lease keepalive recovered', { lease: this.id, failedForMs: Date.now() - this.failingSince, ttlLeftSeconds: ttl });
-    }
-    this.failures = 0;
-    this.failingSince = null;
-    this.schedule(this.timing.intervalMs);
-  }
 }

@@ -1,58 +1,24 @@
 /**
- * LeaseRegistry on etcd's v3 API through `etcd3` 1.1.2 — the only file that talks to etcd.
+ * The LeaseRegistry on etcd's v3 API, written once over a narrow wire (etcd-wire.ts): the JSON
+ * gateway (etcd-http-wire.ts, the default) or gRPC (etcd-grpc-wire.ts). Here live flannel's
+ * transaction rules, the host lease's keepalive loop, watch resume/de-duplication and the
+ * mapping of failures to WeftError; create-registry.ts picks the wire.
  *
- * Traps of etcd3 1.1.2 handled here (docs/dependencies.md):
- * - Its default circuit breaker fails EVERY call for 5 s after 3 errors, and a retry policy
- *   hides which error happened. We install our own policies (cockatiel 3 API, which the doc
- *   comment in etcd3's options.d.ts still shows in its old v2 form): no breaker for a single
- *   endpoint (nothing to fail over to), a 1 s breaker per endpoint with several, and one quick
- *   retry on another endpoint. The manager's own bounded backoff paces retries after that.
- * - Unary calls get a deadline, so a black-holed endpoint cannot hang acquire() forever.
- * - A watch from a compacted revision emits 'error' ("Watcher canceled: " with an empty reason)
- *   and is dropped by etcd3: we report 'reset' and the manager re-lists. An EventEmitter without
- *   an 'error' listener crashes the process, so every emitter here gets one.
- * - etcd3 moves a watcher's resume revision to `header.revision + 1` of each response, which can
- *   skip events not yet delivered when the stream breaks mid catch-up; we pin it to the last
- *   revision actually delivered + 1.
- * - Revisions and lease IDs are strings (64-bit).
+ * Watch correctness: every event of one revision (a multi-key transaction, a prefix delete)
+ * is delivered; after a reconnect, events below the next undelivered revision are skipped.
+ * test/e2e/helpers/registry-contract.ts has the contract tests that test/e2e/lease-etcd-http.test.ts
+ * and test/e2e/lease-etcd.test.ts run against both wires.
  */
-import {
-  ConsecutiveBreaker,
-  ConstantBackoff,
-  ExponentialBackoff,
-  circuitBreaker,
-  handleWhen,
-  noop,
-  retry,
-} from 'cockatiel';
-import {
-  Etcd3,
-  EtcdAuthenticationFailedError,
-  EtcdLeaseInvalidError,
-  EtcdPermissionDeniedError,
-  isRecoverableError,
-  type IDuplexStream,
-  type IEvent,
-  type IKeyValue,
-  type IOptions,
-  type LeaseClient,
-  type Watcher,
-} from 'etcd3';
-import type { DaemonOptions } from '../config/types';
+import { Backoff } from '../backoff';
 import { WeftError, describeError } from '../errors';
 import { silentLogger, type Logger } from '../log';
 import { DEFAULT_PREFIX, configKey, decodeLease, encodeLeaseAttrs, fullSubnetKey, subnetsDir } from './codec';
 import {
-  DEFAULT_CALL_TIMEOUT_MS,
-  KeptHostLease,
   decodeSubnetKv,
-  etcdClientOptionsFrom,
   etcdError,
   expirationsOf,
   keepaliveTiming,
   leaseGoneError,
-  readTlsFiles,
-  checkEtcdTransport,
   registryClosedError,
   removedEvent,
   revokeIfEmpty,
@@ -62,64 +28,64 @@ import {
   type EtcdClientOptions,
   type KeepaliveTiming,
 } from './etcd-common';
-import type { HostLease, LeaseRegistry, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
+import type { EtcdWire, TxnCompare, TxnOp, TxnResult, WireEvent, WireKv, WireWatch } from './etcd-wire';
+import type { HostLease, LeaseRegistry, RegistryStats, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
 import type { Lease, LeaseAttrs } from './types';
 
-export { keepaliveTiming, type KeepaliveTiming } from './etcd-common';
-
-/** All endpoints http or all https (etcd3 refuses a mix). */
-export type EtcdRegistryOptions = EtcdClientOptions;
-
-/** The registry options that weftd's flags (flanneld's names) describe. */
-export function etcdRegistryOptionsFrom(opts: DaemonOptions, log?: Logger): EtcdRegistryOptions {
-  return etcdClientOptionsFrom(opts, log);
+interface WatchCounters {
+  watchResponses: number;
+  watchRevisionLag: number;
+  lastWatchResponseAt: number | null;
+  watchReconnects: number;
 }
-
-type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
 
 export class EtcdLeaseRegistry implements LeaseRegistry {
   readonly prefix: string;
   readonly location: string;
-  private readonly client: Etcd3;
   private readonly log: Logger;
   private readonly renewMarginSeconds: number | null;
   private readonly hostLeases = new Set<EtcdHostLease>();
   private readonly watches = new Set<EtcdSubnetWatch>();
   private closed = false;
+  /** Figures for /metrics; the watches update them. */
+  private readonly counters: WatchCounters = { watchResponses: 0, watchRevisionLag: 0, lastWatchResponseAt: null, watchReconnects: 0 };
 
-  /** Throws WeftError('CONFIG_INVALID') for unreadable TLS files or bad endpoint lists. */
-  constructor(opts: EtcdRegistryOptions) {
-    if (opts.endpoints.length === 0) throw new WeftError('CONFIG_INVALID', 'etcd endpoints: none given; set --etcd-endpoints');
+  /** `opts`: the options the wire was made from (prefix, log, renew margin). */
+  constructor(private readonly wire: EtcdWire, opts: EtcdClientOptions) {
     this.prefix = opts.prefix ?? DEFAULT_PREFIX;
-    this.location = opts.endpoints.join(',');
+    this.location = wire.location;
     this.log = (opts.log ?? silentLogger).child({ component: 'etcd' });
     this.renewMarginSeconds = opts.renewMarginSeconds ?? null;
-    checkEtcdTransport(opts);
-    try {
-      this.client = new Etcd3(clientOptions(opts));
-    } catch (err) {
-      throw new WeftError('CONFIG_INVALID', `etcd client for ${this.location}: ${describeError(err)}`, { cause: err });
-    }
+  }
+
+  stats(): RegistryStats {
+    return {
+      reconnects: this.wire.reconnects() + this.counters.watchReconnects,
+      watchResponses: this.counters.watchResponses,
+      watchRevisionLag: this.counters.watchRevisionLag,
+      lastWatchResponseAt: this.counters.lastWatchResponseAt,
+    };
   }
 
   async getConfig(): Promise<string | null> {
     const key = configKey(this.prefix);
-    return this.call(`get ${key}`, () => this.client.get(key).string());
+    const res = await this.call(`get ${key}`, () => this.wire.range(key, false));
+    const kv = res.kvs[0];
+    return kv === undefined ? null : kv.value.toString();
   }
 
   async listSubnets(opts: { readonly expirations?: boolean } = {}): Promise<SubnetListing> {
     const dir = subnetsDir(this.prefix);
-    const res = await this.call(`list ${dir}`, () => this.client.getAll().prefix(dir).exec());
+    const res = await this.call(`list ${dir}`, () => this.wire.range(dir, true));
     const expirations = opts.expirations === true ? await this.expirationsOf(res.kvs) : new Map<string, Date | null>();
-    const { leases, invalid } = splitDecoded(res.kvs.map((kv) => this.decodeKv(kv, expirations.get(kv.lease) ?? null)));
-    return { leases, invalid, revision: res.header.revision };
+    const { leases, invalid } = splitDecoded(res.kvs.map((kv) => this.decodeKv(kv, expirations.get(kv.leaseId) ?? null)));
+    return { leases, invalid, revision: res.revision };
   }
 
   async grantHostLease(ttlSeconds: number): Promise<HostLease> {
-    this.assertOpen('grant lease');
-    const res = await this.call(`grant lease (TTL ${ttlSeconds} s)`, () => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
+    const res = await this.call(`grant lease (TTL ${ttlSeconds} s)`, () => this.wire.grant(ttlSeconds));
     const timing = keepaliveTiming(ttlSeconds, this.renewMarginSeconds);
-    const handle: EtcdHostLease = new EtcdHostLease(res.ID, ttlSeconds, timing, this.log, () => this.hostLeases.delete(handle), this.client.leaseClient);
+    const handle: EtcdHostLease = new EtcdHostLease(res.id, ttlSeconds, res.ttl, timing, this.log, this.wire, () => this.hostLeases.delete(handle));
     this.hostLeases.add(handle);
     return handle;
   }
@@ -128,88 +94,71 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     const full = fullSubnetKey(this.prefix, key);
     const value = encodeLeaseAttrs(attrs);
     // flannel's createSubnet: if version(key) == 0 then put(key, value, lease).
-    const res = await this.leaseCall(`create ${full}`, lease, () =>
-      this.client.if(full, 'Version', '==', 0).then(this.client.put(full).value(value).lease(lease.id)).commit(),
-    );
+    const res = await this.txn(`create ${full}`, lease, [{ key: full, target: 'version', version: '0' }], [
+      { put: { key: full, value, leaseId: lease.id } },
+    ]);
     if (!res.succeeded) return null;
-    return decodeLease(key, value, { etcdLeaseId: lease.id, modRevision: res.header.revision });
+    return decodeLease(key, value, { etcdLeaseId: lease.id, modRevision: res.revision });
   }
 
   async updateSubnet(key: string, attrs: LeaseAttrs, lease: HostLease | null, expectModRevision: string): Promise<Lease | null> {
     const full = fullSubnetKey(this.prefix, key);
     const value = encodeLeaseAttrs(attrs);
     const leaseId = lease === null ? '0' : lease.id;
-    // A raw put op, to get prev_kv (which lease the key moves off). lease 0 = no lease.
-    const put = { request_put: { key: Buffer.from(full), value: Buffer.from(value), lease: leaseId, prev_kv: true } };
-    const res = await this.leaseCall(`update ${full}`, lease, () =>
-      this.client.if(full, 'Mod', '==', expectModRevision).then(put).commit(),
-    );
+    // prev_kv: which lease the key moves off. lease 0 = no lease.
+    const res = await this.txn(`update ${full}`, lease, [{ key: full, target: 'mod', modRevision: expectModRevision }], [
+      { put: { key: full, value, leaseId, prevKv: true } },
+    ]);
     if (!res.succeeded) return null;
-    const prevLease = res.responses[0]?.response_put?.prev_kv?.lease;
+    const prevLease = res.prevLeaseId;
     if (prevLease !== undefined && prevLease !== '0' && prevLease !== leaseId) {
-      await revokeIfEmpty(
-        this.log,
-        prevLease,
-        full,
-        async () => {
-          const ttl = await this.client.leaseClient.leaseTimeToLive({ ID: prevLease, keys: true });
-          return { ttl: Number(ttl.TTL), keys: ttl.keys.length };
-        },
-        () => this.client.leaseClient.leaseRevoke({ ID: prevLease }),
-      );
+      await revokeIfEmpty(this.log, prevLease, full, () => this.wire.timeToLive(prevLease, true), () => this.wire.revoke(prevLease));
     }
-    return decodeLease(key, value, { etcdLeaseId: lease === null ? null : lease.id, modRevision: res.header.revision });
+    return decodeLease(key, value, { etcdLeaseId: lease === null ? null : lease.id, modRevision: res.revision });
   }
 
   async deleteSubnet(key: string, expectModRevision?: string): Promise<boolean> {
     const full = fullSubnetKey(this.prefix, key);
-    if (expectModRevision === undefined) {
-      const res = await this.call(`delete ${full}`, () => this.client.delete().key(full).exec());
-      return res.deleted !== '0';
-    }
-    const res = await this.call(`delete ${full}`, () =>
-      this.client.if(full, 'Mod', '==', expectModRevision).then(this.client.delete().key(full)).commit(),
-    );
-    return res.succeeded && res.responses[0]?.response_delete_range?.deleted !== '0';
+    const compare: TxnCompare[] = expectModRevision === undefined ? [] : [{ key: full, target: 'mod', modRevision: expectModRevision }];
+    const res = await this.txn(`delete ${full}`, null, compare, [{ deleteKey: full }]);
+    return res.succeeded && res.deleted !== undefined && res.deleted !== '0';
   }
 
   async createReservation(key: string, attrs: LeaseAttrs): Promise<Lease | null> {
     const full = fullSubnetKey(this.prefix, key);
     const value = encodeLeaseAttrs(attrs);
     // createSubnet's transaction without a lease: the key has no TTL.
-    const res = await this.call(`create reservation ${full}`, () =>
-      this.client.if(full, 'Version', '==', 0).then(this.client.put(full).value(value)).commit(),
-    );
+    const res = await this.txn(`create reservation ${full}`, null, [{ key: full, target: 'version', version: '0' }], [{ put: { key: full, value } }]);
     if (!res.succeeded) return null;
-    return decodeLease(key, value, { etcdLeaseId: null, modRevision: res.header.revision });
+    return decodeLease(key, value, { etcdLeaseId: null, modRevision: res.revision });
   }
 
   async revokeLease(leaseId: string): Promise<boolean> {
+    const op = `revoke lease ${leaseId}`;
+    if (this.closed) throw registryClosedError(op);
     try {
-      await this.call(`revoke lease ${leaseId}`, () => this.client.leaseClient.leaseRevoke({ ID: leaseId }));
+      await this.wire.revoke(leaseId);
       return true;
     } catch (err) {
-      if (err instanceof WeftError && err.cause instanceof EtcdLeaseInvalidError) return false;
-      throw err;
+      if (this.wire.classify(err) === 'leaseNotFound') return false;
+      throw this.wrap(op, err);
     }
   }
 
   async putConfig(text: string): Promise<void> {
     const key = configKey(this.prefix);
-    await this.call(`put ${key}`, () => this.client.put(key).value(text).exec());
+    await this.txn(`put ${key}`, null, [], [{ put: { key, value: text } }]);
   }
 
   watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
-    const dir = subnetsDir(this.prefix);
-    const w = new EtcdSubnetWatch(fromRevision, handler, this.log, (kv) => this.decodeKv(kv, null), (kv) => this.removedEvent(kv), () =>
-      this.watches.delete(w),
-    );
+    const w: EtcdSubnetWatch = new EtcdSubnetWatch(fromRevision, handler, this.log, this.counters, (kv) => this.decodeKv(kv, null),
+      (kv) => removedEvent(this.prefix, kv.key, kv.modRevision), () => this.watches.delete(w));
     if (this.closed) {
       w.fail('the lease registry is closed');
       return w;
     }
     this.watches.add(w);
-    w.start(this.client.watch().prefix(dir).startRevision(fromRevision).watcher());
+    w.start(this.wire, subnetsDir(this.prefix));
     return w;
   }
 
@@ -218,33 +167,25 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     this.closed = true;
     await Promise.all([...this.watches].map((w) => w.close()));
     for (const l of [...this.hostLeases]) l.release();
-    this.client.close();
+    this.wire.close();
   }
 
-  // ---- internals -----------------------------------------------------------------------------
+  // ---- internals -------------------------------------------------------------------------------
 
   /** null: not a subnet key at all (something nested under subnets/). */
-  private decodeKv(kv: IKeyValue, expiration: Date | null): DecodedKv | null {
-    return decodeSubnetKv(this.prefix, { key: kv.key.toString(), value: kv.value, leaseId: kv.lease, modRevision: kv.mod_revision }, expiration);
+  private decodeKv(kv: WireKv, expiration: Date | null): DecodedKv | null {
+    return decodeSubnetKv(this.prefix, kv, expiration);
   }
 
-  private removedEvent(kv: IKeyValue): SubnetWatchEvent | null {
-    return removedEvent(this.prefix, kv.key.toString(), kv.mod_revision);
-  }
-
-  private expirationsOf(kvs: readonly IKeyValue[]): Promise<Map<string, Date | null>> {
+  private expirationsOf(kvs: readonly WireKv[]): Promise<Map<string, Date | null>> {
     return expirationsOf(
-      kvs.map((kv) => kv.lease),
-      async (id) => Number((await this.call(`query TTL of lease ${id}`, () => this.client.leaseClient.leaseTimeToLive({ ID: id }))).TTL),
+      kvs.map((kv) => kv.leaseId),
+      async (id) => (await this.call(`query TTL of lease ${id}`, () => this.wire.timeToLive(id, false))).ttl,
     );
   }
 
-  private assertOpen(op: string): void {
-    if (this.closed) throw registryClosedError(op);
-  }
-
   private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    this.assertOpen(op);
+    if (this.closed) throw registryClosedError(op);
     try {
       return await fn();
     } catch (err) {
@@ -252,13 +193,13 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     }
   }
 
-  /** A write attached to `lease`: etcd's "lease not found" means the lease is lost. */
-  private async leaseCall<T>(op: string, lease: HostLease | null, fn: () => Promise<T>): Promise<T> {
-    this.assertOpen(op);
+  /** A transaction; when it writes under `lease`, etcd's "lease not found" means the lease is lost. */
+  private async txn(op: string, lease: HostLease | null, compare: readonly TxnCompare[], ops: readonly TxnOp[]): Promise<TxnResult> {
+    if (this.closed) throw registryClosedError(op);
     try {
-      return await fn();
+      return await this.wire.txn(compare, ops);
     } catch (err) {
-      if (err instanceof EtcdLeaseInvalidError && lease !== null) {
+      if (lease !== null && this.wire.classify(err) === 'leaseNotFound') {
         if (lease instanceof EtcdHostLease) lease.markLost(err);
         throw leaseGoneError(op, lease, err);
       }
@@ -267,171 +208,199 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
   }
 
   private wrap(op: string, err: unknown): WeftError {
-    const refused = err instanceof EtcdAuthenticationFailedError || err instanceof EtcdPermissionDeniedError;
-    return etcdError(this.location, op, err, refused ? 'refused' : 'unreachable');
+    const failure = this.wire.classify(err);
+    return etcdError(this.location, op, err, failure === 'leaseNotFound' ? 'answered' : failure, err instanceof Error ? err.message : describeError(err));
   }
-}
-
-function clientOptions(opts: EtcdRegistryOptions): IOptions {
-  const callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
-  const several = opts.endpoints.length > 1;
-  const options: IOptions = {
-    hosts: [...opts.endpoints],
-    // Streams (watch, keepalive) live forever; unary calls must not.
-    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
-    faultHandling: {
-      // One endpoint: a breaker has nothing to fail over to and would only turn every call into
-      // an instant failure for its open period. Several: skip a dead one for 1 s (etcd3's
-      // default is 5 s after 3 errors).
-      host: () =>
-        several
-          ? circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) })
-          : noop,
-      // One quick retry (on another endpoint when there is one), e.g. across a reconnect.
-      global: retry(handleWhen(isRecoverableError), { maxAttempts: 1, backoff: new ConstantBackoff(50) }),
-      // Watch stream reconnects: resume within seconds of etcd coming back (etcd3's default caps at 30 s);
-      // every attempt is a TCP connect, so not much more often than every 5 s during an outage.
-      // etcd3 calls .next() on this (a backoff factory) though its type says IBackoff.
-      watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 5000 }) as unknown as WatchBackoff,
-    },
-    // Detect a dead connection (host gone without a RST) on streams; etcd's server policy
-    // rejects pings more often than every 5 s.
-    grpcOptions: { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 },
-  };
-  if (opts.caFile || opts.certFile || opts.keyFile) {
-    const tls = readTlsFiles(opts);
-    options.credentials = {
-      // grpc's createSsl takes null for "the system's root CAs"; etcd3's type insists on a Buffer.
-      rootCertificate: tls.ca ?? (null as unknown as Buffer),
-      ...(tls.cert ? { certChain: tls.cert } : {}),
-      ...(tls.key ? { privateKey: tls.key } : {}),
-    };
-  }
-  if (opts.username) options.auth = { username: opts.username, password: opts.password ?? '' };
-  return options;
 }
 
 /**
- * The host's etcd lease, kept alive by our own loop (KeptHostLease) rather than etcd3's
- * autoKeepAlive: etcd3 retries a failed keepalive every 100 ms, and each retry makes it drop and
- * re-open its gRPC channel, i.e. ~20 TCP connects a second for as long as etcd is down. Here one
- * renewal is one short LeaseKeepAlive stream (write the ID, read the answer, end).
+ * The host's etcd lease, kept alive by one short keepalive round trip per interval
+ * (KeepaliveTiming) rather than a client library's own loop (etcd3's retries every 100 ms, and
+ * re-opens its gRPC channel each time: ~20 TCP connects a second while etcd is down):
+ *
+ *   alive ──renewal fails──► failing (retry with Backoff; one warning) ──renewal ok──► alive
+ *     │                         │
+ *     └──── etcd answers TTL ≤ 0 or "lease not found" (expired during an outage, revoked) ────► lost (onLost, once)
+ *
+ * The lease is never declared lost locally: only etcd knows (a restarted etcd extends every
+ * lease by its TTL, so a whole-cluster outage longer than the TTL loses nothing).
  */
-class EtcdHostLease extends KeptHostLease {
-  private abortRenewal: (() => void) | null = null;
+class EtcdHostLease implements HostLease {
+  private lostFlag = false;
+  private released = false;
+  private failingSince: number | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private renewal: AbortController | null = null;
+  private readonly backoff: Backoff;
+  /** Last confirmed grant/keepalive + the TTL etcd gave (ms since the epoch), for expiresAt. */
+  private expiresMs: number;
+  private readonly listeners = new Set<(err: WeftError) => void>();
 
-  constructor(id: string, ttlSeconds: number, timing: KeepaliveTiming, log: Logger, forget: () => void, private readonly leases: LeaseClient) {
-    super(id, ttlSeconds, ttlSeconds, timing, log, forget, false);
+  /** `grantedTtl`: the TTL etcd granted, in seconds. */
+  constructor(
+    readonly id: string,
+    readonly ttlSeconds: number,
+    grantedTtl: number,
+    private readonly timing: KeepaliveTiming,
+    private readonly log: Logger,
+    private readonly wire: EtcdWire,
+    private readonly forget: () => void,
+  ) {
+    this.backoff = new Backoff({ initialMs: timing.retryMinMs, maxMs: timing.retryMaxMs, jitter: 0.25 });
+    this.expiresMs = Date.now() + grantedTtl * 1000;
+    this.schedule(timing.intervalMs);
   }
 
-  protected override onStop(): void {
-    this.abortRenewal?.();
+  get lost(): boolean {
+    return this.lostFlag;
   }
 
-  /** One keepalive round trip; resolves to the TTL etcd granted (≤ 0: the lease is gone). */
-  protected renewOnce(): Promise<number> {
-    return new Promise<number>((resolve, reject) => {
-      let done = false;
-      let stream: IDuplexStream<{ ID: string }, { TTL: string }> | null = null;
-      const finish = (err: unknown, ttl = 0): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        this.abortRenewal = null;
-        try {
-          // end() after an answer; cancel() a stream that never answered (etcd hung, released).
-          if (err === null) stream?.end();
-          else stream?.cancel();
-        } catch {
-          // already closed
-        }
-        if (err === null) resolve(ttl);
-        else reject(err);
-      };
-      const timer = setTimeout(() => finish(new Error(`no keepalive answer within ${this.timing.timeoutMs} ms`)), this.timing.timeoutMs);
-      this.abortRenewal = () => finish(new Error('lease released'));
-      this.leases.leaseKeepAlive().then(
-        (s) => {
-          stream = s;
-          s.on('error', (e) => finish(e));
-          if (done) {
-            s.cancel();
-            return;
-          }
-          s.on('data', (res) => finish(null, Number(res.TTL)));
-          s.on('end', () => finish(new Error('keepalive stream ended without an answer')));
-          s.write({ ID: this.id });
-        },
-        (e: unknown) => finish(e),
-      );
-    });
+  get expiresAt(): Date | null {
+    return this.lostFlag ? null : new Date(this.expiresMs);
+  }
+
+  onLost(listener: (err: WeftError) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.listeners.clear();
+    this.stop(); // stops renewing; does NOT revoke
+    this.forget();
+  }
+
+  markLost(cause: unknown): void {
+    if (this.lostFlag) return;
+    this.lostFlag = true;
+    this.stop();
+    if (this.released) return;
+    const err = new WeftError('LEASE_CONFLICT', `etcd lease ${this.id} (TTL ${this.ttlSeconds} s) is expired or revoked`, { cause, retryable: true });
+    for (const l of [...this.listeners]) l(err);
+    this.forget();
+  }
+
+  private stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.renewal?.abort(new Error('lease released'));
+    this.renewal = null;
+  }
+
+  private schedule(ms: number): void {
+    if (this.released || this.lostFlag) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.renew();
+    }, ms);
+    if (!this.wire.keepsProcessAlive) this.timer.unref();
+  }
+
+  private async renew(): Promise<void> {
+    let ttl: number;
+    const renewal = (this.renewal = new AbortController());
+    try {
+      ttl = await this.wire.keepaliveOnce(this.id, this.timing.timeoutMs, renewal.signal);
+    } catch (err) {
+      if (this.released || this.lostFlag) return;
+      if (this.wire.classify(err) === 'leaseNotFound') {
+        this.markLost(err);
+        return;
+      }
+      if (this.failingSince === null) {
+        this.failingSince = Date.now();
+        this.log.warn('etcd lease keepalive failing; retrying with backoff (the lease survives outages shorter than its TTL)', {
+          lease: this.id,
+          ttlSeconds: this.ttlSeconds,
+          error: describeError(err),
+        });
+      }
+      this.schedule(this.backoff.next());
+      return;
+    } finally {
+      if (this.renewal === renewal) this.renewal = null;
+    }
+    if (this.released || this.lostFlag) return;
+    if (!(ttl > 0)) {
+      this.markLost(new Error(`etcd answered the keepalive of lease ${this.id} with TTL ${ttl}: it expired or was revoked`));
+      return;
+    }
+    this.expiresMs = Date.now() + ttl * 1000;
+    if (this.failingSince !== null) {
+      this.log.info('etcd lease keepalive recovered', { lease: this.id, failedForMs: Date.now() - this.failingSince, ttlLeftSeconds: ttl });
+    }
+    this.backoff.reset();
+    this.failingSince = null;
+    this.schedule(this.timing.intervalMs);
   }
 }
 
+/**
+ * A prefix watch: the wire keeps the stream up (reconnecting with a Backoff, failing over
+ * across endpoints); this keeps the resume point — the next revision not yet delivered — and
+ * delivers each event once.
+ *
+ *   connecting ──created──► streaming ──stream breaks──► (wire) backoff ──► connecting
+ *       │                      │
+ *       └──────────────────────┴──canceled (compacted) ──► done: 'reset' delivered once
+ *   close() from any state ──► done (nothing delivered after close() resolves)
+ */
 class EtcdSubnetWatch implements SubnetWatch {
-  private watcher: Watcher | null = null;
   private done = false;
   private disconnected = false;
-  /** Next revision we have not delivered; the resume point after a reconnect. */
+  private stream: WireWatch | null = null;
+  /** Next revision not delivered yet: the resume point. */
   private nextRevision: bigint;
 
   constructor(
     fromRevision: string,
     private readonly handler: (event: SubnetWatchEvent) => void,
     private readonly log: Logger,
-    private readonly decode: (kv: IKeyValue) => DecodedKv | null,
-    private readonly removed: (kv: IKeyValue) => SubnetWatchEvent | null,
+    private readonly counters: WatchCounters,
+    private readonly decode: (kv: WireKv) => DecodedKv | null,
+    private readonly removed: (kv: WireKv) => SubnetWatchEvent | null,
     private readonly forget: () => void,
   ) {
     this.nextRevision = BigInt(fromRevision);
   }
 
-  start(watcher: Watcher): void {
-    this.watcher = watcher;
-    const pin = (): void => {
-      // etcd3 sets start_revision to header.revision + 1 on every response; pin it to what we
-      // actually delivered so a reconnect mid catch-up replays instead of skipping.
-      (watcher.request as { start_revision?: string | number }).start_revision = this.nextRevision.toString();
-    };
-    watcher.on('connected', () => {
-      pin();
-      if (this.disconnected) {
-        this.disconnected = false;
-        this.log.info('etcd watch reconnected', { fromRevision: this.nextRevision.toString() });
-      }
+  start(wire: EtcdWire, dir: string): void {
+    this.stream = wire.watchPrefix(dir, {
+      resumeRevision: () => this.nextRevision.toString(),
+      response: (r) => this.onResponse(r.created, r.events, r.headerRevision),
+      disconnected: (err) => {
+        if (this.disconnected || this.done) return;
+        this.disconnected = true;
+        this.log.warn('etcd watch disconnected; resuming when etcd is back', { error: err === null ? 'stream ended' : describeError(err) });
+      },
+      canceled: (why) => this.fail(`etcd ended the watch from revision ${this.nextRevision} (${why})`),
     });
-    watcher.on('disconnected', (err) => {
-      if (this.disconnected || this.done) return;
-      this.disconnected = true;
-      this.log.warn('etcd watch disconnected; resuming when etcd is back', { error: describeError(err) });
-    });
-    watcher.on('data', (res) => {
-      // Every event of one revision (a multi-key transaction, a prefix delete) arrives in the
-      // same response, all with that revision: decide "already delivered" against the resume
-      // point as it was before this response, or all but the first would be dropped.
-      const from = this.nextRevision;
-      for (const ev of res.events) this.onEvent(ev.type, ev.kv, from);
-      pin();
-    });
-    // etcd3 emits 'error' only when etcd cancels the watch — "Watcher canceled: " (empty reason)
-    // for a compacted start revision. The watcher is dropped by etcd3 after that.
-    // Do not cancel() it ourselves then: etcd has already dropped it, and a cancel for an
-    // unknown watch could be answered with a response etcd3 cannot route (it throws).
-    watcher.on('error', (err) => {
-      this.watcher = null;
-      const why = describeError(err).replace(/:\s*$/, '') || 'canceled';
-      this.fail(`etcd ended the watch from revision ${this.nextRevision} (${why}; usually history compacted past it)`);
-    });
-    watcher.on('end', () => undefined);
   }
 
-  private onEvent(type: IEvent['type'], kv: IKeyValue, from: bigint): void {
+  private onResponse(created: boolean, events: readonly WireEvent[], headerRevision: string | undefined): void {
     if (this.done) return;
-    const rev = BigInt(kv.mod_revision);
-    if (rev < from) return; // replayed after a reconnect
-    if (rev >= this.nextRevision) this.nextRevision = rev + 1n;
-    const event = watchEvent(type === 'Delete', () => this.removed(kv), () => this.decode(kv));
-    if (event !== null) this.handler(event);
+    this.counters.watchResponses++;
+    this.counters.lastWatchResponseAt = Date.now();
+    if (created && this.disconnected) {
+      this.disconnected = false;
+      this.counters.watchReconnects++;
+      this.log.info('etcd watch reconnected', { fromRevision: this.nextRevision.toString() });
+    }
+    // Every event of one revision (a multi-key transaction, a prefix delete) arrives in the
+    // same response, all with that revision: decide "already delivered" against the resume
+    // point as it was before this response, or all but the first would be dropped.
+    const from = this.nextRevision;
+    for (const ev of events) {
+      const rev = BigInt(ev.kv.modRevision);
+      if (rev < from) continue; // replayed after a reconnect
+      if (rev >= this.nextRevision) this.nextRevision = rev + 1n;
+      const event = watchEvent(ev.deleted, () => this.removed(ev.kv), () => this.decode(ev.kv));
+      if (event !== null) this.handler(event);
+      if (this.done) return;
+    }
+    if (headerRevision !== undefined) this.counters.watchRevisionLag = Math.max(0, Number(BigInt(headerRevision) - (this.nextRevision - 1n)));
   }
 
   /** End the watch with 'reset' (delivered asynchronously, once). */
@@ -439,7 +408,8 @@ class EtcdSubnetWatch implements SubnetWatch {
     if (this.done) return;
     this.done = true;
     this.forget();
-    this.detach();
+    void this.stream?.close();
+    this.stream = null;
     setImmediate(() => this.handler({ type: 'reset', reason }));
   }
 
@@ -447,21 +417,8 @@ class EtcdSubnetWatch implements SubnetWatch {
     if (this.done) return;
     this.done = true;
     this.forget();
-    await this.detach();
-  }
-
-  private async detach(): Promise<void> {
-    const w = this.watcher;
-    this.watcher = null;
-    if (w === null) return;
-    // cancel() waits for etcd to confirm, which never comes while it is unreachable: bound it.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      w.cancel().catch(() => undefined),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, 1000);
-      }),
-    ]);
-    clearTimeout(timer);
+    const s = this.stream;
+    this.stream = null;
+    await s?.close();
   }
 }

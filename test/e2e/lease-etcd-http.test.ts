@@ -1,15 +1,15 @@
 /**
  * The lease store's contract tests (helpers/registry-contract.ts, also run by lease-etcd.test.ts
- * for etcd3 over gRPC) against EtcdHttpLeaseRegistry, the lean client over etcd's JSON gateway
+ * for etcd3 over gRPC) against the etcd registry over its JSON gateway wire, the lean client
  * that weftd uses by default, plus what only this client promises (watch stats, the host lease's
  * expiry). A real etcd started by the test on loopback, stopped by PID; one key prefix per test.
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { EtcdHttpLeaseRegistry } from '../../src/lease/etcd-http-registry';
+import { createEtcdRegistry } from '../../src/lease/create-registry';
 import { registryContract } from './helpers/registry-contract';
 
-registryContract('etcd lease registry over the JSON gateway, and the manager on it (real etcd)', (opts) => new EtcdHttpLeaseRegistry(opts), {
+registryContract('etcd lease registry over the JSON gateway, and the manager on it (real etcd)', (opts) => createEtcdRegistry(opts, 'http'), {
   // Every event of a multi-key revision arrived; the client's watch stats show it.
   afterMultiKeyRevision: (reg) => {
     const st = reg.stats();

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { checkEtcdTransport } from '../../src/lease/etcd-common';
-import { EtcdHttpLeaseRegistry } from '../../src/lease/etcd-http-registry';
+import { createEtcdRegistry } from '../../src/lease/create-registry';
 import { silentLogger, type Logger } from '../../src/log';
 
 const dir = mkdtempSync(join(tmpdir(), 'weft-tls-'));
@@ -17,12 +17,14 @@ const ca = join(dir, 'ca.pem');
 writeFileSync(ca, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
 
 describe('etcd transport security', () => {
-  it('refuses --etcd-cafile with http:// endpoints instead of ignoring it (the default client)', () => {
-    assert.throws(
-      () => new EtcdHttpLeaseRegistry({ endpoints: ['http://10.250.0.2:2379'], caFile: ca }),
-      (e: Error & { code?: string }) => e.code === 'CONFIG_INVALID' && /--etcd-cafile given but .*http:\/\/.*use https:\/\//.test(e.message),
-    );
-  });
+  for (const kind of ['http', 'grpc'] as const) {
+    it(`refuses --etcd-cafile with http:// endpoints instead of ignoring it (${kind === 'http' ? 'the default client' : 'the gRPC client too'})`, () => {
+      assert.throws(
+        () => createEtcdRegistry({ endpoints: ['http://10.250.0.2:2379'], caFile: ca }, kind),
+        (e: Error & { code?: string }) => e.code === 'CONFIG_INVALID' && /--etcd-cafile given but .*http:\/\/.*use https:\/\//.test(e.message),
+      );
+    });
+  }
 
   it('warns loudly when a password goes to a remote http:// endpoint, not for loopback or https', () => {
     const lines: string[] = [];

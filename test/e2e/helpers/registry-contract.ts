@@ -1,7 +1,7 @@
 /**
  * The LeaseRegistry contract against a real etcd (started on loopback, stopped by PID), run by
- * lease-etcd.test.ts (EtcdLeaseRegistry, etcd3 over gRPC) and lease-etcd-http.test.ts
- * (EtcdHttpLeaseRegistry, etcd's JSON gateway): the registry and the LeaseManager on it. Each test
+ * lease-etcd.test.ts (EtcdLeaseRegistry over its gRPC wire, etcd3) and lease-etcd-http.test.ts
+ * (over its JSON gateway wire): the registry and the LeaseManager on it. Each test
  * uses its own key prefix so they do not see each other's leases. A client's own tests go in
  * `specific`, inside the same suite, with the same etcd and fixtures.
  */

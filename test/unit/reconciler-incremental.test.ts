@@ -4,87 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Backend, BackendSetup, DesiredState, Underlay } from '../../src/backend/backend';
-import { Reconciler, impliedState, diffState, type Clock, type ReconcilerNetlink } from '../../src/daemon/reconciler';
+import type { DesiredState, Underlay } from '../../src/backend/backend';
+import { Reconciler, impliedState, diffState } from '../../src/daemon/reconciler';
 import { formatIPv4Cidr, parseIPv4, parseIPv4Cidr } from '../../src/ip';
-import type { Lease } from '../../src/lease/types';
-import type { LinkRef } from '../../src/netlink/client';
-import type { AddressEntry, ChangeBatch, FdbEntry, LinkInfo, Monitor, NeighbourEntry, RouteEntry, RouteSpec } from '../../src/netlink/types';
+import { FakeBackend, ManualClock } from './helpers/fakes';
+import { ScriptedKernel } from './helpers/scripted-kernel';
 
 const UNDERLAY: Underlay = { ifName: 'eth0', ifIndex: 3, ipv4: '10.250.0.1', mtu: 1500 };
-const idx = (l: LinkRef): number => (typeof l === 'number' ? l : l.index);
-
-class Kernel implements ReconcilerNetlink {
-  link: LinkInfo = { index: 10, name: 'flannel.1', up: true, mtu: 1450, mac: '02:00:00:00:00:01', kind: 'vxlan', vxlan: null };
-  addresses: AddressEntry[] = [];
-  neighbours: NeighbourEntry[] = [];
-  fdb: FdbEntry[] = [];
-  routes: RouteEntry[] = [];
-  calls: string[] = [];
-  dumps = 0;
-  failRoutes = false;
-  listener: ((b: ChangeBatch) => void) | null = null;
-  async getLink(name: string) { return name === this.link.name ? this.link : null; }
-  async listAddresses() { this.dumps++; return [...this.addresses]; }
-  async listNeighbours() { return [...this.neighbours]; }
-  async listFdb() { return [...this.fdb]; }
-  async listRoutes() { return [...this.routes]; }
-  async addAddress(l: LinkRef, ip: string, prefixLen: number) { this.calls.push(`add address ${ip}`); this.addresses.push({ ifindex: idx(l), ip, prefixLen }); }
-  async deleteAddress(_l: LinkRef, ip: string) { this.calls.push(`del address ${ip}`); this.addresses = this.addresses.filter((a) => a.ip !== ip); }
-  async replaceNeighbour(l: LinkRef, ip: string, mac: string) {
-    this.calls.push(`set neighbour ${ip}`);
-    this.neighbours = [...this.neighbours.filter((n) => n.ip !== ip), { ifindex: idx(l), ip, mac, permanent: true }];
-  }
-  async deleteNeighbour(_l: LinkRef, ip: string) { this.calls.push(`del neighbour ${ip}`); this.neighbours = this.neighbours.filter((n) => n.ip !== ip); }
-  async replaceFdb(l: LinkRef, mac: string, dst: string) {
-    this.calls.push(`set fdb ${mac}`);
-    this.fdb = [...this.fdb.filter((f) => f.mac !== mac), { ifindex: idx(l), mac, dst, permanent: true, self: true }];
-  }
-  async deleteFdb(_l: LinkRef, mac: string) { this.calls.push(`del fdb ${mac}`); this.fdb = this.fdb.filter((f) => f.mac !== mac); }
-  async replaceRoute(s: RouteSpec) {
-    this.calls.push(`set route ${formatIPv4Cidr(s.dst)}`);
-    if (this.failRoutes) throw new Error('EPERM');
-    this.routes = [...this.routes.filter((r) => formatIPv4Cidr(r.dst) !== formatIPv4Cidr(s.dst)),
-      { dst: s.dst, gateway: s.gateway, oif: s.oif, onlink: s.onlink, table: 254, priority: 0, protocol: 3, type: 1 }];
-  }
-  async deleteRoute(s: RouteSpec) { this.calls.push(`del route ${formatIPv4Cidr(s.dst)}`); this.routes = this.routes.filter((r) => formatIPv4Cidr(r.dst) !== formatIPv4Cidr(s.dst)); }
-  monitor(onChange: (b: ChangeBatch) => void): Monitor { this.listener = onChange; return { close: () => (this.listener = null) }; }
-}
-
-class FakeBackend implements Backend {
-  readonly type = 'vxlan';
-  readonly deviceName = 'flannel.1';
-  async ensureDevice(): Promise<BackendSetup> { return { backendType: 'vxlan', backendData: {}, mtu: 1450 }; }
-  desired(_own: Lease, _peers: readonly Lease[]): DesiredState { throw new Error('not used'); }
-  async close(): Promise<void> {}
-}
-
-class ManualClock implements Clock {
-  t = 0;
-  private timers: { at: number; fn: () => void; id: number }[] = [];
-  private nextId = 1;
-  now() { return this.t; }
-  setTimeout(fn: () => void, ms: number) { const id = this.nextId++; this.timers.push({ at: this.t + ms, fn, id }); return id; }
-  clearTimeout(h: unknown) { this.timers = this.timers.filter((x) => x.id !== h); }
-  async advance(ms: number) {
-    const end = this.t + ms;
-    for (;;) {
-      this.timers.sort((a, b) => a.at - b.at);
-      const next = this.timers[0];
-      if (!next || next.at > end) break;
-      this.timers.shift();
-      this.t = next.at;
-      next.fn();
-      await settle();
-    }
-    this.t = end;
-    await settle();
-  }
-}
-
-async function settle(): Promise<void> {
-  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
-}
 
 function peers(...ns: number[]): DesiredState {
   return {
@@ -96,7 +22,8 @@ function peers(...ns: number[]): DesiredState {
 }
 
 async function started(initial: DesiredState) {
-  const k = new Kernel();
+  const k = new ScriptedKernel();
+  k.createDevice();
   const clock = new ManualClock();
   const r = new Reconciler({ nl: k, backend: new FakeBackend(), underlay: UNDERLAY, clock, resyncIntervalMs: 10_000, debounceMs: 20 });
   r.setDesired(initial);

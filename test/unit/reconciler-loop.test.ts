@@ -4,150 +4,15 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Backend, BackendSetup, DesiredState, Underlay } from '../../src/backend/backend';
-import { Reconciler, type Clock, type ReconcilerNetlink } from '../../src/daemon/reconciler';
-import { formatIPv4Cidr, parseIPv4, parseIPv4Cidr } from '../../src/ip';
-import type { Lease } from '../../src/lease/types';
-import type { LinkRef } from '../../src/netlink/client';
+import type { DesiredState, Underlay } from '../../src/backend/backend';
+import { Reconciler } from '../../src/daemon/reconciler';
+import { parseIPv4, parseIPv4Cidr } from '../../src/ip';
 import { NetlinkError } from '../../src/netlink/errors';
-import type { AddressEntry, ChangeBatch, FdbEntry, LinkInfo, Monitor, NeighbourEntry, RouteEntry, RouteSpec } from '../../src/netlink/types';
+import type { RouteSpec } from '../../src/netlink/types';
+import { FakeBackend, ManualClock, settle } from './helpers/fakes';
+import { ScriptedKernel } from './helpers/scripted-kernel';
 
 const UNDERLAY: Underlay = { ifName: 'eth0', ifIndex: 3, ipv4: '10.250.0.1', mtu: 1500 };
-const idx = (l: LinkRef): number => (typeof l === 'number' ? l : l.index);
-
-class FakeKernel implements ReconcilerNetlink {
-  link: LinkInfo | null = null;
-  nextIndex = 10;
-  addresses: AddressEntry[] = [];
-  neighbours: NeighbourEntry[] = [];
-  fdb: FdbEntry[] = [];
-  routes: RouteEntry[] = [];
-  calls: string[] = [];
-  listener: ((b: ChangeBatch) => void) | null = null;
-  failDeletesWith: string | null = null;
-  dumpDelay: Promise<void> | null = null;
-  dumps = 0;
-
-  createDevice(): void {
-    this.link = { index: this.nextIndex++, name: 'flannel.1', up: true, mtu: 1450, mac: '02:00:00:00:00:01', kind: 'vxlan', vxlan: null };
-    this.addresses = [];
-    this.neighbours = [];
-    this.fdb = [];
-    this.routes = this.routes.filter((r) => r.oif !== this.link!.index);
-  }
-  async getLink(name: string) {
-    return this.link && this.link.name === name ? this.link : null;
-  }
-  async listAddresses() {
-    this.dumps++;
-    if (this.dumpDelay) await this.dumpDelay;
-    return [...this.addresses];
-  }
-  async listNeighbours() {
-    return [...this.neighbours];
-  }
-  async listFdb() {
-    return [...this.fdb];
-  }
-  async listRoutes() {
-    return [...this.routes];
-  }
-  async addAddress(l: LinkRef, ip: string, prefixLen: number) {
-    this.calls.push(`add address ${ip}/${prefixLen}`);
-    this.addresses.push({ ifindex: idx(l), ip, prefixLen });
-  }
-  async deleteAddress(_l: LinkRef, ip: string) {
-    this.calls.push(`del address ${ip}`);
-    this.addresses = this.addresses.filter((a) => a.ip !== ip);
-  }
-  async replaceNeighbour(l: LinkRef, ip: string, mac: string) {
-    this.calls.push(`set neighbour ${ip}`);
-    this.neighbours = [...this.neighbours.filter((n) => n.ip !== ip), { ifindex: idx(l), ip, mac, permanent: true }];
-  }
-  async deleteNeighbour(_l: LinkRef, ip: string) {
-    this.calls.push(`del neighbour ${ip}`);
-    if (this.failDeletesWith) throw new NetlinkError(`delete neighbour ${ip}`, this.failDeletesWith, new Error('x'));
-    this.neighbours = this.neighbours.filter((n) => n.ip !== ip);
-  }
-  async replaceFdb(l: LinkRef, mac: string, dst: string) {
-    this.calls.push(`set fdb ${mac}`);
-    this.fdb = [...this.fdb.filter((f) => f.mac !== mac), { ifindex: idx(l), mac, dst, permanent: true, self: true }];
-  }
-  async deleteFdb(_l: LinkRef, mac: string) {
-    this.calls.push(`del fdb ${mac}`);
-    if (this.failDeletesWith) throw new NetlinkError(`delete fdb ${mac}`, this.failDeletesWith, new Error('x'));
-    this.fdb = this.fdb.filter((f) => f.mac !== mac);
-  }
-  async replaceRoute(s: RouteSpec) {
-    this.calls.push(`set route ${formatIPv4Cidr(s.dst)}`);
-    this.routes = [
-      ...this.routes.filter((r) => formatIPv4Cidr(r.dst) !== formatIPv4Cidr(s.dst)),
-      { dst: s.dst, gateway: s.gateway, oif: s.oif, onlink: s.onlink, table: 254, priority: 0, protocol: 3, type: 1 },
-    ];
-  }
-  async deleteRoute(s: RouteSpec) {
-    this.calls.push(`del route ${formatIPv4Cidr(s.dst)}`);
-    if (this.failDeletesWith) throw new NetlinkError(`delete route`, this.failDeletesWith, new Error('x'));
-    this.routes = this.routes.filter((r) => formatIPv4Cidr(r.dst) !== formatIPv4Cidr(s.dst));
-  }
-  monitor(onChange: (b: ChangeBatch) => void): Monitor {
-    this.listener = onChange;
-    return { close: () => (this.listener = null) };
-  }
-}
-
-class FakeBackend implements Backend {
-  readonly type = 'vxlan';
-  readonly deviceName = 'flannel.1';
-  ensured = 0;
-  constructor(private readonly k: FakeKernel) {}
-  async ensureDevice(): Promise<BackendSetup> {
-    this.ensured++;
-    if (!this.k.link) this.k.createDevice();
-    this.k.link = { ...this.k.link!, up: true };
-    return { backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '02:00:00:00:00:01' }, mtu: 1450 };
-  }
-  desired(_own: Lease, _peers: readonly Lease[]): DesiredState {
-    throw new Error('not used');
-  }
-  async close(): Promise<void> {}
-}
-
-class ManualClock implements Clock {
-  t = 0;
-  private timers: { at: number; fn: () => void; id: number }[] = [];
-  private nextId = 1;
-  now() {
-    return this.t;
-  }
-  setTimeout(fn: () => void, ms: number) {
-    const id = this.nextId++;
-    this.timers.push({ at: this.t + ms, fn, id });
-    return id;
-  }
-  clearTimeout(h: unknown) {
-    this.timers = this.timers.filter((x) => x.id !== h);
-  }
-  /** Advance time, firing due timers in order, letting promises settle between them. */
-  async advance(ms: number) {
-    const end = this.t + ms;
-    for (;;) {
-      this.timers.sort((a, b) => a.at - b.at);
-      const next = this.timers[0];
-      if (!next || next.at > end) break;
-      this.timers.shift();
-      this.t = next.at;
-      next.fn();
-      await settle();
-    }
-    this.t = end;
-    await settle();
-  }
-}
-
-async function settle(): Promise<void> {
-  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
-}
 
 const peer = (n: number): DesiredState => ({
   addresses: [{ ip: parseIPv4('10.5.1.0')!, prefixLen: 32 }],
@@ -158,9 +23,13 @@ const peer = (n: number): DesiredState => ({
 const noPeers: DesiredState = { ...peer(2), neighbours: [], fdb: [], routes: [] };
 
 function setup() {
-  const k = new FakeKernel();
+  const k = new ScriptedKernel();
   k.createDevice();
-  const backend = new FakeBackend(k);
+  // ensureDevice recreates the device when it is gone (and brings it up), as vxlan's does.
+  const backend = new FakeBackend({ backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '02:00:00:00:00:01' }, mtu: 1450 }, () => {
+    if (!k.link) k.createDevice();
+    k.link = { ...k.link!, up: true };
+  });
   const clock = new ManualClock();
   const r = new Reconciler({ nl: k, backend, underlay: UNDERLAY, clock, resyncIntervalMs: 10_000, debounceMs: 20 });
   return { k, backend, clock, r };

@@ -8,13 +8,9 @@
  *   user-space data path (DesiredState.pump) gets its peer table before the changes instead of
  *   kernel FDB entries.
  *
- * Ownership (diffState never proposes anything else):
- * - every IPv4 address, permanent neighbour and permanent FDB entry on the overlay device;
- * - every main-table unicast route out of the overlay device (except the kernel's own);
- * - with DirectRouting or host-gw, main-table routes out of the underlay that have a gateway and
- *   whose destination lies strictly inside the flannel Network (`directRoutingNetwork`).
- * A backend without a device (host-gw, Backend.deviceless) owns only those underlay routes.
- * Non-permanent neighbours/FDB entries are the kernel's (ARP, learning) and left alone.
+ * What weft owns, and so what diffState may change, is written down in diff.ts (the pure half:
+ * diff, object keys, phases); this file is the I/O half: dumps, writes, echo suppression and
+ * the scheduler.
  *
  * Concurrency: one reconcile at a time; calls made while one runs share a single follow-up run
  * (which sees the latest desired state).
@@ -28,13 +24,12 @@
  */
 import type { Backend, BackendSetup, DesiredState, Underlay } from '../backend/backend';
 import { describeError, WeftError } from '../errors';
-import { addressFamily, familyOf, formatIPv4Cidr, isIPv6LinkLocal, maskNet, netAddress, netContainsNet, type IPFamily, type IPNet } from '../ip';
+import { addressFamily, formatIPv4Cidr, type IPFamily, type IPNet } from '../ip';
 import { silentLogger, type Logger } from '../log';
 import { isGone, type LinkRef } from '../netlink/client';
 import {
   MAIN_TABLE,
   RTN_UNICAST,
-  RTPROT_KERNEL,
   type AddressEntry,
   type ChangeBatch,
   type ChangeEvent,
@@ -45,240 +40,26 @@ import {
   type RouteEntry,
   type RouteSpec,
 } from '../netlink/types';
+import {
+  REPAIR_KINDS,
+  changeEchoKey,
+  changeId,
+  describeChange,
+  desiredIds,
+  diffState,
+  eventEchoKey,
+  impliedState,
+  ownsRoute,
+  phases,
+  type ActualState,
+  type Change,
+  type Ownership,
+  type RepairKind,
+  type RouteConflict,
+} from './diff';
 
-export type ObjectKind = 'address' | 'neighbour' | 'fdb' | 'route';
-export type RepairKind = 'device' | ObjectKind;
-export const REPAIR_KINDS: readonly RepairKind[] = ['device', 'address', 'neighbour', 'fdb', 'route'];
-
-/** What the kernel holds, as read by dumps. Lists may include objects on other links: diffState filters. */
-export interface ActualState {
-  readonly overlayIndex: number;
-  readonly underlayIndex: number;
-  readonly addresses: readonly AddressEntry[];
-  readonly neighbours: readonly NeighbourEntry[];
-  readonly fdb: readonly FdbEntry[];
-  /** Main-table IPv4 routes. */
-  readonly routes: readonly RouteEntry[];
-}
-
-export interface Ownership {
-  /** The flannel Network when DirectRouting is on (weft then owns underlay routes into it); else null. */
-  readonly directRoutingNetwork: IPNet | null;
-}
-
-export type ChangeOp = 'add' | 'update' | 'remove';
-
-export type Change =
-  | { readonly op: ChangeOp; readonly kind: 'address'; readonly ip: string; readonly prefixLen: number }
-  | { readonly op: ChangeOp; readonly kind: 'neighbour'; readonly ip: string; readonly mac: string | null }
-  | { readonly op: ChangeOp; readonly kind: 'fdb'; readonly mac: string; readonly dst: string | null }
-  | {
-      readonly op: ChangeOp;
-      readonly kind: 'route';
-      readonly dst: IPNet;
-      readonly gateway: string | null;
-      readonly onlink: boolean;
-      readonly oif: number;
-      readonly via: 'overlay' | 'underlay' | 'other';
-      readonly priority: number;
-    };
-
-const KIND_ORDER: readonly ObjectKind[] = ['address', 'neighbour', 'fdb', 'route'];
-
-/**
- * Pure: the changes that turn `actual` into `desired`, touching only objects weft owns (see the
- * module comment). Ordered for application: adds and updates (address, neighbour, FDB, route),
- * then removals (route, FDB, neighbour, address). Empty when the kernel already matches.
- */
-export function diffState(
-  desired: DesiredState,
-  actual: ActualState,
-  own: Ownership = { directRoutingNetwork: null },
-  conflicts?: RouteConflict[],
-): Change[] {
-  const ov = actual.overlayIndex;
-  const sets: Change[] = [];
-  const removes: Change[] = [];
-
-  // Addresses on the overlay device.
-  const haveAddr = new Set(actual.addresses.filter((a) => a.ifindex === ov).map((a) => `${a.ip}/${a.prefixLen}`));
-  const wantAddr = new Set<string>();
-  for (const a of desired.addresses) {
-    const ip = netAddress(a);
-    const k = `${ip}/${a.prefixLen}`;
-    if (wantAddr.has(k)) continue;
-    wantAddr.add(k);
-    if (!haveAddr.has(k)) sets.push({ op: 'add', kind: 'address', ip, prefixLen: a.prefixLen });
-  }
-  for (const a of actual.addresses) {
-    // IPv6 link-local addresses are the kernel's (every IPv6 link has one): never weft's to remove.
-    if (a.ifindex === ov && !wantAddr.has(`${a.ip}/${a.prefixLen}`) && !isIPv6LinkLocal(a.ip)) removes.push({ op: 'remove', kind: 'address', ip: a.ip, prefixLen: a.prefixLen });
-  }
-
-  // Permanent neighbours on the overlay device, keyed by IP.
-  const haveNeigh = new Map<string, NeighbourEntry>();
-  for (const n of actual.neighbours) if (n.ifindex === ov) haveNeigh.set(n.ip, n);
-  const wantNeigh = new Map<string, string>();
-  for (const n of desired.neighbours) wantNeigh.set(n.ip, n.mac.toLowerCase());
-  for (const [ip, mac] of wantNeigh) {
-    const cur = haveNeigh.get(ip);
-    if (!cur) sets.push({ op: 'add', kind: 'neighbour', ip, mac });
-    else if (!cur.permanent || cur.mac !== mac) sets.push({ op: 'update', kind: 'neighbour', ip, mac });
-  }
-  for (const n of haveNeigh.values()) {
-    if (n.permanent && !wantNeigh.has(n.ip)) removes.push({ op: 'remove', kind: 'neighbour', ip: n.ip, mac: n.mac });
-  }
-
-  // Permanent FDB entries on the overlay device, keyed by (MAC, dst).
-  const haveFdb = new Map<string, FdbEntry>();
-  for (const f of actual.fdb) if (f.ifindex === ov) haveFdb.set(`${f.mac} ${f.dst ?? ''}`, f);
-  const wantFdb = new Map<string, { mac: string; dst: string }>();
-  for (const f of desired.fdb) {
-    const mac = f.mac.toLowerCase();
-    wantFdb.set(`${mac} ${f.dst}`, { mac, dst: f.dst });
-  }
-  for (const [k, f] of wantFdb) {
-    const cur = haveFdb.get(k);
-    if (!cur) sets.push({ op: haveFdbMac(haveFdb, f.mac) ? 'update' : 'add', kind: 'fdb', mac: f.mac, dst: f.dst });
-    else if (!cur.permanent) sets.push({ op: 'update', kind: 'fdb', mac: f.mac, dst: f.dst });
-  }
-  for (const [k, f] of haveFdb) {
-    if (f.permanent && !wantFdb.has(k)) removes.push({ op: 'remove', kind: 'fdb', mac: f.mac, dst: f.dst });
-  }
-
-  // Routes, keyed like the kernel keys them in one table: (dst, metric).
-  const viaOf = (r: RouteEntry): 'overlay' | 'underlay' | 'other' =>
-    r.oif === ov ? 'overlay' : r.oif === actual.underlayIndex ? 'underlay' : 'other';
-  const routeKey = (dst: IPNet, priority: number): string => `${formatIPv4Cidr(dst)} ${priority}`;
-  const unicast = actual.routes.filter((r) => r.table === MAIN_TABLE && r.type === RTN_UNICAST);
-  const byKey = new Map<string, RouteEntry[]>();
-  for (const r of unicast) {
-    const k = routeKey(r.dst, r.priority);
-    byKey.set(k, [...(byKey.get(k) ?? []), r]);
-  }
-  const wantRoutes = new Map<string, Change & { kind: 'route' }>();
-  for (const d of desired.routes) {
-    const via = d.via ?? 'overlay';
-    const dst = maskNet(d.dst);
-    const oif = via === 'underlay' ? actual.underlayIndex : ov;
-    const priority = routePriority(dst);
-    wantRoutes.set(routeKey(dst, priority), { op: 'add', kind: 'route', dst, gateway: d.gateway, onlink: d.onlink, oif, via, priority });
-  }
-  const owned = (r: RouteEntry): boolean => ownsRoute(r, actual, own);
-  for (const [k, w] of wantRoutes) {
-    const present = byKey.get(k) ?? [];
-    const match = present.some((r) => r.oif === w.oif && r.gateway === w.gateway && r.onlink === w.onlink);
-    if (match) continue;
-    // An update is an NLM_F_REPLACE, which takes whichever route holds (dst, metric) in the
-    // table: never one weft did not create (the underlay's `proto kernel` connected route, an
-    // operator's static route). The lease screen should have refused such a destination already;
-    // this is the last line.
-    const foreign = present.find((r) => !owned(r) && !leftoverDirectRoute(r, actual.underlayIndex));
-    if (foreign) {
-      conflicts?.push({ want: w, existing: foreign });
-      continue;
-    }
-    sets.push(present.length ? { ...w, op: 'update' } : w);
-  }
-  for (const r of unicast) {
-    if (!owned(r)) continue;
-    const w = wantRoutes.get(routeKey(r.dst, r.priority));
-    // The desired route for this key replaces r in place (same dst and metric): no removal.
-    if (w) continue;
-    removes.push({
-      op: 'remove', kind: 'route', dst: r.dst, gateway: r.gateway, onlink: r.onlink, oif: r.oif!, via: viaOf(r), priority: r.priority,
-    });
-  }
-
-  const rank = (c: Change): number => KIND_ORDER.indexOf(c.kind);
-  sets.sort((a, b) => rank(a) - rank(b) || cmp(changeId(a), changeId(b)));
-  removes.sort((a, b) => rank(b) - rank(a) || cmp(changeId(a), changeId(b)));
-  return [...sets, ...removes];
-}
-
-/** A desired route left out because a route weft does not own holds its (dst, metric). */
-export interface RouteConflict {
-  readonly want: Change & { readonly kind: 'route' };
-  readonly existing: RouteEntry;
-}
-
-/**
- * Whether weft created (and so may replace or delete) route `r`: a route out of the overlay
- * device, or with DirectRouting/host-gw a gatewayed underlay route strictly inside the Network;
- * never a `proto kernel` route (connected networks) nor one of another table (callers pass
- * main-table routes only).
- */
-export function ownsRoute(r: RouteEntry, actual: Pick<ActualState, 'overlayIndex' | 'underlayIndex'>, own: Ownership): boolean {
-  if (r.protocol === RTPROT_KERNEL || r.oif === null || r.table !== MAIN_TABLE) return false;
-  if (r.oif === actual.overlayIndex) return true;
-  const net = own.directRoutingNetwork;
-  return (
-    net !== null &&
-    r.oif === actual.underlayIndex &&
-    r.gateway !== null &&
-    r.dst.prefixLen > net.prefixLen &&
-    netContainsNet(net, r.dst)
-  );
-}
-
-/**
- * A gatewayed underlay route with the protocol weft writes (boot): what DirectRouting leaves
- * behind once turned off. It may be replaced in place by the overlay route (not deleted: an
- * operator's `ip route add` looks the same). Routes of any other protocol — kernel, static, dhcp,
- * a routing daemon — are never replaced.
- */
-function leftoverDirectRoute(r: RouteEntry, underlayIndex: number): boolean {
-  return r.protocol === RTPROT_BOOT && r.oif === underlayIndex && r.gateway !== null && r.table === MAIN_TABLE;
-}
-
-function haveFdbMac(have: Map<string, FdbEntry>, mac: string): boolean {
-  for (const f of have.values()) if (f.mac === mac) return true;
-  return false;
-}
-
-function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** Identity of the object a change is about, value included (used for ordering and repair accounting). */
-export function changeId(c: Change): string {
-  switch (c.kind) {
-    case 'address':
-      return `address ${c.ip}/${c.prefixLen}`;
-    case 'neighbour':
-      return `neighbour ${c.ip} ${c.mac ?? ''}`;
-    case 'fdb':
-      return `fdb ${c.mac} ${c.dst ?? ''}`;
-    case 'route':
-      return `route ${formatIPv4Cidr(c.dst)} ${c.priority} ${c.via} ${c.gateway ?? ''}${c.onlink ? ' onlink' : ''}`;
-  }
-}
-
-/** The ids of every object in a desired state, in changeId's format. */
-function desiredIds(d: DesiredState): Set<string> {
-  const ids = new Set<string>();
-  for (const a of d.addresses) ids.add(`address ${netAddress(a)}/${a.prefixLen}`);
-  for (const n of d.neighbours) ids.add(`neighbour ${n.ip} ${n.mac.toLowerCase()}`);
-  for (const f of d.fdb) ids.add(`fdb ${f.mac.toLowerCase()} ${f.dst}`);
-  for (const r of d.routes) {
-    const dst = maskNet(r.dst);
-    ids.add(`route ${formatIPv4Cidr(dst)} ${routePriority(dst)} ${r.via ?? 'overlay'} ${r.gateway ?? ''}${r.onlink ? ' onlink' : ''}`);
-  }
-  return ids;
-}
-
-export function describeChange(c: Change): string {
-  switch (c.kind) {
-    case 'address':
-      return `${c.op} address ${c.ip}/${c.prefixLen}`;
-    case 'neighbour':
-      return `${c.op} neighbour ${c.ip}${c.mac ? ` lladdr ${c.mac}` : ''}`;
-    case 'fdb':
-      return `${c.op} fdb ${c.mac}${c.dst ? ` dst ${c.dst}` : ''}`;
-    case 'route':
-      return `${c.op} route ${formatIPv4Cidr(c.dst)}${c.gateway ? ` via ${c.gateway}` : ''} (${c.via})${c.onlink ? ' onlink' : ''}${c.priority ? ` metric ${c.priority}` : ''}`;
-  }
-}
+// The pure half used to live here: re-exported for the callers that import it from the reconciler.
+export { REPAIR_KINDS, describeChange, diffState, impliedState, type ActualState, type Change, type RepairKind } from './diff';
 
 // ------------------------------------------------------------------------------- Reconciler
 
@@ -643,21 +424,9 @@ export class Reconciler {
     const changes = diffState(desired, { ...implied, routes: [...implied.routes, ...this.foreignRoutes] }, this.ownership, conflicts);
     this.warnConflicts(conflicts, false);
     const link: LinkInfo = { index: overlayIndex, name: this.backend.deviceName, up: true, mtu: 0, mac: null, kind: null, vxlan: null };
-    const errors: unknown[] = [];
-    for (const phase of phases(changes)) {
-      const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
-      results.forEach((r, i) => {
-        if (r.status === 'rejected') errors.push(r.reason);
-        else this.log.debug(describeChange(phase[i]!), { device: link.name });
-      });
-    }
-    if (errors.length) {
-      // lastErr is set by the caller: the next run is a full one.
-      throw new WeftError('NETLINK', `reconcile ${link.name}: ${errors.length} of ${changes.length} changes failed: ${describeError(errors[0])}`, {
-        cause: errors[0],
-        retryable: true,
-      });
-    }
+    const { errors } = await this.applyPhases(changes, link, (c) => this.log.debug(describeChange(c), { device: link.name }));
+    // lastErr is set by the caller: the next run is a full one.
+    if (errors.length) throw reconcileFailure(link.name, errors, changes.length);
     if (changes.length) this.log.debug('reconciled (incremental)', { device: link.name, changes: changes.length });
     this.converged = desiredIds(desired);
     return { changes: changes.length, repairs: zeroRepairs() };
@@ -692,36 +461,19 @@ export class Reconciler {
       return c.op === 'remove' ? !converged.has(changeId(c)) : converged.has(changeId(c));
     };
 
-    const errors: unknown[] = [];
     const repairedLines: string[] = [];
-    let applied = 0;
-    // Phases run one after another (that is the ordering guarantee); inside a phase, in parallel.
-    for (const phase of phases(changes)) {
-      const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
-      results.forEach((r, i) => {
-        const c = phase[i]!;
-        if (r.status === 'rejected') {
-          errors.push(r.reason);
-          return;
-        }
-        applied++;
-        if (isRepair(c)) {
-          repairs[c.kind]++;
-          repairedLines.push(`repaired: ${describeChange(c)}`);
-        } else {
-          this.log.debug(describeChange(c), { device: link.name });
-        }
-      });
-    }
+    const { applied, errors } = await this.applyPhases(changes, link, (c) => {
+      if (isRepair(c)) {
+        repairs[c.kind]++;
+        repairedLines.push(`repaired: ${describeChange(c)}`);
+      } else {
+        this.log.debug(describeChange(c), { device: link.name });
+      }
+    });
     // A repair is worth a line each; a mass repair (routes flushed on a 1000-peer host) is not.
     if (repairedLines.length <= 10) for (const line of repairedLines) this.log.info(line, { device: link.name });
     else this.log.info(`repaired ${repairedLines.length} objects`, { device: link.name, first: repairedLines.slice(0, 10) });
-    if (errors.length) {
-      throw new WeftError('NETLINK', `reconcile ${link.name}: ${errors.length} of ${changes.length} changes failed: ${describeError(errors[0])}`, {
-        cause: errors[0],
-        retryable: true,
-      });
-    }
+    if (errors.length) throw reconcileFailure(link.name, errors, changes.length);
     // One line per reconcile that repaired drift; routine runs (a peer joined or left: one per
     // peer event on a 1000-host cluster) are debug.
     const repaired = REPAIR_KINDS.some((k) => repairs[k] > 0);
@@ -804,6 +556,28 @@ export class Reconciler {
     this.onUnderlayChanged?.(fresh);
   }
 
+  /**
+   * Apply `changes` (diffState's order) phase by phase: phases one after another (that is the
+   * ordering guarantee), the changes of one phase in parallel. A failed change does not stop the
+   * others; `onApplied` is called for each change that succeeded.
+   */
+  private async applyPhases(changes: readonly Change[], link: LinkInfo, onApplied: (c: Change) => void): Promise<{ applied: number; errors: unknown[] }> {
+    const errors: unknown[] = [];
+    let applied = 0;
+    for (const phase of phases(changes)) {
+      const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
+      results.forEach((r, i) => {
+        if (r.status === 'rejected') {
+          errors.push(r.reason);
+          return;
+        }
+        applied++;
+        onApplied(phase[i]!);
+      });
+    }
+    return { applied, errors };
+  }
+
   private async applyChange(c: Change, link: LinkInfo): Promise<void> {
     const dev: LinkRef = { index: link.index, name: link.name };
     this.expectEcho(c, link.index);
@@ -843,79 +617,10 @@ const NO_DEVICE = 0;
 /** How long after we add or change an object its notification is taken for an echo (see isEcho). */
 const ECHO_TTL_MS = 2000;
 
-/** The identity and value of an added or changed object, as changeEchoKey() writes it. */
-function eventEchoKey(e: Exclude<ChangeEvent, { kind: 'link' }>): string | null {
-  switch (e.kind) {
-    case 'address':
-      return e.ip ? `address ${e.ifindex} ${e.ip}/${e.prefixLen ?? 32}` : null;
-    case 'neighbour':
-      return e.ip && e.mac && e.permanent === true ? `neighbour ${e.ifindex} ${e.ip} ${e.mac}` : null;
-    case 'fdb':
-      return e.mac && e.dst && e.permanent === true ? `fdb ${e.ifindex} ${e.mac} ${e.dst}` : null;
-    case 'route':
-      return e.oif !== null && e.table === MAIN_TABLE ? `route ${e.oif} ${formatIPv4Cidr(e.dst)} ${e.gateway ?? ''}` : null;
-  }
-}
-
-/** Addresses, neighbours and FDB entries are always on the overlay device (`overlayIndex`). */
-function changeEchoKey(c: Change, overlayIndex: number): string {
-  switch (c.kind) {
-    case 'address':
-      return `address ${overlayIndex} ${c.ip}/${c.prefixLen}`;
-    case 'neighbour':
-      return `neighbour ${overlayIndex} ${c.ip} ${c.mac ?? ''}`;
-    case 'fdb':
-      return `fdb ${overlayIndex} ${c.mac} ${c.dst ?? ''}`;
-    case 'route':
-      return `route ${c.oif} ${formatIPv4Cidr(c.dst)} ${c.gateway ?? ''}`;
-  }
-}
-
-/** rtm_protocol of routes weft writes (RTPROT_BOOT, what the kernel records for a route without one). */
-const RTPROT_BOOT = 3;
-
-/**
- * The metric weft gives its routes: 0 for IPv4; for IPv6 the kernel stores a route added without
- * one (flannel's) at IP6_RT_PRIO_USER = 1024, so weft asks for 1024 and keys it there — asking
- * for 0 made every full reconcile see "dst 1024" as foreign, add "dst 0" (stored as 1024 again)
- * and then remove it: IPv6 routes flapped.
- */
-export function routePriority(dst: IPNet): number {
-  return familyOf(dst) === 6 ? 1024 : 0;
-}
-
-/** What the kernel holds after `d` was applied, as dumps would report it (for incremental runs). */
-export function impliedState(d: DesiredState, overlayIndex: number, underlayIndex: number): ActualState {
-  return {
-    overlayIndex,
-    underlayIndex,
-    addresses: d.addresses.map((a) => ({ ifindex: overlayIndex, ip: netAddress(a), prefixLen: a.prefixLen })),
-    neighbours: d.neighbours.map((n) => ({ ifindex: overlayIndex, ip: n.ip, mac: n.mac.toLowerCase(), permanent: true })),
-    fdb: d.fdb.map((f) => ({ ifindex: overlayIndex, mac: f.mac.toLowerCase(), dst: f.dst, permanent: true, self: true })),
-    routes: d.routes.map((r) => ({
-      dst: maskNet(r.dst),
-      gateway: r.gateway ?? null,
-      oif: r.via === 'underlay' ? underlayIndex : overlayIndex,
-      onlink: r.onlink,
-      table: MAIN_TABLE,
-      priority: routePriority(maskNet(r.dst)),
-      protocol: RTPROT_BOOT,
-      type: RTN_UNICAST,
-    })),
-  };
-}
-
-/** Split an ordered change list into runs of the same (op class, kind). */
-function phases(changes: readonly Change[]): Change[][] {
-  const out: Change[][] = [];
-  let key = '';
-  for (const c of changes) {
-    const k = `${c.op === 'remove' ? 'remove' : 'set'} ${c.kind}`;
-    if (k !== key || out.length === 0) {
-      out.push([]);
-      key = k;
-    }
-    out[out.length - 1]!.push(c);
-  }
-  return out;
+/** The error of a run in which some changes failed (the others were applied): retryable. */
+function reconcileFailure(device: string, errors: readonly unknown[], total: number): WeftError {
+  return new WeftError('NETLINK', `reconcile ${device}: ${errors.length} of ${total} changes failed: ${describeError(errors[0])}`, {
+    cause: errors[0],
+    retryable: true,
+  });
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { DesiredState } from '../../src/backend/backend';
-import { diffState, describeChange, type ActualState } from '../../src/daemon/reconciler';
+import { diffState, describeChange, type ActualState } from '../../src/daemon/diff';
 import { parseIPv4, parseIPv4Cidr } from '../../src/ip';
 import type { RouteEntry } from '../../src/netlink/types';
 

@@ -101,6 +101,17 @@ describe('dual-stack vxlan on 3 hosts', { timeout: 170_000 }, () => {
     }
   });
 
+  test('weft docker-opts gives Docker --ipv6 --fixed-cidr-v6 from the real subnet.env', async () => {
+    const out = join(scratch, 'docker_opts.env');
+    const r = await lab.exec('h1', [process.execPath, WEFT, 'docker-opts', '-f', lab.subnetFile('h1'), '-d', out]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const key = await keyOf(lab, 'h1');
+    const text = await sh(lab, 'h1', 'cat', out);
+    assert.ok(text.includes(`DOCKER_OPT_IPV6="--ipv6 --fixed-cidr-v6=${v6SubnetOf(key)}"`), text);
+    // Sorted like the script's `set`: BIP, IPMASQ (if any), IPV6, MTU.
+    assert.match(text, /DOCKER_OPTS=" --bip=10\.5\.\d+\.1\/24 (?:--ip-masq=\w+ )?--ipv6 --fixed-cidr-v6=fd00:5:0:[0-9a-f]+::\/64 --mtu=1450 ?"/);
+  });
+
   test('keys and values in etcd are flanneld\'s: 10.5.x.0-24&fd00:5:0:y::-64 with PublicIPv6 and BackendV6Data', async () => {
     for (const host of lab.hostNames()) {
       const key = await keyOf(lab, host);

@@ -267,7 +267,13 @@ function parseJsonDocument(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
-    const found = new JsonScanner(text).scan();
+    let found: ReturnType<JsonScanner['scan']> = null;
+    try {
+      found = new JsonScanner(text).scan();
+    } catch {
+      // The scanner recurses; a config nested a million deep (etcd data) overflows the stack.
+      // Without a position, JSON.parse's own message still says what is wrong.
+    }
     if (found === null) throw invalid(`network config is malformed JSON: ${(err as Error).message}`, err);
     const before = text.slice(0, found.offset);
     const line = before.split('\n').length;

@@ -75,6 +75,10 @@ describe('parseNetworkConfig: IPv4 defaults', () => {
     assert.equal(formatIPv4(c.subnetMax), '223.255.255.0');
   });
 
+  it('answers a config nested a million deep (hostile etcd data) with CONFIG_INVALID, not a stack overflow', () => {
+    rejects(() => parseNetworkConfig('['.repeat(1_000_000)), /network config is malformed JSON/);
+  });
+
   it('refuses a Network that covers loopback, "this network", link-local, multicast or reserved space (flannel takes 0.0.0.0/1)', () => {
     rejectsDoc({ Network: '0.0.0.0/1' }, /Network 0\.0\.0\.0\/1 overlaps 0\.0\.0\.0\/8 \("this network"\).*such as 10\.5\.0\.0\/16/);
     rejectsDoc({ Network: '64.0.0.0/2' }, /overlaps 127\.0\.0\.0\/8 \(loopback\)/);

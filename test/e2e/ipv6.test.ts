@@ -74,6 +74,45 @@ async function v6Entries(lab: Lab, host: string, subnet: string, vtep: string): 
   };
 }
 
+/**
+ * Turn `host` into a flanneld host by hand (no flanneld binary can be fetched here): weftd killed,
+ * flannel-v6.1 re-created with `mac` and flannel's IPv6 objects for each peer (AddV6ARP,
+ * AddV6FDB, v6 route), the lease value `value(mac)` written under its key with an etcd lease; then
+ * the weft peers must program the new VtepMAC and containers must reach each other both ways.
+ */
+async function flanneldStyleV6Host(lab: Lab, host: string, peers: readonly string[], mac: string, value: (mac: string) => string): Promise<void> {
+  await lab.stopDaemon(host, 'SIGKILL');
+  const key = await keyOf(lab, host);
+  const subnet = v6SubnetOf(key);
+  const gw = subnet.split('/')[0]!;
+  const local = `fd00:250::${10 + Number(host.slice(1))}`;
+  await sh(lab, host, 'ip', 'link', 'del', 'flannel-v6.1');
+  await sh(lab, host, 'ip', 'link', 'add', 'flannel-v6.1', 'address', mac, 'type', 'vxlan', 'id', '1', 'local', local, 'dev', 'eth0', 'dstport', '8472', 'nolearning');
+  await sh(lab, host, 'ip', '-6', 'addr', 'add', `${gw}/128`, 'dev', 'flannel-v6.1', 'nodad');
+  await sh(lab, host, 'ip', 'link', 'set', 'flannel-v6.1', 'up');
+  for (const peer of peers) {
+    const pk = await keyOf(lab, peer);
+    const pv = JSON.parse(await leaseValue(lab, pk)) as { PublicIPv6: string; BackendV6Data: { VtepMAC: string } };
+    const psub = v6SubnetOf(pk);
+    const pgw = psub.split('/')[0]!;
+    await sh(lab, host, 'ip', '-6', 'neigh', 'replace', pgw, 'lladdr', pv.BackendV6Data.VtepMAC, 'dev', 'flannel-v6.1', 'nud', 'permanent');
+    await sh(lab, host, 'bridge', 'fdb', 'replace', pv.BackendV6Data.VtepMAC, 'dev', 'flannel-v6.1', 'dst', pv.PublicIPv6, 'self', 'permanent');
+    await sh(lab, host, 'ip', '-6', 'route', 'replace', psub, 'via', pgw, 'dev', 'flannel-v6.1', 'onlink');
+  }
+  const grant = await lab.etcdctl(['lease', 'grant', '600']);
+  const leaseId = /lease ([0-9a-f]+) granted/.exec(grant.stdout)?.[1];
+  assert.ok(leaseId, grant.stdout + grant.stderr);
+  const put = await lab.etcdctl(['put', `/coreos.com/network/subnets/${key}`, value(mac), `--lease=${leaseId}`]);
+  assert.equal(put.code, 0, put.stderr);
+  for (const p of peers) {
+    await waitUntil(async () => (await v6Entries(lab, p, subnet, mac)).fdb, 5000, `${p} to program ${host}'s new IPv6 VtepMAC`);
+  }
+  for (const p of peers) {
+    assert.ok(await lab.ping(`${host}-c1`, `${p}-c1`, { family: 6 }), `flanneld-style ${host} → ${p}-c1 (IPv6)`);
+    assert.ok(await lab.ping(`${p}-c1`, `${host}-c1`, { family: 6 }), `${p}-c1 → flanneld-style ${host} (IPv6)`);
+  }
+}
+
 describe('dual-stack vxlan on 3 hosts', { timeout: 170_000 }, () => {
   let lab: Lab;
   before(async () => {
@@ -197,39 +236,11 @@ describe('dual-stack vxlan on 3 hosts', { timeout: 170_000 }, () => {
   test('a host given flanneld\'s exact IPv6 kernel objects and lease bytes by hand and the weft hosts reach each other', async () => {
     // No flanneld binary can be fetched here; h3 is turned into a "flanneld host" by hand with
     // what flannel's vxlan backend makes for IPv6 (flannel-v6.<VNI>, AddV6ARP, AddV6FDB, v6 route).
-    await lab.stopDaemon('h3', 'SIGKILL');
     const key = await keyOf(lab, 'h3');
     const old = JSON.parse(await leaseValue(lab, key)) as { BackendData: { VtepMAC: string } };
-    const subnet = v6SubnetOf(key);
-    const gw = subnet.split('/')[0]!;
     const mac = '0e:11:22:33:44:66';
-    await sh(lab, 'h3', 'ip', 'link', 'del', 'flannel-v6.1');
-    await sh(lab, 'h3', 'ip', 'link', 'add', 'flannel-v6.1', 'address', mac, 'type', 'vxlan', 'id', '1', 'local', 'fd00:250::13', 'dev', 'eth0', 'dstport', '8472', 'nolearning');
-    await sh(lab, 'h3', 'ip', '-6', 'addr', 'add', `${gw}/128`, 'dev', 'flannel-v6.1', 'nodad');
-    await sh(lab, 'h3', 'ip', 'link', 'set', 'flannel-v6.1', 'up');
-    for (const peer of ['h1', 'h2', 'h4']) {
-      const pk = await keyOf(lab, peer);
-      const pv = JSON.parse(await leaseValue(lab, pk)) as { PublicIPv6: string; BackendV6Data: { VtepMAC: string } };
-      const psub = v6SubnetOf(pk);
-      const pgw = psub.split('/')[0]!;
-      await sh(lab, 'h3', 'ip', '-6', 'neigh', 'replace', pgw, 'lladdr', pv.BackendV6Data.VtepMAC, 'dev', 'flannel-v6.1', 'nud', 'permanent');
-      await sh(lab, 'h3', 'bridge', 'fdb', 'replace', pv.BackendV6Data.VtepMAC, 'dev', 'flannel-v6.1', 'dst', pv.PublicIPv6, 'self', 'permanent');
-      await sh(lab, 'h3', 'ip', '-6', 'route', 'replace', psub, 'via', pgw, 'dev', 'flannel-v6.1', 'onlink');
-    }
-    const grant = await lab.etcdctl(['lease', 'grant', '600']);
-    const leaseId = /lease ([0-9a-f]+) granted/.exec(grant.stdout)?.[1];
-    assert.ok(leaseId, grant.stdout + grant.stderr);
-    const value = `{"PublicIP":"10.250.0.13","PublicIPv6":"fd00:250::13","BackendType":"vxlan",` +
-      `"BackendData":{"VNI":1,"VtepMAC":"${old.BackendData.VtepMAC}"},"BackendV6Data":{"VNI":1,"VtepMAC":"${mac}"}}`;
-    const put = await lab.etcdctl(['put', `/coreos.com/network/subnets/${key}`, value, `--lease=${leaseId}`]);
-    assert.equal(put.code, 0, put.stderr);
-    for (const host of ['h1', 'h2', 'h4']) {
-      await waitUntil(async () => (await v6Entries(lab, host, subnet, mac)).fdb, 5000, `${host} to program h3's new IPv6 VtepMAC`);
-    }
-    for (const other of ['h1-c1', 'h2-c1', 'h4-c1']) {
-      assert.ok(await lab.ping('h3-c1', other, { family: 6 }), `flanneld-style h3 → ${other} (IPv6)`);
-      assert.ok(await lab.ping(other, 'h3-c1', { family: 6 }), `${other} → flanneld-style h3 (IPv6)`);
-    }
+    await flanneldStyleV6Host(lab, 'h3', ['h1', 'h2', 'h4'], mac, (m) => `{"PublicIP":"10.250.0.13","PublicIPv6":"fd00:250::13","BackendType":"vxlan",` +
+      `"BackendData":{"VNI":1,"VtepMAC":"${old.BackendData.VtepMAC}"},"BackendV6Data":{"VNI":1,"VtepMAC":"${m}"}}`);
   });
 
   test('weft cleanup removes flannel-v6.1 and weft\'s ip6tables chains too', async () => {
@@ -276,6 +287,11 @@ describe('IPv6-only vxlan on 3 hosts (EnableIPv4 false)', { timeout: 120_000 }, 
       const text = await sh(lab, host, 'cat', lab.subnetFile(host));
       assert.match(text, /^FLANNEL_IPV6_NETWORK=fd00:5::\/48\nFLANNEL_IPV6_SUBNET=fd00:5:0:[0-9a-f]+::1\/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n$/);
     }
+  });
+
+  test('a host given flanneld\'s IPv6-only kernel objects and lease bytes by hand and the weft hosts reach each other', async () => {
+    await flanneldStyleV6Host(lab, 'h3', ['h1', 'h2'], '0e:11:22:33:44:77',
+      (m) => `{"PublicIP":"0.0.0.0","PublicIPv6":"fd00:250::13","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"${m}"}}`);
   });
 
   test('a restart keeps the IPv6 subnet and VtepMAC (our lease is found by PublicIPv6)', async () => {

@@ -18,7 +18,7 @@
  * States: idle ─(trigger)─► checking ─► idle; triggers during a check coalesce into one follow-up.
  * Failures are logged once per distinct message and retried on the next trigger.
  */
-import type { DaemonComponent, Weftd } from '../daemon/weftd';
+import type { DaemonComponent, DaemonView } from '../daemon/components';
 import { describeError } from '../errors';
 import { formatCidr, type IPFamily } from '../ip';
 import { silentLogger, type Logger } from '../log';
@@ -103,7 +103,7 @@ export class IptablesManager implements DaemonComponent {
     return { checks: this.checks, restores: this.restores };
   }
 
-  async start(daemon: Weftd): Promise<void> {
+  async start(daemon: DaemonView): Promise<void> {
     daemon.on('lease', () => {
       const snap = daemon.snapshot();
       if (this.family === 4) {

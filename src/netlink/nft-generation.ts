@@ -7,8 +7,10 @@
  * Only meaningful when iptables is the nf_tables variant (iptables-nft, Debian's default): the
  * legacy tables are not part of the nf_tables ruleset and do not move the counter.
  *
- * One socket, no multicast groups (so nothing can overflow its receive buffer), one request at a
- * time, unref'd: it never keeps the process alive.
+ * One request socket, no multicast groups (so nothing can overflow its receive buffer), one request
+ * at a time, unref'd: it never keeps the process alive. `watch()` opens a second socket joined to
+ * NFNLGRP_NFTABLES: the kernel then tells us of every ruleset commit (each ends with a NEWGEN
+ * message), so an idle daemon need not poll the generation at all.
  */
 import { createNetlink, Protocol, type NetlinkSocket } from 'netlink';
 import { toNetlinkError } from './errors';
@@ -24,12 +26,54 @@ const TIMEOUT_MS = 2000;
 export interface RulesetGeneration {
   /** The current generation; rejects with a NetlinkError when the kernel cannot say. */
   current(): Promise<number>;
+  /**
+   * Call `onChange` after each ruleset commit (and once when changes may have been lost: the
+   * socket overflowed or failed). false: notifications are not available here, so poll.
+   */
+  watch?(onChange: () => void): boolean;
+  unwatch?(): void;
   close(): void;
 }
 
+/** NFNLGRP_NFTABLES (linux/netfilter/nfnetlink.h): every nf_tables ruleset change. */
+export const NFNLGRP_NFTABLES = 7;
+
 export class NftGeneration implements RulesetGeneration {
   private sock: NetlinkSocket | null = null;
+  private events: NetlinkSocket | null = null;
   private tail: Promise<unknown> = Promise.resolve();
+
+  private unwatched = false;
+
+  watch(onChange: () => void): boolean {
+    if (this.unwatched) return false;
+    if (this.events !== null) return true;
+    let s: NetlinkSocket;
+    try {
+      // A larger buffer than the default: iptables-restore of a big ruleset (Docker, kube-proxy)
+      // sends a message per rule; an overflow is not a loss for us (we re-read the generation).
+      s = createNetlink(Protocol.NETFILTER, { ref: false, recvBufferSize: 1 << 20, sendBufferSize: 0 });
+      s.addMembership(NFNLGRP_NFTABLES);
+    } catch {
+      return false;
+    }
+    s.on('message', (msgs, rinfo) => {
+      if (rinfo.port !== 0) return; // only the kernel speaks on this group
+      // Only the commit's NEWGEN matters; the per-rule messages before it are skipped unparsed.
+      if (msgs.some((m) => m.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN))) onChange();
+    });
+    s.on('error', () => {
+      // ENOBUFS (a flood of rule messages) or worse: changes may have been missed; say so once
+      // and listen again on a fresh socket.
+      s.close();
+      if (this.events !== s) return;
+      this.events = null;
+      onChange();
+      setTimeout(() => void this.watch(onChange), 1000).unref();
+    });
+    this.events = s;
+    return true;
+  }
 
   current(): Promise<number> {
     const next = this.tail.then(() => this.query());
@@ -40,6 +84,14 @@ export class NftGeneration implements RulesetGeneration {
   close(): void {
     this.sock?.close();
     this.sock = null;
+  }
+
+  /** Stop listening for changes (close() only closes the request socket: a failed query reopens it). */
+  unwatch(): void {
+    this.unwatched = true;
+    const s = this.events;
+    this.events = null;
+    s?.close();
   }
 
   private async query(): Promise<number> {

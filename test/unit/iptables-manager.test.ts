@@ -4,14 +4,15 @@
  * processes would be forked, and when.
  */
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { describe, it } from 'node:test';
-import type { Weftd } from '../../src/daemon/weftd';
+import { parseNetworkConfig } from '../../src/config/network';
 import { parseIPv4Cidr } from '../../src/ip';
 import { IptablesManager, type Timers } from '../../src/iptables/manager';
 import type { IptablesVersion, Table } from '../../src/iptables/rules';
 import type { IptablesRunner } from '../../src/iptables/runner';
+import type { Lease } from '../../src/lease/types';
 import type { RulesetGeneration } from '../../src/netlink/nft-generation';
+import { FakeDaemon } from './helpers/daemon-view';
 
 class FakeIptables implements IptablesRunner, RulesetGeneration {
   readonly tables = new Map<string, Map<string, string[]>>([
@@ -97,6 +98,11 @@ class ManualTimers implements Timers {
 
 const NETWORK = parseIPv4Cidr('10.5.0.0/16')!;
 const SUBNET = parseIPv4Cidr('10.5.3.0/24')!;
+const CONFIG = parseNetworkConfig('{"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}');
+const LEASE: Lease = {
+  key: '10.5.3.0-24', subnet: SUBNET, ipv6Subnet: null, expiration: null, etcdLeaseId: null, modRevision: '1',
+  attrs: { PublicIP: '10.250.0.3', PublicIPv6: null, BackendType: 'vxlan', BackendData: null },
+};
 const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 async function started(opts: { ipMasq?: boolean; forwardRules?: boolean; resyncSeconds?: number; legacy?: boolean } = {}) {
@@ -111,12 +117,10 @@ async function started(opts: { ipMasq?: boolean; forwardRules?: boolean; resyncS
     timers,
   });
   // The daemon as the component sees it: events and a snapshot.
-  const daemon = Object.assign(new EventEmitter(), {
-    snapshot: () => ({ config: { network: NETWORK }, lease: { subnet: SUBNET } }),
-  }) as unknown as Weftd;
+  const daemon = new FakeDaemon({ config: CONFIG, lease: LEASE });
   await mgr.start(daemon);
   await flush();
-  daemon.emit('lease', { subnet: SUBNET } as never);
+  daemon.emit('lease', LEASE);
   await flush();
   await mgr.idle();
   return { ipt, timers, mgr, daemon };

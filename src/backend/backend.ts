@@ -174,6 +174,17 @@ export interface Backend {
   close(): Promise<void>;
 }
 
+/** A backend with the on-link-peers capability (vxlan with or without the fallback, host-gw). */
+export type OnLinkPeersBackend = Backend & Required<Pick<Backend, 'onLinkPeers'>>;
+
+/**
+ * Type guard for the optional onLinkPeers capability: callers ask what a backend can do, never
+ * which class it is (the VXLAN fallbacks are no VxlanBackend).
+ */
+export function hasOnLinkPeers(b: Backend | null | undefined): b is OnLinkPeersBackend {
+  return typeof b?.onLinkPeers === 'function';
+}
+
 export type DataPathKind = 'kernel' | 'userspace' | 'udp';
 
 /** The data path a backend uses now, with the pump's counters when it is user space. */

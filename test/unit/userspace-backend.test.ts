@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Backend, DesiredState } from '../../src/backend/backend';
+import { hasOnLinkPeers, type Backend, type DesiredState } from '../../src/backend/backend';
 import {
   AutoVxlanBackend, PumpDevice, UserspaceVxlanBackend, deviceKindProblem, dropIncreases, fdbToPump, pumpEntries,
   type PumpFactory,
@@ -224,7 +224,7 @@ describe('UserspaceVxlanBackend (--vxlan-fallback=force)', () => {
     const setup = await b.ensureDevice(underlay);
     assert.deepEqual(setup, { backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '02:aa:00:00:00:01', WeftDatapath: 'userspace' }, mtu: 1450 });
     assert.equal(b.dataPath, 'userspace');
-    assert.ok(b instanceof VxlanBackend, 'DirectRouting lookups treat it as a VXLAN backend');
+    assert.ok(hasOnLinkPeers(b), 'DirectRouting lookups find the capability (it is no VxlanBackend)');
     await b.close();
   });
 
@@ -277,6 +277,27 @@ describe('AutoVxlanBackend (--vxlan-fallback=auto)', () => {
     await b.ensureDevice(underlay);
     assert.equal(nl.calls.filter((c) => c.startsWith('createVxlan')).length, 1);
     assert.equal(nl.links.get('flannel.1')!.kind, 'tun');
+    await b.close();
+  });
+
+  it('delegates: DirectRouting on-link lookups go to the kernel backend, then to the fallback, and it is no VxlanBackend', async () => {
+    const nl = new FakeNl();
+    const onLink: string[] = [];
+    nl.isOnLink = async (ip: string) => { onLink.push(ip); return ip === '10.250.0.12'; };
+    nl.createError = new NetlinkError('create vxlan device flannel.1', 'EOPNOTSUPP', new Error('Operation not supported'));
+    const { factory } = fakePumps(nl);
+    const b = new AutoVxlanBackend({ nl, config: { ...vxConfig, directRouting: true }, pumps: factory, reportIntervalMs: 0 });
+    assert.ok(hasOnLinkPeers(b));
+    assert.equal((b as unknown) instanceof VxlanBackend, false);
+    const peers = [lease('10.5.2.0/24', '10.250.0.12', '02:00:00:00:00:02'), lease('10.5.3.0/24', '10.250.0.13', '02:00:00:00:00:03')];
+    assert.deepEqual([...await b.onLinkPeers(peers, underlay)], ['10.250.0.12']);
+    await b.ensureDevice(underlay);
+    assert.equal(b.dataPath, 'userspace');
+    assert.deepEqual([...await b.onLinkPeers(peers, underlay)], ['10.250.0.12']);
+    assert.equal(onLink.length, 4);
+    // On-link peers get a direct route, the others the overlay (pump) route.
+    const d = b.desired(lease('10.5.1.0/24', '10.250.0.11', '02:00:00:00:00:01'), peers, { onLinkPublicIPs: new Set(['10.250.0.12']) });
+    assert.deepEqual(d.routes.map((r) => r.via ?? 'overlay'), ['underlay', 'overlay']);
     await b.close();
   });
 

@@ -20,23 +20,19 @@
 import { randomMac } from '../vxlan/vxlan';
 import { describeError, WeftError } from '../../errors';
 import { silentLogger, type Logger } from '../../log';
-import { isGone } from '../../netlink/client';
-import { isErrno } from '../../netlink/errors';
+import { isGone, type LinkRef } from '../../netlink/client';
 import type { LinkInfo } from '../../netlink/types';
 import type { DataPathInfo, DataPathKind, DesiredPumpEntry } from '../backend';
+import { repairLink, type LinkRepairNetlink } from '../link';
 import {
   dropIncreases, nativePumpFactory, pumpEntries,
   type NativePump, type NativePumpCounters, type NativePumpEntry, type PumpFactory,
 } from './pump';
 
 /** The netlink calls a pump device needs (a subset of NetlinkClient; a seam for tests). */
-export interface PumpDeviceNetlink {
+export interface PumpDeviceNetlink extends LinkRepairNetlink {
   getLink(name: string): Promise<LinkInfo | null>;
-  deleteLink(link: number | { readonly index: number; readonly name: string }): Promise<void>;
-  setLinkUp(link: number | { readonly index: number; readonly name: string }): Promise<void>;
-  setLinkDown(link: number | { readonly index: number; readonly name: string }): Promise<void>;
-  setLinkMtu(link: number | { readonly index: number; readonly name: string }, mtu: number): Promise<void>;
-  setLinkMac(link: number | { readonly index: number; readonly name: string }, mac: string): Promise<void>;
+  deleteLink(link: LinkRef): Promise<void>;
 }
 
 export interface PumpDeviceSpec {
@@ -138,30 +134,10 @@ export class PumpDevice {
 
     link = await this.nl.getLink(spec.name);
     if (!link) throw new WeftError('NETLINK', `device ${spec.name} is missing right after the pump created it`, { retryable: true });
-    const ref = { index: link.index, name: link.name };
-    if (spec.mode === 'vxlan') {
-      const want = this.macValue ?? preferredMac ?? inheritedMac ?? link.mac ?? randomMac(this.random);
-      if (link.mac !== want) {
-        try {
-          await this.nl.setLinkMac(ref, want);
-        } catch (err) {
-          if (!isErrno(err, 'EBUSY')) throw err;
-          await this.nl.setLinkDown(ref);
-          await this.nl.setLinkMac(ref, want);
-          link = { ...link, up: false };
-        }
-        link = { ...link, mac: want };
-      }
-      this.macValue = want;
-    }
-    if (link.mtu !== spec.mtu) {
-      await this.nl.setLinkMtu(ref, spec.mtu);
-      link = { ...link, mtu: spec.mtu };
-    }
-    if (!link.up) {
-      await this.nl.setLinkUp(ref);
-      link = { ...link, up: true };
-    }
+    // Our MAC on a TAP: the one we had, else the preferred one, else the replaced device's, else the kernel's.
+    const mac = spec.mode === 'vxlan' ? this.macValue ?? preferredMac ?? inheritedMac ?? link.mac ?? randomMac(this.random) : null;
+    link = await repairLink(this.nl, link, { mtu: spec.mtu, mac });
+    if (mac !== null) this.macValue = mac;
     return link;
   }
 

@@ -15,16 +15,17 @@
  * Neighbours and routes on this host are exactly kernel VXLAN's (vxlanDesired); the FDB lives in
  * the pump (DesiredState.pump), the reconciler leaves kernel FDB alone.
  *
- * It extends VxlanBackend for what is the same (device name, desired state, DirectRouting
- * lookups: a DirectRouting peer on our L2 needs no tunnel at all, user space or not).
+ * It shares with VxlanBackend, by calling the same functions (not by inheriting), what is the
+ * same: device name, desired state (vxlanDesired) and DirectRouting lookups (vxlanOnLinkPeers: a
+ * DirectRouting peer on our L2 needs no tunnel at all, user space or not).
  */
 import type { VxlanBackendConfig } from '../../config/types';
 import { WeftError } from '../../errors';
 import type { Lease } from '../../lease/types';
 import { silentLogger, type Logger } from '../../log';
 import type { LinkInfo } from '../../netlink/types';
-import type { BackendSetup, DataPathInfo, DataPathKind, DesiredContext, DesiredPumpEntry, DesiredState, Underlay } from '../backend';
-import { DEFAULT_VXLAN_PORT, VXLAN_OVERHEAD, VxlanBackend, type VxlanBackendOptions } from '../vxlan';
+import type { Backend, BackendSetup, DataPathInfo, DataPathKind, DesiredContext, DesiredPumpEntry, DesiredState, Underlay } from '../backend';
+import { DEFAULT_VXLAN_PORT, VXLAN_OVERHEAD, vxlanDesired, vxlanOnLinkPeers, type VxlanBackendOptions, type VxlanNetlink } from '../vxlan';
 import { PumpDevice } from './device';
 import { fdbToPump, type PumpFactory } from './pump';
 
@@ -43,16 +44,22 @@ export interface UserspaceVxlanOptions extends VxlanBackendOptions {
   readonly reportIntervalMs?: number;
 }
 
-export class UserspaceVxlanBackend extends VxlanBackend {
+export class UserspaceVxlanBackend implements Backend {
+  readonly type = 'vxlan';
+  /** The pump speaks VXLAN over IPv4 only (registry.ts refuses the fallback for IPv6). */
+  readonly family = 4;
+  readonly deviceName: string;
   readonly reason: string;
   private readonly device: PumpDevice;
+  private readonly nl: VxlanNetlink;
   private readonly cfg: VxlanBackendConfig;
   private readonly preferredMac: string | null;
   private readonly ulog: Logger;
 
   constructor(opts: UserspaceVxlanOptions) {
-    super(opts);
+    this.nl = opts.nl;
     this.cfg = opts.config;
+    this.deviceName = `flannel.${opts.config.vni}`;
     this.reason = opts.reason ?? 'forced (--vxlan-fallback=force)';
     this.preferredMac = opts.vtepMac ?? null;
     this.ulog = (opts.log ?? silentLogger).child({ component: 'vxlan-userspace' });
@@ -70,11 +77,12 @@ export class UserspaceVxlanBackend extends VxlanBackend {
     return 'userspace';
   }
 
-  override get vtepMac(): string | null {
+  /** The TAP's MAC (our VtepMAC) once ensureDevice() ran; null before. */
+  get vtepMac(): string | null {
     return this.device.mac;
   }
 
-  override async ensureDevice(underlay: Underlay): Promise<BackendSetup> {
+  async ensureDevice(underlay: Underlay): Promise<BackendSetup> {
     if (this.cfg.gbp) {
       throw new WeftError('CONFIG_INVALID', 'network config: Backend (vxlan): GBP is not supported by the user-space VXLAN fallback; '
         + 'remove GBP or run this host with kernel VXLAN (--vxlan-fallback=off)');
@@ -93,12 +101,16 @@ export class UserspaceVxlanBackend extends VxlanBackend {
     return { backendType: 'vxlan', backendData: data, mtu };
   }
 
-  override deviceProblem(link: LinkInfo): string | null {
+  deviceProblem(link: LinkInfo): string | null {
     return this.device.problem(link);
   }
 
-  override desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
-    return fdbToPump(super.desired(own, peers, ctx));
+  desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
+    return fdbToPump(vxlanDesired(own, peers, { vni: this.cfg.vni, directRouting: this.cfg.directRouting, family: this.family }, ctx));
+  }
+
+  onLinkPeers(peers: readonly Lease[], underlay: Underlay): Promise<Set<string>> {
+    return vxlanOnLinkPeers(this.nl, { directRouting: this.cfg.directRouting, family: this.family, log: this.ulog }, peers, underlay);
   }
 
   applyPump(entries: readonly DesiredPumpEntry[]): void {
@@ -113,7 +125,7 @@ export class UserspaceVxlanBackend extends VxlanBackend {
     return { ...this.device.counters() };
   }
 
-  override async close(): Promise<void> {
+  async close(): Promise<void> {
     await this.device.close();
   }
 }

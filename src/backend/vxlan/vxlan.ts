@@ -26,6 +26,7 @@ import { normalizeMac } from '../../netlink/codec';
 import { isErrno } from '../../netlink/errors';
 import type { LinkInfo, VxlanSpec } from '../../netlink/types';
 import type { Backend, BackendSetup, DesiredContext, DesiredState, Underlay } from '../backend';
+import { repairLink } from '../link';
 import { decodeVxlanData, vxlanDesired } from './desired';
 
 /** Linux's default VXLAN port, which flannel uses when Port is 0 (not IANA's 4789). */
@@ -80,6 +81,7 @@ export class VxlanBackend implements Backend {
   /** MAC for a device this process creates before it has seen one (our previous lease's VtepMAC). */
   private readonly createMac: string | null;
   private lastWant: { spec: Omit<VxlanSpec, 'mac'>; underlay: Underlay } | null = null;
+  private createError: unknown = null;
 
   constructor(opts: VxlanBackendOptions) {
     this.nl = opts.nl;
@@ -97,6 +99,7 @@ export class VxlanBackend implements Backend {
   }
 
   async ensureDevice(underlay: Underlay): Promise<BackendSetup> {
+    this.createError = null;
     const mtu = this.config.mtu ?? underlay.mtu - (this.family === 4 ? VXLAN_OVERHEAD : VXLAN6_OVERHEAD);
     const want: Omit<VxlanSpec, 'mac'> = {
       name: this.deviceName,
@@ -138,24 +141,16 @@ export class VxlanBackend implements Backend {
    * the underlay. Empty when DirectRouting is off. One route lookup per distinct PublicIP: call it
    * when the peer set changes, not on every reconcile.
    */
-  async onLinkPeers(peers: readonly Lease[], underlay: Underlay): Promise<Set<string>> {
-    const out = new Set<string>();
-    if (!this.config.directRouting) return out;
-    const ips = new Set<string>();
-    for (const p of peers) {
-      const half = leaseHalf(p, this.family);
-      if (p.attrs.BackendType === 'vxlan' && half.publicIP && decodeVxlanData(half.backendData).ok) ips.add(half.publicIP);
-    }
-    await Promise.all(
-      [...ips].map(async (ip) => {
-        try {
-          if (await this.nl.isOnLink(ip, underlay.ifIndex)) out.add(ip);
-        } catch (err) {
-          this.log.warn('DirectRouting: route lookup failed; using VXLAN for this peer', { publicIp: ip, error: err });
-        }
-      }),
-    );
-    return out;
+  onLinkPeers(peers: readonly Lease[], underlay: Underlay): Promise<Set<string>> {
+    return vxlanOnLinkPeers(this.nl, { directRouting: this.config.directRouting, family: this.family, log: this.log }, peers, underlay);
+  }
+
+  /**
+   * The error of the create request that made the last ensureDevice() fail, or null (it
+   * succeeded, or failed otherwise). The auto backend falls back to user space on exactly this.
+   */
+  get createFailure(): unknown {
+    return this.createError;
   }
 
   async close(): Promise<void> {
@@ -177,6 +172,7 @@ export class VxlanBackend implements Backend {
           link = null;
         }
       }
+      const created = !link;
       if (!link) {
         const mac = this.mac ?? this.createMac ?? randomMac(this.random);
         try {
@@ -185,41 +181,16 @@ export class VxlanBackend implements Backend {
           // Someone (a second weftd, an operator) created it between our look-up and create:
           // look again and judge what is there.
           if (isErrno(err, 'EEXIST') && attempt < 2) continue;
+          this.createError = err;
           throw err;
         }
         this.log.info(`created device ${want.name}`, {
           vni: want.vni, local: want.localIP, dev: underlay.ifName, dstport: want.port, mtu: want.mtu, mac,
         });
-      } else {
-        link = await this.repair(link, want);
       }
-      if (!link.up) await this.nl.setLinkUp(link);
-      return { ...link, up: true };
+      // New or compatible: fix in place what can be (MTU, a MAC changed behind our back); up.
+      return repairLink(this.nl, link, { mtu: want.mtu, mac: this.mac }, created ? silentLogger : this.log);
     }
-  }
-
-  /** Fix what can be fixed in place on a compatible device: MTU, and a MAC changed behind our back. */
-  private async repair(link: LinkInfo, want: Omit<VxlanSpec, 'mac'>): Promise<LinkInfo> {
-    let out = link;
-    if (link.mtu !== want.mtu) {
-      this.log.info(`device ${link.name}: MTU ${link.mtu} → ${want.mtu}`);
-      await this.nl.setLinkMtu(link, want.mtu);
-      out = { ...out, mtu: want.mtu };
-    }
-    if (this.mac !== null && link.mac !== this.mac) {
-      this.log.warn(`device ${link.name}: MAC ${link.mac ?? 'none'} is not our VtepMAC ${this.mac}; restoring it`);
-      try {
-        await this.nl.setLinkMac(link, this.mac);
-      } catch (err) {
-        if (!isErrno(err, 'EBUSY')) throw err;
-        // Drivers without live MAC change want the device down for it.
-        await this.nl.setLinkDown(link);
-        await this.nl.setLinkMac(link, this.mac);
-        out = { ...out, up: false };
-      }
-      out = { ...out, mac: this.mac };
-    }
-    return out;
   }
 }
 
@@ -250,6 +221,37 @@ function localAddress(underlay: Underlay, family: IPFamily): string {
     );
   }
   return ip;
+}
+
+/**
+ * For DirectRouting: the PublicIPs (of `family`) of vxlan peers the kernel reaches without a
+ * gateway through the underlay. Empty when DirectRouting is off. One route lookup per distinct
+ * PublicIP: call it when the peer set changes, not on every reconcile. Shared by the kernel
+ * backend and the user-space fallback (a DirectRouting peer on our L2 needs no tunnel at all).
+ */
+export async function vxlanOnLinkPeers(
+  nl: Pick<VxlanNetlink, 'isOnLink'>,
+  opts: { readonly directRouting: boolean; readonly family: IPFamily; readonly log: Logger },
+  peers: readonly Lease[],
+  underlay: Underlay,
+): Promise<Set<string>> {
+  const out = new Set<string>();
+  if (!opts.directRouting) return out;
+  const ips = new Set<string>();
+  for (const p of peers) {
+    const half = leaseHalf(p, opts.family);
+    if (p.attrs.BackendType === 'vxlan' && half.publicIP && decodeVxlanData(half.backendData).ok) ips.add(half.publicIP);
+  }
+  await Promise.all(
+    [...ips].map(async (ip) => {
+      try {
+        if (await nl.isOnLink(ip, underlay.ifIndex)) out.add(ip);
+      } catch (err) {
+        opts.log.warn('DirectRouting: route lookup failed; using VXLAN for this peer', { publicIp: ip, error: err });
+      }
+    }),
+  );
+  return out;
 }
 
 /** A random locally administered (bit 1 set) unicast (bit 0 clear) MAC. */

@@ -6,7 +6,7 @@
  * src/daemon/last-resort.ts).
  */
 import { parseDaemonOptions } from '../config/options';
-import { createComponents } from '../daemon/components';
+import { createComponents } from '../daemon/builtin-components';
 import { installLastResort } from '../daemon/last-resort';
 import { createNotifier } from '../daemon/notify';
 import { startWatchdog } from '../daemon/watchdog';

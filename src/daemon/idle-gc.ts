@@ -10,7 +10,7 @@
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { DaemonComponent, Weftd } from './weftd';
+import type { DaemonComponent, DaemonView } from './components';
 
 export class IdleGc implements DaemonComponent {
   readonly name = 'idle-gc';
@@ -21,7 +21,7 @@ export class IdleGc implements DaemonComponent {
   /** `collect`: the collector to call (tests); default V8's full GC. */
   constructor(private readonly quietMs = 3000, private readonly collect?: () => void) {}
 
-  async start(daemon: Weftd): Promise<void> {
+  async start(daemon: DaemonView): Promise<void> {
     if (this.collect !== undefined) {
       this.gc = this.collect;
     } else try {

@@ -33,30 +33,13 @@ import { checkNetworkAgainstUnderlay, connectedNetworks, endpointAddresses } fro
 import type { Notifier } from './notify';
 import { ConfigWatch } from './config-watch';
 import { DepartedPeers } from './departed';
+import type { DaemonComponent, DaemonView, WeftdEvents, WeftdPhase, WeftdSnapshot } from './components';
 import { Reconciler } from './reconciler';
 import { formatSubnetEnv, readSubnetEnv, writeSubnetEnvAtomic } from './subnetenv';
+import { takeSnapshot } from './snapshot';
 
-export type WeftdPhase = 'starting' | 'waiting-config' | 'acquiring' | 'programming' | 'ready' | 'stopping' | 'stopped';
-
-/** What the daemon knows now: read by components (health, metrics, iptables, probes) and `weft status`. */
-export interface WeftdSnapshot {
-  readonly phase: WeftdPhase;
-  readonly options: DaemonOptions;
-  readonly underlay: Underlay | null;
-  readonly config: NetworkConfig | null;
-  readonly backend: Backend | null;
-  readonly setup: BackendSetup | null;
-  readonly lease: Lease | null;
-  readonly peers: readonly Lease[];
-  readonly manager: LeaseManager | null;
-  readonly registry: LeaseRegistry | null;
-  readonly reconciler: Reconciler | null;
-  /**
-   * Dual stack: the IPv6 data path beside the IPv4 one above (vxlan's flannel-v6.<VNI> and its
-   * reconciler); null otherwise. On an IPv6-only network `backend`/`reconciler` are the IPv6 ones.
-   */
-  readonly ipv6Path?: FamilyPath | null;
-}
+// The component contract (plain-data snapshot, events) lives in components.ts; re-exported here.
+export type { DaemonComponent, WeftdEvents, WeftdPhase, WeftdSnapshot } from './components';
 
 /** One address family's data path: a backend instance, its setup and its reconciler. */
 export interface FamilyPath {
@@ -64,26 +47,6 @@ export interface FamilyPath {
   readonly backend: Backend;
   setup: BackendSetup;
   reconciler: Reconciler | null;
-}
-
-export interface WeftdEvents {
-  phase: [phase: WeftdPhase];
-  /** Our lease was acquired or re-acquired (the subnet may have changed). */
-  lease: [lease: Lease];
-  /** The peer set changed (after the first snapshot and every event). */
-  peers: [peers: readonly Lease[]];
-}
-
-/**
- * A part of the daemon that lives beside the core loop (health server, metrics, iptables rules,
- * peer probes). Started before anything else (so /healthz answers during start-up), stopped
- * after the core on shutdown. It reads state through `daemon.snapshot()` and reacts to events.
- * start() must not block on the network; a component's own failures are its to log and retry.
- */
-export interface DaemonComponent {
-  readonly name: string;
-  start(daemon: Weftd): Promise<void>;
-  stop(): Promise<void>;
 }
 
 /** Adapters, injectable for tests; production defaults talk to etcd and the kernel. */
@@ -97,7 +60,7 @@ export interface WeftdDeps {
   readonly departedGraceMs?: number;
 }
 
-export class Weftd extends EventEmitter<WeftdEvents> {
+export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
   private readonly opts: DaemonOptions;
   private readonly log: Logger;
   private readonly notifier: Notifier;
@@ -146,21 +109,21 @@ export class Weftd extends EventEmitter<WeftdEvents> {
     return this.log;
   }
 
+  /** Plain data (components.ts): values copied from the live objects, nothing to call or mutate. */
   snapshot(): WeftdSnapshot {
-    return {
+    const primary = this.backend && this.setup
+      ? [{ family: this.backend.family ?? 4, backend: this.backend, setup: this.setup, reconciler: this.reconciler }]
+      : [];
+    return takeSnapshot({
       phase: this.phaseValue,
-      options: this.opts,
       underlay: this.underlay,
       config: this.config,
-      backend: this.backend,
-      setup: this.setup,
       lease: this.own,
       peers: this.peers,
       manager: this.manager,
       registry: this.registry,
-      reconciler: this.reconciler,
-      ipv6Path: this.ipv6Path,
-    };
+      paths: this.ipv6Path ? [...primary, this.ipv6Path] : primary,
+    });
   }
 
   /**

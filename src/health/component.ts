@@ -29,7 +29,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { DaemonComponent, Weftd } from '../daemon/weftd';
+import type { DaemonComponent, DaemonView } from '../daemon/components';
 import { describeError } from '../errors';
 import { formatIPv4Cidr } from '../ip';
 import type { Logger } from '../log';
@@ -80,7 +80,7 @@ export class HealthComponent implements DaemonComponent {
   private readonly opts: HealthOptions;
   private readonly log: Logger;
   private readonly counters: DaemonCounters = newCounters();
-  private daemon: Weftd | null = null;
+  private daemon: DaemonView | null = null;
   private server: Server | null = null;
   private prober: Prober | null = null;
   /** Since when the reconciler has been behind (a peer change not programmed yet), or null. */
@@ -104,7 +104,7 @@ export class HealthComponent implements DaemonComponent {
     return typeof a === 'object' && a !== null ? a.port : this.opts.port;
   }
 
-  async start(daemon: Weftd): Promise<void> {
+  async start(daemon: DaemonView): Promise<void> {
     this.daemon = daemon;
     daemon.on('lease', () => {
       if (this.counters.subnetEnvSeconds === null) this.counters.subnetEnvSeconds = performance.now() / 1000;
@@ -174,20 +174,19 @@ export class HealthComponent implements DaemonComponent {
   // ---- state ---------------------------------------------------------------------------------
 
   private deviceState(): DeviceState {
-    const snap = this.daemon?.snapshot();
-    const name = snap?.backend?.deviceName;
+    const paths = this.daemon?.snapshot().dataPaths ?? [];
+    const name = paths[0]?.device;
     if (name === undefined) return 'unknown';
     const state = (this.opts.deviceState ?? sysfsDeviceState)(name);
     // Dual stack: flannel-v6.<VNI> counts too (the worse of the two is reported).
-    const v6 = snap?.ipv6Path?.backend.deviceName;
+    const v6 = paths[1]?.device;
     if (v6 === undefined || state !== 'up') return state;
     return (this.opts.deviceState ?? sysfsDeviceState)(v6);
   }
 
   readiness(): Readiness {
     const snapshot = this.daemon!.snapshot();
-    const r = snapshot.reconciler;
-    if (r !== null && r.isUpToDate) this.behindSince = null;
+    if (snapshot.dataPaths[0]?.reconcile?.upToDate === true) this.behindSince = null;
     const behindMs = this.behindSince === null ? 0 : Date.now() - this.behindSince;
     return readiness({ snapshot, device: this.deviceState(), behindMs, graceMs: this.opts.readyGraceMs ?? 5000 });
   }
@@ -234,7 +233,7 @@ export class HealthComponent implements DaemonComponent {
       const elapsed = performance.now() - started;
       // The daemon hands the new desired state to the reconciler in a microtask, which has run
       // by the first check (a timer): from then on "up to date" means this change is in the kernel.
-      if (s.reconciler !== null && s.reconciler.isUpToDate) {
+      if (s.dataPaths[0]?.reconcile?.upToDate === true) {
         this.counters.programming.observe(elapsed / 1000);
         this.behindSince = null;
         return;
@@ -426,12 +425,12 @@ export function isLoopback(address: string | undefined): boolean {
  * a lease the backend refused (outside the Network, overlapping, undecodable) would otherwise
  * make this host send ICMP wherever an etcd writer points it.
  */
-function probeTargets(daemon: Weftd): ProbeTarget[] {
+function probeTargets(daemon: DaemonView): ProbeTarget[] {
   const s = daemon.snapshot();
   // wireguard: the peer's <subnet>.0 is on its flannel-wg, reached through ours, like vxlan's.
-  const type = s.backend?.type;
+  const type = s.dataPaths[0]?.backend;
   if ((type !== 'vxlan' && type !== 'wireguard') || s.lease === null) return [];
-  const programmed = programmedSubnets(s.reconciler?.applied ?? null);
+  const programmed = programmedSubnets(s.dataPaths[0]?.reconcile?.applied ?? null);
   return s.peers
     .filter((p) => p.attrs.BackendType === type && programmed.has(formatIPv4Cidr(p.subnet)))
     .map((p) => ({ key: p.key, address: overlayGateway(p) }));

@@ -4,7 +4,7 @@
  * plain snapshots.
  */
 import type { DesiredState } from '../backend/backend';
-import type { WeftdSnapshot } from '../daemon/weftd';
+import type { WeftdSnapshot } from '../daemon/components';
 import { formatCidr, formatIPv4, formatIPv4Cidr } from '../ip';
 import type { Lease } from '../lease/types';
 import type { PeerProbe, ProbeState } from '../probe/prober';
@@ -50,25 +50,21 @@ export function readiness(input: ReadinessInput): Readiness {
     case 'ready':
       break;
   }
-  const leaseState = s.manager?.state ?? 'idle';
-  if (leaseState !== 'held') return notReady(`subnet lease not held (lease state ${leaseState})`);
-  const dev = (s.backend?.deviceName ?? 'overlay device') + (s.ipv6Path ? ` or ${s.ipv6Path.backend.deviceName}` : '');
+  if (s.leaseState !== 'held') return notReady(`subnet lease not held (lease state ${s.leaseState})`);
+  const [primary, second] = s.dataPaths;
+  const dev = (primary?.device ?? 'overlay device') + (second ? ` or ${second.device}` : '');
   if (input.device === 'missing') return notReady(`device ${dev} is missing`);
   if (input.device === 'down') return notReady(`device ${dev} is down`);
-  const r = s.reconciler;
+  const r = primary?.reconcile ?? null;
   if (r === null) return notReady('no reconciler');
-  if (r.lastError !== null) return notReady(`programming peers failed: ${errorText(r.lastError)}`);
+  if (r.lastError !== null) return notReady(`programming peers failed: ${r.lastError}`);
   // Dual stack: the IPv6 path (flannel-v6.<VNI>) must not be failing either.
-  const r6 = s.ipv6Path?.reconciler ?? null;
-  if (r6 !== null && r6.lastError !== null) return notReady(`programming IPv6 peers failed: ${errorText(r6.lastError)}`);
-  if (!r.isUpToDate && input.behindMs > input.graceMs) {
+  const r6 = second?.reconcile ?? null;
+  if (r6 !== null && r6.lastError !== null) return notReady(`programming IPv6 peers failed: ${r6.lastError}`);
+  if (!r.upToDate && input.behindMs > input.graceMs) {
     return notReady(`peer changes not programmed for ${Math.round(input.behindMs)} ms`);
   }
   return { ready: true, reason: 'ready' };
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Subnets (as "a.b.c.d/n") that have a route in a desired state the kernel reached. */
@@ -172,8 +168,8 @@ export interface StatusInput {
 export function statusReport(input: StatusInput): StatusReport {
   const s = input.snapshot;
   const own = s.lease;
-  const programmed = programmedSubnets(s.reconciler?.applied ?? null);
-  for (const k of programmedSubnets(s.ipv6Path?.reconciler?.applied ?? null)) programmed.add(k);
+  const programmed = new Set<string>();
+  for (const p of s.dataPaths) for (const k of programmedSubnets(p.reconcile?.applied ?? null)) programmed.add(k);
   const probeByKey = new Map(input.probes.map((p) => [p.key, p]));
   const peers = [...s.peers]
     .sort((a, b) => a.subnet.ip - b.subnet.ip)
@@ -196,9 +192,9 @@ export function statusReport(input: StatusInput): StatusReport {
         },
       };
     });
-  const expires = s.manager?.leaseExpiresAt ?? null;
-  const r = s.reconciler;
-  const backend = s.backend as (WeftdSnapshot['backend'] & { readonly dataPath?: string }) | null;
+  const expires = s.leaseExpiresAtMs;
+  const primary = s.dataPaths[0] ?? null;
+  const r = primary?.reconcile ?? null;
   return {
     version: input.version,
     pid: input.pid,
@@ -210,25 +206,25 @@ export function statusReport(input: StatusInput): StatusReport {
       key: own.key,
       subnet: leaseSubnets(own)[0]!,
       publicIp: own.attrs.PublicIP,
-      state: s.manager?.state ?? 'idle',
+      state: s.leaseState,
       etcdLeaseId: own.etcdLeaseId,
-      expiresAt: expires === null ? null : expires.toISOString(),
+      expiresAt: expires === null ? null : new Date(expires).toISOString(),
     },
     dataPath: {
-      backend: s.backend?.type ?? s.config?.backend.type ?? null,
-      device: s.backend?.deviceName ?? null,
+      backend: primary?.backend ?? s.config?.backend.type ?? null,
+      device: primary?.device ?? null,
       deviceState: input.device,
-      mode: backend?.dataPath ?? 'kernel',
-      mtu: s.setup?.mtu ?? null,
+      mode: primary?.mode ?? 'kernel',
+      mtu: primary?.setup.mtu ?? null,
       underlay: s.underlay?.ifName ?? null,
       publicIp: s.underlay?.ipv4 ?? null,
     },
     reconcile: r === null ? null : {
-      runs: r.runCounts.runs,
-      failed: r.runCounts.failed,
-      upToDate: r.isUpToDate,
-      repairs: r.repairCounts,
-      lastError: r.lastError === null ? null : errorText(r.lastError),
+      runs: r.runs,
+      failed: r.failed,
+      upToDate: r.upToDate,
+      repairs: r.repairs,
+      lastError: r.lastError,
     },
     probes: { enabled: input.probesEnabled, error: input.probeError },
     peers,

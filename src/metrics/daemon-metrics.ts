@@ -5,8 +5,7 @@
  * peer would make 1000 series per host on a 1000-host cluster; `weft status` has the per-peer view.
  */
 import { readFileSync } from 'node:fs';
-import { REPAIR_KINDS } from '../daemon/reconciler';
-import type { WeftdPhase, WeftdSnapshot } from '../daemon/weftd';
+import type { ReconcileStats, WeftdPhase, WeftdSnapshot } from '../daemon/components';
 import { countProgrammed, type Readiness } from '../health/status';
 import type { PeerProbe, ProbeState } from '../probe/prober';
 import { counter, gauge, Histogram, type MetricFamily, type Sample } from './exposition';
@@ -53,15 +52,6 @@ export interface MetricsSources {
   readonly version: string;
 }
 
-/** Optional counters a user-space data path (the VXLAN fallback pump) exposes on its backend. */
-interface PumpCounterSource {
-  pumpCounters(): Readonly<Record<string, number>>;
-}
-
-function hasPumpCounters(b: unknown): b is PumpCounterSource {
-  return typeof b === 'object' && b !== null && typeof (b as { pumpCounters?: unknown }).pumpCounters === 'function';
-}
-
 export function daemonMetricFamilies(src: MetricsSources): MetricFamily[] {
   const snap = src.snapshot;
   const c = src.counters;
@@ -78,48 +68,47 @@ export function daemonMetricFamilies(src: MetricsSources): MetricFamily[] {
       if (c.readySeconds !== null) out.push({ labels: { milestone: 'ready' }, value: c.readySeconds });
       return out;
     }),
-    gauge('weft_lease_held', '1 while this host holds its subnet lease.', () => (snap().manager?.state === 'held' ? 1 : 0)),
+    gauge('weft_lease_held', '1 while this host holds its subnet lease.', () => (snap().leaseState === 'held' ? 1 : 0)),
     gauge('weft_lease_expiry_timestamp_seconds', 'When the host\'s etcd lease runs out unless kept alive (Unix time); absent for a reservation.', () => {
-      const at = snap().manager?.leaseExpiresAt ?? null;
-      return at === null ? [] : [{ value: at.getTime() / 1000 }];
+      const at = snap().leaseExpiresAtMs;
+      return at === null ? [] : [{ value: at / 1000 }];
     }),
     gauge('weft_peers_known', 'Peer leases known from etcd.', () => snap().peers.length),
     gauge('weft_peers_programmed', 'Peers whose route, neighbour and FDB entry the kernel has (last successful reconcile).', () => {
       const s = snap();
-      return countProgrammed(s.peers, s.reconciler?.applied ?? null, s.ipv6Path?.reconciler?.applied ?? null);
+      return countProgrammed(s.peers, s.dataPaths[0]?.reconcile?.applied ?? null, s.dataPaths[1]?.reconcile?.applied ?? null);
     }),
     counter('weft_peer_updates_total', 'Peer-set changes received from the lease watch.', () => c.peerUpdates),
     c.programming.family('weft_peer_programming_seconds', 'Time from a peer change to the kernel having it.'),
-    counter('weft_reconcile_runs_total', 'Reconcile runs (diff kernel against desired state and apply).', () => snap().reconciler?.runCounts.runs ?? 0),
-    counter('weft_reconcile_failures_total', 'Reconcile runs in which some change failed.', () => snap().reconciler?.runCounts.failed ?? 0),
+    counter('weft_reconcile_runs_total', 'Reconcile runs (diff kernel against desired state and apply).', () => primaryReconcile(snap())?.runs ?? 0),
+    counter('weft_reconcile_failures_total', 'Reconcile runs in which some change failed.', () => primaryReconcile(snap())?.failed ?? 0),
     counter('weft_reconcile_repairs_total', 'Objects repaired after drift (deleted or changed by someone else), by kind.', () => {
-      const r = snap().reconciler?.repairCounts;
-      return REPAIR_KINDS.map((k) => ({ labels: { kind: k }, value: r?.[k] ?? 0 }));
+      const r = primaryReconcile(snap())?.repairs ?? {};
+      return Object.entries(r).map(([k, value]) => ({ labels: { kind: k }, value }));
     }),
     counter('weft_etcd_reconnects_total', 'Connections to etcd re-established after a failure.', () => {
-      const st = snap().registry?.stats?.();
-      return st === undefined ? [] : [{ value: st.reconnects }];
+      const st = snap().registry;
+      return st === null ? [] : [{ value: st.reconnects }];
     }),
     counter('weft_etcd_watch_responses_total', 'Watch responses received from etcd.', () => {
-      const st = snap().registry?.stats?.();
-      return st === undefined ? [] : [{ value: st.watchResponses }];
+      const st = snap().registry;
+      return st === null ? [] : [{ value: st.watchResponses }];
     }),
     gauge('weft_etcd_watch_revision_lag', 'Store revision of the last watch response minus the last revision delivered.', () => {
-      const st = snap().registry?.stats?.();
-      return st === undefined ? [] : [{ value: st.watchRevisionLag }];
+      const st = snap().registry;
+      return st === null ? [] : [{ value: st.watchRevisionLag }];
     }),
     gauge('weft_etcd_watch_last_response_timestamp_seconds', 'When the last watch response arrived (Unix time).', () => {
-      const at = snap().registry?.stats?.().lastWatchResponseAt ?? null;
+      const at = snap().registry?.lastWatchResponseAt ?? null;
       return at === null ? [] : [{ value: at / 1000 }];
     }),
     gauge('weft_datapath_info', 'What carries the overlay packets (value 1): mode kernel, userspace (VXLAN fallback pump, wireguard-go) or udp.', () => {
-      const b = snap().backend;
-      return b === null ? [] : [{ labels: { backend: b.type, device: b.deviceName, mode: b.dataPath ?? 'kernel' }, value: 1 }];
+      const p = snap().dataPaths[0];
+      return p === undefined ? [] : [{ labels: { backend: p.backend, device: p.device, mode: p.mode }, value: 1 }];
     }),
     counter('weft_fallback_pump_packets_total', 'User-space VXLAN fallback pump counters, by counter (absent with the kernel data path).', () => {
-      const b = snap().backend;
-      if (!hasPumpCounters(b)) return [];
-      return Object.entries(b.pumpCounters()).map(([name, value]) => ({ labels: { counter: name }, value }));
+      const counters = snap().dataPaths[0]?.pumpCounters ?? {};
+      return Object.entries(counters).map(([name, value]) => ({ labels: { counter: name }, value }));
     }),
     gauge('weft_probe_peers', 'Peers by the state of their overlay ICMP probe.', () => {
       const probes = src.probes();
@@ -135,6 +124,11 @@ export function daemonMetricFamilies(src: MetricsSources): MetricFamily[] {
     ...processFamilies(),
   ];
   return families;
+}
+
+/** The primary data path's reconciler figures (dual stack: the IPv4 one, as /status reports). */
+function primaryReconcile(s: WeftdSnapshot): ReconcileStats | null {
+  return s.dataPaths[0]?.reconcile ?? null;
 }
 
 /** The standard process_* metrics, from /proc/self (no dependency). */

@@ -1,18 +1,17 @@
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { describe, it } from 'node:test';
 import { IdleGc } from '../../src/daemon/idle-gc';
-import type { Weftd } from '../../src/daemon/weftd';
+import { FakeDaemon } from './helpers/daemon-view';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('idle GC', () => {
   it('collects once after the daemon is ready and once after a burst of peer changes has gone quiet', async () => {
     let calls = 0;
-    const daemon = Object.assign(new EventEmitter(), { phase: 'starting' }) as unknown as Weftd & { phase: string };
+    const daemon = new FakeDaemon();
     const c = new IdleGc(40, () => calls++);
     await c.start(daemon);
-    (daemon as { phase: string }).phase = 'ready';
+    daemon.phase = 'ready';
     daemon.emit('phase', 'ready');
     await sleep(80);
     assert.equal(calls, 1);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { formatStatus } from '../../src/cli/status';
-import type { WeftdSnapshot } from '../../src/daemon/weftd';
+import type { ReconcileStats, WeftdSnapshot } from '../../src/daemon/components';
 import { readiness, statusReport } from '../../src/health/status';
 import { counter, gauge, Histogram, renderExposition } from '../../src/metrics/exposition';
 import { echoRequest, inetChecksum, parseEchoReply, type EchoResult, type Pinger } from '../../src/probe/icmp';
@@ -21,37 +21,33 @@ function lease(third: number, publicIp = `10.250.0.${third}`): Lease {
   };
 }
 
-interface FakeReconciler {
-  lastError: unknown;
-  isUpToDate: boolean;
-  applied: { routes: { dst: { ip: number; prefixLen: number } }[] } | null;
-  runCounts: { runs: number; failed: number };
-  repairCounts: Record<string, number>;
-}
-
-function snapshot(over: Partial<Record<keyof WeftdSnapshot, unknown>> & { reconciler?: FakeReconciler | null } = {}): WeftdSnapshot {
+/** A daemon with two programmed peers: plain data, as `Weftd.snapshot()` returns it. */
+function snapshot(over: Partial<WeftdSnapshot> = {}, reconcile: Partial<ReconcileStats> = {}): WeftdSnapshot {
   const peers = [lease(2), lease(3)];
-  const rec: FakeReconciler = {
+  const stats: ReconcileStats = {
     lastError: null,
-    isUpToDate: true,
-    applied: { routes: peers.map((p) => ({ dst: p.subnet })) },
-    runCounts: { runs: 3, failed: 0 },
-    repairCounts: { device: 0, address: 0, neighbour: 0, fdb: 0, route: 1 },
+    upToDate: true,
+    applied: { addresses: [], neighbours: [], fdb: [], routes: peers.map((p) => ({ dst: p.subnet, gateway: '10.5.0.0', onlink: true })) },
+    runs: 3,
+    failed: 0,
+    repairs: { device: 0, address: 0, neighbour: 0, fdb: 0, route: 1 },
+    ...reconcile,
   };
   return {
     phase: 'ready',
-    options: {} as WeftdSnapshot['options'],
     underlay: { ifName: 'eth0', ifIndex: 2, ipv4: '10.250.0.1', mtu: 1500 },
     config: null,
-    backend: { type: 'vxlan', deviceName: 'flannel.1' } as WeftdSnapshot['backend'],
-    setup: { backendType: 'vxlan', backendData: {}, mtu: 1450 },
     lease: lease(1),
+    leaseState: 'held',
+    leaseExpiresAtMs: Date.parse('2030-01-01T00:00:00Z'),
     peers,
-    manager: { state: 'held', leaseExpiresAt: new Date('2030-01-01T00:00:00Z') } as unknown as WeftdSnapshot['manager'],
+    dataPaths: [{
+      family: 4, backend: 'vxlan', device: 'flannel.1', mode: 'kernel', setup: { backendType: 'vxlan', backendData: {}, mtu: 1450 },
+      pumpCounters: null, reconcile: stats,
+    }],
     registry: null,
-    reconciler: rec as unknown as WeftdSnapshot['reconciler'],
     ...over,
-  } as WeftdSnapshot;
+  };
 }
 
 describe('metrics exposition', () => {
@@ -100,16 +96,14 @@ describe('readiness', () => {
     assert.match(r.reason, /10\.5\.1\.0\/24 held; programming routes to 2 peer/);
   });
   test('is not ready when the lease is lost, the device is down or a reconcile failed', () => {
-    assert.match(readiness({ ...base, snapshot: snapshot({ manager: { state: 'reacquiring' } }) }).reason, /lease not held \(lease state reacquiring\)/);
+    assert.match(readiness({ ...base, snapshot: snapshot({ leaseState: 'reacquiring' }) }).reason, /lease not held \(lease state reacquiring\)/);
     assert.match(readiness({ ...base, device: 'down', snapshot: snapshot() }).reason, /device flannel\.1 is down/);
     assert.match(readiness({ ...base, device: 'missing', snapshot: snapshot() }).reason, /missing/);
-    const failing = snapshot();
-    (failing.reconciler as unknown as FakeReconciler).lastError = new Error('EPERM');
+    const failing = snapshot({}, { lastError: 'EPERM' });
     assert.match(readiness({ ...base, snapshot: failing }).reason, /programming peers failed: EPERM/);
   });
   test('tolerates a peer change not yet programmed for the grace period only', () => {
-    const behind = snapshot();
-    (behind.reconciler as unknown as FakeReconciler).isUpToDate = false;
+    const behind = snapshot({}, { upToDate: false });
     assert.equal(readiness({ ...base, behindMs: 100, snapshot: behind }).ready, true);
     assert.match(readiness({ ...base, behindMs: 6000, snapshot: behind }).reason, /not programmed for 6000 ms/);
   });

@@ -16,7 +16,7 @@
  * grace (departed.ts); a changed network config is reported, not applied (config-watch.ts).
  */
 import { EventEmitter } from 'node:events';
-import type { Backend, BackendSetup, DesiredContext, Underlay } from '../backend/backend';
+import { hasOnLinkPeers, type Backend, type BackendSetup, type DesiredContext, type Underlay } from '../backend/backend';
 import { createBackend } from '../backend/registry';
 import { parseNetworkConfig } from '../config/network';
 import type { DaemonOptions, NetworkConfig } from '../config/types';
@@ -338,11 +338,11 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       // judged by the recompute its event queued, not here without a lookup (a false "not on our L2").
       const current = this.peers;
       // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
-      if (peerSetChanged && backend.onLinkPeers && this.underlay) {
+      if (peerSetChanged && hasOnLinkPeers(backend) && this.underlay) {
         const onLink = new Set(await backend.onLinkPeers(current, this.underlay));
         // Dual stack: the IPv6 peers' PublicIPv6 too (addresses of both families in one set).
         const v6 = this.ipv6Path?.backend;
-        if (v6?.onLinkPeers) for (const ip of await v6.onLinkPeers(current, this.underlay)) onLink.add(ip);
+        if (hasOnLinkPeers(v6)) for (const ip of await v6.onLinkPeers(current, this.underlay)) onLink.add(ip);
         this.onLinkPublicIPs = onLink;
       }
       // Network and SubnetLen: leases outside them (hostile or stale data) are never programmed.

@@ -25,48 +25,29 @@
  *   any state ── close() ──► closed: keepalive and watch stop; nothing is revoked or deleted,
  *                            so a restart (which re-adopts its key by PublicIP) never cuts traffic.
  *
- * The peer view (watchPeers) is a separate loop: list → snapshot → watch from revision + 1 →
- * events; on a watch reset (compaction) list again and emit a fresh snapshot. It also feeds the
- * lease state machine: it is how "our key was deleted" is seen.
+ * The peer view (watchPeers) is a separate loop in its own class (peer-view.ts): list → snapshot
+ * → watch from revision + 1 → events; on a watch reset (compaction) list again and emit a fresh
+ * snapshot. It also feeds the lease state machine: it is how "our key was deleted" is seen.
  */
 import { EventEmitter } from 'node:events';
+import { Backoff } from '../backoff';
+import { systemClock, type Clock } from '../clock';
 import type { NetworkConfig } from '../config/types';
 import { WeftError, describeError, isRetryable } from '../errors';
 import { formatCidr, formatIPv4Cidr, sameNet, type IPFamily } from '../ip';
 import type { Logger } from '../log';
 import { allocate } from './allocate';
 import { configKey, encodeLeaseAttrs, formatSubnetKey } from './codec';
-import type { HostLease, InvalidSubnet, LeaseRegistry, SubnetWatch, SubnetWatchEvent } from './registry';
-import { isReservation, type IPv4Net, type IPv6Net, type Lease, type LeaseAttrs, type LeaseEvent } from './types';
+import { PeerView, type PeerListener } from './peer-view';
+import type { HostLease, LeaseRegistry } from './registry';
+import { isReservation, type IPv4Net, type IPv6Net, type Lease, type LeaseAttrs } from './types';
 
-/** Time, injectable so tests need not wait. */
-export interface Clock {
-  now(): number;
-  /** Resolve after `ms`; reject with the signal's reason when it aborts first. */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
-}
-
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  sleep: (ms, signal) =>
-    new Promise<void>((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const onAbort = (): void => {
-        clearTimeout(timer);
-        reject(signal?.reason);
-      };
-      const timer = setTimeout(() => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    }),
-};
+export type { PeerChange, PeerListener } from './peer-view';
 
 export interface LeaseManagerOptions {
   readonly registry: LeaseRegistry;
   readonly log: Logger;
-  readonly clock?: Clock;
+  readonly clock?: Pick<Clock, 'now' | 'sleep'>;
   /** Uniform in [0, 1): the random pick among free subnets, and backoff jitter. */
   readonly random?: () => number;
   /** How often to look for `<prefix>/config` while it is absent. Default 1000 ms (flannel's). */
@@ -98,13 +79,6 @@ export interface AcquireRequest {
 
 export type LeaseManagerState = 'idle' | 'acquiring' | 'held' | 'reacquiring' | 'closed';
 
-export type PeerChange = LeaseEvent | { readonly type: 'snapshot' };
-/**
- * `peers` is the live map (own key excluded), valid during the call: copy what you keep.
- * A 'snapshot' replaces everything known before (after start and after a compaction).
- */
-export type PeerListener = (peers: ReadonlyMap<string, Lease>, change: PeerChange) => void;
-
 export interface LeaseManagerEvents {
   /** After a re-acquire: the new lease (subnet may differ from `previous`: rewrite subnet.env). */
   lease: [lease: Lease, previous: Lease];
@@ -120,7 +94,7 @@ const FREE_RACE_RETRIES = 5;
 export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
   private readonly registry: LeaseRegistry;
   private readonly log: Logger;
-  private readonly clock: Clock;
+  private readonly clock: Pick<Clock, 'now' | 'sleep'>;
   private readonly random: () => number;
   private readonly timing: typeof DEFAULTS;
   private readonly closing = new AbortController();
@@ -132,16 +106,8 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
   private request: AcquireRequest | null = null;
   private hostLease: HostLease | null = null;
   private unsubscribeLost: (() => void) | null = null;
-
-  // Peer view.
-  private syncStarted = false;
-  private syncDone: Promise<void> | null = null;
-  private watch: SubnetWatch | null = null;
-  private readonly all = new Map<string, Lease>();
-  private readonly peers = new Map<string, Lease>();
-  private haveSnapshot = false;
-  private readonly peerListeners = new Map<PeerListener, { primed: boolean }>();
-  private readonly warnedInvalid = new Set<string>();
+  /** The other hosts' leases (peer-view.ts): the second loop, apart from our own lease's. */
+  private readonly peerView: PeerView;
 
   constructor(opts: LeaseManagerOptions) {
     super();
@@ -155,6 +121,16 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
       retryMinMs: opts.retryMinMs ?? DEFAULTS.retryMinMs,
       retryMaxMs: opts.retryMaxMs ?? DEFAULTS.retryMaxMs,
     };
+    this.peerView = new PeerView({
+      registry: this.registry,
+      log: this.log,
+      clock: this.clock,
+      backoff: this.backoff(),
+      signal: this.closing.signal,
+      own: () => this.own,
+      held: () => this.stateValue === 'held',
+      ownGone: (err) => this.onOwnGone(err),
+    });
   }
 
   get state(): LeaseManagerState {
@@ -186,7 +162,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     const missingMsg = `flannel config not found in etcd store (${key}). Did you create your config using etcdv3 API?`;
     let last: 'missing' | 'unreachable' | null = null;
     let lastReminder = 0;
-    let backoff = this.timing.retryMinMs;
+    const backoff = this.backoff();
     for (;;) {
       this.throwIfAborted(sig);
       let text: string | null;
@@ -196,11 +172,10 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
         if (!isRetryable(err)) throw err;
         if (last !== 'unreachable') this.log.warn(`${describeError(err)}; retrying`);
         last = 'unreachable';
-        await this.clock.sleep(this.jitter(backoff), sig);
-        backoff = Math.min(backoff * 2, this.timing.retryMaxMs);
+        await this.clock.sleep(backoff.next(), sig);
         continue;
       }
-      backoff = this.timing.retryMinMs;
+      backoff.reset();
       if (text !== null) {
         if (last !== null) this.log.info('network config found', { key });
         return text;
@@ -301,7 +276,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
   /** Keep trying until a lease is held. `background`: never give up (re-acquire). */
   private async acquireLoop(req: AcquireRequest, preferred: IPv4Net | null, signal: AbortSignal, background: boolean): Promise<Lease> {
     let races = 0;
-    let backoff = this.timing.retryMinMs;
+    const backoff = this.backoff();
     let lastProblem: string | null = null;
     let retriedLostLease = false;
     for (;;) {
@@ -333,8 +308,8 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
           else this.log.error(`acquire subnet lease: ${describeError(err)}; retrying every ${this.timing.retryMaxMs} ms`);
           lastProblem = problem;
         }
-        await this.clock.sleep(this.jitter(isRetryable(err) ? backoff : this.timing.retryMaxMs), signal);
-        backoff = Math.min(backoff * 2, this.timing.retryMaxMs);
+        const delay = backoff.next();
+        await this.clock.sleep(isRetryable(err) ? delay : this.jitter(this.timing.retryMaxMs), signal);
       }
     }
   }
@@ -346,7 +321,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
    */
   private async tryAcquire(req: AcquireRequest, preferred: IPv4Net | null, reclaim: boolean): Promise<Lease | null> {
     const listing = await this.registry.listSubnets();
-    this.warnInvalid(listing.invalid, true);
+    this.peerView.warnInvalid(listing.invalid, true);
     const attrsNow = attrsOf(req);
     if (reclaim && preferred !== null) {
       const key = formatSubnetKey(preferred, this.preferredIPv6);
@@ -414,8 +389,8 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     const previousKey = this.own?.key ?? null;
     this.own = lease;
     this.setState('held');
-    if (previousKey !== lease.key) this.rebuildPeers(true);
-    this.startSync();
+    if (previousKey !== lease.key) this.peerView.ownChanged();
+    this.peerView.start();
     // The etcd lease may have been lost while we were writing: re-check now that we hold it.
     if (lease.etcdLeaseId !== null && this.hostLease?.id === lease.etcdLeaseId && this.hostLease.lost) {
       this.onLost(new WeftError('LEASE_CONFLICT', `etcd lease ${lease.etcdLeaseId} lost while acquiring`, { retryable: true }));
@@ -444,205 +419,19 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
   // ---- peers ---------------------------------------------------------------------------------
 
   /**
-   * Follow the other hosts' leases. The listener first gets a snapshot, then one call per change;
-   * after a watch reset (compaction) a fresh snapshot. Our own key is never included; malformed
-   * values are skipped (one warning per key). Returns an unsubscribe function.
+   * Follow the other hosts' leases (PeerView). The listener first gets a snapshot, then one call
+   * per change; after a watch reset (compaction) a fresh snapshot. Our own key is never included;
+   * malformed values are skipped (one warning per key). Returns an unsubscribe function.
    */
   watchPeers(listener: PeerListener): () => void {
     if (this.stateValue === 'closed') throw closedError('watch peers');
-    const entry = { primed: false };
-    this.peerListeners.set(listener, entry);
-    if (this.haveSnapshot) {
-      queueMicrotask(() => {
-        if (this.peerListeners.get(listener) !== entry || entry.primed) return;
-        entry.primed = true;
-        this.call(listener, { type: 'snapshot' });
-      });
-    }
-    this.startSync();
-    return () => {
-      this.peerListeners.delete(listener);
-    };
-  }
-
-  private startSync(): void {
-    if (this.syncStarted || this.stateValue === 'closed') return;
-    this.syncStarted = true;
-    this.syncDone = this.syncLoop().catch((err: unknown) => {
-      if (!this.closing.signal.aborted) this.log.error(`peer watch stopped: ${describeError(err)}`);
-    });
-  }
-
-  private async syncLoop(): Promise<void> {
-    const signal = this.closing.signal;
-    let backoff = this.timing.retryMinMs;
-    let failing = false;
-    while (!signal.aborted) {
-      let listing;
-      try {
-        listing = await this.registry.listSubnets();
-      } catch (err) {
-        if (signal.aborted) return;
-        if (!failing) this.log.warn(`list peer leases: ${describeError(err)}; retrying`);
-        failing = true;
-        await this.clock.sleep(this.jitter(backoff), signal).catch(() => undefined);
-        backoff = Math.min(backoff * 2, this.timing.retryMaxMs);
-        continue;
-      }
-      if (signal.aborted) return;
-      if (failing) this.log.info('peer leases listed again');
-      failing = false;
-      backoff = this.timing.retryMinMs;
-
-      // A key that turned malformed keeps its last valid value (see onWatchEvent).
-      const before = new Map(this.all);
-      this.all.clear();
-      for (const l of listing.leases) this.all.set(l.key, l);
-      for (const { key } of listing.invalid) {
-        const kept = before.get(key);
-        if (kept !== undefined) this.all.set(key, kept);
-      }
-      this.warnInvalid(listing.invalid, true);
-      this.rebuildPeers(false);
-      this.haveSnapshot = true;
-      this.emitSnapshot();
-      this.checkOwnInListing(listing.revision);
-
-      const reason = await new Promise<string>((resolve) => {
-        const onAbort = (): void => resolve('closed');
-        signal.addEventListener('abort', onAbort, { once: true });
-        this.watch = this.registry.watchSubnets((BigInt(listing.revision) + 1n).toString(), (ev) => {
-          if (ev.type === 'reset') {
-            signal.removeEventListener('abort', onAbort);
-            resolve(ev.reason);
-          } else {
-            this.onWatchEvent(ev);
-          }
-        });
-      });
-      const w = this.watch;
-      this.watch = null;
-      if (signal.aborted) {
-        await w?.close();
-        return;
-      }
-      this.log.info(`lease watch reset (${reason}); re-listing`);
-    }
-  }
-
-  private onWatchEvent(ev: Exclude<SubnetWatchEvent, { type: 'reset' }>): void {
-    const ownKey = this.own?.key ?? null;
-    switch (ev.type) {
-      case 'added': {
-        this.all.set(ev.lease.key, ev.lease);
-        this.warnedInvalid.delete(ev.lease.key);
-        if (ev.lease.key === ownKey) {
-          this.checkOwnOverwritten(ev.lease);
-        } else {
-          this.peers.set(ev.lease.key, ev.lease);
-          this.emitChange(ev);
-        }
-        return;
-      }
-      case 'removed': {
-        this.all.delete(ev.key);
-        this.warnedInvalid.delete(ev.key);
-        if (ev.key === ownKey) {
-          this.checkOwnRemoved(ev.revision);
-        } else if (this.peers.delete(ev.key)) {
-          this.emitChange(ev);
-        }
-        return;
-      }
-      case 'invalid': {
-        this.warnInvalid([{ key: ev.key, error: ev.error }], false);
-        if (ev.key === ownKey) {
-          this.onOwnGone(new WeftError('BAD_DATA', `our key ${ev.key} was overwritten with a malformed value`));
-        }
-        // A peer's lease overwritten with garbage keeps its last valid value (flannel, too, skips
-        // such an event): a typo in etcd must not cut traffic to a host that is still there. The
-        // key's deletion or expiry, or a valid value, ends that.
-        return;
-      }
-    }
-  }
-
-  private checkOwnRemoved(revision: string | undefined): void {
-    const own = this.own;
-    if (own === null || this.stateValue !== 'held') return;
-    // A deletion older than our write is history (e.g. the expiry that made us re-acquire).
-    if (revision !== undefined && BigInt(revision) < BigInt(own.modRevision)) return;
-    this.onOwnGone(new WeftError('LEASE_CONFLICT', `our key ${own.key} was deleted from etcd`, { retryable: true }));
-  }
-
-  private checkOwnOverwritten(lease: Lease): void {
-    const own = this.own;
-    if (own === null || this.stateValue !== 'held') return;
-    if (BigInt(lease.modRevision) <= BigInt(own.modRevision)) return;
-    if (lease.attrs.PublicIP === own.attrs.PublicIP) return;
-    this.onOwnGone(new WeftError('LEASE_CONFLICT', `our key ${own.key} was taken over by ${lease.attrs.PublicIP}`, { retryable: true }));
-  }
-
-  /** After a (re-)list: our key must still be there (and ours). */
-  private checkOwnInListing(revision: string): void {
-    const own = this.own;
-    if (own === null || this.stateValue !== 'held') return;
-    // A listing taken before our own write says nothing about it.
-    if (BigInt(revision) < BigInt(own.modRevision)) return;
-    const cur = this.all.get(own.key);
-    if (cur === undefined) {
-      if (!this.warnedInvalid.has(own.key)) this.checkOwnRemoved(undefined);
-      else this.onOwnGone(new WeftError('BAD_DATA', `our key ${own.key} holds a malformed value`));
-    } else if (cur.attrs.PublicIP !== own.attrs.PublicIP) {
-      this.checkOwnOverwritten(cur);
-    }
+    return this.peerView.subscribe(listener);
   }
 
   private onOwnGone(err: WeftError): void {
     const own = this.own;
     if (own === null || this.stateValue !== 'held') return;
     this.onLost(err);
-  }
-
-  /** peers = all − own key. `announce`: tell primed listeners with a snapshot. */
-  private rebuildPeers(announce: boolean): void {
-    const ownKey = this.own?.key ?? null;
-    this.peers.clear();
-    for (const [k, l] of this.all) if (k !== ownKey) this.peers.set(k, l);
-    if (announce && this.haveSnapshot) this.emitSnapshot();
-  }
-
-  private emitSnapshot(): void {
-    for (const [listener, entry] of [...this.peerListeners]) {
-      entry.primed = true;
-      this.call(listener, { type: 'snapshot' });
-    }
-  }
-
-  private emitChange(change: LeaseEvent): void {
-    for (const [listener, entry] of [...this.peerListeners]) if (entry.primed) this.call(listener, change);
-  }
-
-  private call(listener: PeerListener, change: PeerChange): void {
-    try {
-      listener(this.peers, change);
-    } catch (err) {
-      // A listener bug must not stop the watch that every other part of the daemon relies on.
-      this.log.error(`peer listener threw on ${change.type}: ${describeError(err)}`);
-    }
-  }
-
-  /** One warning per malformed key until it is fixed or removed. `full`: this is the whole set. */
-  private warnInvalid(invalid: readonly InvalidSubnet[], full: boolean): void {
-    if (full) {
-      const now = new Set(invalid.map((i) => i.key));
-      for (const k of [...this.warnedInvalid]) if (!now.has(k)) this.warnedInvalid.delete(k);
-    }
-    for (const { key, error } of invalid) {
-      if (this.warnedInvalid.has(key)) continue;
-      this.warnedInvalid.add(key);
-      this.log.warn(`skipping malformed lease ${key}: ${describeError(error)}`, { key });
-    }
   }
 
   // ---- CLI -------------------------------------------------------------------------------------
@@ -663,11 +452,9 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     if (this.stateValue === 'closed') return;
     this.setState('closed');
     this.closing.abort(closedError('operation'));
-    this.peerListeners.clear();
     this.unsubscribeLost?.();
     this.hostLease?.release();
-    await this.watch?.close();
-    await this.syncDone;
+    await this.peerView.close();
   }
 
   // ---- helpers ---------------------------------------------------------------------------------
@@ -691,7 +478,12 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     if (signal.aborted) throw signal.reason;
   }
 
-  /** ±25 % so that hosts restarted together do not retry in lockstep. */
+  /** Bounded exponential, ±25 % so that hosts restarted together do not retry in lockstep. */
+  private backoff(): Backoff {
+    return new Backoff({ initialMs: this.timing.retryMinMs, maxMs: this.timing.retryMaxMs, jitter: 0.25, random: this.random });
+  }
+
+  /** ±25 %, as backoff(). */
   private jitter(ms: number): number {
     return Math.round(ms * (0.75 + this.random() * 0.5));
   }

@@ -4,12 +4,14 @@
  *
  * When a check runs (one `iptables-save`; a repair adds one `iptables-restore --noflush`):
  * - on change: our wanted rules changed (first lease, a lease re-acquired with another subnet);
- * - on change of the ruleset: every `--iptables-resync` seconds (flannel's flag, default 5) the
- *   manager reads the nf_tables ruleset generation over netlink — no process — and checks only
- *   when it moved since the last check (someone ran iptables, Docker started a container...);
+ * - on change of the ruleset: the kernel notifies every nf_tables commit on NFNLGRP_NFTABLES;
+ *   the manager then reads the ruleset generation over netlink — no process — and checks only
+ *   when it moved since the last check (someone ran iptables, Docker started a container...).
+ *   Where the group cannot be joined it polls the generation every `--iptables-resync` seconds
+ *   (flannel's flag, default 5) instead; an idle daemon thus has no 5-second wake-up;
  * - on a slow full resync, every max(60 s, --iptables-resync): the safety net, and the only
  *   periodic trigger when iptables is the legacy variant (whose tables have no generation).
- * A rule deleted by hand thus comes back within --iptables-resync seconds on nf_tables hosts.
+ * A rule deleted by hand thus comes back at once (within --iptables-resync seconds when polling).
  *
  * Restoring touches only what is missing or wrong (rules.ts: planRestore). Rules stay in place
  * when weftd stops — a restart never opens a window without masquerading — and are removed only
@@ -161,7 +163,7 @@ export class IptablesManager implements DaemonComponent {
         ipMasq: this.opts.ipMasq,
         forwardRules: this.opts.forwardRules,
         randomFully: this.randomFully,
-        changeDetection: this.generation ? `nf_tables generation every ${this.opts.resyncSeconds} s` : 'none (legacy iptables): full check only',
+        changeDetection: this.generation ? 'nf_tables generation' : 'none (legacy iptables): full check only',
       });
     } catch (err) {
       this.randomFully = false;
@@ -175,12 +177,25 @@ export class IptablesManager implements DaemonComponent {
     if (this.stopped) return;
     const fullMs = Math.max(FULL_RESYNC_MIN_MS, this.opts.resyncSeconds * 1000);
     this.cancels.push(this.timers.every(fullMs, () => this.trigger('periodic resync')));
-    if (this.generation !== null) this.cancels.push(this.timers.every(this.opts.resyncSeconds * 1000, () => void this.poll()));
+    if (this.generation === null) return;
+    const gen = this.generation;
+    // Notified by the kernel when it can be (no timer); polled when it cannot.
+    if (gen.watch?.(() => void this.poll()) === true) {
+      this.cancels.push(() => gen.unwatch?.());
+      this.log.debug('nf_tables changes notified on NFNLGRP_NFTABLES');
+      return;
+    }
+    this.cancels.push(this.timers.every(this.opts.resyncSeconds * 1000, () => void this.poll()));
   }
 
   /** No process: ask the kernel whether the ruleset changed since our last check. */
   private async poll(): Promise<void> {
-    if (this.stopped || this.running !== null || this.generation === null) return;
+    if (this.stopped || this.generation === null) return;
+    // A change during a check: that check reads the generation again when it ends (loop()).
+    if (this.running !== null) {
+      this.again = true;
+      return;
+    }
     try {
       const gen = await this.generation.current();
       if (gen !== this.lastGeneration) this.trigger('ruleset changed');

@@ -197,6 +197,43 @@ describe('IptablesManager', () => {
     await mgr.stop();
   });
 
+  it('with nf_tables notifications: no poll timer; a rule deleted by hand is restored on the notification', async () => {
+    const ipt = new FakeIptables();
+    let notify: (() => void) | null = null;
+    let unwatched = false;
+    const notified = Object.assign(ipt, {
+      watch(onChange: () => void): boolean {
+        notify = onChange;
+        return true;
+      },
+      unwatch(): void {
+        unwatched = true;
+      },
+    });
+    const timers = new ManualTimers();
+    const mgr = new IptablesManager({ ipMasq: true, forwardRules: true, resyncSeconds: 5, runner: ipt, generation: notified, timers });
+    const daemon = new FakeDaemon({ config: CONFIG, lease: LEASE });
+    await mgr.start(daemon);
+    await flush();
+    daemon.emit('lease', LEASE);
+    await settle(mgr);
+    assert.deepEqual(timers.periods(), [60000], 'only the slow full resync is a timer');
+    assert.ok(notify !== null, 'the manager listens for ruleset changes');
+    const before = [...ipt.rules('nat', 'WEFT-POSTRTG')];
+    const checks = mgr.stats.checks;
+    // A notification without a change of generation (our own restore's echo) forks nothing.
+    notify!();
+    await settle(mgr);
+    assert.equal(mgr.stats.checks, checks);
+    ipt.deleteByHand('nat', 'WEFT-POSTRTG', 3);
+    notify!();
+    await settle(mgr);
+    assert.deepEqual(ipt.rules('nat', 'WEFT-POSTRTG'), before);
+    assert.equal(mgr.stats.restores, 2);
+    await mgr.stop();
+    assert.ok(unwatched, 'stop() stops listening');
+  });
+
   it('resyncs fully every 60 s at least, however short --iptables-resync is', async () => {
     const { timers, mgr } = await started({ resyncSeconds: 1 });
     assert.deepEqual(timers.periods(), [1000, 60000]);

@@ -12,6 +12,7 @@
  * batch has `resync: true`.
  */
 import { rt as rtStructs, type RtNetlinkSocket } from 'netlink';
+import { Backoff } from '../backoff';
 import type { Logger } from '../log';
 import { bufferToIp, bufferToMac } from './codec';
 import { addressFamily, parseIPv4, type IPFamily } from '../ip';
@@ -48,7 +49,8 @@ export class MonitorSocket implements Monitor {
   private resync = false;
   private flushTimer: NodeJS.Timeout | null = null;
   private reopenTimer: NodeJS.Timeout | null = null;
-  private reopenDelayMs = 100;
+  /** Reopening after lost events: 100 ms doubling to 5 s. */
+  private readonly reopenBackoff = new Backoff({ initialMs: 100, maxMs: 5000 });
   private closed = false;
 
   constructor(
@@ -99,22 +101,22 @@ export class MonitorSocket implements Monitor {
     this.rt = rt;
   }
 
-  private scheduleReopen(): void {
+  private scheduleReopen(delayMs?: number): void {
     if (this.closed || this.reopenTimer) return;
     this.reopenTimer = setTimeout(() => {
       this.reopenTimer = null;
       if (this.closed) return;
       try {
         this.open();
-        this.reopenDelayMs = 100;
+        this.reopenBackoff.reset();
         this.resync = true;
         this.scheduleFlush();
       } catch (err) {
-        this.opts.log.error('netlink monitor: cannot reopen socket; retrying', { error: err, retryInMs: this.reopenDelayMs });
-        this.reopenDelayMs = Math.min(this.reopenDelayMs * 2, 5000);
-        this.scheduleReopen();
+        const retryInMs = this.reopenBackoff.next();
+        this.opts.log.error('netlink monitor: cannot reopen socket; retrying', { error: err, retryInMs });
+        this.scheduleReopen(retryInMs);
       }
-    }, this.reopenDelayMs);
+    }, delayMs ?? this.reopenBackoff.next());
   }
 
   private scheduleFlush(): void {

@@ -55,3 +55,27 @@ export async function repairLink(nl: LinkRepairNetlink, link: LinkInfo, want: Li
   }
   return out;
 }
+
+/**
+ * Which of `ips` the kernel reaches without a gateway through the underlay (vxlan DirectRouting,
+ * host-gw: Backend.onLinkPeers). One route lookup per address, in parallel; a failed lookup
+ * leaves that address out and is reported to `onFailure`.
+ */
+export async function onLinkAmong(
+  nl: { isOnLink(ip: string, viaIndex?: number): Promise<boolean> },
+  ips: Iterable<string>,
+  underlayIndex: number,
+  onFailure: (ip: string, err: unknown) => void,
+): Promise<Set<string>> {
+  const out = new Set<string>();
+  await Promise.all(
+    [...new Set(ips)].map(async (ip) => {
+      try {
+        if (await nl.isOnLink(ip, underlayIndex)) out.add(ip);
+      } catch (err) {
+        onFailure(ip, err);
+      }
+    }),
+  );
+  return out;
+}

@@ -1,7 +1,7 @@
 /** backend/link.ts: the one MAC/MTU/up repair of the kernel VXLAN device and the fallback's TAP/TUN. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { repairLink, type LinkRepairNetlink } from '../../src/backend/link';
+import { onLinkAmong, repairLink, type LinkRepairNetlink } from '../../src/backend/link';
 import { NetlinkError } from '../../src/netlink/errors';
 import type { LinkInfo } from '../../src/netlink/types';
 
@@ -59,5 +59,23 @@ describe('repairLink', () => {
       'device flannel.1: MAC 02:00:00:00:00:09 is not our VtepMAC 02:00:00:00:00:01; restoring it',
       'device flannel.1: MTU 1500 → 1450',
     ]);
+  });
+});
+
+describe('onLinkAmong', () => {
+  it('looks each distinct address up once through the underlay and keeps the on-link ones; a failed lookup is reported and left out', async () => {
+    const asked: string[] = [];
+    const nl = {
+      isOnLink: async (ip: string, via?: number) => {
+        asked.push(`${ip} via ${via}`);
+        if (ip === '10.250.0.14') throw new Error('ETIMEDOUT');
+        return ip !== '10.250.0.13';
+      },
+    };
+    const failed: string[] = [];
+    const out = await onLinkAmong(nl, ['10.250.0.12', '10.250.0.13', '10.250.0.12', '10.250.0.14'], 2, (ip) => failed.push(ip));
+    assert.deepEqual([...out], ['10.250.0.12']);
+    assert.deepEqual(asked.sort(), ['10.250.0.12 via 2', '10.250.0.13 via 2', '10.250.0.14 via 2']);
+    assert.deepEqual(failed, ['10.250.0.14']);
   });
 });

@@ -15,6 +15,7 @@ import { leaseHalf } from '../../lease/family';
 import type { Lease } from '../../lease/types';
 import { silentLogger, type Logger } from '../../log';
 import type { Backend, BackendSetup, DesiredContext, DesiredState, Underlay } from '../backend';
+import { onLinkAmong } from '../link';
 import { HOSTGW_TYPE, hostGwDesired } from './desired';
 
 /** The part of NetlinkClient host-gw uses (a seam for tests). */
@@ -76,22 +77,13 @@ export class HostGwBackend implements Backend {
    * PublicIP; the daemon calls this when the peer set changes.
    */
   async onLinkPeers(peers: readonly Lease[], underlay: Underlay): Promise<Set<string>> {
-    const ips = new Set<string>();
+    const ips: string[] = [];
     for (const p of peers) {
       const ip = leaseHalf(p, this.family).publicIP;
-      if (p.attrs.BackendType === HOSTGW_TYPE && typeof ip === 'string' && addressFamily(ip) === this.family) ips.add(ip);
+      if (p.attrs.BackendType === HOSTGW_TYPE && typeof ip === 'string' && addressFamily(ip) === this.family) ips.push(ip);
     }
-    const out = new Set<string>();
-    await Promise.all(
-      [...ips].map(async (ip) => {
-        try {
-          if (await this.nl.isOnLink(ip, underlay.ifIndex)) out.add(ip);
-        } catch (err) {
-          this.log.warn('route lookup for a peer\'s PublicIP failed; no route to its subnet until the next lease event', { publicIp: ip, error: err });
-        }
-      }),
-    );
-    return out;
+    return onLinkAmong(this.nl, ips, underlay.ifIndex, (ip, err) =>
+      this.log.warn('route lookup for a peer\'s PublicIP failed; no route to its subnet until the next lease event', { publicIp: ip, error: err }));
   }
 
   async close(): Promise<void> {

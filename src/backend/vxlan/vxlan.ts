@@ -26,7 +26,7 @@ import { normalizeMac } from '../../netlink/codec';
 import { isErrno } from '../../netlink/errors';
 import type { LinkInfo, VxlanSpec } from '../../netlink/types';
 import type { Backend, BackendSetup, DesiredContext, DesiredState, Underlay } from '../backend';
-import { repairLink } from '../link';
+import { onLinkAmong, repairLink } from '../link';
 import { decodeVxlanData, vxlanDesired } from './desired';
 
 /** Linux's default VXLAN port, which flannel uses when Port is 0 (not IANA's 4789). */
@@ -235,23 +235,14 @@ export async function vxlanOnLinkPeers(
   peers: readonly Lease[],
   underlay: Underlay,
 ): Promise<Set<string>> {
-  const out = new Set<string>();
-  if (!opts.directRouting) return out;
-  const ips = new Set<string>();
+  if (!opts.directRouting) return new Set();
+  const ips: string[] = [];
   for (const p of peers) {
     const half = leaseHalf(p, opts.family);
-    if (p.attrs.BackendType === 'vxlan' && half.publicIP && decodeVxlanData(half.backendData).ok) ips.add(half.publicIP);
+    if (p.attrs.BackendType === 'vxlan' && half.publicIP && decodeVxlanData(half.backendData).ok) ips.push(half.publicIP);
   }
-  await Promise.all(
-    [...ips].map(async (ip) => {
-      try {
-        if (await nl.isOnLink(ip, underlay.ifIndex)) out.add(ip);
-      } catch (err) {
-        opts.log.warn('DirectRouting: route lookup failed; using VXLAN for this peer', { publicIp: ip, error: err });
-      }
-    }),
-  );
-  return out;
+  return onLinkAmong(nl, ips, underlay.ifIndex, (ip, err) =>
+    opts.log.warn('DirectRouting: route lookup failed; using VXLAN for this peer', { publicIp: ip, error: err }));
 }
 
 /** A random locally administered (bit 1 set) unicast (bit 0 clear) MAC. */

@@ -13,22 +13,13 @@ import { sleep, waitUntil as pollUntil } from '../../src/lab/run';
 import {
   containerAddr, deviceCounter, dropReports, icmpEcho, overlayAddr, requireTool, sendDatagrams, tcpTransfer, vxlanDatagram,
 } from './helpers/datapath';
+import { sh, waitUntil } from './helpers/shell';
 
 const PREFIX = `wt${process.pid}f-`;
 const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
 const WEFTD = resolve(__dirname, '..', '..', 'src', 'cli', 'weftd.js');
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-fallback-`));
 let lab: Lab;
-
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  assert.ok(await pollUntil(check, timeoutMs, 100), `timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
-async function sh(host: string, ...cmd: string[]): Promise<string> {
-  const r = await lab.exec(host, cmd);
-  assert.equal(r.code, 0, `${host}: ${cmd.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
 
 async function leaseData(host: string): Promise<Record<string, unknown>> {
   const key = lab.subnetEnv(host)!.subnetNetwork.replace('/', '-');
@@ -38,7 +29,7 @@ async function leaseData(host: string): Promise<Record<string, unknown>> {
 }
 
 async function routesOf(host: string): Promise<string> {
-  return sh(host, 'ip', 'route', 'show');
+  return sh(lab, host, 'ip', 'route', 'show');
 }
 
 describe('a mixed cluster: one host on the user-space VXLAN fallback, two on kernel VXLAN', { timeout: 240_000 }, () => {
@@ -55,31 +46,31 @@ describe('a mixed cluster: one host on the user-space VXLAN fallback, two on ker
   });
 
   test('the fallback host has a TAP flannel.1 with its VtepMAC and says so in a vxlan lease', async () => {
-    const link = await sh('h1', 'ip', '-d', 'link', 'show', 'flannel.1');
+    const link = await sh(lab, 'h1', 'ip', '-d', 'link', 'show', 'flannel.1');
     assert.match(link, /mtu 1450 /);
     assert.match(link, /tun type tap .*vnet_hdr on persist on/);
-    const mac = (await sh('h1', 'cat', '/sys/class/net/flannel.1/address')).trim();
+    const mac = (await sh(lab, 'h1', 'cat', '/sys/class/net/flannel.1/address')).trim();
     assert.deepEqual(await leaseData('h1'), { VNI: 1, VtepMAC: mac, WeftDatapath: 'userspace' });
-    assert.match(await sh('h1', 'ip', '-4', 'addr', 'show', 'dev', 'flannel.1'), new RegExp(`inet ${overlayAddr(lab, 'h1')}/32`));
+    assert.match(await sh(lab, 'h1', 'ip', '-4', 'addr', 'show', 'dev', 'flannel.1'), new RegExp(`inet ${overlayAddr(lab, 'h1')}/32`));
     for (const h of ['h2', 'h3']) {
-      assert.match(await sh(h, 'ip', '-d', 'link', 'show', 'flannel.1'), /vxlan id 1 /);
+      assert.match(await sh(lab, h, 'ip', '-d', 'link', 'show', 'flannel.1'), /vxlan id 1 /);
       assert.deepEqual(Object.keys(await leaseData(h)), ['VNI', 'VtepMAC'], 'kernel hosts keep flannel\'s exact BackendData');
     }
     // Kernel hosts program h1 like any peer: neighbour, FDB entry and route to its subnet.
     const h1Subnet = lab.subnetEnv('h1')!.subnetNetwork;
-    assert.match(await sh('h2', 'bridge', 'fdb', 'show', 'dev', 'flannel.1'), new RegExp(`${mac} dst 10\\.250\\.0\\.11 self permanent`));
+    assert.match(await sh(lab, 'h2', 'bridge', 'fdb', 'show', 'dev', 'flannel.1'), new RegExp(`${mac} dst 10\\.250\\.0\\.11 self permanent`));
     assert.match(await routesOf('h2'), new RegExp(`${h1Subnet.replace(/\./g, '\\.')} via ${overlayAddr(lab, 'h1').replace(/\./g, '\\.')} dev flannel\\.1 onlink`));
     // On h1: neighbours and routes like kernel VXLAN, no FDB entries in the kernel.
     assert.match(await routesOf('h1'), new RegExp(`${lab.subnetEnv('h2')!.subnetNetwork.replace(/\./g, '\\.')} via .* dev flannel\\.1 onlink`));
-    assert.doesNotMatch(await sh('h1', 'bridge', 'fdb', 'show', 'dev', 'flannel.1'), /dst 10\.250/);
+    assert.doesNotMatch(await sh(lab, 'h1', 'bridge', 'fdb', 'show', 'dev', 'flannel.1'), /dst 10\.250/);
   });
 
   test('weft leases shows which data path each host uses', async () => {
-    const table = await sh('h2', process.execPath, WEFT, 'leases', '--etcd-endpoints=http://10.250.0.2:2379');
+    const table = await sh(lab, 'h2', process.execPath, WEFT, 'leases', '--etcd-endpoints=http://10.250.0.2:2379');
     const row = (h: string) => table.split('\n').find((l) => l.startsWith(lab.subnetEnv(h)!.subnetNetwork + ' ')) ?? '';
     assert.match(row('h1'), /vxlan \(user space\)/, table);
     assert.match(row('h2'), /10\.250\.0\.12\s+vxlan\s+[0-9a-f:]{17}/, table);
-    const json = JSON.parse(await sh('h2', process.execPath, WEFT, 'leases', '--output', 'json', '--etcd-endpoints=http://10.250.0.2:2379')) as Array<{ publicIp: string; dataPath: string }>;
+    const json = JSON.parse(await sh(lab, 'h2', process.execPath, WEFT, 'leases', '--output', 'json', '--etcd-endpoints=http://10.250.0.2:2379')) as Array<{ publicIp: string; dataPath: string }>;
     assert.deepEqual(json.map((r) => [r.publicIp, r.dataPath]).sort(), [['10.250.0.11', 'userspace'], ['10.250.0.12', 'kernel'], ['10.250.0.13', 'kernel']]);
   });
 
@@ -98,13 +89,13 @@ describe('a mixed cluster: one host on the user-space VXLAN fallback, two on ker
     // The checksum trap (dataplane.md): kernel VXLAN over veth leaves inner checksums partial;
     // a pump that wrote them to the TAP as they came would make the stack drop every segment.
     for (const ns of ['h1-c1', 'h2-c1', 'h3-c1', 'h1']) {
-      const r = await sh(ns, 'nstat', '-az', 'TcpInCsumErrors');
+      const r = await sh(lab, ns, 'nstat', '-az', 'TcpInCsumErrors');
       assert.match(r, /TcpInCsumErrors\s+0\s/, `${ns}: ${r}`);
     }
   });
 
   test('datagrams from a non-peer are dropped and counted; nothing reaches the TAP', async () => {
-    const mac = (await sh('h1', 'cat', '/sys/class/net/flannel.1/address')).trim();
+    const mac = (await sh(lab, 'h1', 'cat', '/sys/class/net/flannel.1/address')).trim();
     // A well-formed VXLAN datagram: our VNI, h1's VtepMAC, an ICMP echo to h1's flannel.1.
     const dgram = vxlanDatagram(1, mac, icmpEcho(containerAddr(lab, 'h2'), overlayAddr(lab, 'h1')));
     const before = await deviceCounter(lab, 'h1', 'flannel.1', 'rx_packets');
@@ -123,9 +114,9 @@ describe('a mixed cluster: one host on the user-space VXLAN fallback, two on ker
 
   test('--vxlan-fallback: off fails naming the kernel\'s error; auto falls back when the kernel refuses the device', async () => {
     await lab.stopDaemon('h1');
-    await sh('h1', 'ip', 'link', 'del', 'flannel.1');
+    await sh(lab, 'h1', 'ip', 'link', 'del', 'flannel.1');
     // A down VXLAN device holding VNI 1 on port 8472: the kernel refuses a second one (EEXIST).
-    await sh('h1', 'ip', 'link', 'add', 'wtblock', 'type', 'vxlan', 'id', '1', 'dstport', '8472', 'local', '10.250.0.11', 'dev', 'eth0');
+    await sh(lab, 'h1', 'ip', 'link', 'add', 'wtblock', 'type', 'vxlan', 'id', '1', 'dstport', '8472', 'local', '10.250.0.11', 'dev', 'eth0');
     try {
       const off = await lab.exec('h1', [process.execPath, WEFTD, '--etcd-endpoints=http://10.250.0.2:2379', '--iface=eth0',
         `--subnet-file=${join(scratch, 'off.env')}`, '--vxlan-fallback=off'], { timeoutMs: 30_000, env: { ...process.env, WEFT_LOG_FORMAT: 'text' } });
@@ -136,7 +127,7 @@ describe('a mixed cluster: one host on the user-space VXLAN fallback, two on ker
       await lab.setupContainer('h1');
       assert.ok(await lab.waitConverged(), 'routes converged');
       assert.match(lab.daemonLog('h1'), /cannot create the kernel VXLAN device flannel\.1 \(.*EEXIST.*\); falling back to the user-space VXLAN data path/);
-      assert.match(await sh('h1', 'ip', '-d', 'link', 'show', 'flannel.1'), /tun type tap/);
+      assert.match(await sh(lab, 'h1', 'ip', '-d', 'link', 'show', 'flannel.1'), /tun type tap/);
       assert.equal((await leaseData('h1')).WeftDatapath, 'userspace');
       assert.ok(await lab.ping('h1-c1', 'h2-c1'), 'h1-c1 → h2-c1 over the fallback');
       assert.ok(await lab.ping('h3-c1', 'h1-c1'), 'h3-c1 → h1-c1 over the fallback');

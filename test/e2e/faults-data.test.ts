@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { Lab } from '../../src/lab';
 import { sleep } from '../../src/lab/run';
 import { describePing, getSubnetKey, keyOf, logSince, pingFor, waitFor } from './helpers/faults';
+import { shScript } from './helpers/shell';
 
 const PREFIX = `wt${process.pid}d-`;
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-faults-data-`));
@@ -24,12 +25,6 @@ const BURST_HELPER = resolve(__dirname, 'helpers', 'lease-burst.js');
 
 let lab: Lab;
 
-async function sh(host: string, script: string): Promise<string> {
-  const r = await lab.exec(host, ['sh', '-c', script], { timeoutMs: 20_000 });
-  assert.equal(r.code, 0, `${host}: ${script}\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
-
 async function put(key: string, value: string): Promise<void> {
   const r = await lab.etcdctl(['put', `${SUBNETS}/${key}`, value]);
   assert.equal(r.code, 0, r.stderr);
@@ -41,7 +36,7 @@ function lease(publicIp: string, mac: string, vni = 1): string {
 
 /** Subnets routed through flannel.1 on `host`. */
 async function overlayRoutes(host: string): Promise<string[]> {
-  return (await sh(host, 'ip route show dev flannel.1'))
+  return (await shScript(lab, host, 'ip route show dev flannel.1'))
     .split('\n')
     .filter((l) => l.includes(' via '))
     .map((l) => l.split(' ')[0]!)
@@ -50,7 +45,7 @@ async function overlayRoutes(host: string): Promise<string[]> {
 
 /** Counts of weft's objects on flannel.1: onlink routes, permanent neighbours, permanent FDB entries. */
 async function programmed(host: string): Promise<[number, number, number]> {
-  const out = await sh(host, `
+  const out = await shScript(lab, host, `
     ip route show dev flannel.1 | grep -c onlink || true
     ip neigh show dev flannel.1 nud permanent | grep -c lladdr || true
     bridge fdb show dev flannel.1 | grep -c 'self permanent' || true`);

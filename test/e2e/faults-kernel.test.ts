@@ -12,17 +12,12 @@ import { after, before, describe, test } from 'node:test';
 import { Lab } from '../../src/lab';
 import { sleep } from '../../src/lab/run';
 import { describePing, getSubnetKey, keyOf, logSince, pingFor, vtepOf, waitFor } from './helpers/faults';
+import { shScript } from './helpers/shell';
 
 const PREFIX = `wt${process.pid}k-`;
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-faults-kernel-`));
 
 let lab: Lab;
-
-async function sh(host: string, script: string): Promise<string> {
-  const r = await lab.exec(host, ['sh', '-c', script], { timeoutMs: 20_000 });
-  assert.equal(r.code, 0, `${host}: ${script}\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
 
 interface Peer {
   readonly subnet: string; // 10.5.X.0/24
@@ -53,7 +48,7 @@ function checks(p: Peer): Record<'route' | 'neighbour' | 'fdb', string> {
  * the damage to the restore (measured there, so no process start-up of ours is counted).
  */
 async function timeRestore(host: string, damage: string, restored: string): Promise<number> {
-  const out = await sh(host, `
+  const out = await shScript(lab, host, `
     start=$(date +%s%N); ${damage}
     deadline=$((start + 10000000000))
     until ${restored}; do
@@ -81,7 +76,7 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     const c = checks(p2);
     const all = `${c.route} && ${c.neighbour} && ${c.fdb} && ${checks(p3).route} && ${checks(p3).fdb}`;
     const times: Record<string, number[]> = { route: [], neighbour: [], fdb: [], device: [] };
-    const macBefore = (await sh('h1', 'cat /sys/class/net/flannel.1/address')).trim();
+    const macBefore = (await shScript(lab, 'h1', 'cat /sys/class/net/flannel.1/address')).trim();
     for (let i = 0; i < 3; i++) {
       times.route!.push(await timeRestore('h1', `ip route del ${p2.subnet}`, c.route));
       times.neighbour!.push(await timeRestore('h1', `ip neigh del ${p2.gw} dev flannel.1`, c.neighbour));
@@ -91,19 +86,19 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     }
     for (const [kind, ms] of Object.entries(times)) t.diagnostic(`${kind} restored in ${ms.join(', ')} ms`);
     for (const [kind, ms] of Object.entries(times)) assert.ok(Math.max(...ms) < 1000, `${kind} restored in ${ms.join(', ')} ms`);
-    assert.equal((await sh('h1', 'cat /sys/class/net/flannel.1/address')).trim(), macBefore, 'the recreated device keeps its VtepMAC');
+    assert.equal((await shScript(lab, 'h1', 'cat /sys/class/net/flannel.1/address')).trim(), macBefore, 'the recreated device keeps its VtepMAC');
     assert.ok(await lab.ping('h1-c1', 'h2-c1'));
     assert.match(lab.daemonLog('h1'), /repaired: add route/);
   });
 
   test('only entries weft owns are touched: a foreign route and neighbour survive repairs', async () => {
-    await sh('h1', 'ip route add 192.168.77.0/24 dev eth0 && ip neigh add 10.250.0.99 lladdr 02:00:00:00:00:99 dev eth0 nud permanent');
+    await shScript(lab, 'h1', 'ip route add 192.168.77.0/24 dev eth0 && ip neigh add 10.250.0.99 lladdr 02:00:00:00:00:99 dev eth0 nud permanent');
     const p2 = await peer('h2');
     await timeRestore('h1', `ip route del ${p2.subnet}`, checks(p2).route);
     await sleep(500);
-    assert.match(await sh('h1', 'ip route show 192.168.77.0/24'), /dev eth0/);
-    assert.match(await sh('h1', 'ip neigh show 10.250.0.99 dev eth0'), /02:00:00:00:00:99 PERMANENT/);
-    await sh('h1', 'ip route del 192.168.77.0/24 && ip neigh del 10.250.0.99 dev eth0');
+    assert.match(await shScript(lab, 'h1', 'ip route show 192.168.77.0/24'), /dev eth0/);
+    assert.match(await shScript(lab, 'h1', 'ip neigh show 10.250.0.99 dev eth0'), /02:00:00:00:00:99 PERMANENT/);
+    await shScript(lab, 'h1', 'ip route del 192.168.77.0/24 && ip neigh del 10.250.0.99 dev eth0');
   });
 
   test('a netlink notification flood that overflows the monitor socket while weftd is frozen: weftd survives and resyncs', async (t) => {
@@ -119,7 +114,7 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     try {
       lab.signalDaemon('h1', 'SIGSTOP');
       try {
-        await sh('h1', `ip -batch ${join(scratch, 'flood.txt')}`);
+        await shScript(lab, 'h1', `ip -batch ${join(scratch, 'flood.txt')}`);
       } finally {
         lab.signalDaemon('h1', 'SIGCONT');
       }
@@ -134,7 +129,7 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
       t.diagnostic(`after the overflow a deleted route came back in ${ms} ms`);
       assert.ok(ms < 1000, `restored in ${ms} ms`);
     } finally {
-      await sh('h1', 'ip route flush proto 77');
+      await shScript(lab, 'h1', 'ip route flush proto 77');
     }
     await sleep(500);
     assert.equal(lab.daemonPid('h1'), pid, 'weftd survived the flush');
@@ -143,10 +138,10 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
 
   test('the underlay interface going down and up is healed', async (t) => {
     const p2 = await peer('h2');
-    await sh('h1', 'ip link set eth0 down');
+    await shScript(lab, 'h1', 'ip link set eth0 down');
     await sleep(1000);
     const upAt = Date.now();
-    await sh('h1', 'ip link set eth0 up');
+    await shScript(lab, 'h1', 'ip link set eth0 up');
     await waitFor('routes and traffic back after eth0 up', async () => {
       const r = await lab.exec('h1', ['sh', '-c', checks(p2).route]);
       return r.code === 0 && (await lab.ping('h1-c1', 'h2-c1', { attempts: 1 }));
@@ -156,19 +151,19 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
   });
 
   test('the underlay interface deleted and re-created (new ifindex, flannel.1 gone with it) is followed', async (t) => {
-    const mac = (await sh('h1', 'cat /sys/class/net/flannel.1/address')).trim();
+    const mac = (await shScript(lab, 'h1', 'cat /sys/class/net/flannel.1/address')).trim();
     const h1 = lab.nsName('h1');
     // The lab's h1 eth0 is one end of a veth pair whose other end ("h1") sits on the underlay bridge.
-    await sh('net', 'ip link del h1');
+    await shScript(lab, 'net', 'ip link del h1');
     await sleep(500);
     assert.notEqual((await lab.exec('h1', ['ip', 'link', 'show', 'flannel.1'])).code, 0, 'the kernel took flannel.1 with its lower device');
     const backAt = Date.now();
-    await sh('net', `ip link add h1 type veth peer name eth0 netns ${h1} && ip link set h1 master br0 up`);
-    await sh('h1', 'ip addr add 10.250.0.11/24 dev eth0 && ip link set eth0 up');
+    await shScript(lab, 'net', `ip link add h1 type veth peer name eth0 netns ${h1} && ip link set h1 master br0 up`);
+    await shScript(lab, 'h1', 'ip addr add 10.250.0.11/24 dev eth0 && ip link set eth0 up');
     await waitFor('h1 reaches h2 again over a new flannel.1', () => lab.ping('h1-c1', 'h2-c1', { attempts: 1 }), 15_000, 100);
     t.diagnostic(`traffic back ${Date.now() - backAt} ms after the underlay interface was re-created`);
-    assert.equal((await sh('h1', 'cat /sys/class/net/flannel.1/address')).trim(), mac, 'same VtepMAC');
-    assert.match(await sh('h1', 'ip -d link show flannel.1'), /local 10\.250\.0\.11 dev eth0/);
+    assert.equal((await shScript(lab, 'h1', 'cat /sys/class/net/flannel.1/address')).trim(), mac, 'same VtepMAC');
+    assert.match(await shScript(lab, 'h1', 'ip -d link show flannel.1'), /local 10\.250\.0\.11 dev eth0/);
     assert.match(lab.daemonLog('h1'), /underlay eth0 was re-created/);
   });
 
@@ -177,7 +172,7 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     // h2 "reboots": daemon and device gone, its lease expired meanwhile; it comes back with a
     // fresh device (new random MAC) and, from its subnet.env, the same subnet.
     await lab.stopDaemon('h2', 'SIGKILL');
-    await sh('h2', 'ip link del flannel.1');
+    await shScript(lab, 'h2', 'ip link del flannel.1');
     await lab.etcdctl(['del', `/coreos.com/network/subnets/${keyOf(lab, 'h2')}`]);
     await lab.startDaemon('h2');
     const now = await peer('h2');
@@ -186,8 +181,8 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     const startAt = Date.now();
     for (const h of ['h1', 'h3']) {
       await waitFor(`${h} programs h2's new VtepMAC and drops the old one`, async () => {
-        const fdb = await sh(h, 'bridge fdb show dev flannel.1');
-        const neigh = await sh(h, `ip neigh show ${now.gw} dev flannel.1`);
+        const fdb = await shScript(lab, h, 'bridge fdb show dev flannel.1');
+        const neigh = await shScript(lab, h, `ip neigh show ${now.gw} dev flannel.1`);
         return fdb.includes(now.mac) && !fdb.includes(old.mac) && neigh.includes(now.mac);
       }, 10_000);
     }
@@ -201,7 +196,7 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     await lab.stopDaemon('h3', 'SIGKILL');
     await lab.stopDaemon('h2', 'SIGKILL');
     await lab.etcdctl(['del', `/coreos.com/network/subnets/${keyOf(lab, 'h2')}`]);
-    assert.match(await sh('h3', `ip route show ${gone.subnet}`), /flannel\.1/, 'stale route still there while h3 is down');
+    assert.match(await shScript(lab, 'h3', `ip route show ${gone.subnet}`), /flannel\.1/, 'stale route still there while h3 is down');
     const startAt = Date.now();
     await lab.startDaemon('h3');
     await waitFor('h3 drops route, neighbour and FDB entry of the departed h2', async () => {
@@ -220,7 +215,7 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     const pinging = pingFor(lab, 'h2-c1', 'h1-c1', 6000, 100);
     await sleep(1000);
     await lab.stopDaemon('h1', 'SIGKILL');
-    const routes = await sh('h1', 'ip route show dev flannel.1');
+    const routes = await shScript(lab, 'h1', 'ip route show dev flannel.1');
     assert.match(routes, /onlink/, 'routes stay in the kernel while weftd is dead');
     const startAt = Date.now();
     await lab.startDaemon('h1');
@@ -230,19 +225,19 @@ describe('the reconciler against damage and restarts', { timeout: 240_000 }, () 
     const after = await peer('h1');
     assert.equal(after.subnet, before.subnet);
     assert.equal(after.mac, before.mac);
-    assert.equal((await sh('h1', 'cat /sys/class/net/flannel.1/address')).trim(), before.mac);
+    assert.equal((await shScript(lab, 'h1', 'cat /sys/class/net/flannel.1/address')).trim(), before.mac);
     assert.equal(ping.received, ping.sent, `${describePing(ping)}: ${ping.output}`);
   });
 
   test('a device deleted while weftd was down comes back with the VtepMAC of the lease', async (t) => {
     const before = await peer('h1');
     await lab.stopDaemon('h1', 'SIGKILL');
-    await sh('h1', 'ip link del flannel.1');
+    await shScript(lab, 'h1', 'ip link del flannel.1');
     const startAt = Date.now();
     await lab.startDaemon('h1');
     await waitFor('h2 reaches h1 again', () => lab.ping('h2-c1', 'h1-c1', { attempts: 1 }), 10_000, 50);
     t.diagnostic(`traffic back ${Date.now() - startAt} ms after weftd was started on a host without flannel.1`);
-    assert.equal((await sh('h1', 'cat /sys/class/net/flannel.1/address')).trim(), before.mac, 'VtepMAC taken from our previous lease');
+    assert.equal((await shScript(lab, 'h1', 'cat /sys/class/net/flannel.1/address')).trim(), before.mac, 'VtepMAC taken from our previous lease');
     assert.equal((await peer('h1')).mac, before.mac);
   });
 });

@@ -10,23 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Lab } from '../../src/lab';
-import { waitUntil as pollUntil } from '../../src/lab/run';
 import { requireTool, tcpTransfer } from './helpers/datapath';
-
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  assert.ok(await pollUntil(check, timeoutMs, 50), `timed out after ${timeoutMs} ms waiting for ${what}`);
-}
+import { sh, waitUntil } from './helpers/shell';
 
 const PREFIX = `wt${process.pid}j-`;
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-hostgw6-`));
 const SUBNETS = '/coreos.com/network/subnets';
 let lab: Lab;
-
-async function sh(host: string, ...cmd: string[]): Promise<string> {
-  const r = await lab.exec(host, cmd);
-  assert.equal(r.code, 0, `${host}: ${cmd.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
 
 function env(host: string) {
   const e = lab.subnetEnv(host);
@@ -42,7 +32,7 @@ const pub6 = (host: string): string => `fd00:250::${10 + Number(host.slice(1))}`
 
 /** `ip -6 route show exact` for a subnet, reduced to "<dst> via <gw> dev <dev>". */
 async function route6(host: string, subnet: string): Promise<string> {
-  const out = (await sh(host, 'ip', '-6', 'route', 'show', 'exact', subnet)).trim();
+  const out = (await sh(lab, host, 'ip', '-6', 'route', 'show', 'exact', subnet)).trim();
   const m = /^(\S+) via (\S+) dev (\S+)/.exec(out);
   return m ? `${m[1]} via ${m[2]} dev ${m[3]}` : out;
 }
@@ -70,11 +60,11 @@ describe('host-gw dual stack on a 3-host lab', { timeout: 170_000 }, () => {
   test('each peer gets one route per family via its PublicIP / PublicIPv6 on eth0, and no device', async () => {
     for (const host of lab.hostNames()) {
       for (const peer of lab.hostNames().filter((p) => p !== host)) {
-        assert.equal((await sh(host, 'ip', 'route', 'show', 'exact', v4Subnet(peer))).trim(), `${v4Subnet(peer)} via ${pub4(peer)} dev eth0`);
+        assert.equal((await sh(lab, host, 'ip', 'route', 'show', 'exact', v4Subnet(peer))).trim(), `${v4Subnet(peer)} via ${pub4(peer)} dev eth0`);
         assert.equal(await route6(host, v6Subnet(peer)), `${v6Subnet(peer)} via ${pub6(peer)} dev eth0`);
       }
-      assert.doesNotMatch(await sh(host, 'ip', '-o', 'link', 'show'), /flannel/);
-      const text = await sh(host, 'cat', lab.subnetFile(host));
+      assert.doesNotMatch(await sh(lab, host, 'ip', '-o', 'link', 'show'), /flannel/);
+      const text = await sh(lab, host, 'cat', lab.subnetFile(host));
       assert.match(text, /FLANNEL_IPV6_NETWORK=fd00:5::\/48\n/);
       assert.match(text, /FLANNEL_IPV6_SUBNET=fd00:5:0:[0-9a-f]+::1\/64\n/);
       assert.match(text, /FLANNEL_MTU=1500\n/);
@@ -94,7 +84,7 @@ describe('host-gw dual stack on a 3-host lab', { timeout: 170_000 }, () => {
 
   test('an IPv6 route deleted by hand comes back within a second', async () => {
     const subnet = v6Subnet('h2');
-    await sh('h1', 'ip', '-6', 'route', 'del', subnet);
+    await sh(lab, 'h1', 'ip', '-6', 'route', 'del', subnet);
     await waitUntil(async () => (await route6('h1', subnet)) === `${subnet} via ${pub6('h2')} dev eth0`, 1000, 'the IPv6 route to come back');
     assert.ok(await lab.ping('h1-c1', 'h2-c1', { family: 6 }));
   });
@@ -114,24 +104,24 @@ describe('host-gw dual stack on a 3-host lab', { timeout: 170_000 }, () => {
     await waitUntil(() => /PublicIPv6 fd00:251::77 is not on our L2/.test(lab.daemonLog('h1')), 5000, 'h1 to warn about the off-L2 PublicIPv6');
     assert.equal(await route6('h1', 'fd00:5:0:fa::/64'), '');
     // Its IPv4 half is on our L2: that route exists (each family is judged on its own).
-    assert.equal((await sh('h1', 'ip', 'route', 'show', 'exact', '10.5.250.0/24')).trim(), '10.5.250.0/24 via 10.250.0.77 dev eth0');
+    assert.equal((await sh(lab, 'h1', 'ip', 'route', 'show', 'exact', '10.5.250.0/24')).trim(), '10.5.250.0/24 via 10.250.0.77 dev eth0');
     await lab.etcdctl(['del', `${SUBNETS}/${key}`]);
   });
 
   test('a host programmed the way flanneld does it (both families, by hand) and the weft hosts reach each other', async () => {
     await lab.stopDaemon('h3', 'SIGKILL');
     const oldKey = `${v4Subnet('h3').replace('/', '-')}&${v6Subnet('h3').replace('/', '-')}`;
-    await sh('h3', 'ip', 'addr', 'flush', 'dev', 'weft0');
-    await sh('h3', 'ip', 'addr', 'add', '10.5.222.1/24', 'dev', 'weft0');
-    await sh('h3', 'ip', '-6', 'addr', 'add', 'fd00:5:0:de::1/64', 'dev', 'weft0', 'nodad');
-    await sh('h3-c1', 'ip', 'addr', 'flush', 'dev', 'eth0', 'scope', 'global');
-    await sh('h3-c1', 'ip', 'addr', 'add', '10.5.222.2/24', 'dev', 'eth0');
-    await sh('h3-c1', 'ip', '-6', 'addr', 'add', 'fd00:5:0:de::2/64', 'dev', 'eth0', 'nodad');
-    await sh('h3-c1', 'ip', 'route', 'replace', 'default', 'via', '10.5.222.1');
-    await sh('h3-c1', 'ip', '-6', 'route', 'replace', 'default', 'via', 'fd00:5:0:de::1');
+    await sh(lab, 'h3', 'ip', 'addr', 'flush', 'dev', 'weft0');
+    await sh(lab, 'h3', 'ip', 'addr', 'add', '10.5.222.1/24', 'dev', 'weft0');
+    await sh(lab, 'h3', 'ip', '-6', 'addr', 'add', 'fd00:5:0:de::1/64', 'dev', 'weft0', 'nodad');
+    await sh(lab, 'h3-c1', 'ip', 'addr', 'flush', 'dev', 'eth0', 'scope', 'global');
+    await sh(lab, 'h3-c1', 'ip', 'addr', 'add', '10.5.222.2/24', 'dev', 'eth0');
+    await sh(lab, 'h3-c1', 'ip', '-6', 'addr', 'add', 'fd00:5:0:de::2/64', 'dev', 'eth0', 'nodad');
+    await sh(lab, 'h3-c1', 'ip', 'route', 'replace', 'default', 'via', '10.5.222.1');
+    await sh(lab, 'h3-c1', 'ip', '-6', 'route', 'replace', 'default', 'via', 'fd00:5:0:de::1');
     for (const peer of ['h1', 'h2']) {
-      await sh('h3', 'ip', 'route', 'replace', v4Subnet(peer), 'via', pub4(peer), 'dev', 'eth0');
-      await sh('h3', 'ip', '-6', 'route', 'replace', v6Subnet(peer), 'via', pub6(peer), 'dev', 'eth0');
+      await sh(lab, 'h3', 'ip', 'route', 'replace', v4Subnet(peer), 'via', pub4(peer), 'dev', 'eth0');
+      await sh(lab, 'h3', 'ip', '-6', 'route', 'replace', v6Subnet(peer), 'via', pub6(peer), 'dev', 'eth0');
     }
     await lab.etcdctl(['del', `${SUBNETS}/${oldKey}`]);
     const grant = await lab.etcdctl(['lease', 'grant', '600']);

@@ -9,12 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Lab } from '../../src/lab';
-import { sleep, waitUntil as pollUntil } from '../../src/lab/run';
+import { sleep } from '../../src/lab/run';
 import { containerAddr, requireTool, tcpTransfer } from './helpers/datapath';
-
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  assert.ok(await pollUntil(check, timeoutMs, 50), `timed out after ${timeoutMs} ms waiting for ${what}`);
-}
+import { sh, waitUntil } from './helpers/shell';
 
 const PREFIX = `wt${process.pid}g-`;
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-hostgw-`));
@@ -23,12 +20,6 @@ const FLANNEL_HOSTGW_LEASE = /^\{"PublicIP":"10\.250\.0\.\d+","PublicIPv6":null,
 const SUBNETS = '/coreos.com/network/subnets';
 
 let lab: Lab;
-
-async function sh(host: string, ...cmd: string[]): Promise<string> {
-  const r = await lab.exec(host, cmd);
-  assert.equal(r.code, 0, `${host}: ${cmd.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
 
 function subnetOf(host: string): string {
   const env = lab.subnetEnv(host);
@@ -40,7 +31,7 @@ const publicIpOf = (host: string): string => `10.250.0.${10 + Number(host.slice(
 
 /** The main-table route for `subnet` on `host`, as `ip route` prints it (empty when none). */
 async function routeTo(host: string, subnet: string): Promise<string> {
-  return (await sh(host, 'ip', 'route', 'show', 'exact', subnet)).trim();
+  return (await sh(lab, host, 'ip', 'route', 'show', 'exact', subnet)).trim();
 }
 
 /** Exactly the route flannel's host-gw adds (netlink.RouteAdd{Dst, Gw, LinkIndex}): no onlink, no metric. */
@@ -79,9 +70,9 @@ describe('host-gw on a 3-host lab', { timeout: 170_000 }, () => {
       for (const peer of lab.hostNames().filter((p) => p !== host)) {
         assert.equal(await routeTo(host, subnetOf(peer)), hostGwRoute(subnetOf(peer), publicIpOf(peer)), `${host} → ${peer}`);
       }
-      const links = await sh(host, 'ip', '-o', 'link', 'show');
+      const links = await sh(lab, host, 'ip', '-o', 'link', 'show');
       assert.doesNotMatch(links, /flannel/, `${host} has no overlay device`);
-      const text = await sh(host, 'cat', lab.subnetFile(host));
+      const text = await sh(lab, host, 'cat', lab.subnetFile(host));
       assert.match(text, /^FLANNEL_NETWORK=10\.5\.0\.0\/16\nFLANNEL_SUBNET=10\.5\.\d+\.1\/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n$/);
     }
   });
@@ -102,12 +93,12 @@ describe('host-gw on a 3-host lab', { timeout: 170_000 }, () => {
 
   test('a route deleted by hand comes back within a second (netlink notification, not the resync)', async () => {
     const peer = subnetOf('h2');
-    await sh('h1', 'ip', 'route', 'del', peer);
+    await sh(lab, 'h1', 'ip', 'route', 'del', peer);
     const started = Date.now();
     await waitUntil(async () => (await routeTo('h1', peer)) === hostGwRoute(peer, publicIpOf('h2')), 1000, 'the route to come back');
     assert.ok(Date.now() - started < 1000);
     // Replaced by hand with a wrong gateway: put right again too.
-    await sh('h1', 'ip', 'route', 'replace', peer, 'via', publicIpOf('h3'), 'dev', 'eth0');
+    await sh(lab, 'h1', 'ip', 'route', 'replace', peer, 'via', publicIpOf('h3'), 'dev', 'eth0');
     await waitUntil(async () => (await routeTo('h1', peer)) === hostGwRoute(peer, publicIpOf('h2')), 1000, 'the gateway to be corrected');
     assert.ok(await lab.ping('h1-c1', 'h2-c1'));
     assert.match(lab.daemonLog('h1'), /repaired: add route .* via 10\.250\.0\.12 \(underlay\)/);
@@ -146,7 +137,7 @@ describe('host-gw on a 3-host lab', { timeout: 170_000 }, () => {
 
   test('restarting weftd keeps its subnet and the routes, and does not interrupt traffic', async () => {
     const key = keyOf('h1');
-    const before = await sh('h1', 'ip', 'route', 'show');
+    const before = await sh(lab, 'h1', 'ip', 'route', 'show');
     const pinging = lab.exec('h2-c1', ['ping', '-c', '40', '-i', '0.1', '-W', '1', containerAddr(lab, 'h1')]);
     const out = lab.exec('h1-c1', ['ping', '-c', '40', '-i', '0.1', '-W', '1', containerAddr(lab, 'h3')]);
     await sleep(500);
@@ -155,7 +146,7 @@ describe('host-gw on a 3-host lab', { timeout: 170_000 }, () => {
     assert.equal(keyOf('h1'), key, 'same subnet after restart');
     assert.match(inbound.stdout, / 0% packet loss/, inbound.stdout);
     assert.match(outbound.stdout, / 0% packet loss/, outbound.stdout);
-    assert.equal(await sh('h1', 'ip', 'route', 'show'), before, 'routes untouched by the restart');
+    assert.equal(await sh(lab, 'h1', 'ip', 'route', 'show'), before, 'routes untouched by the restart');
   });
 
   test('a host programmed the way flanneld does it (routes and lease bytes by hand) and the weft hosts reach each other', async () => {
@@ -165,13 +156,13 @@ describe('host-gw on a 3-host lab', { timeout: 170_000 }, () => {
     await lab.stopDaemon('h3', 'SIGKILL');
     const oldKey = keyOf('h3');
     const subnet = '10.5.222.0/24';
-    await sh('h3', 'ip', 'addr', 'flush', 'dev', 'weft0');
-    await sh('h3', 'ip', 'addr', 'add', '10.5.222.1/24', 'dev', 'weft0');
-    await sh('h3-c1', 'ip', 'addr', 'flush', 'dev', 'eth0');
-    await sh('h3-c1', 'ip', 'addr', 'add', '10.5.222.2/24', 'dev', 'eth0');
-    await sh('h3-c1', 'ip', 'route', 'replace', 'default', 'via', '10.5.222.1');
+    await sh(lab, 'h3', 'ip', 'addr', 'flush', 'dev', 'weft0');
+    await sh(lab, 'h3', 'ip', 'addr', 'add', '10.5.222.1/24', 'dev', 'weft0');
+    await sh(lab, 'h3-c1', 'ip', 'addr', 'flush', 'dev', 'eth0');
+    await sh(lab, 'h3-c1', 'ip', 'addr', 'add', '10.5.222.2/24', 'dev', 'eth0');
+    await sh(lab, 'h3-c1', 'ip', 'route', 'replace', 'default', 'via', '10.5.222.1');
     const peers = ['h1', 'h2', 'h4'];
-    for (const peer of peers) await sh('h3', 'ip', 'route', 'replace', subnetOf(peer), 'via', publicIpOf(peer), 'dev', 'eth0');
+    for (const peer of peers) await sh(lab, 'h3', 'ip', 'route', 'replace', subnetOf(peer), 'via', publicIpOf(peer), 'dev', 'eth0');
     await lab.etcdctl(['del', `${SUBNETS}/${oldKey}`]);
     await putLease('10.5.222.0-24', '{"PublicIP":"10.250.0.13","PublicIPv6":null,"BackendType":"host-gw"}');
     for (const host of peers) {

@@ -10,8 +10,9 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { StatusReport } from '../../src/health/status';
 import { Lab } from '../../src/lab';
-import { sleep, waitUntil as pollUntil } from '../../src/lab/run';
+import { sleep } from '../../src/lab/run';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus';
+import { waitUntil } from './helpers/shell';
 
 const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
 const PREFIX = `wt${process.pid}o-`;
@@ -19,10 +20,6 @@ const PORT = 8471;
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-obs-`));
 
 let lab: Lab;
-
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  assert.ok(await pollUntil(check, timeoutMs, 50), `timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 /** GET/POST on a host's health port from inside its namespace (Node's fetch, no curl needed). */
 async function http(host: string, path: string, method = 'GET', port = PORT): Promise<{ status: number; body: string }> {

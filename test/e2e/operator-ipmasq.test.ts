@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { INTERNET_IP, Lab } from '../../src/lab';
-import { waitUntil as pollUntil } from '../../src/lab/run';
+import { sh, waitUntil } from './helpers/shell';
 
 const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
 const PREFIX = `wt${process.pid}m-`;
@@ -18,16 +18,6 @@ const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-ipmasq-`));
 const ETCD = '--etcd-endpoints=http://10.250.0.2:2379';
 let lab: Lab;
 const servers: ChildProcess[] = [];
-
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  assert.ok(await pollUntil(check, timeoutMs, 100), `timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
-async function sh(host: string, ...cmd: string[]): Promise<string> {
-  const r = await lab.exec(host, cmd);
-  assert.equal(r.code, 0, `${host}: ${cmd.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
 
 function weft(host: string, ...args: string[]) {
   return lab.exec(host, [process.execPath, WEFT, ...args], { timeoutMs: 30_000 });
@@ -78,7 +68,7 @@ const FWD_RULES = [
 ];
 
 async function rulesInPlace(host: string): Promise<boolean> {
-  const saved = (await sh(host, 'iptables-save')).split('\n');
+  const saved = (await sh(lab, host, 'iptables-save')).split('\n');
   const want = [...masqRules(lab.subnetEnv(host)!.subnetNetwork), ...FWD_RULES];
   return want.every((w) => saved.includes(w));
 }
@@ -116,7 +106,7 @@ describe('--ip-masq, docker-opts and weft cleanup on a 2-host lab with an "inter
 
   test('the masquerade and forward rules are flannel\'s, in weft\'s own chains', async () => {
     for (const host of ['h1', 'h2']) await waitUntil(() => rulesInPlace(host), 10_000, `rules on ${host}`);
-    assert.doesNotMatch(await sh('h1', 'iptables-save'), /FLANNEL-/);
+    assert.doesNotMatch(await sh(lab, 'h1', 'iptables-save'), /FLANNEL-/);
   });
 
   test('a container reaching an address outside the Network is masqueraded to its host\'s address', async () => {
@@ -130,16 +120,16 @@ describe('--ip-masq, docker-opts and weft cleanup on a 2-host lab with an "inter
 
   test('rules deleted by hand come back, in place, within the resync period', async () => {
     const subnet = lab.subnetEnv('h1')!.subnetNetwork;
-    await sh('h1', 'iptables', '-t', 'nat', '-D', 'WEFT-POSTRTG', '-s', subnet, '-d', '10.5.0.0/16', '-m', 'comment', '--comment', 'weft masq', '-j', 'RETURN');
-    await sh('h1', 'iptables', '-t', 'nat', '-D', 'POSTROUTING', '-m', 'comment', '--comment', 'weft masq', '-j', 'WEFT-POSTRTG');
-    await sh('h1', 'iptables', '-F', 'WEFT-FWD');
+    await sh(lab, 'h1', 'iptables', '-t', 'nat', '-D', 'WEFT-POSTRTG', '-s', subnet, '-d', '10.5.0.0/16', '-m', 'comment', '--comment', 'weft masq', '-j', 'RETURN');
+    await sh(lab, 'h1', 'iptables', '-t', 'nat', '-D', 'POSTROUTING', '-m', 'comment', '--comment', 'weft masq', '-j', 'WEFT-POSTRTG');
+    await sh(lab, 'h1', 'iptables', '-F', 'WEFT-FWD');
     assert.equal(await rulesInPlace('h1'), false);
     await waitUntil(() => rulesInPlace('h1'), 5000, 'the rules to be restored').catch(async (err: unknown) => {
       const log = lab.daemonLog('h1').split('\n').filter((l) => /iptables|ruleset/i.test(l)).slice(-12).join('\n');
-      throw new Error(`${(err as Error).message}\niptables-save:\n${await sh('h1', 'iptables-save')}\nweftd log (iptables lines):\n${log}`);
+      throw new Error(`${(err as Error).message}\niptables-save:\n${await sh(lab, 'h1', 'iptables-save')}\nweftd log (iptables lines):\n${log}`);
     });
     // In order: the RETURN for overlay traffic sits before the MASQUERADE again.
-    const chain = (await sh('h1', 'iptables-save', '-t', 'nat')).split('\n').filter((l) => l.startsWith('-A WEFT-POSTRTG'));
+    const chain = (await sh(lab, 'h1', 'iptables-save', '-t', 'nat')).split('\n').filter((l) => l.startsWith('-A WEFT-POSTRTG'));
     assert.deepEqual(chain, masqRules(subnet).slice(1));
     assert.match(lab.daemonLog('h1'), /iptables rules restored/);
     assert.equal(await seenSource('h1-c1', containerIp('h2')), containerIp('h1'));
@@ -161,15 +151,15 @@ describe('--ip-masq, docker-opts and weft cleanup on a 2-host lab with an "inter
     assert.match(r.stdout, /removed iptables chain WEFT-POSTRTG/);
     assert.match(r.stdout, /removed lease/);
 
-    assert.doesNotMatch(await sh('h1', 'iptables-save'), /WEFT|weft/);
-    assert.doesNotMatch(await sh('h1', 'ip', '-d', 'link', 'show'), /flannel|vxlan/);
-    const routes = (await sh('h1', 'ip', '-4', 'route', 'show')).trim().split('\n');
+    assert.doesNotMatch(await sh(lab, 'h1', 'iptables-save'), /WEFT|weft/);
+    assert.doesNotMatch(await sh(lab, 'h1', 'ip', '-d', 'link', 'show'), /flannel|vxlan/);
+    const routes = (await sh(lab, 'h1', 'ip', '-4', 'route', 'show')).trim().split('\n');
     assert.deepEqual(routes.filter((l) => l.startsWith('10.5.') && !l.includes('dev weft0')), [], routes.join('\n'));
     assert.throws(() => readFileSync(lab.subnetFile('h1')), /ENOENT/);
     const left = await lab.etcdctl(['get', `/coreos.com/network/subnets/${key}`, '--print-value-only']);
     assert.equal(left.stdout.trim(), '', 'lease released');
     // h2 drops its route to h1's old subnet once the lease is gone.
-    await waitUntil(async () => !(await sh('h2', 'ip', 'route', 'show')).includes(key.replace('-', '/')), 10_000, 'h2 to drop the route');
+    await waitUntil(async () => !(await sh(lab, 'h2', 'ip', 'route', 'show')).includes(key.replace('-', '/')), 10_000, 'h2 to drop the route');
 
     const again = await weft('h1', 'cleanup', `--subnet-file=${lab.subnetFile('h1')}`);
     assert.equal(again.code, 0);

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Lab } from '../../src/lab';
-import { waitUntil as pollUntil } from '../../src/lab/run';
+import { waitUntil } from './helpers/shell';
 
 const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
 const PREFIX = `wt${process.pid}l-`;
@@ -17,10 +17,6 @@ const ETCD = '--etcd-endpoints=http://10.250.0.2:2379';
 const CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-leases-`));
 let lab: Lab;
-
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  assert.ok(await pollUntil(check, timeoutMs, 100), `timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 function weft(...args: string[]) {
   return lab.exec('h1', [process.execPath, WEFT, ...args], { timeoutMs: 30_000 });

@@ -11,16 +11,11 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, hostUnderlayIp } from '../../src/lab';
 import { waitUntil as pollUntil } from '../../src/lab/run';
 import { containerAddr, deviceCounter, dropReports, icmpEcho, overlayAddr, sendDatagrams, tcpTransfer } from './helpers/datapath';
+import { sh } from './helpers/shell';
 
 const PREFIX = `wt${process.pid}u-`;
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-udp-`));
 let lab: Lab;
-
-async function sh(host: string, ...cmd: string[]): Promise<string> {
-  const r = await lab.exec(host, cmd);
-  assert.equal(r.code, 0, `${host}: ${cmd.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
 
 describe('a cluster on the legacy udp backend', { timeout: 180_000 }, () => {
   before(async () => {
@@ -40,11 +35,11 @@ describe('a cluster on the legacy udp backend', { timeout: 180_000 }, () => {
 
   test('flannel0 is a TUN with MTU underlay − 28, the subnet\'s .0/32 and one route for the Network; leases are flannel\'s', async () => {
     for (const h of lab.hostNames()) {
-      const link = await sh(h, 'ip', '-d', 'link', 'show', 'flannel0');
+      const link = await sh(lab, h, 'ip', '-d', 'link', 'show', 'flannel0');
       assert.match(link, /mtu 1472 /);
       assert.match(link, /tun type tun pi off vnet_hdr on persist on/);
-      assert.match(await sh(h, 'ip', '-4', 'addr', 'show', 'dev', 'flannel0'), new RegExp(`inet ${overlayAddr(lab, h).replace(/\./g, '\\.')}/32`));
-      assert.match(await sh(h, 'ip', 'route', 'show', 'dev', 'flannel0'), /^10\.5\.0\.0\/16 scope link/m);
+      assert.match(await sh(lab, h, 'ip', '-4', 'addr', 'show', 'dev', 'flannel0'), new RegExp(`inet ${overlayAddr(lab, h).replace(/\./g, '\\.')}/32`));
+      assert.match(await sh(lab, h, 'ip', 'route', 'show', 'dev', 'flannel0'), /^10\.5\.0\.0\/16 scope link/m);
       assert.equal(lab.subnetEnv(h)!.mtu, 1472);
       const key = lab.subnetEnv(h)!.subnetNetwork.replace('/', '-');
       const r = await lab.etcdctl(['get', `/coreos.com/network/subnets/${key}`, '--print-value-only']);

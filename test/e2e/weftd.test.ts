@@ -9,12 +9,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Lab } from '../../src/lab';
-import { sleep, waitUntil as pollUntil } from '../../src/lab/run';
-
-/** Poll `check` every 50 ms; fail the test with `what` when it is not true within `timeoutMs`. */
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what = 'condition'): Promise<void> {
-  assert.ok(await pollUntil(check, timeoutMs, 50), `timed out after ${timeoutMs} ms waiting for ${what}`);
-}
+import { sleep } from '../../src/lab/run';
+import { sh, waitUntil } from './helpers/shell';
 
 const WEFTD = resolve(__dirname, '..', '..', 'src', 'cli', 'weftd.js');
 const PREFIX = `wt${process.pid}w-`;
@@ -30,12 +26,6 @@ function isZombieOrGone(pid: number): boolean {
   } catch {
     return true;
   }
-}
-
-async function sh(host: string, ...cmd: string[]): Promise<string> {
-  const r = await lab.exec(host, cmd);
-  assert.equal(r.code, 0, `${host}: ${cmd.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
 }
 
 /** subnet key ("10.5.36.0-24") of a host, from its subnet.env. */
@@ -63,9 +53,9 @@ function vtepOf(value: string): string {
 async function peerEntries(host: string, peerSubnet: string, vtep: string): Promise<{ route: boolean; neigh: boolean; fdb: boolean }> {
   const gw = peerSubnet.split('/')[0]!;
   const [routes, neigh, fdb] = await Promise.all([
-    sh(host, 'ip', 'route', 'show', peerSubnet),
-    sh(host, 'ip', 'neigh', 'show', 'dev', 'flannel.1'),
-    sh(host, 'bridge', 'fdb', 'show', 'dev', 'flannel.1'),
+    sh(lab, host, 'ip', 'route', 'show', peerSubnet),
+    sh(lab, host, 'ip', 'neigh', 'show', 'dev', 'flannel.1'),
+    sh(lab, host, 'bridge', 'fdb', 'show', 'dev', 'flannel.1'),
   ]);
   return {
     route: routes.includes(`via ${gw} dev flannel.1 onlink`),
@@ -98,7 +88,7 @@ describe('weftd on a 3-host lab', { timeout: 300_000 }, () => {
 
   test('subnet.env has flannel\'s four lines for the leased subnet', async () => {
     for (const host of lab.hostNames()) {
-      const text = (await sh(host, 'cat', lab.subnetFile(host)));
+      const text = (await sh(lab, host, 'cat', lab.subnetFile(host)));
       assert.match(text, /^FLANNEL_NETWORK=10\.5\.0\.0\/16\nFLANNEL_SUBNET=10\.5\.\d+\.1\/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n$/);
     }
   });
@@ -107,16 +97,16 @@ describe('weftd on a 3-host lab', { timeout: 300_000 }, () => {
     for (const host of lab.hostNames()) {
       const value = await leaseValue(keyOf(host));
       assert.match(value, FLANNEL_LEASE);
-      const mac = (await sh(host, 'cat', '/sys/class/net/flannel.1/address')).trim();
+      const mac = (await sh(lab, host, 'cat', '/sys/class/net/flannel.1/address')).trim();
       assert.equal(vtepOf(value), mac, 'VtepMAC in the lease is the device MAC');
     }
   });
 
   test('the VXLAN device is flannel.1 as flannel makes it', async () => {
-    const link = await sh('h1', 'ip', '-d', 'link', 'show', 'flannel.1');
+    const link = await sh(lab, 'h1', 'ip', '-d', 'link', 'show', 'flannel.1');
     assert.match(link, /mtu 1450/);
     assert.match(link, /vxlan id 1 local 10\.250\.0\.11 dev eth0 .*dstport 8472 nolearning/);
-    const addr = await sh('h1', 'ip', '-4', 'addr', 'show', 'dev', 'flannel.1');
+    const addr = await sh(lab, 'h1', 'ip', '-4', 'addr', 'show', 'dev', 'flannel.1');
     assert.ok(addr.includes(`inet ${subnetOf('h1').replace('/24', '/32')}`), addr);
   });
 
@@ -143,7 +133,7 @@ describe('weftd on a 3-host lab', { timeout: 300_000 }, () => {
 
   test('weft leases lists every lease as a table and as JSON', async () => {
     const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
-    const table = await sh('h1', process.execPath, WEFT, 'leases', '--etcd-endpoints=http://10.250.0.2:2379');
+    const table = await sh(lab, 'h1', process.execPath, WEFT, 'leases', '--etcd-endpoints=http://10.250.0.2:2379');
     const lines = table.trim().split('\n');
     assert.match(lines[0]!, /^SUBNET\s+PUBLIC IP\s+BACKEND\s+VTEP MAC\s+EXPIRES IN$/);
     assert.equal(lines.length, 1 + lab.hostNames().length, table);
@@ -152,7 +142,7 @@ describe('weftd on a 3-host lab', { timeout: 300_000 }, () => {
       assert.ok(row, `${host} (${subnetOf(host)}) missing from:\n${table}`);
       assert.match(row, /vxlan\s+([0-9a-f]{2}:){5}[0-9a-f]{2}\s+23h5\dm$/);
     }
-    const json = JSON.parse(await sh('h1', process.execPath, WEFT, 'leases', '--json', '-etcd-endpoints=http://10.250.0.2:2379')) as Array<Record<string, unknown>>;
+    const json = JSON.parse(await sh(lab, 'h1', process.execPath, WEFT, 'leases', '--json', '-etcd-endpoints=http://10.250.0.2:2379')) as Array<Record<string, unknown>>;
     assert.equal(json.length, lab.hostNames().length);
     const h1 = json.find((r) => r.subnet === subnetOf('h1'));
     assert.ok(h1);
@@ -165,14 +155,14 @@ describe('weftd on a 3-host lab', { timeout: 300_000 }, () => {
   test('SIGTERM: weftd exits 0 within a second and leaves device, routes and lease in place', async () => {
     const pid = lab.daemonPid('h2');
     assert.ok(pid);
-    const routesBefore = await sh('h2', 'ip', 'route', 'show', 'dev', 'flannel.1');
+    const routesBefore = await sh(lab, 'h2', 'ip', 'route', 'show', 'dev', 'flannel.1');
     const started = Date.now();
     process.kill(pid, 'SIGTERM');
     await waitUntil(() => { try { process.kill(pid, 0); return isZombieOrGone(pid); } catch { return true; } }, 1000, 'weftd to exit after SIGTERM');
     const took = Date.now() - started;
     assert.ok(took < 1000, `exit took ${took} ms`);
     assert.match(lab.daemonLog('h2'), /shutting down/);
-    assert.equal(await sh('h2', 'ip', 'route', 'show', 'dev', 'flannel.1'), routesBefore);
+    assert.equal(await sh(lab, 'h2', 'ip', 'route', 'show', 'dev', 'flannel.1'), routesBefore);
     assert.match(await leaseValue(keyOf('h2')), FLANNEL_LEASE);
     await lab.restartDaemon('h2');
   });
@@ -199,7 +189,7 @@ while True:
       await waitUntil(() => out.includes('listening'), 5000);
       await lab.stopDaemon('h3');
       // Remove h3's routes so the daemon must program them again before it may say READY.
-      for (const peer of ['h1', 'h2', 'h4']) await sh('h3', 'ip', 'route', 'del', subnetOf(peer));
+      for (const peer of ['h1', 'h2', 'h4']) await sh(lab, 'h3', 'ip', 'route', 'del', subnetOf(peer));
       await lab.startDaemon('h3', { extraEnv: { NOTIFY_SOCKET: sock } });
       await waitUntil(() => out.includes('ROUTES'), 15000);
       const routes = out.split('ROUTES ')[1]!;
@@ -240,18 +230,18 @@ while True:
     const subnet = subnetOf('h3');
     const gw = subnet.split('/')[0]!;
     const mac = '0e:11:22:33:44:55';
-    await sh('h3', 'ip', 'link', 'del', 'flannel.1');
-    await sh('h3', 'ip', 'link', 'add', 'flannel.1', 'address', mac, 'mtu', '1450', 'type', 'vxlan', 'id', '1', 'local', '10.250.0.13', 'dev', 'eth0', 'dstport', '8472', 'nolearning');
-    await sh('h3', 'ip', 'addr', 'add', `${gw}/32`, 'dev', 'flannel.1');
-    await sh('h3', 'ip', 'link', 'set', 'flannel.1', 'up');
+    await sh(lab, 'h3', 'ip', 'link', 'del', 'flannel.1');
+    await sh(lab, 'h3', 'ip', 'link', 'add', 'flannel.1', 'address', mac, 'mtu', '1450', 'type', 'vxlan', 'id', '1', 'local', '10.250.0.13', 'dev', 'eth0', 'dstport', '8472', 'nolearning');
+    await sh(lab, 'h3', 'ip', 'addr', 'add', `${gw}/32`, 'dev', 'flannel.1');
+    await sh(lab, 'h3', 'ip', 'link', 'set', 'flannel.1', 'up');
     for (const peer of ['h1', 'h2', 'h4']) {
       const pv = await leaseValue(keyOf(peer));
       const peerMac = vtepOf(pv);
       const pub = (JSON.parse(pv) as { PublicIP: string }).PublicIP;
       const pgw = subnetOf(peer).split('/')[0]!;
-      await sh('h3', 'ip', 'neigh', 'replace', pgw, 'lladdr', peerMac, 'dev', 'flannel.1', 'nud', 'permanent');
-      await sh('h3', 'bridge', 'fdb', 'replace', peerMac, 'dev', 'flannel.1', 'dst', pub, 'self', 'permanent');
-      await sh('h3', 'ip', 'route', 'replace', subnetOf(peer), 'via', pgw, 'dev', 'flannel.1', 'onlink');
+      await sh(lab, 'h3', 'ip', 'neigh', 'replace', pgw, 'lladdr', peerMac, 'dev', 'flannel.1', 'nud', 'permanent');
+      await sh(lab, 'h3', 'bridge', 'fdb', 'replace', peerMac, 'dev', 'flannel.1', 'dst', pub, 'self', 'permanent');
+      await sh(lab, 'h3', 'ip', 'route', 'replace', subnetOf(peer), 'via', pgw, 'dev', 'flannel.1', 'onlink');
     }
     const grant = await lab.etcdctl(['lease', 'grant', '600']);
     const leaseId = /lease ([0-9a-f]+) granted/.exec(grant.stdout)?.[1];

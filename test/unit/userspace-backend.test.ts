@@ -74,7 +74,7 @@ class FakeNl implements VxlanNetlink {
   async setLinkMtu(ref: number | { index: number }, mtu: number) { this.calls.push(`mtu ${mtu}`); this.set(this.byRef(ref), { mtu }); }
   async setLinkMac(ref: number | { index: number }, mac: string) { this.calls.push(`mac ${mac}`); this.set(this.byRef(ref), { mac }); }
   async deleteLink(ref: number | { index: number }) { const l = this.byRef(ref); this.calls.push(`delete ${l.name}`); this.links.delete(l.name); }
-  async isOnLink() { return false; }
+  async isOnLink(_ip: string, _via?: number) { return false; }
 }
 
 class FakePump implements NativePump {

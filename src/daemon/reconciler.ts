@@ -23,6 +23,8 @@
  *                          failed: scheduled again with backoff (100 ms … 5 s) ◄──┘
  */
 import type { Backend, BackendSetup, DesiredState, Underlay } from '../backend/backend';
+import { Backoff } from '../backoff';
+import { systemClock, type Clock, type TimerHandle } from '../clock';
 import { describeError, WeftError } from '../errors';
 import { addressFamily, formatIPv4Cidr, type IPFamily, type IPNet } from '../ip';
 import { silentLogger, type Logger } from '../log';
@@ -88,19 +90,8 @@ export interface ReconcilerNetlink {
   monitor(onChange: (batch: ChangeBatch) => void, family?: IPFamily): Monitor;
 }
 
-export type TimerHandle = unknown;
-
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): TimerHandle;
-  clearTimeout(handle: TimerHandle): void;
-}
-
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
+/** The part of the one Clock (src/clock.ts) the reconciler uses. */
+export type ReconcilerClock = Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
 
 export interface ReconcilerOptions {
   readonly nl: ReconcilerNetlink;
@@ -109,7 +100,7 @@ export interface ReconcilerOptions {
   readonly log?: Logger;
   /** Periodic full resync. Default 10 000 ms. */
   readonly resyncIntervalMs?: number;
-  readonly clock?: Clock;
+  readonly clock?: ReconcilerClock;
   /** The flannel Network when vxlan DirectRouting is on or the backend is host-gw; null/absent otherwise. */
   readonly directRoutingNetwork?: IPNet | null;
   /** Delay between a netlink notification and the reconcile it triggers (coalescing). Default 20 ms. */
@@ -147,7 +138,7 @@ export class Reconciler {
   private readonly family: IPFamily;
   private underlay: Underlay;
   private readonly log: Logger;
-  private readonly clock: Clock;
+  private readonly clock: ReconcilerClock;
   private readonly resyncIntervalMs: number;
   private readonly debounceMs: number;
   private readonly ownership: Ownership;
@@ -169,7 +160,8 @@ export class Reconciler {
   private wantFull = true;
   /** Objects we just added or changed (echoKey → until when, clock ms): their notifications are echoes. */
   private readonly echoes = new Map<string, number>();
-  private failures = 0;
+  /** Retries of a failed run: 100 ms doubling to 5 s (never beyond the resync interval). */
+  private readonly retry: Backoff;
   private lastErr: unknown = null;
   /** Main-table routes weft does not own, from the last full run (the incremental path must not replace them). */
   private foreignRoutes: RouteEntry[] = [];
@@ -207,6 +199,7 @@ export class Reconciler {
     this.log = (opts.log ?? silentLogger).child({ component: 'reconciler' });
     this.clock = opts.clock ?? systemClock;
     this.resyncIntervalMs = opts.resyncIntervalMs ?? 10_000;
+    this.retry = new Backoff({ initialMs: 100, maxMs: Math.min(5000, this.resyncIntervalMs) });
     this.debounceMs = opts.debounceMs ?? 20;
     this.ownership = { directRoutingNetwork: opts.directRoutingNetwork ?? null };
     this.onDeviceSetup = opts.onDeviceSetup;
@@ -371,11 +364,10 @@ export class Reconciler {
   private async runScheduled(): Promise<void> {
     try {
       await this.enqueue();
-      this.failures = 0;
+      this.retry.reset();
     } catch (err) {
-      this.failures++;
-      const retryMs = Math.min(100 * 2 ** (this.failures - 1), 5000, this.resyncIntervalMs);
-      this.log.error('reconcile failed; retrying', { error: describeError(err), attempt: this.failures, retryInMs: retryMs });
+      const retryMs = this.retry.next();
+      this.log.error('reconcile failed; retrying', { error: describeError(err), attempt: this.retry.attempts, retryInMs: retryMs });
       this.schedule(retryMs);
     }
   }

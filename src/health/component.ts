@@ -123,11 +123,14 @@ export class HealthComponent implements DaemonComponent {
     const server = createServer({
       headersTimeout: HEADERS_TIMEOUT_MS,
       requestTimeout: REQUEST_TIMEOUT_MS,
-      // Timeouts above are enforced by a sweep this often (Node's default is 30 s).
-      connectionsCheckingInterval: 1000,
+      // Node enforces the two timeouts above by a sweep, a setInterval that runs even with no
+      // connection open (at 1 s it was an idle daemon's most frequent wake-up). The headers
+      // deadline is ours instead, per connection (admit()); the sweep is only the backstop.
+      connectionsCheckingInterval: 2 ** 31 - 1,
       maxHeaderSize: MAX_HEADER_BYTES,
       keepAliveTimeout: 5000,
     }, (req, res) => {
+      this.headersReceived(req.socket, res);
       try {
         this.handle(req, res);
       } catch (err) {
@@ -281,10 +284,35 @@ export class HealthComponent implements DaemonComponent {
       return;
     }
     this.connectionsByAddress.set(address, n);
+    this.armHeadersDeadline(socket);
     socket.once('close', () => {
+      clearTimeout(this.deadlines.get(socket));
+      this.deadlines.delete(socket);
       const left = (this.connectionsByAddress.get(address) ?? 1) - 1;
       if (left <= 0) this.connectionsByAddress.delete(address);
       else this.connectionsByAddress.set(address, left);
+    });
+  }
+
+  /** A connection must send a request's headers within HEADERS_TIMEOUT_MS (slowloris). */
+  private readonly deadlines = new Map<Socket, NodeJS.Timeout>();
+
+  private armHeadersDeadline(socket: Socket): void {
+    clearTimeout(this.deadlines.get(socket));
+    const t = setTimeout(() => {
+      this.deadlines.delete(socket);
+      socket.destroy();
+    }, HEADERS_TIMEOUT_MS);
+    t.unref();
+    this.deadlines.set(socket, t);
+  }
+
+  /** Headers in: no deadline while we answer; the next request on a kept-alive connection gets a new one. */
+  private headersReceived(socket: Socket, res: ServerResponse): void {
+    clearTimeout(this.deadlines.get(socket));
+    this.deadlines.delete(socket);
+    res.once('finish', () => {
+      if (!socket.destroyed) this.armHeadersDeadline(socket);
     });
   }
 

@@ -277,8 +277,8 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       read: () => registry.getConfig(),
       key: `${registry.prefix}/config`,
       running: config,
-      // With the periodic resync, but at least every 30 s (one small GET).
-      intervalMs: Math.min(30_000, Math.max(1000, opts.resyncIntervalSeconds * 1000)),
+      // With the periodic resync : one small GET per resync, no timer of its own cadence.
+      intervalMs: Math.max(1000, opts.resyncIntervalSeconds * 1000),
       log: this.log,
       notifier: this.notifier,
     });

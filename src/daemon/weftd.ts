@@ -18,6 +18,7 @@
 import { EventEmitter } from 'node:events';
 import { hasOnLinkPeers, type Backend, type BackendSetup, type DesiredContext, type Underlay } from '../backend/backend';
 import { createBackend } from '../backend/registry';
+import { Backoff } from '../backoff';
 import { parseNetworkConfig } from '../config/network';
 import type { DaemonOptions, NetworkConfig } from '../config/types';
 import { describeError } from '../errors';
@@ -406,16 +407,16 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
    * backoff (the reconciler logs which change failed).
    */
   private async reconcileUntilConverged(signal: AbortSignal, reconciler: Reconciler = this.reconciler!): Promise<void> {
-    let delay = 100;
+    const backoff = new Backoff({ initialMs: 100, maxMs: 5000 });
     for (;;) {
       try {
         await reconciler.reconcile();
         return;
       } catch (err) {
         if (signal.aborted) throw err;
+        const delay = backoff.next();
         this.log.warn('programming peers failed; retrying', { error: describeError(err), retryInMs: delay });
         await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 5000);
       }
     }
   }

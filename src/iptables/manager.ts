@@ -21,6 +21,7 @@
  * Failures are logged once per distinct message and retried on the next trigger.
  */
 import type { DaemonComponent, DaemonView } from '../daemon/components';
+import { systemClock, type Clock } from '../clock';
 import { describeError } from '../errors';
 import { formatCidr, type IPFamily } from '../ip';
 import { silentLogger, type Logger } from '../log';
@@ -40,8 +41,8 @@ export interface IptablesManagerOptions {
   readonly runner?: IptablesRunner;
   /** null: no generation source (tests of the legacy path); default: nf_tables over netlink when iptables is iptables-nft. */
   readonly generation?: RulesetGeneration | null;
-  /** Timer seam (tests). */
-  readonly timers?: Timers;
+  /** Time seam (tests): the periodic checks. Default systemClock. */
+  readonly clock?: Pick<Clock, 'every'>;
   /**
    * 6: the same rules for the IPv6Network with ip6tables (dual stack, IPv6-only). Such a manager
    * stays dormant — runs no process — until the daemon holds a lease with an IPv6 subnet.
@@ -49,17 +50,6 @@ export interface IptablesManagerOptions {
   readonly family?: IPFamily;
 }
 
-export interface Timers {
-  every(ms: number, fn: () => void): () => void;
-}
-
-const realTimers: Timers = {
-  every(ms, fn) {
-    const t = setInterval(fn, ms);
-    t.unref();
-    return () => clearInterval(t);
-  },
-};
 
 export interface IptablesStats {
   /** Checks run (each one iptables-save). */
@@ -75,7 +65,7 @@ export class IptablesManager implements DaemonComponent {
   private readonly opts: IptablesManagerOptions;
   private readonly log: Logger;
   private readonly runner: IptablesRunner;
-  private readonly timers: Timers;
+  private readonly clock: Pick<Clock, 'every'>;
   private generation: RulesetGeneration | null = null;
   private wanted: RuleSet | null = null;
   private wantedKey = '';
@@ -98,7 +88,7 @@ export class IptablesManager implements DaemonComponent {
     this.runner = opts.runner ?? (this.family === 4
       ? new BinaryIptablesRunner()
       : new BinaryIptablesRunner(undefined, { iptables: 'ip6tables', save: 'ip6tables-save', restore: 'ip6tables-restore' }));
-    this.timers = opts.timers ?? realTimers;
+    this.clock = opts.clock ?? systemClock;
   }
 
   get stats(): IptablesStats {
@@ -176,7 +166,7 @@ export class IptablesManager implements DaemonComponent {
   private startTimers(): void {
     if (this.stopped) return;
     const fullMs = Math.max(FULL_RESYNC_MIN_MS, this.opts.resyncSeconds * 1000);
-    this.cancels.push(this.timers.every(fullMs, () => this.trigger('periodic resync')));
+    this.cancels.push(this.clock.every(fullMs, () => this.trigger('periodic resync')));
     if (this.generation === null) return;
     const gen = this.generation;
     // Notified by the kernel when it can be (no timer); polled when it cannot.
@@ -185,7 +175,7 @@ export class IptablesManager implements DaemonComponent {
       this.log.debug('nf_tables changes notified on NFNLGRP_NFTABLES');
       return;
     }
-    this.cancels.push(this.timers.every(this.opts.resyncSeconds * 1000, () => void this.poll()));
+    this.cancels.push(this.clock.every(this.opts.resyncSeconds * 1000, () => void this.poll()));
   }
 
   /** No process: ask the kernel whether the ruleset changed since our last check. */

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseNetworkConfig } from '../../src/config/network';
 import { parseIPv4Cidr } from '../../src/ip';
-import { IptablesManager, type Timers } from '../../src/iptables/manager';
+import type { Clock } from '../../src/clock';
+import { IptablesManager } from '../../src/iptables/manager';
 import type { IptablesVersion, Table } from '../../src/iptables/rules';
 import type { IptablesRunner } from '../../src/iptables/runner';
 import type { Lease } from '../../src/lease/types';
@@ -80,7 +81,7 @@ class FakeIptables implements IptablesRunner, RulesetGeneration {
   }
 }
 
-class ManualTimers implements Timers {
+class ManualTimers implements Pick<Clock, 'every'> {
   readonly timers: { ms: number; fn: () => void; live: boolean }[] = [];
   every(ms: number, fn: () => void): () => void {
     const t = { ms, fn, live: true };
@@ -114,7 +115,7 @@ async function started(opts: { ipMasq?: boolean; forwardRules?: boolean; resyncS
     resyncSeconds: opts.resyncSeconds ?? 5,
     runner: ipt,
     generation: opts.legacy ? null : ipt,
-    timers,
+    clock: timers,
   });
   // The daemon as the component sees it: events and a snapshot.
   const daemon = new FakeDaemon({ config: CONFIG, lease: LEASE });
@@ -211,7 +212,7 @@ describe('IptablesManager', () => {
       },
     });
     const timers = new ManualTimers();
-    const mgr = new IptablesManager({ ipMasq: true, forwardRules: true, resyncSeconds: 5, runner: ipt, generation: notified, timers });
+    const mgr = new IptablesManager({ ipMasq: true, forwardRules: true, resyncSeconds: 5, runner: ipt, generation: notified, clock: timers });
     const daemon = new FakeDaemon({ config: CONFIG, lease: LEASE });
     await mgr.start(daemon);
     await flush();

@@ -4,7 +4,8 @@
  * weft installed under the name `flannel`), subnet.env as flannel's plugin reads it, and the
  * delegate config it renders for `bridge` + `host-local`.
  *
- * Deliberately imports nothing: the plugin is a new Node process on every ADD/DEL/CHECK, and its
+ * Deliberately imports almost nothing (subnet.env's one reader, daemon/subnetenv.ts, which is
+ * import-light itself): the plugin is a new Node process on every ADD/DEL/CHECK, and its
  * start-up time is paid per container (see bench/cni-add.ts). No etcd, netlink or logger here.
  *
  * Keys (as flannel-io/cni-plugin): name, cniVersion, subnetFile (default /run/flannel/subnet.env),
@@ -13,6 +14,8 @@
  * bridge config; must not carry name or ipam), ipam (merged into the delegate's ipam: extra
  * routes, a dataDir for host-local...), runtimeConfig (passed on to the delegate).
  */
+
+import { parseSubnetEnv } from '../daemon/subnetenv';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 export const DEFAULT_DATA_DIR = '/var/lib/cni/flannel';
@@ -117,11 +120,8 @@ export function parseNetConf(text: string): NetConf {
 
 /** subnet.env as flannel's plugin reads it: NAME=value lines; unknown names ignored. */
 export function parseFlannelEnv(text: string, file: string): FlannelEnv {
-  const vars = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const m = /^\s*([A-Z0-9_]+)=(.*?)\s*$/.exec(line);
-    if (m) vars.set(m[1] ?? '', (m[2] ?? '').replace(/^"(.*)"$/, '$1'));
-  }
+  // The one subnet.env reader (daemon/subnetenv.ts), lenient as flannel's plugin: lines it cannot read are ignored.
+  const vars = new Map(Object.entries(parseSubnetEnv(text, file, { lenient: true })));
   const bad = (key: string, why: string): never => {
     throw new CniError(CniCode.SUBNET_ENV, `weft: ${file}: ${key}=${vars.get(key)} ${why}`);
   };

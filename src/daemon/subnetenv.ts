@@ -5,7 +5,12 @@
  * IPv6 lines, MTU, IPMASQ).
  *
  * Reading is tolerant, like the godotenv parser flannel uses: blank lines, `#` comments,
- * `export NAME=...`, single or double quotes. Anything else is reported with its line number.
+ * `export NAME=...`, single or double quotes. Anything else is reported with its line number
+ * (or, `lenient`, skipped: the CNI plugin, like flannel's, ignores lines it does not know).
+ *
+ * The one home of subnet.env: weftd writes it, and `weft docker-opts`, `weft cleanup`, the lab
+ * and the CNI plugin (src/cni/netconf.ts) read it with `parseSubnetEnv`. Import-light on purpose
+ * (node: built-ins, errors.ts, fsutil.ts): the CNI plugin pays its imports on every ADD.
  */
 import { promises as fsp } from 'node:fs';
 import { WeftError } from '../errors';
@@ -92,12 +97,20 @@ function parseValue(raw: string, fail: (why: string) => WeftError): string {
 
 /**
  * The variables in a subnet file. `source` names the file in error messages. Later assignments
- * win, as in a shell.
+ * win, as in a shell. `lenient`: lines that do not parse are skipped instead of refused.
  */
-export function parseSubnetEnv(text: string, source = 'subnet file'): Record<string, string> {
+export function parseSubnetEnv(text: string, source = 'subnet file', opts: { readonly lenient?: boolean } = {}): Record<string, string> {
   const out: Record<string, string> = {};
   const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
   lines.forEach((line, idx) => {
+    if (opts.lenient) {
+      try {
+        for (const [name, value] of Object.entries(parseSubnetEnv(line, source))) define(out, name, value);
+      } catch {
+        // a line the strict reader refuses: skipped
+      }
+      return;
+    }
     const lineNo = idx + 1;
     const fail = (why: string): WeftError => parseError(source, lineNo, line, why);
     let body = line.trim();
@@ -107,11 +120,14 @@ export function parseSubnetEnv(text: string, source = 'subnet file'): Record<str
     if (eq < 0) throw fail('expected NAME=value');
     const name = body.slice(0, eq).trim();
     if (!NAME.test(name)) throw fail(`${JSON.stringify(name)} is not a variable name`);
-    Object.defineProperty(out, name, {
-      value: parseValue(body.slice(eq + 1), fail), enumerable: true, writable: true, configurable: true,
-    });
+    define(out, name, parseValue(body.slice(eq + 1), fail));
   });
   return out;
+}
+
+/** A plain own property even for "__proto__" (an assignment would change the object's prototype). */
+function define(out: Record<string, string>, name: string, value: string): void {
+  Object.defineProperty(out, name, { value, enumerable: true, writable: true, configurable: true });
 }
 
 /** Parse the subnet file at `filePath`; null when it does not exist. */

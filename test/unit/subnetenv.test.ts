@@ -114,6 +114,12 @@ describe('parseSubnetEnv', () => {
     throwsCode(() => parseSubnetEnv('A="x" y'), 'BAD_DATA', /line 1: unexpected text after the closing quote/);
     throwsCode(() => parseSubnetEnv('bad', 'subnet file /run/x.env'), 'BAD_DATA', /^subnet file \/run\/x\.env line 1:/);
   });
+
+  it('lenient (the CNI plugin\'s reading): skips the lines the strict reading refuses and keeps the rest', () => {
+    const env = parseSubnetEnv('A=1\nnot a pair\n1X=2\nB="open\n__proto__=x\nC = "3"\n', 'f', { lenient: true });
+    assert.deepEqual(Object.entries(env), [['A', '1'], ['__proto__', 'x'], ['C', '3']]);
+    assert.equal(Object.getPrototypeOf(env), Object.prototype);
+  });
 });
 
 describe('readSubnetEnv and writeSubnetEnvAtomic', () => {

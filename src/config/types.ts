@@ -50,15 +50,12 @@ export interface EtcdClientOptions {
   readonly etcdPassword: string | null;
 }
 
-/** weftd's options: flanneld's flags (compat §8) plus weft's own. Durations in seconds. */
-export interface DaemonOptions {
-  readonly etcdEndpoints: readonly string[];   // --etcd-endpoints, comma-separated
-  readonly etcdPrefix: string;                 // --etcd-prefix, default /coreos.com/network
-  readonly etcdKeyfile: string | null;
-  readonly etcdCertfile: string | null;
-  readonly etcdCafile: string | null;
-  readonly etcdUsername: string | null;
-  readonly etcdPassword: string | null;
+/**
+ * weftd's options: flanneld's flags (compat §8) plus weft's own. Durations in seconds. The
+ * `--etcd-*` ones (--etcd-endpoints comma-separated, --etcd-prefix default /coreos.com/network)
+ * are EtcdClientOptions, declared once above.
+ */
+export interface DaemonOptions extends EtcdClientOptions {
   readonly iface: readonly string[];           // --iface, name or IP, repeatable
   readonly ifaceRegex: readonly string[];      // --iface-regex, repeatable
   readonly ifaceCanReach: string | null;

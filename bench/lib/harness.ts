@@ -5,7 +5,8 @@
  * (CLOCK_REALTIME, shared by every process on the machine) with sub-millisecond precision.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -210,3 +211,40 @@ export function cpuTicksOf(pid: number): number {
 }
 
 export const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * Context switches (voluntary + involuntary) of every thread of a process so far: each is a
+ * wake-up, the figure an idle daemon should keep low (a timer, a poll, a socket read).
+ */
+export function wakeupsOf(pid: number): number {
+  let total = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      for (const m of status.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)/gm)) total += Number(m[1]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return total;
+}
+
+export interface HeapFigures {
+  readonly heapUsed: number | null;
+  readonly heapTotal: number | null;
+  readonly external: number | null;
+}
+
+/** V8 heap figures from weftd's own /metrics (null: that weftd does not export it). */
+export function heapFromMetrics(text: string): HeapFigures {
+  const get = (name: string): number | null => {
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : null;
+  };
+  return { heapUsed: get('nodejs_heap_used_bytes'), heapTotal: get('nodejs_heap_total_bytes'), external: get('nodejs_external_memory_bytes') };
+}
+
+/** The 1-minute load average now (the machine is shared: every figure carries it). */
+export function load1(): number {
+  return loadavg()[0]!;
+}

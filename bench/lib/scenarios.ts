@@ -7,11 +7,27 @@ import { spawn } from 'node:child_process';
 import { existsSync, unlinkSync, watch } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { dirname, basename, join } from 'node:path';
-import { Lab } from '../../src/lab';
+import { hostUnderlayIp, Lab } from '../../src/lab';
 import { formatIPv4, parseIPv4Cidr } from '../../src/ip';
 import {
-  CLOCK_TICKS_PER_SECOND, EtcdWriter, RouteWatcher, cpuTicksOf, median, memoryOf, nowMs, percentile, sleep, waitRoutes,
+  CLOCK_TICKS_PER_SECOND, EtcdWriter, RouteWatcher, cpuTicksOf, heapFromMetrics, load1, median, memoryOf, nowMs, percentile, sleep, wakeupsOf, waitRoutes,
+  type HeapFigures,
 } from './harness';
+
+/** A weftd build to measure: `after` (this tree) and, paired in the same run, `before`. */
+export interface Variant {
+  readonly label: string;
+  /** weftd.js to run; undefined: the lab's own (this tree's dist/). */
+  readonly weftdPath?: string;
+}
+
+/** V8 heap figures of the weftd on `host`, read from its /metrics (the lab's health port). */
+export async function heapOf(lab: Lab, host: string, port = 8471): Promise<HeapFigures> {
+  const ip = hostUnderlayIp(Number(host.slice(1)));
+  const r = await lab.exec(host, ['curl', '-s', '--max-time', '5', `http://${ip}:${port}/metrics`]).catch(() => null);
+  return heapFromMetrics(r?.stdout ?? '');
+}
+
 
 export type Progress = (line: string) => void;
 
@@ -77,6 +93,9 @@ const keyOf = (subnet: string): string => `${PREFIX}/subnets/${subnet.replace('/
 // ---- start-up --------------------------------------------------------------------------------
 
 export interface StartupFigures {
+  readonly variant: string;
+  /** The 1-minute load average at each start. */
+  readonly load: number[];
   readonly mode: string;
   readonly runs: number;
   readonly subnetEnvMs: number[];
@@ -90,7 +109,8 @@ export interface StartupFigures {
  * exec is); subnet.env is timed by inotify on its rename, READY=1 by a datagram listener on
  * NOTIFY_SOCKET (python3, since Node has no unix datagram sockets).
  */
-export async function measureStartup(lab: Lab, host: string, runs: number, cold: boolean, progress: Progress): Promise<StartupFigures> {
+export async function measureStartup(lab: Lab, host: string, runs: number, cold: boolean, progress: Progress,
+  variants: readonly Variant[] = [{ label: 'after' }]): Promise<StartupFigures[]> {
   const sock = join(lab.stateDir, `notify-${host}.sock`);
   if (existsSync(sock)) unlinkSync(sock);
   const listener = spawn('ip', ['netns', 'exec', lab.nsName(host), 'python3', '-u', '-c', `
@@ -116,9 +136,14 @@ while True:
   // subnet.env on a tmpfs, as /run/flannel is on a systemd host (here /run is on disk, where
   // the two fsyncs of the atomic write would be timed too).
   const file = `/dev/shm/wb${process.pid}-${host}-subnet.env`;
-  const out: StartupFigures = { mode: cold ? 'cold (device deleted, lease in etcd)' : 'restart (device and lease in place)', runs, subnetEnvMs: [], readyMs: [] };
+  const outs: StartupFigures[] = variants.map((v) => ({ variant: v.label, load: [], mode: cold ? 'cold (device deleted, lease in etcd)' : 'restart (device and lease in place)', runs, subnetEnvMs: [], readyMs: [] }));
   try {
-    for (let i = 0; i < runs; i++) {
+    // Variants interleaved, start by start: each pair sees the same load.
+    for (let k = 0; k < runs * variants.length; k++) {
+      const i = Math.floor(k / variants.length);
+      const variant = variants[k % variants.length]!;
+      const out = outs[k % variants.length]!;
+      out.load.push(load1());
       await lab.stopDaemon(host);
       if (cold) await lab.exec(host, ['ip', 'link', 'del', 'flannel.1']);
       await sleep(200);
@@ -128,14 +153,14 @@ while True:
         if (name === basename(file) && envAt === 0 && existsSync(file)) envAt = nowMs();
       });
       const t0 = nowMs();
-      await lab.startDaemon(host, { wait: false, extraEnv: { NOTIFY_SOCKET: sock }, extraArgs: [`--subnet-file=${file}`] });
+      await lab.startDaemon(host, { wait: false, extraEnv: { NOTIFY_SOCKET: sock }, extraArgs: [`--subnet-file=${file}`], ...(variant.weftdPath ? { weftdPath: variant.weftdPath } : {}) });
       const deadline = Date.now() + 30_000;
       while ((envAt === 0 || readyTimes.length === before) && Date.now() < deadline) await sleep(5);
       w.close();
       if (envAt === 0 || readyTimes.length === before) throw new Error(`weftd on ${host} did not write subnet.env and send READY=1 within 30 s`);
       out.subnetEnvMs.push(envAt - t0);
       out.readyMs.push(readyTimes[readyTimes.length - 1]! - t0);
-      progress(`  start ${i + 1}/${runs} (${cold ? 'cold' : 'restart'}): subnet.env ${(envAt - t0).toFixed(1)} ms, READY=1 ${(readyTimes[readyTimes.length - 1]! - t0).toFixed(1)} ms`);
+      progress(`  ${variant.label} start ${i + 1}/${runs} (${cold ? 'cold' : 'restart'}): subnet.env ${(envAt - t0).toFixed(1)} ms, READY=1 ${(readyTimes[readyTimes.length - 1]! - t0).toFixed(1)} ms`);
     }
   } finally {
     listener.kill('SIGTERM');
@@ -143,7 +168,7 @@ while True:
   }
   // Leave the lab as it was: a daemon without NOTIFY_SOCKET, routes converged.
   await lab.restartDaemon(host);
-  return out;
+  return outs;
 }
 
 // ---- join latency ----------------------------------------------------------------------------
@@ -159,6 +184,12 @@ export interface JoinFigures {
   readonly fromSendMs: number[];
   /** Per join: the put sent → visible in etcd (etcd's own commit latency, ms). */
   readonly etcdCommitMs: number[];
+  /** Per join: etcd's answer to the put (the commit, as the issue defines it) → route on every host (ms; can be < 0: the watch can beat the answer). */
+  readonly fromCommitMs: number[];
+  /** CPU of all daemons over the joins ÷ joins ÷ hosts (ms): the CPU one daemon spends per peer join. */
+  readonly cpuPerDaemonPerJoinMs: number;
+  /** The 1-minute load average at the start and end of the joins. */
+  readonly load: [number, number];
 }
 
 /**
@@ -173,10 +204,14 @@ export async function measureJoins(lab: Lab, joins: number, network: string, pro
   const hosts = lab.hostNames();
   const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
   const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint, `${PREFIX}/subnets/`);
-  const out: JoinFigures = { hosts: hosts.length, joins, allHostsMs: [], perHostMs: [], fromSendMs: [], etcdCommitMs: [] };
+  const out: JoinFigures & { cpuPerDaemonPerJoinMs: number; load: [number, number] } = {
+    hosts: hosts.length, joins, allHostsMs: [], perHostMs: [], fromSendMs: [], etcdCommitMs: [], fromCommitMs: [], cpuPerDaemonPerJoinMs: NaN, load: [load1(), NaN],
+  };
+  const pids = hosts.map((h) => lab.daemonPid(h)!);
   try {
     await sleep(500); // let the watchers start
     const subnets = freeSubnets(lab, network, joins);
+    const cpuBefore = pids.map(cpuTicksOf);
     for (let j = 0; j < joins; j++) {
       const subnet = subnets[j]!;
       const added = waitRoutes(watchers, new Set([subnet]), false, 10_000);
@@ -189,13 +224,18 @@ export async function measureJoins(lab: Lab, joins: number, network: string, pro
       out.allHostsMs.push(Math.max(...lat));
       out.fromSendMs.push(Math.max(...at.values()) - w.sentAt);
       out.etcdCommitMs.push(t0 - w.sentAt);
+      out.fromCommitMs.push(Math.max(...at.values()) - w.doneAt);
       await sleep(30 + Math.random() * 40);
     }
+    // Includes the idle CPU of the pauses between joins (tiny next to a join).
+    const ticks = pids.map(cpuTicksOf).reduce((a, t, i) => a + (t - cpuBefore[i]!), 0);
+    out.cpuPerDaemonPerJoinMs = (ticks / CLOCK_TICKS_PER_SECOND) * 1000 / joins / hosts.length;
+    out.load[1] = load1();
     const removed = waitRoutes(watchers, new Set(subnets), true, 30_000);
     await Promise.all(subnets.map((s) => writer.del([keyOf(s)])));
     await removed;
     progress(`  ${joins} joins on ${hosts.length} hosts: all hosts p50 ${median(out.allHostsMs).toFixed(2)} ms, p99 ${percentile(out.allHostsMs, 99).toFixed(2)} ms `
-      + `(from the put sent: p50 ${median(out.fromSendMs).toFixed(2)} ms; etcd commit p50 ${median(out.etcdCommitMs).toFixed(2)} ms)`);
+      + `(from the put sent: p50 ${median(out.fromSendMs).toFixed(2)} ms; etcd commit p50 ${median(out.etcdCommitMs).toFixed(2)} ms); CPU per daemon per join ${out.cpuPerDaemonPerJoinMs.toFixed(2)} ms`);
   } finally {
     writer.close();
     for (const w of watchers) w.close();
@@ -216,6 +256,8 @@ export interface BurstFigures {
   readonly afterLastWriteMs: number[];
   /** Memory of each daemon 2 s after the burst. */
   readonly memory: { rss: number; anon: number }[];
+  readonly heap: HeapFigures[];
+  readonly load: number;
 }
 
 /**
@@ -245,10 +287,11 @@ export async function measureBurst(lab: Lab, peers: number, network: string, pro
     progress(`  ${peers} peers: etcd took the writes in ${writeMs.toFixed(0)} ms; all programmed on every host after ${Math.max(...programmedMs).toFixed(0)} ms`);
     await sleep(2000);
     const memory = hosts.map((h) => memoryOf(lab.daemonPid(h)!));
+    const heap = await Promise.all(hosts.map((h) => heapOf(lab, h)));
     const removed = waitRoutes(watchers, new Set(subnets), true, 60_000);
     for (const b of batches) await writer.del(b.map((kv) => kv.key));
     await removed;
-    return { peers, hosts: hosts.length, writeMs, programmedMs, afterLastWriteMs: hosts.map((h) => at.get(h)! - lastWriteAt), memory };
+    return { peers, hosts: hosts.length, writeMs, programmedMs, afterLastWriteMs: hosts.map((h) => at.get(h)! - lastWriteAt), memory, heap, load: load1() };
   } finally {
     writer.close();
     for (const w of watchers) w.close();
@@ -264,6 +307,11 @@ export interface IdleFigures {
   readonly peersEach: number;
   readonly settleSeconds: number;
   readonly memory: { rss: number; anon: number }[];
+  readonly heap: HeapFigures[];
+  /** Context switches of each daemon's threads per minute over the CPU window. */
+  readonly wakeupsPerMinute: number[];
+  readonly variant: string;
+  readonly load: [number, number];
   readonly cpuSeconds: number;
   /** CPU of all daemons together, in cores (CPU seconds per second). */
   readonly cpuCores: number;
@@ -275,13 +323,13 @@ export interface IdleFigures {
  * `cpuSeconds`.
  */
 export async function measureIdle(lab: Lab, extraPeers: number, network: string, settleSeconds: number, cpuSeconds: number, progress: Progress,
-  restartWith: readonly string[] | null = null): Promise<IdleFigures> {
+  restartWith: readonly string[] | null = null, variant: Variant | null = null): Promise<IdleFigures> {
   const hosts = lab.hostNames();
-  if (restartWith !== null) {
-    progress(`  restarting ${hosts.length} daemons with ${restartWith.join(' ')}`);
+  if (restartWith !== null || variant !== null) {
+    progress(`  restarting ${hosts.length} daemons (${variant?.label ?? 'after'}) ${(restartWith ?? []).join(' ')}`);
     for (const h of hosts) {
       await lab.stopDaemon(h);
-      await lab.startDaemon(h, { extraArgs: restartWith });
+      await lab.startDaemon(h, { extraArgs: restartWith ?? [], ...(variant?.weftdPath ? { weftdPath: variant.weftdPath } : {}) });
     }
   }
   const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint);
@@ -299,16 +347,21 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
     await sleep(settleSeconds * 1000);
     const pids = hosts.map((h) => lab.daemonPid(h)!);
     const memory = pids.map(memoryOf);
+    const heap = restartWith?.includes('--healthz-port=0') ? [] : await Promise.all(hosts.map((h) => heapOf(lab, h)));
     progress(`  measuring the CPU of ${pids.length} idle daemons for ${cpuSeconds} s`);
+    const loadStart = load1();
     const before = pids.map(cpuTicksOf);
+    const wakeBefore = pids.map(wakeupsOf);
     const t0 = nowMs();
     await sleep(cpuSeconds * 1000);
     const after = pids.map(cpuTicksOf);
+    const wakeAfter = pids.map(wakeupsOf);
     const elapsed = (nowMs() - t0) / 1000;
+    const wakeupsPerMinute = wakeAfter.map((w, i) => ((w - wakeBefore[i]!) * 60) / elapsed);
     const ticks = after.reduce((a, t, i) => a + (t - before[i]!), 0);
     const cpu = ticks / CLOCK_TICKS_PER_SECOND;
     if (extra.length > 0) await Promise.all(extra.map((s) => writer.del([keyOf(s)])));
-    return { config: restartWith === null ? 'lab defaults: --healthz-port=8471, so /metrics and peer probes on' : `weftd ${restartWith.join(' ')} (flannel's defaults: no health port, no probes)`, hosts: hosts.length, peersEach: hosts.length - 1 + extra.length, settleSeconds, memory, cpuSeconds: cpu, cpuCores: cpu / elapsed };
+    return { variant: variant?.label ?? 'after', heap, wakeupsPerMinute, load: [loadStart, load1()], config: restartWith === null ? 'lab defaults: --healthz-port=8471, so /metrics and peer probes on' : `weftd ${restartWith.join(' ')} (flannel's defaults: no health port, no probes)`, hosts: hosts.length, peersEach: hosts.length - 1 + extra.length, settleSeconds, memory, cpuSeconds: cpu, cpuCores: cpu / elapsed };
   } finally {
     writer.close();
     for (const w of watchers) w.close();

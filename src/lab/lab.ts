@@ -121,6 +121,8 @@ export interface StartDaemonOptions {
   /** Wait until subnet.env is (re)written; default true. */
   readonly wait?: boolean;
   readonly timeoutMs?: number;
+  /** Another weftd.js for this start only (bench/: the tree before a change, paired in one run). */
+  readonly weftdPath?: string;
 }
 
 export interface PingOptions {
@@ -425,12 +427,13 @@ export class Lab {
     const h = this.host(host);
     const running = this.daemonRecord(h.name);
     if (running && isAlive(running)) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: weftd already runs on ${h.name} (pid ${running.pid})`);
-    if (!existsSync(this.state.weftdPath)) {
-      throw new WeftError('CONFIG_MISSING', `weftd not found at ${this.state.weftdPath}: build it first (npm run build)`);
+    const weftdPath = opts.weftdPath ?? this.state.weftdPath;
+    if (!existsSync(weftdPath)) {
+      throw new WeftError('CONFIG_MISSING', `weftd not found at ${weftdPath}: build it first (npm run build)`);
     }
     const file = this.subnetFile(h.name);
     const before = fileStamp(file);
-    const argv = [process.execPath, this.state.weftdPath, ...this.weftdArgs(h), ...(opts.extraArgs ?? [])];
+    const argv = [process.execPath, weftdPath, ...this.weftdArgs(h), ...(opts.extraArgs ?? [])];
     const log = this.logFile(h.name);
     writeFileSync(log, `--- weft lab: ${new Date().toISOString()} start on ${h.name}: ${argv.join(' ')}\n`, { flag: 'a' });
     const env = { ...cleanEnv(/^(FLANNELD_|NOTIFY_SOCKET$)/), ...opts.extraEnv };

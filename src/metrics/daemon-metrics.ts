@@ -146,6 +146,8 @@ function processFamilies(): MetricFamily[] {
     }),
     gauge('process_start_time_seconds', 'Start time of the process since the Unix epoch in seconds.', () => startSeconds),
     gauge('nodejs_heap_used_bytes', 'V8 heap in use in bytes.', () => process.memoryUsage().heapUsed),
+    gauge('nodejs_heap_total_bytes', 'V8 heap reserved in bytes (used + free space V8 keeps).', () => process.memoryUsage().heapTotal),
+    gauge('nodejs_external_memory_bytes', 'Memory of C++ objects bound to JavaScript (Buffers) in bytes.', () => process.memoryUsage().external),
   ];
 }
 

@@ -19,22 +19,9 @@ import { WeftError } from '../errors';
 import { addressFamily, familyOf, formatCidr, ipNetContainsAddress, parseCidr, type IPFamily, type IPNet } from '../ip';
 import type { LinkRef, Netlink } from './client';
 import { NetlinkError } from './errors';
-import {
-  MAIN_TABLE,
-  RTN_UNICAST,
-  RTPROT_KERNEL,
-  type AddressEntry,
-  type ChangeBatch,
-  type ChangeEvent,
-  type FdbEntry,
-  type LinkInfo,
-  type Monitor,
-  type NeighbourEntry,
-  type RouteEntry,
-  type RouteLookup,
-  type RouteSpec,
-  type VxlanSpec,
-} from './types';
+import { MAIN_TABLE, RTN_UNICAST, RTPROT_KERNEL } from './types';
+import type { AddressEntry, ChangeBatch, ChangeEvent, FdbEntry, LinkInfo, Monitor } from './types';
+import type { NeighbourEntry, RouteEntry, RouteLookup, RouteSpec, VxlanSpec } from './types';
 
 /** rtm_protocol of routes written by a program (`ip route` writes "boot"). */
 const RTPROT_BOOT = 3;

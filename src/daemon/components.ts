@@ -11,6 +11,7 @@
  */
 import type { BackendSetup, DataPathKind, DesiredState, Underlay } from '../backend/backend';
 import type { NetworkConfig } from '../config/types';
+import type { RepairKind } from './diff';
 import type { IPFamily } from '../ip';
 import type { LeaseManagerState } from '../lease/manager';
 import type { RegistryStats } from '../lease/registry';
@@ -25,8 +26,8 @@ export interface ReconcileStats {
   readonly failed: number;
   /** The kernel has the latest desired state handed to the reconciler. */
   readonly upToDate: boolean;
-  /** Objects repaired after drift, by kind (device, address, neighbour, fdb, route; all present). */
-  readonly repairs: Readonly<Record<string, number>>;
+  /** Objects repaired after drift, by kind (every kind present). */
+  readonly repairs: Readonly<Record<RepairKind, number>>;
   /** The last run's failure as text; null after a successful run. */
   readonly lastError: string | null;
   /**

@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { ReconcileStats, WeftdPhase, WeftdSnapshot } from '../daemon/components';
+import { REPAIR_KINDS } from '../daemon/diff';
 import { countProgrammed, type Readiness } from '../health/status';
 import type { PeerProbe, ProbeState } from '../probe/prober';
 import { counter, gauge, Histogram, type MetricFamily, type Sample } from './exposition';
@@ -83,8 +84,9 @@ export function daemonMetricFamilies(src: MetricsSources): MetricFamily[] {
     counter('weft_reconcile_runs_total', 'Reconcile runs (diff kernel against desired state and apply).', () => primaryReconcile(snap())?.runs ?? 0),
     counter('weft_reconcile_failures_total', 'Reconcile runs in which some change failed.', () => primaryReconcile(snap())?.failed ?? 0),
     counter('weft_reconcile_repairs_total', 'Objects repaired after drift (deleted or changed by someone else), by kind.', () => {
-      const r = primaryReconcile(snap())?.repairs ?? {};
-      return Object.entries(r).map(([k, value]) => ({ labels: { kind: k }, value }));
+      // Every kind, 0 included, also before the reconciler exists (a series that appears later breaks rate()).
+      const r = primaryReconcile(snap())?.repairs;
+      return REPAIR_KINDS.map((k) => ({ labels: { kind: k }, value: r?.[k] ?? 0 }));
     }),
     counter('weft_etcd_reconnects_total', 'Connections to etcd re-established after a failure.', () => {
       const st = snap().registry;

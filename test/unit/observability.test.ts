@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { formatStatus } from '../../src/cli/status';
 import type { ReconcileStats, WeftdSnapshot } from '../../src/daemon/components';
 import { readiness, statusReport } from '../../src/health/status';
+import { daemonMetricFamilies, newCounters } from '../../src/metrics/daemon-metrics';
 import { counter, gauge, Histogram, renderExposition } from '../../src/metrics/exposition';
 import { echoRequest, inetChecksum, parseEchoReply, type EchoResult, type Pinger } from '../../src/probe/icmp';
 import { Prober } from '../../src/probe/prober';
@@ -69,6 +70,28 @@ describe('metrics exposition', () => {
     assert.equal(sampleValue(fams, 'weft_lat_seconds_bucket', { le: '+Inf' }), 2);
     assert.equal(sampleValue(fams, 'weft_lat_seconds_count'), 2);
     assert.equal(sampleValue(fams, 'weft_lat_seconds_sum'), 0.505);
+  });
+
+  test('daemon metrics come from a plain snapshot: lease, data path, pump counters, repairs by kind', () => {
+    const scrape = (s: WeftdSnapshot) => parsePrometheusText(renderExposition(daemonMetricFamilies({
+      snapshot: () => s, readiness: () => ({ ready: true, reason: 'ready' }), probes: () => [], probeTotals: () => null,
+      counters: newCounters(), version: '0.1.0',
+    })));
+    const ready = snapshot();
+    const pumped = { ...ready, dataPaths: [{ ...ready.dataPaths[0]!, mode: 'userspace' as const, pumpCounters: { rx_frames: 7 } }] };
+    const m = scrape(pumped);
+    assert.equal(sampleValue(m, 'weft_lease_held'), 1);
+    assert.equal(sampleValue(m, 'weft_lease_expiry_timestamp_seconds'), Date.parse('2030-01-01T00:00:00Z') / 1000);
+    assert.equal(sampleValue(m, 'weft_peers_programmed'), 2);
+    assert.equal(sampleValue(m, 'weft_reconcile_runs_total'), 3);
+    assert.equal(sampleValue(m, 'weft_reconcile_repairs_total', { kind: 'route' }), 1);
+    assert.equal(sampleValue(m, 'weft_datapath_info', { backend: 'vxlan', device: 'flannel.1', mode: 'userspace' }), 1);
+    assert.equal(sampleValue(m, 'weft_fallback_pump_packets_total', { counter: 'rx_frames' }), 7);
+    // Starting: no data path yet, yet every repair kind is a series (at 0) so rate() works from the start.
+    const starting = scrape(snapshot({ phase: 'starting', dataPaths: [], leaseState: 'idle', leaseExpiresAtMs: null }));
+    assert.equal(sampleValue(starting, 'weft_lease_held'), 0);
+    assert.equal(sampleValue(starting, 'weft_reconcile_repairs_total', { kind: 'fdb' }), 0);
+    assert.equal(sampleValue(starting, 'weft_datapath_info', { backend: 'vxlan', device: 'flannel.1', mode: 'kernel' }), undefined);
   });
 
   test('an invalid metric name is refused rather than rendered', () => {

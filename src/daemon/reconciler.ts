@@ -483,14 +483,19 @@ export class Reconciler {
     if (this.converged !== null) this.log.warn(`device ${name}: ${why}; setting it up again`);
     const setup = await this.ensureDeviceOnUnderlay();
     if (this.converged !== null) repairs.device++;
+    this.notifySetup(setup);
+    const fresh = await this.nl.getLink(name);
+    if (!fresh) throw new WeftError('NETLINK', `device ${name} is missing right after setting it up`, { retryable: true });
+    return fresh;
+  }
+
+  /** Tell the daemon the (possibly new) setup; a throwing listener must not fail the reconcile. */
+  private notifySetup(setup: BackendSetup): void {
     try {
       this.onDeviceSetup?.(setup);
     } catch (err) {
       this.log.error('onDeviceSetup listener threw', { error: err });
     }
-    const fresh = await this.nl.getLink(name);
-    if (!fresh) throw new WeftError('NETLINK', `device ${name} is missing right after setting it up`, { retryable: true });
-    return fresh;
   }
 
   /**
@@ -509,11 +514,7 @@ export class Reconciler {
     if (lower === null) throw new WeftError('NETLINK', `underlay ${name} is missing: no route to any peer can be programmed until it is back`, { retryable: true });
     if (!lower.up) throw new WeftError('NETLINK', `underlay ${name} is down: routes to peers need it up (ip link set ${name} up)`, { retryable: true });
     const setup = await this.backend.ensureDevice(this.underlay); // no kernel change: checks and returns the setup
-    try {
-      this.onDeviceSetup?.(setup);
-    } catch (err) {
-      this.log.error('onDeviceSetup listener threw', { error: err });
-    }
+    this.notifySetup(setup);
     return { ...lower, index: NO_DEVICE };
   }
 

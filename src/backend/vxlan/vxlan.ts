@@ -26,7 +26,7 @@ import { normalizeMac } from '../../netlink/codec';
 import { isErrno } from '../../netlink/errors';
 import type { LinkInfo, VxlanSpec } from '../../netlink/types';
 import type { Backend, BackendSetup, DesiredContext, DesiredState, Underlay } from '../backend';
-import { onLinkAmong, repairLink } from '../link';
+import { onLinkAmong, repairLink, type LinkRepairNetlink } from '../link';
 import { decodeVxlanData, vxlanDesired } from './desired';
 
 /** Linux's default VXLAN port, which flannel uses when Port is 0 (not IANA's 4789). */
@@ -37,13 +37,9 @@ export const VXLAN_OVERHEAD = 50;
 export const VXLAN6_OVERHEAD = 70;
 
 /** The part of NetlinkClient the backend uses (a seam for tests). */
-export interface VxlanNetlink {
+export interface VxlanNetlink extends LinkRepairNetlink {
   getLink(name: string): Promise<LinkInfo | null>;
   createVxlan(spec: VxlanSpec): Promise<LinkInfo>;
-  setLinkUp(link: LinkRef): Promise<void>;
-  setLinkDown(link: LinkRef): Promise<void>;
-  setLinkMtu(link: LinkRef, mtu: number): Promise<void>;
-  setLinkMac(link: LinkRef, mac: string): Promise<void>;
   deleteLink(link: LinkRef): Promise<void>;
   isOnLink(ip: string, viaIndex?: number): Promise<boolean>;
 }

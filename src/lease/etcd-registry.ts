@@ -209,7 +209,10 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
 
   private wrap(op: string, err: unknown): WeftError {
     const failure = this.wire.classify(err);
-    return etcdError(this.location, op, err, failure === 'leaseNotFound' ? 'answered' : failure, err instanceof Error ? err.message : describeError(err));
+    // etcd's own answer reads best as its message; a transport error needs its cause chain
+    // (Node's ECONNREFUSED to several addresses is an AggregateError with an empty message).
+    const detail = failure !== 'unreachable' && err instanceof Error && err.message !== '' ? err.message : describeError(err);
+    return etcdError(this.location, op, err, failure === 'leaseNotFound' ? 'answered' : failure, detail);
   }
 }
 

@@ -100,14 +100,16 @@ export class IptablesManager implements DaemonComponent {
       const snap = daemon.snapshot();
       if (this.family === 4) {
         if (snap.config?.network && snap.lease) this.setNetwork(snap.config.network, snap.lease.subnet);
+        this.startDetection();
         return;
       }
       if (!snap.config?.enableIPv6 || !snap.config.ipv6Network || !snap.lease?.ipv6Subnet) return;
       this.setNetwork(snap.config.ipv6Network, snap.lease.ipv6Subnet);
       this.startDetection();
     });
-    // Never block the daemon's start on iptables: detection and the first check run in the background.
-    if (this.family === 4) this.startDetection();
+    // Nothing before subnet.env: the first lease event comes right after weftd wrote it, and only
+    // then are `iptables --version` and the first check forked (they used to compete with the
+    // start-up for the CPU). Never blocking: detection and checks run in the background.
   }
 
   private startDetection(): void {

@@ -200,15 +200,14 @@ describe('IptablesManager', () => {
 
   it('with nf_tables notifications: no poll timer; a rule deleted by hand is restored on the notification', async () => {
     const ipt = new FakeIptables();
-    let notify: (() => void) | null = null;
-    let unwatched = false;
+    const hook: { notify: (() => void) | null; unwatched: boolean } = { notify: null, unwatched: false };
     const notified = Object.assign(ipt, {
       watch(onChange: () => void): boolean {
-        notify = onChange;
+        hook.notify = onChange;
         return true;
       },
       unwatch(): void {
-        unwatched = true;
+        hook.unwatched = true;
       },
     });
     const timers = new ManualTimers();
@@ -219,20 +218,21 @@ describe('IptablesManager', () => {
     daemon.emit('lease', LEASE);
     await settle(mgr);
     assert.deepEqual(timers.periods(), [60000], 'only the slow full resync is a timer');
+    const notify = hook.notify;
     assert.ok(notify !== null, 'the manager listens for ruleset changes');
     const before = [...ipt.rules('nat', 'WEFT-POSTRTG')];
     const checks = mgr.stats.checks;
     // A notification without a change of generation (our own restore's echo) forks nothing.
-    notify!();
+    notify();
     await settle(mgr);
     assert.equal(mgr.stats.checks, checks);
     ipt.deleteByHand('nat', 'WEFT-POSTRTG', 3);
-    notify!();
+    notify();
     await settle(mgr);
     assert.deepEqual(ipt.rules('nat', 'WEFT-POSTRTG'), before);
     assert.equal(mgr.stats.restores, 2);
     await mgr.stop();
-    assert.ok(unwatched, 'stop() stops listening');
+    assert.ok(hook.unwatched, 'stop() stops listening');
   });
 
   it('resyncs fully every 60 s at least, however short --iptables-resync is', async () => {

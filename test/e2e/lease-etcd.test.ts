@@ -4,7 +4,16 @@
  * (helpers/registry-contract.ts).
  * Each test uses its own key prefix so they do not see each other's leases.
  */
+import assert from 'node:assert/strict';
 import { createEtcdRegistry } from '../../src/lease/create-registry';
 import { registryContract } from './helpers/registry-contract';
 
-registryContract('etcd lease registry and manager (real etcd)', (opts) => createEtcdRegistry(opts, 'grpc'));
+registryContract('etcd lease registry and manager (real etcd)', (opts) => createEtcdRegistry(opts, 'grpc'), {
+  // The watch stats are the registry's, so the gRPC wire reports them too (/metrics with WEFT_ETCD_CLIENT=grpc).
+  afterMultiKeyRevision: (reg) => {
+    const st = reg.stats();
+    assert.ok(st.watchResponses >= 2, JSON.stringify(st));
+    assert.equal(st.watchRevisionLag, 0);
+    assert.ok(st.lastWatchResponseAt !== null);
+  },
+});

@@ -13,8 +13,9 @@ import { after, before, describe, test } from 'node:test';
 import type { StatusReport } from '../../src/health/status';
 import { Lab } from '../../src/lab';
 import { hostUnderlayIp } from '../../src/lab/lab';
-import { sleep, waitUntil as pollUntil } from '../../src/lab/run';
+import { sleep } from '../../src/lab/run';
 import { parsePrometheusText, sampleValue } from './helpers/prometheus';
+import { waitUntil } from './helpers/shell';
 
 const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
 const PREFIX = `wt${process.pid}s-`;
@@ -23,10 +24,6 @@ const H1 = hostUnderlayIp(1);
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-sec-`));
 
 let lab: Lab;
-
-async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  assert.ok(await pollUntil(check, timeoutMs, 50), `timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 /**
  * Raw bytes to addr:port from inside `ns`, whatever comes back until the server closes or

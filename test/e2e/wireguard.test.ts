@@ -16,6 +16,7 @@ import { UapiClient, type WgDeviceState } from '../../src/backend/wireguard/uapi
 import { Lab, hostUnderlayIp } from '../../src/lab';
 import { waitUntil as pollUntil } from '../../src/lab/run';
 import { containerAddr, requireTool, tcpTransfer } from './helpers/datapath';
+import { sh } from './helpers/shell';
 
 const PREFIX = `wt${process.pid}w-`;
 const scratch = mkdtempSync(join(tmpdir(), `wt${process.pid}-wg-`));
@@ -29,12 +30,6 @@ const uapi = (h: string): UapiClient => new UapiClient(join(runDir(h), 'flannel-
 const wgPid = (h: string): number => Number(readFileSync(join(runDir(h), 'flannel-wg.pid'), 'utf8').trim());
 const publicKey = (h: string): string => publicKeyOf(Buffer.from(readFileSync(keyFile(h), 'utf8').trim(), 'base64'));
 const leaseKey = (h: string): string => lab.subnetEnv(h)!.subnetNetwork.replace('/', '-');
-
-async function sh(host: string, ...cmd: string[]): Promise<string> {
-  const r = await lab.exec(host, cmd);
-  assert.equal(r.code, 0, `${host}: ${cmd.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
 
 async function leaseValue(h: string): Promise<string> {
   const r = await lab.etcdctl(['get', `/coreos.com/network/subnets/${leaseKey(h)}`, '--print-value-only']);
@@ -59,7 +54,7 @@ async function waitPeers(h: string, ms = 15_000): Promise<void> {
 
 async function httpGet(h: string, path: string): Promise<string> {
   const script = `fetch('http://127.0.0.1:${HEALTHZ}${path}').then(async (r) => process.stdout.write(await r.text()), (e) => { console.error(String(e)); process.exit(2); })`;
-  return sh(h, process.execPath, '-e', script);
+  return sh(lab, h, process.execPath, '-e', script);
 }
 
 describe('a cluster on the wireguard backend (user space: wireguard-go)', { timeout: 180_000 }, () => {
@@ -83,9 +78,9 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
 
   test('flannel-wg: MTU underlay − 80, .0/32, one route for the Network; the lease is flannel\'s, byte for byte; the key file is 0600', async () => {
     for (const h of lab.hostNames()) {
-      assert.match(await sh(h, 'ip', '-d', 'link', 'show', 'flannel-wg'), /mtu 1420 [\s\S]*tun type tun/);
-      assert.match(await sh(h, 'ip', '-4', 'addr', 'show', 'dev', 'flannel-wg'), new RegExp(`inet ${lab.subnetEnv(h)!.subnetNetwork.split('/')[0]!.replace(/\./g, '\\.')}/32`));
-      assert.match(await sh(h, 'ip', 'route', 'show', 'dev', 'flannel-wg'), /^10\.5\.0\.0\/16 scope link/m);
+      assert.match(await sh(lab, h, 'ip', '-d', 'link', 'show', 'flannel-wg'), /mtu 1420 [\s\S]*tun type tun/);
+      assert.match(await sh(lab, h, 'ip', '-4', 'addr', 'show', 'dev', 'flannel-wg'), new RegExp(`inet ${lab.subnetEnv(h)!.subnetNetwork.split('/')[0]!.replace(/\./g, '\\.')}/32`));
+      assert.match(await sh(lab, h, 'ip', 'route', 'show', 'dev', 'flannel-wg'), /^10\.5\.0\.0\/16 scope link/m);
       assert.equal(lab.subnetEnv(h)!.mtu, 1420);
       assert.equal(statSync(keyFile(h)).mode & 0o777, 0o600);
       // What flanneld's wireguard backend writes (json.Marshal of LeaseAttrs with BackendData {PublicKey}).
@@ -118,7 +113,7 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
 
   test('weft status --probe reaches every peer\'s flannel-wg address through the tunnel', async () => {
     const weft = join(__dirname, '..', '..', 'src', 'cli', 'weft.js');
-    const out = await sh('h1', process.execPath, weft, 'status', '--probe', `--healthz-port=${HEALTHZ}`);
+    const out = await sh(lab, 'h1', process.execPath, weft, 'status', '--probe', `--healthz-port=${HEALTHZ}`);
     assert.match(out, /data path\s+wireguard userspace, device flannel-wg up, MTU 1420/);
     assert.match(out, /peers: 2 known, 2 programmed, 2 reachable, 0 unreachable/);
   });
@@ -136,7 +131,7 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
     const capture = lab.exec('h2', ['timeout', '6', 'tcpdump', '-i', 'eth0', '-nn', '-U', '-w', pcap, filter], { timeoutMs: 10_000 });
     await new Promise((r) => setTimeout(r, 1000));
     // ICMP with a recognisable pattern, both ways, and a TCP connection.
-    await sh('h1-c1', 'ping', '-c', '5', '-i', '0.2', '-p', 'cafebabe', containerAddr(lab, 'h2'));
+    await sh(lab, 'h1-c1', 'ping', '-c', '5', '-i', '0.2', '-p', 'cafebabe', containerAddr(lab, 'h2'));
     await tcpTransfer(lab, 'h2-c1', 'h1-c1', containerAddr(lab, 'h1'), 1, 7302);
     await capture;
     const packets = readPcap(readFileSync(pcap));
@@ -194,7 +189,7 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
   test('a peer removed by hand with `wg set … remove` comes back', async () => {
     const victim = publicKey('h2');
     // `wg` looks for the socket in /var/run/wireguard: show it the lab host's directory.
-    await sh('h1', 'unshare', '-m', 'sh', '-c',
+    await sh(lab, 'h1', 'unshare', '-m', 'sh', '-c',
       `mkdir -p /run/wireguard && mount --bind ${runDir('h1')} /run/wireguard && wg set flannel-wg peer ${victim} remove`);
     await waitPeers('h1', 10_000);
     assert.match(lab.daemonLog('h1'), /repaired: re-added wireguard peer/);
@@ -202,7 +197,7 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
   });
 
   test('a lease with a malformed public key is skipped with a warning; nothing else changes', async () => {
-    const before = { peers: await peerTable('h1'), routes: await sh('h1', 'ip', 'route') };
+    const before = { peers: await peerTable('h1'), routes: await sh(lab, 'h1', 'ip', 'route') };
     const bad = '{"PublicIP":"10.250.0.99","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"not-a-key"}}';
     const put = await lab.etcdctl(['put', '/coreos.com/network/subnets/10.5.250.0-24', bad]);
     assert.equal(put.code, 0, put.stderr);
@@ -211,7 +206,7 @@ describe('a cluster on the wireguard backend (user space: wireguard-go)', { time
         'h1 warns about the malformed lease');
       await new Promise((r) => setTimeout(r, 2500)); // one watch period
       assert.deepEqual(await peerTable('h1'), before.peers);
-      assert.equal(await sh('h1', 'ip', 'route'), before.routes);
+      assert.equal(await sh(lab, 'h1', 'ip', 'route'), before.routes);
     } finally {
       await lab.etcdctl(['del', '/coreos.com/network/subnets/10.5.250.0-24']);
     }

@@ -11,18 +11,13 @@ import { formatCidr, formatIPv4Cidr, parseIPv4Cidr, parseIPv6Cidr } from '../../
 import { encodeLeaseAttrs } from '../../src/lease/codec';
 import type { Lease } from '../../src/lease/types';
 import type { LinkInfo, RouteEntry, RouteSpec } from '../../src/netlink/types';
+import { peerLease } from './helpers/leases';
 
 const net = (t: string) => parseIPv4Cidr(t)!;
 const NETWORK = net('10.5.0.0/16');
 const UNDERLAY: Underlay = { ifName: 'eth0', ifIndex: 3, ipv4: '10.250.0.11', ifaceIPv4: '10.250.0.11', mtu: 1500 };
 
-function lease(subnet: string, publicIp: string, backendType = 'host-gw'): Lease {
-  return {
-    key: subnet.replace('/', '-'), subnet: net(subnet), ipv6Subnet: null,
-    attrs: { PublicIP: publicIp, PublicIPv6: null, BackendType: backendType, BackendData: undefined },
-    expiration: null, etcdLeaseId: '7', modRevision: '1',
-  };
-}
+const lease = (subnet: string, publicIp: string, backendType = 'host-gw'): Lease => peerLease(subnet, publicIp, { backendType });
 const own = lease('10.5.1.0/24', '10.250.0.11');
 const onL2 = (...ips: string[]): DesiredContext => ({ network: NETWORK, subnetLen: 24, onLinkPublicIPs: new Set(ips) });
 const routeLines = (routes: readonly DesiredRoute[]) => routes.map((r) => `${formatCidr(r.dst)} via ${r.gateway} (${r.via})`);

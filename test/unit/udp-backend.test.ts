@@ -8,17 +8,12 @@ import { encodeLeaseAttrs } from '../../src/lease/codec';
 import type { Lease } from '../../src/lease/types';
 import type { NativePump, NativePumpOptions } from '../../src/native';
 import type { LinkInfo } from '../../src/netlink/types';
+import { peerLease } from './helpers/leases';
 
 const net = (t: string) => parseIPv4Cidr(t)!;
 const NETWORK = net('10.5.0.0/16');
 
-function lease(subnet: string, publicIp: string, backendType = ''): Lease {
-  return {
-    key: subnet.replace('/', '-'), subnet: net(subnet), ipv6Subnet: null,
-    attrs: { PublicIP: publicIp, PublicIPv6: null, BackendType: backendType, BackendData: undefined },
-    expiration: null, etcdLeaseId: '7', modRevision: '1',
-  };
-}
+const lease = (subnet: string, publicIp: string, backendType = ''): Lease => peerLease(subnet, publicIp, { backendType });
 const own = lease('10.5.1.0/24', '10.250.0.11');
 
 describe('udp backend options', () => {

@@ -4,18 +4,9 @@ import { decodeVxlanData, vxlanDesired } from '../../src/backend/vxlan/desired';
 import { randomMac, incompatibility } from '../../src/backend/vxlan/vxlan';
 import { parseIPv4, parseIPv4Cidr } from '../../src/ip';
 import type { Lease } from '../../src/lease/types';
+import { peerLease } from './helpers/leases';
 
-function lease(subnet: string, publicIp: string, data: unknown, backendType = 'vxlan'): Lease {
-  return {
-    key: subnet.replace('/', '-'),
-    subnet: parseIPv4Cidr(subnet)!,
-    ipv6Subnet: null,
-    attrs: { PublicIP: publicIp, PublicIPv6: null, BackendType: backendType, BackendData: data },
-    expiration: null,
-    etcdLeaseId: '7',
-    modRevision: '1',
-  };
-}
+const lease = (subnet: string, publicIp: string, data: unknown, backendType = 'vxlan'): Lease => peerLease(subnet, publicIp, { backendType, data });
 
 const own = lease('10.5.1.0/24', '10.250.0.1', { VNI: 1, VtepMAC: '02:00:00:00:00:01' });
 const peerB = lease('10.5.2.0/24', '10.250.0.2', { VNI: 1, VtepMAC: '0A:BB:CC:DD:EE:02' });

@@ -21,6 +21,7 @@ import {
   WGDEVICE_A_LISTEN_PORT, WGDEVICE_A_PEERS, WGDEVICE_A_PRIVATE_KEY, WGPEER_A_ALLOWEDIPS, WGPEER_A_ENDPOINT, WGPEER_A_FLAGS,
   WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL, WGPEER_A_PRESHARED_KEY, WGPEER_A_PUBLIC_KEY, WGPEER_A_RX_BYTES,
 } from '../../src/netlink/wireguard';
+import { peerLease } from './helpers/leases';
 
 const scratch = mkdtempSync(join(tmpdir(), 'weft-wg-unit-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -37,17 +38,8 @@ function cfg(raw: Record<string, unknown>) {
   return decodeWireguardConfig({ type: 'wireguard', raw: { Type: 'wireguard', ...raw } });
 }
 
-function lease(subnet: string, publicIp: string, data: unknown, backendType = 'wireguard'): Lease {
-  return {
-    key: subnet.replace('/', '-'),
-    subnet: parseIPv4Cidr(subnet)!,
-    ipv6Subnet: null,
-    attrs: { PublicIP: publicIp, PublicIPv6: null, BackendType: backendType, BackendData: data },
-    expiration: null,
-    etcdLeaseId: '1',
-    modRevision: '1',
-  };
-}
+const lease = (subnet: string, publicIp: string, data: unknown, backendType = 'wireguard'): Lease =>
+  peerLease(subnet, publicIp, { backendType, data, etcdLeaseId: '1' });
 
 describe('wireguard backend config (flannel\'s defaults and messages)', () => {
   it('defaults to ListenPort 51820, ListenPortV6 51821, no PSK, keepalive 0, Mode separate', () => {

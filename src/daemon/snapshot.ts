@@ -14,12 +14,16 @@ import type { Lease } from '../lease/types';
 import type { DataPathSnapshot, ReconcileStats, WeftdPhase, WeftdSnapshot } from './components';
 import type { Reconciler } from './reconciler';
 
+/** What is read of each live object (so a test hands plain objects, no cast). */
+export type ReconcilerFigures = Pick<Reconciler, 'runCounts' | 'repairCounts' | 'isUpToDate' | 'lastError' | 'applied'>;
+type BackendFigures = Pick<Backend, 'type' | 'deviceName' | 'dataPath' | 'pumpCounters'>;
+
 /** One family's live data path, as weftd holds it. */
 export interface LivePath {
   readonly family: IPFamily;
-  readonly backend: Backend;
+  readonly backend: BackendFigures;
   readonly setup: BackendSetup;
-  readonly reconciler: Reconciler | null;
+  readonly reconciler: ReconcilerFigures | null;
 }
 
 export interface LiveState {
@@ -28,8 +32,8 @@ export interface LiveState {
   readonly config: NetworkConfig | null;
   readonly lease: Lease | null;
   readonly peers: readonly Lease[];
-  readonly manager: LeaseManager | null;
-  readonly registry: LeaseRegistry | null;
+  readonly manager: Pick<LeaseManager, 'state' | 'leaseExpiresAt'> | null;
+  readonly registry: Pick<LeaseRegistry, 'stats'> | null;
   /** Primary first (see WeftdSnapshot.dataPaths). */
   readonly paths: readonly LivePath[];
 }
@@ -38,7 +42,7 @@ export function takeSnapshot(s: LiveState): WeftdSnapshot {
   return {
     phase: s.phase,
     underlay: s.underlay,
-    config: s.config,
+    config: s.config === null ? null : withoutSecrets(s.config),
     lease: s.lease,
     leaseState: s.manager?.state ?? 'idle',
     leaseExpiresAtMs: s.manager?.leaseExpiresAt?.getTime() ?? null,
@@ -46,6 +50,26 @@ export function takeSnapshot(s: LiveState): WeftdSnapshot {
     dataPaths: s.paths.map(pathSnapshot),
     registry: s.registry?.stats?.() ?? null,
   };
+}
+
+const redacted = new WeakMap<NetworkConfig, NetworkConfig>();
+
+/**
+ * The config as components see it: wireguard's Backend.PSK (a shared secret) replaced, in the
+ * decoded Backend and in the JSON text, so no secret reaches a component (and through it a log
+ * line or /status). One copy per config object, not one per snapshot.
+ */
+export function withoutSecrets(config: NetworkConfig): NetworkConfig {
+  const psk = config.backend.raw.PSK;
+  if (psk === undefined) return config;
+  let out = redacted.get(config);
+  if (out === undefined) {
+    // `source` is the config's JSON as read from etcd: the key goes from there too.
+    const source = typeof psk === 'string' && psk !== '' ? config.source.split(psk).join('(redacted)') : config.source;
+    out = { ...config, source, backend: { ...config.backend, raw: { ...config.backend.raw, PSK: '(redacted)' } } };
+    redacted.set(config, out);
+  }
+  return out;
 }
 
 function pathSnapshot(p: LivePath): DataPathSnapshot {
@@ -61,7 +85,7 @@ function pathSnapshot(p: LivePath): DataPathSnapshot {
   };
 }
 
-export function reconcileStats(r: Reconciler): ReconcileStats {
+export function reconcileStats(r: ReconcilerFigures): ReconcileStats {
   const err = r.lastError;
   return {
     runs: r.runCounts.runs,

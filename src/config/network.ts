@@ -12,9 +12,8 @@
  * - Messages for malformed JSON, wrong types and bad addresses name the field and the value
  *   (flannel passes Go's decoder errors through).
  */
-import { Address6 } from 'ip-address';
 import { WeftError } from '../errors';
-import { formatIPv4, maskOf, netContains, netsOverlap, parseIPv4, parseIPv4Cidr } from '../ip';
+import { formatIPv4, formatIPv6, maskOf, maskOf6, netContains, netsOverlap, parseIPv4, parseIPv4Cidr, parseIPv6, parseIPv6Cidr } from '../ip';
 import type { IPv4Net, IPv6Net } from '../lease/types';
 import type { BackendConfig, NetworkConfig, VxlanBackendConfig } from './types';
 
@@ -95,34 +94,13 @@ function optString<K extends string>(f: Fields<K>, name: K, where: string, expec
 }
 
 // ---------------------------------------------------------------------------------------------
-// IPv6 on bigint (validation only for now; the allocator works on IPv4)
+// IPv6 on bigint for the range checks (src/ip.ts holds the arithmetic)
 
-const V6_BITS = 128n;
-
-function parseIPv6(text: string): bigint | null {
-  if (text.includes('/') || text.includes('%') || !Address6.isValid(text)) return null;
-  return new Address6(text).bigInt();
-}
-
-function formatIPv6(value: bigint): string {
-  return Address6.fromBigInt(value).correctForm();
-}
-
-function maskOf6(prefixLen: number): bigint {
-  const all = (1n << V6_BITS) - 1n;
-  return (all << (V6_BITS - BigInt(prefixLen))) & all;
-}
-
-/** Like Go's net.ParseCIDR: host bits are masked off, not rejected. */
-function parseIPv6Cidr(text: string): { ip: bigint; prefixLen: number } | null {
-  const slash = text.indexOf('/');
-  if (slash < 0) return null;
-  const ip = parseIPv6(text.slice(0, slash));
-  const lenText = text.slice(slash + 1);
-  if (ip === null || !/^\d{1,3}$/.test(lenText)) return null;
-  const prefixLen = Number(lenText);
-  if (prefixLen > 128) return null;
-  return { ip: ip & maskOf6(prefixLen), prefixLen };
+/** Like Go's net.ParseCIDR: host bits are masked off, not rejected; the address as a bigint. */
+function parseIPv6CidrBig(text: string): { ip: bigint; prefixLen: number } | null {
+  const net = parseIPv6Cidr(text, false);
+  const ip = net === null ? null : parseIPv6(net.ip);
+  return net === null || ip === null ? null : { ip, prefixLen: net.prefixLen };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,7 +297,7 @@ function decodeConfig(doc: unknown): DecodedConfig {
   const ipv6Text = optString(f, 'IPv6Network', WHERE, 'an IPv6 CIDR such as "fc00::/48"');
   let ipv6Network: DecodedConfig['ipv6Network'] = null;
   if (ipv6Text !== undefined) {
-    ipv6Network = parseIPv6Cidr(ipv6Text);
+    ipv6Network = parseIPv6CidrBig(ipv6Text);
     if (ipv6Network === null) throw invalid(`invalid IPv6 CIDR format: IPv6Network ${JSON.stringify(ipv6Text)}`);
   }
 

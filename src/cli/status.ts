@@ -85,7 +85,7 @@ export async function runStatusCommand(argv: readonly string[], io: CliIO, env: 
     return 1;
   }
   io.out(values.json ? JSON.stringify(report, null, 2) : formatStatus(report, Date.now()));
-  const unreachable = report.peers.some((p) => p.probe?.state === 'unreachable');
+  const unreachable = report.peers.some((p) => p.probe?.state === 'unreachable' || p.probeV6?.state === 'unreachable');
   return report.ready && !unreachable ? 0 : 1;
 }
 
@@ -151,7 +151,9 @@ export function formatStatus(r: StatusReport, now: number): string {
   lines.push(`peers: ${r.peers.length} known, ${programmed} programmed, ${count('reachable')} reachable, ${count('unreachable')} unreachable, ${count('unknown') + r.peers.filter((p) => p.probe === null).length} not probed yet`);
   if (r.peers.length > 0) {
     // Cells come from weftd's report (etcd data): escaped whole, a newline would forge a row.
-    const rows = r.peers.map((p) => peerRow(p, now).map((c) => escapeControl(c)));
+    // Dual stack: a second row for the peer's IPv6 half and its ICMPv6 probe.
+    const halves = r.peers.flatMap((p) => (p.probeV6 != null && p.ipv6Subnet != null ? [p, { ...p, subnet: p.ipv6Subnet, publicIp: '', probe: p.probeV6 }] : [p]));
+    const rows = halves.map((p) => peerRow(p, now).map((c) => escapeControl(c)));
     const head = ['SUBNET', 'PUBLIC IP', 'ROUTE', 'PROBE', 'RTT', 'LOSS', 'LAST PROBE'];
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
     const fmt = (cols: readonly string[]): string => cols.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();

@@ -31,14 +31,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { DaemonComponent, DaemonView } from '../daemon/components';
 import { describeError } from '../errors';
-import { formatIPv4Cidr } from '../ip';
+import { formatIPv4Cidr, type IPFamily } from '../ip';
+import { leaseHalf } from '../lease/family';
 import type { Logger } from '../log';
 import { renderExposition } from '../metrics/exposition';
 import { daemonMetricFamilies, newCounters, type DaemonCounters, type HttpRejectReason } from '../metrics/daemon-metrics';
 import type { Pinger } from '../probe/icmp';
 import { Prober, type ProbeTarget } from '../probe/prober';
 import { weftVersion } from '../version';
-import { overlayGateway, programmedSubnets, readiness, statusReport, type DeviceState, type Readiness, type StatusReport } from './status';
+import { probeAddress, programmedSubnets, readiness, statusReport, type DeviceState, type Readiness, type StatusReport } from './status';
 
 /** Time a client has to send a request's headers; slow clients (slowloris) are cut off after it. */
 export const HEADERS_TIMEOUT_MS = 5000;
@@ -63,7 +64,7 @@ export interface HealthOptions {
   /** Probe cycle, ms (default 30 000); 0 disables probes. */
   readonly probeIntervalMs?: number;
   /** Opens the ICMP socket (default: raw-socket, loaded on first use). */
-  readonly openPinger?: () => Pinger;
+  readonly openPinger?: (family: IPFamily) => Pinger;
   /** Reads the overlay device's state (default: /sys/class/net/<dev>/flags). */
   readonly deviceState?: (name: string) => DeviceState;
   /** How long /readyz tolerates peer changes not yet programmed. Default 5000 ms. */
@@ -447,28 +448,37 @@ export function isLoopback(address: string | undefined): boolean {
 }
 
 /**
- * Peers to probe: those the backend accepted and the kernel has a route for (the last applied
- * desired state), with a vxlan lease (their gateway is on flannel.<VNI>) or, on the wireguard
- * backend, a wireguard lease (their .0 is on flannel-wg). Not every key in etcd:
- * a lease the backend refused (outside the Network, overlapping, undecodable) would otherwise
- * make this host send ICMP wherever an etcd writer points it.
+ * Peers to probe, per data path (dual stack: IPv4's and IPv6's, each with its own family): those
+ * the backend accepted and the kernel has a route for in that family (the path's last applied
+ * desired state), with a lease of the path's backend type. Not every key in etcd: a lease the
+ * backend refused (outside the Network, overlapping, undecodable) would otherwise make this host
+ * send ICMP wherever an etcd writer points it. The address is status.ts's probeAddress().
  */
-function probeTargets(daemon: DaemonView): ProbeTarget[] {
+export function probeTargets(daemon: Pick<DaemonView, 'snapshot'>): ProbeTarget[] {
   const s = daemon.snapshot();
-  // wireguard: the peer's <subnet>.0 is on its flannel-wg, reached through ours, like vxlan's.
-  const type = s.dataPaths[0]?.backend;
-  if ((type !== 'vxlan' && type !== 'wireguard') || s.lease === null) return [];
-  const programmed = programmedSubnets(s.dataPaths[0]?.reconcile?.applied ?? null);
-  return s.peers
-    .filter((p) => p.attrs.BackendType === type && programmed.has(formatIPv4Cidr(p.subnet)))
-    .map((p) => ({ key: p.key, address: overlayGateway(p) }));
+  if (s.lease === null) return [];
+  const out: ProbeTarget[] = [];
+  for (const path of s.dataPaths) {
+    const type = path.backend;
+    if (!PROBED_BACKENDS.has(type)) continue;
+    const programmed = programmedSubnets(path.reconcile?.applied ?? null);
+    for (const p of s.peers) {
+      const subnet = leaseHalf(p, path.family).subnet;
+      if (p.attrs.BackendType !== type || subnet === null || !programmed.has(formatIPv4Cidr(subnet))) continue;
+      out.push({ key: p.key, address: probeAddress(type, subnet), family: path.family });
+    }
+  }
+  return out;
 }
 
-function defaultPinger(): Pinger {
+/** Backends whose peers have an address the probe can reach (udp's do too, but its pump is probed by its own counters). */
+const PROBED_BACKENDS = new Set(['vxlan', 'wireguard', 'host-gw']);
+
+function defaultPinger(family: IPFamily): Pinger {
   // Loaded here, not at the top: the raw-socket addon is needed only once probes start.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { IcmpPinger } = require('../probe/icmp') as typeof import('../probe/icmp');
-  return new IcmpPinger();
+  return new IcmpPinger({ family });
 }
 
 /** IFF_UP from /sys/class/net/<dev>/flags (weftd runs in the network namespace it programs). */

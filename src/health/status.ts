@@ -5,7 +5,7 @@
  */
 import type { DesiredState } from '../backend/backend';
 import type { WeftdSnapshot } from '../daemon/components';
-import { formatCidr, formatIPv4, formatIPv4Cidr } from '../ip';
+import { formatCidr, formatIPv4, formatIPv4Cidr, hostAddress, netAddress, type IPNet } from '../ip';
 import type { Lease } from '../lease/types';
 import type { PeerProbe, ProbeState } from '../probe/prober';
 
@@ -106,14 +106,20 @@ export interface PeerStatus {
   readonly backendType: string;
   /** The kernel has this peer's route (as of the last successful reconcile). */
   readonly programmed: boolean;
-  readonly probe: {
-    readonly address: string;
-    readonly state: ProbeState;
-    readonly lastRttMs: number | null;
-    readonly loss: number | null;
-    readonly lastProbeAt: string | null;
-    readonly lastError: string | null;
-  } | null;
+  /** The probe of `subnet`'s family (IPv4; on an IPv6-only network ICMPv6). */
+  readonly probe: PeerProbeStatus | null;
+  /** Dual stack: the ICMPv6 probe of `ipv6Subnet`; else null. */
+  readonly probeV6?: PeerProbeStatus | null;
+}
+
+export interface PeerProbeStatus {
+  readonly address: string;
+  readonly family: 4 | 6;
+  readonly state: ProbeState;
+  readonly lastRttMs: number | null;
+  readonly loss: number | null;
+  readonly lastProbeAt: string | null;
+  readonly lastError: string | null;
 }
 
 export interface StatusReport {
@@ -170,11 +176,20 @@ export function statusReport(input: StatusInput): StatusReport {
   const own = s.lease;
   const programmed = new Set<string>();
   for (const p of s.dataPaths) for (const k of programmedSubnets(p.reconcile?.applied ?? null)) programmed.add(k);
-  const probeByKey = new Map(input.probes.map((p) => [p.key, p]));
+  const probeByKey = new Map(input.probes.map((p) => [`${p.family}|${p.key}`, p]));
+  const probeStatus = (pr: PeerProbe | undefined): PeerProbeStatus | null => pr === undefined ? null : {
+    address: pr.address,
+    family: pr.family,
+    state: pr.state,
+    lastRttMs: pr.lastRttMs,
+    loss: pr.loss,
+    lastProbeAt: pr.lastProbeAt === null ? null : new Date(pr.lastProbeAt).toISOString(),
+    lastError: pr.lastError,
+  };
   const peers = [...s.peers]
     .sort((a, b) => a.subnet.ip - b.subnet.ip)
     .map((p): PeerStatus => {
-      const pr = probeByKey.get(p.key);
+      const v6only = p.subnet.prefixLen === 0 && p.ipv6Subnet !== null;
       return {
         key: p.key,
         subnet: leaseSubnets(p)[0]!,
@@ -182,14 +197,8 @@ export function statusReport(input: StatusInput): StatusReport {
         publicIp: p.attrs.PublicIP,
         backendType: p.attrs.BackendType,
         programmed: leaseSubnets(p).every((x) => programmed.has(x)),
-        probe: pr === undefined ? null : {
-          address: pr.address,
-          state: pr.state,
-          lastRttMs: pr.lastRttMs,
-          loss: pr.loss,
-          lastProbeAt: pr.lastProbeAt === null ? null : new Date(pr.lastProbeAt).toISOString(),
-          lastError: pr.lastError,
-        },
+        probe: probeStatus(probeByKey.get(`${v6only ? 6 : 4}|${p.key}`)),
+        probeV6: v6only ? null : probeStatus(probeByKey.get(`6|${p.key}`)),
       };
     });
   const expires = s.leaseExpiresAtMs;
@@ -234,4 +243,18 @@ export function statusReport(input: StatusInput): StatusReport {
 /** The overlay gateway of a peer: `<subnet>.0`, the address on its flannel.<VNI>. */
 export function overlayGateway(peer: Lease): string {
   return formatIPv4(peer.subnet.ip);
+}
+
+/**
+ * The address a probe of one half (`subnet`) of a peer's lease pings:
+ * - vxlan, wireguard: the subnet's network address (`<subnet>.0`, `<IPv6 subnet>::`), held by the
+ *   peer's flannel.<VNI> / flannel-v6.<VNI> / flannel-wg and reached through ours, so the reply
+ *   comes back through the overlay too;
+ * - host-gw: the first address (`<subnet>.1`, `<IPv6 subnet>::1`), the container bridge's
+ *   (cni0, docker0 with --bip=FLANNEL_SUBNET) — host-gw puts no address of the subnet on the peer
+ *   itself, so a peer without a bridge yet (no container started) does not answer. The echo takes
+ *   our `<subnet> via <PublicIP>` route; the reply comes back over the underlay.
+ */
+export function probeAddress(backend: string, subnet: IPNet): string {
+  return backend === 'host-gw' ? hostAddress(subnet, 1) : netAddress(subnet);
 }

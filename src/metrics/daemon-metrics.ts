@@ -112,9 +112,14 @@ export function daemonMetricFamilies(src: MetricsSources): MetricFamily[] {
       const counters = snap().dataPaths[0]?.pumpCounters ?? {};
       return Object.entries(counters).map(([name, value]) => ({ labels: { counter: name }, value }));
     }),
-    gauge('weft_probe_peers', 'Peers by the state of their overlay ICMP probe.', () => {
+    gauge('weft_probe_peers', 'Peers by address family (4: ICMP, 6: ICMPv6; a dual-stack peer counts in both) and the state of their overlay probe.', () => {
       const probes = src.probes();
-      return PROBE_STATES.map((st) => ({ labels: { state: st }, value: probes.filter((p) => p.state === st).length }));
+      // Family 4 always (the series exist before the first probe); 6 once an IPv6 peer is probed.
+      const families = probes.some((p) => p.family === 6) ? [4, 6] : [4];
+      return families.flatMap((f) => PROBE_STATES.map((st) => ({
+        labels: { family: String(f), state: st },
+        value: probes.filter((p) => p.family === f && p.state === st).length,
+      })));
     }),
     counter('weft_probe_echoes_sent_total', 'ICMP echo requests sent to peers\' overlay gateways.', () => src.probeTotals()?.sent ?? 0),
     counter('weft_probe_replies_total', 'ICMP echo replies received from peers over the overlay.', () => src.probeTotals()?.received ?? 0),

@@ -1,5 +1,5 @@
 /**
- * ICMP echo over a raw IPv4 socket, through `raw-socket` 1.8.1 (a nan addon without TypeScript
+ * ICMP echo over a raw IPv4 socket, or ICMPv6 echo over a raw IPv6 one, through `raw-socket` 1.8.1 (a nan addon without TypeScript
  * types). This file is the only one that loads it, lazily: the daemon's start-up never pays for
  * it, and a build without the addon fails here with a message, not at import time.
  *
@@ -19,6 +19,13 @@
  * Cost: probes are sent in batches (one timer per batch, not per echo); raw-socket writes one
  * queued datagram per writable event, which paces a batch by itself.
  *
+ * One pinger is one family: `FAMILIES` holds what differs (socket protocol, echo types 8/0 or
+ * 128/129, the filter option, where the ICMP header starts in what the socket delivers), and every
+ * other line is shared. The differences that matter: an IPv4 raw socket delivers the IP header
+ * and we compute the checksum; an ICMPv6 raw socket delivers the ICMPv6 message alone and the
+ * kernel computes the checksum (it needs the pseudo-header's source address, which it picks:
+ * RFC 3542 §3.1), so we leave the field zero.
+ *
  * Source address: left to the kernel. For a peer gateway `<peer subnet>.0` the route is
  * `via <peer>.0 dev flannel.1 onlink`, so the kernel picks flannel.1's own address
  * (`<own subnet>.0`), and the peer's reply comes back through the overlay as well: a probe that
@@ -26,6 +33,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { WeftError, describeError } from '../errors';
+import { parseIPv6, type IPFamily } from '../ip';
 
 /** The part of raw-socket we use (its index.js; documented in its README). */
 interface RawSocket {
@@ -41,8 +49,8 @@ interface RawSocket {
 
 interface RawSocketModule {
   createSocket(opts: { protocol: number; addressFamily?: number; bufferSize?: number }): RawSocket;
-  readonly Protocol: { readonly ICMP: number };
-  readonly AddressFamily: { readonly IPv4: number };
+  readonly Protocol: { readonly ICMP: number; readonly ICMPv6: number };
+  readonly AddressFamily: { readonly IPv4: number; readonly IPv6: number };
 }
 
 function loadRawSocket(): RawSocketModule {
@@ -71,11 +79,58 @@ export interface Pinger {
   close(): void;
 }
 
-const ICMP_ECHO_REPLY = 0;
-/** setsockopt(SOL_RAW, ICMP_FILTER, mask): a set bit drops that ICMP type (linux/icmp.h). */
-const SOL_RAW = 255;
-const ICMP_FILTER = 1;
-const ICMP_ECHO_REQUEST = 8;
+/** What differs between ICMP over IPv4 and ICMPv6; everything else in this file is shared. */
+interface FamilyCodec {
+  readonly family: IPFamily;
+  readonly protocol: 'ICMP' | 'ICMPv6';
+  readonly addressFamily: 'IPv4' | 'IPv6';
+  readonly echoRequest: number;
+  readonly echoReply: number;
+  /**
+   * The type filter: setsockopt(level, option, mask), a set bit drops that type. IPv4:
+   * SOL_RAW/ICMP_FILTER, one 32-bit word (linux/icmp.h); IPv6: IPPROTO_ICMPV6/ICMP6_FILTER, eight
+   * words for 256 types (linux/icmpv6.h). Words in host order (x86/arm64: little-endian).
+   */
+  readonly filterLevel: number;
+  readonly filterOption: number;
+  readonly filterWords: number;
+  /** We fill the checksum (IPv4); for ICMPv6 the kernel does. */
+  readonly computeChecksum: boolean;
+  /** Where the ICMP header starts in a received datagram, or null when it is not one of ours. */
+  icmpOffset(datagram: Buffer): number | null;
+}
+
+export const FAMILIES: Readonly<Record<IPFamily, FamilyCodec>> = {
+  4: {
+    family: 4, protocol: 'ICMP', addressFamily: 'IPv4', echoRequest: 8, echoReply: 0,
+    filterLevel: 255 /* SOL_RAW */, filterOption: 1 /* ICMP_FILTER */, filterWords: 1, computeChecksum: true,
+    // Raw IPv4 sockets deliver the IP header: skip IHL words.
+    icmpOffset: (d) => (d.length < 20 || d[0]! >> 4 !== 4 ? null : (d[0]! & 0x0f) * 4),
+  },
+  6: {
+    family: 6, protocol: 'ICMPv6', addressFamily: 'IPv6', echoRequest: 128, echoReply: 129,
+    filterLevel: 58 /* IPPROTO_ICMPV6 */, filterOption: 1 /* ICMP6_FILTER */, filterWords: 8, computeChecksum: false,
+    // Raw ICMPv6 sockets deliver the ICMPv6 message alone (no IPv6 header).
+    icmpOffset: () => 0,
+  },
+};
+
+/** The filter mask letting only `codec`'s echo reply through. */
+export function replyFilter(codec: FamilyCodec): Buffer {
+  const mask = Buffer.alloc(4 * codec.filterWords, 0xff);
+  const word = codec.echoReply >> 5;
+  mask.writeUInt32LE((mask.readUInt32LE(4 * word) & ~(1 << (codec.echoReply & 31))) >>> 0, 4 * word);
+  return mask;
+}
+
+/** Whether a reply's source is the target (IPv6 text compared by value: `::` forms differ). */
+function sameAddress(family: IPFamily, a: string, b: string): boolean {
+  if (a === b) return true;
+  if (family === 4) return false;
+  const x = parseIPv6(a.split('%')[0]!);
+  return x !== null && x === parseIPv6(b);
+}
+
 const PAYLOAD_BYTES = 56; // ping's default: 64-byte ICMP messages
 /** Random bytes at the start of every payload, checked in replies (128 bits: not guessable). */
 export const COOKIE_BYTES = 16;
@@ -97,6 +152,7 @@ interface Pending {
 export class IcmpPinger implements Pinger {
   private readonly socket: RawSocket;
   private readonly id: number;
+  private readonly codec: FamilyCodec;
   private readonly cookie: Buffer = randomBytes(COOKIE_BYTES);
   private seq = 0;
   private readonly pending = new Map<number, Pending>();
@@ -108,18 +164,18 @@ export class IcmpPinger implements Pinger {
   }
 
   /** Throws WeftError when the socket cannot be opened (no CAP_NET_RAW, addon missing). */
-  constructor(random: () => number = Math.random) {
+  constructor(opts: { readonly family?: IPFamily; readonly random?: () => number } = {}) {
+    this.codec = FAMILIES[opts.family ?? 4];
     const raw = loadRawSocket();
     try {
-      this.socket = raw.createSocket({ protocol: raw.Protocol.ICMP, addressFamily: raw.AddressFamily.IPv4 });
+      this.socket = raw.createSocket({ protocol: raw.Protocol[this.codec.protocol], addressFamily: raw.AddressFamily[this.codec.addressFamily] });
     } catch (err) {
-      throw new WeftError('INTERNAL', `open raw ICMP socket for peer probes: ${describeError(err)} (needs CAP_NET_RAW)`, { cause: err });
+      throw new WeftError('INTERNAL', `open raw ${this.codec.protocol} socket for peer probes: ${describeError(err)} (needs CAP_NET_RAW)`, { cause: err });
     }
-    this.id = Math.floor(random() * 0xffff) & 0xffff;
+    this.id = Math.floor((opts.random ?? Math.random)() * 0xffff) & 0xffff;
     try {
-      const mask = Buffer.alloc(4);
-      mask.writeUInt32LE((~(1 << ICMP_ECHO_REPLY)) >>> 0);
-      this.socket.setOption(SOL_RAW, ICMP_FILTER, mask, 4);
+      const mask = replyFilter(this.codec);
+      this.socket.setOption(this.codec.filterLevel, this.codec.filterOption, mask, mask.length);
     } catch {
       // Without the filter every ICMP packet wakes us; replies are still matched below.
     }
@@ -143,7 +199,7 @@ export class IcmpPinger implements Pinger {
         return;
       }
       seqs.push(seq);
-      const packet = echoRequest(this.id, seq, this.cookie);
+      const packet = echoRequest(this.id, seq, this.cookie, this.codec.family);
       const p: Pending = { target, sentAt: process.hrtime.bigint(), resolve };
       this.pending.set(seq, p);
       this.socket.send(packet, 0, packet.length, target, (err) => {
@@ -181,13 +237,11 @@ export class IcmpPinger implements Pinger {
   }
 
   private onMessage(buf: Buffer, source: string): void {
-    const reply = parseEchoReply(buf);
-    if (reply === null || reply.id !== this.id) return;
-    const p = this.pending.get(reply.seq);
-    if (p === undefined || p.target !== source) return;
-    if (!echoesCookie(buf, this.cookie)) return; // forged: right id/seq/source, wrong payload
+    const seq = matchEchoReply(buf, source, { family: this.codec.family, id: this.id, cookie: this.cookie, targetOf: (s) => this.pending.get(s)?.target });
+    const p = seq === null ? undefined : this.pending.get(seq);
+    if (seq === null || p === undefined) return;
     const rttMs = Number(process.hrtime.bigint() - p.sentAt) / 1e6;
-    this.finish(reply.seq, { ok: true, rttMs, error: null });
+    this.finish(seq, { ok: true, rttMs, error: null });
   }
 
   private finish(seq: number, r: EchoResult): void {
@@ -203,34 +257,58 @@ export class IcmpPinger implements Pinger {
 }
 
 /**
- * An ICMP echo request (type 8) with `PAYLOAD_BYTES` of payload and its checksum: `cookie` first
- * (at most PAYLOAD_BYTES), then ping's usual pattern.
+ * The sequence number of the pending echo `datagram` (from `source`) answers, or null when it is
+ * not a reply to one of ours: not an echo reply of the family, another identifier, a sequence
+ * with nothing pending, another source than the echo's target, or — forged by someone who saw or
+ * guessed id and sequence — a payload without our cookie.
  */
-export function echoRequest(id: number, seq: number, cookie: Buffer = Buffer.alloc(0)): Buffer {
+export function matchEchoReply(
+  datagram: Buffer,
+  source: string,
+  expect: { readonly family: IPFamily; readonly id: number; readonly cookie: Buffer; readonly targetOf: (seq: number) => string | undefined },
+): number | null {
+  const reply = parseEchoReply(datagram, expect.family);
+  if (reply === null || reply.id !== expect.id) return null;
+  const target = expect.targetOf(reply.seq);
+  if (target === undefined || !sameAddress(expect.family, source, target)) return null;
+  return echoesCookie(datagram, expect.cookie, expect.family) ? reply.seq : null;
+}
+
+/**
+ * An echo request (ICMP type 8, ICMPv6 type 128) with `PAYLOAD_BYTES` of payload: `cookie` first
+ * (at most PAYLOAD_BYTES), then ping's usual pattern. IPv4: with its checksum; ICMPv6: checksum
+ * left zero for the kernel.
+ */
+export function echoRequest(id: number, seq: number, cookie: Buffer = Buffer.alloc(0), family: IPFamily = 4): Buffer {
+  const codec = FAMILIES[family];
   const b = Buffer.alloc(8 + PAYLOAD_BYTES);
-  b.writeUInt8(ICMP_ECHO_REQUEST, 0);
+  b.writeUInt8(codec.echoRequest, 0);
   b.writeUInt8(0, 1);
   b.writeUInt16BE(id & 0xffff, 4);
   b.writeUInt16BE(seq & 0xffff, 6);
   for (let i = 8; i < b.length; i++) b[i] = i & 0xff;
   cookie.copy(b, 8, 0, Math.min(cookie.length, PAYLOAD_BYTES));
-  b.writeUInt16BE(inetChecksum(b), 2);
+  if (codec.computeChecksum) b.writeUInt16BE(inetChecksum(b), 2);
   return b;
 }
 
-/** A received IPv4 datagram (raw sockets deliver the IP header) → echo reply id/seq, or null. */
-export function parseEchoReply(datagram: Buffer): { id: number; seq: number } | null {
-  if (datagram.length < 20 || datagram[0]! >> 4 !== 4) return null;
-  const ihl = (datagram[0]! & 0x0f) * 4;
-  if (datagram.length < ihl + 8) return null;
-  if (datagram[ihl] !== ICMP_ECHO_REPLY || datagram[ihl + 1] !== 0) return null;
-  return { id: datagram.readUInt16BE(ihl + 4), seq: datagram.readUInt16BE(ihl + 6) };
+/**
+ * What a raw socket of `family` delivered (IPv4: with the IP header; ICMPv6: the message alone)
+ * → echo reply id/seq, or null.
+ */
+export function parseEchoReply(datagram: Buffer, family: IPFamily = 4): { id: number; seq: number } | null {
+  const codec = FAMILIES[family];
+  const at = codec.icmpOffset(datagram);
+  if (at === null || datagram.length < at + 8) return null;
+  if (datagram[at] !== codec.echoReply || datagram[at + 1] !== 0) return null;
+  return { id: datagram.readUInt16BE(at + 4), seq: datagram.readUInt16BE(at + 6) };
 }
 
-/** Whether a received IPv4 echo reply carries `cookie` at the start of its payload. */
-export function echoesCookie(datagram: Buffer, cookie: Buffer): boolean {
-  if (datagram.length < 20) return false;
-  const start = (datagram[0]! & 0x0f) * 4 + 8;
+/** Whether a received echo reply of `family` carries `cookie` at the start of its payload. */
+export function echoesCookie(datagram: Buffer, cookie: Buffer, family: IPFamily = 4): boolean {
+  const at = FAMILIES[family].icmpOffset(datagram);
+  if (at === null) return false;
+  const start = at + 8;
   if (datagram.length < start + cookie.length) return false;
   return datagram.subarray(start, start + cookie.length).equals(cookie);
 }

@@ -1,6 +1,9 @@
 /**
  * Peer probes: an ICMP echo to each peer's overlay gateway (`<peer subnet>.0`, the address on the
- * peer's flannel.1) through the overlay, on a slow jittered cycle and on demand. A blocked VXLAN
+ * peer's flannel.1) through the overlay, on a slow jittered cycle and on demand. Dual stack and
+ * IPv6-only: an ICMPv6 echo to `<peer IPv6 subnet>::` (flannel-v6.<VNI>) too — a target carries
+ * its family, a dual-stack peer is two targets (one record each, same key), and one pinger
+ * (socket) per family is opened on the first round that needs it. A blocked VXLAN
  * port or a broken path then shows up as "peer X unreachable over the overlay" instead of silence.
  *
  * States of one peer:
@@ -21,6 +24,7 @@
  * a cluster-wide outage does not print a line per host.
  */
 import { describeError } from '../errors';
+import type { IPFamily } from '../ip';
 import { silentLogger, type Logger } from '../log';
 import { TOO_MANY_IN_FLIGHT, type EchoResult, type Pinger } from './icmp';
 
@@ -29,13 +33,16 @@ export type ProbeState = 'unknown' | 'reachable' | 'unreachable';
 export interface ProbeTarget {
   /** The peer's lease key, e.g. "10.5.52.0-24". */
   readonly key: string;
-  /** Address to ping: the peer's overlay gateway, e.g. "10.5.52.0". */
+  /** Address to ping: the peer's overlay gateway, e.g. "10.5.52.0" or "fd00:5:0:34::". */
   readonly address: string;
+  /** The family of `address` (default 4): which socket sends the echo. */
+  readonly family?: IPFamily;
 }
 
 export interface PeerProbe {
   readonly key: string;
   readonly address: string;
+  readonly family: IPFamily;
   readonly state: ProbeState;
   /** RTT of the last reply (ms), null before the first one. */
   readonly lastRttMs: number | null;
@@ -55,8 +62,8 @@ export interface PeerProbe {
 export interface ProberOptions {
   /** The peers to probe now (read at the start of every round). */
   readonly targets: () => readonly ProbeTarget[];
-  /** Opens the ICMP socket; called lazily on the first round (and again after a failure). */
-  readonly openPinger: () => Pinger;
+  /** Opens the ICMP socket of a family; called lazily on the first round that needs it (and again after a failure). */
+  readonly openPinger: (family: IPFamily) => Pinger;
   readonly log?: Logger;
   /** Mean time between cycles. Default 30 000 ms, jittered ±20 %. */
   readonly intervalMs?: number;
@@ -77,6 +84,7 @@ export interface ProberOptions {
 interface PeerRecord {
   key: string;
   address: string;
+  family: IPFamily;
   state: ProbeState;
   lastRttMs: number | null;
   lastProbeAt: number | null;
@@ -100,9 +108,10 @@ export class Prober {
   private readonly opts: Required<Omit<ProberOptions, 'log' | 'onReply'>>;
   private readonly onReply: (rttMs: number) => void;
   private readonly log: Logger;
+  /** By recordId(target): a dual-stack peer has one record per family. */
   private readonly peers = new Map<string, PeerRecord>();
-  private pinger: Pinger | null = null;
-  private pingerError: string | null = null;
+  private readonly pingers = new Map<IPFamily, Pinger>();
+  private readonly pingerErrors = new Map<IPFamily, string>();
   private timer: NodeJS.Timeout | null = null;
   private cycle: Promise<void> | null = null;
   /** Round-robin position for cycles over more peers than maxPerCycle. */
@@ -143,9 +152,9 @@ export class Prober {
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    this.pinger?.close();
+    for (const p of this.pingers.values()) p.close();
     await this.cycle?.catch(() => undefined);
-    this.pinger = null;
+    this.pingers.clear();
   }
 
   /** Per-peer results, by key (peers no longer known are dropped at the next round). */
@@ -153,6 +162,7 @@ export class Prober {
     return [...this.peers.values()].map((r) => ({
       key: r.key,
       address: r.address,
+      family: r.family,
       state: r.state,
       lastRttMs: r.lastRttMs,
       lastProbeAt: r.lastProbeAt,
@@ -168,9 +178,10 @@ export class Prober {
     return { sent: this.sentTotal, received: this.receivedTotal, rounds: this.roundsTotal, skippedCycles: this.skippedCycles };
   }
 
-  /** Why the ICMP socket could not be opened, or null. */
+  /** Why an ICMP socket could not be opened (IPv6's prefixed "ICMPv6: "), or null. */
   get socketError(): string | null {
-    return this.pingerError;
+    const errors = [...this.pingerErrors].map(([f, e]) => (f === 4 ? e : `ICMPv6: ${e}`));
+    return errors.length === 0 ? null : errors.join('; ');
   }
 
   /**
@@ -219,13 +230,13 @@ export class Prober {
   /** Bring the peer records in line with the current targets; returns the targets. */
   private sync(): ProbeTarget[] {
     const targets = [...this.opts.targets()];
-    const keep = new Set(targets.map((t) => t.key));
+    const keep = new Set(targets.map(recordId));
     for (const k of [...this.peers.keys()]) if (!keep.has(k)) this.peers.delete(k);
     for (const t of targets) {
-      const cur = this.peers.get(t.key);
+      const cur = this.peers.get(recordId(t));
       if (cur === undefined || cur.address !== t.address) {
-        this.peers.set(t.key, {
-          key: t.key, address: t.address, state: 'unknown', lastRttMs: null, lastProbeAt: null, lastError: null,
+        this.peers.set(recordId(t), {
+          key: t.key, address: t.address, family: t.family ?? 4, state: 'unknown', lastRttMs: null, lastProbeAt: null, lastError: null,
           history: [], sent: 0, received: 0, consecutiveLost: 0, since: this.opts.now(),
         });
       }
@@ -233,50 +244,65 @@ export class Prober {
     return targets;
   }
 
-  private getPinger(): Pinger | null {
-    if (this.pinger !== null) return this.pinger;
+  private getPinger(family: IPFamily): Pinger | null {
+    const open = this.pingers.get(family);
+    if (open !== undefined) return open;
+    const what = family === 4 ? 'ICMP' : 'ICMPv6';
     try {
-      this.pinger = this.opts.openPinger();
-      if (this.pingerError !== null) this.log.info('ICMP probe socket open again');
-      this.pingerError = null;
-      return this.pinger;
+      const pinger = this.opts.openPinger(family);
+      this.pingers.set(family, pinger);
+      if (this.pingerErrors.delete(family)) this.log.info(`${what} probe socket open again`);
+      return pinger;
     } catch (err) {
       const why = describeError(err);
-      if (this.pingerError !== why) this.log.error(`peer probes disabled: ${why}`);
-      this.pingerError = why;
+      if (this.pingerErrors.get(family) !== why) this.log.error(`peer probes disabled${family === 4 ? '' : ' for IPv6'}: ${why}`);
+      this.pingerErrors.set(family, why);
       return null;
     }
   }
 
-  /** `count` batches of one echo per target, 100 ms apart; then each peer's state is updated. */
-  private async round(targets: readonly ProbeTarget[], count: number, decisive: boolean): Promise<void> {
-    if (targets.length === 0 || this.stopped) return;
-    const pinger = this.getPinger();
-    if (pinger === null) return;
+  /**
+   * `count` batches of one echo per target, 100 ms apart (each family's echoes through its own
+   * socket, in the same batch); then each peer's state is updated.
+   */
+  private async round(all: readonly ProbeTarget[], count: number, decisive: boolean): Promise<void> {
+    if (all.length === 0 || this.stopped) return;
+    const groups: { pinger: Pinger; targets: ProbeTarget[] }[] = [];
+    for (const family of [4, 6] as const) {
+      const targets = all.filter((t) => (t.family ?? 4) === family);
+      const pinger = targets.length === 0 ? null : this.getPinger(family);
+      if (pinger !== null) groups.push({ pinger, targets });
+    }
+    if (groups.length === 0) return;
     this.roundsTotal++;
-    const addresses = targets.map((t) => t.address);
-    const batches: Promise<EchoResult[]>[] = [];
+    const batches = groups.map((): Promise<EchoResult[]>[] => []);
     for (let i = 0; i < count && !this.stopped; i++) {
       if (i > 0) await sleep(100);
-      batches.push(pinger.echoBatch(addresses, this.opts.timeoutMs));
-      this.sentTotal += addresses.length;
+      groups.forEach((g, j) => {
+        batches[j]!.push(g.pinger.echoBatch(g.targets.map((t) => t.address), this.opts.timeoutMs));
+        this.sentTotal += g.targets.length;
+      });
     }
-    const done = await Promise.all(batches);
     const changes: Change[] = [];
-    targets.forEach((t, i) => {
-      const c = this.record(t.key, done.map((b) => b[i]!), decisive);
-      if (c !== null) changes.push(c);
-    });
-    this.logChanges(changes);
-    // The socket failed during the round (raw-socket closes it): reopen next time.
-    if (this.pinger === pinger && pinger.failure !== null) {
-      pinger.close();
-      this.pinger = null;
+    for (const [j, g] of groups.entries()) {
+      const done = await Promise.all(batches[j]!);
+      g.targets.forEach((t, i) => {
+        const c = this.record(t, done.map((b) => b[i]!), decisive);
+        if (c !== null) changes.push(c);
+      });
+      // The socket failed during the round (raw-socket closes it): reopen next time.
+      const family = g.targets[0]!.family ?? 4;
+      if (this.pingers.get(family) === g.pinger && g.pinger.failure !== null) {
+        g.pinger.close();
+        this.pingers.delete(family);
+      }
     }
+    this.logChanges(changes);
   }
 
-  private record(key: string, all: readonly EchoResult[], decisive: boolean): Change | null {
-    const r = this.peers.get(key);
+  private record(t: ProbeTarget, all: readonly EchoResult[], decisive: boolean): Change | null {
+    const key = t.key;
+    const r = this.peers.get(recordId(t));
     if (r === undefined) return null;
     // An echo the pinger refused (too many in flight) was never sent: it says nothing about the peer.
     const results = all.filter((x) => x.error !== TOO_MANY_IN_FLIGHT);
@@ -327,6 +353,11 @@ export class Prober {
     if (down.length > 0) this.log.warn(`${down.length} peers unreachable over the overlay`, { peers: sample(down) });
     if (up.length > 0) this.log.info(`${up.length} peers reachable again over the overlay`, { peers: sample(up) });
   }
+}
+
+/** A peer record per lease key and family (a dual-stack peer is probed over both). */
+function recordId(t: ProbeTarget): string {
+  return `${t.family ?? 4}|${t.key}`;
 }
 
 function sleep(ms: number): Promise<void> {

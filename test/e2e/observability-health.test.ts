@@ -159,7 +159,7 @@ describe('observability on a 3-host lab', { timeout: 170_000 }, () => {
       assert.match(text.out, /1 unreachable/);
       assert.match(lab.daemonLog('h1'), new RegExp(`peer ${h2} unreachable over the overlay`));
       const m = await metrics('h1');
-      assert.equal(sampleValue(m, 'weft_probe_peers', { state: 'unreachable' }), 1);
+      assert.equal(sampleValue(m, 'weft_probe_peers', { family: '4', state: 'unreachable' }), 1);
     } finally {
       await lab.exec('h2', ['iptables', '-w', '-D', ...rule]);
     }

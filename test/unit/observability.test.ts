@@ -140,8 +140,8 @@ describe('weft status output', () => {
       readiness: { ready: true, reason: 'ready' },
       device: 'up',
       probes: [
-        { key: '10.5.2.0-24', address: '10.5.2.0', state: 'reachable', lastRttMs: 0.25, lastProbeAt: now - 3000, lastError: null, loss: 0, sent: 3, received: 3, since: 0 },
-        { key: '10.5.3.0-24', address: '10.5.3.0', state: 'unreachable', lastRttMs: null, lastProbeAt: now - 1000, lastError: 'timeout', loss: 1, sent: 3, received: 0, since: 0 },
+        { key: '10.5.2.0-24', address: '10.5.2.0', family: 4, state: 'reachable', lastRttMs: 0.25, lastProbeAt: now - 3000, lastError: null, loss: 0, sent: 3, received: 3, since: 0 },
+        { key: '10.5.3.0-24', address: '10.5.3.0', family: 4, state: 'unreachable', lastRttMs: null, lastProbeAt: now - 1000, lastError: 'timeout', loss: 1, sent: 3, received: 0, since: 0 },
       ],
       probesEnabled: true,
       probeError: null,

@@ -15,7 +15,7 @@
  *   lab of 30 hosts:  join latency; memory after 10 s idle with 30 peers; idle CPU over 30 s
  *   lab of 2 hosts:   a burst of 1000 synthetic peer leases → all programmed; memory after it
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg as osLoadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -49,11 +49,18 @@ async function main(): Promise<number> {
       'skip-30': { type: 'boolean' },
       only: { type: 'string' },
       before: { type: 'string' },
+      'from-json': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
     process.stdout.write('usage: node dist/bench/run.js [--quick] [--skip-30] [--only LIST] [--before WEFTD_JS] [--out FILE]\n  --before P   also measure the weftd at P (e.g. another worktree: dist/src/cli/weftd.js), paired\n  --quick      fewer repetitions (a smoke run; figures are noisier)\n  --skip-30    skip the 30-host lab\n  --only LIST  some of: startup,join10,join30,idle,burst\n');
+    return 0;
+  }
+  if (values['from-json'] !== undefined) {
+    // Print the table of an earlier run again (e.g. after a change of this formatting).
+    const saved = JSON.parse(readFileSync(values['from-json'], 'utf8')) as { raw: Results & { loadavg: { start: number[]; end: number[] } } };
+    process.stdout.write(`${formatTable(table(saved.raw))}\n`);
     return 0;
   }
   requireRoot();
@@ -157,6 +164,8 @@ const la = (...v: number[]): string => {
   const hi = Math.max(...xs).toFixed(1);
   return lo === hi ? lo : `${lo}–${hi}`;
 };
+/** "after's load / before's load" when both were measured. */
+const both = (a: readonly number[], b: readonly number[] | undefined): string => (b ? `${la(...a)} / ${la(...b)}` : la(...a));
 const mbOrDash = (v: number | null | undefined): string => (v === null || v === undefined || !Number.isFinite(v) ? '—' : mb(v));
 const medianOf = (v: readonly (number | null)[]): number | null => {
   const xs = v.filter((x): x is number => x !== null);
@@ -174,9 +183,9 @@ function table(r: Results): Row[] {
     const env = median(a.subnetEnvMs);
     const kind = cold ? 'cold (device deleted)' : 'lease reused (restart)';
     rows.push({ figure: `exec → subnet.env, ${kind}, median of ${a.runs}; max`, weft: `${ms(env)}; ${ms(Math.max(...a.subnetEnvMs))}`,
-      before: b ? `${ms(median(b.subnetEnvMs))}; ${ms(Math.max(...b.subnetEnvMs))}` : '', target: cold ? '—' : '≤ 80 ms', load: la(...a.load), met: cold ? null : env <= 80 });
+      before: b ? `${ms(median(b.subnetEnvMs))}; ${ms(Math.max(...b.subnetEnvMs))}` : '', target: cold ? '—' : '≤ 80 ms', load: both(a.load, b?.load), met: cold ? null : env <= 80 });
     rows.push({ figure: `exec → READY=1, ${kind}, median; max`, weft: `${ms(median(a.readyMs))}; ${ms(Math.max(...a.readyMs))}`,
-      before: b ? `${ms(median(b.readyMs))}; ${ms(Math.max(...b.readyMs))}` : '', target: '—', load: la(...a.load), met: null });
+      before: b ? `${ms(median(b.readyMs))}; ${ms(Math.max(...b.readyMs))}` : '', target: '—', load: both(a.load, b?.load), met: null });
   }
   for (const [label, j, p50t, p99t] of [['10', r.join10, 2, 10], ['30', r.join30, 5, 20]] as const) {
     if (j === null) continue;
@@ -197,7 +206,7 @@ function table(r: Results): Row[] {
     rows.push(heapRow(`V8 heap used / total / external after ${r.burst.peers} peers (max)`, r.burst.heap.map((h) => h), null, la(r.burst.load), 'max'));
   }
   const idle = (variant: string, flannelDefaults: boolean): IdleFigures | undefined =>
-    [...r.idle].reverse().find((i) => i.variant === variant && i.config.includes('flannel') === flannelDefaults);
+    [...r.idle].reverse().find((i) => i.variant === variant && i.config.includes('--healthz-port=0') === flannelDefaults);
   for (const flannelDefaults of [false, true]) {
     const a = idle('after', flannelDefaults);
     if (!a) continue;
@@ -207,13 +216,13 @@ function table(r: Results): Row[] {
       const rss = median(a.memory.map((m) => m.rss));
       const anon = median(a.memory.map((m) => m.anon));
       rows.push({ figure: `RSS / private, idle ${a.settleSeconds} s, ${a.peersEach} peers (median of ${a.hosts})`, weft: `${mb(rss)} / ${mb(anon)}`,
-        before: b ? `${mb(median(b.memory.map((m) => m.rss)))} / ${mb(median(b.memory.map((m) => m.anon)))}` : '', target: '≤ 50 MB / ≤ 10 MB', load: la(...a.load), met: rss <= 50 * MB && anon <= 10 * MB });
+        before: b ? `${mb(median(b.memory.map((m) => m.rss)))} / ${mb(median(b.memory.map((m) => m.anon)))}` : '', target: '≤ 50 MB / ≤ 10 MB', load: both(a.load, b?.load), met: rss <= 50 * MB && anon <= 10 * MB });
       rows.push(heapRow('V8 heap used / total / external, same (median)', a.heap, b?.heap ?? null, la(...a.load), 'median'));
     }
     rows.push({ figure: `idle CPU, ${a.hosts} daemons together (${tag})`, weft: `${a.cpuCores.toFixed(4)} cores`, before: b ? `${b.cpuCores.toFixed(4)} cores` : '',
-      target: '≤ 0.005 cores', load: la(...a.load), met: a.cpuCores <= 0.005 });
+      target: '≤ 0.005 cores', load: both(a.load, b?.load), met: a.cpuCores <= 0.005 });
     rows.push({ figure: `idle wake-ups per daemon per minute (context switches, median; ${tag})`, weft: median(a.wakeupsPerMinute).toFixed(0), before: b ? median(b.wakeupsPerMinute).toFixed(0) : '',
-      target: '—', load: la(...a.load), met: null });
+      target: '—', load: both(a.load, b?.load), met: null });
   }
   return rows;
 }

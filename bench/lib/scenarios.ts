@@ -361,7 +361,7 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
     const ticks = after.reduce((a, t, i) => a + (t - before[i]!), 0);
     const cpu = ticks / CLOCK_TICKS_PER_SECOND;
     if (extra.length > 0) await Promise.all(extra.map((s) => writer.del([keyOf(s)])));
-    return { variant: variant?.label ?? 'after', heap, wakeupsPerMinute, load: [loadStart, load1()], config: restartWith === null ? 'lab defaults: --healthz-port=8471, so /metrics and peer probes on' : `weftd ${restartWith.join(' ')} (flannel's defaults: no health port, no probes)`, hosts: hosts.length, peersEach: hosts.length - 1 + extra.length, settleSeconds, memory, cpuSeconds: cpu, cpuCores: cpu / elapsed };
+    return { variant: variant?.label ?? 'after', heap, wakeupsPerMinute, load: [loadStart, load1()], config: !restartWith?.includes('--healthz-port=0') ? 'lab defaults: --healthz-port=8471, so /metrics and peer probes on' : `weftd ${restartWith.join(' ')} (flannel's defaults: no health port, no probes)`, hosts: hosts.length, peersEach: hosts.length - 1 + extra.length, settleSeconds, memory, cpuSeconds: cpu, cpuCores: cpu / elapsed };
   } finally {
     writer.close();
     for (const w of watchers) w.close();

@@ -65,7 +65,7 @@ async function main(): Promise<number> {
   }
   requireRoot();
   const quick = values.quick === true;
-  const variants: Variant[] = [{ label: 'after' }, ...(values.before ? [{ label: 'before', weftdPath: resolve(values.before) }] : [])];
+  const variants: Variant[] = [{ label: 'after' }, ...(values.before ? [{ label: 'before', weftdPath: resolve(values.before), env: { NODE_OPTIONS: '' } }] : [])];
   const beforeVariant = variants[1] ?? null;
   const only = new Set((values.only ?? 'startup,join10,join30,idle,burst').split(',').map((x) => x.trim()));
   if (values['skip-30'] === true) {

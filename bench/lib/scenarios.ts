@@ -19,6 +19,8 @@ export interface Variant {
   readonly label: string;
   /** weftd.js to run; undefined: the lab's own (this tree's dist/). */
   readonly weftdPath?: string;
+  /** Environment for it (before: NODE_OPTIONS empty, as it ran before the lab set one). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** V8 heap figures of the weftd on `host`, read from its /metrics (the lab's health port). */
@@ -153,7 +155,7 @@ while True:
         if (name === basename(file) && envAt === 0 && existsSync(file)) envAt = nowMs();
       });
       const t0 = nowMs();
-      await lab.startDaemon(host, { wait: false, extraEnv: { NOTIFY_SOCKET: sock }, extraArgs: [`--subnet-file=${file}`], ...(variant.weftdPath ? { weftdPath: variant.weftdPath } : {}) });
+      await lab.startDaemon(host, { wait: false, extraEnv: { ...variant.env, NOTIFY_SOCKET: sock }, extraArgs: [`--subnet-file=${file}`], ...(variant.weftdPath ? { weftdPath: variant.weftdPath } : {}) });
       const deadline = Date.now() + 30_000;
       while ((envAt === 0 || readyTimes.length === before) && Date.now() < deadline) await sleep(5);
       w.close();
@@ -329,7 +331,7 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
     progress(`  restarting ${hosts.length} daemons (${variant?.label ?? 'after'}) ${(restartWith ?? []).join(' ')}`);
     for (const h of hosts) {
       await lab.stopDaemon(h);
-      await lab.startDaemon(h, { extraArgs: restartWith ?? [], ...(variant?.weftdPath ? { weftdPath: variant.weftdPath } : {}) });
+      await lab.startDaemon(h, { extraArgs: restartWith ?? [], ...(variant?.env ? { extraEnv: variant.env } : {}), ...(variant?.weftdPath ? { weftdPath: variant.weftdPath } : {}) });
     }
   }
   const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint);

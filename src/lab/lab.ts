@@ -115,6 +115,9 @@ export interface LabOptions {
   readonly progress?: (line: string) => void;
 }
 
+/** NODE_OPTIONS of weftd in systemd/weftd.service: the lab runs weftd the same way. */
+export const WEFTD_NODE_OPTIONS = '--max-semi-space-size=2';
+
 export interface StartDaemonOptions {
   readonly extraEnv?: Readonly<Record<string, string>>;
   readonly extraArgs?: readonly string[];
@@ -436,7 +439,8 @@ export class Lab {
     const argv = [process.execPath, weftdPath, ...this.weftdArgs(h), ...(opts.extraArgs ?? [])];
     const log = this.logFile(h.name);
     writeFileSync(log, `--- weft lab: ${new Date().toISOString()} start on ${h.name}: ${argv.join(' ')}\n`, { flag: 'a' });
-    const env = { ...cleanEnv(/^(FLANNELD_|NOTIFY_SOCKET$)/), ...opts.extraEnv };
+    // As systemd/weftd.service runs it (V8's young generation capped: docs/performance.md).
+    const env = { NODE_OPTIONS: WEFTD_NODE_OPTIONS, ...cleanEnv(/^(FLANNELD_|NOTIFY_SOCKET$)/), ...opts.extraEnv };
     const id = spawnDetached(this.tools.ip, this.netns.execArgs(h.ns, argv), log, env);
     this.state.processes = [...this.state.processes.filter((p) => !(p.role === 'weftd' && p.host === h.name)),
       { role: 'weftd', host: h.name, ns: h.ns, ...id }];

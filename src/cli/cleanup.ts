@@ -8,7 +8,8 @@
  *      unreachable etcd stops the command before anything else is gone;
  *   2. the VXLAN device(s) flannel.<VNI>; the kernel removes the routes, neighbours and FDB
  *      entries on them with the device;
- *   3. DirectRouting routes: main-table routes via a gateway into the flannel Network;
+ *   3. DirectRouting and host-gw routes: main-table routes via a gateway into the flannel Network,
+ *      and into the IPv6Network (FLANNEL_IPV6_NETWORK) on a dual-stack or IPv6-only host;
  *   4. weft's iptables chains WEFT-POSTRTG (nat) and WEFT-FWD (filter) and the jumps to them;
  *   5. the subnet file.
  *
@@ -23,7 +24,7 @@ import { DEFAULT_SUBNET_FILE, formatEtcdFlagsHelp, parseEtcdClientOptions } from
 import type { EtcdClientOptions } from '../config/types';
 import { readSubnetEnv } from '../daemon/subnetenv';
 import { describeError, WeftError } from '../errors';
-import { formatIPv4Cidr, netContainsNet, parseIPv4Cidr } from '../ip';
+import { formatIPv4Cidr, netContainsNet, parseCidr, parseIPv4Cidr, type IPNet } from '../ip';
 import { EMPTY_RULESET, parseIptablesSave, planRestore, WEFT_CHAINS } from '../iptables/rules';
 import { BinaryIptablesRunner, type IptablesRunner } from '../iptables/runner';
 import { formatSubnetKey } from '../lease/codec';
@@ -37,7 +38,7 @@ import { createLeaseRegistry } from '../lease/create-registry';
 import { DEFAULT_RUN_DIR as DEFAULT_WG_RUN_DIR, stopWireguardGo } from '../backend/wireguard/wggo';
 
 export const CLEANUP_USAGE = `usage: weft cleanup [--release-lease] [--subnet-file FILE] [--device NAME] [--network CIDR]
-                    [--dry-run] [--force] [--etcd-* flags]
+                    [--ipv6-network CIDR] [--dry-run] [--force] [--etcd-* flags]
 
 Removes what weftd created on this host: the VXLAN device flannel.<VNI> (with its routes,
 neighbours and FDB entries), DirectRouting routes into the flannel network, the iptables chains
@@ -50,6 +51,7 @@ WEFT-POSTRTG and WEFT-FWD with the rules jumping to them, and the subnet file. S
                       FLANNEL_NETWORK and FLANNEL_SUBNET say which routes and lease are ours
   --device NAME       the VXLAN device (default: every vxlan device named flannel.<number> or flannel-v6.<number>)
   --network CIDR      the flannel Network, when the subnet file is gone
+  --ipv6-network CIDR the flannel IPv6Network (dual stack, IPv6-only), when the subnet file is gone
   --dry-run           print what would be removed, remove nothing
   --force             run even though a weftd is running in this network namespace
 
@@ -69,11 +71,12 @@ export function overlayDevices(links: readonly LinkInfo[], name: string | null):
 }
 
 /**
- * DirectRouting routes weftd added: main-table unicast routes via a gateway whose destination
- * lies strictly inside the flannel Network (the reconciler's ownership rule), skipping routes on
+ * DirectRouting (and host-gw) routes weftd added: main-table unicast routes via a gateway whose
+ * destination lies strictly inside the flannel Network or IPv6Network (the reconciler's ownership
+ * rule; `network`'s family: a route of the other family never matches), skipping routes on
  * devices about to be deleted (they go with them) and the kernel's own.
  */
-export function directRoutes(routes: readonly RouteEntry[], network: IPv4Net, deletedIndexes: ReadonlySet<number>): RouteEntry[] {
+export function directRoutes(routes: readonly RouteEntry[], network: IPNet, deletedIndexes: ReadonlySet<number>): RouteEntry[] {
   return routes.filter((r) =>
     r.gateway !== null && r.protocol !== RTPROT_KERNEL && r.oif !== null && !deletedIndexes.has(r.oif)
     && r.dst.prefixLen > network.prefixLen && netContainsNet(network, r.dst));
@@ -139,7 +142,7 @@ export async function runCleanupCommand(argv: readonly string[], io: CliIO, deps
       args: rest, strict: true, allowPositionals: false,
       options: {
         'release-lease': { type: 'boolean' }, 'subnet-file': { type: 'string' }, device: { type: 'string' },
-        network: { type: 'string' }, 'dry-run': { type: 'boolean' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        network: { type: 'string' }, 'ipv6-network': { type: 'string' }, 'dry-run': { type: 'boolean' }, force: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
     }));
   } catch (err) {
@@ -164,6 +167,7 @@ export async function runCleanupCommand(argv: readonly string[], io: CliIO, deps
     return null;
   });
   const network = networkFrom(values.network, env?.FLANNEL_NETWORK, subnetFile);
+  const network6 = networkFrom(values['ipv6-network'], env?.FLANNEL_IPV6_NETWORK, subnetFile, 6);
   const ownSubnet = env?.FLANNEL_SUBNET ? parseIPv4Cidr(env.FLANNEL_SUBNET, false) : null;
   let removed = 0;
 
@@ -179,9 +183,10 @@ export async function runCleanupCommand(argv: readonly string[], io: CliIO, deps
     const devices = overlayDevices(links, values.device ?? null);
     if (values.device !== undefined && devices.length === 0) io.err(`note: no device ${values.device}`);
     const routes = await nl.listRoutes();
+    const routes6 = await nl.listRoutes(undefined, 6);
     for (const dev of devices) {
       const [neigh, fdb] = await Promise.all([nl.listNeighbours(dev.index), nl.listFdb(dev.index)]);
-      const onDev = routes.filter((r) => r.oif === dev.index && r.protocol !== RTPROT_KERNEL).length;
+      const onDev = [...routes, ...routes6].filter((r) => r.oif === dev.index && r.protocol !== RTPROT_KERNEL).length;
       if (!dryRun) await nl.deleteLink({ index: dev.index, name: dev.name });
       // wireguard-go outlives weftd on purpose (restarts keep sessions): stop it with its device.
       const wgPid = dev.kind === 'tun' && dev.name.startsWith('flannel-wg') ? await stopWireguardGo(dev.name, DEFAULT_WG_RUN_DIR, dryRun) : null;
@@ -189,14 +194,18 @@ export async function runCleanupCommand(argv: readonly string[], io: CliIO, deps
       say(`device ${dev.name} (with its ${onDev} route(s), ${neigh.filter((n) => n.permanent).length} neighbour(s), ${fdb.filter((f) => f.permanent).length} FDB entr(ies))`);
       removed++;
     }
-    if (network !== null) {
-      for (const r of directRoutes(routes, network, new Set(devices.map((d) => d.index)))) {
+    const deleted = new Set(devices.map((d) => d.index));
+    // One loop for both families: each Network picks its own family's routes.
+    for (const [net, list] of [[network, routes], [network6, routes6]] as const) {
+      if (net === null) continue;
+      for (const r of directRoutes(list, net, deleted)) {
         if (!dryRun) await nl.deleteRoute({ dst: r.dst, gateway: r.gateway, oif: r.oif!, onlink: r.onlink, priority: r.priority });
         say(`route ${formatIPv4Cidr(r.dst)} via ${r.gateway}`);
         removed++;
       }
-    } else {
-      io.err(`note: no FLANNEL_NETWORK (${subnetFile} is missing): DirectRouting routes were not looked for (pass --network CIDR to remove them)`);
+    }
+    if (network === null && network6 === null) {
+      io.err(`note: no FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK (${subnetFile} is missing): DirectRouting routes were not looked for (pass --network CIDR or --ipv6-network CIDR to remove them)`);
     }
   } finally {
     nl.close();
@@ -214,15 +223,21 @@ export async function runCleanupCommand(argv: readonly string[], io: CliIO, deps
   return 0;
 }
 
-function networkFrom(flag: string | undefined, fromFile: string | undefined, file: string): IPv4Net | null {
+/** The Network (family 4: --network / FLANNEL_NETWORK) or IPv6Network (6: --ipv6-network / FLANNEL_IPV6_NETWORK). */
+function networkFrom(flag: string | undefined, fromFile: string | undefined, file: string, family: 4 | 6 = 4): IPNet | null {
+  const [opt, key, example] = family === 4 ? ['--network', 'FLANNEL_NETWORK', '10.5.0.0/16'] : ['--ipv6-network', 'FLANNEL_IPV6_NETWORK', 'fd00:5::/48'];
+  const parse = (text: string): IPNet | null => {
+    const n = parseCidr(text, true);
+    return n !== null && (typeof n.ip === 'number') === (family === 4) ? n : null;
+  };
   if (flag !== undefined) {
-    const n = parseIPv4Cidr(flag, true);
-    if (n === null) throw usage(`--network ${JSON.stringify(flag)}: not a network such as 10.5.0.0/16`);
+    const n = parse(flag);
+    if (n === null) throw usage(`${opt} ${JSON.stringify(flag)}: not a network such as ${example}`);
     return n;
   }
   if (fromFile === undefined) return null;
-  const n = parseIPv4Cidr(fromFile, true);
-  if (n === null) throw new WeftError('BAD_DATA', `subnet file ${file}: FLANNEL_NETWORK=${JSON.stringify(fromFile)} is not a network; pass --network CIDR`);
+  const n = parse(fromFile);
+  if (n === null) throw new WeftError('BAD_DATA', `subnet file ${file}: ${key}=${JSON.stringify(fromFile)} is not a network; pass ${opt} CIDR`);
   return n;
 }
 

@@ -326,4 +326,13 @@ describe('dual-stack vxlan with DirectRouting on 2 hosts of one L2', { timeout: 
     const m6 = await lab.pingMatrix({ family: 6 });
     assert.ok(m6.ok, JSON.stringify(m6.results));
   });
+
+  test('weft cleanup removes the IPv6 DirectRouting route from the underlay', async () => {
+    const peer = v6SubnetOf(await keyOf(lab, 'h2'));
+    await lab.stopDaemon('h1');
+    const r = await lab.exec('h1', [process.execPath, WEFT, 'cleanup', `--subnet-file=${lab.subnetFile('h1')}`]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, new RegExp(`removed route ${peer} via fd00:250::12`), r.stdout);
+    assert.equal((await sh(lab, 'h1', 'ip', '-6', 'route', 'show', peer)).trim(), '');
+  });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { directRoutes, overlayDevices } from '../../src/cli/cleanup';
-import { parseIPv4Cidr } from '../../src/ip';
+import { parseCidr, parseIPv4Cidr } from '../../src/ip';
 import { genIdOf } from '../../src/netlink/nft-generation';
 import type { LinkInfo, RouteEntry } from '../../src/netlink/types';
 
@@ -39,6 +39,20 @@ describe('weft cleanup: what is weft\'s', () => {
       route('192.168.1.0/24', '10.250.0.1', 2),        // elsewhere
     ];
     assert.deepEqual(directRoutes(routes, net, new Set([3])).map((r) => r.gateway), ['10.250.0.12']);
+  });
+
+  it('IPv6 DirectRouting and host-gw routes strictly inside the IPv6Network, never a route of the other family', () => {
+    const v6 = (dst: string, gateway: string | null, oif: number, protocol = 3): RouteEntry => ({ ...route('0.0.0.0/0', gateway, oif, protocol), dst: parseCidr(dst)! });
+    const routes = [
+      v6('fd00:5:0:22::/64', 'fd00:250::12', 2),     // DirectRouting peer over IPv6: ours
+      v6('fd00:5:0:23::/64', 'fd00:5:0:23::', 8),    // on flannel-v6.1: goes with the device
+      v6('fd00:5::/48', 'fd00:250::1', 2),           // the whole IPv6Network
+      v6('fd00:6::/64', 'fd00:250::1', 2),           // elsewhere
+      v6('fd00:5:0:24::/64', null, 2, 2),            // the kernel's own
+      route('10.5.4.0/24', '10.250.0.12', 2),        // IPv4: not in an IPv6 Network
+    ];
+    assert.deepEqual(directRoutes(routes, parseCidr('fd00:5::/48')!, new Set([8])).map((r) => r.gateway), ['fd00:250::12']);
+    assert.deepEqual(directRoutes(routes, parseIPv4Cidr('10.5.0.0/16')!, new Set([8])).map((r) => r.gateway), ['10.250.0.12']);
   });
 });
 

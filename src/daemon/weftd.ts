@@ -25,6 +25,7 @@ import { describeError } from '../errors';
 import { formatCidr, formatIPv4, formatIPv4Cidr, hostAddress, parseIPv4Cidr, parseIPv6Cidr, type IPFamily } from '../ip';
 import { createLeaseRegistry } from '../lease/create-registry';
 import { LeaseManager } from '../lease/manager';
+import { formatLeaseSubnets, sameLeaseSubnets } from '../lease/family';
 import type { LeaseRegistry } from '../lease/registry';
 import type { IPv4Net, IPv6Net, Lease } from '../lease/types';
 import type { Logger } from '../log';
@@ -428,8 +429,9 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     this.leaseLost = false;
     await this.writeSubnetFile(lease);
     this.emit('lease', lease);
-    if (previous && (previous.subnet.ip !== lease.subnet.ip || previous.subnet.prefixLen !== lease.subnet.prefixLen)) {
-      const msg = `subnet changed from ${formatIPv4Cidr(previous.subnet)} to ${formatIPv4Cidr(lease.subnet)}: ` +
+    // Both halves: a dual-stack lease can come back with only its IPv6 subnet changed.
+    if (previous && !sameLeaseSubnets(previous, lease)) {
+      const msg = `subnet changed from ${formatLeaseSubnets(previous)} to ${formatLeaseSubnets(lease)}: ` +
         `another host took our subnet while our lease was lost; containers must be restarted with the new ${this.opts.subnetFile}`;
       this.log.error(msg);
       this.notifier.status(msg);

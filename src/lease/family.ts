@@ -6,7 +6,7 @@
  * instance, the peer screen) reads the lease through leaseHalf(), so there is one code path for
  * both families.
  */
-import { familyOf, type IPFamily, type IPNet } from '../ip';
+import { familyOf, formatCidr, sameIPNet, type IPFamily, type IPNet } from '../ip';
 import type { Lease } from './types';
 
 export interface LeaseHalf {
@@ -30,4 +30,22 @@ export function leaseHalf(lease: Lease, family: IPFamily): LeaseHalf {
 /** The family of a network, or 4 for null (callers default to IPv4). */
 export function familyOrV4(net: IPNet | null | undefined): IPFamily {
   return net ? familyOf(net) : 4;
+}
+
+/**
+ * Whether two leases hold the same subnet in each family. The IPv6 half counts: on a re-acquired
+ * dual-stack lease it can change alone (another host took only our IPv6 subnet, or the IPv6
+ * range changed), and containers then hold addresses of a subnet that is no longer ours.
+ */
+export function sameLeaseSubnets(a: Lease, b: Lease): boolean {
+  return ([4, 6] as const).every((f) => {
+    const [x, y] = [leaseHalf(a, f).subnet, leaseHalf(b, f).subnet];
+    return x === null || y === null ? x === y : sameIPNet(x, y);
+  });
+}
+
+/** A lease's subnets for messages: "10.5.34.0/24", "10.5.34.0/24 + fd00:5:0:22::/64", "fd00:5:0:22::/64". */
+export function formatLeaseSubnets(lease: Lease): string {
+  const halves = ([4, 6] as const).map((f) => leaseHalf(lease, f).subnet).filter((n): n is IPNet => n !== null);
+  return halves.length === 0 ? 'no subnet' : halves.map(formatCidr).join(' + ');
 }

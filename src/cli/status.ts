@@ -146,7 +146,9 @@ export function formatStatus(r: StatusReport, now: number): string {
   if (!r.probes.enabled) lines.push(`probes     ${r.probes.error ? `disabled: ${r.probes.error}` : 'not started yet'}`);
   else if (r.probes.error) lines.push(`probes     failing: ${r.probes.error}`);
   const programmed = r.peers.filter((p) => p.programmed).length;
-  const count = (s: string): number => r.peers.filter((p) => p.probe?.state === s).length;
+  // A dual-stack peer counts once: unreachable when either family's probe is.
+  const peerState = (p: PeerStatus): string | undefined => (p.probeV6?.state === 'unreachable' ? 'unreachable' : p.probe?.state ?? p.probeV6?.state);
+  const count = (s: string): number => r.peers.filter((p) => peerState(p) === s).length;
   lines.push('');
   lines.push(`peers: ${r.peers.length} known, ${programmed} programmed, ${count('reachable')} reachable, ${count('unreachable')} unreachable, ${count('unknown') + r.peers.filter((p) => p.probe === null).length} not probed yet`);
   if (r.peers.length > 0) {

@@ -84,3 +84,27 @@ describe('ICMPv6 probes on a dual-stack vxlan lab of 2 hosts', { timeout: 90_000
     assert.equal(again.report.peers[0]?.probeV6?.state, 'reachable', JSON.stringify(again.report.peers[0]));
   });
 });
+
+describe('probes on a dual-stack host-gw lab of 2 hosts', { timeout: 60_000 }, () => {
+  let lab: Lab;
+  const dir = mkdtempSync(join(tmpdir(), `wt${process.pid}-hgprobe-`));
+  before(async () => {
+    lab = await Lab.up({ prefix: `wt${process.pid}q-`, name: `wt${process.pid}q`, stateDir: join(dir, 'lab'), hosts: 2, backend: 'host-gw', healthzPort: PORT, ipv6: 'dual' });
+  });
+  after(async () => {
+    await lab?.down();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('host-gw peers are probed at their container bridge (<subnet>.1, <IPv6 subnet>::1) over both families', async () => {
+    const r = await lab.exec('h1', [process.execPath, WEFT, 'status', '--probe', '--json', `--healthz-port=${PORT}`], { timeoutMs: 30_000 });
+    const report = JSON.parse(r.stdout) as StatusReport;
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const p = report.peers[0]!;
+    assert.equal(p.probe?.address, p.subnet.replace(/0\/\d+$/, '1'));
+    assert.equal(p.probe?.state, 'reachable', JSON.stringify(p));
+    assert.equal(p.probeV6?.address, `${p.ipv6Subnet!.split('/')[0]}1`);
+    assert.equal(p.probeV6?.state, 'reachable', JSON.stringify(p));
+    assert.ok(p.probeV6!.lastRttMs !== null && p.probeV6!.lastRttMs > 0, JSON.stringify(p.probeV6));
+  });
+});

@@ -5,7 +5,7 @@
  */
 import type { DesiredState } from '../backend/backend';
 import type { WeftdSnapshot } from '../daemon/components';
-import { formatCidr, formatIPv4, formatIPv4Cidr, hostAddress, netAddress, type IPNet } from '../ip';
+import { formatCidr, formatIPv4Cidr, hostAddress, netAddress, type IPNet } from '../ip';
 import type { Lease } from '../lease/types';
 import type { PeerProbe, ProbeState } from '../probe/prober';
 
@@ -238,11 +238,6 @@ export function statusReport(input: StatusInput): StatusReport {
     probes: { enabled: input.probesEnabled, error: input.probeError },
     peers,
   };
-}
-
-/** The overlay gateway of a peer: `<subnet>.0`, the address on its flannel.<VNI>. */
-export function overlayGateway(peer: Lease): string {
-  return formatIPv4(peer.subnet.ip);
 }
 
 /**

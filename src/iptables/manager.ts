@@ -9,8 +9,9 @@
  *   when it moved since the last check (someone ran iptables, Docker started a container...).
  *   Where the group cannot be joined it polls the generation every `--iptables-resync` seconds
  *   (flannel's flag, default 5) instead; an idle daemon thus has no 5-second wake-up;
- * - on a slow full resync, every max(60 s, --iptables-resync): the safety net, and the only
- *   periodic trigger when iptables is the legacy variant (whose tables have no generation).
+ * - on a slow full resync, every max(60 s, --iptables-resync) — 5 min when notified: the safety
+ *   net, and the only periodic trigger when iptables is the legacy variant (whose tables have no
+ *   generation).
  * A rule deleted by hand thus comes back at once (within --iptables-resync seconds when polling).
  *
  * Restoring touches only what is missing or wrong (rules.ts: planRestore). Rules stay in place
@@ -31,6 +32,8 @@ import { parseIptablesSave, planRestore, supportsRandomFully, wantedRules, type 
 import { BinaryIptablesRunner, type IptablesRunner } from './runner';
 
 export const FULL_RESYNC_MIN_MS = 60_000;
+/** The full check's period when the kernel notifies nf_tables changes. */
+export const FULL_RESYNC_NOTIFIED_MS = 300_000;
 
 export interface IptablesManagerOptions {
   readonly ipMasq: boolean;
@@ -167,12 +170,15 @@ export class IptablesManager implements DaemonComponent {
 
   private startTimers(): void {
     if (this.stopped) return;
-    const fullMs = Math.max(FULL_RESYNC_MIN_MS, this.opts.resyncSeconds * 1000);
-    this.cancels.push(this.clock.every(fullMs, () => this.trigger('periodic resync')));
-    if (this.generation === null) return;
     const gen = this.generation;
     // Notified by the kernel when it can be (no timer); polled when it cannot.
-    if (gen.watch?.(() => void this.poll()) === true) {
+    const notified = gen !== null && gen.watch?.(() => void this.poll()) === true;
+    // The full check (a fork of iptables-save) is the safety net: with notifications it only
+    // catches changes made with iptables-legacy beside iptables-nft, so it runs every 5 min.
+    const fullMs = Math.max(notified ? FULL_RESYNC_NOTIFIED_MS : FULL_RESYNC_MIN_MS, this.opts.resyncSeconds * 1000);
+    this.cancels.push(this.clock.every(fullMs, () => this.trigger('periodic resync')));
+    if (gen === null) return;
+    if (notified) {
       this.cancels.push(() => gen.unwatch?.());
       this.log.debug('nf_tables changes notified on NFNLGRP_NFTABLES');
       return;

@@ -120,10 +120,14 @@ describe('--ip-masq, docker-opts and weft cleanup on a 2-host lab with an "inter
 
   test('rules deleted by hand come back, in place, within the resync period', async () => {
     const subnet = lab.subnetEnv('h1')!.subnetNetwork;
+    const restored = (): number => lab.daemonLog('h1').split('\n').filter((l) => l.includes('iptables rules restored')).length;
+    const restoredBefore = restored();
+    // Each delete succeeds (sh throws otherwise). weftd hears of each commit on NFNLGRP_NFTABLES
+    // and may restore before we could look, so the proof of the repair is its log, below.
     await sh(lab, 'h1', 'iptables', '-t', 'nat', '-D', 'WEFT-POSTRTG', '-s', subnet, '-d', '10.5.0.0/16', '-m', 'comment', '--comment', 'weft masq', '-j', 'RETURN');
     await sh(lab, 'h1', 'iptables', '-t', 'nat', '-D', 'POSTROUTING', '-m', 'comment', '--comment', 'weft masq', '-j', 'WEFT-POSTRTG');
     await sh(lab, 'h1', 'iptables', '-F', 'WEFT-FWD');
-    assert.equal(await rulesInPlace('h1'), false);
+    await waitUntil(() => restored() > restoredBefore, 5000, 'weftd to log "iptables rules restored"');
     await waitUntil(() => rulesInPlace('h1'), 5000, 'the rules to be restored').catch(async (err: unknown) => {
       const log = lab.daemonLog('h1').split('\n').filter((l) => /iptables|ruleset/i.test(l)).slice(-12).join('\n');
       throw new Error(`${(err as Error).message}\niptables-save:\n${await sh(lab, 'h1', 'iptables-save')}\nweftd log (iptables lines):\n${log}`);

@@ -217,7 +217,7 @@ describe('IptablesManager', () => {
     await flush();
     daemon.emit('lease', LEASE);
     await settle(mgr);
-    assert.deepEqual(timers.periods(), [60000], 'only the slow full resync is a timer');
+    assert.deepEqual(timers.periods(), [300000], 'only the slow full resync is a timer, every 5 min');
     const notify = hook.notify;
     assert.ok(notify !== null, 'the manager listens for ruleset changes');
     const before = [...ipt.rules('nat', 'WEFT-POSTRTG')];

@@ -19,7 +19,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$(mkdir -p "${1:-$ROOT/release}" && cd "${1:-$ROOT/release}" && pwd)"
 
 die() { echo "release.sh: $*" >&2; exit 1; }
-command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are needed (scripts/install-deps.sh host build)"
+{ command -v node && command -v npm; } >/dev/null || die "node and npm are needed (scripts/install-deps.sh host build)"
 [ -x "$ROOT/node_modules/.bin/tsc" ] || die "TypeScript is missing: run 'npm ci' in $ROOT first"
 
 # Node's headers, from where node really is (/usr for Debian's or nodesource's package,

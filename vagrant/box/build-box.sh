@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Build a Debian 12 (bookworm) box for vagrant-libvirt with debootstrap, for machines that cannot
+# fetch one from a box catalogue. As root:
+#
+#   vagrant/box/build-box.sh [OUT.box]            (default ./weft-debian12.box)
+#   vagrant box add --name weft/debian12 OUT.box  (the name the Vagrantfile uses; WEFT_BOX)
+#
+# The box: an 8 GB qcow2 (sparse, ~0.5 GB) with one ext4 partition and GRUB (BIOS), Debian's
+# kernel, openssh-server, sudo, rsync, ifupdown with DHCP on the first NIC (eth0: the kernel's
+# net.ifnames=0, so the name does not depend on the PCI slot), and the user vagrant (password
+# vagrant, passwordless sudo, Vagrant's well-known insecure public key, which `vagrant up`
+# replaces with a fresh key on first boot). debootstrap writes straight into the mounted image,
+# so file capabilities (ping's cap_net_raw and the like) are kept: nothing is copied through tar.
+#
+# Needs: debootstrap, qemu-img (qemu-utils), sfdisk (fdisk), losetup/mount (util-linux),
+# mkfs.ext4 (e2fsprogs), loop devices, and the Debian mirror (WEFT_DEBIAN_MIRROR, default
+# http://deb.debian.org/debian; a proxy through the usual http_proxy). apt-get install debootstrap
+# qemu-utils fdisk. Takes ~5-10 minutes, mostly the download; the result is ~300 MB.
+#
+# Environment: WEFT_DEBIAN_MIRROR, WEFT_BOX_SIZE (disk size, default 8G), WEFT_BOX_WORKDIR (where
+# the raw image is built, default a directory under /var/tmp; needs ~2 GB free).
+set -euo pipefail
+OUT="$(realpath -m "${1:-weft-debian12.box}")"
+MIRROR="${WEFT_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+SIZE="${WEFT_BOX_SIZE:-8G}"
+SUITE=bookworm
+# Vagrant's insecure public key (github.com/hashicorp/vagrant keys/vagrant.pub).
+VAGRANT_KEY='ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YVr+kz4TjGYe7gHzIw+niNltGEFHzD8+v1I2YJ6oXevct1YeS0o9HZyN1Q9qgCgzUFtdOKLv6IedplqoPkcmF0aYet2PkEDo3MlTBckFXPITAMzF8dJSIFo9D8HfdOV0IAdx4O7PtixWKn5y2hMNG0zQPyUecp4pzC6kivAIhyfHilFR61RGL+GPXQ2MWZWFYbAGjyiYJnAmCP3NOTd0jMZEnDkbUvxhMmBYSdETk1rRgm+R4LOzFUGaHqHDLKLX+FIPKcF96hrucXzcWyLbIbEgE98OHlnVYCzRdK8jlqm8tehUc9c9WhQ== vagrant insecure public key'
+PACKAGES=linux-image-amd64,grub-pc,openssh-server,sudo,rsync,ifupdown,isc-dhcp-client,ca-certificates,curl,systemd-sysv,dbus,iproute2,netbase,less
+log() { echo "build-box: $*"; }
+die() { echo "build-box: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (debootstrap, loop devices and mount need it)"
+[ "$(uname -m)" = x86_64 ] || die "builds an amd64 box with BIOS GRUB: run it on x86_64"
+for tool in debootstrap qemu-img sfdisk losetup mkfs.ext4 blkid; do
+  command -v "$tool" >/dev/null || die "$tool is missing: apt-get install debootstrap qemu-utils fdisk util-linux e2fsprogs"
+done
+
+work="$(mktemp -d "${WEFT_BOX_WORKDIR:-/var/tmp}/weft-box.XXXXXX")"
+raw="$work/disk.raw"; root="$work/root"; loop=""
+cleanup() {
+  set +e
+  for m in dev/pts dev proc sys ""; do mountpoint -q "$root/$m" && umount -l "$root/$m"; done
+  [ -n "$loop" ] && losetup -d "$loop"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+start=$SECONDS
+
+log "disk: $SIZE raw image, one bootable ext4 partition"
+truncate -s "$SIZE" "$raw"
+echo 'start=2048, type=83, bootable' | sfdisk --quiet --label dos "$raw"
+loop="$(losetup --find --show --partscan "$raw")"
+part="${loop}p1"
+for _ in $(seq 1 20); do [ -b "$part" ] && break; sleep 0.5; done
+[ -b "$part" ] || die "no partition device $part: the kernel did not scan the loop device's partitions"
+mkfs.ext4 -q -L root "$part"
+uuid="$(blkid -s UUID -o value "$part")"
+mkdir -p "$root"
+mount "$part" "$root"
+
+log "debootstrap $SUITE from $MIRROR (the slow part)"
+debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
+  || { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed (log above): check the mirror $MIRROR"; }
+
+log "configuring: fstab, network, apt, vagrant user, ssh, GRUB"
+echo "UUID=$uuid / ext4 errors=remount-ro 0 1" > "$root/etc/fstab"
+echo debian12 > "$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tdebian12\n' > "$root/etc/hosts"
+cat > "$root/etc/network/interfaces" <<'EOF'
+# The first NIC (Vagrant's management network) by DHCP; Vagrant configures the others.
+auto lo
+iface lo inet loopback
+
+allow-hotplug eth0
+iface eth0 inet dhcp
+EOF
+# What a user's VM needs from the network: Debian's own mirrors, nothing of the build machine.
+cat > "$root/etc/apt/sources.list" <<EOF
+deb http://deb.debian.org/debian $SUITE main
+deb http://deb.debian.org/debian $SUITE-updates main
+deb http://deb.debian.org/debian-security $SUITE-security main
+EOF
+
+for m in dev dev/pts proc sys; do mount --bind "/$m" "$root/$m"; done
+chroot "$root" /bin/bash -euo pipefail -s <<EOF
+export DEBIAN_FRONTEND=noninteractive
+useradd --create-home --shell /bin/bash vagrant
+echo vagrant:vagrant | chpasswd
+install -d -o vagrant -g vagrant -m 0700 /home/vagrant/.ssh
+echo '$VAGRANT_KEY' > /home/vagrant/.ssh/authorized_keys
+chown vagrant:vagrant /home/vagrant/.ssh/authorized_keys
+chmod 0600 /home/vagrant/.ssh/authorized_keys
+echo 'vagrant ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/vagrant
+chmod 0440 /etc/sudoers.d/vagrant
+# No DNS lookup of the client on every login (slow when the VM has no reverse DNS).
+echo 'UseDNS no' > /etc/ssh/sshd_config.d/vagrant.conf
+# Host keys are generated on first boot, so every VM made from the box has its own.
+rm -f /etc/ssh/ssh_host_*
+cat > /etc/systemd/system/ssh-hostkeys.service <<'UNIT'
+[Unit]
+Description=Generate SSH host keys on first boot
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl enable ssh-hostkeys.service ssh.service >/dev/null
+: > /etc/machine-id
+sed -i 's/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=1/; s/^GRUB_CMDLINE_LINUX=.*/GRUB_CMDLINE_LINUX="net.ifnames=0 biosdevname=0 console=tty0 console=ttyS0,115200"/' /etc/default/grub
+grub-install --target=i386-pc --boot-directory=/boot "$loop"
+update-grub 2>/dev/null
+apt-get clean
+EOF
+# update-grub names the root by UUID; make sure it did not fall back to the loop device's name.
+grep -q "root=UUID=$uuid" "$root/boot/grub/grub.cfg" || die "grub.cfg does not boot root=UUID=$uuid"
+rm -rf "$root"/var/lib/apt/lists/* "$root"/tmp/*
+for m in dev/pts dev proc sys; do umount "$root/$m"; done
+# Discard the free blocks (the loop device punches holes into the raw file): a smaller qcow2.
+fstrim "$root" 2>/dev/null || true
+umount "$root"
+losetup -d "$loop"; loop=""
+
+log "qcow2 and the box"
+qemu-img convert -c -O qcow2 "$raw" "$work/box.img"
+virtual_gb="$(qemu-img info --output=json "$work/box.img" | sed -n 's/.*"virtual-size": *\([0-9]*\).*/\1/p' | head -n 1)"
+virtual_gb=$(( virtual_gb / 1024 / 1024 / 1024 ))
+printf '{"provider":"libvirt","format":"qcow2","virtual_size":%s}\n' "$virtual_gb" > "$work/metadata.json"
+cat > "$work/Vagrantfile" <<'EOF'
+# Box defaults for vagrant-libvirt (no serial console setting: vagrant-libvirt 0.11.2 fails to
+# load a box Vagrantfile with lv.serial).
+Vagrant.configure("2") do |config|
+  config.vm.provider :libvirt do |lv|
+    lv.disk_bus = "virtio"
+  end
+end
+EOF
+tar -C "$work" -czf "$OUT" metadata.json Vagrantfile box.img
+log "$OUT ($(du -h "$OUT" | cut -f1)) in $((SECONDS - start)) s; add it with: vagrant box add --name weft/debian12 $OUT"

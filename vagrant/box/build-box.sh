@@ -27,6 +27,7 @@ SUITE=bookworm
 # Vagrant's insecure public key (github.com/hashicorp/vagrant keys/vagrant.pub).
 VAGRANT_KEY='ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YVr+kz4TjGYe7gHzIw+niNltGEFHzD8+v1I2YJ6oXevct1YeS0o9HZyN1Q9qgCgzUFtdOKLv6IedplqoPkcmF0aYet2PkEDo3MlTBckFXPITAMzF8dJSIFo9D8HfdOV0IAdx4O7PtixWKn5y2hMNG0zQPyUecp4pzC6kivAIhyfHilFR61RGL+GPXQ2MWZWFYbAGjyiYJnAmCP3NOTd0jMZEnDkbUvxhMmBYSdETk1rRgm+R4LOzFUGaHqHDLKLX+FIPKcF96hrucXzcWyLbIbEgE98OHlnVYCzRdK8jlqm8tehUc9c9WhQ== vagrant insecure public key'
 PACKAGES=linux-image-amd64,grub-pc,openssh-server,sudo,rsync,ifupdown,isc-dhcp-client,ca-certificates,curl,systemd-sysv,dbus,iproute2,netbase,less
+CMDLINE="net.ifnames=0 biosdevname=0 console=tty0 console=ttyS0,115200"
 log() { echo "build-box: $*"; }
 die() { echo "build-box: $*" >&2; exit 1; }
 
@@ -37,10 +38,11 @@ for tool in debootstrap qemu-img sfdisk losetup mkfs.ext4 blkid; do
 done
 
 work="$(mktemp -d "${WEFT_BOX_WORKDIR:-/var/tmp}/weft-box.XXXXXX")"
-raw="$work/disk.raw"; root="$work/root"; loop=""
+raw="$work/disk.raw"; root="$work/root"; loop=""; part=""
 cleanup() {
   set +e
   for m in dev/pts dev proc sys ""; do mountpoint -q "$root/$m" && umount -l "$root/$m"; done
+  [ -n "$part" ] && losetup -d "$part"
   [ -n "$loop" ] && losetup -d "$loop"
   rm -rf "$work"
 }
@@ -50,10 +52,10 @@ start=$SECONDS
 log "disk: $SIZE raw image, one bootable ext4 partition"
 truncate -s "$SIZE" "$raw"
 echo 'start=2048, type=83, bootable' | sfdisk --quiet --label dos "$raw"
-loop="$(losetup --find --show --partscan "$raw")"
-part="${loop}p1"
-for _ in $(seq 1 20); do [ -b "$part" ] && break; sleep 0.5; done
-[ -b "$part" ] || die "no partition device $part: the kernel did not scan the loop device's partitions"
+# Two loop devices, the whole disk (for GRUB's boot sector) and the partition at its offset:
+# partition scanning of loop devices does not work everywhere (containers without udev).
+loop="$(losetup --find --show "$raw")"
+part="$(losetup --find --show --offset $((2048 * 512)) "$raw")"
 mkfs.ext4 -q -L root "$part"
 uuid="$(blkid -s UUID -o value "$part")"
 mkdir -p "$root"
@@ -110,18 +112,42 @@ WantedBy=multi-user.target
 UNIT
 systemctl enable ssh-hostkeys.service ssh.service >/dev/null
 : > /etc/machine-id
-sed -i 's/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=1/; s/^GRUB_CMDLINE_LINUX=.*/GRUB_CMDLINE_LINUX="net.ifnames=0 biosdevname=0 console=tty0 console=ttyS0,115200"/' /etc/default/grub
-grub-install --target=i386-pc --boot-directory=/boot "$loop"
-update-grub 2>/dev/null
 apt-get clean
 EOF
-# update-grub names the root by UUID; make sure it did not fall back to the loop device's name.
-grep -q "root=UUID=$uuid" "$root/boot/grub/grub.cfg" || die "grub.cfg does not boot root=UUID=$uuid"
+
+# GRUB by hand: grub-install and update-grub cannot tell that the partition's loop device is part
+# of the disk's. core.img looks for /boot/grub on (hd0,msdos1) and goes into the gap after the
+# MBR. In the VM, a kernel upgrade runs update-grub, which sees /dev/vda1 and works as usual.
+chroot "$root" env LOOP="$loop" UUID="$uuid" CMDLINE="$CMDLINE" /bin/bash -euo pipefail -s <<'GRUB'
+sed -i "s/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=1/; s/^GRUB_CMDLINE_LINUX=.*/GRUB_CMDLINE_LINUX=\"$CMDLINE\"/" /etc/default/grub
+install -d /boot/grub/i386-pc
+cp /usr/lib/grub/i386-pc/*.mod /usr/lib/grub/i386-pc/*.lst /usr/lib/grub/i386-pc/boot.img /boot/grub/i386-pc/
+grub-mkimage -O i386-pc -o /boot/grub/i386-pc/core.img -p '(hd0,msdos1)/boot/grub' biosdisk part_msdos ext2
+echo "(hd0) $LOOP" > /tmp/device.map
+grub-bios-setup --skip-fs-probe --device-map=/tmp/device.map --directory=/boot/grub/i386-pc "$LOOP"
+rm /tmp/device.map
+kernel="$(cd /boot && find . -maxdepth 1 -name 'vmlinuz-*' -printf '%f\n' | sort -V | tail -n 1)"
+initrd="initrd.img-${kernel#vmlinuz-}"
+[ -n "$kernel" ] && [ -f "/boot/$initrd" ] || { echo "build-box: no kernel/initrd in the image's /boot" >&2; exit 1; }
+cat > /boot/grub/grub.cfg <<CFG
+# Written by weft's vagrant/box/build-box.sh; the first update-grub in the VM replaces it.
+set timeout=1
+insmod part_msdos
+insmod ext2
+search --no-floppy --fs-uuid --set=root $UUID
+menuentry 'Debian GNU/Linux 12' {
+  linux /boot/$kernel root=UUID=$UUID ro $CMDLINE
+  initrd /boot/$initrd
+}
+CFG
+echo 'grub-pc grub-pc/install_devices multiselect /dev/vda' | debconf-set-selections
+GRUB
 rm -rf "$root"/var/lib/apt/lists/* "$root"/tmp/*
 for m in dev/pts dev proc sys; do umount "$root/$m"; done
 # Discard the free blocks (the loop device punches holes into the raw file): a smaller qcow2.
 fstrim "$root" 2>/dev/null || true
 umount "$root"
+losetup -d "$part"; part=""
 losetup -d "$loop"; loop=""
 
 log "qcow2 and the box"

@@ -98,22 +98,19 @@ export type ObjectRef =
 
 /** The one key format for kernel objects (see ObjectRef). */
 export function objectKey(o: ObjectRef): string {
-  const parts: (string | number | undefined)[] = [o.kind];
+  // Plain concatenation (no array, no filter): this runs for every object of every diff, the
+  // largest share of a join's CPU at 1000 peers. Same text as joining the defined parts with ' '.
+  const opt = (p: string | number | undefined): string => (p === undefined ? '' : ` ${p}`);
   switch (o.kind) {
     case 'address':
-      parts.push(o.ifindex, `${o.ip}/${o.prefixLen}`);
-      break;
+      return `address${opt(o.ifindex)} ${o.ip}/${o.prefixLen}`;
     case 'neighbour':
-      parts.push(o.ifindex, o.ip, o.mac === undefined ? undefined : o.mac ?? '');
-      break;
+      return `neighbour${opt(o.ifindex)} ${o.ip}${opt(o.mac === undefined ? undefined : o.mac ?? '')}`;
     case 'fdb':
-      parts.push(o.ifindex, o.mac, o.dst ?? '');
-      break;
+      return `fdb${opt(o.ifindex)} ${o.mac} ${o.dst ?? ''}`;
     case 'route':
-      parts.push(o.oif, formatIPv4Cidr(o.dst), o.priority, o.via, o.gateway === undefined ? undefined : o.gateway ?? '', o.onlink ? 'onlink' : undefined);
-      break;
+      return `route${opt(o.oif)} ${formatIPv4Cidr(o.dst)}${opt(o.priority)}${opt(o.via)}${opt(o.gateway === undefined ? undefined : o.gateway ?? '')}${o.onlink ? ' onlink' : ''}`;
   }
-  return parts.filter((p) => p !== undefined).join(' ');
 }
 
 /** Identity of the object a change is about, value included (used for ordering and repair accounting). */

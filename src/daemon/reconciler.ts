@@ -147,7 +147,9 @@ export class Reconciler {
   private readonly onUnderlayChanged: ((underlay: Underlay) => void) | undefined;
 
   private desired: DesiredState | null = null;
-  private converged: Set<string> | null = null;
+  /** The desired state the kernel last converged to; its ids are built only when a full run needs them (not per event). */
+  private converged: DesiredState | null = null;
+  private convergedIds: Set<string> | null = null;
   private overlayIndex: number | null = null;
   private running: Promise<ReconcileResult> | null = null;
   private followUp: Promise<ReconcileResult> | null = null;
@@ -420,7 +422,8 @@ export class Reconciler {
     // lastErr is set by the caller: the next run is a full one.
     if (errors.length) throw reconcileFailure(link.name, errors, changes.length);
     if (changes.length) this.log.debug('reconciled (incremental)', { device: link.name, changes: changes.length });
-    this.converged = desiredIds(desired);
+    this.converged = desired;
+    this.convergedIds = null;
     return { changes: changes.length, repairs: zeroRepairs() };
   }
 
@@ -447,7 +450,7 @@ export class Reconciler {
     const changes = diffState(desired, actual, this.ownership, conflicts);
     this.foreignRoutes = routes.filter((r) => r.type === RTN_UNICAST && !ownsRoute(r, actual, this.ownership));
     this.warnConflicts(conflicts, true);
-    const converged = this.converged;
+    const converged = this.converged === null ? null : (this.convergedIds ??= desiredIds(this.converged));
     const isRepair = (c: Change): boolean => {
       if (converged === null) return false;
       return c.op === 'remove' ? !converged.has(changeId(c)) : converged.has(changeId(c));
@@ -470,7 +473,8 @@ export class Reconciler {
     // peer event on a 1000-host cluster) are debug.
     const repaired = REPAIR_KINDS.some((k) => repairs[k] > 0);
     if (changes.length) (repaired ? this.log.info : this.log.debug)('reconciled', { device: link.name, changes: changes.length, repairs });
-    this.converged = desiredIds(desired);
+    this.converged = desired;
+    this.convergedIds = null;
     return { changes: applied, repairs };
   }
 

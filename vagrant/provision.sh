@@ -86,7 +86,10 @@ systemctl restart --no-block weftd
 start=$SECONDS; next_note=30
 while :; do
   state="$(systemctl is-active weftd 2>/dev/null || true)"
-  [ "$state" = active ] && [ -s /run/flannel/subnet.env ] && break
+  # No job left for weftd: on a second provisioning the old weftd is "active" until the queued
+  # restart has stopped it.
+  [ "$state" = active ] && [ -s /run/flannel/subnet.env ] \
+    && [ -z "$(systemctl list-jobs --no-legend weftd.service 2>/dev/null)" ] && break
   waited=$((SECONDS - start))
   if [ "$waited" -ge "$READY_TIMEOUT" ]; then
     journalctl -u weftd -n 20 --no-pager >&2 || true

@@ -251,11 +251,15 @@ export function diffState(
     r.oif === ov ? 'overlay' : r.oif === actual.underlayIndex ? 'underlay' : 'other';
   const routeSlot = (dst: IPNet, priority: number): string => objectKey({ kind: 'route', dst, priority });
   const unicast = actual.routes.filter((r) => r.table === MAIN_TABLE && r.type === RTN_UNICAST);
+  // Each route's slot once (the removal loop below reuses it); lists grown in place.
+  const unicastSlots = unicast.map((r) => routeSlot(r.dst, r.priority));
   const byKey = new Map<string, RouteEntry[]>();
-  for (const r of unicast) {
-    const k = routeSlot(r.dst, r.priority);
-    byKey.set(k, [...(byKey.get(k) ?? []), r]);
-  }
+  unicast.forEach((r, i) => {
+    const k = unicastSlots[i]!;
+    const list = byKey.get(k);
+    if (list) list.push(r);
+    else byKey.set(k, [r]);
+  });
   const wantRoutes = new Map<string, Change & { kind: 'route' }>();
   for (const d of desired.routes) {
     const via = d.via ?? 'overlay';
@@ -280,10 +284,10 @@ export function diffState(
     }
     sets.push(present.length ? { ...w, op: 'update' } : w);
   }
-  for (const r of unicast) {
+  for (const [i, r] of unicast.entries()) {
     if (!owned(r)) continue;
     // The desired route for this key replaces r in place (same dst and metric): no removal.
-    if (wantRoutes.has(routeSlot(r.dst, r.priority))) continue;
+    if (wantRoutes.has(unicastSlots[i]!)) continue;
     removes.push({
       op: 'remove', kind: 'route', dst: r.dst, gateway: r.gateway, onlink: r.onlink, oif: r.oif!, via: viaOf(r), priority: r.priority,
     });

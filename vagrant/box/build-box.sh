@@ -26,14 +26,21 @@ SIZE="${WEFT_BOX_SIZE:-8G}"
 SUITE=bookworm
 # Vagrant's insecure public key (github.com/hashicorp/vagrant keys/vagrant.pub).
 VAGRANT_KEY='ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YVr+kz4TjGYe7gHzIw+niNltGEFHzD8+v1I2YJ6oXevct1YeS0o9HZyN1Q9qgCgzUFtdOKLv6IedplqoPkcmF0aYet2PkEDo3MlTBckFXPITAMzF8dJSIFo9D8HfdOV0IAdx4O7PtixWKn5y2hMNG0zQPyUecp4pzC6kivAIhyfHilFR61RGL+GPXQ2MWZWFYbAGjyiYJnAmCP3NOTd0jMZEnDkbUvxhMmBYSdETk1rRgm+R4LOzFUGaHqHDLKLX+FIPKcF96hrucXzcWyLbIbEgE98OHlnVYCzRdK8jlqm8tehUc9c9WhQ== vagrant insecure public key'
-PACKAGES=linux-image-amd64,grub-pc,openssh-server,sudo,rsync,ifupdown,isc-dhcp-client,ca-certificates,curl,systemd-sysv,dbus,iproute2,netbase,less
+PACKAGES=linux-image-amd64,grub-pc,openssh-server,sudo,rsync,ifupdown,isc-dhcp-client,ca-certificates,curl,systemd-sysv,dbus,iproute2,iputils-ping,netbase,less
 CMDLINE="net.ifnames=0 biosdevname=0 console=tty0 console=ttyS0,115200"
 log() { echo "build-box: $*"; }
 die() { echo "build-box: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (debootstrap, loop devices and mount need it)"
+# In a private mount namespace: with shared propagation (systemd's default) the image's mounts
+# would be copied into other mount namespaces (containers), keep the file system alive after our
+# umount and leave grub.cfg in an unreplayed journal.
+if [ -z "${WEFT_BOX_UNSHARED:-}" ]; then
+  command -v unshare >/dev/null || die "unshare is missing: apt-get install util-linux"
+  WEFT_BOX_UNSHARED=1 exec unshare --mount --propagation private "$0" "$@"
+fi
 [ "$(uname -m)" = x86_64 ] || die "builds an amd64 box with BIOS GRUB: run it on x86_64"
-for tool in debootstrap qemu-img sfdisk losetup mkfs.ext4 blkid; do
+for tool in debootstrap qemu-img sfdisk losetup mkfs.ext4 e2fsck dumpe2fs blkid; do
   command -v "$tool" >/dev/null || die "$tool is missing: apt-get install debootstrap qemu-utils fdisk util-linux e2fsprogs"
 done
 
@@ -146,7 +153,14 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/tmp/*
 for m in dev/pts dev proc sys; do umount "$root/$m"; done
 # Discard the free blocks (the loop device punches holes into the raw file): a smaller qcow2.
 fstrim "$root" 2>/dev/null || true
+# Read-only before unmounting: the journal is checkpointed into the file system even if another
+# mount namespace still holds a propagated copy of this mount. GRUB does not replay a journal: a
+# grub.cfg left only in the journal is a box that stops at the GRUB prompt.
+sync
+mount -o remount,ro "$root"
 umount "$root"
+e2fsck -fp "$part" >/dev/null || [ $? -le 1 ] || die "e2fsck found errors in the image's file system"
+if dumpe2fs -h "$part" 2>/dev/null | grep -q needs_recovery; then die "the image's journal was not checkpointed (is $root still mounted somewhere?)"; fi
 losetup -d "$part"; part=""
 losetup -d "$loop"; loop=""
 

@@ -12,21 +12,11 @@
  * the connection within HANG_MS (more than the server's header/request timeouts).
  */
 import { connect, type Socket } from 'node:net';
+import { prng as rng } from './prng';
 
 const HANG_MS = 15_000;
 const CONCURRENCY = 24;
 
-/** mulberry32: small, seeded, good enough to pick cases. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function pick<T>(r: () => number, xs: readonly T[]): T {
   return xs[Math.floor(r() * xs.length)]!;

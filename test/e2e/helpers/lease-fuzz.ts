@@ -13,18 +13,8 @@
  * helper files).
  */
 import { Etcd3 } from 'etcd3';
+import { prng } from './prng';
 
-/** A small deterministic PRNG (mulberry32): the same seed gives the same keys for `del`. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function fuzzEntries(count: number, seed: number): { key: string; value: string }[] {
   const r = prng(seed);

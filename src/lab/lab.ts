@@ -126,6 +126,12 @@ export interface StartDaemonOptions {
   readonly timeoutMs?: number;
   /** Another weftd.js for this start only (bench/: the tree before a change, paired in one run). */
   readonly weftdPath?: string;
+  /**
+   * Run a real flanneld binary instead of weftd on this host (interop tests and the side-by-side
+   * bench): it gets the same flannel flags (etcd endpoints and prefix, iface, subnet file, healthz
+   * port) but none of the lab's weft-only extra flags; extraArgs are passed as given.
+   */
+  readonly flanneldPath?: string;
 }
 
 export interface PingOptions {
@@ -431,12 +437,17 @@ export class Lab {
     const running = this.daemonRecord(h.name);
     if (running && isAlive(running)) throw new WeftError('CONFIG_INVALID', `lab ${this.name}: weftd already runs on ${h.name} (pid ${running.pid})`);
     const weftdPath = opts.weftdPath ?? this.state.weftdPath;
-    if (!existsSync(weftdPath)) {
+    if (opts.flanneldPath !== undefined && !existsSync(opts.flanneldPath)) {
+      throw new WeftError('CONFIG_MISSING', `flanneld not found at ${opts.flanneldPath}: build flannel v0.20.2 (docs/DEVELOPING.md)`);
+    }
+    if (opts.flanneldPath === undefined && !existsSync(weftdPath)) {
       throw new WeftError('CONFIG_MISSING', `weftd not found at ${weftdPath}: build it first (npm run build)`);
     }
     const file = this.subnetFile(h.name);
     const before = fileStamp(file);
-    const argv = [process.execPath, weftdPath, ...this.weftdArgs(h), ...(opts.extraArgs ?? [])];
+    const argv = opts.flanneldPath !== undefined
+      ? [opts.flanneldPath, ...this.flannelArgs(h), ...(opts.extraArgs ?? [])]
+      : [process.execPath, weftdPath, ...this.weftdArgs(h), ...(opts.extraArgs ?? [])];
     const log = this.logFile(h.name);
     writeFileSync(log, `--- weft lab: ${new Date().toISOString()} start on ${h.name}: ${argv.join(' ')}\n`, { flag: 'a' });
     // As systemd/weftd.service runs it (V8's young generation capped: docs/performance.md).
@@ -736,14 +747,20 @@ export class Lab {
   }
 
   private weftdArgs(h: HostRecord): string[] {
-    const args = [`--etcd-endpoints=${this.etcdEndpoints.join(',')}`, `--iface=${HOST_IFACE}`, `--subnet-file=${this.subnetFile(h.name)}`];
-    if (this.state.healthzPort > 0) args.push(`--healthz-port=${this.state.healthzPort}`);
-    if (this.state.etcdPrefix !== DEFAULT_ETCD_PREFIX) args.push(`--etcd-prefix=${this.state.etcdPrefix}`);
+    const args = this.flannelArgs(h);
     // One key file and one wireguard-go socket directory per host (they share this machine's /run).
     if (this.state.backend === 'wireguard') {
       args.push(`--wireguard-key-file=${join(this.state.stateDir, h.name, 'wgkey')}`, `--wireguard-run-dir=${join(this.state.stateDir, h.name, 'wireguard')}`);
     }
     return [...args, ...this.state.extraWeftdArgs];
+  }
+
+  /** The flags weftd and flanneld share (weft keeps flannel's names). */
+  private flannelArgs(h: HostRecord): string[] {
+    const args = [`--etcd-endpoints=${this.etcdEndpoints.join(',')}`, `--iface=${HOST_IFACE}`, `--subnet-file=${this.subnetFile(h.name)}`];
+    if (this.state.healthzPort > 0) args.push(`--healthz-port=${this.state.healthzPort}`);
+    if (this.state.etcdPrefix !== DEFAULT_ETCD_PREFIX) args.push(`--etcd-prefix=${this.state.etcdPrefix}`);
+    return args;
   }
 
   /** Wait for a subnet.env newer than `before` (weftd writes it by rename: a new inode). */

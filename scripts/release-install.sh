@@ -30,6 +30,11 @@ if [ "$HERE" != "$PREFIX" ]; then
   mv "$tmp" "$PREFIX"
 fi
 mkdir -p "$BINDIR"
-ln -sfn "$PREFIX/dist/src/cli/weftd.js" "$BINDIR/weftd"
+# weftd: the one-file build (scripts/build-weftd-bundle.js; starts faster), else the compiled entry.
+if [ -f "$PREFIX/dist/src/weftd.bundle.js" ]; then
+  ln -sfn "$PREFIX/dist/src/weftd.bundle.js" "$BINDIR/weftd"
+else
+  ln -sfn "$PREFIX/dist/src/cli/weftd.js" "$BINDIR/weftd"
+fi
 ln -sfn "$PREFIX/dist/src/cli/weft.js" "$BINDIR/weft"
 echo "install.sh: weft $("$BINDIR/weftd" --version) in $PREFIX, commands in $BINDIR"

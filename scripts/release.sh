@@ -68,6 +68,11 @@ rm -rf "$stage/addon/src" "$stage/addon/binding.gyp"
 rm -rf "$stage/dist/test" "$stage/dist/bench"
 chmod 0755 "$stage/dist/src/cli/weftd.js" "$stage/dist/src/cli/weft.js"
 
+# weftd as one file (issue #14, start-up; scripts/build-weftd-bundle.js): what install.sh links
+# as $BINDIR/weftd and so what systemd/weftd.service runs. Built with this tree's esbuild.
+node "$ROOT/scripts/build-weftd-bundle.js" --outdir "$stage/dist/src" >/dev/null || die "the weftd bundle did not build"
+node "$stage/dist/src/weftd.bundle.js" --version >/dev/null || die "weftd.bundle.js --version failed in the staged release"
+
 # Smoke test from the staging dir: the CLI and the addon load.
 node "$stage/dist/src/cli/weftd.js" --version >/dev/null || die "weftd --version failed in the staged release"
 node -e "require('$stage/dist/src/native.js').loadNative()" || die "the staged addon does not load"

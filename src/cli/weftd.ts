@@ -5,6 +5,8 @@
  * logged with its cause chain, kernel state left in place, systemd restarts weftd — see
  * src/daemon/last-resort.ts).
  */
+// First: its load time marks the end of Node's own start (WEFT_TRACE_STARTUP=1).
+import { traceModulesLoaded, traceStartup } from '../daemon/startup-trace';
 import { parseDaemonOptions } from '../config/options';
 import { createComponents } from '../daemon/builtin-components';
 import { installLastResort } from '../daemon/last-resort';
@@ -16,6 +18,7 @@ import { createLogger } from '../log';
 import { weftVersion } from '../version';
 
 async function main(): Promise<number> {
+  traceModulesLoaded();
   let parsed;
   try {
     parsed = parseDaemonOptions(process.argv.slice(2), process.env);
@@ -23,6 +26,7 @@ async function main(): Promise<number> {
     process.stderr.write(`weftd: ${describeError(err)}\n`);
     return 2;
   }
+  traceStartup('flags parsed');
   if (parsed.kind === 'help') {
     process.stdout.write(parsed.text.endsWith('\n') ? parsed.text : parsed.text + '\n');
     return 0;

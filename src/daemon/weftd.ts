@@ -39,6 +39,7 @@ import type { DaemonComponent, DaemonView, WeftdEvents, WeftdPhase, WeftdSnapsho
 import { Reconciler } from './reconciler';
 import { formatSubnetEnv, readSubnetEnv, writeSubnetEnvAtomic } from './subnetenv';
 import { takeSnapshot } from './snapshot';
+import { traceStartup } from './startup-trace';
 
 // The component contract (plain-data snapshot, events) lives in components.ts; re-exported here.
 export type { DaemonComponent, WeftdEvents, WeftdPhase, WeftdSnapshot } from './components';
@@ -157,10 +158,12 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       await c.start(this);
       this.startedComponents.push(c);
     }
+    traceStartup('components started');
     const nl = (this.nl = this.makeNetlink(this.log));
     // Before the config is known only the interface is checked (an IPv6-only host may have no
     // IPv4 address); it is resolved again, per the families the config enables, right after.
     await resolveUnderlay(this.underlayOptions(null), nl);
+    traceStartup('netlink socket, interface checked');
 
     const registry = (this.registry = this.makeRegistry(opts, this.log));
     const manager = (this.manager = new LeaseManager({ registry, log: this.log }));
@@ -170,7 +173,9 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     this.setPhase('waiting-config', waiting);
     const configText = await manager.waitForConfig(signal);
     const config = (this.config = parseNetworkConfig(configText));
+    traceStartup('etcd connected, network config read');
     const underlay = (this.underlay = await resolveUnderlay(this.underlayOptions(config), nl));
+    traceStartup('underlay resolved');
     this.log.info('using interface', {
       iface: underlay.ifName,
       publicIp: underlay.ipv4,
@@ -198,6 +203,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     // flannel writes PublicIP only with an IPv4 device: an IPv6-only lease says "0.0.0.0".
     const publicIP = config.enableIPv4 ? underlay.ipv4 : '0.0.0.0';
     const previous = await manager.findOwnLease(publicIP, subnetFromFile, underlay.ipv6 ?? null);
+    traceStartup('underlay guard, subnet file, own lease found');
     // One backend instance per enabled family: the first is the primary (`backend`, `setup`,
     // `reconciler`); dual stack's IPv6 one is `ipv6Path`.
     const families: IPFamily[] = [...(config.enableIPv4 ? [4 as const] : []), ...(config.enableIPv6 ? [6 as const] : [])];
@@ -209,6 +215,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       this.log.info('overlay device ready', { device: b.deviceName, mtu: setup.mtu, backendData: setup.backendData });
       paths.push({ family, backend: b, setup, reconciler: null });
     }
+    traceStartup('device ensured');
     const primary = paths[0]!;
     const backend = (this.backend = primary.backend);
     this.setup = primary.setup;
@@ -230,6 +237,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       ttlSeconds: opts.subnetLeaseTtlSeconds,
       signal,
     });
+    traceStartup('lease acquired');
     await this.adoptLease(own);
     manager.on('lost', (err) => {
       this.leaseLost = true;
@@ -290,6 +298,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     const ready = `ready: subnet ${formatIPv4Cidr(own.subnet)}, ${this.peers.length} peer(s) programmed${dp}`;
     this.setPhase('ready');
     this.notifier.ready(ready);
+    traceStartup('READY=1 sent');
     this.log.info(ready);
   }
 
@@ -462,6 +471,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       ipMasq: this.opts.ipMasq,
     });
     await writeSubnetEnvAtomic(this.opts.subnetFile, text);
+    traceStartup('subnet.env written');
     this.log.info('wrote subnet file', { path: this.opts.subnetFile });
   }
 

@@ -81,9 +81,19 @@ export function defaultPrefix(name: string): string {
   return name === DEFAULT_LAB_NAME ? 'weft-' : `weft-${name}-`;
 }
 
-/** dist/src/lab/lab.js → dist/src/cli/weftd.js */
+/**
+ * dist/src/lab/lab.js → dist/src/weftd.bundle.js, what operators run (`npm run build`,
+ * scripts/build-weftd-bundle.js), when it is at least as new as dist/src/cli/weftd.js; else
+ * (only `tsc` since, e.g. `npm run build:ts`) the unbundled entry, never a stale bundle.
+ */
 export function defaultWeftdPath(): string {
-  return resolve(__dirname, '..', 'cli', 'weftd.js');
+  const entry = resolve(__dirname, '..', 'cli', 'weftd.js');
+  const bundle = resolve(__dirname, '..', 'weftd.bundle.js');
+  try {
+    return statSync(bundle).mtimeMs >= statSync(entry).mtimeMs ? bundle : entry;
+  } catch {
+    return entry;
+  }
 }
 
 export interface LabOptions {

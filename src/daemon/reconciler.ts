@@ -36,12 +36,16 @@ import {
   type ChangeBatch,
   type ChangeEvent,
   type FdbEntry,
+  type KernelWrite,
   type LinkInfo,
   type Monitor,
+  type MonitorInterest,
   type NeighbourEntry,
   type RouteEntry,
   type RouteSpec,
+  type WriteOutcomes,
 } from '../netlink/types';
+import { applyWritesOneByOne } from '../netlink/writes';
 import {
   REPAIR_KINDS,
   changeEchoKey,
@@ -87,7 +91,12 @@ export interface ReconcilerNetlink {
    */
   addRoute?(spec: RouteSpec): Promise<void>;
   deleteRoute(spec: RouteSpec): Promise<void>;
-  monitor(onChange: (batch: ChangeBatch) => void, family?: IPFamily): Monitor;
+  /**
+   * Optional: the writes of one phase as one batch (NetlinkClient: a few datagrams, each write
+   * acknowledged on its own), outcomes in order. Absent: each write through its method, in parallel.
+   */
+  applyWrites?(writes: readonly KernelWrite[]): Promise<WriteOutcomes>;
+  monitor(onChange: (batch: ChangeBatch) => void, family?: IPFamily, interest?: MonitorInterest): Monitor;
 }
 
 /** The part of the one Clock (src/clock.ts) the reconciler uses. */
@@ -283,9 +292,14 @@ export class Reconciler {
   start(): void {
     if (this.started || this.stopped) return;
     this.started = true;
+    // Dropped before decoding: main-table routes and objects off the device (and underlay) cannot be relevant().
+    const interest: MonitorInterest = {
+      table: MAIN_TABLE,
+      ifindexes: () => (this.overlayIndex === null ? null : new Set([this.overlayIndex, this.underlay.ifIndex])),
+    };
     this.monitorHandle = this.nl.monitor((batch) => {
       if (batch.resync || batch.events.some((e) => this.relevant(e) && !this.isEcho(e))) this.schedule(this.debounceMs);
-    }, this.family);
+    }, this.family, interest);
     this.schedule(0);
     this.armResync();
   }
@@ -555,55 +569,51 @@ export class Reconciler {
 
   /**
    * Apply `changes` (diffState's order) phase by phase: phases one after another (that is the
-   * ordering guarantee), the changes of one phase in parallel. A failed change does not stop the
-   * others; `onApplied` is called for each change that succeeded.
+   * ordering guarantee), the changes of one phase as one batch (`applyWrites`: a few datagrams on a
+   * real kernel, each change acknowledged on its own). A failed change does not stop the others;
+   * `onApplied` is called for each change that succeeded.
    */
   private async applyPhases(changes: readonly Change[], link: LinkInfo, onApplied: (c: Change) => void): Promise<{ applied: number; errors: unknown[] }> {
     const errors: unknown[] = [];
     let applied = 0;
     for (const phase of phases(changes)) {
-      const results = await Promise.allSettled(phase.map((c) => this.applyChange(c, link)));
-      results.forEach((r, i) => {
-        if (r.status === 'rejected') {
-          errors.push(r.reason);
+      const writes = phase.map((c) => this.applyChange(c, link));
+      const outcomes = this.nl.applyWrites ? await this.nl.applyWrites(writes) : await applyWritesOneByOne(this.nl, writes);
+      outcomes.forEach((err, i) => {
+        const c = phase[i]!;
+        // Already gone is what a removal wanted (e.g. an FDB dst replaced in place just before).
+        if (err !== null && !(c.op === 'remove' && isGone(err))) {
+          errors.push(err);
           return;
         }
         applied++;
-        onApplied(phase[i]!);
+        onApplied(c);
       });
     }
     return { applied, errors };
   }
 
-  private async applyChange(c: Change, link: LinkInfo): Promise<void> {
-    const dev: LinkRef = { index: link.index, name: link.name };
+  /**
+   * The kernel write that applies `c` (sent by applyPhases with the rest of its phase): every new
+   * route with NLM_F_EXCL (`addRoute`) where the seam has it, so a route someone else added since
+   * our last dump is never replaced. Its notification is expected from now on (isEcho).
+   */
+  private applyChange(c: Change, link: LinkInfo): KernelWrite {
+    const dev = { index: link.index, name: link.name };
     this.expectEcho(c, link.index);
-    try {
-      switch (c.kind) {
-        case 'address':
-          if (c.op === 'remove') await this.nl.deleteAddress(dev, c.ip, c.prefixLen);
-          else await this.nl.addAddress(dev, c.ip, c.prefixLen);
-          return;
-        case 'neighbour':
-          if (c.op === 'remove') await this.nl.deleteNeighbour(dev, c.ip);
-          else await this.nl.replaceNeighbour(dev, c.ip, c.mac!);
-          return;
-        case 'fdb':
-          if (c.op === 'remove') await this.nl.deleteFdb(dev, c.mac, c.dst);
-          else await this.nl.replaceFdb(dev, c.mac, c.dst!);
-          return;
-        case 'route': {
-          const spec: RouteSpec = { dst: c.dst, gateway: c.gateway, oif: c.oif, onlink: c.onlink, priority: c.priority };
-          if (c.op === 'remove') await this.nl.deleteRoute(spec);
-          else if (c.op === 'add' && this.nl.addRoute) await this.nl.addRoute(spec);
-          else await this.nl.replaceRoute(spec);
-          return;
-        }
+    switch (c.kind) {
+      case 'address':
+        return { op: c.op === 'remove' ? 'deleteAddress' : 'addAddress', link: dev, ip: c.ip, prefixLen: c.prefixLen };
+      case 'neighbour':
+        return c.op === 'remove' ? { op: 'deleteNeighbour', link: dev, ip: c.ip } : { op: 'replaceNeighbour', link: dev, ip: c.ip, mac: c.mac! };
+      case 'fdb':
+        return c.op === 'remove' ? { op: 'deleteFdb', link: dev, mac: c.mac, dst: c.dst } : { op: 'replaceFdb', link: dev, mac: c.mac, dst: c.dst! };
+      case 'route': {
+        const spec: RouteSpec = { dst: c.dst, gateway: c.gateway, oif: c.oif, onlink: c.onlink, priority: c.priority };
+        if (c.op === 'remove') return { op: 'deleteRoute', spec };
+        // A seam without addRoute (applyWritesOneByOne) writes it with replaceRoute, as before.
+        return { op: c.op === 'add' ? 'addRoute' : 'replaceRoute', spec };
       }
-    } catch (err) {
-      // Already gone is what a removal wanted (e.g. an FDB dst replaced in place just before).
-      if (c.op === 'remove' && isGone(err)) return;
-      throw err;
     }
   }
 }

@@ -22,13 +22,18 @@ import { addressFamily, formatCidr, netAddress, parseIPv4, type IPFamily, type I
 import { silentLogger, type Logger } from '../log';
 import { bufferToIp, bufferToMac, ipToBuffer, macToBuffer, uint32ToBuffer } from './codec';
 import { errnoOf, NetlinkError } from './errors';
-import { MonitorSocket } from './monitor';
+import { BatchSocket, defaultRawSocketFactory, type RawSocketFactory, type RequestOutcome } from './batch';
+import { MonitorSocket, type MonitorSocketFactory } from './monitor';
 import { defaultSocketFactory, nativeBindingPatched, RequestSocket, type SocketFactory } from './socket';
+import { encodeWrite } from './wire';
 import {
   MAIN_TABLE,
   type AddressEntry,
   type ChangeBatch,
   type FdbEntry,
+  type KernelWrite,
+  type MonitorInterest,
+  type WriteOutcomes,
   type LinkInfo,
   type Monitor,
   type NeighbourEntry,
@@ -66,6 +71,10 @@ export interface NetlinkClientOptions {
   readonly monitorCoalesceMs?: number;
   /** Seam for tests; default opens real sockets with `createRtNetlink`. */
   readonly socketFactory?: SocketFactory;
+  /** Seam for tests: the raw socket of `applyWrites`; default a RawNetlinkSocket (NETLINK_ROUTE). */
+  readonly rawSocketFactory?: RawSocketFactory;
+  /** Seam for tests: the monitor's raw socket; default a RawNetlinkSocket (NETLINK_ROUTE). */
+  readonly monitorSocketFactory?: MonitorSocketFactory;
 }
 
 /** A link by index, optionally with its name for error messages. */
@@ -84,6 +93,8 @@ export class NetlinkClient {
   private readonly names = new Map<number, string>();
   private readonly coalesceMs: number;
   private readonly factory: SocketFactory;
+  private readonly batch: BatchSocket;
+  private readonly monitorFactory: MonitorSocketFactory | undefined;
 
   constructor(log: Logger = silentLogger, opts: NetlinkClientOptions = {}) {
     this.log = log;
@@ -95,6 +106,8 @@ export class NetlinkClient {
       { length: n },
       (_, i) => new RequestSocket(`req${i}`, log, timeout, (why) => this.onSocketReset(why), this.factory),
     );
+    this.monitorFactory = opts.monitorSocketFactory;
+    this.batch = new BatchSocket(log, timeout, (why) => this.onSocketReset(why), opts.rawSocketFactory ?? defaultRawSocketFactory);
     if (!opts.socketFactory && !nativeBindingPatched() && !warnedUnpatched) {
       warnedUnpatched = true;
       log.warn(
@@ -390,18 +403,80 @@ export class NetlinkClient {
     return defaults[0]?.oif ?? null;
   }
 
+  // ---------------------------------------------------------------- batches
+
+  /**
+   * Apply `writes` as one batch: encoded by src/netlink/wire.ts, sent as few datagrams as the
+   * receive buffer allows (src/netlink/batch.ts), each write acknowledged on its own. Resolves
+   * (never rejects) with each write's outcome in order: null, or the NetlinkError the single
+   * method of the same name would have rejected with (same operation text, same errno). The
+   * writes of one batch are independent: the kernel applies them in order, and a failure fails
+   * only its own write. Order against other calls is only guaranteed by awaiting.
+   */
+  async applyWrites(writes: readonly KernelWrite[]): Promise<WriteOutcomes> {
+    const outcomes: (Error | null)[] = new Array<Error | null>(writes.length).fill(null);
+    const messages: Buffer[] = [];
+    const sentIndex: number[] = [];
+    writes.forEach((w, i) => {
+      try {
+        messages.push(encodeWrite(w));
+        sentIndex.push(i);
+      } catch (err) {
+        // A malformed address or MAC: the single method would have thrown the same TypeError.
+        outcomes[i] = err instanceof Error ? err : new Error(String(err));
+      }
+    });
+    const answers: RequestOutcome[] = await this.batch.send(messages);
+    answers.forEach((a, j) => {
+      if (a === null) return;
+      const i = sentIndex[j]!;
+      outcomes[i] = new NetlinkError(this.describeWrite(writes[i]!), a.errno, a.cause);
+    });
+    return outcomes;
+  }
+
+  /** The operation text of a write, as its single method names it in errors. */
+  private describeWrite(w: KernelWrite): string {
+    switch (w.op) {
+      case 'addAddress':
+        return `add address ${w.ip}/${w.prefixLen} to link ${this.nameOf(w.link)}`;
+      case 'deleteAddress':
+        return `delete address ${w.ip}/${w.prefixLen} from link ${this.nameOf(w.link)}`;
+      case 'replaceNeighbour':
+        return `replace neighbour ${w.ip} lladdr ${w.mac} on link ${this.nameOf(w.link)}`;
+      case 'deleteNeighbour':
+        return `delete neighbour ${w.ip} on link ${this.nameOf(w.link)}`;
+      case 'replaceFdb':
+        return `replace FDB entry ${w.mac} dst ${w.dst} on link ${this.nameOf(w.link)}`;
+      case 'deleteFdb':
+        return `delete FDB entry ${w.mac}${w.dst ? ` dst ${w.dst}` : ''} on link ${this.nameOf(w.link)}`;
+      case 'addRoute':
+        return `add route ${this.describeRoute(w.spec)}`;
+      case 'replaceRoute':
+        return `replace route ${this.describeRoute(w.spec)}`;
+      case 'deleteRoute':
+        return `delete route ${this.describeRoute(w.spec)}`;
+    }
+  }
+
   // ---------------------------------------------------------------- monitor
 
   /**
    * Subscribe to link, neighbour/FDB, IPv4 route and IPv4 address changes on a socket of its own.
    * `onChange` gets coalesced batches; `resync: true` means changes may have been lost.
+   *
+   * Notifications of this client's own writes (their nlmsg_pid is one of its request sockets'
+   * port ids) are dropped unread: the writer already knows. So are, when `interest` says so,
+   * routes of other tables and objects on other interfaces (docs/netlink.md).
    */
-  monitor(onChange: (batch: ChangeBatch) => void, family: IPFamily = 4): Monitor {
+  monitor(onChange: (batch: ChangeBatch) => void, family: IPFamily = 4, interest: MonitorInterest = {}): Monitor {
     let m: MonitorSocket | null = null;
     m = new MonitorSocket(onChange, {
       family,
+      interest,
+      isOwnPort: (pid) => this.isOwnPort(pid),
       coalesceMs: this.coalesceMs,
-      factory: this.factory,
+      ...(this.monitorFactory ? { factory: this.monitorFactory } : {}),
       log: this.log,
       onClose: () => {
         if (m) this.monitors.delete(m);
@@ -413,7 +488,16 @@ export class NetlinkClient {
 
   close(): void {
     for (const s of this.pool) s.close();
+    this.batch.close();
     for (const m of [...this.monitors]) m.close();
+  }
+
+  /** Whether `pid` (a notification's nlmsg_pid) is the port of one of this client's request sockets. */
+  private isOwnPort(pid: number): boolean {
+    if (pid === 0) return false; // the kernel's own changes
+    if (pid === this.batch.port) return true;
+    for (const s of this.pool) if (s.port === pid) return true;
+    return false;
   }
 
   // ---------------------------------------------------------------- internals

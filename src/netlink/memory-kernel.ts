@@ -22,6 +22,8 @@ import { NetlinkError } from './errors';
 import { MAIN_TABLE, RTN_UNICAST, RTPROT_KERNEL } from './types';
 import type { AddressEntry, ChangeBatch, ChangeEvent, FdbEntry, LinkInfo, Monitor } from './types';
 import type { NeighbourEntry, RouteEntry, RouteLookup, RouteSpec, VxlanSpec } from './types';
+import type { KernelWrite, MonitorInterest, WriteOutcomes } from './types';
+import { applyWritesOneByOne } from './writes';
 
 /** rtm_protocol of routes written by a program (`ip route` writes "boot"). */
 const RTPROT_BOOT = 3;
@@ -266,7 +268,12 @@ export class MemoryKernel implements Netlink {
   // ---- notifications -------------------------------------------------------------------------
 
   /** Links, neighbours and FDB of every family; addresses and routes of `family` (as monitor.ts). */
-  monitor(onChange: (batch: ChangeBatch) => void, family: IPFamily = 4): Monitor {
+  /** NetlinkClient.applyWrites: each write through its single method (so failNext and `calls` see them), outcomes in order. */
+  async applyWrites(writes: readonly KernelWrite[]): Promise<WriteOutcomes> {
+    return applyWritesOneByOne(this, writes);
+  }
+
+  monitor(onChange: (batch: ChangeBatch) => void, family: IPFamily = 4, _interest?: MonitorInterest): Monitor {
     const listener: Listener = { onChange, family, pending: [] };
     this.listeners.add(listener);
     return { close: () => void this.listeners.delete(listener) };

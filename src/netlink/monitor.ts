@@ -10,41 +10,68 @@
  * When the socket fails (ENOBUFS after an overflow, once the package reports it as an 'error'
  * event; see docs/netlink.md), events were lost: the socket is reopened with backoff and the next
  * batch has `resync: true`.
+ *
+ * Decoding is what costs: the socket is the package's RawNetlinkSocket (raw datagrams, nothing
+ * parsed), and each notification's header and fixed part are read first (`wanted`): the echoes of
+ * our own writes (nlmsg_pid is one of our request sockets' port ids), the other family's
+ * neighbours, and, per the owner's MonitorInterest, routes of other tables and objects on other
+ * interfaces are dropped there. Only what is left is decoded by the package (`parseEvent`).
  */
-import { rt as rtStructs, type RtNetlinkSocket } from 'netlink';
+import { rt as rtStructs } from 'netlink';
 import { Backoff } from '../backoff';
 import type { Logger } from '../log';
+import { defaultRawSocketFactory, type RawSocket } from './batch';
 import { bufferToIp, bufferToMac } from './codec';
 import { addressFamily, parseIPv4, type IPFamily } from '../ip';
-import { closeQuietly, openSocket, type SocketFactory } from './socket';
-import type { ChangeBatch, ChangeEvent, Monitor } from './types';
+import { RECV_BUFFER_BYTES } from './socket';
+import type { ChangeBatch, ChangeEvent, Monitor, MonitorInterest } from './types';
+import {
+  AF_BRIDGE,
+  AF_INET,
+  AF_INET6,
+  NLMSG_HDRLEN,
+  RTA_OIF,
+  RTA_TABLE,
+  RTM_DELADDR,
+  RTM_DELLINK,
+  RTM_DELNEIGH,
+  RTM_DELROUTE,
+  RTM_NEWADDR,
+  RTM_NEWNEIGH,
+  RTM_NEWROUTE,
+} from './wire';
 
-/** Multicast groups per address family: an IPv4-only daemon does not wake up for IPv6 churn. */
+/**
+ * rtnetlink multicast groups (RTNLGRP_*) per address family: LINK 1, NEIGH 3, IPV4_IFADDR 5,
+ * IPV4_ROUTE 7, IPV6_IFADDR 9, IPV6_ROUTE 11. An IPv4-only daemon does not wake up for IPv6 churn.
+ */
 const GROUPS = {
-  4: ['LINK', 'NEIGH', 'IPV4_ROUTE', 'IPV4_IFADDR'],
-  6: ['LINK', 'NEIGH', 'IPV6_ROUTE', 'IPV6_IFADDR'],
+  4: [1, 3, 7, 5],
+  6: [1, 3, 11, 9],
 } as const;
 
-// rtnetlink "deleted" message types (linux/rtnetlink.h); everything else on these groups is a NEW*.
-const RTM_DELLINK = 17;
-const RTM_DELADDR = 21;
-const RTM_DELROUTE = 25;
-const RTM_DELNEIGH = 29;
-const AF_INET = 2;
-const AF_INET6 = 10;
-const AF_BRIDGE = 7;
+/** The monitor's socket: a raw socket that can join multicast groups. */
+export type MonitorRawSocket = RawSocket & { addMembership(group: number): void };
+export type MonitorSocketFactory = () => MonitorRawSocket;
+
+/** A RawNetlinkSocket (NETLINK_ROUTE) has addMembership; the batch socket's seam type omits it. */
+export const defaultMonitorSocketFactory: MonitorSocketFactory = () => defaultRawSocketFactory() as MonitorRawSocket;
 
 export interface MonitorOptions {
   readonly coalesceMs: number;
-  readonly factory: SocketFactory;
+  readonly factory?: MonitorSocketFactory;
   readonly log: Logger;
   readonly onClose: () => void;
-  /** Which family's addresses and routes to follow (links, neighbours and FDB always). Default 4. */
+  /** Which family's addresses, routes and neighbours to follow (links and FDB always). Default 4. */
   readonly family?: IPFamily;
+  /** What the owner cares about; everything else is dropped before decoding. */
+  readonly interest?: MonitorInterest;
+  /** True for the port id of one of our own request sockets: notifications of our own writes. */
+  readonly isOwnPort?: (pid: number) => boolean;
 }
 
 export class MonitorSocket implements Monitor {
-  private rt: RtNetlinkSocket | null = null;
+  private rt: MonitorRawSocket | null = null;
   private events: ChangeEvent[] = [];
   private resync = false;
   private flushTimer: NodeJS.Timeout | null = null;
@@ -77,26 +104,32 @@ export class MonitorSocket implements Monitor {
   }
 
   private open(): void {
-    const rt = openSocket(this.opts.factory, true);
+    const rt = (this.opts.factory ?? defaultMonitorSocketFactory)();
     try {
+      rt.setRecvBufferSize(RECV_BUFFER_BYTES);
       for (const g of GROUPS[this.opts.family ?? 4]) rt.addMembership(g);
     } catch (err) {
-      rt.socket.close();
+      rt.close();
       throw err;
     }
-    rt.socket.on('error', (err) => {
+    // Referenced: weftd must stay alive waiting for changes.
+    rt.ref();
+    rt.on('error', (err) => {
       if (this.rt !== rt) return;
       this.opts.log.warn('netlink monitor socket failed; changes may have been lost, reopening', { error: err.message });
       this.drop();
       this.scheduleReopen();
     });
-    rt.socket.on('message', (msgs, rinfo) => {
-      if (rinfo.port !== 0) return; // only the kernel speaks on these groups
-      for (const m of msgs) {
-        const ev = parseEvent(m.type, m.data);
-        if (ev) this.events.push(ev);
-      }
-      if (this.events.length) this.scheduleFlush();
+    const filter: NotificationFilter = {
+      family: this.opts.family ?? 4,
+      interest: this.opts.interest ?? {},
+      isOwnPort: this.opts.isOwnPort ?? (() => false),
+    };
+    rt.on('message', (datagram, rinfo) => {
+      if (rinfo.port !== 0 || this.rt !== rt) return; // only the kernel speaks on these groups
+      const before = this.events.length;
+      decodeNotifications(datagram, filter, this.events);
+      if (this.events.length > before) this.scheduleFlush();
     });
     this.rt = rt;
   }
@@ -135,8 +168,84 @@ export class MonitorSocket implements Monitor {
   }
 
   private drop(): void {
-    closeQuietly(this.rt);
+    const rt = this.rt;
     this.rt = null;
+    if (!rt) return;
+    try {
+      rt.close();
+    } catch {
+      // already closed by the native layer after an error
+    }
+  }
+}
+
+/** What `decodeNotifications` keeps. */
+export interface NotificationFilter {
+  readonly family: IPFamily;
+  readonly interest: MonitorInterest;
+  readonly isOwnPort: (pid: number) => boolean;
+}
+
+/**
+ * Decode the notifications of one datagram that pass `filter` into `out`. Each is first judged
+ * by its header, fixed part and (routes) its RTA_TABLE/RTA_OIF attributes, read in place; only
+ * the ones kept are decoded by the package.
+ */
+export function decodeNotifications(datagram: Buffer, filter: NotificationFilter, out: ChangeEvent[]): void {
+  let ifindexes: ReadonlySet<number> | null | undefined;
+  let off = 0;
+  while (off + NLMSG_HDRLEN <= datagram.length) {
+    const len = datagram.readUInt32LE(off);
+    if (len < NLMSG_HDRLEN || off + len > datagram.length) return;
+    const type = datagram.readUInt16LE(off + 4);
+    if (!filter.isOwnPort(datagram.readUInt32LE(off + 12))) {
+      if (ifindexes === undefined) ifindexes = filter.interest.ifindexes?.() ?? null;
+      const body = datagram.subarray(off + NLMSG_HDRLEN, off + len);
+      if (wanted(type, body, filter, ifindexes)) {
+        const ev = parseEvent(type, body);
+        if (ev) out.push(ev);
+      }
+    }
+    off += (len + 3) & ~3;
+  }
+}
+
+/** Whether a notification (its type and body: fixed header then attributes) may matter. */
+function wanted(type: number, body: Buffer, filter: NotificationFilter, ifindexes: ReadonlySet<number> | null): boolean {
+  const ipFamily = filter.family === 6 ? AF_INET6 : AF_INET;
+  switch (type) {
+    case RTM_NEWADDR:
+    case RTM_DELADDR: // ifaddrmsg: family u8, prefixlen u8, flags u8, scope u8, index u32
+      if (body.length < 8) return false;
+      return ifindexes === null || ifindexes.has(body.readUInt32LE(4));
+    case RTM_NEWNEIGH:
+    case RTM_DELNEIGH: {
+      // ndmsg: family u8, pad u8, pad u16, ifindex s32, ...
+      if (body.length < 12) return false;
+      const family = body.readUInt8(0);
+      if (family !== AF_BRIDGE && family !== ipFamily) return false;
+      return ifindexes === null || ifindexes.has(body.readInt32LE(4));
+    }
+    case RTM_NEWROUTE:
+    case RTM_DELROUTE: {
+      // rtmsg (12 bytes: table u8 at 4), then attributes: RTA_TABLE overrides the u8 table.
+      if (body.length < 12) return false;
+      if (filter.interest.table === undefined && ifindexes === null) return true;
+      let table = body.readUInt8(4);
+      let oif: number | null = null;
+      for (let a = 12; a + 4 <= body.length; ) {
+        const alen = body.readUInt16LE(a);
+        if (alen < 4 || a + alen > body.length) break;
+        const atype = body.readUInt16LE(a + 2) & 0x3fff;
+        if (atype === RTA_TABLE && alen >= 8) table = body.readUInt32LE(a + 4);
+        else if (atype === RTA_OIF && alen >= 8) oif = body.readUInt32LE(a + 4);
+        a += (alen + 3) & ~3;
+      }
+      if (filter.interest.table !== undefined && table !== filter.interest.table) return false;
+      return ifindexes === null || (oif !== null && ifindexes.has(oif));
+    }
+    default:
+      return true; // links (always), anything else parseEvent decides
   }
 }
 

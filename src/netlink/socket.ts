@@ -59,6 +59,7 @@ export class RequestSocket {
   private waiting = 0;
   private abortInFlight: ((err: Error) => void) | null = null;
   private closed = false;
+  private portId: number | null = null;
 
   constructor(
     private readonly label: string,
@@ -67,6 +68,11 @@ export class RequestSocket {
     private readonly onReset: (why: string) => void,
     private readonly factory: SocketFactory = defaultSocketFactory,
   ) {}
+
+  /** The netlink port id of the open socket (the nlmsg_pid of its writes' notifications), or null. */
+  get port(): number | null {
+    return this.portId;
+  }
 
   /** Requests queued or in flight on this socket. */
   get load(): number {
@@ -143,6 +149,11 @@ export class RequestSocket {
       this.log.debug('netlink: invalid message ignored', { socket: this.label, error: String(err) });
     });
     this.rt = rt;
+    try {
+      this.portId = rt.socket.address().port;
+    } catch {
+      this.portId = null; // a fake socket without an address: its notifications are simply not recognised
+    }
     return rt;
   }
 
@@ -154,6 +165,7 @@ export class RequestSocket {
   private drop(): void {
     closeQuietly(this.rt);
     this.rt = null;
+    this.portId = null;
   }
 }
 

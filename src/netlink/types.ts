@@ -143,3 +143,38 @@ export interface Monitor {
   /** Stop listening; closes the monitor socket. Idempotent. */
   close(): void;
 }
+
+/** A link by index, optionally with its name for error messages (the same shape as client.ts's LinkRef). */
+export type LinkIdentity = number | { readonly index: number; readonly name: string };
+
+/**
+ * One write of a batch (`NetlinkClient.applyWrites`): the same operations, with the same flags and
+ * the same error semantics, as the methods of the same name (`replaceRoute`, `deleteFdb`...).
+ */
+export type KernelWrite =
+  | { readonly op: 'addAddress' | 'deleteAddress'; readonly link: LinkIdentity; readonly ip: string; readonly prefixLen: number }
+  | { readonly op: 'replaceNeighbour'; readonly link: LinkIdentity; readonly ip: string; readonly mac: string }
+  | { readonly op: 'deleteNeighbour'; readonly link: LinkIdentity; readonly ip: string }
+  | { readonly op: 'replaceFdb'; readonly link: LinkIdentity; readonly mac: string; readonly dst: string }
+  | { readonly op: 'deleteFdb'; readonly link: LinkIdentity; readonly mac: string; readonly dst: string | null }
+  | { readonly op: 'addRoute' | 'replaceRoute' | 'deleteRoute'; readonly spec: RouteSpec };
+
+/**
+ * The outcome of each write of a batch, in the order given: null when the kernel acknowledged it,
+ * else its error (from NetlinkClient a NetlinkError naming the write and carrying its errno).
+ */
+export type WriteOutcomes = readonly (Error | null)[];
+
+/**
+ * What a monitor's owner cares about, so notifications about anything else are dropped from their
+ * fixed header and first attributes, before they are decoded (see docs/netlink.md).
+ */
+export interface MonitorInterest {
+  /** Routes of this table only (RTM_*ROUTE); absent: every table. */
+  readonly table?: number;
+  /**
+   * The interfaces whose addresses, neighbours, FDB entries and routes (by output interface)
+   * matter, asked at each notification; null or absent: all. Link notifications always pass.
+   */
+  readonly ifindexes?: () => ReadonlySet<number> | null;
+}

@@ -1,0 +1,269 @@
+/**
+ * Batched rtnetlink writes: many requests in one `sendmsg` (several nlmsghdr in one datagram,
+ * each with NLM_F_ACK and its own sequence number), the kernel's acknowledgements matched back
+ * to each request by sequence number, so each request still gets its own success or errno.
+ *
+ * The kernel handles a multi-message datagram message by message (netlink_rcv_skb): every
+ * request is executed and answered (an ACK, or an NLMSG_ERROR with its errno) whatever happened
+ * to the others, so one failure in the middle of a batch fails only that request.
+ *
+ * The socket is the `netlink` package's RawNetlinkSocket (raw send, raw receive, no parsing):
+ * the package's higher layers parse every reply into objects and can only wait for one request.
+ *
+ * Receive buffer: the kernel answers synchronously, while it handles our sendmsg, so all the
+ * acknowledgements of one datagram are queued at once. A chunk is bounded so they always fit
+ * (`chunkLimit`: the receive buffer over a generous per-ACK allowance, capped), and the next chunk
+ * is sent only when every answer to the previous one has arrived. Overflowing it would drop
+ * answers (the request would time out) and, without scripts/patch-netlink.js, abort the process.
+ */
+import { RawNetlinkSocket } from 'netlink';
+import { getSystemErrorName } from 'node:util';
+import type { Logger } from '../log';
+import { RECV_BUFFER_BYTES } from './socket';
+import { forEachAck, stampMessage } from './wire';
+
+const NETLINK_ROUTE = 0;
+
+/**
+ * What the kernel charges to our receive buffer per acknowledgement, rounded up generously: an
+ * ACK is 36 bytes, an error ACK also echoes the request (~100 bytes), but each sits in an skb
+ * whose truesize (what SO_RCVBUF counts) is ~0.7–1.3 KiB.
+ */
+export const ACK_RCVBUF_ALLOWANCE = 2048;
+/** Requests per datagram at most, whatever the receive buffer: beyond it nothing is gained. */
+export const MAX_REQUESTS_PER_DATAGRAM = 512;
+/** Bytes per datagram at most: well under the default SO_SNDBUF (net.core.wmem_default, 208 KiB), which bounds one sendmsg. */
+export const MAX_DATAGRAM_BYTES = 64 << 10;
+
+/** The part of RawNetlinkSocket the batch socket uses (a seam for tests). */
+export interface RawSocket {
+  send(msg: Uint8Array, options?: { port?: number }, callback?: (error?: Error) => void): void;
+  on(event: 'message', listener: (msg: Buffer, rinfo: { port: number }) => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  close(): void;
+  address(): { port: number };
+  getRecvBufferSize(): number;
+  setRecvBufferSize(size: number): unknown;
+  ref(): void;
+  unref(): void;
+}
+
+export type RawSocketFactory = () => RawSocket;
+
+export const defaultRawSocketFactory: RawSocketFactory = () =>
+  new RawNetlinkSocket(NETLINK_ROUTE, { recvBufferSize: RECV_BUFFER_BYTES, sendBufferSize: 0 });
+
+/** One request's result: null when acknowledged, else the errno name and what happened. */
+export type RequestOutcome = null | { readonly errno: string; readonly cause: Error };
+
+/** How many requests one datagram may carry so their acknowledgements fit in `recvBufferBytes`. */
+export function chunkLimit(recvBufferBytes: number): number {
+  // Half the buffer: notifications or a late answer may share it.
+  return Math.max(1, Math.min(MAX_REQUESTS_PER_DATAGRAM, Math.floor(recvBufferBytes / 2 / ACK_RCVBUF_ALLOWANCE)));
+}
+
+/** The `[start, end)` ranges of `sizes` sent as one datagram each. */
+export function chunkRanges(sizes: readonly number[], maxRequests: number, maxBytes: number = MAX_DATAGRAM_BYTES): [number, number][] {
+  const out: [number, number][] = [];
+  let start = 0;
+  let bytes = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    const full = i - start >= maxRequests || (i > start && bytes + sizes[i]! > maxBytes);
+    if (full) {
+      out.push([start, i]);
+      start = i;
+      bytes = 0;
+    }
+    bytes += sizes[i]!;
+  }
+  if (start < sizes.length) out.push([start, sizes.length]);
+  return out;
+}
+
+function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(-errno);
+  } catch {
+    return String(errno);
+  }
+}
+
+/** The chunk being answered: sequence number → request index. */
+interface InFlight {
+  readonly pending: Map<number, number>;
+  readonly outcomes: RequestOutcome[];
+  readonly done: (err: { errno: string; cause: Error } | null) => void;
+}
+
+export class BatchSocket {
+  private sock: RawSocket | null = null;
+  private portId: number | null = null;
+  private limit = 1;
+  private seq = 1;
+  private inFlight: InFlight | null = null;
+  private tail: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly timeoutMs: number,
+    private readonly onReset: (why: string) => void,
+    private readonly factory: RawSocketFactory = defaultRawSocketFactory,
+  ) {}
+
+  /** The netlink port id of the open socket (the nlmsg_pid of its writes' notifications), or null. */
+  get port(): number | null {
+    return this.portId;
+  }
+
+  /**
+   * Send `messages` (encoded with seq/pid 0; stamped here) in as few datagrams as the receive
+   * buffer allows, and resolve with each one's outcome, in order. Never rejects: a socket that
+   * cannot be opened, dies or times out fails the requests not yet answered (ESOCKCLOSED,
+   * ETIMEDOUT). Batches run one after another.
+   */
+  send(messages: readonly Buffer[]): Promise<RequestOutcome[]> {
+    const result = this.tail.then(() => this.sendAll(messages));
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.abort('ESOCKCLOSED', new Error('netlink client closed'));
+    this.drop();
+  }
+
+  private async sendAll(messages: readonly Buffer[]): Promise<RequestOutcome[]> {
+    const outcomes: RequestOutcome[] = new Array<RequestOutcome>(messages.length).fill(null);
+    if (messages.length === 0) return outcomes;
+    if (this.closed) return outcomes.fill({ errno: 'ESOCKCLOSED', cause: new Error('netlink client closed') });
+    let sock: RawSocket;
+    try {
+      sock = this.ensure();
+    } catch (err) {
+      const cause = err instanceof Error ? err : new Error(String(err));
+      const code = (cause as Error & { code?: unknown }).code;
+      return outcomes.fill({ errno: typeof code === 'string' ? code : 'ESOCKCLOSED', cause: new Error(`cannot open a netlink socket: ${cause.message}`, { cause }) });
+    }
+    for (const [start, end] of chunkRanges(messages.map((m) => m.length), this.limit)) {
+      await this.sendChunk(sock, messages, start, end, outcomes);
+      if (this.sock !== sock) {
+        // The socket died or timed out under this chunk: the rest go out on a fresh one.
+        if (this.closed) {
+          for (let i = end; i < messages.length; i++) outcomes[i] = { errno: 'ESOCKCLOSED', cause: new Error('netlink client closed') };
+          break;
+        }
+        try {
+          sock = this.ensure();
+        } catch (err) {
+          for (let i = end; i < messages.length; i++) outcomes[i] = { errno: 'ESOCKCLOSED', cause: err instanceof Error ? err : new Error(String(err)) };
+          break;
+        }
+      }
+    }
+    return outcomes;
+  }
+
+  private sendChunk(sock: RawSocket, messages: readonly Buffer[], start: number, end: number, outcomes: RequestOutcome[]): Promise<void> {
+    const pid = this.portId ?? 0;
+    const pending = new Map<number, number>();
+    for (let i = start; i < end; i++) {
+      const seq = this.nextSeq();
+      stampMessage(messages[i]!, seq, pid);
+      pending.set(seq, i);
+    }
+    const datagram = end - start === 1 ? messages[start]! : Buffer.concat(messages.slice(start, end));
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.abort('ETIMEDOUT', new Error(`no answer from the kernel within ${this.timeoutMs} ms (${pending.size} of ${end - start} requests unanswered)`));
+        // A late answer could be taken for the next chunk's: start afresh on a new socket.
+        this.reset('batch timed out');
+      }, this.timeoutMs);
+      this.inFlight = {
+        pending,
+        outcomes,
+        done: (err) => {
+          clearTimeout(timer);
+          this.inFlight = null;
+          if (err) for (const i of pending.values()) outcomes[i] = err;
+          pending.clear();
+          resolve();
+        },
+      };
+      sock.ref();
+      sock.send(datagram, {}, (err) => {
+        if (!err || this.sock !== sock) return;
+        const code = (err as Error & { code?: unknown }).code;
+        this.log.warn('netlink batch: sendmsg failed', { requests: end - start, bytes: datagram.length, error: err.message });
+        this.abort(typeof code === 'string' ? code : 'ESOCKCLOSED', err);
+      });
+    }).finally(() => {
+      if (this.sock === sock) sock.unref();
+    });
+  }
+
+  private nextSeq(): number {
+    const s = this.seq;
+    this.seq = (this.seq % 0xffffffff) + 1;
+    return s;
+  }
+
+  private onMessage(msg: Buffer): void {
+    const f = this.inFlight;
+    if (!f) return;
+    forEachAck(msg, (seq, errno) => {
+      const i = f.pending.get(seq);
+      if (i === undefined) return;
+      f.pending.delete(seq);
+      f.outcomes[i] = errno === 0 ? null : { errno: errnoName(errno), cause: new Error(`Request rejected: ${errnoName(errno)}`) };
+    });
+    if (f.pending.size === 0) f.done(null);
+  }
+
+  private abort(errno: string, cause: Error): void {
+    this.inFlight?.done({ errno, cause });
+  }
+
+  private ensure(): RawSocket {
+    if (this.sock) return this.sock;
+    const sock = this.factory();
+    try {
+      sock.setRecvBufferSize(RECV_BUFFER_BYTES);
+      this.limit = chunkLimit(sock.getRecvBufferSize());
+      this.portId = sock.address().port;
+    } catch (err) {
+      sock.close();
+      throw err;
+    }
+    sock.unref();
+    sock.on('message', (msg) => {
+      if (this.sock === sock) this.onMessage(msg);
+    });
+    sock.on('error', (err) => {
+      if (this.sock !== sock) return;
+      this.log.warn('netlink batch socket failed; reopening', { error: err.message });
+      this.abort('ESOCKCLOSED', err);
+      this.reset(`batch socket error: ${err.message}`);
+    });
+    this.sock = sock;
+    return sock;
+  }
+
+  private reset(why: string): void {
+    this.drop();
+    if (!this.closed) this.onReset(why);
+  }
+
+  private drop(): void {
+    const s = this.sock;
+    this.sock = null;
+    this.portId = null;
+    if (!s) return;
+    try {
+      s.close();
+    } catch {
+      // already closed by the native layer after an error
+    }
+  }
+}

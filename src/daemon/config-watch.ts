@@ -4,11 +4,19 @@
  * flanneld reads `<prefix>/config` once, at start. weft does the same on purpose — a new
  * Network or SubnetLen means new subnets for every host and every container, which no daemon can
  * do safely on its own while traffic flows — but it does not stay silent about it: the key is
- * re-read on every periodic resync, and a change is reported loudly (warning naming the key and
- * what changed, plus `STATUS=`) once per distinct value, while the daemon keeps running, routes
- * intact, on the config it started with. Restarting weftd (on every host) applies the new one.
- * A value put back as it was, formatting aside, ends the warning.
+ * WATCHED (LeaseRegistry.watchConfig, on the same etcd watch stream as the subnets) and re-read
+ * when it changes and whenever the watch is (re)established, and a change is reported loudly
+ * (warning naming the key and what changed, plus `STATUS=`) once per distinct value, while the
+ * daemon keeps running, routes intact, on the config it started with. Restarting weftd (on every
+ * host) applies the new one. A value put back as it was, formatting aside, ends the warning.
+ *
+ * No periodic re-read: the watch stream's liveness probe notices a dead stream, and its
+ * re-establishment triggers a read, so a poll would only repeat what the watch already covers
+ * (it cost a wake-up and an HTTP round trip per resync). The one timer: while a read fails
+ * (etcd answered the watch but not the GET), it is retried every `retryMs`.
  */
+import type { Clock, TimerHandle } from '../clock';
+import { systemClock } from '../clock';
 import { parseNetworkConfig } from '../config/network';
 import type { NetworkConfig } from '../config/types';
 import { describeError } from '../errors';
@@ -17,59 +25,84 @@ import type { Logger } from '../log';
 import type { Notifier } from './notify';
 
 export interface ConfigWatchOptions {
-  /** Reads the config key's text (null: the key is absent). Rejections are ignored (etcd down). */
+  /** Reads the config key's text (null: the key is absent). A rejection is retried after `retryMs`. */
   readonly read: () => Promise<string | null>;
+  /**
+   * Subscribes to the key (LeaseRegistry.watchConfig): `onChange` after every change of it and
+   * every (re)connect of the watch. Returns the subscription, closed by stop().
+   */
+  readonly watch: (onChange: () => void) => { close(): Promise<void> };
   /** Full key, for messages: "/coreos.com/network/config". */
   readonly key: string;
   /** The config the daemon runs with. */
   readonly running: NetworkConfig;
-  readonly intervalMs: number;
   readonly log: Logger;
   readonly notifier: Notifier;
+  /** A failed read is retried after this long; default 5000 ms. */
+  readonly retryMs?: number;
+  readonly clock?: Pick<Clock, 'setTimeout' | 'clearTimeout'>;
 }
 
 export class ConfigWatch {
-  private timer: NodeJS.Timeout | null = null;
+  private subscription: { close(): Promise<void> } | null = null;
+  private retryTimer: TimerHandle | null = null;
   private reported: string | null = null; // the text last warned about; null: none
   private checking: Promise<void> | null = null;
+  /** A change arrived while a read was under way: that read may predate it, read again. */
+  private again = false;
   private stopped = false;
+  private readonly clock: Pick<Clock, 'setTimeout' | 'clearTimeout'>;
 
-  constructor(private readonly opts: ConfigWatchOptions) {}
+  constructor(private readonly opts: ConfigWatchOptions) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
   start(): void {
-    if (this.timer !== null || this.stopped) return;
-    const tick = (): void => {
-      this.timer = setTimeout(() => {
-        void this.check().finally(() => {
-          if (!this.stopped) tick();
-        });
-      }, this.opts.intervalMs);
-    };
-    tick();
+    if (this.subscription !== null || this.stopped) return;
+    this.subscription = this.opts.watch(() => void this.check());
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
+    if (this.retryTimer !== null) this.clock.clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    const sub = this.subscription;
+    this.subscription = null;
+    await sub?.close();
     await this.checking;
   }
 
-  /** One look at the key (also called by tests). */
+  /** One look at the key (the watch calls it; tests too). Changes during a read get a read of their own. */
   check(): Promise<void> {
-    this.checking ??= this.checkOnce().finally(() => {
+    if (this.checking !== null) {
+      this.again = true;
+      return this.checking;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.again = false;
+        await this.checkOnce();
+      } while (this.again && !this.stopped);
+    };
+    this.checking = run().finally(() => {
       this.checking = null;
     });
     return this.checking;
   }
 
   private async checkOnce(): Promise<void> {
+    if (this.stopped) return;
     let text: string | null;
     try {
       text = await this.opts.read();
     } catch {
-      return; // etcd unreachable: the lease and watch code already say so
+      // etcd unreachable: the lease and watch code already say so. Read again later (the watch
+      // may be up while this GET failed; when it is down, its reconnect reads anyway).
+      this.retryLater();
+      return;
     }
+    if (this.retryTimer !== null) this.clock.clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     const { key, running, log, notifier } = this.opts;
     const state = text === null ? '(deleted)' : text;
     if (text !== null && sameConfig(running, text)) {
@@ -96,6 +129,14 @@ export class ConfigWatch {
     }
     log.warn(`network config at ${key} ${what} under a running weftd; ${keep}`, { key });
     notifier.status(`WARNING: network config at ${key} ${what}; still running on the old config, restart to apply`);
+  }
+
+  private retryLater(): void {
+    if (this.stopped || this.retryTimer !== null) return;
+    this.retryTimer = this.clock.setTimeout(() => {
+      this.retryTimer = null;
+      void this.check();
+    }, this.opts.retryMs ?? 5000);
   }
 }
 

@@ -285,10 +285,10 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     this.ipv6Path?.reconciler?.start();
     this.configWatch = new ConfigWatch({
       read: () => registry.getConfig(),
+      // Watched on the subnets' etcd watch stream, read when it changes: no poll (docs/performance.md "Idle").
+      watch: (onChange) => registry.watchConfig(onChange),
       key: `${registry.prefix}/config`,
       running: config,
-      // With the periodic resync : one small GET per resync, no timer of its own cadence.
-      intervalMs: Math.max(1000, opts.resyncIntervalSeconds * 1000),
       log: this.log,
       notifier: this.notifier,
     });

@@ -24,6 +24,8 @@ export interface EtcdClientOptions {
   readonly password?: string | null;
   /** Deadline of each unary call (get, put, txn, grant). Default 5000 ms. */
   readonly callTimeoutMs?: number;
+  /** JSON gateway: how often a quiet watch stream is probed (etcd-http-wire.ts WATCH_PROBE_MS; tests shorten it). */
+  readonly watchProbeMs?: number;
   /** --subnet-lease-renew-margin in seconds: renew at least this long before expiry (keepaliveTiming). */
   readonly renewMarginSeconds?: number | null;
   readonly log?: Logger;

@@ -22,10 +22,12 @@ import { WeftError, describeError } from '../errors';
 import { DEFAULT_CALL_TIMEOUT_MS, checkEtcdTransport, prefixEnd, readTlsFiles, type EtcdClientOptions } from './etcd-common';
 import type { EtcdWire, TxnCompare, TxnOp, TxnResult, WatchSink, WireFailure, WireKv, WireWatch } from './etcd-wire';
 
-/** An idle watch asks etcd for a progress report this often... */
+/**
+ * A quiet watch stream asks etcd for a progress report this often and is taken for dead when
+ * the report asked for at the previous tick is still unanswered: noticed within 10–20 s (the
+ * frozen-member fault test allows 20 s), for 6 timer wake-ups and 6 answers a minute while idle.
+ */
 const WATCH_PROBE_MS = 10_000;
-/** ...and is taken for dead when the answer does not come within this. */
-const WATCH_PROBE_TIMEOUT_MS = 5000;
 
 // ---- wire types (the subset weft reads) ---------------------------------------------------------
 
@@ -51,6 +53,8 @@ interface KeepaliveMessage { readonly result?: { readonly TTL?: string }; readon
 interface WatchMessage {
   readonly result?: {
     readonly header?: GwHeader;
+    /** Absent for watcher 0 (weft numbers its watchers from 1); "-1": a progress report for the stream. */
+    readonly watch_id?: string;
     readonly created?: boolean;
     readonly canceled?: boolean;
     readonly compact_revision?: string;
@@ -325,6 +329,7 @@ export class EtcdHttpWire implements EtcdWire {
   readonly keepsProcessAlive = false;
   private readonly client: GatewayClient;
   private readonly callTimeoutMs: number;
+  private readonly watches: HttpWatchSession;
 
   /** Throws WeftError('CONFIG_INVALID') for unreadable TLS files or bad endpoint lists. */
   constructor(opts: EtcdClientOptions) {
@@ -332,6 +337,7 @@ export class EtcdHttpWire implements EtcdWire {
     this.location = opts.endpoints.join(',');
     this.callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
     this.client = new GatewayClient(opts, this.location);
+    this.watches = new HttpWatchSession(this.client, this.callTimeoutMs, opts.watchProbeMs ?? WATCH_PROBE_MS);
   }
 
   async range(key: string, prefix: boolean): Promise<{ revision: string; kvs: WireKv[] }> {
@@ -385,10 +391,9 @@ export class EtcdHttpWire implements EtcdWire {
     await this.call('/v3/lease/revoke', { ID: id });
   }
 
+  /** On the wire's one watch stream (HttpWatchSession), beside the other watches. */
   watchPrefix(prefix: string, sink: WatchSink): WireWatch {
-    const w = new HttpWatchStream(this.client, this.callTimeoutMs, prefix, sink);
-    w.start();
-    return w;
+    return this.watches.watch(prefix, sink);
   }
 
   classify(err: unknown): WireFailure {
@@ -402,6 +407,7 @@ export class EtcdHttpWire implements EtcdWire {
   }
 
   close(): void {
+    this.watches.close();
     this.client.close();
   }
 
@@ -411,70 +417,116 @@ export class EtcdHttpWire implements EtcdWire {
 }
 
 /**
- * One watch stream that survives disconnections: it resumes from the sink's resume revision,
- * after a Backoff of 100 ms doubling to 5 s (each attempt is a TCP connect), on the next
- * endpoint when this one failed.
+ * Every watch of one wire on ONE stream (one TCP connection, one liveness probe): etcd's watch
+ * stream multiplexes watchers, each created with its own `watch_id` (explicit ids: etcd ≥ 3.4)
+ * and answered with it. weftd watches `<prefix>/subnets/` and `<prefix>/config` on it.
+ *
+ * The stream survives disconnections: it is re-opened after a Backoff of 100 ms doubling to 5 s
+ * (each attempt is a TCP connect), on the next endpoint when this one failed, and every watcher
+ * still open is created again from its sink's resume revision.
+ *
+ *   idle (no watcher) ──watch()──► connecting ──stream open──► streaming ──breaks──► backoff ──► connecting
+ *   the last watcher closed ──► idle (stream ended)
  */
-class HttpWatchStream implements WireWatch {
-  private done = false;
+class HttpWatchSession {
   private stream: GatewayStream | null = null;
+  private connecting = false;
+  private readonly watchers = new Map<string, HttpWatcher>();
+  /** Watchers whose create_request went out on the current stream. */
+  private readonly created = new Set<string>();
+  private nextId = 1;
   private probeTimer: NodeJS.Timeout | null = null;
   private lastMessageAt = 0;
   private probeSentAt: number | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly backoff = new Backoff({ initialMs: 100, maxMs: 5000 });
 
-  constructor(private readonly client: GatewayClient, private readonly callTimeoutMs: number, private readonly dir: string, private readonly sink: WatchSink) {}
+  constructor(private readonly client: GatewayClient, private readonly callTimeoutMs: number, private readonly probeMs: number) {}
 
-  start(): void {
-    if (this.done) return;
-    const request = { create_request: { key: b64(this.dir), range_end: prefixEnd(this.dir).toString('base64'), start_revision: this.sink.resumeRevision(), progress_notify: true } };
-    this.client.stream('/v3/watch', request, (m) => this.onMessage(m as WatchMessage), (err) => this.onEnd(err), this.callTimeoutMs)
+  watch(dir: string, sink: WatchSink): WireWatch {
+    const id = String(this.nextId++);
+    const watcher = new HttpWatcher(id, dir, sink, () => this.remove(id));
+    this.watchers.set(id, watcher);
+    if (this.stream !== null) this.create(this.stream, watcher);
+    else if (!this.connecting && this.retryTimer === null) this.open();
+    return watcher;
+  }
+
+  private remove(id: string): void {
+    if (!this.watchers.delete(id)) return;
+    const wasCreated = this.created.delete(id);
+    if (this.watchers.size === 0) {
+      this.end();
+      return;
+    }
+    // The others go on: only this one is cancelled on the stream.
+    if (wasCreated) this.stream?.send({ cancel_request: { watch_id: id } });
+  }
+
+  private open(): void {
+    const first = this.watchers.values().next().value;
+    if (first === undefined) return;
+    this.connecting = true;
+    this.created.clear();
+    this.client.stream('/v3/watch', first.createRequest(), (m) => this.onMessage(m as WatchMessage), (err) => this.onEnd(err), this.callTimeoutMs)
       .then((stream) => {
-        if (this.done) {
+        this.connecting = false;
+        if (this.watchers.size === 0) {
           stream.abort();
           return;
         }
         this.stream = stream;
+        this.created.add(first.id);
+        // Watchers added while connecting (or the first one, closed meanwhile: cancelled).
+        if (!this.watchers.has(first.id)) stream.send({ cancel_request: { watch_id: first.id } });
+        for (const w of this.watchers.values()) if (!this.created.has(w.id)) this.create(stream, w);
         this.lastMessageAt = Date.now();
         this.probeSentAt = null;
         this.armProbe();
-      }, (err: unknown) => this.onEnd(err instanceof Error ? err : new Error(String(err))));
+      }, (err: unknown) => {
+        this.connecting = false;
+        this.onEnd(err instanceof Error ? err : new Error(String(err)));
+      });
+  }
+
+  private create(stream: GatewayStream, w: HttpWatcher): void {
+    this.created.add(w.id);
+    stream.send(w.createRequest());
   }
 
   /**
    * Liveness: an idle watch cannot tell a quiet etcd from a dead or frozen one (a member that
-   * crashed without a RST, a partition: TCP keepalive takes minutes). After WATCH_PROBE_MS
-   * without a message, ask etcd for a progress report on the stream (WatchProgressRequest,
-   * etcd ≥ 3.4); no answer within WATCH_PROBE_TIMEOUT_MS ends the stream as dead, and the watch
-   * resumes on the next endpoint from the next undelivered revision.
+   * crashed without a RST, a partition: TCP keepalive takes minutes, and a frozen etcd's kernel
+   * still answers it). One timer every `probeMs`: when nothing arrived since the last tick, it
+   * asks etcd for a progress report on the stream (WatchProgressRequest, etcd ≥ 3.4); when a
+   * report it asked for at the previous tick is still unanswered, the stream is ended as dead and
+   * re-opened on the next endpoint, every watcher resuming from its next undelivered revision.
+   * So a dead stream is noticed within 2 × probeMs, at the cost of one timer wake-up and one
+   * answer (a read) per probeMs while idle — no separate deadline timer.
    */
   private armProbe(): void {
     if (this.probeTimer !== null) clearTimeout(this.probeTimer);
-    const now = Date.now();
-    const due = this.probeSentAt === null ? this.lastMessageAt + WATCH_PROBE_MS : this.probeSentAt + WATCH_PROBE_TIMEOUT_MS;
     this.probeTimer = setTimeout(() => {
       this.probeTimer = null;
       const stream = this.stream;
-      if (this.done || stream === null) return;
+      if (stream === null) return;
       const at = Date.now();
-      if (this.probeSentAt !== null) {
-        if (this.lastMessageAt < this.probeSentAt) {
-          stream.dead(`no answer from ${stream.endpoint} to a watch progress request within ${at - this.probeSentAt} ms`);
-          return;
-        }
-        this.probeSentAt = null; // answered
-      } else if (at - this.lastMessageAt >= WATCH_PROBE_MS) {
+      if (this.probeSentAt !== null && this.lastMessageAt < this.probeSentAt) {
+        stream.dead(`no answer from ${stream.endpoint} to a watch progress request within ${at - this.probeSentAt} ms`);
+        return;
+      }
+      this.probeSentAt = null;
+      if (at - this.lastMessageAt >= this.probeMs - PROBE_SLACK_MS) {
         this.probeSentAt = at;
         stream.send({ progress_request: {} });
       }
       this.armProbe();
-    }, Math.max(0, due - now));
+    }, this.probeMs);
     this.probeTimer.unref();
   }
 
   private onMessage(msg: WatchMessage): void {
-    if (this.done) return;
+    if (this.stream === null && !this.connecting) return;
     this.lastMessageAt = Date.now();
     if (msg.error !== undefined) {
       this.onEnd(new Error(msg.error.message ?? 'watch error'));
@@ -483,13 +535,24 @@ class HttpWatchStream implements WireWatch {
     const r = msg.result;
     if (r === undefined) return;
     if (r.created === true) this.backoff.reset();
-    if (r.canceled === true) {
-      const compacted = r.compact_revision !== undefined && r.compact_revision !== '0';
-      this.stop();
-      this.sink.canceled(compacted ? `history compacted up to revision ${r.compact_revision}` : r.cancel_reason || 'canceled by etcd');
+    const watcher = this.watchers.get(r.watch_id ?? '0');
+    if (watcher === undefined) {
+      // A progress report (watch_id -1: for the whole stream), or an answer for a watcher closed
+      // meanwhile: every open watcher is as current as its header says.
+      if (r.events === undefined && r.created !== true && r.canceled !== true) {
+        for (const w of this.watchers.values()) w.deliver({ created: false, events: [], ...(r.header?.revision === undefined ? {} : { headerRevision: r.header.revision }) });
+      }
       return;
     }
-    this.sink.response({
+    if (r.canceled === true) {
+      const compacted = r.compact_revision !== undefined && r.compact_revision !== '0';
+      this.watchers.delete(watcher.id);
+      this.created.delete(watcher.id);
+      if (this.watchers.size === 0) this.end();
+      watcher.cancel(compacted ? `history compacted up to revision ${r.compact_revision}` : r.cancel_reason || 'canceled by etcd');
+      return;
+    }
+    watcher.deliver({
       created: r.created === true,
       events: (r.events ?? []).map((ev) => ({ deleted: ev.type === 'DELETE', kv: toKv(ev.kv) })),
       ...(r.header?.revision === undefined ? {} : { headerRevision: r.header.revision }),
@@ -497,29 +560,74 @@ class HttpWatchStream implements WireWatch {
   }
 
   private onEnd(err: Error | null): void {
-    if (this.done) return;
-    this.stream?.abort();
-    this.stream = null;
-    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
-    this.probeTimer = null;
-    this.sink.disconnected(err);
+    this.stopStream();
+    if (this.watchers.size === 0) return;
+    for (const w of [...this.watchers.values()]) w.disconnected(err);
+    if (this.retryTimer !== null) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
-      this.start();
+      if (this.stream === null && !this.connecting) this.open();
     }, this.backoff.next());
   }
 
-  async close(): Promise<void> {
-    this.stop();
-  }
-
-  private stop(): void {
-    this.done = true;
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
+  private stopStream(): void {
     if (this.probeTimer !== null) clearTimeout(this.probeTimer);
     this.probeTimer = null;
     this.stream?.abort();
     this.stream = null;
+    this.created.clear();
+  }
+
+  /** The wire closes: every watcher is dropped silently, the stream ended. */
+  close(): void {
+    this.watchers.clear();
+    this.end();
+  }
+
+  /** No watcher left: end the stream and any retry (a new watch() opens a new one). */
+  private end(): void {
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.stopStream();
+  }
+}
+
+/** A timer that fires a little early still counts a quiet period as a whole one. */
+const PROBE_SLACK_MS = 50;
+
+/** One watcher on the session's stream: its range, its sink, its id on the stream. */
+class HttpWatcher implements WireWatch {
+  private done = false;
+
+  constructor(readonly id: string, private readonly dir: string, private readonly sink: WatchSink, private readonly detach: () => void) {}
+
+  createRequest(): unknown {
+    return {
+      create_request: {
+        key: b64(this.dir), range_end: prefixEnd(this.dir).toString('base64'), start_revision: this.sink.resumeRevision(),
+        watch_id: this.id, progress_notify: true,
+      },
+    };
+  }
+
+  deliver(r: Parameters<WatchSink['response']>[0]): void {
+    if (!this.done) this.sink.response(r);
+  }
+
+  disconnected(err: Error | null): void {
+    if (!this.done) this.sink.disconnected(err);
+  }
+
+  /** etcd ended this watcher (the session has forgotten it already). */
+  cancel(why: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.sink.canceled(why);
+  }
+
+  async close(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    this.detach();
   }
 }

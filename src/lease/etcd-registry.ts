@@ -45,7 +45,7 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
   private readonly log: Logger;
   private readonly renewMarginSeconds: number | null;
   private readonly hostLeases = new Set<EtcdHostLease>();
-  private readonly watches = new Set<EtcdSubnetWatch>();
+  private readonly watches = new Set<EtcdSubnetWatch | EtcdConfigWatch>();
   private closed = false;
   /** Figures for /metrics; the watches update them. */
   private readonly counters: WatchCounters = { watchResponses: 0, watchRevisionLag: 0, lastWatchResponseAt: null, watchReconnects: 0 };
@@ -72,6 +72,14 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     const res = await this.call(`get ${key}`, () => this.wire.range(key, false));
     const kv = res.kvs[0];
     return kv === undefined ? null : kv.value.toString();
+  }
+
+  watchConfig(onChange: () => void): SubnetWatch {
+    const w: EtcdConfigWatch = new EtcdConfigWatch(configKey(this.prefix), onChange, this.log, () => this.watches.delete(w));
+    if (this.closed) return w;
+    this.watches.add(w);
+    w.start(this.wire);
+    return w;
   }
 
   async listSubnets(opts: { readonly expirations?: boolean } = {}): Promise<SubnetListing> {
@@ -337,6 +345,58 @@ class EtcdHostLease implements HostLease {
     this.backoff.reset();
     this.failingSince = null;
     this.schedule(this.timing.intervalMs);
+  }
+}
+
+/**
+ * The watch on `<prefix>/config` (LeaseRegistry.watchConfig): it starts from the current
+ * revision on every (re)connect and calls `onChange` then — the caller re-reads the key, which
+ * covers whatever changed while the stream was down without keeping a resume revision (no
+ * compaction can cancel it) — and after each event on the key. On the JSON gateway it shares the
+ * subnets' stream (etcd-http-wire.ts HttpWatchSession): no connection, timer or probe of its own.
+ */
+class EtcdConfigWatch implements SubnetWatch {
+  private done = false;
+  private stream: WireWatch | null = null;
+  private retry: NodeJS.Timeout | null = null;
+  private readonly backoff = new Backoff({ initialMs: 1000, maxMs: 30_000 });
+
+  constructor(private readonly key: string, private readonly onChange: () => void, private readonly log: Logger, private readonly forget: () => void) {}
+
+  start(wire: EtcdWire): void {
+    if (this.done) return;
+    // The watch is a prefix watch on the key: "<prefix>/config" also covers "<prefix>/configX".
+    this.stream = wire.watchPrefix(this.key, {
+      resumeRevision: () => '0', // from now: the read after `created` covers the past
+      response: (r) => {
+        if (this.done) return;
+        if (r.created) this.backoff.reset();
+        if (r.created || r.events.some((ev) => ev.kv.key === this.key)) this.onChange();
+      },
+      disconnected: () => undefined, // the subnets' watch reports the outage
+      canceled: (why) => {
+        if (this.done) return;
+        const inMs = this.backoff.next();
+        this.log.warn(`etcd ended the watch on ${this.key} (${why}); watching it again in ${Math.round(inMs / 1000)} s`);
+        this.stream = null;
+        this.retry = setTimeout(() => {
+          this.retry = null;
+          this.start(wire);
+        }, inMs);
+        this.retry.unref();
+      },
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    this.forget();
+    if (this.retry !== null) clearTimeout(this.retry);
+    this.retry = null;
+    const s = this.stream;
+    this.stream = null;
+    await s?.close();
   }
 }
 

@@ -50,6 +50,7 @@ export class MemoryLeaseRegistry implements LeaseRegistry {
   private readonly leases = new Map<string, LeaseRecord>();
   private readonly history: HistoryItem[] = [];
   private readonly watches = new Set<MemoryWatch>();
+  private readonly configWatchers = new Set<() => void>();
   private revision = 1;
   private compactedThrough = 0;
   private nextLeaseId = 0x1000;
@@ -68,6 +69,7 @@ export class MemoryLeaseRegistry implements LeaseRegistry {
   setConfig(text: string | null): void {
     this.config = text;
     this.revision++;
+    for (const notify of this.configWatchers) setImmediate(notify);
   }
 
   /** Simulate an outage: every call rejects with ETCD_UNAVAILABLE until set back to true. */
@@ -216,6 +218,23 @@ export class MemoryLeaseRegistry implements LeaseRegistry {
     this.setConfig(text);
   }
 
+  watchConfig(onChange: () => void): SubnetWatch {
+    let open = !this.closed;
+    const notify = (): void => {
+      if (open) onChange();
+    };
+    if (open) {
+      this.configWatchers.add(notify);
+      setImmediate(notify); // established
+    }
+    return {
+      close: async () => {
+        open = false;
+        this.configWatchers.delete(notify);
+      },
+    };
+  }
+
   watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
     const w = new MemoryWatch(Number(fromRevision), handler, (self) => this.watches.delete(self));
     if (this.closed) {
@@ -233,6 +252,7 @@ export class MemoryLeaseRegistry implements LeaseRegistry {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.configWatchers.clear();
     for (const w of [...this.watches]) await w.close();
     for (const rec of this.leases.values()) rec.handle?.release();
   }

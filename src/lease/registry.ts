@@ -84,6 +84,14 @@ export interface LeaseRegistry {
   /** The text of `<prefix>/config`, or null when the key is absent. */
   getConfig(): Promise<string | null>;
 
+  /**
+   * Watch `<prefix>/config` (weftd reports a changed config: daemon/config-watch.ts). `onChange`
+   * is called, asynchronously, after every put or delete of the key and each time the watch is
+   * (re)established — a change made while it was down is not replayed, so read the key then.
+   * Nothing is called after close() resolves. An etcd registry runs it on the subnets' watch stream.
+   */
+  watchConfig(onChange: () => void): SubnetWatch;
+
   /** Every key under `<prefix>/subnets/`, decoded, with the revision to watch from. */
   listSubnets(opts?: { readonly expirations?: boolean }): Promise<SubnetListing>;
 

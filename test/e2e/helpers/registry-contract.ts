@@ -123,6 +123,31 @@ export function registryContract<R extends LeaseRegistry>(
       assert.match(listing.revision, /^\d+$/);
     });
 
+    it('watchConfig reports each put and delete of <prefix>/config (not of keys beside it), beside a subnet watch that goes on after it closes', async () => {
+      const prefix = newPrefix();
+      const reg = registry(prefix);
+      const subnetEvents: string[] = [];
+      const listing = await reg.listSubnets();
+      const subnets = reg.watchSubnets(String(BigInt(listing.revision) + 1n), (ev) => subnetEvents.push(ev.type));
+      cleanups.push(() => subnets.close());
+      let calls = 0;
+      const config = reg.watchConfig(() => calls++);
+      await waitFor('the call when the watch is established', () => calls === 1);
+      await etcd.etcdctl('put', `${prefix}/config`, '{"Network":"10.5.0.0/16"}');
+      await waitFor('the put', () => calls === 2);
+      await etcd.etcdctl('put', `${prefix}/configs`, 'beside it');
+      await etcd.etcdctl('del', `${prefix}/config`);
+      await waitFor('the delete', () => calls === 3);
+      await etcd.etcdctl('put', `${prefix}/subnets/10.5.9.0-24`, flannelValue('192.168.0.9', 'aa:bb:cc:dd:ee:09'));
+      await waitFor('the subnet watch, beside it', () => subnetEvents.length === 1);
+      assert.equal(calls, 3, 'no call for <prefix>/configs or a subnet');
+      await config.close();
+      await etcd.etcdctl('put', `${prefix}/config`, '{"Network":"10.6.0.0/16"}');
+      await etcd.etcdctl('del', `${prefix}/subnets/10.5.9.0-24`);
+      await waitFor('the subnet watch after the config watch closed', () => subnetEvents.length === 2);
+      assert.equal(calls, 3, 'nothing after close()');
+    });
+
     it('the peer watch sees adds and removes, never our own key', async () => {
       const prefix = newPrefix();
       const m = manager(registry(prefix));
@@ -361,6 +386,9 @@ class DelegatingRegistry implements LeaseRegistry {
   }
   getConfig(): Promise<string | null> {
     return this.inner.getConfig();
+  }
+  watchConfig(onChange: () => void): SubnetWatch {
+    return this.inner.watchConfig(onChange);
   }
   async listSubnets(opts?: { readonly expirations?: boolean }): Promise<SubnetListing> {
     const listing = await this.inner.listSubnets(opts);

@@ -1,29 +1,35 @@
 #!/usr/bin/env node
 /**
  * weft's control-plane benchmark: `npm run bench` (as root; builds first) or
- * `node dist/bench/run.js [--quick] [--out FILE]`.
+ * `node dist/bench/run.js [--quick] [--out FILE] [--before WEFTD_JS] [--flanneld FLANNELD]`.
  *
  * Builds labs of hosts in network namespaces (the same Lab as the e2e tests), measures, prints
  * every figure beside its target (issue #14: the control plane at flanneld's cost) with the 1-minute
- * load average it was measured at (the machine is shared), and with `--before DIST_WEFTD_JS` the
- * same figures of another build (the tree before a change) measured in the same run, paired:
- * start-ups interleaved, idle daemons restarted on the same lab. It
- * writes the raw numbers as JSON (default bench/results/control-plane.json). Namespaces are
- * prefixed wb<pid>- and deleted at the end, also on failure.
+ * load average it was measured at (the machine is shared), and in the same run, paired:
+ *   --before DIST_WEFTD_JS  the same figures of another weftd build (the tree before a change);
+ *   --flanneld PATH         (or WEFT_FLANNELD=PATH) the same figures of a real flanneld, side by
+ *                           side: the same etcd, the same namespaces, the same leases.
+ * Pairing: start-ups interleaved start by start on one host; joins in rounds on one lab, every
+ * daemon restarted as the other implementation between rounds; idle and burst on the same lab,
+ * every daemon restarted. It writes the raw numbers as JSON (default
+ * bench/results/control-plane.json). Namespaces are prefixed wb<pid>- and deleted at the end,
+ * also on failure.
  *
  *   lab of 10 hosts:  exec → subnet.env, exec → READY=1 (restart and cold), join latency
  *   lab of 30 hosts:  join latency; memory after 10 s idle with 30 peers; idle CPU over 30 s
- *   lab of 2 hosts:   a burst of 1000 synthetic peer leases → all programmed; memory after it
+ *   lab of 2 hosts:   a burst of 1000 synthetic peer leases → all programmed; memory after it;
+ *                     daemons started with 1000 leases in etcd → all programmed; memory after it
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { accessSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg as osLoadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { requireRoot } from '../src/lab';
+import { requireRoot, type Lab } from '../src/lab';
 import { median, percentile } from './lib/harness';
 import {
-  measureBurst, measureIdle, measureJoins, measureStartup, withLab,
-  type BurstFigures, type IdleFigures, type JoinFigures, type StartupFigures, type Variant,
+  AFTER, measureBurst, measureIdle, measureJoins, measureStartWithPeers, measureStartup, restartAll, withLab,
+  type BurstFigures, type IdleFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant,
 } from './lib/scenarios';
 
 interface Row {
@@ -31,8 +37,12 @@ interface Row {
   readonly weft: string;
   /** The same figure of the --before build, paired ('' when not measured). */
   readonly before: string;
+  /** The same figure of flanneld, side by side ('' when not measured; 'n/a: why' when it cannot be). */
+  readonly flanneld: string;
+  /** weft's figure ÷ flanneld's (lower is better on every row: > 1× is weft slower or bigger). */
+  readonly ratio: string;
   readonly target: string;
-  /** 1-minute load average while measured. */
+  /** 1-minute load average while measured (after / before / flanneld). */
   readonly load: string;
   /** true met, false missed, null no target. */
   readonly met: boolean | null;
@@ -40,6 +50,29 @@ interface Row {
 }
 
 const MB = 1024 * 1024;
+
+/** The flanneld binary being compared, as run.ts found it. */
+interface FlanneldInfo {
+  readonly path: string;
+  /** What `flanneld --version` printed ("v0.20.2"; "dev" when built without flannel's ldflags). */
+  readonly version: string;
+}
+
+/** Check the flanneld binary before building any lab: it exists, runs, and says its version. */
+function probeFlanneld(path: string): FlanneldInfo {
+  const abs = resolve(path);
+  try {
+    accessSync(abs, fsConstants.X_OK);
+  } catch (err) {
+    throw new Error(`--flanneld / WEFT_FLANNELD: ${abs} is not an executable file: build flannel v0.20.2 first (docs/DEVELOPING.md, "Benchmark against flanneld")`, { cause: err });
+  }
+  const r = spawnSync(abs, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  const version = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] ?? '';
+  if (r.error !== undefined || r.status !== 0 || version === '') {
+    throw new Error(`${abs} --version failed (status ${r.status}): is it a flanneld binary for this machine?`, { cause: r.error });
+  }
+  return { path: abs, version };
+}
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -49,24 +82,34 @@ async function main(): Promise<number> {
       'skip-30': { type: 'boolean' },
       only: { type: 'string' },
       before: { type: 'string' },
+      flanneld: { type: 'string' },
       'from-json': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node dist/bench/run.js [--quick] [--skip-30] [--only LIST] [--before WEFTD_JS] [--out FILE]\n  --before P   also measure the weftd at P (e.g. another worktree: dist/src/cli/weftd.js), paired\n  --quick      fewer repetitions (a smoke run; figures are noisier)\n  --skip-30    skip the 30-host lab\n  --only LIST  some of: startup,join10,join30,idle,burst\n');
+    process.stdout.write('usage: node dist/bench/run.js [--quick] [--skip-30] [--only LIST] [--before WEFTD_JS] [--flanneld PATH] [--out FILE]\n'
+      + '  --before P    also measure the weftd at P (e.g. another worktree: dist/src/cli/weftd.js), paired\n'
+      + '  --flanneld P  also measure the flanneld binary at P side by side (default: $WEFT_FLANNELD)\n'
+      + '  --quick       fewer repetitions (a smoke run; figures are noisier)\n'
+      + '  --skip-30     skip the 30-host lab\n'
+      + '  --only LIST   some of: startup,join10,join30,idle,burst\n');
     return 0;
   }
   if (values['from-json'] !== undefined) {
     // Print the table of an earlier run again (e.g. after a change of this formatting).
-    const saved = JSON.parse(readFileSync(values['from-json'], 'utf8')) as { raw: Results & { loadavg: { start: number[]; end: number[] } } };
-    process.stdout.write(`${formatTable(table(saved.raw))}\n`);
+    const saved = JSON.parse(readFileSync(values['from-json'], 'utf8')) as { raw: SavedResults };
+    const r = normalize(saved.raw);
+    process.stdout.write(`${formatTable(table(r), saved.raw.flanneld ?? null, variantsIn(r))}\n`);
     return 0;
   }
   requireRoot();
   const quick = values.quick === true;
-  const variants: Variant[] = [{ label: 'after' }, ...(values.before ? [{ label: 'before', weftdPath: resolve(values.before), env: { NODE_OPTIONS: '' } }] : [])];
-  const beforeVariant = variants[1] ?? null;
+  const flanneldPath = values.flanneld ?? (process.env.WEFT_FLANNELD || undefined);
+  const flanneld = flanneldPath !== undefined ? probeFlanneld(flanneldPath) : null;
+  const beforeVariant: Variant | null = values.before ? { label: 'before', weftdPath: resolve(values.before), env: { NODE_OPTIONS: '' } } : null;
+  const flanneldVariant: Variant | null = flanneld ? { label: 'flanneld', flanneldPath: flanneld.path } : null;
+  const variants: Variant[] = [AFTER, ...(beforeVariant ? [beforeVariant] : []), ...(flanneldVariant ? [flanneldVariant] : [])];
   const only = new Set((values.only ?? 'startup,join10,join30,idle,burst').split(',').map((x) => x.trim()));
   if (values['skip-30'] === true) {
     only.delete('join30');
@@ -75,16 +118,19 @@ async function main(): Promise<number> {
   const out = resolve(values.out ?? join(__dirname, '..', '..', 'bench', 'results', 'control-plane.json'));
   // Under /run, like /run/flannel/subnet.env in production (a tmpfs on most hosts; not here).
   const scratch = mkdtempSync(join(existsSync('/run') ? '/run' : tmpdir(), `wb${process.pid}-`));
-  const progress = (line: string): void => void process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+  const progress: Progress = (line: string): void => void process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
   const lab = (tag: string, hosts: number, networkConfig?: Record<string, unknown>) => ({
     name: `wb${process.pid}${tag}`, prefix: `wb${process.pid}${tag}-`, stateDir: join(scratch, tag), hosts, progress,
     ...(networkConfig ? { networkConfig } : {}),
   });
+  if (flanneld) progress(`side by side with ${flanneld.path} (${flanneld.version})`);
 
-  const results: {
-    startup: StartupFigures[]; join10: JoinFigures | null; join30: JoinFigures | null; idle: IdleFigures[]; burst: BurstFigures | null;
-    loadavg: { start: number[]; end: number[] };
-  } = { startup: [], join10: null, join30: null, idle: [], burst: null, loadavg: { start: loadavg(), end: [] } };
+  const results: Results & { loadavg: { start: number[]; end: number[] }; flanneld: FlanneldInfo | null } = {
+    startup: [], join10: [], join30: [], idle: [], burst: [], startWithPeers: [], loadavg: { start: loadavg(), end: [] }, flanneld,
+  };
+  // Joins: in rounds, every variant once per round, so a load that changes over the run is shared.
+  const joinRounds = quick || variants.length === 1 ? 1 : 2;
+  const joinsPerVariant = quick ? 10 : 50;
   const started = Date.now();
   try {
     if (only.has('startup') || only.has('join10')) {
@@ -96,7 +142,7 @@ async function main(): Promise<number> {
         }
         if (only.has('join10')) {
           progress('join latency at 10 hosts');
-          results.join10 = await measureJoins(l, quick ? 10 : 50, '10.5.0.0/16', progress);
+          results.join10 = await measureJoinRounds(l, variants, joinsPerVariant, joinRounds, progress);
         }
       });
     }
@@ -106,20 +152,21 @@ async function main(): Promise<number> {
         if (only.has('idle')) {
           progress('memory and CPU at idle');
           results.idle.push(await measureIdle(l, 1, '10.5.0.0/16', quick ? 5 : 10, quick ? 10 : 30, progress));
-          if (beforeVariant !== null) {
-            // The same lab, every daemon restarted on the other build; then back to this tree's.
-            results.idle.push(await measureIdle(l, 1, '10.5.0.0/16', quick ? 10 : 40, quick ? 10 : 30, progress, [], beforeVariant));
-            results.idle.push(await measureIdle(l, 1, '10.5.0.0/16', quick ? 10 : 40, quick ? 10 : 30, progress, [], variants[0]!));
+          // The same lab, every daemon restarted as the other build / flanneld; then back to this tree's.
+          for (const v of variants.slice(1)) {
+            results.idle.push(await measureIdle(l, 1, '10.5.0.0/16', quick ? 10 : 40, quick ? 10 : 30, progress, [], v));
           }
+          if (variants.length > 1) results.idle.push(await measureIdle(l, 1, '10.5.0.0/16', quick ? 10 : 40, quick ? 10 : 30, progress, [], AFTER));
         }
         if (only.has('join30')) {
           progress('join latency at 30 hosts');
-          results.join30 = await measureJoins(l, quick ? 10 : 50, '10.5.0.0/16', progress);
+          results.join30 = await measureJoinRounds(l, variants, joinsPerVariant, joinRounds, progress);
         }
         if (only.has('idle')) {
           // Restarted daemons settle longer: V8 still trims its heap for ~30 s after a start.
-          results.idle.push(await measureIdle(l, 0, '10.5.0.0/16', quick ? 10 : 40, quick ? 10 : 30, progress, ['--healthz-port=0'], variants[0]!));
-          if (beforeVariant !== null) results.idle.push(await measureIdle(l, 0, '10.5.0.0/16', quick ? 10 : 40, quick ? 10 : 30, progress, ['--healthz-port=0'], beforeVariant));
+          for (const v of variants) {
+            results.idle.push(await measureIdle(l, 0, '10.5.0.0/16', quick ? 10 : 40, quick ? 10 : 30, progress, ['--healthz-port=0'], v));
+          }
         }
       });
     }
@@ -127,7 +174,22 @@ async function main(): Promise<number> {
       const burstNet = '10.64.0.0/13';
       await withLab(lab('c', 2, { Network: burstNet, SubnetLen: 24, Backend: { Type: 'vxlan' } }), async (l) => {
         progress('burst of 1000 synthetic peer leases');
-        results.burst = await measureBurst(l, 1000, burstNet, progress);
+        // Not flanneld v0.20.2: its etcd watch takes the first event of each response and then
+        // watches from "now" (subnet/etcd/registry.go watchSubnets), so it loses most of a burst.
+        const weftds = variants.filter((v) => v.flanneldPath === undefined);
+        for (const [i, v] of weftds.entries()) {
+          // The lab starts with this tree's weftd; the others are restarted in its place.
+          if (i > 0) await restartAll(l, v, progress);
+          results.burst.push(await measureBurst(l, 1000, burstNet, progress, v));
+        }
+        progress('daemons started with 1000 peer leases in etcd');
+        // flanneld last: the deletes after it would be lost (see above); the lab is deleted instead.
+        const ordered = [...weftds, ...variants.filter((v) => v.flanneldPath !== undefined)];
+        for (const [i, v] of ordered.entries()) {
+          const { removeLeases, ...figures } = await measureStartWithPeers(l, 1000, burstNet, progress, v);
+          results.startWithPeers.push(figures);
+          if (i < ordered.length - 1) await removeLeases();
+        }
       });
     }
   } finally {
@@ -136,13 +198,51 @@ async function main(): Promise<number> {
 
   results.loadavg.end = loadavg();
   const rows = table(results);
-  const text = formatTable(rows);
+  const text = formatTable(rows, flanneld, variantsIn(results));
   process.stdout.write(`\nweft control-plane benchmark (${quick ? 'quick' : 'full'} run, ${((Date.now() - started) / 1000).toFixed(0)} s, node ${process.version}, `
-    + `${cpus().length} cores, load average ${results.loadavg.start[0]!.toFixed(2)} at the start, ${results.loadavg.end[0]!.toFixed(2)} at the end)\n\n${text}\n`);
+    + `${cpus().length} cores, load average ${results.loadavg.start[0]!.toFixed(2)} at the start, ${results.loadavg.end[0]!.toFixed(2)} at the end`
+    + `${flanneld ? `; flanneld: ${flanneld.path}, ${flanneld.version}` : ''})\n\n${text}\n`);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), node: process.version, quick, rows, raw: results }, null, 2) + '\n');
   process.stdout.write(`\nraw figures: ${out}\n`);
   return 0;
+}
+
+/**
+ * Join latency of every variant on one lab, in `rounds` rounds: each round restarts every daemon
+ * as each variant in turn (the lab starts with this tree's weftd) and measures its share of the
+ * joins, each on fresh subnets. Ends with this tree's weftd running again. One JoinFigures per
+ * variant, its rounds merged.
+ */
+async function measureJoinRounds(l: Lab, variants: readonly Variant[], joinsPerVariant: number, rounds: number, progress: Progress): Promise<JoinFigures[]> {
+  const perRound = Math.ceil(joinsPerVariant / rounds);
+  const parts: JoinFigures[] = [];
+  let running: Variant = AFTER;
+  let skip = 0;
+  for (let r = 0; r < rounds; r++) {
+    for (const v of variants) {
+      if (v !== running) await restartAll(l, v, progress);
+      running = v;
+      if (rounds > 1) progress(`  round ${r + 1}/${rounds}: ${v.label}`);
+      parts.push(await measureJoins(l, perRound, '10.5.0.0/16', progress, v.label, skip));
+      skip += perRound;
+    }
+  }
+  if (running !== AFTER) await restartAll(l, AFTER, progress);
+  return variants.map((v) => mergeJoins(parts.filter((p) => p.variant === v.label)));
+}
+
+function mergeJoins(parts: readonly JoinFigures[]): JoinFigures {
+  const joins = parts.reduce((a, p) => a + p.joins, 0);
+  const all = <K extends 'allHostsMs' | 'perHostMs' | 'fromSendMs' | 'etcdCommitMs' | 'fromCommitMs'>(k: K): number[] => parts.flatMap((p) => p[k]);
+  const loads = parts.flatMap((p) => p.load);
+  return {
+    variant: parts[0]!.variant, hosts: parts[0]!.hosts, joins,
+    allHostsMs: all('allHostsMs'), perHostMs: all('perHostMs'), fromSendMs: all('fromSendMs'), etcdCommitMs: all('etcdCommitMs'), fromCommitMs: all('fromCommitMs'),
+    cpuPerDaemonPerJoinMs: parts.reduce((a, p) => a + p.cpuPerDaemonPerJoinMs * p.joins, 0) / joins,
+    missed: parts.reduce((a, p) => a + p.missed, 0),
+    load: [Math.min(...loads), Math.max(...loads)],
+  };
 }
 
 const ms = (v: number): string => `${v.toFixed(1)} ms`;
@@ -153,8 +253,25 @@ function loadavg(): number[] {
 }
 
 type Results = {
-  startup: StartupFigures[]; join10: JoinFigures | null; join30: JoinFigures | null; idle: IdleFigures[]; burst: BurstFigures | null;
+  startup: StartupFigures[]; join10: JoinFigures[]; join30: JoinFigures[]; idle: IdleFigures[]; burst: BurstFigures[]; startWithPeers: StartWithPeersFigures[];
 };
+
+/** A saved run: before the flanneld column, join10/join30/burst were one figure each (this tree's). */
+type SavedResults = Omit<Results, 'join10' | 'join30' | 'burst' | 'startWithPeers'> & {
+  join10: JoinFigures | JoinFigures[] | null; join30: JoinFigures | JoinFigures[] | null; burst: BurstFigures | BurstFigures[] | null; startWithPeers?: StartWithPeersFigures[];
+  loadavg: { start: number[]; end: number[] }; flanneld?: FlanneldInfo | null;
+};
+
+function normalize(raw: SavedResults): Results {
+  const list = <T extends { variant?: string }>(v: T | T[] | null): T[] => (v === null ? [] : Array.isArray(v) ? v : [{ ...v, variant: v.variant ?? 'after' }]);
+  return { ...raw, join10: list(raw.join10), join30: list(raw.join30), burst: list(raw.burst), startWithPeers: raw.startWithPeers ?? [] };
+}
+
+/** The variants a run measured, in column order (the load column's order). */
+function variantsIn(r: Results): string[] {
+  const seen = new Set([...r.startup, ...r.join10, ...r.join30, ...r.burst, ...r.idle, ...r.startWithPeers].map((x) => x.variant));
+  return ['after', 'before', 'flanneld'].filter((v) => seen.has(v));
+}
 
 /** The load average over a measurement: "7.5" or "7.2–8.1" (min–max). */
 const la = (...v: number[]): string => {
@@ -164,46 +281,101 @@ const la = (...v: number[]): string => {
   const hi = Math.max(...xs).toFixed(1);
   return lo === hi ? lo : `${lo}–${hi}`;
 };
-/** "after's load / before's load" when both were measured. */
-const both = (a: readonly number[], b: readonly number[] | undefined): string => (b ? `${la(...a)} / ${la(...b)}` : la(...a));
+/** The loads of every variant measured, in column order: "after / before / flanneld" (absent ones left out). */
+const loads = (...v: (readonly number[] | undefined)[]): string => v.filter((x): x is readonly number[] => x !== undefined).map((x) => la(...x)).join(' / ');
 const mbOrDash = (v: number | null | undefined): string => (v === null || v === undefined || !Number.isFinite(v) ? '—' : mb(v));
 const medianOf = (v: readonly (number | null)[]): number | null => {
   const xs = v.filter((x): x is number => x !== null);
   return xs.length ? median(xs) : null;
 };
+/** weft ÷ flanneld of one figure: "3.2×" ('' without both). */
+const times = (weft: number, flanneld: number | undefined): string => {
+  if (flanneld === undefined || !Number.isFinite(weft) || !Number.isFinite(flanneld)) return '';
+  if (flanneld <= 0) return weft <= 0 ? '1.0×' : '∞';
+  const r = weft / flanneld;
+  return `${r >= 10 ? r.toFixed(0) : r.toFixed(1)}×`;
+};
+const ratios = (...pairs: [number, number | undefined][]): string => pairs.map(([w, f]) => times(w, f)).filter((x) => x !== '').join(' / ');
 
-/** Every row of issue #14's target table (and the figures around them), after beside before. */
+/** Every row of issue #14's target table (and the figures around them): after, before, flanneld. */
 function table(r: Results): Row[] {
   const rows: Row[] = [];
+  const flanneldRan = [...r.startup, ...r.join10, ...r.join30, ...r.burst, ...r.idle, ...r.startWithPeers].some((x) => x.variant === 'flanneld');
+  /** A row without a flanneld figure, when flanneld was measured at all: a short cell (the why goes in the row's note). */
+  const na = (short: string): string => (flanneldRan ? `n/a: ${short}` : '');
+  const naNote = (why: string): { note?: string } => (flanneldRan ? { note: `flanneld: ${why}` } : {});
   const startup = (variant: string, cold: boolean): StartupFigures | undefined => r.startup.find((s) => s.variant === variant && s.mode.startsWith('cold') === cold);
   for (const cold of [false, true]) {
     const a = startup('after', cold);
     if (!a) continue;
     const b = startup('before', cold);
+    const f = startup('flanneld', cold);
     const env = median(a.subnetEnvMs);
     const kind = cold ? 'cold (device deleted)' : 'lease reused (restart)';
-    rows.push({ figure: `exec → subnet.env, ${kind}, median of ${a.runs}; max`, weft: `${ms(env)}; ${ms(Math.max(...a.subnetEnvMs))}`,
-      before: b ? `${ms(median(b.subnetEnvMs))}; ${ms(Math.max(...b.subnetEnvMs))}` : '', target: cold ? '—' : '≤ 80 ms', load: both(a.load, b?.load), met: cold ? null : env <= 80 });
-    rows.push({ figure: `exec → READY=1, ${kind}, median; max`, weft: `${ms(median(a.readyMs))}; ${ms(Math.max(...a.readyMs))}`,
-      before: b ? `${ms(median(b.readyMs))}; ${ms(Math.max(...b.readyMs))}` : '', target: '—', load: both(a.load, b?.load), met: null });
+    const envOf = (x: StartupFigures | undefined): string => (x ? `${ms(median(x.subnetEnvMs))}; ${ms(Math.max(...x.subnetEnvMs))}` : '');
+    const readyOf = (x: StartupFigures | undefined): string => (x ? `${ms(median(x.readyMs))}; ${ms(Math.max(...x.readyMs))}` : '');
+    rows.push({ figure: `exec → subnet.env, ${kind}, median of ${a.runs}; max`, weft: envOf(a), before: envOf(b), flanneld: envOf(f),
+      ratio: times(env, f ? median(f.subnetEnvMs) : undefined), target: cold ? '—' : '≤ 80 ms', load: loads(a.load, b?.load, f?.load), met: cold ? null : env <= 80 });
+    rows.push({ figure: `exec → READY=1, ${kind}, median; max`, weft: readyOf(a), before: readyOf(b), flanneld: readyOf(f),
+      ratio: times(median(a.readyMs), f ? median(f.readyMs) : undefined), target: '—', load: loads(a.load, b?.load, f?.load), met: null });
   }
-  for (const [label, j, p50t, p99t] of [['10', r.join10, 2, 10], ['30', r.join30, 5, 20]] as const) {
-    if (j === null) continue;
-    const p50 = median(j.fromCommitMs);
-    const p99 = percentile(j.fromCommitMs, 99);
-    rows.push({ figure: `CPU per daemon per peer join (${label} hosts, ${j.joins} joins)`, weft: ms(j.cpuPerDaemonPerJoinMs), before: '', target: '≤ 0.3 ms', load: la(...j.load), met: j.cpuPerDaemonPerJoinMs <= 0.3 });
-    rows.push({ figure: `join (etcd's answer to the put) → route on every host, ${label} hosts, p50 / p99`, weft: `${ms(p50)} / ${ms(p99)}`, before: '', target: `≤ ${p50t} ms / ≤ ${p99t} ms`, load: la(...j.load), met: p50 <= p50t && p99 <= p99t,
-      note: `the same from the moment a watch beside etcd saw the put: p50 ${ms(median(j.allHostsMs))}, p99 ${ms(percentile(j.allHostsMs, 99))}; from the put sent: p50 ${ms(median(j.fromSendMs))} (etcd's commit p50 ${ms(median(j.etcdCommitMs))})` });
-    rows.push({ figure: `join → route on one host, ${label} hosts, p50 / p99 (from the watch)`, weft: `${ms(median(j.perHostMs))} / ${ms(percentile(j.perHostMs, 99))}`, before: '', target: '—', load: la(...j.load), met: null });
+  for (const [label, js, p50t, p99t] of [['10', r.join10, 2, 10], ['30', r.join30, 5, 20]] as const) {
+    const a = js.find((j) => j.variant === 'after');
+    if (a === undefined) continue;
+    const b = js.find((j) => j.variant === 'before');
+    const f = js.find((j) => j.variant === 'flanneld');
+    const p50 = median(a.fromCommitMs);
+    const p99 = percentile(a.fromCommitMs, 99);
+    const cpuOf = (j: JoinFigures | undefined): string => (j ? ms(j.cpuPerDaemonPerJoinMs) : '');
+    const latOf = (j: JoinFigures | undefined): string => (j ? `${ms(median(j.fromCommitMs))} / ${ms(percentile(j.fromCommitMs, 99))}` : '');
+    const oneOf = (j: JoinFigures | undefined): string => (j ? `${ms(median(j.perHostMs))} / ${ms(percentile(j.perHostMs, 99))}` : '');
+    const load = loads(a.load, b?.load, f?.load);
+    const joins = [a, b, f].filter((j) => j !== undefined).length > 1 ? `${a.joins} joins each` : `${a.joins} joins`;
+    rows.push({ figure: `CPU per daemon per peer join (${label} hosts, ${joins})`, weft: cpuOf(a), before: cpuOf(b), flanneld: cpuOf(f),
+      ratio: times(a.cpuPerDaemonPerJoinMs, f?.cpuPerDaemonPerJoinMs), target: '≤ 0.3 ms', load, met: a.cpuPerDaemonPerJoinMs <= 0.3 });
+    const noteOf = (j: JoinFigures): string => `${j.missed ? `${j.missed} of ${j.joins} joins MISSED (never on every host within 10 s; left out); ` : ''}from the moment a watch beside etcd saw the put: p50 ${ms(median(j.allHostsMs))}, p99 ${ms(percentile(j.allHostsMs, 99))}; from the put sent: p50 ${ms(median(j.fromSendMs))} (etcd's commit p50 ${ms(median(j.etcdCommitMs))})`;
+    rows.push({ figure: `join (etcd's answer to the put) → route on every host, ${label} hosts, p50 / p99`, weft: latOf(a), before: latOf(b), flanneld: latOf(f),
+      ratio: f ? ratios([p50, median(f.fromCommitMs)], [p99, percentile(f.fromCommitMs, 99)]) : '', target: `≤ ${p50t} ms / ≤ ${p99t} ms`, load, met: p50 <= p50t && p99 <= p99t,
+      note: `${noteOf(a)}${b ? `; before: ${noteOf(b)}` : ''}${f ? `; flanneld: ${noteOf(f)}` : ''}` });
+    rows.push({ figure: `join → route on one host, ${label} hosts, p50 / p99 (from the watch)`, weft: oneOf(a), before: oneOf(b), flanneld: oneOf(f),
+      ratio: f ? ratios([median(a.perHostMs), median(f.perHostMs)], [percentile(a.perHostMs, 99), percentile(f.perHostMs, 99)]) : '', target: '—', load, met: null });
   }
-  if (r.burst !== null) {
-    const all = Math.max(...r.burst.afterLastWriteMs);
-    rows.push({ figure: `${r.burst.peers} peer leases written (etcd's answer to the last) → all programmed (${r.burst.hosts} hosts; slowest)`, weft: ms(all), before: '', target: '≤ 250 ms', load: la(r.burst.load), met: all <= 250,
-      note: `from the first write sent: ${ms(Math.max(...r.burst.programmedMs))}; etcd took the ten transactions in ${ms(r.burst.writeMs)}` });
-    const rss = Math.max(...r.burst.memory.map((m) => m.rss));
-    const anon = Math.max(...r.burst.memory.map((m) => m.anon));
-    rows.push({ figure: `RSS / private after ${r.burst.peers} peers (max)`, weft: `${mb(rss)} / ${mb(anon)}`, before: '', target: '≤ 70 MB / ≤ 30 MB', load: la(r.burst.load), met: rss <= 70 * MB && anon <= 30 * MB });
-    rows.push(heapRow(`V8 heap used / total / external after ${r.burst.peers} peers (max)`, r.burst.heap.map((h) => h), null, la(r.burst.load), 'max'));
+  const burstA = r.burst.find((x) => x.variant === 'after');
+  if (burstA !== undefined) {
+    const a = burstA;
+    const b = r.burst.find((x) => x.variant === 'before');
+    const f = r.burst.find((x) => x.variant === 'flanneld');
+    const slowest = (x: BurstFigures): number => Math.max(...x.afterLastWriteMs);
+    const all = slowest(a);
+    const load = loads([a.load], b ? [b.load] : undefined, f ? [f.load] : undefined);
+    const noteOf = (x: BurstFigures): string => `from the first write sent: ${ms(Math.max(...x.programmedMs))}; etcd took the ten transactions in ${ms(x.writeMs)}`;
+    const fNa = na('loses events');
+    rows.push({ figure: `${a.peers} peer leases written (etcd's answer to the last) → all programmed (${a.hosts} hosts; slowest)`, weft: ms(all), before: b ? ms(slowest(b)) : '', flanneld: f ? ms(slowest(f)) : fNa,
+      ratio: times(all, f ? slowest(f) : undefined), target: '≤ 250 ms', load, met: all <= 250,
+      note: `${noteOf(a)}${b ? `; before: ${noteOf(b)}` : ''}${f ? `; flanneld: ${noteOf(f)}` : flanneldRan
+        ? '; flanneld: not measured: v0.20.2 takes only the first event of each etcd watch response and then watches again from "now" (subnet/etcd/registry.go, watchSubnets), so it programs only a few of a burst\'s 1000 leases; see "started with 1000 leases" for its figures with 1000 peers' : ''}` });
+    const rssOf = (x: BurstFigures): number => Math.max(...x.memory.map((m) => m.rss));
+    const anonOf = (x: BurstFigures): number => Math.max(...x.memory.map((m) => m.anon));
+    const memOf = (x: BurstFigures | undefined): string => (x ? `${mb(rssOf(x))} / ${mb(anonOf(x))}` : '');
+    rows.push({ figure: `RSS / private after ${a.peers} peers (max)`, weft: memOf(a), before: memOf(b), flanneld: f ? memOf(f) : na('see below'),
+      ratio: f ? ratios([rssOf(a), rssOf(f)], [anonOf(a), anonOf(f)]) : '', target: '≤ 70 MB / ≤ 30 MB', load, met: rssOf(a) <= 70 * MB && anonOf(a) <= 30 * MB,
+      ...naNote('after 1000 peers: the "RSS / private after a start with 1000 peers" row (it cannot take the burst)') });
+    rows.push(heapRow(`V8 heap used / total / external after ${a.peers} peers (max)`, a.heap, b?.heap ?? null, na('Go'), la(a.load), 'max'));
+  }
+  const swpA = r.startWithPeers.find((x) => x.variant === 'after');
+  if (swpA !== undefined) {
+    const a = swpA;
+    const b = r.startWithPeers.find((x) => x.variant === 'before');
+    const f = r.startWithPeers.find((x) => x.variant === 'flanneld');
+    const load = loads([a.load], b ? [b.load] : undefined, f ? [f.load] : undefined);
+    const slowest = (x: StartWithPeersFigures): number => Math.max(...x.programmedMs);
+    const rssOf = (x: StartWithPeersFigures): number => Math.max(...x.memory.map((m) => m.rss));
+    const anonOf = (x: StartWithPeersFigures): number => Math.max(...x.memory.map((m) => m.anon));
+    const memOf = (x: StartWithPeersFigures | undefined): string => (x ? `${mb(rssOf(x))} / ${mb(anonOf(x))}` : '');
+    rows.push({ figure: `exec → all ${a.peers} peers programmed, started with ${a.peers} leases in etcd (${a.hosts} hosts; slowest)`, weft: ms(slowest(a)), before: b ? ms(slowest(b)) : '', flanneld: f ? ms(slowest(f)) : '',
+      ratio: times(slowest(a), f ? slowest(f) : undefined), target: '—', load, met: null });
+    rows.push({ figure: `RSS / private after a start with ${a.peers} peers (max)`, weft: memOf(a), before: memOf(b), flanneld: memOf(f),
+      ratio: f ? ratios([rssOf(a), rssOf(f)], [anonOf(a), anonOf(f)]) : '', target: '≤ 70 MB / ≤ 30 MB', load, met: rssOf(a) <= 70 * MB && anonOf(a) <= 30 * MB });
   }
   const idle = (variant: string, flannelDefaults: boolean): IdleFigures | undefined =>
     [...r.idle].reverse().find((i) => i.variant === variant && i.config.includes('--healthz-port=0') === flannelDefaults);
@@ -211,35 +383,39 @@ function table(r: Results): Row[] {
     const a = idle('after', flannelDefaults);
     if (!a) continue;
     const b = idle('before', flannelDefaults);
-    const tag = flannelDefaults ? 'no health port (flannel\'s defaults)' : 'health port + probes';
+    const f = idle('flanneld', flannelDefaults);
+    const tag = flannelDefaults ? 'no health port (flannel\'s defaults)' : 'health port + probes; flanneld: health port only, it has no probes';
+    const load = loads(a.load, b?.load, f?.load);
     if (!flannelDefaults) {
-      const rss = median(a.memory.map((m) => m.rss));
-      const anon = median(a.memory.map((m) => m.anon));
-      rows.push({ figure: `RSS / private, idle ${a.settleSeconds} s, ${a.peersEach} peers (median of ${a.hosts})`, weft: `${mb(rss)} / ${mb(anon)}`,
-        before: b ? `${mb(median(b.memory.map((m) => m.rss)))} / ${mb(median(b.memory.map((m) => m.anon)))}` : '', target: '≤ 50 MB / ≤ 10 MB', load: both(a.load, b?.load), met: rss <= 50 * MB && anon <= 10 * MB });
-      rows.push(heapRow('V8 heap used / total / external, same (median)', a.heap, b?.heap ?? null, la(...a.load), 'median'));
+      const rssOf = (x: IdleFigures): number => median(x.memory.map((m) => m.rss));
+      const anonOf = (x: IdleFigures): number => median(x.memory.map((m) => m.anon));
+      const memOf = (x: IdleFigures | undefined): string => (x ? `${mb(rssOf(x))} / ${mb(anonOf(x))}` : '');
+      rows.push({ figure: `RSS / private, idle ${a.settleSeconds} s, ${a.peersEach} peers (median of ${a.hosts})`, weft: memOf(a), before: memOf(b), flanneld: memOf(f),
+        ratio: f ? ratios([rssOf(a), rssOf(f)], [anonOf(a), anonOf(f)]) : '', target: '≤ 50 MB / ≤ 10 MB', load, met: rssOf(a) <= 50 * MB && anonOf(a) <= 10 * MB,
+        ...(f || b ? { note: `restarted daemons idle ${[b, f].filter((x) => x !== undefined).map((x) => `${x.settleSeconds} s (${x.variant})`).join(', ')} before they are measured` } : {}) });
+      rows.push(heapRow('V8 heap used / total / external, same (median)', a.heap, b?.heap ?? null, na('Go'), la(...a.load), 'median'));
     }
-    rows.push({ figure: `idle CPU, ${a.hosts} daemons together (${tag})`, weft: `${a.cpuCores.toFixed(4)} cores`, before: b ? `${b.cpuCores.toFixed(4)} cores` : '',
-      target: '≤ 0.005 cores', load: both(a.load, b?.load), met: a.cpuCores <= 0.005 });
-    rows.push({ figure: `idle wake-ups per daemon per minute (context switches, median; ${tag})`, weft: median(a.wakeupsPerMinute).toFixed(0), before: b ? median(b.wakeupsPerMinute).toFixed(0) : '',
-      target: '—', load: both(a.load, b?.load), met: null });
+    rows.push({ figure: `idle CPU, ${a.hosts} daemons together (${tag})`, weft: `${a.cpuCores.toFixed(4)} cores`, before: b ? `${b.cpuCores.toFixed(4)} cores` : '', flanneld: f ? `${f.cpuCores.toFixed(4)} cores` : '',
+      ratio: times(a.cpuCores, f?.cpuCores), target: '≤ 0.005 cores', load, met: a.cpuCores <= 0.005 });
+    rows.push({ figure: `idle wake-ups per daemon per minute (context switches, median; ${flannelDefaults ? 'no health port' : 'health port'})`, weft: median(a.wakeupsPerMinute).toFixed(0), before: b ? median(b.wakeupsPerMinute).toFixed(0) : '',
+      flanneld: f ? median(f.wakeupsPerMinute).toFixed(0) : '', ratio: times(median(a.wakeupsPerMinute), f ? median(f.wakeupsPerMinute) : undefined), target: '—', load, met: null });
   }
   return rows;
 }
 
-function heapRow(figure: string, heap: readonly { heapUsed: number | null; heapTotal: number | null; external: number | null }[], before: typeof heap | null, load: string, how: 'median' | 'max'): Row {
+function heapRow(figure: string, heap: readonly { heapUsed: number | null; heapTotal: number | null; external: number | null }[], before: typeof heap | null, flanneld: string, load: string, how: 'median' | 'max'): Row {
   const agg = (v: (number | null)[]): number | null => {
     if (how === 'median') return medianOf(v);
     const xs = v.filter((x): x is number => x !== null);
     return xs.length ? Math.max(...xs) : null;
   };
   const fmt = (h: typeof heap): string => `${mbOrDash(agg(h.map((x) => x.heapUsed)))} / ${mbOrDash(agg(h.map((x) => x.heapTotal)))} / ${mbOrDash(agg(h.map((x) => x.external)))}`;
-  return { figure, weft: heap.length ? fmt(heap) : '—', before: before && before.length ? fmt(before) : '', target: '—', load, met: null };
+  return { figure, weft: heap.length ? fmt(heap) : '—', before: before && before.length ? fmt(before) : '', flanneld, ratio: '', target: '—', load, met: null };
 }
 
-function formatTable(rows: readonly Row[]): string {
-  const head = ['figure', 'after', 'before', 'target', 'load', ''];
-  const cells = rows.map((r) => [r.figure, r.weft, r.before, r.target, r.load, r.met === null ? '' : r.met ? 'met' : 'MISSED']);
+function formatTable(rows: readonly Row[], flanneld: FlanneldInfo | null, measured: readonly string[]): string {
+  const head = ['figure', 'after', 'before', flanneld ? `flanneld ${flanneld.version}` : 'flanneld', 'after ÷ flanneld', 'target', `load (${measured.join(' / ')})`, ''];
+  const cells = rows.map((r) => [r.figure, r.weft, r.before, r.flanneld, r.ratio, r.target, r.load, r.met === null ? '' : r.met ? 'met' : 'MISSED']);
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (c: readonly string[]): string => c.map((x, i) => x.padEnd(widths[i]!)).join('  ').trimEnd();
   const notes = rows.filter((r) => r.note).map((r) => `  note: ${r.figure}: ${r.note}`);
@@ -250,6 +426,11 @@ main().then(
   (code) => process.exit(code),
   (err: unknown) => {
     process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+    let cause = err instanceof Error ? err.cause : undefined;
+    while (cause !== undefined) {
+      process.stderr.write(`  caused by: ${cause instanceof Error ? cause.message : String(cause)}\n`);
+      cause = cause instanceof Error ? cause.cause : undefined;
+    }
     process.exit(1);
   },
 );

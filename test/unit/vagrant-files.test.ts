@@ -3,11 +3,12 @@
  * run takes 40-50 min under emulation: docs/operators.md, "Vagrant"): every shell script in
  * vagrant/ and scripts/ parses (`bash -n`) and passes shellcheck, and the Vagrantfile parses
  * (`ruby -c`) and, evaluated with a stand-in for Vagrant's API, takes the box and the libvirt
- * driver from the environment and sets no `lv.serial` (vagrant-libvirt 0.11.2 fails on it).
+ * driver from the environment (or kvm only where the CPU shows vmx/svm) and sets no `lv.serial`
+ * (vagrant-libvirt 0.11.2 fails on it).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { describe, it } from 'node:test';
@@ -107,5 +108,25 @@ describe('vagrant/Vagrantfile', () => {
     assert.ok(!lines.some((l) => /serial/.test(l)), r.out);
     const kvm = run('ruby', ['-e', RECORDER, file], { ...env, WEFT_LIBVIRT_DRIVER: 'kvm' });
     assert.ok(kvm.out.split('\n').includes('vm.provider.driver=kvm'), kvm.out);
+  });
+
+  it('without WEFT_LIBVIRT_DRIVER picks kvm only for a usable /dev/kvm and vmx/svm in the CPU flags', () => {
+    need('ruby', 'ruby');
+    // A nested host may offer /dev/kvm with no vmx/svm flag; its KVM hangs in GRUB's real-mode
+    // stage, so such a host must get qemu (docs/operators.md, "Vagrant").
+    let kvmDevice = false;
+    try {
+      accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+      kvmDevice = true;
+    } catch {
+      kvmDevice = false;
+    }
+    const flags = /^flags\s*:.*$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[0] ?? '';
+    const want = kvmDevice && /\b(vmx|svm)\b/.test(flags) ? 'kvm' : 'qemu';
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env.WEFT_LIBVIRT_DRIVER;
+    const r = run('ruby', ['-e', RECORDER, file], env);
+    assert.equal(r.status, 0, r.out);
+    assert.ok(r.out.split('\n').includes(`vm.provider.driver=${want}`), `expected ${want} (/dev/kvm usable: ${kvmDevice}, flags: ${flags.slice(0, 80)}...)\n${r.out}`);
   });
 });

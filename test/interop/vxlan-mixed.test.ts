@@ -7,14 +7,13 @@
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { MixedLab } from './helpers/mixed-lab';
+import { describe, test } from 'node:test';
+import { useMixedLab, type MixedLab } from './helpers/mixed-lab';
 
 const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
-let m: MixedLab;
 
 /** flannel.1 as `ip -d link` prints it, minus what differs per host (index, MAC, local IP). */
-async function deviceShape(host: string): Promise<string> {
+async function deviceShape(m: MixedLab, host: string): Promise<string> {
   const out = (await m.lab.exec(host, ['ip', '-d', 'link', 'show', 'flannel.1'])).stdout;
   return out.replace(/^\d+: /, '').replace(/link\/ether \S+ brd \S+/, 'link/ether MAC brd BRD')
     .replace(/local 10\.250\.0\.\d+/, 'local IP')
@@ -25,19 +24,15 @@ async function deviceShape(host: string): Promise<string> {
 }
 
 describe('vxlan: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () => {
-  before(async () => {
-    m = await MixedLab.up({ id: 'v', kinds: ['flanneld', 'flanneld', 'weftd', 'weftd'] });
-  });
-
-  after(async () => {
-    await m?.down();
-  });
+  const lab = useMixedLab({ id: 'v', kinds: ['flanneld', 'flanneld', 'weftd', 'weftd'] });
 
   test('every container reaches every other container, both ways (12 pairs)', async () => {
+    const m = lab();
     assert.equal(await m.assertPingMatrix(), 12);
   });
 
   test('every host has flannel\'s route, permanent neighbour and FDB entry for every other host', async () => {
+    const m = lab();
     for (const host of m.hosts()) {
       for (const peer of m.hosts().filter((p) => p !== host)) {
         assert.equal(await m.vxlanPeerProblems(host, peer), '');
@@ -46,9 +41,10 @@ describe('vxlan: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () =
   });
 
   test('flannel.1 is the same device on both kinds: VNI 1, dstport 8472, nolearning, MTU 1450, <subnet>.0/32', async () => {
-    const flannel = await deviceShape('h1');
+    const m = lab();
+    const flannel = await deviceShape(m, 'h1');
     assert.match(flannel, /mtu 1450 .*vxlan id 1 local IP dev eth0 .*dstport 8472 nolearning/);
-    assert.equal(await deviceShape('h3'), flannel);
+    assert.equal(await deviceShape(m, 'h3'), flannel);
     for (const host of m.hosts()) {
       const addr = (await m.lab.exec(host, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'flannel.1'])).stdout;
       assert.match(addr, new RegExp(`inet ${m.subnetOf(host).replace('/24', '/32').replace(/\./g, '\\.')} scope global flannel\\.1`), `${host}: ${addr}`);
@@ -56,6 +52,7 @@ describe('vxlan: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () =
   });
 
   test('weft leases lists flanneld\'s leases as it lists weftd\'s (subnet, public IP, backend, VtepMAC)', async () => {
+    const m = lab();
     const r = await m.lab.exec('h3', [process.execPath, WEFT, 'leases', '-o', 'json', '--etcd-endpoints=http://10.250.0.2:2379'], { timeoutMs: 30_000 });
     assert.equal(r.code, 0, r.stderr);
     const rows = JSON.parse(r.stdout) as { subnet: string; publicIp: string; backendType: string; vtepMac: string | null }[];
@@ -68,6 +65,7 @@ describe('vxlan: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () =
   });
 
   test('lease JSON is byte for byte the same from flanneld and weftd (but for the host\'s own values)', async () => {
+    const m = lab();
     const shape = async (host: string): Promise<string> => (await m.leaseOf(host))
       .replace(`"${m.publicIpOf(host)}"`, '"PUBLIC_IP"').replace(await m.vtepMacOf(host), 'MAC');
     const flannel = await shape('h1');
@@ -76,6 +74,7 @@ describe('vxlan: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () =
   });
 
   test('subnet.env is byte for byte the same from flanneld and weftd (but for FLANNEL_SUBNET), mode 0644', async () => {
+    const m = lab();
     const shape = (host: string): string => m.subnetFileText(host).replace(m.lab.subnetEnv(host)!.subnet, 'SUBNET');
     const flannel = shape('h1');
     assert.equal(flannel, 'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=SUBNET\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n');
@@ -84,6 +83,7 @@ describe('vxlan: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () =
   });
 
   test('a weftd host leaves (stopped, lease deleted): flanneld and weftd hosts drop its route, neighbour and FDB entry', async () => {
+    const m = lab();
     const subnet = m.subnetOf('h4');
     const mac = await m.vtepMacOf('h4');
     await m.stop('h4');
@@ -95,6 +95,7 @@ describe('vxlan: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () =
   });
 
   test('a flanneld host leaves (stopped, lease deleted): the other flanneld and the weftd host drop it; the rest still ping', async () => {
+    const m = lab();
     const subnet = m.subnetOf('h2');
     const mac = await m.vtepMacOf('h2');
     await m.stop('h2');

@@ -11,7 +11,9 @@ import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { after, before } from 'node:test';
 import { Lab, type LabOptions } from '../../../src/lab';
+import { sleep } from '../../../src/lab/run';
 import { sh, waitUntil } from '../../e2e/helpers/shell';
 
 export const FLANNELD_RECIPE = [
@@ -54,6 +56,37 @@ export interface MixedLabOptions {
   readonly backend?: string;
   readonly ipv6?: 'dual';
   readonly networkConfig?: LabOptions['networkConfig'];
+}
+
+/**
+ * Registers the suite's before/after around one MixedLab and returns its getter. A lab that could
+ * not be built (no flanneld: the recipe) fails EVERY test with that error, not only the hook.
+ */
+export function useMixedLab(opts: MixedLabOptions): () => MixedLab {
+  let lab: MixedLab | undefined;
+  let failure: unknown;
+  before(async () => {
+    try {
+      lab = await MixedLab.up(opts);
+    } catch (e) {
+      failure = e;
+    }
+  });
+  after(async () => {
+    await lab?.down();
+  });
+  return () => {
+    if (failure !== undefined) throw failure;
+    assert.ok(lab, 'the mixed lab was not built');
+    return lab;
+  };
+}
+
+export interface PingFlow {
+  readonly name: string;
+  readonly sent: number;
+  readonly received: number;
+  readonly out: string;
 }
 
 /** A lab whose hosts run flanneld or weftd, and which remembers which runs where. */
@@ -205,20 +238,37 @@ export class MixedLab {
   /**
    * flannel's vxlan footprint for `peer` on `host`, from the peer's lease in etcd:
    * `<subnet> via <subnet>.0 dev flannel.1 onlink`, permanent neighbour <subnet>.0 → VtepMAC,
-   * FDB VtepMAC → PublicIP `self permanent`. Returns what is wrong ('' when all is right).
+   * FDB VtepMAC → PublicIP `self permanent`; with family 6 the same on flannel-v6.1 from
+   * BackendV6Data and PublicIPv6 (route at metric 1024). Returns what is wrong ('' when all is right).
    */
-  async vxlanPeerProblems(host: string, peer: string): Promise<string> {
-    const subnet = this.subnetOf(peer);
+  async vxlanPeerProblems(host: string, peer: string, family: 4 | 6 = 4): Promise<string> {
+    const v6 = family === 6;
+    const subnet = v6 ? this.ipv6SubnetOf(peer) : this.subnetOf(peer);
     const gw = subnet.split('/')[0]!;
-    const mac = await this.vtepMacOf(peer);
+    const dev = v6 ? 'flannel-v6.1' : 'flannel.1';
+    const mac = await this.vtepMacOf(peer, v6 ? 'BackendV6Data' : 'BackendData');
     const wrong: string[] = [];
     const route = await this.routeTo(host, subnet);
-    if (route !== `${subnet} via ${gw} dev flannel.1 onlink`) wrong.push(`route "${route}"`);
-    const neigh = await this.neighbour(host, gw, 'flannel.1');
+    const want = v6 ? `${subnet} via ${gw} dev ${dev} metric 1024 onlink pref medium` : `${subnet} via ${gw} dev ${dev} onlink`;
+    if (route !== want) wrong.push(`route "${route}", want "${want}"`);
+    const neigh = await this.neighbour(host, gw, dev);
     if (neigh !== `${gw} lladdr ${mac} PERMANENT`) wrong.push(`neighbour "${neigh}"`);
-    const fdb = await this.fdb(host, 'flannel.1');
-    if (!fdb.split('\n').includes(`${mac} dst ${this.publicIpOf(peer)} self permanent`)) wrong.push(`fdb "${fdb.trim()}"`);
+    const fdb = await this.fdb(host, dev);
+    const pub = v6 ? this.publicIpv6Of(peer) : this.publicIpOf(peer);
+    if (!fdb.split('\n').includes(`${mac} dst ${pub} self permanent`)) wrong.push(`fdb "${fdb.trim()}"`);
     return wrong.length === 0 ? '' : `${host} (${this.kindOf(host)}) → ${peer} (${this.kindOf(peer)}) ${subnet} ${mac}: ${wrong.join('; ')}`;
+  }
+
+  /**
+   * flannel's host-gw route for `peer` on `host`: `<subnet> via <PublicIP> dev eth0` (no onlink,
+   * no metric); with family 6 `<IPv6 subnet> via <PublicIPv6> dev eth0` at the kernel's default
+   * IPv6 metric 1024. '' when right.
+   */
+  async hostgwPeerProblems(host: string, peer: string, family: 4 | 6 = 4): Promise<string> {
+    const subnet = family === 6 ? this.ipv6SubnetOf(peer) : this.subnetOf(peer);
+    const want = family === 6 ? `${subnet} via ${this.publicIpv6Of(peer)} dev eth0 metric 1024 pref medium` : `${subnet} via ${this.publicIpOf(peer)} dev eth0`;
+    const route = await this.routeTo(host, subnet);
+    return route === want ? '' : `${host} (${this.kindOf(host)}) → ${peer} (${this.kindOf(peer)}): route "${route}", want "${want}"`;
   }
 
   /** Nothing left on `host` for a departed peer: no route, neighbour or FDB entry. */
@@ -262,6 +312,30 @@ export class MixedLab {
       assert.ok(m, `ping ${from} → ${to}: ${r.stdout}${r.stderr}`);
       return { sent: Number(m[1]), received: Number(m[2]), out: r.stdout.trim() };
     });
+  }
+
+  /**
+   * Stop the daemon on `host` (SIGTERM) and start `to` there, while pings run across it: from
+   * every other host's container to `host`'s, and from `host`'s to the first other host's.
+   * Returns each flow's count (none asserted here) and how long stop + start took.
+   */
+  async replaceWhilePinging(host: string, to: DaemonKind, packets = 80): Promise<{ flows: PingFlow[]; swapMs: number }> {
+    const from = this.kindOf(host);
+    const others = this.hosts().filter((h) => h !== host);
+    const runs = [
+      ...others.map((o) => ({ name: `${o}-c1 (${this.kindOf(o)}) → ${host}-c1`, run: this.pingRun(o, host, packets) })),
+      { name: `${host}-c1 → ${others[0]}-c1 (${this.kindOf(others[0]!)})`, run: this.pingRun(host, others[0]!, packets) },
+    ];
+    await sleep(1000);
+    const t0 = Date.now();
+    await this.stop(host);
+    await this.start(host, to);
+    const swapMs = Date.now() - t0;
+    const flows = await Promise.all(runs.map(async (r) => ({ name: r.name, ...(await r.run) })));
+    // The figures docs/flannel-compat.md quotes, with the load they were taken under.
+    process.stdout.write(`# replace ${this.lab.name} ${host} ${from} → ${to}: stop + start ${swapMs} ms; ` +
+      `${flows.map((f) => `${f.name} ${f.sent - f.received}/${f.sent} lost`).join(', ')} (load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')})\n`);
+    return { flows, swapMs };
   }
 
   containerIp(host: string): string {

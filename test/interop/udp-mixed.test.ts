@@ -1,0 +1,105 @@
+/**
+ * Interop, flannel's legacy udp backend (flanneld v0.20.2 on amd64 builds it with cgo, its
+ * default): 2 real flanneld hosts (h1, h2) and 2 weftd hosts (h3, h4), lab namespaces
+ * helperE2-<pid>u-*. Traffic both ways over flannel0, the device and route of both kinds, lease
+ * JSON and subnet.env compared, and h1 replaced flanneld → weftd → flanneld while pings run.
+ */
+import assert from 'node:assert/strict';
+import { resolve } from 'node:path';
+import { describe, test } from 'node:test';
+import { useMixedLab, type MixedLab } from './helpers/mixed-lab';
+
+const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
+
+/**
+ * flannel0 as `ip -d link` prints it, minus the index and two TUN flags where weft differs on
+ * purpose (docs/fallback.md): weft's TUN is persistent (it outlives a weftd restart, so routes
+ * and traffic survive it) and has vnet_hdr on (the pump's GSO/GRO); flanneld's is neither.
+ */
+async function tunShape(m: MixedLab, host: string): Promise<string> {
+  return (await m.lab.exec(host, ['ip', '-d', 'link', 'show', 'flannel0'])).stdout.replace(/^\d+: /, '')
+    .replace(/ vnet_hdr (on|off) persist (on|off)/, '').replace(/\s+/g, ' ').trim();
+}
+
+async function tunFlags(m: MixedLab, host: string): Promise<string> {
+  return /vnet_hdr (on|off) persist (on|off)/.exec((await m.lab.exec(host, ['ip', '-d', 'link', 'show', 'flannel0'])).stdout)?.[0] ?? '(no flags)';
+}
+
+/**
+ * The one route for the whole Network through flannel0. flanneld adds it with scope universe,
+ * weftd with scope link (a gateway-less route): the kernel picks the same source address and
+ * device for both, so only `ip route`'s text differs (docs/flannel-compat.md).
+ */
+const UDP_ROUTE = /^10\.5\.0\.0\/16 dev flannel0( scope link)?$/;
+
+describe('udp: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () => {
+  const lab = useMixedLab({ id: 'u', kinds: ['flanneld', 'flanneld', 'weftd', 'weftd'], backend: 'udp' });
+
+  test('every container reaches every other container, both ways (12 pairs)', async () => {
+    assert.equal(await lab().assertPingMatrix(), 12);
+  });
+
+  test('flannel0 is the same TUN on both kinds (MTU 1472, pfifo_fast, qlen 500, <subnet>.0/32) with one route for the Network', async () => {
+    const m = lab();
+    const flannel = await tunShape(m, 'h1');
+    assert.match(flannel, /^flannel0: <POINTOPOINT,MULTICAST,NOARP,UP,LOWER_UP> mtu 1472 qdisc pfifo_fast .*qlen 500/);
+    for (const host of m.hosts()) {
+      assert.equal(await tunShape(m, host), flannel, `${host} (${m.kindOf(host)})`);
+      assert.equal(await tunFlags(m, host), m.kindOf(host) === 'weftd' ? 'vnet_hdr on persist on' : 'vnet_hdr off persist off', host);
+      const addr = (await m.lab.exec(host, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'flannel0'])).stdout;
+      assert.match(addr, new RegExp(`inet ${m.subnetOf(host).replace('/24', '/32').replace(/\./g, '\\.')} scope global flannel0`), `${host}: ${addr}`);
+      assert.match(await m.routeTo(host, '10.5.0.0/16'), UDP_ROUTE, `${host} (${m.kindOf(host)})`);
+    }
+  });
+
+  test('lease JSON and subnet.env are the same from flanneld and weftd ({"PublicIP":…,"PublicIPv6":null}, MTU underlay - 28)', async () => {
+    const m = lab();
+    for (const host of m.hosts()) {
+      assert.equal((await m.leaseOf(host)).replace(m.publicIpOf(host), 'IP'), '{"PublicIP":"IP","PublicIPv6":null}', `${host} (${m.kindOf(host)})`);
+      assert.equal(m.subnetFileText(host).replace(m.lab.subnetEnv(host)!.subnet, 'SUBNET'),
+        'FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=SUBNET\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n', `${host} (${m.kindOf(host)})`);
+    }
+  });
+
+  // flanneld's flannel0 is not persistent: it goes with flanneld's process, taking the route
+  // with it, so traffic through h1 stops from flanneld's exit until weftd's TUN is up. Loss is
+  // bounded by the swap (stop + start): at 10 pings/s, lost ≤ swap / 100 ms + 10.
+  test('h1: flanneld → weftd while pings run: same subnet, weft\'s flannel0 and route, loss bounded by the swap', async () => {
+    const m = lab();
+    const subnet = m.subnetOf('h1');
+    const { flows, swapMs } = await m.replaceWhilePinging('h1', 'weftd', 50);
+    assert.equal(m.subnetOf('h1'), subnet);
+    assert.equal(await tunFlags(m, 'h1'), 'vnet_hdr on persist on');
+    assert.match(await m.routeTo('h1', '10.5.0.0/16'), UDP_ROUTE);
+    for (const f of flows) assert.ok(f.sent - f.received <= Math.ceil(swapMs / 100) + 10, `${f.name} (swap ${swapMs} ms): ${f.out}`);
+    assert.equal(await m.assertPingMatrix(), 12);
+  });
+
+  // Back to flanneld: weft's flannel0 is persistent (it outlives weftd on purpose), and flanneld
+  // asks the kernel for "flannel%d", so next to it flanneld gets flannel1, its route add meets
+  // weft's route (EEXIST, which flanneld ignores) and traffic goes into a TUN nobody reads. The
+  // way back is stop weftd, `weft cleanup`, start flanneld (docs/flannel-compat.md).
+  test('h1: weftd → flanneld without `weft cleanup`: flanneld makes flannel1 beside weft\'s flannel0 and h1 is cut off', async () => {
+    const m = lab();
+    await m.stop('h1');
+    await m.start('h1', 'flanneld');
+    const links = (await m.lab.exec('h1', ['ip', '-o', 'link'])).stdout;
+    assert.match(links, /: flannel0: <NO-CARRIER/, 'weft\'s persistent flannel0 is left without a reader');
+    assert.match(links, /: flannel1: /, 'flanneld took flannel1');
+    assert.equal(await m.lab.ping('h2-c1', 'h1-c1', { attempts: 2 }), false, 'h1 is unreachable');
+    await m.stop('h1');
+  });
+
+  test('h1: weftd → flanneld the documented way (stop weftd, weft cleanup, start flanneld): flanneld\'s flannel0, every pair answers', async () => {
+    const m = lab();
+    const subnet = m.subnetOf('h1');
+    const cleanup = await m.lab.exec('h1', [process.execPath, WEFT, 'cleanup', `--subnet-file=${m.lab.subnetFile('h1')}`, '--network=10.5.0.0/16'], { timeoutMs: 30_000 });
+    assert.equal(cleanup.code, 0, cleanup.stdout + cleanup.stderr);
+    assert.doesNotMatch((await m.lab.exec('h1', ['ip', '-o', 'link'])).stdout, /flannel\d/, 'weft cleanup removed the persistent TUN');
+    await m.start('h1', 'flanneld');
+    assert.equal(m.subnetOf('h1'), subnet, 'flanneld found its lease by PublicIP');
+    assert.equal(await tunFlags(m, 'h1'), 'vnet_hdr off persist off');
+    assert.match(await m.routeTo('h1', '10.5.0.0/16'), UDP_ROUTE);
+    assert.equal(await m.assertPingMatrix(), 12);
+  });
+});

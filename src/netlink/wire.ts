@@ -231,7 +231,8 @@ export function forEachAck(datagram: Buffer, onAck: (seq: number, errno: number)
     const len = datagram.readUInt32LE(off);
     if (len < NLMSG_HDRLEN || off + len > datagram.length) return;
     if (datagram.readUInt16LE(off + 4) === NLMSG_ERROR && len >= NLMSG_HDRLEN + 4) {
-      onAck(datagram.readUInt32LE(off + SEQ_OFFSET), -datagram.readInt32LE(off + NLMSG_HDRLEN));
+      const negErrno = datagram.readInt32LE(off + NLMSG_HDRLEN);
+      onAck(datagram.readUInt32LE(off + SEQ_OFFSET), negErrno === 0 ? 0 : -negErrno);
     }
     off += align4(len);
   }

@@ -113,6 +113,44 @@ export interface DesiredContext {
   readonly protectedIPs?: readonly string[];
 }
 
+/** The kernel objects one peer contributes to a DesiredState (DirectRouting: only a route). */
+export interface PeerObjects {
+  readonly neighbours: readonly DesiredNeighbour[];
+  readonly fdb: readonly DesiredFdb[];
+  readonly routes: readonly DesiredRoute[];
+}
+
+/** One peer judged by a backend's own checks (after the shared screen): its objects, or why it is skipped. */
+export type PeerVerdict =
+  | { readonly skip: string }
+  | {
+      readonly objects: PeerObjects;
+      /**
+       * A value no two accepted peers may share (vxlan: the VtepMAC): of two leases with the
+       * same tag the first by key wins, the other is skipped with `clashReason`. Absent: none.
+       */
+      readonly tag?: string;
+    };
+
+/**
+ * desired() split per peer, for an O(change) lease event (daemon/desired-delta.ts): desired(own,
+ * peers, ctx) must equal what these rules give peer by peer after the shared screen (screen.ts),
+ * in key order, with peers sharing a tag refused after the first. Only backends whose whole
+ * desired state is such objects offer it (not a pump's table nor WireGuard's peer list).
+ */
+export interface PeerRules {
+  /** The address family of the lease halves the rules read. */
+  readonly family: IPFamily;
+  /** Our underlay interface's address when it differs from our PublicIP (screenPeers' ownIfaceIP). */
+  readonly ownIfaceIP?: string;
+  /** The objects not tied to a peer: our address(es) on the overlay device. */
+  readonly addresses: readonly IPNet[];
+  /** The backend's checks and objects for one peer that passed the shared screen. Pure. */
+  peer(peer: Lease): PeerVerdict;
+  /** Why a peer whose tag an earlier accepted lease (`ownerKey`) holds is skipped. */
+  clashReason(tag: string, ownerKey: string): string;
+}
+
 export interface Backend {
   readonly type: string;
   /**
@@ -137,6 +175,12 @@ export interface Backend {
   deviceProblem?(link: LinkInfo): string | null;
   /** Pure: the address, neighbours, FDB entries and routes wanted for these peers. */
   desired(own: Lease, peers: readonly Lease[], ctx?: DesiredContext): DesiredState;
+  /**
+   * Optional: desired() as per-peer rules (PeerRules), so a lease event costs one peer's work.
+   * null when the data path in use cannot be described per peer (a user-space pump): the daemon
+   * then recomputes desired() as a whole. `ctx` is read when a peer is judged, not copied.
+   */
+  peerRules?(own: Lease, ctx: DesiredContext): PeerRules | null;
   /**
    * True for a backend without an overlay device (host-gw): desired() wants only routes out of
    * the underlay (`via: 'underlay'`), `deviceName` names the underlay, and the reconciler never

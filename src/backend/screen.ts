@@ -22,7 +22,7 @@
  * DesiredContext, filled by the daemon.
  */
 import {
-  addressFamily, formatIPv4Cidr, ipNetContainsAddress, netContainsNet, netsOverlap, parseIPv4, parseIPv6, sameNet, type IPFamily,
+  addressFamily, formatIPv4Cidr, ipNetContainsAddress, netContainsNet, netsOverlap, parseIPv4, parseIPv6, sameNet, type IPFamily, type IPNet,
 } from '../ip';
 import { leaseHalf } from '../lease/family';
 import type { Lease } from '../lease/types';
@@ -58,17 +58,11 @@ export interface ScreenInput {
  * checks. The reason is a sentence fragment ready for a log line: `skip lease <key>: <reason>`.
  */
 export function screenPeer(peer: Lease, input: ScreenInput): string | null {
-  const { own, ctx } = input;
   const family = input.family ?? 4;
-  const mine = leaseHalf(own, family);
-  const s = leaseHalf(peer, family).subnet;
-  if (s === null) return `lease has no IPv${family} subnet`;
-  const net = ctx.network ?? null;
-  if (net !== null && !netContainsNet(net, s)) return `subnet is outside the Network ${formatIPv4Cidr(net)}`;
-  if (ctx.subnetLen !== undefined && s.prefixLen !== ctx.subnetLen) {
-    return `subnet length /${s.prefixLen} is not the configured SubnetLen /${ctx.subnetLen}`;
-  }
-  if (mine.subnet !== null && netsOverlap(s, mine.subnet)) return `subnet overlaps ours (${formatIPv4Cidr(mine.subnet)})`;
+  const first = screenSubnet(peer, input.own, input.ctx, family);
+  if (typeof first === 'string') return first;
+  const { ctx } = input;
+  const s = first.subnet;
   // With a SubnetLen every accepted subnet has that length, and two of one length overlap only
   // when equal: a map lookup instead of a scan (which made a recompute O(peers²)).
   const clash = ctx.subnetLen !== undefined && input.acceptedBySubnet
@@ -78,6 +72,31 @@ export function screenPeer(peer: Lease, input: ScreenInput): string | null {
         return other !== null && netsOverlap(other, s);
       });
   if (clash) return `subnet overlaps lease ${clash.key}`;
+  return screenRest(peer, s, input, family);
+}
+
+/**
+ * Checks 1 (inside the Network, SubnetLen) and the overlap with our subnet: the part of
+ * screenPeer() that comes before the overlap with other peers. The lease's subnet when it passes.
+ */
+function screenSubnet(peer: Lease, own: Lease, ctx: DesiredContext, family: IPFamily): string | { readonly subnet: IPNet } {
+  const mine = leaseHalf(own, family);
+  const s = leaseHalf(peer, family).subnet;
+  if (s === null) return `lease has no IPv${family} subnet`;
+  const net = ctx.network ?? null;
+  if (net !== null && !netContainsNet(net, s)) return `subnet is outside the Network ${formatIPv4Cidr(net)}`;
+  if (ctx.subnetLen !== undefined && s.prefixLen !== ctx.subnetLen) {
+    return `subnet length /${s.prefixLen} is not the configured SubnetLen /${ctx.subnetLen}`;
+  }
+  if (mine.subnet !== null && netsOverlap(s, mine.subnet)) return `subnet overlaps ours (${formatIPv4Cidr(mine.subnet)})`;
+  return { subnet: s };
+}
+
+/** Checks 3 to 5: what screenPeer() checks after the overlap with other peers (`s`: the lease's subnet). */
+function screenRest(peer: Lease, s: IPNet, input: ScreenInput, family: IPFamily): string | null {
+  const { ctx } = input;
+  const mine = leaseHalf(input.own, family);
+  const net = ctx.network ?? null;
   for (const u of ctx.underlayNetworks ?? []) {
     if (netsOverlap(s, u)) return `subnet overlaps the underlay network ${formatIPv4Cidr(u)} (routing it into the overlay would cut this host off)`;
   }
@@ -105,6 +124,37 @@ export function screenPeer(peer: Lease, input: ScreenInput): string | null {
   if (unusable !== null) return `${field} ${publicIp} is ${unusable}`;
   if (net !== null && ipNetContainsAddress(net, publicIp)) return `PublicIP ${publicIp} lies inside the Network ${formatIPv4Cidr(net)}`;
   return null;
+}
+
+/** One lease judged on its own by screenPeerAlone(). */
+export interface LoneScreen {
+  /** Why the lease is refused whatever the other peers are, or null. */
+  readonly reason: string | null;
+  /**
+   * subnetId() of its subnet when it passed the checks that come before the overlap with other
+   * peers (null otherwise): two leases with the same one may refuse each other (key order).
+   */
+  readonly subnetKey: string | null;
+}
+
+/**
+ * screenPeer() without the other peers, for the incremental desired state (daemon/desired-delta.ts):
+ * exact only when ctx.network is set and ctx.subnetLen is defined (then the other peers matter
+ * only through an equal subnet, which `subnetKey` tells, and their PublicIPs not at all).
+ */
+export function screenPeerAlone(peer: Lease, own: Lease, ctx: DesiredContext, family: IPFamily = 4, ownIfaceIP?: string): LoneScreen {
+  const first = screenSubnet(peer, own, ctx, family);
+  if (typeof first === 'string') return { reason: first, subnetKey: null };
+  const reason = screenRest(peer, first.subnet, { own, ctx, family, ...(ownIfaceIP ? { ownIfaceIP } : {}) }, family);
+  return { reason, subnetKey: subnetId(first.subnet) };
+}
+
+/** Our own lease (by key, or by this family's subnet): left out of the peers silently. */
+export function isOwnLease(own: Lease, p: Lease, family: IPFamily = 4): boolean {
+  if (p.key === own.key) return true;
+  const sub = leaseHalf(p, family).subnet;
+  const ownSubnet = leaseHalf(own, family).subnet;
+  return sub !== null && ownSubnet !== null && sameNet(sub, ownSubnet);
 }
 
 /** Why an address cannot be a tunnel endpoint (0.0.0.0 would even be the VXLAN flood entry), or null. */
@@ -158,13 +208,8 @@ export function screenPeers(
 ): Screened {
   const sorted = [...peers].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const net = ctx.network ?? null;
-  const ownSubnet = leaseHalf(own, family).subnet;
   // Our own lease (by key, or by this family's subnet) is left out silently.
-  const isOwn = (p: Lease): boolean => {
-    if (p.key === own.key) return true;
-    const sub = leaseHalf(p, family).subnet;
-    return sub !== null && ownSubnet !== null && sameNet(sub, ownSubnet);
-  };
+  const isOwn = (p: Lease): boolean => isOwnLease(own, p, family);
   const peerPublicIPs = new Set<string>();
   for (const p of sorted) {
     if (isOwn(p)) continue;
@@ -189,6 +234,6 @@ export function screenPeers(
 }
 
 /** A network's identity for maps: "<ip>/<len>" (IPv4 as its uint32, IPv6 as its canonical text). */
-function subnetId(net: { readonly ip: number | string; readonly prefixLen: number }): string {
+export function subnetId(net: { readonly ip: number | string; readonly prefixLen: number }): string {
   return `${net.ip}/${net.prefixLen}`;
 }

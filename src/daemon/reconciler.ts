@@ -63,6 +63,7 @@ import {
   type RepairKind,
   type RouteConflict,
 } from './diff';
+import { PendingDelta, desiredIsExact, pinDesired, routesBySlot, type DesiredDelta } from './desired-delta';
 
 // The pure half used to live here: re-exported for the callers that import it from the reconciler.
 export { REPAIR_KINDS, describeChange, diffState, impliedState, type ActualState, type Change, type RepairKind } from './diff';
@@ -176,6 +177,13 @@ export class Reconciler {
   private lastErr: unknown = null;
   /** Main-table routes weft does not own, from the last full run (the incremental path must not replace them). */
   private foreignRoutes: RouteEntry[] = [];
+  /** The same by (dst, metric) slot, for the delta path. */
+  private foreignBySlot = new Map<string, RouteEntry[]>();
+  /**
+   * The deltas (setDesired's second argument) from the desired state of the run in progress or
+   * last run to `desired`, folded by slot; null when a state came without one (the chain is broken).
+   */
+  private pending: PendingDelta | null = null;
   /** Conflicts already warned about (route key → existing route), so a steady conflict logs once. */
   private warnedConflicts = new Map<string, string>();
 
@@ -255,7 +263,11 @@ export class Reconciler {
    * three netlink requests, not four dumps of O(peers) objects). Drift is still caught: kernel
    * change notifications, failures and the periodic resync always run a full reconcile.
    */
-  setDesired(state: DesiredState): void {
+  setDesired(state: DesiredState, delta?: DesiredDelta): void {
+    // With a delta from the state we hold, an incremental run writes only the slots it touched
+    // (O(change)); without one it diffs the whole states, or reads the kernel (see runOnce).
+    if (delta !== undefined && delta.from === this.desired && this.pending !== null) this.pending.add(delta);
+    else this.pending = null;
     this.desired = state;
     if (this.started) this.schedule(0, false);
   }
@@ -404,11 +416,24 @@ export class Reconciler {
     this.runsTotal++;
     // Incremental only from a state known to be in the kernel; a user-space data path's table
     // (DesiredState.pump, when a backend has one) is handled by the full path.
-    const full = this.wantFull || this.appliedDesired === null || this.lastErr !== null || this.overlayIndex === null
-      || (desired as { readonly pump?: unknown }).pump !== undefined || desired.wireguardPeers !== undefined;
+    const pending = this.pending;
+    // Deltas from now on are relative to the state this run brings the kernel to.
+    this.pending = new PendingDelta();
+    const applied = this.appliedDesired;
+    // Diffing whole states needs `applied` as it was: a per-peer state read after later events
+    // is not (desired-delta.ts); then the kernel is read instead.
+    const full = this.wantFull || applied === null || this.lastErr !== null || this.overlayIndex === null
+      || (desired as { readonly pump?: unknown }).pump !== undefined || desired.wireguardPeers !== undefined
+      || (pending === null && !desiredIsExact(applied));
     this.wantFull = false;
+    // Whatever reads the whole of `desired` below does so after an await: build it now, while exact.
+    if (full || pending === null) pinDesired(desired);
     try {
-      const result = full ? await this.apply(desired, repairs) : await this.applyIncremental(desired, this.appliedDesired!, this.overlayIndex!);
+      const result = full
+        ? await this.apply(desired, repairs)
+        : pending !== null
+          ? await this.applyDelta(desired, pending, this.overlayIndex!)
+          : await this.applyIncremental(desired, applied!, this.overlayIndex!);
       this.lastErr = null;
       this.appliedDesired = desired;
       return result;
@@ -441,6 +466,29 @@ export class Reconciler {
     return { changes: changes.length, repairs: zeroRepairs() };
   }
 
+  /**
+   * The delta path: only the slots the pending deltas touched, compared with the state last
+   * applied, written without reading the kernel. O(change), whatever the number of peers.
+   */
+  private async applyDelta(desired: DesiredState, pending: PendingDelta, overlayIndex: number): Promise<ReconcileResult> {
+    const conflicts: RouteConflict[] = [];
+    const changes = pending.changes(overlayIndex, this.underlay.ifIndex, this.foreignBySlot, conflicts);
+    this.warnConflicts(conflicts, false);
+    if (changes.length === 0) {
+      this.converged = desired;
+      this.convergedIds = null;
+      return { changes: 0, repairs: zeroRepairs() };
+    }
+    const link: LinkInfo = { index: overlayIndex, name: this.backend.deviceName, up: true, mtu: 0, mac: null, kind: null, vxlan: null };
+    const { errors } = await this.applyPhases(changes, link, (c) => this.log.debug(describeChange(c), { device: link.name }));
+    // lastErr is set by the caller: the next run is a full one.
+    if (errors.length) throw reconcileFailure(link.name, errors, changes.length);
+    this.log.debug('reconciled (delta)', { device: link.name, changes: changes.length });
+    this.converged = desired;
+    this.convergedIds = null;
+    return { changes: changes.length, repairs: zeroRepairs() };
+  }
+
   private async apply(desired: DesiredState, repairs: Record<RepairKind, number>): Promise<ReconcileResult> {
     const link = await this.ensureDevice(repairs);
     this.overlayIndex = link.index;
@@ -463,6 +511,7 @@ export class Reconciler {
     const conflicts: RouteConflict[] = [];
     const changes = diffState(desired, actual, this.ownership, conflicts);
     this.foreignRoutes = routes.filter((r) => r.type === RTN_UNICAST && !ownsRoute(r, actual, this.ownership));
+    this.foreignBySlot = routesBySlot(this.foreignRoutes);
     this.warnConflicts(conflicts, true);
     const converged = this.converged === null ? null : (this.convergedIds ??= desiredIds(this.converged));
     const isRepair = (c: Change): boolean => {

@@ -35,6 +35,7 @@ import { checkNetworkAgainstUnderlay, connectedNetworks, endpointAddresses } fro
 import type { Notifier } from './notify';
 import { ConfigWatch } from './config-watch';
 import { DepartedPeers } from './departed';
+import { IncrementalDesired, type PeerEdit } from './desired-delta';
 import type { DaemonComponent, DaemonView, WeftdEvents, WeftdPhase, WeftdSnapshot } from './components';
 import { Reconciler } from './reconciler';
 import { formatSubnetEnv, readSubnetEnv, writeSubnetEnvAtomic } from './subnetenv';
@@ -86,8 +87,16 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
   private config: NetworkConfig | null = null;
   private setup: BackendSetup | null = null;
   private own: Lease | null = null;
-  private peers: Lease[] = [];
-  private onLinkPublicIPs: ReadonlySet<string> = new Set();
+  /** The peers' leases by key (a copy of the lease view's, kept per event). */
+  private readonly peerMap = new Map<string, Lease>();
+  /**
+   * The same leases as a list, kept per event in O(1) (a removal moves the last one into its
+   * place): handed to 'peers' listeners, copied only by snapshot().
+   */
+  private readonly peerList: Lease[] = [];
+  private readonly peerIndex = new Map<string, number>();
+  /** PublicIPs (both families) of peers on our L2; kept per event, replaced by a full lookup. */
+  private onLinkPublicIPs = new Set<string>();
   /** What no lease may route into the overlay (underlay-guard.ts): filled at start-up. */
   private guard: { underlayNetworks: readonly IPv4Net[]; protectedIPs: readonly string[] } = { underlayNetworks: [], protectedIPs: [] };
   /** Serialises desired-state recomputation (DirectRouting needs an async route lookup). */
@@ -122,7 +131,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       underlay: this.underlay,
       config: this.config,
       lease: this.own,
-      peers: this.peers,
+      peers: [...this.peerList],
       manager: this.manager,
       registry: this.registry,
       paths: this.ipv6Path ? [...primary, this.ipv6Path] : primary,
@@ -295,7 +304,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     this.configWatch.start();
 
     const dp = backend.dataPath !== undefined && backend.dataPath !== 'kernel' ? `, data path ${backend.dataPath} (${backend.deviceName})` : '';
-    const ready = `ready: subnet ${formatIPv4Cidr(own.subnet)}, ${this.peers.length} peer(s) programmed${dp}`;
+    const ready = `ready: subnet ${formatIPv4Cidr(own.subnet)}, ${this.peerMap.size} peer(s) programmed${dp}`;
     this.setPhase('ready');
     this.notifier.ready(ready);
     traceStartup('READY=1 sent');
@@ -308,17 +317,33 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     return new Promise<void>((resolve) => {
       let first = true;
       this.unwatchPeers = manager.watchPeers((peers, change) => {
-        const before = this.peers;
-        this.peers = [...peers.values()];
-        this.departed.update(before, this.peers);
-        this.emit('peers', this.peers);
+        // One change costs O(1) here: the peer set, the departed-peer holds and the keys to judge
+        // again are kept per key (a snapshot, after start or a compaction, rebuilds them all).
         if (change.type === 'snapshot') {
-          this.log.info('peer snapshot', { peers: this.peers.length });
+          const before = [...this.peerList];
+          this.peerMap.clear();
+          this.peerList.length = 0;
+          this.peerIndex.clear();
+          for (const [k, l] of peers) this.setPeer(k, l);
+          this.departed.update(before, this.peerList);
+          this.wholeDirty = true;
+          this.log.info('peer snapshot', { peers: this.peerMap.size });
         } else if (change.type === 'added') {
+          const previous = this.peerMap.get(change.lease.key);
+          this.setPeer(change.lease.key, change.lease);
+          this.departed.added(change.lease, previous);
+          this.dirtyKeys.add(change.lease.key);
           this.log.debug('peer lease added or changed', { key: change.lease.key, publicIp: change.lease.attrs.PublicIP });
         } else {
+          const previous = this.peerMap.get(change.key);
+          if (previous !== undefined) {
+            this.deletePeer(change.key);
+            this.departed.removed(previous);
+          }
+          this.dirtyKeys.add(change.key);
           this.log.debug('peer lease removed', { key: change.key });
         }
+        this.emit('peers', this.peerList);
         this.scheduleRecompute(true);
         if (first && change.type === 'snapshot') {
           first = false;
@@ -328,64 +353,170 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     });
   }
 
+  private setPeer(key: string, lease: Lease): void {
+    this.peerMap.set(key, lease);
+    const i = this.peerIndex.get(key);
+    if (i !== undefined) {
+      this.peerList[i] = lease;
+      return;
+    }
+    this.peerIndex.set(key, this.peerList.length);
+    this.peerList.push(lease);
+  }
+
+  private deletePeer(key: string): void {
+    this.peerMap.delete(key);
+    const i = this.peerIndex.get(key);
+    if (i === undefined) return;
+    this.peerIndex.delete(key);
+    const last = this.peerList.pop()!;
+    if (last.key !== key) {
+      this.peerList[i] = last;
+      this.peerIndex.set(last.key, i);
+    }
+  }
+
   /**
    * Recompute the desired kernel state from (own lease, peers) and hand it to the reconciler.
-   * DirectRouting needs to know which peers are on our L2: looked up when the peer set changes.
+   * With per-peer rules (Backend.peerRules) an event judges only the changed leases and hands
+   * the reconciler the delta (desired-delta.ts); otherwise desired() runs over all peers.
+   * DirectRouting needs to know which peers are on our L2: looked up for the changed peers.
    */
   private scheduleRecompute(peerSetChanged: boolean): void {
-    // Coalesced: a burst of lease events (hundreds in one watch response) costs one recompute,
-    // not one each (desired() is O(peers), so one per event would be quadratic).
+    // Coalesced: a burst of lease events (hundreds in one watch response) costs one recompute
+    // step, whose work is proportional to the keys that changed.
     this.peerSetDirty ||= peerSetChanged;
     if (this.recomputeQueued) return;
     this.recomputeQueued = true;
     this.recompute = this.recompute.then(async () => {
       this.recomputeQueued = false;
-      const peerSetChanged = this.peerSetDirty;
-      this.peerSetDirty = false;
       const backend = this.backend;
       const own = this.own;
       if (!backend || !own || !this.reconciler) return;
-      // One peer list for the lookups and desired(): a peer that arrives during the lookups is
-      // judged by the recompute its event queued, not here without a lookup (a false "not on our L2").
-      const current = this.peers;
-      // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
-      if (peerSetChanged && hasOnLinkPeers(backend) && this.underlay) {
-        const onLink = new Set(await backend.onLinkPeers(current, this.underlay));
-        // Dual stack: the IPv6 peers' PublicIPv6 too (addresses of both families in one set).
-        const v6 = this.ipv6Path?.backend;
-        if (hasOnLinkPeers(v6)) for (const ip of await v6.onLinkPeers(current, this.underlay)) onLink.add(ip);
-        this.onLinkPublicIPs = onLink;
-      }
-      // Network and SubnetLen: leases outside them (hostile or stale data) are never programmed.
-      // The underlay's networks and etcd's addresses: no lease may capture them (backend/screen.ts).
-      const ctxOf = (family: IPFamily): DesiredContext => ({
-        onLinkPublicIPs: this.onLinkPublicIPs,
-        network: (family === 4 ? this.config?.network : this.config?.ipv6Network) ?? null,
-        subnetLen: family === 4 ? this.config?.subnetLen : this.config?.ipv6SubnetLen,
-        underlayNetworks: family === 4 ? this.guard.underlayNetworks : [],
-        protectedIPs: this.guard.protectedIPs,
-      });
-      // Peers whose key just vanished stay programmed for a grace period (departed.ts).
-      const peers = this.departed.withHeld(current);
-      const desired = backend.desired(own, peers, ctxOf(backend.family ?? 4));
-      this.armDepartedTimer();
-      const skippedNow = new Set<string>();
-      for (const s of desired.skipped ?? []) this.warnSkippedOnce(s.key, s.reason, skippedNow);
-      this.reconciler.setDesired(desired);
+      const peerSetChanged = this.peerSetDirty;
+      this.peerSetDirty = false;
+      let whole = this.wholeDirty;
+      this.wholeDirty = false;
+      const dirty = new Set(this.dirtyKeys);
+      this.dirtyKeys.clear();
+      // Peers whose key just vanished stay programmed for a grace period (departed.ts): the keys
+      // whose hold began or ended are changed keys too.
+      const held = this.departed.heldNow();
+      for (const k of this.heldKeys) if (!held.has(k)) dirty.add(k);
+      for (const k of held.keys()) if (!this.heldKeys.has(k)) dirty.add(k);
+      this.heldKeys = new Set(held.keys());
+      const leaseOf = (key: string): Lease | null => this.peerMap.get(key) ?? held.get(key) ?? null;
       const v6 = this.ipv6Path;
-      if (v6?.reconciler) {
-        const d6 = v6.backend.desired(own, peers, ctxOf(6));
-        for (const s of d6.skipped ?? []) this.warnSkippedOnce(`${s.key} (IPv6)`, s.reason, skippedNow);
-        v6.reconciler.setDesired(d6);
+      // A switch of data path (the VXLAN fallback) changes what the rules can describe.
+      if (this.engines.some((e) => e.dataPath !== (e.backend.dataPath ?? 'kernel'))) whole = true;
+      // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
+      if ((peerSetChanged || whole) && hasOnLinkPeers(backend) && this.underlay) {
+        if (!whole && this.engines.length > 0) {
+          // One peer is judged again: look only its address up. Should another peer share an
+          // address whose answer changed, everyone is looked up again (a whole recompute).
+          const flipped = await this.lookUpOnLink(backend, v6?.backend, [...dirty].map((k) => this.peerMap.get(k)).filter((l) => l !== undefined));
+          for (const ip of flipped) {
+            for (const e of this.engines) for (const k of e.engine.keysWithPublicIP(ip)) if (!dirty.has(k)) whole = true;
+          }
+        }
+        if (whole || this.engines.length === 0) await this.lookUpAllOnLink(backend, v6?.backend);
       }
+      const peersNow = (): Lease[] => [...this.peerList, ...held.values()];
+      const skippedNow = whole || this.engines.length === 0 ? new Set<string>() : null;
+      const paths: { family: IPFamily; backend: Backend; reconciler: Reconciler; suffix: string }[] = [
+        { family: backend.family ?? 4, backend, reconciler: this.reconciler, suffix: '' },
+        ...(v6?.reconciler ? [{ family: 6 as const, backend: v6.backend, reconciler: v6.reconciler, suffix: ' (IPv6)' }] : []),
+      ];
+      if (whole || this.engines.length === 0) {
+        this.engines = [];
+        for (const p of paths) {
+          const ctx = this.ctxOf(p.family);
+          const rules = IncrementalDesired.supports(ctx) ? p.backend.peerRules?.(own, ctx) ?? null : null;
+          const engine = rules === null ? null : new IncrementalDesired(rules, own, ctx, peersNow());
+          const desired = engine === null ? p.backend.desired(own, peersNow(), ctx) : engine.state;
+          if (engine !== null) this.engines.push({ engine, backend: p.backend, dataPath: p.backend.dataPath ?? 'kernel', suffix: p.suffix });
+          for (const s of desired.skipped ?? []) this.warnSkippedOnce(`${s.key}${p.suffix}`, s.reason, skippedNow!);
+          p.reconciler.setDesired(desired);
+        }
+        // A mix (one family per peer, the other whole) is not kept: every event would then be O(peers) anyway.
+        if (this.engines.length !== paths.length) this.engines = [];
+      } else if (dirty.size > 0) {
+        const edits: PeerEdit[] = [...dirty].map((key) => ({ key, lease: leaseOf(key) }));
+        for (const [i, e] of this.engines.entries()) {
+          const { state, delta } = e.engine.apply(edits);
+          paths[i]!.reconciler.setDesired(state, delta ?? undefined);
+          if (delta === null) {
+            // Conflicting leases made the engine judge everyone again: warnings as for a whole recompute.
+            const seen = new Set<string>();
+            for (const s of state.skipped ?? []) this.warnSkippedOnce(`${s.key}${e.suffix}`, s.reason, seen);
+            for (const k of this.skippedWarned.keys()) if (k.endsWith(e.suffix) && (e.suffix !== '' || !k.endsWith(' (IPv6)')) && !seen.has(k)) this.skippedWarned.delete(k);
+            continue;
+          }
+          for (const key of dirty) {
+            const why = e.engine.skipReason(key);
+            if (why !== null) this.warnSkippedOnce(`${key}${e.suffix}`, why);
+            else this.skippedWarned.delete(`${key}${e.suffix}`);
+          }
+        }
+      }
+      this.armDepartedTimer();
       // Forget leases no longer skipped (deleted or fixed): the map never outgrows the current
       // set, however many hostile keys come and go.
-      for (const k of this.skippedWarned.keys()) if (!skippedNow.has(k)) this.skippedWarned.delete(k);
+      if (skippedNow !== null) for (const k of this.skippedWarned.keys()) if (!skippedNow.has(k)) this.skippedWarned.delete(k);
     }).catch((err: unknown) => this.log.error('computing desired state failed', { error: describeError(err) }));
+  }
+
+  /**
+   * Network and SubnetLen: leases outside them (hostile or stale data) are never programmed.
+   * The underlay's networks and etcd's addresses: no lease may capture them (backend/screen.ts).
+   * onLinkPublicIPs is the live set: per-peer rules read it when they judge a peer.
+   */
+  private ctxOf(family: IPFamily): DesiredContext {
+    return {
+      onLinkPublicIPs: this.onLinkPublicIPs,
+      network: (family === 4 ? this.config?.network : this.config?.ipv6Network) ?? null,
+      subnetLen: family === 4 ? this.config?.subnetLen : this.config?.ipv6SubnetLen,
+      underlayNetworks: family === 4 ? this.guard.underlayNetworks : [],
+      protectedIPs: this.guard.protectedIPs,
+    };
+  }
+
+  /** Every current peer's address looked up (a new set: the engines are rebuilt after it). */
+  private async lookUpAllOnLink(backend: Backend, v6: Backend | undefined): Promise<void> {
+    const current = this.peerList;
+    const onLink = new Set(hasOnLinkPeers(backend) ? await backend.onLinkPeers(current, this.underlay!) : []);
+    // Dual stack: the IPv6 peers' PublicIPv6 too (addresses of both families in one set).
+    if (hasOnLinkPeers(v6)) for (const ip of await v6.onLinkPeers(current, this.underlay!)) onLink.add(ip);
+    this.onLinkPublicIPs = onLink;
+  }
+
+  /** Look up only `leases`' addresses; update the live set in place; the addresses whose answer changed. */
+  private async lookUpOnLink(backend: Backend, v6: Backend | undefined, leases: readonly Lease[]): Promise<string[]> {
+    if (leases.length === 0) return [];
+    const found = new Set(hasOnLinkPeers(backend) ? await backend.onLinkPeers(leases, this.underlay!) : []);
+    if (hasOnLinkPeers(v6)) for (const ip of await v6.onLinkPeers(leases, this.underlay!)) found.add(ip);
+    const flipped: string[] = [];
+    for (const l of leases) {
+      for (const ip of [l.attrs.PublicIP, l.attrs.PublicIPv6]) {
+        if (typeof ip !== 'string' || found.has(ip) === this.onLinkPublicIPs.has(ip)) continue;
+        if (found.has(ip)) this.onLinkPublicIPs.add(ip);
+        else this.onLinkPublicIPs.delete(ip);
+        flipped.push(ip);
+      }
+    }
+    return flipped;
   }
 
   private recomputeQueued = false;
   private peerSetDirty = false;
+  /** The next recompute rebuilds everything (start, snapshot, our lease changed). */
+  private wholeDirty = true;
+  /** Peer keys changed since the last recompute. */
+  private readonly dirtyKeys = new Set<string>();
+  /** Keys held by the departed-peer grace at the last recompute. */
+  private heldKeys = new Set<string>();
+  /** Per-peer desired states, one per family path (primary first); empty: desired() as a whole. */
+  private engines: { engine: IncrementalDesired; backend: Backend; dataPath: string; suffix: string }[] = [];
   private readonly departed: DepartedPeers;
   private departedTimer: NodeJS.Timeout | null = null;
 
@@ -405,8 +536,8 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
   /** Between the manager's 'lost' and the next 'lease': tells a re-acquire from a rewrite. */
   private leaseLost = false;
   private configWatch: ConfigWatch | null = null;
-  private warnSkippedOnce(key: string, reason: string, seen: Set<string>): void {
-    seen.add(key);
+  private warnSkippedOnce(key: string, reason: string, seen?: Set<string>): void {
+    seen?.add(key);
     if (this.skippedWarned.get(key) === reason) return;
     this.skippedWarned.set(key, reason);
     this.log.warn('peer lease skipped', { key, reason });
@@ -452,6 +583,8 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     } else {
       this.log.info('subnet lease acquired', { subnet: formatIPv4Cidr(lease.subnet), key: lease.key });
     }
+    // Our lease is an input of every peer's verdict: judge them all again.
+    this.wholeDirty = true;
     this.scheduleRecompute(false);
   }
 

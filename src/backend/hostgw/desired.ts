@@ -18,7 +18,7 @@
 import type { IPFamily } from '../../ip';
 import { leaseHalf } from '../../lease/family';
 import type { Lease } from '../../lease/types';
-import type { DesiredContext, DesiredRoute, DesiredState } from '../backend';
+import type { DesiredContext, DesiredRoute, DesiredState, PeerRules, PeerVerdict } from '../backend';
 import { screenPeers } from '../screen';
 
 /** flannel's BackendType for host-gw, in our lease and the peers' we accept. */
@@ -30,17 +30,32 @@ export const HOSTGW_TYPE = 'host-gw';
  */
 export function hostGwDesired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}, family: IPFamily = 4): DesiredState {
   const routes: DesiredRoute[] = [];
+  const rules = hostGwPeerRules(ctx, family);
   // screenPeers (the checks every backend shares) sorts by key and runs hostGwCheck only on the
   // leases that passed it.
   const { skipped } = screenPeers(own, peers, ctx, (peer) => {
-    const why = hostGwCheck(peer, ctx, family);
-    const half = leaseHalf(peer, family);
-    if (why === null && half.subnet !== null && half.publicIP !== null) {
-      routes.push({ dst: half.subnet, gateway: half.publicIP, onlink: false, via: 'underlay' });
-    }
-    return why;
+    const v = rules.peer(peer);
+    if ('skip' in v) return v.skip;
+    routes.push(...v.objects.routes);
+    return null;
   }, undefined, family);
   return { addresses: [], neighbours: [], fdb: [], routes, skipped };
+}
+
+/** host-gw per peer (Backend.peerRules): one route via its PublicIP, no tag (nothing two peers may not share). */
+export function hostGwPeerRules(ctx: DesiredContext, family: IPFamily = 4): PeerRules {
+  return {
+    family,
+    addresses: [],
+    peer(peer: Lease): PeerVerdict {
+      const why = hostGwCheck(peer, ctx, family);
+      if (why !== null) return { skip: why };
+      const half = leaseHalf(peer, family);
+      if (half.subnet === null || half.publicIP === null) return { objects: { neighbours: [], fdb: [], routes: [] } };
+      return { objects: { neighbours: [], fdb: [], routes: [{ dst: half.subnet, gateway: half.publicIP, onlink: false, via: 'underlay' }] } };
+    },
+    clashReason: (tag, ownerKey) => `${tag} is also lease ${ownerKey}'s`,
+  };
 }
 
 /** host-gw's own checks on a lease that passed screenPeer(): its BackendType, and its PublicIP on our L2. */

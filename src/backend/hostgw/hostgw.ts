@@ -14,9 +14,9 @@ import { addressFamily, type IPFamily } from '../../ip';
 import { leaseHalf } from '../../lease/family';
 import type { Lease } from '../../lease/types';
 import { silentLogger, type Logger } from '../../log';
-import type { Backend, BackendSetup, DesiredContext, DesiredState, Underlay } from '../backend';
+import type { Backend, BackendSetup, DesiredContext, DesiredState, PeerRules, Underlay } from '../backend';
 import { onLinkAmong } from '../link';
-import { HOSTGW_TYPE, hostGwDesired } from './desired';
+import { HOSTGW_TYPE, hostGwDesired, hostGwPeerRules } from './desired';
 
 /** The part of NetlinkClient host-gw uses (a seam for tests). */
 export interface HostGwNetlink {
@@ -69,6 +69,11 @@ export class HostGwBackend implements Backend {
 
   desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
     return hostGwDesired(own, peers, ctx, this.family);
+  }
+
+  /** desired() per peer (Backend.peerRules), for O(change) lease events. */
+  peerRules(_own: Lease, ctx: DesiredContext): PeerRules {
+    return hostGwPeerRules(ctx, this.family);
   }
 
   /**

@@ -16,7 +16,7 @@ import { describeError } from '../../errors';
 import type { Lease } from '../../lease/types';
 import { silentLogger, type Logger } from '../../log';
 import type { LinkInfo } from '../../netlink/types';
-import type { Backend, BackendSetup, DataPathInfo, DataPathKind, DesiredContext, DesiredPumpEntry, DesiredState, Underlay } from '../backend';
+import type { Backend, BackendSetup, DataPathInfo, DataPathKind, DesiredContext, DesiredPumpEntry, DesiredState, PeerRules, Underlay } from '../backend';
 import { VxlanBackend } from '../vxlan';
 import { UserspaceVxlanBackend, type UserspaceVxlanOptions } from './vxlan';
 
@@ -75,6 +75,12 @@ export class AutoVxlanBackend implements Backend {
 
   desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
     return this.active.desired(own, peers, ctx);
+  }
+
+  /** The kernel device's per-peer rules; null while the user-space pump carries the traffic (its table is whole). */
+  peerRules(own: Lease, ctx: DesiredContext): PeerRules | null {
+    const active: Backend = this.active;
+    return active.peerRules?.(own, ctx) ?? null;
   }
 
   onLinkPeers(peers: readonly Lease[], underlay: Underlay): Promise<Set<string>> {

@@ -29,7 +29,7 @@ import { netAddress, type IPFamily } from '../../ip';
 import { leaseHalf } from '../../lease/family';
 import { decodeVxlanBackendData, type Decoded } from '../../lease/codec';
 import type { Lease, VxlanLeaseData } from '../../lease/types';
-import type { DesiredContext, DesiredFdb, DesiredNeighbour, DesiredRoute, DesiredState } from '../backend';
+import type { DesiredContext, DesiredFdb, DesiredNeighbour, DesiredRoute, DesiredState, PeerRules, PeerVerdict } from '../backend';
 import { screenPeers } from '../screen';
 
 export interface VxlanDesiredParams {
@@ -55,52 +55,69 @@ export function vxlanDesired(
   params: VxlanDesiredParams,
   ctx: DesiredContext = {},
 ): DesiredState {
+  const rules = vxlanPeerRules(own, params, ctx);
   const neighbours: DesiredNeighbour[] = [];
   const fdb: DesiredFdb[] = [];
   const routes: DesiredRoute[] = [];
   const macOwner = new Map<string, string>(); // VtepMAC → lease key
+
+  // screenPeers sorts by key, so which of two conflicting leases wins never depends on the order
+  // the watch delivered them in; the vxlan checks run only on leases that passed the common screen.
+  const vxlanCheck = (peer: Lease): string | null => {
+    const v = rules.peer(peer);
+    if ('skip' in v) return v.skip;
+    if (v.tag !== undefined) {
+      const macClash = macOwner.get(v.tag);
+      if (macClash !== undefined) return rules.clashReason(v.tag, macClash);
+      macOwner.set(v.tag, peer.key);
+    }
+    neighbours.push(...v.objects.neighbours);
+    fdb.push(...v.objects.fdb);
+    routes.push(...v.objects.routes);
+    return null;
+  };
+  const { skipped } = screenPeers(own, peers, ctx, vxlanCheck, params.ifaceIPv4, rules.family);
+  return { addresses: rules.addresses, neighbours, fdb, routes, skipped };
+}
+
+/**
+ * vxlan's checks and objects for one peer at a time (Backend.peerRules): desired() above is these
+ * rules applied in key order, which is what the daemon's incremental desired state relies on.
+ * The VtepMAC is the tag: two VTEPs with one MAC (a cloned VM image) cannot both have the one
+ * FDB entry, the first lease by key keeps it.
+ */
+export function vxlanPeerRules(own: Lease, params: VxlanDesiredParams, ctx: DesiredContext): PeerRules {
   const family = params.family ?? 4;
   const mine = leaseHalf(own, family);
   const ownData = decodeVxlanBackendData(mine.backendData);
   const ownMac = ownData.ok ? ownData.value.VtepMAC : null;
-
-  // screenPeers sorts by key, so which of two conflicting leases wins never depends on the order
-  // the watch delivered them in; vxlanCheck runs only on leases that passed the common screen.
-  const vxlanCheck = (peer: Lease): string | null => {
-    if (peer.attrs.BackendType !== 'vxlan') return `BackendType ${JSON.stringify(peer.attrs.BackendType)} is not vxlan`;
-    // screenPeers checked this half's subnet and public address.
-    const half = leaseHalf(peer, family);
-    const subnet = half.subnet!;
-    const publicIp = half.publicIP!;
-    const data = decodeVxlanBackendData(half.backendData);
-    if (!data.ok) return family === 4 ? data.reason : `BackendV6Data: ${data.reason}`;
-    if (data.value.VNI !== undefined && data.value.VNI !== params.vni) return `VNI ${data.value.VNI} differs from ours (${params.vni})`;
-    if (params.directRouting && ctx.onLinkPublicIPs?.has(publicIp)) {
-      routes.push({ dst: subnet, gateway: publicIp, onlink: false, via: 'underlay' });
-      return null;
-    }
-    const mac = data.value.VtepMAC;
-    const badMac = unusableMac(mac, ownMac);
-    if (badMac !== null) return `VtepMAC ${mac} is ${badMac}`;
-    const macClash = macOwner.get(mac);
-    // Two VTEPs with one MAC (a cloned VM image): one FDB entry can point at only one of them.
-    if (macClash !== undefined) return `VtepMAC ${mac} is also lease ${macClash}'s`;
-    macOwner.set(mac, peer.key);
-    const gw = netAddress(subnet);
-    neighbours.push({ ip: gw, mac });
-    fdb.push({ mac, dst: publicIp });
-    routes.push({ dst: subnet, gateway: gw, onlink: true, via: 'overlay' });
-    return null;
-  };
-  const { skipped } = screenPeers(own, peers, ctx, vxlanCheck, params.ifaceIPv4, family);
-
   return {
+    family,
+    ...(params.ifaceIPv4 ? { ownIfaceIP: params.ifaceIPv4 } : {}),
     // flannel: a /32 (/128) so that no broadcast or prefix route comes with it.
     addresses: mine.subnet === null ? [] : [{ ...mine.subnet, prefixLen: family === 4 ? 32 : 128 }],
-    neighbours,
-    fdb,
-    routes,
-    skipped,
+    peer(peer: Lease): PeerVerdict {
+      if (peer.attrs.BackendType !== 'vxlan') return { skip: `BackendType ${JSON.stringify(peer.attrs.BackendType)} is not vxlan` };
+      // screenPeers checked this half's subnet and public address.
+      const half = leaseHalf(peer, family);
+      const subnet = half.subnet!;
+      const publicIp = half.publicIP!;
+      const data = decodeVxlanBackendData(half.backendData);
+      if (!data.ok) return { skip: family === 4 ? data.reason : `BackendV6Data: ${data.reason}` };
+      if (data.value.VNI !== undefined && data.value.VNI !== params.vni) return { skip: `VNI ${data.value.VNI} differs from ours (${params.vni})` };
+      if (params.directRouting && ctx.onLinkPublicIPs?.has(publicIp)) {
+        return { objects: { neighbours: [], fdb: [], routes: [{ dst: subnet, gateway: publicIp, onlink: false, via: 'underlay' }] } };
+      }
+      const mac = data.value.VtepMAC;
+      const badMac = unusableMac(mac, ownMac);
+      if (badMac !== null) return { skip: `VtepMAC ${mac} is ${badMac}` };
+      const gw = netAddress(subnet);
+      return {
+        objects: { neighbours: [{ ip: gw, mac }], fdb: [{ mac, dst: publicIp }], routes: [{ dst: subnet, gateway: gw, onlink: true, via: 'overlay' }] },
+        tag: mac,
+      };
+    },
+    clashReason: (mac, ownerKey) => `VtepMAC ${mac} is also lease ${ownerKey}'s`,
   };
 }
 

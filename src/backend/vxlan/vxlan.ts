@@ -25,9 +25,9 @@ import { isGone } from '../../netlink/client';
 import { normalizeMac } from '../../netlink/codec';
 import { isErrno } from '../../netlink/errors';
 import type { LinkInfo, VxlanSpec } from '../../netlink/types';
-import type { Backend, BackendSetup, DesiredContext, DesiredState, Underlay } from '../backend';
+import type { Backend, BackendSetup, DesiredContext, DesiredState, PeerRules, Underlay } from '../backend';
 import { onLinkAmong, repairLink, type LinkRepairNetlink } from '../link';
-import { decodeVxlanData, vxlanDesired } from './desired';
+import { decodeVxlanData, vxlanDesired, vxlanPeerRules } from './desired';
 
 /** Linux's default VXLAN port, which flannel uses when Port is 0 (not IANA's 4789). */
 export const DEFAULT_VXLAN_PORT = 8472;
@@ -130,6 +130,11 @@ export class VxlanBackend implements Backend {
 
   desired(own: Lease, peers: readonly Lease[], ctx: DesiredContext = {}): DesiredState {
     return vxlanDesired(own, peers, { vni: this.config.vni, directRouting: this.config.directRouting, family: this.family }, ctx);
+  }
+
+  /** desired() per peer (Backend.peerRules), for O(change) lease events. */
+  peerRules(own: Lease, ctx: DesiredContext): PeerRules {
+    return vxlanPeerRules(own, { vni: this.config.vni, directRouting: this.config.directRouting, family: this.family }, ctx);
   }
 
   /**

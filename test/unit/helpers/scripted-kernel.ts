@@ -9,6 +9,8 @@ import { formatIPv4Cidr } from '../../../src/ip';
 import type { LinkRef } from '../../../src/netlink/client';
 import { NetlinkError } from '../../../src/netlink/errors';
 import type { AddressEntry, ChangeBatch, FdbEntry, LinkInfo, Monitor, NeighbourEntry, RouteEntry, RouteSpec } from '../../../src/netlink/types';
+import type { KernelWrite, WriteOutcomes } from '../../../src/netlink/types';
+import { applyWritesOneByOne } from '../../../src/netlink/writes';
 
 const idx = (l: LinkRef): number => (typeof l === 'number' ? l : l.index);
 
@@ -25,6 +27,10 @@ export class ScriptedKernel implements ReconcilerNetlink {
   failDeletesWith: string | null = null;
   /** Route writes reject (with a plain Error 'EPERM'). */
   failRoutes = false;
+  /** Writes of the route to this destination ("10.5.3.0/24") reject with EEXIST; the others succeed. */
+  failRouteTo: string | null = null;
+  /** The size of each applyWrites batch, in order (one per reconcile phase). */
+  batches: number[] = [];
   /** The address dump (the first of a full reconcile) waits for this. */
   dumpDelay: Promise<void> | null = null;
   dumps = 0;
@@ -83,6 +89,7 @@ export class ScriptedKernel implements ReconcilerNetlink {
   async replaceRoute(s: RouteSpec): Promise<void> {
     this.calls.push(`set route ${formatIPv4Cidr(s.dst)}`);
     if (this.failRoutes) throw new Error('EPERM');
+    if (this.failRouteTo === formatIPv4Cidr(s.dst)) throw new NetlinkError(`add route ${this.failRouteTo}`, 'EEXIST', new Error('x'));
     this.routes = [
       ...this.routes.filter((r) => formatIPv4Cidr(r.dst) !== formatIPv4Cidr(s.dst)),
       { dst: s.dst, gateway: s.gateway, oif: s.oif, onlink: s.onlink, table: 254, priority: 0, protocol: 3, type: 1 },
@@ -92,6 +99,10 @@ export class ScriptedKernel implements ReconcilerNetlink {
     this.calls.push(`del route ${formatIPv4Cidr(s.dst)}`);
     if (this.failDeletesWith) throw new NetlinkError(`delete route`, this.failDeletesWith, new Error('x'));
     this.routes = this.routes.filter((r) => formatIPv4Cidr(r.dst) !== formatIPv4Cidr(s.dst));
+  }
+  async applyWrites(writes: readonly KernelWrite[]): Promise<WriteOutcomes> {
+    this.batches.push(writes.length);
+    return applyWritesOneByOne(this, writes);
   }
   monitor(onChange: (b: ChangeBatch) => void): Monitor {
     this.listener = onChange;

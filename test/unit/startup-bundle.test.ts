@@ -1,26 +1,30 @@
 /**
  * The one-file weftd (scripts/build-weftd-bundle.js, issue #14 start-up) behaves as the compiled
- * entry dist/src/cli/weftd.js: same output and exit code for --help, --version and bad flags.
- * The test builds its own bundle next to the entry (where the real one goes: modules find the
- * addon and package.json relative to that directory) and removes it afterwards.
+ * entry dist/src/cli/weftd.js: same output and exit code for --help, --version and bad flags,
+ * with its code cache used (weftd's NODE_OPTIONS) or not (none), and refuses code from another
+ * build. The test builds its own bundle next to the entry (where the real one goes: modules find
+ * the addon and package.json relative to that directory) and removes it afterwards.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { WEFTD_NODE_OPTIONS } from '../../src/lab/lab';
 
 // dist/test/unit → the repository and the compiled tree.
 const root = resolve(__dirname, '..', '..', '..');
 const distSrc = join(root, 'dist', 'src');
 const entry = join(distSrc, 'cli', 'weftd.js');
 const bundle = join(distSrc, `weftd.bundle.test-${process.pid}.js`);
+const bundleCode = bundle.replace(/\.js$/, '.code.js');
+const bundleCache = bundle.replace(/\.js$/, '.code.cache');
 
 interface Outcome { readonly status: number | null; readonly stdout: string; readonly stderr: string }
 
-function run(file: string, args: readonly string[]): Outcome {
+function run(file: string, args: readonly string[], nodeOptions = ''): Outcome {
   // WEFT_*/FLANNELD_* variables of the caller would change what the flags parse to: none here.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_OPTIONS: nodeOptions };
   const r = spawnSync(process.execPath, [file, ...args], { env, encoding: 'utf8', timeout: 30_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -29,9 +33,11 @@ describe('weftd bundle', () => {
   before(() => {
     const r = spawnSync(process.execPath, [join(root, 'scripts', 'build-weftd-bundle.js'), '--outdir', distSrc, '--outfile', bundle], { encoding: 'utf8' });
     assert.equal(r.status, 0, `build-weftd-bundle failed: ${r.stderr}`);
-    assert.ok(existsSync(bundle));
+    for (const f of [bundle, bundleCode, bundleCache]) assert.ok(existsSync(f), f);
   });
-  after(() => rmSync(bundle, { force: true }));
+  after(() => {
+    for (const f of [bundle, bundleCode, bundleCache]) rmSync(f, { force: true });
+  });
 
   const cases: Array<{ name: string; args: string[]; status: number }> = [
     { name: '--help', args: ['--help'], status: 0 },
@@ -44,9 +50,10 @@ describe('weftd bundle', () => {
   for (const c of cases) {
     it(`answers ${c.name} exactly as the compiled entry`, () => {
       const unbundled = run(entry, c.args);
-      const bundled = run(bundle, c.args);
       assert.equal(unbundled.status, c.status, `entry: ${unbundled.stderr}`);
-      assert.deepEqual(bundled, unbundled);
+      // With the code cache (made under weftd's NODE_OPTIONS) and without it (V8 rejects it).
+      assert.deepEqual(run(bundle, c.args, WEFTD_NODE_OPTIONS), unbundled);
+      assert.deepEqual(run(bundle, c.args), unbundled);
     });
   }
 
@@ -55,5 +62,31 @@ describe('weftd bundle', () => {
   it('reports the package version, not "unknown" (package.json found from the bundle)', () => {
     const out = run(bundle, ['--version']);
     assert.match(out.stdout, /^weftd \d+\.\d+\.\d+/);
+  });
+
+  it('refuses code that is not from its build, and says what to do', () => {
+    const saved = readFileSync(bundleCode);
+    try {
+      writeFileSync(bundleCode, saved.toString('utf8').replace(/\/\/# weftd-build \w+\n$/, '//# weftd-build 0000000000000000\n'));
+      const out = run(bundle, ['--version']);
+      assert.equal(out.status, 1);
+      assert.match(out.stderr, /is not from the build of .*: rebuild \(npm run build\) or reinstall weft/);
+    } finally {
+      writeFileSync(bundleCode, saved);
+    }
+  });
+
+  it('runs without its code cache (removed, or from another build)', () => {
+    const kept = `${bundleCache}.kept`;
+    copyFileSync(bundleCache, kept);
+    try {
+      rmSync(bundleCache);
+      assert.deepEqual(run(bundle, ['--version'], WEFTD_NODE_OPTIONS), run(entry, ['--version']));
+      writeFileSync(bundleCache, Buffer.concat([Buffer.from('ffffffffffffffff'), readFileSync(kept).subarray(16)]));
+      assert.deepEqual(run(bundle, ['--version'], WEFTD_NODE_OPTIONS), run(entry, ['--version']));
+    } finally {
+      copyFileSync(kept, bundleCache);
+      rmSync(kept, { force: true });
+    }
   });
 });

@@ -7,12 +7,8 @@
  * ping may be lost (docs/faults.md: 0 lost across a weftd restart; docs/flannel-compat.md).
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { useMixedLab, type DaemonKind, type MixedLab } from './helpers/mixed-lab';
-
-/** Packets lost per step, printed at the end (with the load average) for docs/flannel-compat.md. */
-const figures: string[] = [];
 
 async function replace(m: MixedLab, host: string, to: DaemonKind): Promise<void> {
   const from = m.kindOf(host);
@@ -20,7 +16,8 @@ async function replace(m: MixedLab, host: string, to: DaemonKind): Promise<void>
   const mac = await m.vtepMacOf(host);
   const keys = async (): Promise<string[]> => [...(await m.leaseValues()).keys()].sort();
   const keysBefore = await keys();
-  const { flows, swapMs } = await m.replaceWhilePinging(host, to);
+  // Prints the figures (loss per flow, swap time, load) that docs/flannel-compat.md quotes.
+  const { flows } = await m.replaceWhilePinging(host, to);
 
   assert.equal(m.subnetOf(host), subnet, `${to} on ${host} took another subnet than ${from}'s`);
   assert.equal(await m.vtepMacOf(host), mac, `${to} on ${host} changed the VtepMAC ${from} had`);
@@ -29,16 +26,11 @@ async function replace(m: MixedLab, host: string, to: DaemonKind): Promise<void>
     assert.equal(await m.vxlanPeerProblems(peer, host), '');
     assert.equal(await m.vxlanPeerProblems(host, peer), '');
   }
-  figures.push(`${host} ${from} → ${to} (stop + start ${swapMs} ms): ${flows.map((f) => `${f.name}: ${f.sent - f.received}/${f.sent} lost`).join(', ')}`);
   for (const f of flows) assert.equal(f.received, f.sent, `${f.name} across ${from} → ${to} on ${host}: ${f.out}`);
 }
 
 describe('vxlan: flanneld v0.20.2 replaced by weftd host by host, and back, while pings run', { timeout: 240_000 }, () => {
   const lab = useMixedLab({ id: 'r', kinds: ['flanneld', 'flanneld', 'weftd'] });
-
-  after(() => {
-    process.stdout.write(`# replacement figures (load ${readFileSync('/proc/loadavg', 'utf8').trim()}):\n${figures.map((f) => `#   ${f}\n`).join('')}`);
-  });
 
   test('h1: flanneld → weftd keeps the lease, subnet and VtepMAC; no ping lost', async () => {
     await replace(lab(), 'h1', 'weftd');

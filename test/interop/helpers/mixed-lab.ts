@@ -54,8 +54,12 @@ export interface MixedLabOptions {
   /** What runs on h1, h2, … in order. */
   readonly kinds: readonly DaemonKind[];
   readonly backend?: string;
-  readonly ipv6?: 'dual';
+  readonly ipv6?: 'dual' | 'only';
   readonly networkConfig?: LabOptions['networkConfig'];
+  /** The lab's "internet" namespace (LabOptions.internet: INTERNET_IP, the hosts' default gateway). */
+  readonly internet?: boolean;
+  /** Flags both kinds get on every start (flannel's names, e.g. --ip-masq). */
+  readonly daemonArgs?: readonly string[];
 }
 
 /**
@@ -93,7 +97,7 @@ export interface PingFlow {
 export class MixedLab {
   private readonly kinds = new Map<string, DaemonKind>();
 
-  private constructor(readonly lab: Lab, readonly flanneld: string, private readonly scratch: string) {}
+  private constructor(readonly lab: Lab, readonly flanneld: string, private readonly scratch: string, private readonly daemonArgs: readonly string[]) {}
 
   static async up(opts: MixedLabOptions): Promise<MixedLab> {
     const flanneld = requireFlanneld();
@@ -104,13 +108,13 @@ export class MixedLab {
       lab = await Lab.up({
         name, prefix: `${name}-`, stateDir: join(scratch, 'lab'), hosts: opts.kinds.length, startDaemons: false, healthzPort: 0,
         ...(opts.backend ? { backend: opts.backend } : {}), ...(opts.ipv6 ? { ipv6: opts.ipv6 } : {}),
-        ...(opts.networkConfig ? { networkConfig: opts.networkConfig } : {}),
+        ...(opts.networkConfig ? { networkConfig: opts.networkConfig } : {}), internet: opts.internet ?? false,
       });
     } catch (e) {
       rmSync(scratch, { recursive: true, force: true });
       throw e;
     }
-    const m = new MixedLab(lab, flanneld, scratch);
+    const m = new MixedLab(lab, flanneld, scratch, opts.daemonArgs ?? []);
     try {
       // One at a time: with a random pick among free subnets, parallel starts are fine for both,
       // but sequential starts make the logs readable.
@@ -126,7 +130,8 @@ export class MixedLab {
 
   /** Start `kind` on `host` and wait until it has (re)written subnet.env. */
   async start(host: string, kind: DaemonKind): Promise<number> {
-    const pid = await this.lab.startDaemon(host, kind === 'flanneld' ? { flanneldPath: this.flanneld } : {});
+    const extraArgs = [...this.daemonArgs];
+    const pid = await this.lab.startDaemon(host, kind === 'flanneld' ? { flanneldPath: this.flanneld, extraArgs } : { extraArgs });
     this.kinds.set(host, kind);
     return pid;
   }

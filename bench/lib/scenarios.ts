@@ -434,6 +434,35 @@ export async function measureStartWithPeers(lab: Lab, peers: number, network: st
   }
 }
 
+/**
+ * Put `kvs` and wait until every host routes `subnets`; a host that has not after 10 s gets the
+ * same put again (a new event), up to 3 times in all. flanneld v0.20.2 loses watch events that
+ * arrive while it handles another one (it watches again from "now" after each): with 30 daemons
+ * restarting, their own lease writes race the bench's. weftd never needs the second put.
+ */
+async function putUntilRouted(writer: EtcdWriter, watchers: readonly RouteWatcher[], kvs: readonly { key: string; value: string }[], subnets: readonly string[], label: string, progress: Progress): Promise<void> {
+  let missing = [...watchers];
+  for (let attempt = 1; ; attempt++) {
+    const added = waitRoutes(missing, new Set(subnets), false, 10_000);
+    const seen = new Set<string>();
+    const offs = missing.map((w) => w.on((e) => {
+      if (!e.deleted && subnets.includes(e.dst)) seen.add(`${w.host} ${e.dst}`);
+    }));
+    const w = await writer.put(kvs);
+    if (!w.ok) throw new Error(`etcd put failed: ${JSON.stringify(w.error)}`);
+    try {
+      await added;
+      return;
+    } catch (err) {
+      missing = missing.filter((x) => !subnets.every((s) => seen.has(`${x.host} ${s}`)));
+      if (attempt === 3) throw new Error(`${label}: ${subnets.length} lease(s) still not routed on ${missing.map((x) => x.host).join(', ')} after ${attempt} puts`, { cause: err });
+      progress(`  ${label}: lease(s) ${subnets.join(', ')} not routed on ${missing.map((x) => x.host).join(', ')} within 10 s: put again (lost event)`);
+    } finally {
+      for (const off of offs) off();
+    }
+  }
+}
+
 // ---- idle ------------------------------------------------------------------------------------
 
 export interface IdleFigures {
@@ -467,6 +496,8 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
       await lab.stopDaemon(h);
       await lab.startDaemon(h, { extraArgs: restartWith ?? [], ...daemonOf(variant) });
     }
+    // The restarts' own lease writes are events to every daemon: let them pass before ours.
+    await sleep(3000);
   }
   const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint);
   const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
@@ -474,9 +505,7 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
   try {
     await sleep(300);
     if (extra.length > 0) {
-      const added = waitRoutes(watchers, new Set(extra), false, 10_000);
-      await writer.put(extra.map((s, i) => ({ key: keyOf(s), value: leaseValue(`10.253.0.${i + 1}`, macOf(0x20000 + i)) })));
-      await added;
+      await putUntilRouted(writer, watchers, extra.map((s, i) => ({ key: keyOf(s), value: leaseValue(`10.253.0.${i + 1}`, macOf(0x20000 + i)) })), extra, variant?.label ?? 'after', progress);
     }
     for (const w of watchers) w.close();
     progress(`  idle for ${settleSeconds} s with ${hosts.length - 1 + extra.length} peers per host`);

@@ -15,7 +15,7 @@ import type { Clock } from '../clock';
 import { WeftError, describeError } from '../errors';
 import type { Logger } from '../log';
 import type { InvalidSubnet, LeaseRegistry, SubnetWatch, SubnetWatchEvent } from './registry';
-import type { Lease, LeaseEvent } from './types';
+import type { Lease, LeaseAttrs, LeaseEvent } from './types';
 
 export type PeerChange = LeaseEvent | { readonly type: 'snapshot' };
 /**
@@ -207,8 +207,9 @@ export class PeerView {
     const own = this.o.own();
     if (own === null || !this.o.held()) return;
     if (BigInt(lease.modRevision) <= BigInt(own.modRevision)) return;
-    if (lease.attrs.PublicIP === own.attrs.PublicIP) return;
-    this.o.ownGone(new WeftError('LEASE_CONFLICT', `our key ${own.key} was taken over by ${lease.attrs.PublicIP}`, { retryable: true }));
+    if (sameHost(lease.attrs, own.attrs)) return;
+    const by = lease.attrs.PublicIP === '0.0.0.0' ? lease.attrs.PublicIPv6 : lease.attrs.PublicIP;
+    this.o.ownGone(new WeftError('LEASE_CONFLICT', `our key ${own.key} was taken over by ${by}`, { retryable: true }));
   }
 
   /** After a (re-)list: our key must still be there (and ours). */
@@ -221,7 +222,7 @@ export class PeerView {
     if (cur === undefined) {
       if (!this.warnedInvalid.has(own.key)) this.checkOwnRemoved(undefined);
       else this.o.ownGone(new WeftError('BAD_DATA', `our key ${own.key} holds a malformed value`));
-    } else if (cur.attrs.PublicIP !== own.attrs.PublicIP) {
+    } else if (!sameHost(cur.attrs, own.attrs)) {
       this.checkOwnOverwritten(cur);
     }
   }
@@ -253,4 +254,14 @@ export class PeerView {
       this.o.log.error(`peer listener threw on ${change.type}: ${describeError(err)}`);
     }
   }
+}
+
+/**
+ * Whether two lease values are the same host's: the same PublicIP, and on an IPv6-only network
+ * (where every host's PublicIP is flannel's 0.0.0.0) the same PublicIPv6 — the identity
+ * LeaseManager.findOwnLease uses. Without the second half a host rewriting our IPv6-only key
+ * (flanneld v0.20.2 does: it takes any lease of "current IP 0.0.0.0") went unnoticed.
+ */
+function sameHost(a: LeaseAttrs, b: LeaseAttrs): boolean {
+  return a.PublicIP === b.PublicIP && (a.PublicIP !== '0.0.0.0' || a.PublicIPv6 === b.PublicIPv6);
 }

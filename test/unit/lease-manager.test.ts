@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
+import { parseNetworkConfig } from '../../src/config/network';
 import type { NetworkConfig } from '../../src/config/types';
 import { WeftError } from '../../src/errors';
 import { parseIPv4, parseIPv4Cidr } from '../../src/ip';
@@ -257,6 +258,27 @@ describe('LeaseManager.acquire', () => {
     const second = await got;
     assert.notEqual(second.key, first.key);
     assert.equal(JSON.parse(reg.rawGet(first.key)!.value).PublicIP, '192.168.0.77');
+  });
+
+  it('IPv6-only: sees its key taken over by another host (same PublicIP 0.0.0.0, other PublicIPv6) and moves to a new subnet', async () => {
+    // What flanneld v0.20.2 does on an IPv6-only network: every host's PublicIP is 0.0.0.0, so it
+    // "finds the lease for current IP" of another host and rewrites it with its own PublicIPv6.
+    const reg = new MemoryLeaseRegistry();
+    const log = recordingLogger();
+    const m = manager(reg, log);
+    const v6only = parseNetworkConfig('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}');
+    const first = await m.acquire(request('0.0.0.0', 'c6:d2:32:6f:8f:44', {
+      config: v6only, publicIPv6: 'fd00:250::11', backendData: undefined, backendV6Data: { VNI: 1, VtepMAC: 'c6:d2:32:6f:8f:45' },
+    }));
+    assert.equal(first.key, '0.0.0.0-0&fd00:5:0:1::-64');
+    const got = new Promise<Lease>((resolve) => m.on('lease', (l) => resolve(l)));
+    await waitFor('watch running', () => reg.activeWatchCount() === 1);
+    reg.putRaw(first.key, '{"PublicIP":"0.0.0.0","PublicIPv6":"fd00:250::12","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"aa:1b:ee:97:50:18"}}', null);
+    const second = await got;
+    assert.notEqual(second.key, first.key, 'not the subnet the other host now holds');
+    assert.equal(second.attrs.PublicIPv6, 'fd00:250::11');
+    assert.equal(JSON.parse(reg.rawGet(first.key)!.value).PublicIPv6, 'fd00:250::12', 'the other host\'s lease is left alone');
+    assert.ok(log.lines.some((l) => l.level === 'warn' && l.msg.includes('taken over by fd00:250::12')), JSON.stringify(log.lines));
   });
 });
 

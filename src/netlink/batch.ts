@@ -20,7 +20,7 @@ import { RawNetlinkSocket } from 'netlink';
 import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../log';
 import { RECV_BUFFER_BYTES } from './socket';
-import { forEachAck, stampMessage } from './wire';
+import { forEachAck, stampMessage, type EncodedBatch } from './wire';
 
 const NETLINK_ROUTE = 0;
 
@@ -117,13 +117,13 @@ export class BatchSocket {
   }
 
   /**
-   * Send `messages` (encoded with seq/pid 0; stamped here) in as few datagrams as the receive
-   * buffer allows, and resolve with each one's outcome, in order. Never rejects: a socket that
-   * cannot be opened, dies or times out fails the requests not yet answered (ESOCKCLOSED,
-   * ETIMEDOUT). Batches run one after another.
+   * Send the requests of `batch` (encoded with seq/pid 0; stamped here) in as few datagrams as
+   * the receive buffer allows, and resolve with each one's outcome, in order. Never rejects: a
+   * socket that cannot be opened, dies or times out fails the requests not yet answered
+   * (ESOCKCLOSED, ETIMEDOUT). Batches run one after another.
    */
-  send(messages: readonly Buffer[]): Promise<RequestOutcome[]> {
-    const result = this.tail.then(() => this.sendAll(messages));
+  send(batch: EncodedBatch): Promise<RequestOutcome[]> {
+    const result = this.tail.then(() => this.sendAll(batch));
     this.tail = result.catch(() => undefined);
     return result;
   }
@@ -134,9 +134,10 @@ export class BatchSocket {
     this.drop();
   }
 
-  private async sendAll(messages: readonly Buffer[]): Promise<RequestOutcome[]> {
-    const outcomes: RequestOutcome[] = new Array<RequestOutcome>(messages.length).fill(null);
-    if (messages.length === 0) return outcomes;
+  private async sendAll(batch: EncodedBatch): Promise<RequestOutcome[]> {
+    const count = batch.offsets.length - 1;
+    const outcomes: RequestOutcome[] = new Array<RequestOutcome>(count).fill(null);
+    if (count === 0) return outcomes;
     if (this.closed) return outcomes.fill({ errno: 'ESOCKCLOSED', cause: new Error('netlink client closed') });
     let sock: RawSocket;
     try {
@@ -146,18 +147,20 @@ export class BatchSocket {
       const code = (cause as Error & { code?: unknown }).code;
       return outcomes.fill({ errno: typeof code === 'string' ? code : 'ESOCKCLOSED', cause: new Error(`cannot open a netlink socket: ${cause.message}`, { cause }) });
     }
-    for (const [start, end] of chunkRanges(messages.map((m) => m.length), this.limit)) {
-      await this.sendChunk(sock, messages, start, end, outcomes);
+    const sizes = new Array<number>(count);
+    for (let j = 0; j < count; j++) sizes[j] = batch.offsets[j + 1]! - batch.offsets[j]!;
+    for (const [start, end] of chunkRanges(sizes, this.limit)) {
+      await this.sendChunk(sock, batch, start, end, outcomes);
       if (this.sock !== sock) {
         // The socket died or timed out under this chunk: the rest go out on a fresh one.
         if (this.closed) {
-          for (let i = end; i < messages.length; i++) outcomes[i] = { errno: 'ESOCKCLOSED', cause: new Error('netlink client closed') };
+          for (let i = end; i < count; i++) outcomes[i] = { errno: 'ESOCKCLOSED', cause: new Error('netlink client closed') };
           break;
         }
         try {
           sock = this.ensure();
         } catch (err) {
-          for (let i = end; i < messages.length; i++) outcomes[i] = { errno: 'ESOCKCLOSED', cause: err instanceof Error ? err : new Error(String(err)) };
+          for (let i = end; i < count; i++) outcomes[i] = { errno: 'ESOCKCLOSED', cause: err instanceof Error ? err : new Error(String(err)) };
           break;
         }
       }
@@ -165,15 +168,16 @@ export class BatchSocket {
     return outcomes;
   }
 
-  private sendChunk(sock: RawSocket, messages: readonly Buffer[], start: number, end: number, outcomes: RequestOutcome[]): Promise<void> {
+  private sendChunk(sock: RawSocket, batch: EncodedBatch, start: number, end: number, outcomes: RequestOutcome[]): Promise<void> {
     const pid = this.portId ?? 0;
     const pending = new Map<number, number>();
     for (let i = start; i < end; i++) {
       const seq = this.nextSeq();
-      stampMessage(messages[i]!, seq, pid);
+      stampMessage(batch.buffer, seq, pid, batch.offsets[i]!);
       pending.set(seq, i);
     }
-    const datagram = end - start === 1 ? messages[start]! : Buffer.concat(messages.slice(start, end));
+    // The requests are contiguous in the batch's buffer: the datagram is a view of it, no copy.
+    const datagram = batch.buffer.subarray(batch.offsets[start]!, batch.offsets[end]!);
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.abort('ETIMEDOUT', new Error(`no answer from the kernel within ${this.timeoutMs} ms (${pending.size} of ${end - start} requests unanswered)`));

@@ -25,7 +25,7 @@ import { errnoOf, NetlinkError } from './errors';
 import { BatchSocket, defaultRawSocketFactory, type RawSocketFactory, type RequestOutcome } from './batch';
 import { MonitorSocket, type MonitorSocketFactory } from './monitor';
 import { defaultSocketFactory, nativeBindingPatched, RequestSocket, type SocketFactory } from './socket';
-import { encodeWrite } from './wire';
+import { encodeWrites } from './wire';
 import {
   MAIN_TABLE,
   type AddressEntry,
@@ -415,21 +415,14 @@ export class NetlinkClient {
    */
   async applyWrites(writes: readonly KernelWrite[]): Promise<WriteOutcomes> {
     const outcomes: (Error | null)[] = new Array<Error | null>(writes.length).fill(null);
-    const messages: Buffer[] = [];
-    const sentIndex: number[] = [];
-    writes.forEach((w, i) => {
-      try {
-        messages.push(encodeWrite(w));
-        sentIndex.push(i);
-      } catch (err) {
-        // A malformed address or MAC: the single method would have thrown the same TypeError.
-        outcomes[i] = err instanceof Error ? err : new Error(String(err));
-      }
+    // A malformed address or MAC fails its write alone: the single method would have thrown the same TypeError.
+    const batch = encodeWrites(writes, (i, err) => {
+      outcomes[i] = err;
     });
-    const answers: RequestOutcome[] = await this.batch.send(messages);
+    const answers: RequestOutcome[] = await this.batch.send(batch);
     answers.forEach((a, j) => {
       if (a === null) return;
-      const i = sentIndex[j]!;
+      const i = batch.indices[j]!;
       outcomes[i] = new NetlinkError(this.describeWrite(writes[i]!), a.errno, a.cause);
     });
     return outcomes;

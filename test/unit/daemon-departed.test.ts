@@ -56,4 +56,46 @@ describe('DepartedPeers', () => {
     e.update([], [a]);
     assert.equal(e.size, 0);
   });
+
+  it('per change (added/removed/heldNow): the same holds, at O(held) per step', () => {
+    let now = 0;
+    const d = new DepartedPeers(3000, () => now);
+    d.update([], [a, b]);
+    d.removed(b);
+    assert.deepEqual([...d.heldNow().keys()], ['10.5.2.0-24']);
+    // Back within the grace: released, with its new value in the current set.
+    const b2 = { ...b, attrs: { ...b.attrs, PublicIP: '10.250.0.22' } };
+    d.added(b2);
+    assert.equal(d.heldNow().size, 0);
+    d.removed(b2);
+    now += 3000;
+    assert.equal(d.heldNow().size, 0, 'the grace ended');
+    assert.equal(d.nextExpiryMs(), null);
+  });
+
+  it('per change: a current lease overlapping a held subnet drops the hold, whatever its length', () => {
+    const d = new DepartedPeers(3000, () => 0);
+    d.update([], [a, b]);
+    d.removed(b);
+    const taker = { ...lease('10.5.2.0/24', '10.250.0.9'), key: '10.5.2.0-24&fc00::-64' };
+    d.added(taker);
+    assert.equal(d.heldNow().size, 0);
+    const e = new DepartedPeers(3000, () => 0);
+    e.update([], [a, b]);
+    e.removed(b);
+    e.added(lease('10.5.0.0/16', '10.250.0.8'));
+    assert.equal(e.heldNow().size, 0, 'a wider lease covers it');
+    const f = new DepartedPeers(3000, () => 0);
+    f.update([], [a, b]);
+    f.removed(b);
+    const narrow = lease('10.5.2.128/25', '10.250.0.7');
+    f.added(narrow);
+    assert.equal(f.heldNow().size, 0, 'a narrower lease inside it');
+    f.removed(narrow);
+    const g = new DepartedPeers(3000, () => 0);
+    g.update([], [a, b]);
+    g.removed(b);
+    g.added(lease('10.5.3.0/25', '10.250.0.6'));
+    assert.deepEqual([...g.heldNow().keys()], ['10.5.2.0-24'], 'no overlap, still held');
+  });
 });

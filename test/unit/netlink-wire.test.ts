@@ -130,7 +130,7 @@ describe('wire: requests byte for byte as the netlink package encodes them', () 
     assert.deepEqual(encodeWrite(writes[0]!), encodeWrite({ op: 'replaceNeighbour', link: 7, ip: '10.5.2.0', mac: '02:aa:bb:cc:dd:02' }), 'MAC case does not matter');
   });
 
-  it('a batch larger than the writer's first buffer grows it without losing a byte', () => {
+  it('a batch larger than the first buffer of the writer grows it without losing a byte', () => {
     const writes: KernelWrite[] = Array.from({ length: 1000 }, (_, i) => ({
       op: 'replaceFdb', link: 7, mac: `02:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, dst: `10.250.${i >> 8}.${i & 255}`,
     }));

@@ -110,6 +110,28 @@ describe('vagrant/Vagrantfile', () => {
     assert.ok(kvm.out.split('\n').includes('vm.provider.driver=kvm'), kvm.out);
   });
 
+  it('installs a WEFT_APT_CONF host file (a proxy, a mirror) only when one is given', () => {
+    need('ruby', 'ruby');
+    const dir = mkdtempSync(join(tmpdir(), 'weft-vagrant-'));
+    try {
+      const conf = join(dir, 'apt.conf');
+      writeFileSync(conf, 'Acquire::http::Proxy "http://proxy.example:3128";\n');
+      const env: NodeJS.ProcessEnv = { ...process.env, WEFT_LIBVIRT_DRIVER: 'qemu' };
+      delete env.WEFT_APT_CONF;
+      const without = run('ruby', ['-e', RECORDER, file], env);
+      assert.equal(without.status, 0, without.out);
+      assert.ok(!without.out.includes('apt-conf'), without.out);
+      const withConf = run('ruby', ['-e', RECORDER, file], { ...env, WEFT_APT_CONF: conf });
+      assert.equal(withConf.status, 0, withConf.out);
+      const lines = withConf.out.split('\n');
+      assert.ok(lines.includes('vm.provision(apt-conf)') && lines.includes('vm.provision(apt-conf-install)'), withConf.out);
+      // Before the per-VM provisioning that runs apt-get.
+      assert.ok(lines.indexOf('vm.provision(apt-conf-install)') < lines.findIndex((l) => l.endsWith('vm.provision(weft)')), withConf.out);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('without WEFT_LIBVIRT_DRIVER picks kvm only for a usable /dev/kvm and vmx/svm in the CPU flags', () => {
     need('ruby', 'ruby');
     // A nested host may offer /dev/kvm with no vmx/svm flag; its KVM hangs in GRUB's real-mode

@@ -203,7 +203,7 @@ export class MixedLab {
   async leaseOf(host: string): Promise<string> {
     const prefix = this.subnetOf(host).replace('/', '-');
     const values = await this.leaseValues();
-    const key = [...values.keys()].find((k) => k === prefix || k.startsWith(`${prefix}&`));
+    const key = [...values.keys()].find((k) => isKeyOf(k, prefix));
     assert.ok(key, `no lease ${prefix} in etcd (${[...values.keys()].join(', ')}); ${this.describe()}`);
     return values.get(key)!;
   }
@@ -217,7 +217,7 @@ export class MixedLab {
 
   async deleteLease(host: string): Promise<void> {
     const prefix = this.subnetOf(host).replace('/', '-');
-    const key = [...(await this.leaseValues()).keys()].find((k) => k === prefix || k.startsWith(`${prefix}&`));
+    const key = [...(await this.leaseValues()).keys()].find((k) => isKeyOf(k, prefix));
     assert.ok(key, `no lease for ${host}`);
     const r = await this.lab.etcdctl(['del', `/coreos.com/network/subnets/${key}`]);
     assert.equal(r.code, 0, r.stderr);
@@ -291,11 +291,17 @@ export class MixedLab {
   /** Wait until `check()` returns '' (no problems); fail with its last answer. */
   async settle(what: string, check: () => Promise<string>, timeoutMs = 15_000): Promise<void> {
     let last = '';
-    try {
-      await waitUntil(async () => (last = await check()) === '', timeoutMs, what, 200);
-    } catch {
-      assert.fail(`${what} after ${timeoutMs} ms: ${last}\n(${this.describe()})`);
-    }
+    let broke: unknown;
+    const ok = await waitUntil(async () => {
+      try {
+        return (last = await check()) === '';
+      } catch (e) {
+        broke = e; // the check itself failed (an assertion inside it): stop waiting, report that
+        return true;
+      }
+    }, timeoutMs, what, 200).then(() => true, () => false);
+    if (broke !== undefined) throw broke;
+    if (!ok) assert.fail(`${what} after ${timeoutMs} ms: ${last}\n(${this.describe()})`);
   }
 
   /** Every container pings every other container (family 6: their IPv6 addresses); fails naming the broken pairs. */
@@ -348,6 +354,11 @@ export class MixedLab {
     assert.ok(env, `no subnet.env on ${host}`);
     return env.containerAddress.split('/')[0]!;
   }
+}
+
+/** Whether etcd key `key` is the lease of subnet `prefix` (10.5.3.0-24 or, IPv6-only, fd00:5:0:3::-64): alone or one half of a dual key. */
+function isKeyOf(key: string, prefix: string): boolean {
+  return key === prefix || key.startsWith(`${prefix}&`) || key.endsWith(`&${prefix}`);
 }
 
 /** fd00:5:0:7::1/64 → fd00:5:0:7::/64 (only for the lab's /64s: the host part is the last group). */

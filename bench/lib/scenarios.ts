@@ -526,7 +526,19 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
     const wakeupsPerMinute = wakeAfter.map((w, i) => ((w - wakeBefore[i]!) * 60) / elapsed);
     const ticks = after.reduce((a, t, i) => a + (t - before[i]!), 0);
     const cpu = ticks / CLOCK_TICKS_PER_SECOND;
-    if (extra.length > 0) await Promise.all(extra.map((s) => writer.del([keyOf(s)])));
+    if (extra.length > 0) {
+      // Wait for the routes to go (weftd holds a departed peer 3 s): a daemon restarted on top
+      // of a leftover route replaces it unchanged, and the kernel then sends no notification.
+      const ws = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
+      try {
+        await sleep(300);
+        const removed = waitRoutes(ws, new Set(extra), true, 10_000);
+        await Promise.all(extra.map((s) => writer.del([keyOf(s)])));
+        await removed.catch((err: unknown) => progress(`  ${variant?.label ?? 'after'}: ${err instanceof Error ? err.message : String(err)}`));
+      } finally {
+        for (const w of ws) w.close();
+      }
+    }
     return { variant: variant?.label ?? 'after', heap, wakeupsPerMinute, load: [loadStart, load1()], config: !restartWith?.includes('--healthz-port=0') ? 'lab defaults: --healthz-port=8471, so /metrics and peer probes on' : `${variant?.flanneldPath ? 'flanneld' : 'weftd'} ${restartWith.join(' ')} (flannel's defaults: no health port, no probes)`, hosts: hosts.length, peersEach: hosts.length - 1 + extra.length, settleSeconds, memory, cpuSeconds: cpu, cpuCores: cpu / elapsed };
   } finally {
     writer.close();

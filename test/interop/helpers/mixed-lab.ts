@@ -18,7 +18,7 @@ import { sh, waitUntil } from '../../e2e/helpers/shell';
 
 export const FLANNELD_RECIPE = [
   'set WEFT_FLANNELD to a flanneld v0.20.2 binary, built from flannel\'s source:',
-  '  apt-get install -y golang-go git gcc',
+  '  apt-get install -y golang-go git gcc   # Go >= 1.19 (Debian 12); gcc: cgo builds its udp backend',
   '  git clone --branch v0.20.2 --depth 1 https://github.com/flannel-io/flannel /tmp/flannel',
   '  cd /tmp/flannel && GOFLAGS=-mod=vendor go build -o flanneld .',
   '  WEFT_FLANNELD=/tmp/flannel/flanneld npm run test:interop',

@@ -25,7 +25,7 @@ import { errnoOf, NetlinkError } from './errors';
 import { BatchSocket, defaultRawSocketFactory, type RawSocketFactory, type RequestOutcome } from './batch';
 import { MonitorSocket, type MonitorSocketFactory } from './monitor';
 import { defaultSocketFactory, nativeBindingPatched, RequestSocket, type SocketFactory } from './socket';
-import { encodeWrites } from './wire';
+import { encodeWrites, fdbEchoKey, type EncodedBatch } from './wire';
 import {
   MAIN_TABLE,
   type AddressEntry,
@@ -61,6 +61,8 @@ const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 const CREATE_OR_REPLACE = FlagsNew.CREATE | FlagsNew.REPLACE;
 let warnedUnpatched = false;
+/** How long after a batch its FDB notifications are taken for echoes (they arrive within the sendmsg; generous for a stalled loop). */
+const FDB_ECHO_TTL_MS = 2000;
 
 export interface NetlinkClientOptions {
   /** Request sockets, i.e. the bound on requests in flight. Default 4. */
@@ -94,6 +96,8 @@ export class NetlinkClient {
   private readonly coalesceMs: number;
   private readonly factory: SocketFactory;
   private readonly batch: BatchSocket;
+  /** FDB changes our batches made whose notification has not been seen yet (key → until when, performance.now() ms). */
+  private readonly expectedFdbEchoes = new Map<string, number>();
   private readonly monitorFactory: MonitorSocketFactory | undefined;
 
   constructor(log: Logger = silentLogger, opts: NetlinkClientOptions = {}) {
@@ -419,9 +423,12 @@ export class NetlinkClient {
     const batch = encodeWrites(writes, (i, err) => {
       outcomes[i] = err;
     });
+    // Before sending: the notifications may be read before the acknowledgements.
+    const fdbKeys = this.expectFdbEchoes(batch);
     const answers: RequestOutcome[] = await this.batch.send(batch);
     answers.forEach((a, j) => {
       if (a === null) return;
+      if (fdbKeys[j]) this.expectedFdbEchoes.delete(fdbKeys[j]!); // failed: no change, no echo
       const i = batch.indices[j]!;
       outcomes[i] = new NetlinkError(this.describeWrite(writes[i]!), a.errno, a.cause);
     });
@@ -467,7 +474,7 @@ export class NetlinkClient {
     m = new MonitorSocket(onChange, {
       family,
       interest,
-      isOwnPort: (pid) => this.isOwnPort(pid),
+      isOwnWrite: (pid, type, body) => this.isOwnWrite(pid, type, body),
       coalesceMs: this.coalesceMs,
       ...(this.monitorFactory ? { factory: this.monitorFactory } : {}),
       log: this.log,
@@ -485,12 +492,38 @@ export class NetlinkClient {
     for (const m of [...this.monitors]) m.close();
   }
 
-  /** Whether `pid` (a notification's nlmsg_pid) is the port of one of this client's request sockets. */
-  private isOwnPort(pid: number): boolean {
-    if (pid === 0) return false; // the kernel's own changes
-    if (pid === this.batch.port) return true;
-    for (const s of this.pool) if (s.port === pid) return true;
-    return false;
+  /**
+   * Whether a notification is the echo of one of this client's own writes: its nlmsg_pid is the
+   * port of one of our request sockets, or it is the FDB change a batch of ours just made (VXLAN
+   * FDB notifications carry pid 0; matched by content, each expected echo consumed once).
+   */
+  private isOwnWrite(pid: number, type: number, body: Buffer): boolean {
+    if (pid !== 0) {
+      if (pid === this.batch.port) return true;
+      for (const s of this.pool) if (s.port === pid) return true;
+      return false;
+    }
+    if (this.expectedFdbEchoes.size === 0) return false;
+    const key = fdbEchoKey(type, body);
+    if (key === null) return false;
+    const until = this.expectedFdbEchoes.get(key);
+    if (until === undefined) return false;
+    this.expectedFdbEchoes.delete(key);
+    return performance.now() < until;
+  }
+
+  /** Remember the FDB changes of a batch about to be sent (their notifications carry no sender port). */
+  private expectFdbEchoes(batch: EncodedBatch): string[] {
+    const keys: string[] = [];
+    const now = performance.now();
+    if (this.expectedFdbEchoes.size > 8192) for (const [k, until] of this.expectedFdbEchoes) if (until <= now) this.expectedFdbEchoes.delete(k);
+    for (let j = 0; j + 1 < batch.offsets.length; j++) {
+      const start = batch.offsets[j]!;
+      const key = fdbEchoKey(batch.buffer.readUInt16LE(start + 4), batch.buffer.subarray(start + 16, batch.offsets[j + 1]!));
+      keys[j] = key ?? '';
+      if (key !== null) this.expectedFdbEchoes.set(key, now + FDB_ECHO_TTL_MS);
+    }
+    return keys;
   }
 
   // ---------------------------------------------------------------- internals

@@ -13,7 +13,8 @@
  *
  * Decoding is what costs: the socket is the package's RawNetlinkSocket (raw datagrams, nothing
  * parsed), and each notification's header and fixed part are read first (`wanted`): the echoes of
- * our own writes (nlmsg_pid is one of our request sockets' port ids), the other family's
+ * our own writes (nlmsg_pid is one of our request sockets' port ids; FDB changes, which carry
+ * pid 0, by content: see NetlinkClient.isOwnWrite), the other family's
  * neighbours, and, per the owner's MonitorInterest, routes of other tables and objects on other
  * interfaces are dropped there. Only what is left is decoded by the package (`parseEvent`).
  */
@@ -66,8 +67,12 @@ export interface MonitorOptions {
   readonly family?: IPFamily;
   /** What the owner cares about; everything else is dropped before decoding. */
   readonly interest?: MonitorInterest;
-  /** True for the port id of one of our own request sockets: notifications of our own writes. */
-  readonly isOwnPort?: (pid: number) => boolean;
+  /**
+   * True for a notification of one of our own writes: its nlmsg_pid is one of our request
+   * sockets' port ids, or (FDB, whose notifications carry pid 0) its content is a change we just
+   * made. `body` is the message after its nlmsghdr.
+   */
+  readonly isOwnWrite?: (pid: number, type: number, body: Buffer) => boolean;
 }
 
 export class MonitorSocket implements Monitor {
@@ -123,7 +128,7 @@ export class MonitorSocket implements Monitor {
     const filter: NotificationFilter = {
       family: this.opts.family ?? 4,
       interest: this.opts.interest ?? {},
-      isOwnPort: this.opts.isOwnPort ?? (() => false),
+      isOwnWrite: this.opts.isOwnWrite ?? (() => false),
     };
     rt.on('message', (datagram, rinfo) => {
       if (rinfo.port !== 0 || this.rt !== rt) return; // only the kernel speaks on these groups
@@ -183,7 +188,7 @@ export class MonitorSocket implements Monitor {
 export interface NotificationFilter {
   readonly family: IPFamily;
   readonly interest: MonitorInterest;
-  readonly isOwnPort: (pid: number) => boolean;
+  readonly isOwnWrite: (pid: number, type: number, body: Buffer) => boolean;
 }
 
 /**
@@ -198,9 +203,9 @@ export function decodeNotifications(datagram: Buffer, filter: NotificationFilter
     const len = datagram.readUInt32LE(off);
     if (len < NLMSG_HDRLEN || off + len > datagram.length) return;
     const type = datagram.readUInt16LE(off + 4);
-    if (!filter.isOwnPort(datagram.readUInt32LE(off + 12))) {
+    const body = datagram.subarray(off + NLMSG_HDRLEN, off + len);
+    if (!filter.isOwnWrite(datagram.readUInt32LE(off + 12), type, body)) {
       if (ifindexes === undefined) ifindexes = filter.interest.ifindexes?.() ?? null;
-      const body = datagram.subarray(off + NLMSG_HDRLEN, off + len);
       if (wanted(type, body, filter, ifindexes)) {
         const ev = parseEvent(type, body);
         if (ev) out.push(ev);

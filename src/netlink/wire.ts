@@ -353,3 +353,28 @@ export function forEachAck(datagram: Buffer, onAck: (seq: number, errno: number)
     off += align4(len);
   }
 }
+
+/**
+ * What identifies an FDB change, read from a message body (after the nlmsghdr) in place: the same
+ * key for our RTM_NEWNEIGH/RTM_DELNEIGH request and for the kernel's notification of it. VXLAN
+ * FDB notifications carry nlmsg_pid 0 whoever made the change (the driver does not pass the
+ * requester's port on), so our own are recognised by content instead: a new entry by device, MAC,
+ * destination, state and NTF_SELF; a deletion by device and MAC. null for anything else.
+ */
+export function fdbEchoKey(type: number, body: Buffer): string | null {
+  if ((type !== RTM_NEWNEIGH && type !== RTM_DELNEIGH) || body.length < 12 || body.readUInt8(0) !== AF_BRIDGE) return null;
+  const ifindex = body.readInt32LE(4);
+  let lladdr: string | null = null;
+  let dst = '';
+  for (let a = 12; a + 4 <= body.length; ) {
+    const alen = body.readUInt16LE(a);
+    if (alen < 4 || a + alen > body.length) break;
+    const atype = body.readUInt16LE(a + 2) & 0x3fff;
+    if (atype === NDA_LLADDR) lladdr = body.toString('hex', a + 4, a + alen);
+    else if (atype === NDA_DST) dst = body.toString('hex', a + 4, a + alen);
+    a += (alen + 3) & ~3;
+  }
+  if (lladdr === null) return null;
+  if (type === RTM_DELNEIGH) return `del ${ifindex} ${lladdr}`;
+  return `new ${ifindex} ${lladdr} ${dst} ${body.readUInt16LE(8)} ${body.readUInt8(10) & NTF_SELF}`;
+}

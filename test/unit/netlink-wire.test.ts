@@ -11,7 +11,7 @@ import { AttrStream } from 'netlink/dist/structs';
 import { parseIPv4 } from '../../src/ip';
 import { decodeNotifications, type NotificationFilter } from '../../src/netlink/monitor';
 import type { ChangeEvent, KernelWrite, RouteSpec } from '../../src/netlink/types';
-import { encodeWrite, encodeWrites, forEachAck, stampMessage } from '../../src/netlink/wire';
+import { encodeWrite, encodeWrites, fdbEchoKey, forEachAck, stampMessage } from '../../src/netlink/wire';
 
 const REQUEST_ACK = 1 | 4;
 const CREATE_REPLACE = FlagsNew.CREATE | FlagsNew.REPLACE;
@@ -187,7 +187,7 @@ describe('monitor: decode only what matters', () => {
   const filter = (ifindexes: number[] | null): NotificationFilter => ({
     family: 4,
     interest: { table: 254, ifindexes: () => (ifindexes === null ? null : new Set(ifindexes)) },
-    isOwnPort: (pid) => pid === OWN,
+    isOwnWrite: (pid) => pid === OWN,
   });
   const decode = (datagram: Buffer, f: NotificationFilter): ChangeEvent[] => {
     const out: ChangeEvent[] = [];
@@ -213,6 +213,21 @@ describe('monitor: decode only what matters', () => {
     const kept = decode(Buffer.concat([routeOn(7, 254), neighOn(2, 7), neighOn(7, 7), routeOn(8, 254)]), filter([7]));
     assert.deepEqual(kept.map((e) => e.kind), ['route', 'neighbour', 'fdb']);
     assert.deepEqual(kept[2], { kind: 'fdb', removed: false, ifindex: 7, mac: '02:00:00:00:00:02', dst: '192.168.1.2', permanent: true });
+  });
+
+  it('an FDB change is recognised by content: the same key for our request and the kernel notification of it', () => {
+    const body = (b: Buffer): Buffer => b.subarray(16);
+    const req = encodeWrite({ op: 'replaceFdb', link: 7, mac: '02:00:00:00:00:02', dst: '192.168.1.2' });
+    const note = neighOn(7, 7); // RTM_NEWNEIGH AF_BRIDGE, permanent, lladdr then dst: what the kernel sends (plus attributes that do not matter)
+    const withSelf = Buffer.from(note);
+    withSelf.writeUInt8(2, 16 + 10); // NTF_SELF, as the VXLAN driver reports it
+    assert.equal(fdbEchoKey(28, body(withSelf)), fdbEchoKey(28, body(req)));
+    assert.notEqual(fdbEchoKey(28, body(note)), fdbEchoKey(28, body(req)), 'an entry in a bridge master, not the device: not ours');
+    const otherDst = encodeWrite({ op: 'replaceFdb', link: 7, mac: '02:00:00:00:00:02', dst: '192.168.1.3' });
+    assert.notEqual(fdbEchoKey(28, body(otherDst)), fdbEchoKey(28, body(req)));
+    const del = encodeWrite({ op: 'deleteFdb', link: 7, mac: '02:00:00:00:00:02', dst: null });
+    assert.equal(fdbEchoKey(29, body(del)), 'del 7 020000000002');
+    assert.equal(fdbEchoKey(28, body(neighOn(2, 7))), null, 'ARP entries are not FDB entries');
   });
 
   it('with no interest (ifindexes null, device not known yet) every object is decoded', () => {

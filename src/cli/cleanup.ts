@@ -91,7 +91,8 @@ export function weftdInThisNetns(): number[] {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
       const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (!argv.slice(0, 2).some((a) => /(^|\/)weftd(\.js)?$/.test(a))) continue;
+      // weftd, weftd.js (dist/src/cli) or weftd.bundle.js (the one-file build the lab and releases run).
+      if (!argv.slice(0, 2).some((a) => /(^|\/)weftd(\.bundle)?(\.js)?$/.test(a))) continue;
       if (readlinkSafe(`/proc/${entry}/ns/net`) === mine) out.push(Number(entry));
     } catch {
       // gone meanwhile, or not ours to read

@@ -428,7 +428,8 @@ export class NetlinkClient {
     const answers: RequestOutcome[] = await this.batch.send(batch);
     answers.forEach((a, j) => {
       if (a === null) return;
-      if (fdbKeys[j]) this.expectedFdbEchoes.delete(fdbKeys[j]!); // failed: no change, no echo
+      const key = fdbKeys?.get(j);
+      if (key !== undefined) this.expectedFdbEchoes.delete(key); // failed: no change, no echo
       const i = batch.indices[j]!;
       outcomes[i] = new NetlinkError(this.describeWrite(writes[i]!), a.errno, a.cause);
     });
@@ -513,15 +514,18 @@ export class NetlinkClient {
   }
 
   /** Remember the FDB changes of a batch about to be sent (their notifications carry no sender port). */
-  private expectFdbEchoes(batch: EncodedBatch): string[] {
-    const keys: string[] = [];
+  private expectFdbEchoes(batch: EncodedBatch): Map<number, string> | null {
+    let keys: Map<number, string> | null = null;
     const now = performance.now();
     if (this.expectedFdbEchoes.size > 8192) for (const [k, until] of this.expectedFdbEchoes) if (until <= now) this.expectedFdbEchoes.delete(k);
+    const buf = batch.buffer;
     for (let j = 0; j + 1 < batch.offsets.length; j++) {
       const start = batch.offsets[j]!;
-      const key = fdbEchoKey(batch.buffer.readUInt16LE(start + 4), batch.buffer.subarray(start + 16, batch.offsets[j + 1]!));
-      keys[j] = key ?? '';
-      if (key !== null) this.expectedFdbEchoes.set(key, now + FDB_ECHO_TTL_MS);
+      if (buf[start + 16] !== AF_BRIDGE) continue; // every message has a fixed header: its first byte is the family
+      const key = fdbEchoKey(buf.readUInt16LE(start + 4), buf, start + 16, batch.offsets[j + 1]!);
+      if (key === null) continue;
+      (keys ??= new Map()).set(j, key);
+      this.expectedFdbEchoes.set(key, now + FDB_ECHO_TTL_MS);
     }
     return keys;
   }

@@ -361,14 +361,14 @@ export function forEachAck(datagram: Buffer, onAck: (seq: number, errno: number)
  * requester's port on), so our own are recognised by content instead: a new entry by device, MAC,
  * destination, state and NTF_SELF; a deletion by device and MAC. null for anything else.
  */
-export function fdbEchoKey(type: number, body: Buffer): string | null {
-  if ((type !== RTM_NEWNEIGH && type !== RTM_DELNEIGH) || body.length < 12 || body.readUInt8(0) !== AF_BRIDGE) return null;
-  const ifindex = body.readInt32LE(4);
+export function fdbEchoKey(type: number, body: Buffer, start = 0, end: number = body.length): string | null {
+  if ((type !== RTM_NEWNEIGH && type !== RTM_DELNEIGH) || end - start < 12 || body[start] !== AF_BRIDGE) return null;
+  const ifindex = body.readInt32LE(start + 4);
   let lladdr: string | null = null;
   let dst = '';
-  for (let a = 12; a + 4 <= body.length; ) {
+  for (let a = start + 12; a + 4 <= end; ) {
     const alen = body.readUInt16LE(a);
-    if (alen < 4 || a + alen > body.length) break;
+    if (alen < 4 || a + alen > end) break;
     const atype = body.readUInt16LE(a + 2) & 0x3fff;
     if (atype === NDA_LLADDR) lladdr = body.toString('hex', a + 4, a + alen);
     else if (atype === NDA_DST) dst = body.toString('hex', a + 4, a + alen);
@@ -376,5 +376,5 @@ export function fdbEchoKey(type: number, body: Buffer): string | null {
   }
   if (lladdr === null) return null;
   if (type === RTM_DELNEIGH) return `del ${ifindex} ${lladdr}`;
-  return `new ${ifindex} ${lladdr} ${dst} ${body.readUInt16LE(8)} ${body.readUInt8(10) & NTF_SELF}`;
+  return `new ${ifindex} ${lladdr} ${dst} ${body.readUInt16LE(start + 8)} ${body[start + 10]! & NTF_SELF}`;
 }

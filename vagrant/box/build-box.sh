@@ -6,9 +6,9 @@
 #   vagrant box add --name weft/debian12 OUT.box  (the name the Vagrantfile uses; WEFT_BOX)
 #
 # The box: an 8 GB qcow2 (sparse, ~0.5 GB) with one ext4 partition and GRUB (BIOS), Debian's
-# kernel, openssh-server, sudo, rsync, ifupdown with DHCP on the first NIC (eth0: the kernel's
-# net.ifnames=0, so the name does not depend on the PCI slot), and the user vagrant (password
-# vagrant, passwordless sudo, Vagrant's well-known insecure public key, which `vagrant up`
+# kernel, openssh-server, sudo, rsync, busybox-static, ifupdown with DHCP on the first NIC (eth0:
+# the kernel's net.ifnames=0, so the name does not depend on the PCI slot), and the user vagrant
+# (password vagrant, passwordless sudo, Vagrant's well-known insecure public key, which `vagrant up`
 # replaces with a fresh key on first boot). debootstrap writes straight into the mounted image,
 # so file capabilities (ping's cap_net_raw and the like) are kept: nothing is copied through tar.
 #
@@ -26,7 +26,10 @@ SIZE="${WEFT_BOX_SIZE:-8G}"
 SUITE=bookworm
 # Vagrant's insecure public key (github.com/hashicorp/vagrant keys/vagrant.pub).
 VAGRANT_KEY='ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YVr+kz4TjGYe7gHzIw+niNltGEFHzD8+v1I2YJ6oXevct1YeS0o9HZyN1Q9qgCgzUFtdOKLv6IedplqoPkcmF0aYet2PkEDo3MlTBckFXPITAMzF8dJSIFo9D8HfdOV0IAdx4O7PtixWKn5y2hMNG0zQPyUecp4pzC6kivAIhyfHilFR61RGL+GPXQ2MWZWFYbAGjyiYJnAmCP3NOTd0jMZEnDkbUvxhMmBYSdETk1rRgm+R4LOzFUGaHqHDLKLX+FIPKcF96hrucXzcWyLbIbEgE98OHlnVYCzRdK8jlqm8tehUc9c9WhQ== vagrant insecure public key'
-PACKAGES=linux-image-amd64,grub-pc,openssh-server,sudo,rsync,ifupdown,isc-dhcp-client,ca-certificates,curl,systemd-sysv,dbus,iproute2,iputils-ping,netbase,less
+# busybox-static: vagrant/check.sh's container image. In the box because installing it later
+# triggers update-initramfs (busybox goes into the initramfs), which took 6-7 min per VM under
+# emulation; here it is built once, on the host, by debootstrap.
+PACKAGES=linux-image-amd64,grub-pc,openssh-server,sudo,rsync,ifupdown,isc-dhcp-client,ca-certificates,curl,systemd-sysv,dbus,iproute2,iputils-ping,netbase,less,busybox-static
 CMDLINE="net.ifnames=0 biosdevname=0 console=tty0 console=ttyS0,115200"
 log() { echo "build-box: $*"; }
 die() { echo "build-box: $*" >&2; exit 1; }

@@ -318,6 +318,12 @@ function table(r: Results): Row[] {
       ratio: times(env, f ? median(f.subnetEnvMs) : undefined), target: cold ? '—' : '≤ 80 ms', load: loads(a.load, b?.load, f?.load), met: cold ? null : env <= 80 });
     rows.push({ figure: `exec → READY=1, ${kind}, median; max`, weft: readyOf(a), before: readyOf(b), flanneld: readyOf(f),
       ratio: times(median(a.readyMs), f ? median(f.readyMs) : undefined), target: '—', load: loads(a.load, b?.load, f?.load), met: null });
+    // weftd's own CPU to subnet.env (WEFT_TRACE_STARTUP): what load does not inflate as it does the wall time.
+    const cpuOf = (x: StartupFigures | undefined): string => (x && x.subnetEnvCpuMs.length > 0 ? ms(median(x.subnetEnvCpuMs)) : '');
+    if (a.subnetEnvCpuMs.length > 0) {
+      rows.push({ figure: `weftd's CPU, exec → subnet.env, ${kind}, median`, weft: cpuOf(a), before: cpuOf(b), flanneld: '',
+        ratio: '', target: '—', load: loads(a.load, b?.load, f?.load), met: null });
+    }
   }
   for (const [label, js, p50t, p99t] of [['10', r.join10, 2, 10], ['30', r.join30, 5, 20]] as const) {
     const a = js.find((j) => j.variant === 'after');

@@ -4,7 +4,7 @@
  * notifications, of the subnet.env rename, of the READY=1 datagram), never from its own log.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, unlinkSync, watch } from 'node:fs';
+import { existsSync, readFileSync, statSync, unlinkSync, watch } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { dirname, basename, join } from 'node:path';
 import { hostUnderlayIp, Lab } from '../../src/lab';
@@ -133,6 +133,12 @@ export interface StartupFigures {
   readonly mode: string;
   readonly runs: number;
   readonly subnetEnvMs: number[];
+  /**
+   * weftd's own CPU time (user + system) from exec to subnet.env written, per start (ms): from its
+   * WEFT_TRACE_STARTUP=1 line, so a loaded machine distorts it far less than the wall time. Empty
+   * for a build without the trace (before issue #14's start-up change) and for flanneld.
+   */
+  readonly subnetEnvCpuMs: number[];
   readonly readyMs: number[];
 }
 
@@ -170,7 +176,7 @@ while True:
   // subnet.env on a tmpfs, as /run/flannel is on a systemd host (here /run is on disk, where
   // the two fsyncs of the atomic write would be timed too).
   const file = `/dev/shm/wb${process.pid}-${host}-subnet.env`;
-  const outs: StartupFigures[] = variants.map((v) => ({ variant: v.label, load: [], mode: cold ? 'cold (device deleted, lease in etcd)' : 'restart (device and lease in place)', runs, subnetEnvMs: [], readyMs: [] }));
+  const outs: StartupFigures[] = variants.map((v) => ({ variant: v.label, load: [], mode: cold ? 'cold (device deleted, lease in etcd)' : 'restart (device and lease in place)', runs, subnetEnvMs: [], subnetEnvCpuMs: [], readyMs: [] }));
   try {
     // Variants interleaved, start by start: each pair sees the same load.
     for (let k = 0; k < runs * variants.length; k++) {
@@ -186,15 +192,19 @@ while True:
       const w = watch(dirname(file), (_ev, name) => {
         if (name === basename(file) && envAt === 0 && existsSync(file)) envAt = nowMs();
       });
+      const logFile = lab.logFile(host);
+      const logOffset = existsSync(logFile) ? statSync(logFile).size : 0;
       const t0 = nowMs();
-      await lab.startDaemon(host, { wait: false, ...daemonOf(variant), extraEnv: { ...variant.env, NOTIFY_SOCKET: sock }, extraArgs: [`--subnet-file=${file}`] });
+      await lab.startDaemon(host, { wait: false, ...daemonOf(variant), extraEnv: { WEFT_TRACE_STARTUP: '1', ...variant.env, NOTIFY_SOCKET: sock }, extraArgs: [`--subnet-file=${file}`] });
       const deadline = Date.now() + 30_000;
       while ((envAt === 0 || readyTimes.length === before) && Date.now() < deadline) await sleep(5);
       w.close();
       if (envAt === 0 || readyTimes.length === before) throw new Error(`${variant.label} on ${host} did not write subnet.env and send READY=1 within 30 s (its log: ${lab.stateDir})`);
       out.subnetEnvMs.push(envAt - t0);
+      const cpu = existsSync(logFile) ? /cpu=(\d+(?:\.\d+)?) subnet\.env written/.exec(readFileSync(logFile).subarray(logOffset).toString('utf8')) : null;
+      if (cpu) out.subnetEnvCpuMs.push(Number(cpu[1]));
       out.readyMs.push(readyTimes[readyTimes.length - 1]! - t0);
-      progress(`  ${variant.label} start ${i + 1}/${runs} (${cold ? 'cold' : 'restart'}): subnet.env ${(envAt - t0).toFixed(1)} ms, READY=1 ${(readyTimes[readyTimes.length - 1]! - t0).toFixed(1)} ms`);
+      progress(`  ${variant.label} start ${i + 1}/${runs} (${cold ? 'cold' : 'restart'}): subnet.env ${(envAt - t0).toFixed(1)} ms${cpu ? ` (${cpu[1]} ms CPU)` : ''}, READY=1 ${(readyTimes[readyTimes.length - 1]! - t0).toFixed(1)} ms`);
     }
   } finally {
     listener.kill('SIGTERM');

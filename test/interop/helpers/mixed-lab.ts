@@ -328,9 +328,10 @@ export class MixedLab {
   /**
    * Stop the daemon on `host` (SIGTERM) and start `to` there, while pings run across it: from
    * every other host's container to `host`'s, and from `host`'s to the first other host's.
-   * Returns each flow's count (none asserted here) and how long stop + start took.
+   * Returns each flow's count (none asserted here), how long stop + start took (until the new
+   * daemon wrote subnet.env) and when the stop began (epoch ms).
    */
-  async replaceWhilePinging(host: string, to: DaemonKind, packets = 80): Promise<{ flows: PingFlow[]; swapMs: number }> {
+  async replaceWhilePinging(host: string, to: DaemonKind, packets = 80): Promise<{ flows: PingFlow[]; swapMs: number; stoppedAt: number }> {
     const from = this.kindOf(host);
     const others = this.hosts().filter((h) => h !== host);
     const runs = [
@@ -346,7 +347,7 @@ export class MixedLab {
     // The figures docs/flannel-compat.md quotes, with the load they were taken under.
     process.stdout.write(`# replace ${this.lab.name} ${host} ${from} → ${to}: stop + start ${swapMs} ms; ` +
       `${flows.map((f) => `${f.name} ${f.sent - f.received}/${f.sent} lost`).join(', ')} (load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')})\n`);
-    return { flows, swapMs };
+    return { flows, swapMs, stoppedAt: t0 };
   }
 
   containerIp(host: string): string {

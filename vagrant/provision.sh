@@ -108,7 +108,10 @@ log "weftd ready: $(grep FLANNEL_SUBNET /run/flannel/subnet.env)"
 install -d /etc/systemd/system/docker.service.d
 install -m 0644 /opt/weft/systemd/docker-weft.conf /etc/systemd/system/docker.service.d/weft.conf
 systemctl daemon-reload
-command -v dockerd >/dev/null 2>&1 || apt-get install -y -qq docker.io >/dev/null
+# Without Recommends (perl, python3, git, criu, binutils, needrestart: ~50 packages, minutes under
+# emulation), but with apparmor: Debian's kernel enables AppArmor, and Docker 20.10 then needs
+# apparmor_parser to load its docker-default profile or no container starts.
+command -v dockerd >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends docker.io apparmor >/dev/null
 systemctl restart docker
 log "docker0: $(ip -4 -o addr show dev docker0 | awk '{print $4}')"
 weft leases --etcd-endpoints="$ETCD"

@@ -93,8 +93,9 @@ export interface ReconcilerNetlink {
   addRoute?(spec: RouteSpec): Promise<void>;
   deleteRoute(spec: RouteSpec): Promise<void>;
   /**
-   * Optional: the writes of one phase as one batch (NetlinkClient: a few datagrams, each write
-   * acknowledged on its own), outcomes in order. Absent: each write through its method, in parallel.
+   * Optional: writes as one batch, applied in the order given (NetlinkClient: as few datagrams as
+   * the receive buffer allows, each write acknowledged on its own), outcomes in order. A whole
+   * reconcile run goes in one call. Absent: phase by phase, each write through its method.
    */
   applyWrites?(writes: readonly KernelWrite[]): Promise<WriteOutcomes>;
   monitor(onChange: (batch: ChangeBatch) => void, family?: IPFamily, interest?: MonitorInterest): Monitor;
@@ -617,19 +618,20 @@ export class Reconciler {
   }
 
   /**
-   * Apply `changes` (diffState's order) phase by phase: phases one after another (that is the
-   * ordering guarantee), the changes of one phase as one batch (`applyWrites`: a few datagrams on a
-   * real kernel, each change acknowledged on its own). A failed change does not stop the others;
-   * `onApplied` is called for each change that succeeded.
+   * Apply `changes` in diffState's order (adds neighbour → FDB → route, removals the reverse: the
+   * ordering guarantee). A seam that batches (`applyWrites`: NetlinkClient, which applies writes in
+   * the order given — the kernel handles the messages of a datagram one after another, and the
+   * next datagram goes once the previous one is answered) gets the whole run in one call: a peer
+   * joining is one datagram. Otherwise phase by phase (diff.ts `phases`), the changes of a phase
+   * in parallel. A failed change does not stop the others; `onApplied` is called for each change
+   * that succeeded.
    */
   private async applyPhases(changes: readonly Change[], link: LinkInfo, onApplied: (c: Change) => void): Promise<{ applied: number; errors: unknown[] }> {
     const errors: unknown[] = [];
     let applied = 0;
-    for (const phase of phases(changes)) {
-      const writes = phase.map((c) => this.applyChange(c, link));
-      const outcomes = this.nl.applyWrites ? await this.nl.applyWrites(writes) : await applyWritesOneByOne(this.nl, writes);
+    const account = (sent: readonly Change[], outcomes: WriteOutcomes): void => {
       outcomes.forEach((err, i) => {
-        const c = phase[i]!;
+        const c = sent[i]!;
         // Already gone is what a removal wanted (e.g. an FDB dst replaced in place just before).
         if (err !== null && !(c.op === 'remove' && isGone(err))) {
           errors.push(err);
@@ -638,12 +640,17 @@ export class Reconciler {
         applied++;
         onApplied(c);
       });
+    };
+    if (this.nl.applyWrites) {
+      if (changes.length > 0) account(changes, await this.nl.applyWrites(changes.map((c) => this.applyChange(c, link))));
+    } else {
+      for (const phase of phases(changes)) account(phase, await applyWritesOneByOne(this.nl, phase.map((c) => this.applyChange(c, link))));
     }
     return { applied, errors };
   }
 
   /**
-   * The kernel write that applies `c` (sent by applyPhases with the rest of its phase): every new
+   * The kernel write that applies `c` (sent by applyPhases with the rest of its run): every new
    * route with NLM_F_EXCL (`addRoute`) where the seam has it, so a route someone else added since
    * our last dump is never replaced. Its notification is expected from now on (isEcho).
    */

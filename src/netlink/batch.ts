@@ -35,6 +35,14 @@ export const MAX_REQUESTS_PER_DATAGRAM = 512;
 /** Bytes per datagram at most: well under the default SO_SNDBUF (net.core.wmem_default, 208 KiB), which bounds one sendmsg. */
 export const MAX_DATAGRAM_BYTES = 64 << 10;
 
+/**
+ * The largest datagram a socket with this SO_SNDBUF accepts: netlink_sendmsg refuses one longer
+ * than sk_sndbuf - 32 with EMSGSIZE (a host with a small net.core.wmem_default); a margin on top.
+ */
+export function datagramLimit(sendBufferBytes: number): number {
+  return Math.max(1024, Math.min(MAX_DATAGRAM_BYTES, sendBufferBytes - 1024));
+}
+
 /** The part of RawNetlinkSocket the batch socket uses (a seam for tests). */
 export interface RawSocket {
   send(msg: Uint8Array, options?: { port?: number }, callback?: (error?: Error) => void): void;
@@ -44,6 +52,7 @@ export interface RawSocket {
   address(): { port: number };
   getRecvBufferSize(): number;
   setRecvBufferSize(size: number): unknown;
+  getSendBufferSize(): number;
   ref(): void;
   unref(): void;
 }
@@ -99,6 +108,7 @@ export class BatchSocket {
   private sock: RawSocket | null = null;
   private portId: number | null = null;
   private limit = 1;
+  private maxBytes = MAX_DATAGRAM_BYTES;
   private seq = 1;
   private inFlight: InFlight | null = null;
   private tail: Promise<unknown> = Promise.resolve();
@@ -149,7 +159,7 @@ export class BatchSocket {
     }
     const sizes = new Array<number>(count);
     for (let j = 0; j < count; j++) sizes[j] = batch.offsets[j + 1]! - batch.offsets[j]!;
-    for (const [start, end] of chunkRanges(sizes, this.limit)) {
+    for (const [start, end] of chunkRanges(sizes, this.limit, this.maxBytes)) {
       await this.sendChunk(sock, batch, start, end, outcomes);
       if (this.sock !== sock) {
         // The socket died or timed out under this chunk: the rest go out on a fresh one.
@@ -235,6 +245,7 @@ export class BatchSocket {
     try {
       sock.setRecvBufferSize(RECV_BUFFER_BYTES);
       this.limit = chunkLimit(sock.getRecvBufferSize());
+      this.maxBytes = datagramLimit(sock.getSendBufferSize());
       this.portId = sock.address().port;
     } catch (err) {
       sock.close();

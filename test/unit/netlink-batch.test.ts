@@ -11,7 +11,7 @@ import type { DesiredState, Underlay } from '../../src/backend/backend';
 import { Reconciler } from '../../src/daemon/reconciler';
 import { parseIPv4, parseIPv4Cidr } from '../../src/ip';
 import { silentLogger } from '../../src/log';
-import { ACK_RCVBUF_ALLOWANCE, chunkLimit, chunkRanges, MAX_REQUESTS_PER_DATAGRAM, type RawSocket } from '../../src/netlink/batch';
+import { ACK_RCVBUF_ALLOWANCE, chunkLimit, chunkRanges, datagramLimit, MAX_DATAGRAM_BYTES, MAX_REQUESTS_PER_DATAGRAM, type RawSocket } from '../../src/netlink/batch';
 import { NetlinkClient } from '../../src/netlink/client';
 import { NetlinkError } from '../../src/netlink/errors';
 import type { KernelWrite } from '../../src/netlink/types';
@@ -70,6 +70,9 @@ class ScriptedRawSocket extends EventEmitter implements RawSocket {
     return this.recvBuffer;
   }
   setRecvBufferSize(): void {}
+  getSendBufferSize(): number {
+    return 212992; // net.core.wmem_default here
+  }
   ref(): void {}
   unref(): void {}
 }
@@ -102,6 +105,10 @@ describe('chunking bounded by the receive buffer', () => {
     assert.deepEqual(chunkRanges([60, 60, 60], 10, 130), [[0, 2], [2, 3]]);
     assert.deepEqual(chunkRanges([500, 60], 10, 100), [[0, 1], [1, 2]], 'a request larger than the byte bound goes alone');
     assert.deepEqual(chunkRanges([], 10), []);
+  });
+  it('keeps a datagram under what SO_SNDBUF lets one sendmsg carry', () => {
+    assert.equal(datagramLimit(212992), MAX_DATAGRAM_BYTES);
+    assert.ok(datagramLimit(16384) <= 16384 - 32);
   });
 });
 
@@ -184,14 +191,15 @@ describe('Reconciler over batches', () => {
     routes: ns.map((n) => ({ dst: parseIPv4Cidr(`10.5.${n}.0/24`)!, gateway: `10.5.${n}.0`, onlink: true, via: 'overlay' as const })),
   });
 
-  it('issues each phase as one batch; a route rejected in the middle fails only its change', async () => {
+  it('issues a whole run as one batch, in diffState order; a route rejected in the middle fails only its change', async () => {
     const k = new ScriptedKernel();
     k.createDevice();
     const r = new Reconciler({ nl: k, backend: new FakeBackend(), underlay: UNDERLAY, clock: new ManualClock() });
     r.setDesired(peers([2, 3, 4]));
     k.failRouteTo = '10.5.3.0/24';
     await assert.rejects(r.reconcile(), /reconcile flannel\.1: 1 of 10 changes failed: add route 10\.5\.3\.0\/24: EEXIST/);
-    assert.deepEqual(k.batches, [1, 3, 3, 3], 'address, neighbours, FDB entries, routes: one batch each');
+    assert.deepEqual(k.batches, [10], 'address, neighbours, FDB entries, routes: one batch');
+    assert.deepEqual(k.calls.slice(0, 5), ['add address 10.5.1.0/32', 'set neighbour 10.5.2.0', 'set neighbour 10.5.3.0', 'set neighbour 10.5.4.0', 'set fdb 02:00:00:00:00:02']);
     assert.deepEqual(k.routes.map((x) => x.gateway).sort(), ['10.5.2.0', '10.5.4.0']);
     k.failRouteTo = null;
     k.batches = [];

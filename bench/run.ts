@@ -264,7 +264,9 @@ type SavedResults = Omit<Results, 'join10' | 'join30' | 'burst' | 'startWithPeer
 
 function normalize(raw: SavedResults): Results {
   const list = <T extends { variant?: string }>(v: T | T[] | null): T[] => (v === null ? [] : Array.isArray(v) ? v : [{ ...v, variant: v.variant ?? 'after' }]);
-  return { ...raw, join10: list(raw.join10), join30: list(raw.join30), burst: list(raw.burst), startWithPeers: raw.startWithPeers ?? [] };
+  // Saved before weftd's own start-up CPU was read (9a562ff): none.
+  const startup = raw.startup.map((s) => ({ ...s, subnetEnvCpuMs: (s as Partial<StartupFigures>).subnetEnvCpuMs ?? [] }));
+  return { ...raw, startup, join10: list(raw.join10), join30: list(raw.join30), burst: list(raw.burst), startWithPeers: raw.startWithPeers ?? [] };
 }
 
 /** The variants a run measured, in column order (the load column's order). */
@@ -293,7 +295,7 @@ const times = (weft: number, flanneld: number | undefined): string => {
   if (flanneld === undefined || !Number.isFinite(weft) || !Number.isFinite(flanneld)) return '';
   if (flanneld <= 0) return weft <= 0 ? '1.0×' : '∞';
   const r = weft / flanneld;
-  return `${r >= 10 ? r.toFixed(0) : r.toFixed(1)}×`;
+  return `${r >= 10 ? r.toFixed(0) : r >= 0.1 ? r.toFixed(1) : r.toFixed(2)}×`;
 };
 const ratios = (...pairs: [number, number | undefined][]): string => pairs.map(([w, f]) => times(w, f)).filter((x) => x !== '').join(' / ');
 

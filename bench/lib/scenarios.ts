@@ -86,8 +86,31 @@ export async function withLab<T>(spec: LabSpec, fn: (lab: Lab) => Promise<T>): P
   try {
     return await fn(lab);
   } finally {
+    reportFlanneldErrors(lab, spec.progress);
     await lab.down();
   }
+}
+
+/**
+ * flanneld's error lines (glog "E1206 08:05:12.123 pid file:line] msg") in the lab's daemon logs,
+ * counted by message: the logs go with the lab, and a flanneld that failed to program something
+ * says so only there.
+ */
+function reportFlanneldErrors(lab: Lab, progress: Progress): void {
+  const counts = new Map<string, number>();
+  for (const h of lab.hostNames()) {
+    let log: string;
+    try {
+      log = lab.daemonLog(h);
+    } catch {
+      continue;
+    }
+    for (const m of log.matchAll(/^E\d{4} [\d:.]+\s+\d+ ([^\]]+\] .*)$/gm)) {
+      const msg = m[1]!.replace(/\b\d+\.\d+\.\d+\.\d+(\/\d+)?\b/g, 'IP').replace(/([0-9a-f]{2}:){5}[0-9a-f]{2}/g, 'MAC');
+      counts.set(msg, (counts.get(msg) ?? 0) + 1);
+    }
+  }
+  for (const [msg, n] of counts) progress(`  flanneld logged ${n}× (all hosts): ${msg}`);
 }
 
 const PREFIX = '/coreos.com/network';

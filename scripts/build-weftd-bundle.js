@@ -27,8 +27,9 @@
  *
  * Left out of the bundle, loaded from node_modules at run time as before:
  *   - raw-socket and node-gyp-build: native addons (and their loader) cannot be bundled;
- *   - etcd3 (gRPC), loaded only with WEFT_ETCD_CLIENT=grpc: bundling it would only make the file
- *     every start reads bigger.
+ *   - etcd3 (gRPC) and cockatiel (only its wire uses it), loaded only with WEFT_ETCD_CLIENT=grpc:
+ *     bundling them would only make the file every start reads bigger, and etcd3 shares its
+ *     cockatiel with ours as unbundled.
  * The `netlink` package is bundled (its JavaScript is the largest share of module loading) except
  * its native binding: its loader asked node-gyp-build for `__dirname + '/..'`, the package's own
  * directory, which in the bundle is rewritten to where Node resolves `netlink/package.json`.
@@ -123,7 +124,7 @@ async function main() {
     platform: 'node',
     format: 'cjs',
     target: 'node20',
-    external: ['raw-socket', 'node-gyp-build', 'etcd3', 'netlink/package.json'],
+    external: ['raw-socket', 'node-gyp-build', 'etcd3', 'cockatiel', 'netlink/package.json'],
     plugins: [netlinkNativeDir],
     // Names kept (errors and logs print class names); whitespace only: less to read and scan.
     minifyWhitespace: true,

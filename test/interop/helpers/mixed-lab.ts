@@ -120,7 +120,7 @@ export class MixedLab {
       // but sequential starts make the logs readable.
       for (const [i, kind] of opts.kinds.entries()) await m.start(`h${i + 1}`, kind);
       for (const h of lab.hostNames()) await lab.setupContainer(h);
-      assert.ok(await lab.waitConverged(30_000), `routes did not converge: ${m.describe()}`);
+      if (!(await lab.waitConverged(30_000))) assert.fail(`routes did not converge (${m.describe()}):\n${await m.diagnostics()}`);
       return m;
     } catch (e) {
       await m.down().catch(() => undefined);
@@ -149,6 +149,18 @@ export class MixedLab {
   /** "h1 flanneld, h2 weftd, …" for assertion messages. */
   describe(): string {
     return [...this.kinds].map(([h, k]) => `${h} ${k}`).join(', ');
+  }
+
+  /** Each host's routes (both families) and its daemon's warnings and errors: what a failure message needs. */
+  async diagnostics(): Promise<string> {
+    const out: string[] = [];
+    for (const h of this.hosts()) {
+      const r4 = (await this.lab.exec(h, ['ip', 'route'])).stdout.trim();
+      const r6 = (await this.lab.exec(h, ['ip', '-6', 'route', 'show', 'proto', 'boot'])).stdout.trim();
+      const log = this.lab.daemonLog(h).split('\n').filter((l) => /^[EW]\d{4}|"level":"(warn|error)"/.test(l)).slice(-8);
+      out.push(`${h} (${this.kinds.get(h) ?? '-'}): subnet.env ${JSON.stringify(this.lab.subnetEnv(h)?.vars ?? null)}\n  ip route:\n    ${r4.replace(/\n/g, '\n    ')}\n  ip -6 route (proto boot):\n    ${r6.replace(/\n/g, '\n    ')}\n  log:\n    ${log.join('\n    ')}`);
+    }
+    return out.join('\n');
   }
 
   hosts(): string[] {

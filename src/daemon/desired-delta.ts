@@ -182,7 +182,8 @@ export class IncrementalDesired {
       seen.add(key);
       const old = this.entries.get(key);
       if (old === undefined && lease === null) continue;
-      if (old !== undefined && lease !== null && old.lease === lease) continue;
+      // The same lease is judged again all the same: what it is judged against may have changed
+      // (its PublicIP's on-link answer); an unchanged verdict nets out in PendingDelta.
       changed = true;
       if (old !== undefined) {
         if (this.sharesWithOthers(key, old)) conflict = true;

@@ -406,6 +406,10 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       for (const k of held.keys()) if (!this.heldKeys.has(k)) dirty.add(k);
       this.heldKeys = new Set(held.keys());
       const leaseOf = (key: string): Lease | null => this.peerMap.get(key) ?? held.get(key) ?? null;
+      // One peer list for the lookups and the whole recompute: a peer that arrives during the
+      // lookups is judged by the step its event queued (its key is dirty), not here without a
+      // lookup (a false "not on our L2").
+      const current = [...this.peerList];
       const v6 = this.ipv6Path;
       // A switch of data path (the VXLAN fallback) changes what the rules can describe.
       if (this.engines.some((e) => e.dataPath !== (e.backend.dataPath ?? 'kernel'))) whole = true;
@@ -419,9 +423,9 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
             for (const e of this.engines) for (const k of e.engine.keysWithPublicIP(ip)) if (!dirty.has(k)) whole = true;
           }
         }
-        if (whole || this.engines.length === 0) await this.lookUpAllOnLink(backend, v6?.backend);
+        if (whole || this.engines.length === 0) await this.lookUpAllOnLink(backend, v6?.backend, current);
       }
-      const peersNow = (): Lease[] => [...this.peerList, ...held.values()];
+      const peersNow = (): Lease[] => [...current, ...held.values()];
       const skippedNow = whole || this.engines.length === 0 ? new Set<string>() : null;
       const paths: { family: IPFamily; backend: Backend; reconciler: Reconciler; suffix: string }[] = [
         { family: backend.family ?? 4, backend, reconciler: this.reconciler, suffix: '' },
@@ -482,8 +486,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
   }
 
   /** Every current peer's address looked up (a new set: the engines are rebuilt after it). */
-  private async lookUpAllOnLink(backend: Backend, v6: Backend | undefined): Promise<void> {
-    const current = this.peerList;
+  private async lookUpAllOnLink(backend: Backend, v6: Backend | undefined, current: readonly Lease[]): Promise<void> {
     const onLink = new Set(hasOnLinkPeers(backend) ? await backend.onLinkPeers(current, this.underlay!) : []);
     // Dual stack: the IPv6 peers' PublicIPv6 too (addresses of both families in one set).
     if (hasOnLinkPeers(v6)) for (const ip of await v6.onLinkPeers(current, this.underlay!)) onLink.add(ip);

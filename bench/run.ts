@@ -211,7 +211,8 @@ async function main(): Promise<number> {
 /**
  * Join latency of every variant on one lab, in `rounds` rounds: each round restarts every daemon
  * as each variant in turn (the lab starts with this tree's weftd) and measures its share of the
- * joins, each on fresh subnets. Ends with this tree's weftd running again. One JoinFigures per
+ * joins, each on fresh subnets. Leaves the last variant running (what follows on the lab
+ * restarts every daemon anyway: the idle scenario, or the lab's end). One JoinFigures per
  * variant, its rounds merged.
  */
 async function measureJoinRounds(l: Lab, variants: readonly Variant[], joinsPerVariant: number, rounds: number, progress: Progress): Promise<JoinFigures[]> {
@@ -228,7 +229,6 @@ async function measureJoinRounds(l: Lab, variants: readonly Variant[], joinsPerV
       skip += perRound;
     }
   }
-  if (running !== AFTER) await restartAll(l, AFTER, progress);
   return variants.map((v) => mergeJoins(parts.filter((p) => p.variant === v.label)));
 }
 

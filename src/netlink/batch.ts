@@ -101,6 +101,10 @@ function errnoName(errno: number): string {
 interface InFlight {
   readonly pending: Map<number, number>;
   readonly outcomes: RequestOutcome[];
+  /** performance.now() when it was sent (the watchdog's reference). */
+  readonly sentAt: number;
+  /** Its size, for the timeout's message. */
+  readonly requests: number;
   readonly done: (err: { errno: string; cause: Error } | null) => void;
 }
 
@@ -113,6 +117,12 @@ export class BatchSocket {
   private inFlight: InFlight | null = null;
   private tail: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /**
+   * One timer for every chunk instead of one per chunk (arming and clearing a timer per datagram
+   * cost more than the rest of a join's batch): it fires at most every timeoutMs, checks the chunk
+   * in flight, and is unref'd while nothing is.
+   */
+  private watchdog: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly log: Logger,
@@ -140,6 +150,8 @@ export class BatchSocket {
 
   close(): void {
     this.closed = true;
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = null;
     this.abort('ESOCKCLOSED', new Error('netlink client closed'));
     this.drop();
   }
@@ -189,22 +201,20 @@ export class BatchSocket {
     // The requests are contiguous in the batch's buffer: the datagram is a view of it, no copy.
     const datagram = batch.buffer.subarray(batch.offsets[start]!, batch.offsets[end]!);
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.abort('ETIMEDOUT', new Error(`no answer from the kernel within ${this.timeoutMs} ms (${pending.size} of ${end - start} requests unanswered)`));
-        // A late answer could be taken for the next chunk's: start afresh on a new socket.
-        this.reset('batch timed out');
-      }, this.timeoutMs);
       this.inFlight = {
         pending,
         outcomes,
+        sentAt: performance.now(),
+        requests: end - start,
         done: (err) => {
-          clearTimeout(timer);
           this.inFlight = null;
+          this.watchdog?.unref();
           if (err) for (const i of pending.values()) outcomes[i] = err;
           pending.clear();
           resolve();
         },
       };
+      this.armWatchdog(this.timeoutMs);
       sock.ref();
       sock.send(datagram, {}, (err) => {
         if (!err || this.sock !== sock) return;
@@ -215,6 +225,26 @@ export class BatchSocket {
     }).finally(() => {
       if (this.sock === sock) sock.unref();
     });
+  }
+
+  private armWatchdog(delayMs: number): void {
+    if (this.watchdog) {
+      this.watchdog.ref();
+      return;
+    }
+    this.watchdog = setTimeout(() => {
+      this.watchdog = null;
+      const f = this.inFlight;
+      if (!f) return; // idle: armed again by the next chunk
+      const waited = performance.now() - f.sentAt;
+      if (waited < this.timeoutMs) {
+        this.armWatchdog(this.timeoutMs - waited);
+        return;
+      }
+      this.abort('ETIMEDOUT', new Error(`no answer from the kernel within ${this.timeoutMs} ms (${f.pending.size} of ${f.requests} requests unanswered)`));
+      // A late answer could be taken for the next chunk's: start afresh on a new socket.
+      this.reset('batch timed out');
+    }, delayMs);
   }
 
   private nextSeq(): number {

@@ -113,9 +113,14 @@ function hexDigit(c: number): number {
  * as iproute2 writes it, so messages can follow each other in one datagram.
  */
 class MessageWriter {
-  buf = Buffer.allocUnsafe(16 << 10);
+  buf: Buffer;
   off = 0;
   private start = 0;
+
+  /** `expectedBytes`: a guess of the total (grown as needed); small ones come from Node's buffer pool. */
+  constructor(expectedBytes: number) {
+    this.buf = Buffer.allocUnsafe(Math.max(256, expectedBytes));
+  }
 
   private ensure(n: number): void {
     if (this.off + n <= this.buf.length) return;
@@ -301,7 +306,8 @@ export interface EncodedBatch {
  * single method would throw the same TypeError) is left out and reported to `onError`.
  */
 export function encodeWrites(writes: readonly KernelWrite[], onError: (index: number, err: Error) => void): EncodedBatch {
-  const w = new MessageWriter();
+  // ~48–72 bytes per request (a route with a gateway: 60; IPv6: more).
+  const w = new MessageWriter(writes.length * 72);
   const offsets: number[] = [];
   const indices: number[] = [];
   for (let i = 0; i < writes.length; i++) {

@@ -135,4 +135,45 @@ describe('Weftd on per-peer desired state', () => {
       await d.stop();
     }
   });
+
+  it('host-gw: a peer arriving while the on-link lookups of a whole recompute are in flight still gets its route', async () => {
+    // The kernel answers "is this PublicIP on our L2" only when the gate opens: the peer written
+    // meanwhile must be looked up and judged by its own step, not judged without a lookup.
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((r) => { open = r; });
+    class GatedKernel extends MemoryKernel {
+      override async isOnLink(ip: string, viaIndex?: number): Promise<boolean> {
+        await gate;
+        return super.isOnLink(ip, viaIndex);
+      }
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'weft-incremental-'));
+    dirs.push(dir);
+    const store = new MemoryLeaseRegistry();
+    store.setConfig(JSON.stringify({ Network: '10.5.0.0/16', SubnetLen: 24, Backend: { Type: 'host-gw' } }));
+    store.putRaw('10.5.7.0-24', JSON.stringify({ PublicIP: '192.168.50.7', PublicIPv6: null, BackendType: 'host-gw' }));
+    const kernel = new GatedKernel();
+    const eth0 = kernel.addLink({ name: 'eth0', mtu: 1500 });
+    await kernel.addAddress(eth0, '192.168.50.1', 24);
+    await kernel.replaceRoute({ dst: parseCidr('0.0.0.0/0')!, gateway: '192.168.50.254', oif: eth0.index, onlink: false });
+    const parsed = parseDaemonOptions(['--iface=eth0', `--subnet-file=${join(dir, 'subnet.env')}`, '--etcd-endpoints=http://127.0.0.1:2379'], {});
+    assert.equal(parsed.kind, 'run');
+    const daemon = new Weftd(parsed.options, {
+      log: silentLogger, notifier: new RecordingNotifier(), makeRegistry: () => hostView(store), makeNetlink: () => kernel, departedGraceMs: 0,
+    });
+    const ctl = new AbortController();
+    const done = daemon.run(ctl.signal);
+    try {
+      await waitFor(() => daemon.snapshot().phase === 'programming' && daemon.snapshot().peers.length === 1, 'first snapshot', 5000);
+      store.putRaw('10.5.8.0-24', JSON.stringify({ PublicIP: '192.168.50.8', PublicIPv6: null, BackendType: 'host-gw' }));
+      await waitFor(() => daemon.snapshot().peers.length === 2, 'the second peer seen');
+      open();
+      await waitFor(() => hasRoute(kernel, '10.5.7.0/24'), 'route to the first peer');
+      await waitFor(() => hasRoute(kernel, '10.5.8.0/24'), 'route to the peer that arrived during the lookups');
+    } finally {
+      open();
+      ctl.abort();
+      await done;
+    }
+  });
 });

@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
 import { describe, test } from 'node:test';
-import { useMixedLab, type MixedLab } from './helpers/mixed-lab';
+import { waitUntil } from '../e2e/helpers/shell';
+import { useMixedLab, type DaemonKind, type MixedLab } from './helpers/mixed-lab';
 
 const WEFT = resolve(__dirname, '..', '..', 'src', 'cli', 'weft.js');
 
@@ -26,17 +27,20 @@ async function tunFlags(m: MixedLab, host: string): Promise<string> {
 }
 
 /**
- * The one route for the whole Network through flannel0. flanneld adds it with scope universe,
- * weftd with scope link (a gateway-less route): the kernel picks the same source address and
- * device for both, so only `ip route`'s text differs (docs/flannel-compat.md).
+ * The one route for the whole Network through flannel0, as `ip route` prints it on a host
+ * running `kind`. flanneld adds it with scope universe, weftd with scope link (a gateway-less
+ * route): the kernel picks the same source address and device for both, so only the text
+ * differs (docs/flannel-compat.md).
  */
-const UDP_ROUTE = /^10\.5\.0\.0\/16 dev flannel0( scope link)?$/;
+const udpRoute = (kind: DaemonKind): string => (kind === 'weftd' ? '10.5.0.0/16 dev flannel0 scope link' : '10.5.0.0/16 dev flannel0');
 
 describe('udp: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () => {
   const lab = useMixedLab({ id: 'u', kinds: ['flanneld', 'flanneld', 'weftd', 'weftd'], backend: 'udp' });
 
   test('every container reaches every other container, both ways (12 pairs)', async () => {
-    assert.equal(await lab().assertPingMatrix(), 12);
+    // Up to 15 tries a pair (~20 s): once, at load ~20, two flanneld hosts' own udp pair took
+    // longer than the default 5 to answer (flanneld ↔ flanneld, no weftd involved).
+    assert.equal(await lab().assertPingMatrix(4, 15), 12);
   });
 
   test('flannel0 is the same TUN on both kinds (MTU 1472, pfifo_fast, qlen 500, <subnet>.0/32) with one route for the Network', async () => {
@@ -48,7 +52,7 @@ describe('udp: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () => 
       assert.equal(await tunFlags(m, host), m.kindOf(host) === 'weftd' ? 'vnet_hdr on persist on' : 'vnet_hdr off persist off', host);
       const addr = (await m.lab.exec(host, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'flannel0'])).stdout;
       assert.match(addr, new RegExp(`inet ${m.subnetOf(host).replace('/24', '/32').replace(/\./g, '\\.')} scope global flannel0`), `${host}: ${addr}`);
-      assert.match(await m.routeTo(host, '10.5.0.0/16'), UDP_ROUTE, `${host} (${m.kindOf(host)})`);
+      assert.equal(await m.routeTo(host, '10.5.0.0/16'), udpRoute(m.kindOf(host)), `${host} (${m.kindOf(host)})`);
     }
   });
 
@@ -72,7 +76,7 @@ describe('udp: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () => 
     const { flows, stoppedAt } = await m.replaceWhilePinging('h1', 'weftd', 60);
     assert.equal(m.subnetOf('h1'), subnet);
     assert.equal(await tunFlags(m, 'h1'), 'vnet_hdr on persist on');
-    assert.match(await m.routeTo('h1', '10.5.0.0/16'), UDP_ROUTE);
+    assert.equal(await m.routeTo('h1', '10.5.0.0/16'), udpRoute(m.kindOf('h1')));
     const readyAt = Math.max(...m.lab.daemonLog('h1').split('\n').filter((l) => l.startsWith('{') && l.includes('"msg":"ready:'))
       .map((l) => Date.parse((JSON.parse(l) as { time: string }).time)));
     const outageMs = readyAt - stoppedAt;
@@ -91,10 +95,12 @@ describe('udp: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () => 
     await m.stop('h1');
     await m.start('h1', 'flanneld');
     const links = (await m.lab.exec('h1', ['ip', '-o', 'link'])).stdout;
-    assert.match(links, /: flannel0: <NO-CARRIER/, `weft's persistent flannel0 is left without a reader:\n${links}`);
+    assert.match(links, /: flannel0: <(?![^>]*LOWER_UP)[^>]*>/, `weft's persistent flannel0 is left without a reader (no carrier):\n${links}`);
     assert.match(links, /: flannel1: /, `flanneld took flannel1:\n${links}`);
     assert.equal(await m.lab.ping('h2-c1', 'h1-c1', { attempts: 2 }), false, 'h1 is unreachable');
     await m.stop('h1');
+    // flanneld's TUN goes with its process; the kernel unregisters it a moment after the exit.
+    await waitUntil(async () => !/: flannel1: /.test((await m.lab.exec('h1', ['ip', '-o', 'link'])).stdout), 10_000, 'flanneld\'s flannel1 to go');
   });
 
   test('h1: weftd → flanneld the documented way (stop weftd, weft cleanup, start flanneld): flanneld\'s flannel0, every pair answers', async () => {
@@ -107,7 +113,7 @@ describe('udp: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () => 
     await m.start('h1', 'flanneld');
     assert.equal(m.subnetOf('h1'), subnet, 'flanneld found its lease by PublicIP');
     assert.equal(await tunFlags(m, 'h1'), 'vnet_hdr off persist off');
-    assert.match(await m.routeTo('h1', '10.5.0.0/16'), UDP_ROUTE);
+    assert.equal(await m.routeTo('h1', '10.5.0.0/16'), udpRoute(m.kindOf('h1')));
     assert.equal(await m.assertPingMatrix(), 12);
   });
 });

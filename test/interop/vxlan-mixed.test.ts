@@ -45,6 +45,11 @@ describe('vxlan: 2 flanneld v0.20.2 + 2 weftd hosts', { timeout: 240_000 }, () =
     const flannel = await deviceShape(m, 'h1');
     assert.match(flannel, /mtu 1450 .*vxlan id 1 local IP dev eth0 .*dstport 8472 nolearning/);
     assert.equal(await deviceShape(m, 'h3'), flannel);
+    // The one difference deviceShape() leaves out: flanneld's txqueuelen 0 (`ip` prints no qlen), weft's 1000.
+    for (const host of m.hosts()) {
+      const qlen = / qlen (\d+)/.exec((await m.lab.exec(host, ['ip', 'link', 'show', 'flannel.1'])).stdout)?.[1] ?? '0';
+      assert.equal(qlen, m.kindOf(host) === 'weftd' ? '1000' : '0', `${host} (${m.kindOf(host)}) txqueuelen`);
+    }
     for (const host of m.hosts()) {
       const addr = (await m.lab.exec(host, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'flannel.1'])).stdout;
       assert.match(addr, new RegExp(`inet ${m.subnetOf(host).replace('/24', '/32').replace(/\./g, '\\.')} scope global flannel\\.1`), `${host}: ${addr}`);

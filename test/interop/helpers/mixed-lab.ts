@@ -317,10 +317,10 @@ export class MixedLab {
   }
 
   /** Every container pings every other container (family 6: their IPv6 addresses); fails naming the broken pairs. */
-  async assertPingMatrix(family: 4 | 6 = 4): Promise<number> {
-    const m = await this.lab.pingMatrix({ family });
+  async assertPingMatrix(family: 4 | 6 = 4, attempts = 5): Promise<number> {
+    const m = await this.lab.pingMatrix({ family, attempts });
     const bad = m.results.filter((r) => !r.ok).map((r) => `${r.from} (${this.kindOf(r.from.replace(/-c1$/, ''))}) → ${r.to} (${this.kindOf(r.to.replace(/-c1$/, ''))}) ${r.target}`);
-    assert.deepEqual(bad, [], `IPv${family} ping matrix: ${bad.length} of ${m.results.length} pairs failed`);
+    if (bad.length > 0) assert.fail(`IPv${family} ping matrix: ${bad.length} of ${m.results.length} pairs failed: ${bad.join(', ')}\n${await this.diagnostics()}`);
     return m.results.length;
   }
 

@@ -401,11 +401,9 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       this.dirtyKeys.clear();
       // Peers whose key just vanished stay programmed for a grace period (departed.ts): the keys
       // whose hold began or ended are changed keys too.
-      const held = this.departed.heldNow();
-      for (const k of this.heldKeys) if (!held.has(k)) dirty.add(k);
-      for (const k of held.keys()) if (!this.heldKeys.has(k)) dirty.add(k);
-      this.heldKeys = new Set(held.keys());
-      const leaseOf = (key: string): Lease | null => this.peerMap.get(key) ?? held.get(key) ?? null;
+      this.departed.expire();
+      for (const k of this.departed.takeChanges()) dirty.add(k);
+      const leaseOf = (key: string): Lease | null => this.peerMap.get(key) ?? this.departed.heldLease(key) ?? null;
       // One peer list for the lookups and the whole recompute: a peer that arrives during the
       // lookups is judged by the step its event queued (its key is dirty), not here without a
       // lookup (a false "not on our L2").
@@ -425,7 +423,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
         }
         if (whole || this.engines.length === 0) await this.lookUpAllOnLink(backend, v6?.backend, current);
       }
-      const peersNow = (): Lease[] => [...current, ...held.values()];
+      const peersNow = (): Lease[] => [...current, ...this.departed.heldLeases()];
       const skippedNow = whole || this.engines.length === 0 ? new Set<string>() : null;
       const paths: { family: IPFamily; backend: Backend; reconciler: Reconciler; suffix: string }[] = [
         { family: backend.family ?? 4, backend, reconciler: this.reconciler, suffix: '' },
@@ -516,8 +514,6 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
   private wholeDirty = true;
   /** Peer keys changed since the last recompute. */
   private readonly dirtyKeys = new Set<string>();
-  /** Keys held by the departed-peer grace at the last recompute. */
-  private heldKeys = new Set<string>();
   /** Per-peer desired states, one per family path (primary first); empty: desired() as a whole. */
   private engines: { engine: IncrementalDesired; backend: Backend; dataPath: string; suffix: string }[] = [];
   private readonly departed: DepartedPeers;

@@ -98,4 +98,25 @@ describe('DepartedPeers', () => {
     g.added(lease('10.5.3.0/25', '10.250.0.6'));
     assert.deepEqual([...g.heldNow().keys()], ['10.5.2.0-24'], 'no overlap, still held');
   });
+
+  it('per change: each step learns only the keys whose hold began or ended (O(change), not O(held))', () => {
+    let now = 0;
+    const d = new DepartedPeers(3000, () => now);
+    const many = Array.from({ length: 50 }, (_, i) => lease(`10.6.${i}.0/24`, `10.250.1.${i}`));
+    d.update([], many);
+    for (const l of many) d.removed(l);
+    assert.equal(d.takeChanges().length, 50);
+    d.added(many[3]!);
+    assert.deepEqual(d.takeChanges(), ['10.6.3.0-24'], 'one back: one change');
+    now += 1000;
+    d.removed(lease('10.6.99.0/24', '10.250.1.99'));
+    d.takeChanges();
+    now += 2000;
+    d.expire();
+    assert.equal(d.takeChanges().length, 49, 'the first 49 holds ended together');
+    assert.equal(d.nextExpiryMs(), 1000);
+    // A snapshot whose leases overlap a held one ends that hold.
+    d.update([], [lease('10.6.99.0/24', '10.250.1.98')].map((l) => ({ ...l, key: 'other' })));
+    assert.equal(d.size, 0);
+  });
 });

@@ -124,7 +124,7 @@ describe('the JSON gateway watch stream while idle', () => {
       await waitFor(() => config.log.includes('events /p/config'), 'the config event');
       assert.ok(!subnets.log.some((l) => l.startsWith('events')));
 
-      // Quiet: one progress request per period (not one plus a deadline check), each answered.
+      // One progress request per period (not one plus a deadline check), each answered.
       const from = gw.streams[0]!.progressRequests;
       await new Promise((r) => setTimeout(r, PROBE_MS * 10 + PROBE_MS / 2));
       const probes = gw.streams[0]!.progressRequests - from;

@@ -48,6 +48,9 @@ export function requireFlanneld(): string {
 
 export type DaemonKind = 'flanneld' | 'weftd';
 
+/** After a flanneld writes subnet.env: until its lease watch is open (see MixedLab.up). */
+const FLANNELD_SETTLE_MS = 1500;
+
 export interface MixedLabOptions {
   /** One letter per test file: namespaces helperE2-<pid><id>-…, lab name helperE2-<pid><id>. */
   readonly id: string;
@@ -116,9 +119,16 @@ export class MixedLab {
     }
     const m = new MixedLab(lab, flanneld, scratch, opts.daemonArgs ?? []);
     try {
-      // One at a time: with a random pick among free subnets, parallel starts are fine for both,
-      // but sequential starts make the logs readable.
-      for (const [i, kind] of opts.kinds.entries()) await m.start(`h${i + 1}`, kind);
+      // weftd hosts first, then each flanneld with a pause: flanneld v0.20.2's etcd watch takes
+      // only the first event of each watch response and re-opens the next watch at the current
+      // revision, so a lease put while it settles in (another host starting right after it) is
+      // missed until it restarts (docs/flannel-compat.md). A flanneld lists every lease at
+      // start, so the hosts before it are safe; the pause is for the ones after.
+      const order = [...opts.kinds.entries()].sort(([, a], [, b]) => (a === b ? 0 : a === 'weftd' ? -1 : 1));
+      for (const [i, kind] of order) {
+        await m.start(`h${i + 1}`, kind);
+        if (kind === 'flanneld') await sleep(FLANNELD_SETTLE_MS);
+      }
       for (const h of lab.hostNames()) await lab.setupContainer(h);
       if (!(await lab.waitConverged(30_000))) assert.fail(`routes did not converge (${m.describe()}):\n${await m.diagnostics()}`);
       return m;

@@ -173,6 +173,8 @@ export class Reconciler {
   private wantFull = true;
   /** Objects we just added or changed (echoKey → until when, clock ms): their notifications are echoes. */
   private readonly echoes = new Map<string, number>();
+  /** The size of `echoes` at which expired entries are swept next (see expectEcho). */
+  private echoSweepAt = ECHO_SWEEP_MIN;
   /** Retries of a failed run: 100 ms doubling to 5 s (never beyond the resync interval). */
   private readonly retry: Backoff;
   private lastErr: unknown = null;
@@ -370,7 +372,13 @@ export class Reconciler {
   private expectEcho(c: Change, overlayIndex: number): void {
     if (c.op === 'remove') return;
     const now = this.clock.now();
-    if (this.echoes.size >= 4096) for (const [k, until] of this.echoes) if (until <= now) this.echoes.delete(k);
+    // Expired entries are swept when the map reaches a bound that doubles with what a sweep left:
+    // amortised O(1) per write. (A fixed bound swept 4096 live entries on every write once that
+    // many echoes were pending — 1000 peers programmed, then joins: O(peers) per event.)
+    if (this.echoes.size >= this.echoSweepAt) {
+      for (const [k, until] of this.echoes) if (until <= now) this.echoes.delete(k);
+      this.echoSweepAt = Math.max(ECHO_SWEEP_MIN, 2 * this.echoes.size);
+    }
     this.echoes.set(changeEchoKey(c, overlayIndex), now + ECHO_TTL_MS);
   }
 
@@ -679,6 +687,9 @@ const NO_DEVICE = 0;
 
 /** How long after we add or change an object its notification is taken for an echo (see isEcho). */
 const ECHO_TTL_MS = 2000;
+
+/** The least size of the echo map at which expired entries are swept. */
+const ECHO_SWEEP_MIN = 4096;
 
 /** The error of a run in which some changes failed (the others were applied): retryable. */
 function reconcileFailure(device: string, errors: readonly unknown[], total: number): WeftError {

@@ -66,7 +66,8 @@ printf '  %-8s' 'from\to'; printf '%-8s' "${VMS[@]}"; echo
 for from in "${VMS[@]}"; do
   printf '  %-8s' "$from"
   for to in "${VMS[@]}"; do
-    if [ "$from" = "$to" ]; then printf '%-8s' '·'; continue; fi
+    # '·' by hand: printf pads by bytes, and it is two.
+    if [ "$from" = "$to" ]; then printf '·       '; continue; fi
     if [ -n "${ip[$to]}" ] && on "$from" "docker exec $NAME ping -c 2 -W 3 ${ip[$to]}" >/dev/null 2>&1; then
       printf '%-8s' 'ok'
     else

@@ -27,8 +27,8 @@ SUITE=bookworm
 # Vagrant's insecure public key (github.com/hashicorp/vagrant keys/vagrant.pub).
 VAGRANT_KEY='ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YVr+kz4TjGYe7gHzIw+niNltGEFHzD8+v1I2YJ6oXevct1YeS0o9HZyN1Q9qgCgzUFtdOKLv6IedplqoPkcmF0aYet2PkEDo3MlTBckFXPITAMzF8dJSIFo9D8HfdOV0IAdx4O7PtixWKn5y2hMNG0zQPyUecp4pzC6kivAIhyfHilFR61RGL+GPXQ2MWZWFYbAGjyiYJnAmCP3NOTd0jMZEnDkbUvxhMmBYSdETk1rRgm+R4LOzFUGaHqHDLKLX+FIPKcF96hrucXzcWyLbIbEgE98OHlnVYCzRdK8jlqm8tehUc9c9WhQ== vagrant insecure public key'
 # busybox-static: vagrant/check.sh's container image. In the box because installing it later
-# triggers update-initramfs (busybox goes into the initramfs), which took 6-7 min per VM under
-# emulation; here it is built once, on the host, by debootstrap.
+# triggers update-initramfs (busybox goes into the initramfs), still running after 30 min per VM
+# under emulation on a busy host; here the initramfs is built once, on the host, by debootstrap.
 PACKAGES=linux-image-amd64,grub-pc,openssh-server,sudo,rsync,ifupdown,isc-dhcp-client,ca-certificates,curl,systemd-sysv,dbus,iproute2,iputils-ping,netbase,less,busybox-static
 CMDLINE="net.ifnames=0 biosdevname=0 console=tty0 console=ttyS0,115200"
 log() { echo "build-box: $*"; }

@@ -1,7 +1,7 @@
 /**
  * What CI can check of the Vagrant cluster and the release scripts without booting a VM (the full
- * run takes 40-50 min under emulation: docs/operators.md, "Vagrant"): every shell script in
- * vagrant/ and scripts/ parses (`bash -n`) and passes shellcheck, and the Vagrantfile parses
+ * run took 29 min under emulation on a busy 2-core host: docs/operators.md, "Vagrant"): every
+ * shell script in vagrant/ and scripts/ parses (`bash -n`) and passes shellcheck, and the Vagrantfile parses
  * (`ruby -c`) and, evaluated with a stand-in for Vagrant's API, takes the box and the libvirt
  * driver from the environment (or kvm only where the CPU shows vmx/svm) and sets no `lv.serial`
  * (vagrant-libvirt 0.11.2 fails on it).

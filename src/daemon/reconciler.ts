@@ -28,7 +28,7 @@ import { systemClock, type Clock, type TimerHandle } from '../clock';
 import { describeError, WeftError } from '../errors';
 import { addressFamily, formatIPv4Cidr, type IPFamily, type IPNet } from '../ip';
 import { silentLogger, type Logger } from '../log';
-import { isGone, type LinkRef } from '../netlink/client';
+import { isGone } from '../netlink/client';
 import {
   MAIN_TABLE,
   RTN_UNICAST,
@@ -45,7 +45,7 @@ import {
   type RouteSpec,
   type WriteOutcomes,
 } from '../netlink/types';
-import { applyWritesOneByOne } from '../netlink/writes';
+import { applyWritesOneByOne, type SingleWriteMethods } from '../netlink/writes';
 import {
   REPAIR_KINDS,
   changeEchoKey,
@@ -70,28 +70,13 @@ export { REPAIR_KINDS, describeChange, diffState, impliedState, type ActualState
 
 // ------------------------------------------------------------------------------- Reconciler
 
-/** The part of NetlinkClient the reconciler uses (a seam for tests). */
-export interface ReconcilerNetlink {
+/** The part of NetlinkClient the reconciler uses (a seam for tests): dumps, the writes, the monitor. */
+export interface ReconcilerNetlink extends SingleWriteMethods {
   getLink(name: string): Promise<LinkInfo | null>;
   listAddresses(ifindex?: number, family?: IPFamily): Promise<AddressEntry[]>;
   listNeighbours(ifindex?: number, family?: IPFamily): Promise<NeighbourEntry[]>;
   listFdb(ifindex?: number): Promise<FdbEntry[]>;
   listRoutes(table?: number, family?: IPFamily): Promise<RouteEntry[]>;
-  addAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void>;
-  deleteAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void>;
-  replaceNeighbour(link: LinkRef, ip: string, mac: string): Promise<void>;
-  deleteNeighbour(link: LinkRef, ip: string): Promise<void>;
-  replaceFdb(link: LinkRef, mac: string, dst: string): Promise<void>;
-  deleteFdb(link: LinkRef, mac: string, dst: string | null): Promise<void>;
-  replaceRoute(spec: RouteSpec): Promise<void>;
-  /**
-   * Optional: add a route only where none holds (dst, metric) (NLM_F_EXCL: EEXIST otherwise).
-   * Used for every new route, so that a route someone else added since our last dump (the
-   * incremental path does not dump) is never replaced: the failure makes the next run a full one,
-   * which sees that route and leaves it alone (diffState's conflicts). Absent: replaceRoute.
-   */
-  addRoute?(spec: RouteSpec): Promise<void>;
-  deleteRoute(spec: RouteSpec): Promise<void>;
   /**
    * Optional: writes as one batch, applied in the order given (NetlinkClient: as few datagrams as
    * the receive buffer allows, each write acknowledged on its own), outcomes in order. A whole

@@ -32,6 +32,7 @@ import {
   type ChangeBatch,
   type FdbEntry,
   type KernelWrite,
+  type LinkIdentity,
   type MonitorInterest,
   type WriteOutcomes,
   type LinkInfo,
@@ -79,8 +80,8 @@ export interface NetlinkClientOptions {
   readonly monitorSocketFactory?: MonitorSocketFactory;
 }
 
-/** A link by index, optionally with its name for error messages. */
-export type LinkRef = number | { readonly index: number; readonly name: string };
+/** A link by index, optionally with its name for error messages (the one shape: types.ts). */
+export type LinkRef = LinkIdentity;
 
 /**
  * What a NetlinkClient offers, as a structural type: the seam weftd and the backends take, so the

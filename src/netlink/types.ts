@@ -144,7 +144,7 @@ export interface Monitor {
   close(): void;
 }
 
-/** A link by index, optionally with its name for error messages (the same shape as client.ts's LinkRef). */
+/** A link by index, optionally with its name for error messages (client.ts calls it LinkRef). */
 export type LinkIdentity = number | { readonly index: number; readonly name: string };
 
 /**

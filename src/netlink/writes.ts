@@ -15,7 +15,13 @@ export interface SingleWriteMethods {
   replaceFdb(link: LinkIdentity, mac: string, dst: string): Promise<void>;
   deleteFdb(link: LinkIdentity, mac: string, dst: string | null): Promise<void>;
   replaceRoute(spec: RouteSpec): Promise<void>;
-  /** Absent: a new route is written with replaceRoute. */
+  /**
+   * Optional: add a route only where none holds (dst, metric) (NLM_F_EXCL: EEXIST otherwise).
+   * The reconciler uses it for every new route, so that a route someone else added since its last
+   * dump (the incremental path does not dump) is never replaced: the failure makes the next run a
+   * full one, which sees that route and leaves it alone (diffState's conflicts).
+   * Absent: a new route is written with replaceRoute.
+   */
   addRoute?(spec: RouteSpec): Promise<void>;
   deleteRoute(spec: RouteSpec): Promise<void>;
 }

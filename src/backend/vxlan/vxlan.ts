@@ -13,7 +13,6 @@
  * VtepMAC of our previous lease, which peers still have programmed — and only without one a new
  * random MAC. An existing compatible device always keeps its own MAC (flannel does the same).
  */
-import { randomBytes } from 'node:crypto';
 import type { VxlanBackendConfig } from '../../config/types';
 import { WeftError } from '../../errors';
 import { addressFamily, type IPFamily } from '../../ip';
@@ -244,6 +243,15 @@ export async function vxlanOnLinkPeers(
   }
   return onLinkAmong(nl, ips, underlay.ifIndex, (ip, err) =>
     opts.log.warn('DirectRouting: route lookup failed; using VXLAN for this peer', { publicIp: ip, error: err }));
+}
+
+/**
+ * `node:crypto` loaded only when a MAC must be made (a new device): a restart with the device in
+ * place never pays OpenSSL's initialisation (~0.7 MB private, ~1.4 MB RSS per weftd).
+ */
+function randomBytes(n: number): Buffer {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('node:crypto') as typeof import('node:crypto')).randomBytes(n);
 }
 
 /** A random locally administered (bit 1 set) unicast (bit 0 clear) MAC. */

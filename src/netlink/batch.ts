@@ -16,10 +16,10 @@
  * is sent only when every answer to the previous one has arrived. Overflowing it would drop
  * answers (the request would time out) and, without scripts/patch-netlink.js, abort the process.
  */
-import { RawNetlinkSocket } from 'netlink';
 import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../log';
 import { RECV_BUFFER_BYTES } from './socket';
+import { openNetlinkSocket, type RawSocket } from './transport';
 import { forEachAck, stampMessage, type EncodedBatch } from './wire';
 
 const NETLINK_ROUTE = 0;
@@ -43,24 +43,12 @@ export function datagramLimit(sendBufferBytes: number): number {
   return Math.max(1024, Math.min(MAX_DATAGRAM_BYTES, sendBufferBytes - 1024));
 }
 
-/** The part of RawNetlinkSocket the batch socket uses (a seam for tests). */
-export interface RawSocket {
-  send(msg: Uint8Array, options?: { port?: number }, callback?: (error?: Error) => void): void;
-  on(event: 'message', listener: (msg: Buffer, rinfo: { port: number }) => void): unknown;
-  on(event: 'error', listener: (err: Error) => void): unknown;
-  close(): void;
-  address(): { port: number };
-  getRecvBufferSize(): number;
-  setRecvBufferSize(size: number): unknown;
-  getSendBufferSize(): number;
-  ref(): void;
-  unref(): void;
-}
+/** The raw socket seam, defined with the transport. */
+export type { RawSocket } from './transport';
 
 export type RawSocketFactory = () => RawSocket;
 
-export const defaultRawSocketFactory: RawSocketFactory = () =>
-  new RawNetlinkSocket(NETLINK_ROUTE, { recvBufferSize: RECV_BUFFER_BYTES, sendBufferSize: 0 });
+export const defaultRawSocketFactory: RawSocketFactory = () => openNetlinkSocket(NETLINK_ROUTE, { recvBufferBytes: RECV_BUFFER_BYTES });
 
 /** One request's result: null when acknowledged, else the errno name and what happened. */
 export type RequestOutcome = null | { readonly errno: string; readonly cause: Error };

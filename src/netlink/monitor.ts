@@ -21,7 +21,7 @@
 import { rt as rtStructs } from 'netlink';
 import { Backoff } from '../backoff';
 import type { Logger } from '../log';
-import { defaultRawSocketFactory, type RawSocket } from './batch';
+import { openNetlinkSocket, type MonitorRawSocket } from './transport';
 import { bufferToIp, bufferToMac } from './codec';
 import { addressFamily, parseIPv4, type IPFamily } from '../ip';
 import { RECV_BUFFER_BYTES } from './socket';
@@ -51,12 +51,12 @@ const GROUPS = {
   6: [1, 3, 11, 9],
 } as const;
 
-/** The monitor's socket: a raw socket that can join multicast groups. */
-export type MonitorRawSocket = RawSocket & { addMembership(group: number): void };
+/** The monitor's socket: a raw socket that can join multicast groups (defined with the transport). */
+export type { MonitorRawSocket } from './transport';
 export type MonitorSocketFactory = () => MonitorRawSocket;
 
-/** A RawNetlinkSocket (NETLINK_ROUTE) has addMembership; the batch socket's seam type omits it. */
-export const defaultMonitorSocketFactory: MonitorSocketFactory = () => defaultRawSocketFactory() as MonitorRawSocket;
+/** NETLINK_ROUTE; referenced: weftd must stay alive waiting for changes. */
+export const defaultMonitorSocketFactory: MonitorSocketFactory = () => openNetlinkSocket(0, { recvBufferBytes: RECV_BUFFER_BYTES, ref: true });
 
 export interface MonitorOptions {
   readonly coalesceMs: number;

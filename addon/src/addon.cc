@@ -1,12 +1,14 @@
 // Entry point of weft's native addon: each feature registers its functions here.
 #include <napi.h>
 
+#include "nlsock.h"
 #include "notify.h"
 #include "pump_napi.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   weft::InitNotify(env, exports);
   weft::InitPump(env, exports);
+  weft::InitNetlinkSocket(env, exports);
   return exports;
 }
 

@@ -1,0 +1,375 @@
+// A raw netlink socket for weft's rtnetlink writes and notifications (src/netlink/transport.ts).
+//
+// Why not the `netlink` package's binding: it peeks every datagram to size it, reads it again,
+// and calls into JavaScript once per datagram (two recvmsg, one uv wake-up and one JS call per
+// datagram). Here each readable wake-up drains the socket with MSG_DONTWAIT into one reusable
+// buffer until EAGAIN and hands all the datagrams of the wake-up to JavaScript in ONE call:
+// onDatagrams(data: Buffer, meta: Uint32Array [length, port, length, port, ...]).
+//
+// NETLINK_NO_ENOBUFS is deliberately NOT set: when the receive buffer overflows the kernel drops
+// datagrams and the next recvmsg fails with ENOBUFS, which is reported as onError('ENOBUFS') so
+// that the owner resynchronizes (the monitor re-reads everything).
+#include "nlsock.h"
+
+#include <linux/filter.h>
+#include <linux/netlink.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#ifndef SOL_NETLINK
+#define SOL_NETLINK 270
+#endif
+
+namespace weft {
+namespace {
+
+// The largest datagram read whole. The kernel sizes a dump's datagrams up to 32 KiB (and its
+// notifications far below that); a longer one is reported as EMSGSIZE rather than cut silently.
+constexpr size_t kMaxDatagram = 64 << 10;
+// Stop draining after this much in one wake-up and deliver it (the poll is level-triggered: the
+// rest is read on the next loop iteration), so one flood cannot hold the loop or grow the buffer.
+constexpr size_t kMaxBytesPerWakeup = 1 << 20;
+
+Napi::Error ErrnoError(Napi::Env env, const std::string& what, int err_no) {
+  const char* name = strerrorname_np(err_no);
+  Napi::Error e = Napi::Error::New(env, what + ": " + std::strerror(err_no));
+  if (name) e.Set("code", Napi::String::New(env, name));
+  e.Set("errno", Napi::Number::New(env, err_no));
+  return e;
+}
+
+class NetlinkSocketWrap;
+
+// The poll handle outlives the wrap when the wrap is finalized: uv_close is asynchronous.
+struct PollHandle {
+  uv_poll_t poll;
+  NetlinkSocketWrap* owner;
+};
+
+class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NetlinkSocket",
+                       {
+                           InstanceMethod<&NetlinkSocketWrap::Send>("send"),
+                           InstanceMethod<&NetlinkSocketWrap::Close>("close"),
+                           InstanceMethod<&NetlinkSocketWrap::Port>("port"),
+                           InstanceMethod<&NetlinkSocketWrap::Ref>("ref"),
+                           InstanceMethod<&NetlinkSocketWrap::Unref>("unref"),
+                           InstanceMethod<&NetlinkSocketWrap::SetRecvBufferSize>("setRecvBufferSize"),
+                           InstanceMethod<&NetlinkSocketWrap::GetRecvBufferSize>("getRecvBufferSize"),
+                           InstanceMethod<&NetlinkSocketWrap::GetSendBufferSize>("getSendBufferSize"),
+                           InstanceMethod<&NetlinkSocketWrap::AddMembership>("addMembership"),
+                           InstanceMethod<&NetlinkSocketWrap::AttachFilter>("attachFilter"),
+                       });
+  }
+
+  explicit NetlinkSocketWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NetlinkSocketWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsFunction() || !info[2].IsFunction()) {
+      Napi::TypeError::New(env, "new NetlinkSocket(protocol: number, onDatagrams: Function, onError: Function)")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    int protocol = info[0].As<Napi::Number>().Int32Value();
+    fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
+    if (fd_ < 0) {
+      ErrnoError(env, "netlink socket(protocol " + std::to_string(protocol) + ")", errno).ThrowAsJavaScriptException();
+      return;
+    }
+    sockaddr_nl addr{};
+    addr.nl_family = AF_NETLINK;  // nl_pid 0: the kernel picks a free port id
+    socklen_t len = sizeof addr;
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
+      int e = errno;
+      ::close(fd_);
+      fd_ = -1;
+      ErrnoError(env, "netlink bind", e).ThrowAsJavaScriptException();
+      return;
+    }
+    port_ = addr.nl_pid;
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+      ::close(fd_);
+      fd_ = -1;
+      Napi::Error::New(env, "netlink socket: no libuv loop").ThrowAsJavaScriptException();
+      return;
+    }
+    handle_ = new PollHandle{};
+    handle_->owner = this;
+    int rc = uv_poll_init(loop, &handle_->poll, fd_);
+    if (rc == 0) rc = uv_poll_start(&handle_->poll, UV_READABLE, OnReadable);
+    if (rc != 0) {
+      // uv_poll_init failing leaves nothing to close; a started handle is closed below.
+      delete handle_;
+      handle_ = nullptr;
+      ::close(fd_);
+      fd_ = -1;
+      Napi::Error::New(env, std::string("netlink socket: uv_poll: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
+      return;
+    }
+    on_datagrams_ = Napi::Persistent(info[1].As<Napi::Function>());
+    on_error_ = Napi::Persistent(info[2].As<Napi::Function>());
+    env_ = env;
+    // An open socket is never collected: it is closed explicitly (or at env teardown).
+    Napi::ObjectWrap<NetlinkSocketWrap>::Ref();
+    napi_add_env_cleanup_hook(env, CleanupHook, this);
+    hook_ = true;
+  }
+
+  ~NetlinkSocketWrap() override { Shutdown(); }
+
+ private:
+  static void CleanupHook(void* arg) {
+    auto* self = static_cast<NetlinkSocketWrap*>(arg);
+    self->hook_ = false;  // the hook is being run: do not remove it
+    self->Shutdown();
+  }
+
+  // Idempotent: stop polling, close the fd, drop the self-reference.
+  void Shutdown() {
+    if (handle_) {
+      uv_poll_stop(&handle_->poll);
+      handle_->owner = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(&handle_->poll),
+               [](uv_handle_t* h) { delete reinterpret_cast<PollHandle*>(h); });
+      handle_ = nullptr;
+    }
+    if (fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+    if (hook_) {
+      napi_remove_env_cleanup_hook(env_, CleanupHook, this);
+      hook_ = false;
+    }
+  }
+
+  void CloseFromJs() {
+    bool was_open = fd_ >= 0;
+    Shutdown();
+    if (was_open) {
+      on_datagrams_.Reset();
+      on_error_.Reset();
+      Napi::ObjectWrap<NetlinkSocketWrap>::Unref();
+    }
+  }
+
+  static void OnReadable(uv_poll_t* poll, int status, int events) {
+    auto* h = reinterpret_cast<PollHandle*>(poll);
+    if (h->owner) h->owner->Drain(status, events);
+  }
+
+  void Drain(int status, int /*events*/) {
+    Napi::HandleScope scope(env_);
+    if (status < 0) {
+      Fail(-status, "poll");
+      return;
+    }
+    size_t used = 0;
+    meta_.clear();
+    int err_no = 0;
+    while (used < kMaxBytesPerWakeup) {
+      if (buf_.size() < used + kMaxDatagram) buf_.resize(used + kMaxDatagram);
+      sockaddr_nl from{};
+      iovec iov{buf_.data() + used, kMaxDatagram};
+      msghdr msg{};
+      msg.msg_name = &from;
+      msg.msg_namelen = sizeof from;
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      ssize_t n = recvmsg(fd_, &msg, MSG_DONTWAIT | MSG_TRUNC);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) err_no = errno;
+        break;
+      }
+      if (static_cast<size_t>(n) > kMaxDatagram || (msg.msg_flags & MSG_TRUNC)) {
+        err_no = EMSGSIZE;  // a datagram was cut: it is lost, say so
+        break;
+      }
+      meta_.push_back(static_cast<uint32_t>(n));
+      meta_.push_back(from.nl_pid);
+      used += (static_cast<size_t>(n) + 3) & ~size_t(3);  // keep each datagram 4-byte aligned
+    }
+    if (!meta_.empty()) {
+      // Offsets are implied: each datagram starts at the previous one's end rounded up to 4.
+      Napi::Buffer<uint8_t> data = Napi::Buffer<uint8_t>::Copy(env_, buf_.data(), used);
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env_, meta_.size() * sizeof(uint32_t));
+      std::memcpy(ab.Data(), meta_.data(), meta_.size() * sizeof(uint32_t));
+      Napi::Uint32Array meta = Napi::Uint32Array::New(env_, meta_.size(), ab, 0);
+      Call(on_datagrams_, {data, meta});
+    }
+    // Shrink a buffer a dump or a flood grew: idle daemons keep 64 KiB, not a megabyte.
+    if (buf_.size() > 2 * kMaxDatagram) {
+      buf_.resize(kMaxDatagram);
+      buf_.shrink_to_fit();
+    }
+    if (err_no != 0 && fd_ >= 0) Fail(err_no, "recvmsg");
+  }
+
+  void Fail(int err_no, const char* syscall) {
+    const char* name = strerrorname_np(err_no);
+    Call(on_error_, {Napi::String::New(env_, name ? name : "EIO"), Napi::String::New(env_, syscall),
+                     Napi::Number::New(env_, err_no)});
+    // A socket that cannot be polled any more would spin: stop it (the owner reopens).
+    if (err_no != ENOBUFS && err_no != EMSGSIZE && handle_) uv_poll_stop(&handle_->poll);
+  }
+
+  void Call(Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
+    if (fn.IsEmpty()) return;
+    // MakeCallback: runs the microtask and nextTick queues afterwards, like any I/O callback.
+    fn.MakeCallback(Value(), args);
+    if (env_.IsExceptionPending()) {
+      napi_fatal_exception(env_, env_.GetAndClearPendingException().Value());
+    }
+  }
+
+  bool Alive(Napi::Env env, const char* op) {
+    if (fd_ >= 0) return true;
+    Napi::Error e = Napi::Error::New(env, std::string("NetlinkSocket.") + op + ": the socket is closed");
+    e.Set("code", Napi::String::New(env, "EBADF"));
+    e.ThrowAsJavaScriptException();
+    return false;
+  }
+
+  // send(data: Uint8Array, port: number): one sendto. Returns undefined, or the errno name.
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ < 0) return Napi::String::New(env, "EBADF");
+    if (info.Length() < 1 || !info[0].IsTypedArray()) {
+      Napi::TypeError::New(env, "send(data: Uint8Array, port?: number)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+    const uint8_t* data = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    sockaddr_nl to{};
+    to.nl_family = AF_NETLINK;
+    if (info.Length() > 1 && info[1].IsNumber()) to.nl_pid = info[1].As<Napi::Number>().Uint32Value();
+    for (;;) {
+      ssize_t n = sendto(fd_, data, ta.ByteLength(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+      if (n >= 0) return env.Undefined();
+      if (errno == EINTR) continue;
+      const char* name = strerrorname_np(errno);
+      return Napi::String::New(env, name ? name : "EIO");
+    }
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    CloseFromJs();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Port(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), port_); }
+
+  Napi::Value Ref(const Napi::CallbackInfo& info) {
+    if (handle_) uv_ref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Unref(const Napi::CallbackInfo& info) {
+    if (handle_) uv_unref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+    return info.Env().Undefined();
+  }
+
+  // SO_RCVBUFFORCE (CAP_NET_ADMIN: past net.core.rmem_max), else SO_RCVBUF (capped by it).
+  Napi::Value SetRecvBufferSize(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env, "setRecvBufferSize")) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(env, "setRecvBufferSize(bytes: number)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int size = info[0].As<Napi::Number>().Int32Value();
+    if (setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0 &&
+        setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) < 0) {
+      ErrnoError(env, "netlink setsockopt(SO_RCVBUF)", errno).ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value GetIntOption(Napi::Env env, int level, int name, const char* what) {
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (getsockopt(fd_, level, name, &v, &len) < 0) {
+      ErrnoError(env, std::string("netlink getsockopt(") + what + ")", errno).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, v);
+  }
+
+  Napi::Value GetRecvBufferSize(const Napi::CallbackInfo& info) {
+    if (!Alive(info.Env(), "getRecvBufferSize")) return info.Env().Undefined();
+    return GetIntOption(info.Env(), SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");
+  }
+
+  Napi::Value GetSendBufferSize(const Napi::CallbackInfo& info) {
+    if (!Alive(info.Env(), "getSendBufferSize")) return info.Env().Undefined();
+    return GetIntOption(info.Env(), SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF");
+  }
+
+  Napi::Value AddMembership(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env, "addMembership")) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(env, "addMembership(group: number)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int group = info[0].As<Napi::Number>().Int32Value();
+    if (setsockopt(fd_, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
+      ErrnoError(env, "netlink join group " + std::to_string(group), errno).ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+  }
+
+  // attachFilter(program: Uint8Array): SO_ATTACH_FILTER with an array of struct sock_filter
+  // (8 bytes each: u16 code, u8 jt, u8 jf, u32 k, host byte order).
+  Napi::Value AttachFilter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env, "attachFilter")) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsTypedArray()) {
+      Napi::TypeError::New(env, "attachFilter(program: Uint8Array of struct sock_filter)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+    size_t bytes = ta.ByteLength();
+    if (bytes == 0 || bytes % sizeof(sock_filter) != 0 || bytes / sizeof(sock_filter) > BPF_MAXINSNS) {
+      Napi::RangeError::New(env, "attachFilter: the program must be 1.." + std::to_string(BPF_MAXINSNS) +
+                                     " instructions of 8 bytes, got " + std::to_string(bytes) + " bytes")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    std::vector<sock_filter> insns(bytes / sizeof(sock_filter));
+    std::memcpy(insns.data(), static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), bytes);
+    sock_fprog prog{static_cast<unsigned short>(insns.size()), insns.data()};
+    if (setsockopt(fd_, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) {
+      ErrnoError(env, "netlink setsockopt(SO_ATTACH_FILTER)", errno).ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+  }
+
+  Napi::Env env_{nullptr};
+  int fd_ = -1;
+  uint32_t port_ = 0;
+  PollHandle* handle_ = nullptr;
+  bool hook_ = false;
+  Napi::FunctionReference on_datagrams_;
+  Napi::FunctionReference on_error_;
+  std::vector<uint8_t> buf_;
+  std::vector<uint32_t> meta_;
+};
+
+}  // namespace
+
+void InitNetlinkSocket(Napi::Env env, Napi::Object exports) {
+  exports.Set("NetlinkSocket", NetlinkSocketWrap::Define(env));
+}
+
+}  // namespace weft

@@ -23,6 +23,11 @@ export interface Logger {
   error(msg: string, fields?: LogFields): void;
   /** A logger that adds `fields` to every line (e.g. { component: 'lease' }). */
   child(fields: LogFields): Logger;
+  /**
+   * Whether lines of `level` are written. Optional (a logger without it writes everything): a hot
+   * path asks before building a message it would throw away (a join's per-change debug lines).
+   */
+  enabled?(level: LogLevel): boolean;
 }
 
 export interface LoggerOptions {
@@ -67,6 +72,7 @@ function makeLogger(minRank: number, format: 'json' | 'text', fd: number, base: 
     warn: (m, f) => write('warn', m, f),
     error: (m, f) => write('error', m, f),
     child: (fields) => makeLogger(minRank, format, fd, { ...base, ...fields }),
+    enabled: (lvl) => LEVEL_RANK[lvl] >= minRank,
   };
 }
 
@@ -85,4 +91,5 @@ export const silentLogger: Logger = {
   warn: () => undefined,
   error: () => undefined,
   child: () => silentLogger,
+  enabled: () => false,
 };

@@ -141,6 +141,8 @@ export class Reconciler {
   private readonly onDeviceSetup: ((setup: BackendSetup) => void) | undefined;
   private readonly refreshUnderlay: (() => Promise<Underlay>) | undefined;
   private readonly onUnderlayChanged: ((underlay: Underlay) => void) | undefined;
+  /** Debug lines are written: only then is each change described (a join's three strings otherwise thrown away). */
+  private readonly debugOn: boolean;
 
   private desired: DesiredState | null = null;
   /** The desired state the kernel last converged to; its ids are built only when a full run needs them (not per event). */
@@ -212,6 +214,12 @@ export class Reconciler {
     this.onDeviceSetup = opts.onDeviceSetup;
     this.refreshUnderlay = opts.refreshUnderlay;
     this.onUnderlayChanged = opts.onUnderlayChanged;
+    this.debugOn = this.log.enabled?.('debug') ?? true;
+  }
+
+  /** applyPhases' per-change callback of a routine run: a debug line each, or nothing when debug is off. */
+  private debugEach(link: LinkInfo): (c: Change) => void {
+    return this.debugOn ? (c) => this.log.debug(describeChange(c), { device: link.name }) : ignoreChange;
   }
 
   /** Repairs since construction, by kind (for metrics). */
@@ -302,6 +310,9 @@ export class Reconciler {
     const interest: MonitorInterest = {
       table: MAIN_TABLE,
       ifindexes: () => (this.overlayIndex === null ? null : new Set([this.overlayIndex, this.underlay.ifIndex])),
+      // relevant() takes addresses, neighbours and FDB entries of the device only: the underlay's
+      // neighbour churn stays in the kernel (the monitor's socket filter).
+      objectIfindexes: () => (this.overlayIndex === null ? null : new Set([this.overlayIndex])),
     };
     this.monitorHandle = this.nl.monitor((batch) => {
       if (batch.resync || batch.events.some((e) => this.relevant(e) && !this.isEcho(e))) this.schedule(this.debounceMs);
@@ -457,10 +468,10 @@ export class Reconciler {
     const changes = diffState(desired, { ...implied, routes: [...implied.routes, ...this.foreignRoutes] }, this.ownership, conflicts);
     this.warnConflicts(conflicts, false);
     const link: LinkInfo = { index: overlayIndex, name: this.backend.deviceName, up: true, mtu: 0, mac: null, kind: null, vxlan: null };
-    const { errors } = await this.applyPhases(changes, link, (c) => this.log.debug(describeChange(c), { device: link.name }));
+    const { errors } = await this.applyPhases(changes, link, this.debugEach(link));
     // lastErr is set by the caller: the next run is a full one.
     if (errors.length) throw reconcileFailure(link.name, errors, changes.length);
-    if (changes.length) this.log.debug('reconciled (incremental)', { device: link.name, changes: changes.length });
+    if (changes.length && this.debugOn) this.log.debug('reconciled (incremental)', { device: link.name, changes: changes.length });
     this.converged = desired;
     this.convergedIds = null;
     return { changes: changes.length, repairs: zeroRepairs() };
@@ -480,10 +491,10 @@ export class Reconciler {
       return { changes: 0, repairs: zeroRepairs() };
     }
     const link: LinkInfo = { index: overlayIndex, name: this.backend.deviceName, up: true, mtu: 0, mac: null, kind: null, vxlan: null };
-    const { errors } = await this.applyPhases(changes, link, (c) => this.log.debug(describeChange(c), { device: link.name }));
+    const { errors } = await this.applyPhases(changes, link, this.debugEach(link));
     // lastErr is set by the caller: the next run is a full one.
     if (errors.length) throw reconcileFailure(link.name, errors, changes.length);
-    this.log.debug('reconciled (delta)', { device: link.name, changes: changes.length });
+    if (this.debugOn) this.log.debug('reconciled (delta)', { device: link.name, changes: changes.length });
     this.converged = desired;
     this.convergedIds = null;
     return { changes: changes.length, repairs: zeroRepairs() };
@@ -491,7 +502,9 @@ export class Reconciler {
 
   private async apply(desired: DesiredState, repairs: Record<RepairKind, number>): Promise<ReconcileResult> {
     const link = await this.ensureDevice(repairs);
+    const indexChanged = this.overlayIndex !== link.index;
     this.overlayIndex = link.index;
+    if (indexChanged) this.monitorHandle?.interestChanged?.();
     // A user-space data path keeps its FDB in the pump: kernel FDB entries on the device (a TAP
     // lists its own MAC and multicast addresses there) are then neither read nor touched.
     const pump = desired.pump;
@@ -524,7 +537,7 @@ export class Reconciler {
       if (isRepair(c)) {
         repairs[c.kind]++;
         repairedLines.push(`repaired: ${describeChange(c)}`);
-      } else {
+      } else if (this.debugOn) {
         this.log.debug(describeChange(c), { device: link.name });
       }
     });
@@ -672,6 +685,8 @@ export class Reconciler {
     }
   }
 }
+
+function ignoreChange(): void {}
 
 /** The overlay index of a backend without a device (Backend.deviceless): no kernel object has ifindex 0. */
 const NO_DEVICE = 0;

@@ -1,9 +1,10 @@
 /**
  * The etcd wire (etcd-wire.ts) over etcd's v3 JSON gateway (`POST /v3/kv/range`, `/v3/kv/txn`,
- * `/v3/lease/*`, `/v3/watch` on the client port; etcd ≥ 3.4), with Node's own http/https: the
- * default, because loading `etcd3` (grpc-js, protobufjs, which compiles its codecs at load)
- * costs ~150 ms and ~24 MB RSS against a budget of 100 ms from exec to subnet.env and 60 MB RSS
- * (docs/performance.md has the figures).
+ * `/v3/lease/*`, `/v3/watch` on the client port; etcd ≥ 3.4), with weft's own minimal HTTP/1.1
+ * client (http1.ts, over node:net/node:tls): the default, because loading `etcd3` (grpc-js,
+ * protobufjs, which compiles its codecs at load) costs ~150 ms and ~24 MB RSS against a budget of
+ * 100 ms from exec to subnet.env and 60 MB RSS, and Node's `http` ~10 % of a peer join's CPU and
+ * ~0.7 MB private memory (docs/performance.md has the figures).
  *
  * Wire notes (etcd 3.4's gateway, checked against a real etcd):
  * - keys and values are base64; int64 fields (revisions, lease IDs, TTLs) are decimal strings;
@@ -15,12 +16,17 @@
  *   JSON requests in the body and answers newline-delimited `{"result": ...}` messages. A
  *   keepalive is one request with the body closed: one answer, then the response ends.
  * - a watch from a compacted revision answers `created`, then `canceled` with `compact_revision`.
+ *
+ * Everything read off the socket is checked before use (a bad server or a man in the middle must
+ * not crash weftd): http1.ts bounds the HTTP framing, and the watch messages are decoded by
+ * decodeWatchMessage(), which checks every field weft reads (a revision that is not a decimal
+ * string would throw later, in BigInt()).
  */
-import type { Agent as HttpAgent, ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import { Backoff } from '../backoff';
 import { WeftError, describeError } from '../errors';
 import { DEFAULT_CALL_TIMEOUT_MS, checkEtcdTransport, prefixEnd, readTlsFiles, type EtcdClientOptions } from './etcd-common';
-import type { EtcdWire, TxnCompare, TxnOp, TxnResult, WatchSink, WireFailure, WireKv, WireWatch } from './etcd-wire';
+import type { EtcdWire, TxnCompare, TxnOp, TxnResult, WatchSink, WireEvent, WireFailure, WireKv, WireWatch } from './etcd-wire';
+import { Http1Client, Http1Failure, LineSplitter, MAX_BODY_BYTES, endpointOf, type Http1Answer, type Http1Stream } from './http1';
 
 /**
  * The watch stream asks etcd for a progress report this often and is taken for dead when the
@@ -29,6 +35,8 @@ import type { EtcdWire, TxnCompare, TxnOp, TxnResult, WatchSink, WireFailure, Wi
  * for 8 timer wake-ups and 8 answers a minute while idle.
  */
 const WATCH_PROBE_MS = 7500;
+/** What is kept of an error answer on a stream (its message). */
+const MAX_STREAM_ERROR_BYTES = 64 * 1024;
 
 // ---- wire types (the subset weft reads) ---------------------------------------------------------
 
@@ -51,19 +59,6 @@ interface TxnResponse {
 interface GrantResponse { readonly ID?: string; readonly TTL?: string; readonly error?: string }
 interface TimeToLiveResponse { readonly TTL?: string; readonly keys?: readonly string[] }
 interface KeepaliveMessage { readonly result?: { readonly TTL?: string }; readonly error?: { readonly message?: string } }
-interface WatchMessage {
-  readonly result?: {
-    readonly header?: GwHeader;
-    /** Absent for watcher 0 (weft numbers its watchers from 1); "-1": a progress report for the stream. */
-    readonly watch_id?: string;
-    readonly created?: boolean;
-    readonly canceled?: boolean;
-    readonly compact_revision?: string;
-    readonly cancel_reason?: string;
-    readonly events?: readonly { readonly type?: 'PUT' | 'DELETE'; readonly kv: GwKv }[];
-  };
-  readonly error?: { readonly message?: string; readonly code?: number };
-}
 
 /** An answer etcd gave with an error (as opposed to no answer at all). */
 export class EtcdHttpError extends Error {
@@ -86,7 +81,131 @@ export class EtcdHttpError extends Error {
 }
 
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
-const unb64 = (s: string | undefined): string => (s === undefined ? '' : Buffer.from(s, 'base64').toString('utf8'));
+const DECIMAL = /^-?\d{1,20}$/;
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function malformed(what: string): Http1Failure {
+  return new Http1Failure('malformed', `etcd sent a malformed ${what}`);
+}
+
+/** An int64 field (decimal string; absent: its default); anything else is malformed. */
+function int64Field(v: unknown, what: string): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !DECIMAL.test(v)) throw malformed(what);
+  return v;
+}
+
+function stringField(v: unknown, what: string): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw malformed(what);
+  return v;
+}
+
+/**
+ * A key/value off the wire. The value stays base64 until read: the registry reads the values of
+ * new subnet keys only (not those of deletes, replayed events or config events).
+ */
+class GatewayKv implements WireKv {
+  private decoded: Buffer | null = null;
+
+  constructor(readonly key: string, private readonly rawValue: string, readonly leaseId: string, readonly modRevision: string) {}
+
+  get value(): Buffer {
+    return (this.decoded ??= Buffer.from(this.rawValue, 'base64'));
+  }
+}
+
+/** A key/value of an answer or a watch event, checked. Throws Http1Failure. */
+function kvOf(raw: unknown): GatewayKv {
+  if (!isRecord(raw) || typeof raw.key !== 'string') throw malformed('key/value');
+  return new GatewayKv(
+    Buffer.from(raw.key, 'base64').toString('utf8'),
+    stringField(raw.value, 'value') ?? '',
+    int64Field(raw.lease, 'lease ID') ?? '0',
+    int64Field(raw.mod_revision, 'mod_revision') ?? '0',
+  );
+}
+
+/** One watch message as weft reads it. */
+export type WatchMessage =
+  | { readonly error: string }
+  | {
+    readonly error?: undefined;
+    /** '0' when absent (weft numbers its watchers from 1); '-1': a progress report for the stream. */
+    readonly watchId: string;
+    readonly headerRevision: string | undefined;
+    readonly created: boolean;
+    readonly canceled: boolean;
+    readonly compactRevision: string | undefined;
+    readonly cancelReason: string | undefined;
+    /** null: the message has no events (progress, created, canceled). */
+    readonly events: readonly WireEvent[] | null;
+  };
+
+/**
+ * Decodes one newline-delimited watch message (the line, without its newline): JSON.parse, then
+ * only the fields weft reads, each checked; keys decoded, values left in base64 (GatewayKv).
+ * null: an empty line or a message without result (nothing to act on). Throws Http1Failure.
+ */
+export function decodeWatchMessage(line: Buffer): WatchMessage | null {
+  const text = line.toString('utf8');
+  if (text.trim() === '') return null;
+  let msg: unknown;
+  try {
+    msg = JSON.parse(text);
+  } catch (err) {
+    throw new Http1Failure('malformed', `undecodable watch message: ${describeError(err)}`, { cause: err });
+  }
+  if (!isRecord(msg)) throw malformed('watch message');
+  if (msg.error !== undefined) {
+    const e = msg.error;
+    return { error: isRecord(e) && typeof e.message === 'string' ? e.message : typeof e === 'string' ? e : 'watch error' };
+  }
+  const r = msg.result;
+  if (r === undefined) return null;
+  if (!isRecord(r)) throw malformed('watch result');
+  const header = r.header;
+  if (header !== undefined && !isRecord(header)) throw malformed('watch header');
+  let events: WireEvent[] | null = null;
+  if (r.events !== undefined) {
+    if (!Array.isArray(r.events)) throw malformed('watch events');
+    events = new Array<WireEvent>(r.events.length);
+    for (let i = 0; i < r.events.length; i++) {
+      const ev: unknown = r.events[i];
+      if (!isRecord(ev) || (ev.type !== undefined && ev.type !== 'PUT' && ev.type !== 'DELETE')) throw malformed('watch event');
+      events[i] = { deleted: ev.type === 'DELETE', kv: kvOf(ev.kv) };
+    }
+  }
+  return {
+    watchId: int64Field(r.watch_id, 'watch_id') ?? '0',
+    headerRevision: header === undefined ? undefined : int64Field(header.revision, 'header revision'),
+    created: r.created === true,
+    canceled: r.canceled === true,
+    compactRevision: int64Field(r.compact_revision, 'compact_revision'),
+    cancelReason: stringField(r.cancel_reason, 'cancel_reason'),
+    events,
+  };
+}
+
+/** A unary answer: its JSON, or the EtcdHttpError etcd answered with. */
+function answerOf<T>(answer: Http1Answer): T {
+  const status = answer.status;
+  const text = answer.body.toString('utf8');
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new EtcdHttpError(status, null, `HTTP ${status}: ${text.slice(0, 200)}`);
+  }
+  if (!isRecord(json)) throw new EtcdHttpError(status, null, `HTTP ${status}: the answer is not a JSON object: ${text.slice(0, 200)}`);
+  const errObj = json.error;
+  if (status >= 400 || (typeof errObj === 'string' && json.code !== undefined)) {
+    const message = typeof json.message === 'string' ? json.message : typeof errObj === 'string' ? errObj : `HTTP ${status}`;
+    throw new EtcdHttpError(status, typeof json.code === 'number' ? json.code : null, message);
+  }
+  return json as T;
+}
 
 // ---- the HTTP client ---------------------------------------------------------------------------
 
@@ -99,23 +218,18 @@ interface GatewayStream {
   dead(why: string): void;
 }
 
-type RequestFn = (opts: RequestOptions, cb: (res: IncomingMessage) => void) => ClientRequest;
-
 /** JSON over HTTP(S) to one of several endpoints, with an auth token when configured. */
 class GatewayClient {
-  private readonly endpoints: URL[];
+  private readonly endpoints: Http1Client[];
   private current = 0;
-  private readonly request: RequestFn;
-  private readonly agent: HttpAgent;
-  private readonly tls: { ca?: Buffer; cert?: Buffer; key?: Buffer };
   private token: string | null = null;
   private authenticating: Promise<void> | null = null;
-  private readonly streams = new Set<ClientRequest>();
+  private readonly streams = new Set<Http1Stream>();
   reconnects = 0;
   private failing = false;
 
   constructor(private readonly opts: EtcdClientOptions, readonly location: string) {
-    this.endpoints = opts.endpoints.map((e) => {
+    const urls = opts.endpoints.map((e) => {
       let u: URL;
       try {
         u = new URL(e);
@@ -125,17 +239,13 @@ class GatewayClient {
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new WeftError('CONFIG_INVALID', `etcd endpoint ${e}: only http:// and https:// are supported`);
       return u;
     });
-    const https = this.endpoints.some((u) => u.protocol === 'https:');
-    if (https && this.endpoints.some((u) => u.protocol === 'http:')) {
+    const https = urls.some((u) => u.protocol === 'https:');
+    if (https && urls.some((u) => u.protocol === 'http:')) {
       throw new WeftError('CONFIG_INVALID', `etcd endpoints ${location}: all http:// or all https://, not a mix`);
     }
     checkEtcdTransport(opts);
-    this.tls = readTlsFiles(opts);
-    // Loaded on demand: https (and its TLS stack) only when an endpoint needs it.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const mod = (https ? require('node:https') : require('node:http')) as typeof import('node:http');
-    this.request = mod.request as RequestFn;
-    this.agent = new mod.Agent({ keepAlive: true, maxSockets: 16, ...this.tls } as ConstructorParameters<typeof mod.Agent>[0]);
+    const tls = readTlsFiles(opts);
+    this.endpoints = urls.map((u) => new Http1Client(endpointOf(u, tls)));
   }
 
   /** One unary call: POST `path` with `body`, JSON answer. Rejects with EtcdHttpError or a transport error. */
@@ -155,11 +265,12 @@ class GatewayClient {
 
   /** Try the current endpoint, then each other one once (a quick failover, no breaker). */
   private async callOnce<T>(path: string, body: unknown, timeoutMs: number): Promise<T> {
+    const data = JSON.stringify(body);
     let lastErr: unknown = null;
     for (let attempt = 0; attempt < this.endpoints.length; attempt++) {
       const idx = (this.current + attempt) % this.endpoints.length;
       try {
-        const out = await this.post<T>(this.endpoints[idx]!, path, body, timeoutMs);
+        const out = answerOf<T>(await this.endpoints[idx]!.post(path, data, this.headers(), timeoutMs));
         if (idx !== this.current || this.failing) {
           if (this.failing) this.reconnects++;
           this.current = idx;
@@ -175,121 +286,86 @@ class GatewayClient {
     throw lastErr;
   }
 
-  private post<T>(endpoint: URL, path: string, body: unknown, timeoutMs: number): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const data = JSON.stringify(body);
-      let done = false;
-      const finish = (err: unknown, value?: T): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        if (err !== null) reject(err);
-        else resolve(value as T);
-      };
-      const req = this.request({
-        host: endpoint.hostname, port: endpoint.port || (endpoint.protocol === 'https:' ? 443 : 80), path, method: 'POST', agent: this.agent,
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...(this.token ? { authorization: this.token } : {}) },
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (err) => finish(err));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let json: Record<string, unknown>;
-          try {
-            json = JSON.parse(text) as Record<string, unknown>;
-          } catch {
-            finish(new EtcdHttpError(res.statusCode ?? 0, null, `HTTP ${res.statusCode}: ${text.slice(0, 200)}`));
-            return;
-          }
-          const errObj = json.error;
-          if ((res.statusCode ?? 0) >= 400 || (typeof errObj === 'string' && json.code !== undefined)) {
-            const message = typeof json.message === 'string' ? json.message : typeof errObj === 'string' ? errObj : `HTTP ${res.statusCode}`;
-            finish(new EtcdHttpError(res.statusCode ?? 0, typeof json.code === 'number' ? json.code : null, message));
-            return;
-          }
-          finish(null, json as T);
-        });
-      });
-      const timer = setTimeout(() => {
-        req.destroy(new Error(`no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      req.on('error', (err) => finish(err));
-      req.end(data);
-    });
+  private headers(): Readonly<Record<string, string>> {
+    return this.token === null ? {} : { authorization: this.token };
   }
 
   /**
    * A streaming call (watch): POST `body` and keep the request open; `onMessage` gets each
-   * newline-delimited JSON message, `onEnd` once when the stream ends for any reason.
-   * Returns the stream: abort() ends it (onEnd is then not called), send() writes one more
-   * request on it, dead() ends it as unresponsive (onEnd is called; the next stream and call
-   * go to another endpoint).
+   * newline-delimited JSON message (decodeWatchMessage), `onEnd` once when the stream ends for
+   * any reason (a malformed message included). Returns the stream: abort() ends it (onEnd is then
+   * not called), send() writes one more request on it, dead() ends it as unresponsive (onEnd is
+   * called; the next stream and call go to another endpoint).
    */
-  async stream(path: string, body: unknown, onMessage: (msg: unknown) => void, onEnd: (err: Error | null) => void, timeoutMs: number): Promise<GatewayStream> {
+  async stream(path: string, body: unknown, onMessage: (msg: WatchMessage) => void, onEnd: (err: Error | null) => void, timeoutMs: number): Promise<GatewayStream> {
     await this.ensureAuth(timeoutMs);
     const endpointIndex = this.current;
     const endpoint = this.endpoints[endpointIndex]!;
-    const data = JSON.stringify(body);
     let ended = false;
     let aborted = false;
+    // A non-200 answer is an error of etcd's (JSON, like a unary one): its body is kept (bounded).
+    let errorStatus = 0;
+    const errorBody: Buffer[] = [];
+    let errorBytes = 0;
+    const splitter = new LineSplitter(MAX_BODY_BYTES, (line) => {
+      const msg = decodeWatchMessage(line);
+      if (msg !== null && !ended) onMessage(msg);
+    });
     const end = (err: Error | null): void => {
       if (ended) return;
       ended = true;
-      this.streams.delete(req);
+      this.streams.delete(stream);
       if (!aborted) onEnd(err);
     };
-    // Its own connection (agent: false): a watch holds it for as long as it lives.
-    const req = this.request({
-      host: endpoint.hostname, port: endpoint.port || (endpoint.protocol === 'https:' ? 443 : 80), path, method: 'POST', agent: false, ...this.tls,
-      headers: { 'content-type': 'application/json', ...(this.token ? { authorization: this.token } : {}) },
-    } as RequestOptions, (res) => {
-      let buf = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buf += chunk;
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (line === '') continue;
-          let msg: unknown;
-          try {
-            msg = JSON.parse(line);
-          } catch (err) {
-            req.destroy(new Error(`undecodable watch message: ${describeError(err)}`));
-            return;
-          }
-          onMessage(msg);
+    // Its own connection: a watch holds it for as long as it lives.
+    const stream = endpoint.openStream(path, this.headers(), JSON.stringify(body) + '\n', {
+      head: (h) => {
+        if (h.status !== 200) errorStatus = h.status;
+      },
+      body: (piece) => {
+        if (errorStatus === 0) splitter.push(piece);
+        else if (errorBytes < MAX_STREAM_ERROR_BYTES) {
+          errorBody.push(piece);
+          errorBytes += piece.length;
         }
-      });
-      res.on('end', () => end(new Error('etcd closed the stream')));
-      res.on('error', (err) => end(err));
-      res.on('close', () => end(new Error('stream closed')));
+      },
+      end: (err) => {
+        if (errorStatus !== 0) {
+          let answered: Error;
+          try {
+            answerOf({ status: errorStatus, body: Buffer.concat(errorBody) });
+            answered = new EtcdHttpError(errorStatus, null, `HTTP ${errorStatus}`);
+          } catch (e) {
+            answered = e instanceof Error ? e : new Error(String(e));
+          }
+          if (answered instanceof EtcdHttpError && answered.authTokenInvalid) this.token = null; // re-authenticate on the next open
+          end(answered);
+          return;
+        }
+        if (err === null) {
+          end(new Error(`etcd at ${endpoint.endpoint.origin} closed the stream`));
+          return;
+        }
+        // Next attempt on the next endpoint.
+        this.endpointFailed(endpointIndex);
+        end(err);
+      },
     });
-    req.on('socket', (s) => s.setKeepAlive(true, 30_000));
-    req.on('error', (err) => {
-      // Next attempt on the next endpoint.
-      this.endpointFailed(endpointIndex);
-      end(err);
-    });
-    this.streams.add(req);
-    // The request body stays open: closing it would end the stream (gRPC half-close).
-    req.write(data + '\n');
+    this.streams.add(stream);
     return {
-      endpoint: endpoint.origin,
+      endpoint: endpoint.endpoint.origin,
       abort: () => {
         aborted = true;
         ended = true;
-        this.streams.delete(req);
-        req.destroy();
+        this.streams.delete(stream);
+        stream.abort();
       },
       send: (msg: unknown) => {
-        if (!ended) req.write(JSON.stringify(msg) + '\n');
+        if (!ended) stream.send(JSON.stringify(msg) + '\n');
       },
       dead: (why: string) => {
         this.endpointFailed(endpointIndex);
-        req.destroy(new Error(why));
+        stream.fail(new Error(why));
       },
     };
   }
@@ -302,9 +378,11 @@ class GatewayClient {
 
   private async ensureAuth(timeoutMs: number): Promise<void> {
     if (!this.opts.username || this.token !== null) return;
-    this.authenticating ??= this.callOnce<{ token?: string }>('/v3/auth/authenticate', { name: this.opts.username, password: this.opts.password ?? '' }, timeoutMs)
+    this.authenticating ??= this.callOnce<{ token?: unknown }>('/v3/auth/authenticate', { name: this.opts.username, password: this.opts.password ?? '' }, timeoutMs)
       .then((res) => {
-        if (!res.token) throw new EtcdHttpError(200, null, 'etcd returned no auth token (is authentication enabled?)');
+        if (typeof res.token !== 'string' || res.token === '') throw new EtcdHttpError(200, null, 'etcd returned no auth token (is authentication enabled?)');
+        // It goes back in a header: a token with control characters (CR LF: header injection) is refused.
+        if (!/^[\x21-\x7e]+$/.test(res.token)) throw new Http1Failure('malformed', 'etcd returned an auth token with characters a header cannot carry');
         this.token = res.token;
       })
       .finally(() => {
@@ -314,15 +392,13 @@ class GatewayClient {
   }
 
   close(): void {
-    for (const s of [...this.streams]) s.destroy();
+    for (const s of [...this.streams]) s.abort();
     this.streams.clear();
-    this.agent.destroy();
+    for (const e of this.endpoints) e.close();
   }
 }
 
 // ---- the wire ----------------------------------------------------------------------------------
-
-const toKv = (kv: GwKv): WireKv => ({ key: unb64(kv.key), value: unb64(kv.value), leaseId: kv.lease ?? '0', modRevision: kv.mod_revision ?? '0' });
 
 export class EtcdHttpWire implements EtcdWire {
   readonly location: string;
@@ -343,7 +419,7 @@ export class EtcdHttpWire implements EtcdWire {
 
   async range(key: string, prefix: boolean): Promise<{ revision: string; kvs: WireKv[] }> {
     const res = await this.call<RangeResponse>('/v3/kv/range', prefix ? { key: b64(key), range_end: prefixEnd(key).toString('base64') } : { key: b64(key) });
-    return { revision: res.header?.revision ?? '0', kvs: (res.kvs ?? []).map(toKv) };
+    return { revision: res.header?.revision ?? '0', kvs: (Array.isArray(res.kvs) ? res.kvs : []).map(kvOf) };
   }
 
   async txn(compare: readonly TxnCompare[], ops: readonly TxnOp[]): Promise<TxnResult> {
@@ -469,7 +545,7 @@ class HttpWatchSession {
     if (first === undefined) return;
     this.connecting = true;
     this.created.clear();
-    this.client.stream('/v3/watch', first.createRequest(), (m) => this.onMessage(m as WatchMessage), (err) => this.onEnd(err), this.callTimeoutMs)
+    this.client.stream('/v3/watch', first.createRequest(), (m) => this.onMessage(m), (err) => this.onEnd(err), this.callTimeoutMs)
       .then((stream) => {
         this.connecting = false;
         if (this.watchers.size === 0) {
@@ -529,34 +605,29 @@ class HttpWatchSession {
     if (this.stream === null && !this.connecting) return;
     this.lastMessageAt = Date.now();
     if (msg.error !== undefined) {
-      this.onEnd(new Error(msg.error.message ?? 'watch error'));
+      this.onEnd(new Error(msg.error));
       return;
     }
-    const r = msg.result;
-    if (r === undefined) return;
-    if (r.created === true) this.backoff.reset();
-    const watcher = this.watchers.get(r.watch_id ?? '0');
+    if (msg.created) this.backoff.reset();
+    const headerRevision = msg.headerRevision;
+    const watcher = this.watchers.get(msg.watchId);
     if (watcher === undefined) {
       // A progress report (watch_id -1: for the whole stream), or an answer for a watcher closed
       // meanwhile: every open watcher is as current as its header says.
-      if (r.events === undefined && r.created !== true && r.canceled !== true) {
-        for (const w of this.watchers.values()) w.deliver({ created: false, events: [], ...(r.header?.revision === undefined ? {} : { headerRevision: r.header.revision }) });
+      if (msg.events === null && !msg.created && !msg.canceled) {
+        for (const w of this.watchers.values()) w.deliver({ created: false, events: [], ...(headerRevision === undefined ? {} : { headerRevision }) });
       }
       return;
     }
-    if (r.canceled === true) {
-      const compacted = r.compact_revision !== undefined && r.compact_revision !== '0';
+    if (msg.canceled) {
+      const compacted = msg.compactRevision !== undefined && msg.compactRevision !== '0';
       this.watchers.delete(watcher.id);
       this.created.delete(watcher.id);
       if (this.watchers.size === 0) this.end();
-      watcher.cancel(compacted ? `history compacted up to revision ${r.compact_revision}` : r.cancel_reason || 'canceled by etcd');
+      watcher.cancel(compacted ? `history compacted up to revision ${msg.compactRevision}` : msg.cancelReason || 'canceled by etcd');
       return;
     }
-    watcher.deliver({
-      created: r.created === true,
-      events: (r.events ?? []).map((ev) => ({ deleted: ev.type === 'DELETE', kv: toKv(ev.kv) })),
-      ...(r.header?.revision === undefined ? {} : { headerRevision: r.header.revision }),
-    });
+    watcher.deliver({ created: msg.created, events: msg.events ?? [], ...(headerRevision === undefined ? {} : { headerRevision }) });
   }
 
   private onEnd(err: Error | null): void {

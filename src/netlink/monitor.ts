@@ -22,6 +22,7 @@ import { rt as rtStructs } from 'netlink';
 import { Backoff } from '../backoff';
 import type { Logger } from '../log';
 import { openNetlinkSocket, type MonitorRawSocket } from './transport';
+import { monitorFilterProgram } from './bpf';
 import { bufferToIp, bufferToMac } from './codec';
 import { addressFamily, parseIPv4, type IPFamily } from '../ip';
 import { RECV_BUFFER_BYTES } from './socket';
@@ -75,8 +76,18 @@ export interface MonitorOptions {
   readonly isOwnWrite?: (pid: number, type: number, body: Buffer) => boolean;
 }
 
+/**
+ * A socket that can take a classic-BPF program (SO_ATTACH_FILTER; weft's native netlink socket).
+ * Without it the monitor filters in JavaScript only, as before: same events, more wake-ups.
+ */
+type FilterableSocket = MonitorRawSocket & { attachFilter?(program: Buffer): void };
+
 export class MonitorSocket implements Monitor {
   private rt: MonitorRawSocket | null = null;
+  /** The program attached to the open socket and the interface set it was built for; null: none. */
+  private filter: { readonly program: Buffer; readonly objectIfindexes: ReadonlySet<number> | null } | null = null;
+  /** The socket refused a filter once: do not try again (JavaScript filters alone). */
+  private filterRefused = false;
   private events: ChangeEvent[] = [];
   private resync = false;
   private flushTimer: NodeJS.Timeout | null = null;
@@ -101,6 +112,47 @@ export class MonitorSocket implements Monitor {
     this.opts.onClose();
   }
 
+  /**
+   * The owner's interest changed (its device has a new ifindex): rebuild the kernel filter. What
+   * the old filter may have dropped in between (it kept only the old device's objects) is covered
+   * by a resync; a filter that kept every interface's objects dropped nothing of the new device.
+   */
+  interestChanged(): void {
+    const rt = this.rt;
+    if (this.closed || rt === null) return;
+    const before = this.filter;
+    if (this.attachFilter(rt) && before !== null && before.objectIfindexes !== null) this.requestResync();
+  }
+
+  /**
+   * Attach (or replace: SO_ATTACH_FILTER swaps atomically) the kernel filter for the current
+   * interest. Returns whether a different program is now attached. When the socket refuses a
+   * replacement, the old program (built for an older interest) may still be in place: the socket
+   * is then reopened without one.
+   */
+  private attachFilter(rt: MonitorRawSocket): boolean {
+    const attach = (rt as FilterableSocket).attachFilter;
+    if (typeof attach !== 'function' || this.filterRefused) return false;
+    const interest = this.opts.interest ?? {};
+    const objectIfindexes = (interest.objectIfindexes ?? interest.ifindexes)?.() ?? null;
+    const program = monitorFilterProgram({ family: this.opts.family ?? 4, table: interest.table, objectIfindexes });
+    if (this.filter !== null && this.filter.program.equals(program)) return false;
+    try {
+      attach.call(rt, program);
+    } catch (err) {
+      this.filterRefused = true;
+      this.opts.log.warn('netlink monitor: the kernel refused the socket filter; filtering in JavaScript only (more wake-ups, same events)', { error: err });
+      if (this.filter !== null) {
+        this.filter = null;
+        this.drop();
+        this.scheduleReopen(0);
+      }
+      return false;
+    }
+    this.filter = { program, objectIfindexes };
+    return true;
+  }
+
   /** A request socket was reset: whatever it was reading must be re-read. */
   requestResync(): void {
     if (this.closed) return;
@@ -117,6 +169,9 @@ export class MonitorSocket implements Monitor {
       rt.close();
       throw err;
     }
+    // Before any notification can be read: what the filter drops never wakes us.
+    this.filter = null;
+    this.attachFilter(rt);
     // Referenced: weftd must stay alive waiting for changes.
     rt.ref();
     rt.on('error', (err) => {
@@ -198,6 +253,7 @@ export interface NotificationFilter {
  */
 export function decodeNotifications(datagram: Buffer, filter: NotificationFilter, out: ChangeEvent[]): void {
   let ifindexes: ReadonlySet<number> | null | undefined;
+  let objectIfindexes: ReadonlySet<number> | null = null;
   let off = 0;
   while (off + NLMSG_HDRLEN <= datagram.length) {
     const len = datagram.readUInt32LE(off);
@@ -205,8 +261,11 @@ export function decodeNotifications(datagram: Buffer, filter: NotificationFilter
     const type = datagram.readUInt16LE(off + 4);
     const body = datagram.subarray(off + NLMSG_HDRLEN, off + len);
     if (!filter.isOwnWrite(datagram.readUInt32LE(off + 12), type, body)) {
-      if (ifindexes === undefined) ifindexes = filter.interest.ifindexes?.() ?? null;
-      if (wanted(type, body, filter, ifindexes)) {
+      if (ifindexes === undefined) {
+        ifindexes = filter.interest.ifindexes?.() ?? null;
+        objectIfindexes = filter.interest.objectIfindexes ? filter.interest.objectIfindexes() : ifindexes;
+      }
+      if (wanted(type, body, filter, ifindexes, objectIfindexes)) {
         const ev = parseEvent(type, body);
         if (ev) out.push(ev);
       }
@@ -215,21 +274,31 @@ export function decodeNotifications(datagram: Buffer, filter: NotificationFilter
   }
 }
 
-/** Whether a notification (its type and body: fixed header then attributes) may matter. */
-function wanted(type: number, body: Buffer, filter: NotificationFilter, ifindexes: ReadonlySet<number> | null): boolean {
+/**
+ * Whether a notification (its type and body: fixed header then attributes) may matter. The
+ * monitor socket's kernel filter (bpf.ts's monitorFilter) is an earlier copy of these checks for
+ * neighbours, addresses and route tables: keep the two in step.
+ */
+function wanted(
+  type: number,
+  body: Buffer,
+  filter: NotificationFilter,
+  ifindexes: ReadonlySet<number> | null,
+  objectIfindexes: ReadonlySet<number> | null,
+): boolean {
   const ipFamily = filter.family === 6 ? AF_INET6 : AF_INET;
   switch (type) {
     case RTM_NEWADDR:
     case RTM_DELADDR: // ifaddrmsg: family u8, prefixlen u8, flags u8, scope u8, index u32
       if (body.length < 8) return false;
-      return ifindexes === null || ifindexes.has(body.readUInt32LE(4));
+      return objectIfindexes === null || objectIfindexes.has(body.readUInt32LE(4));
     case RTM_NEWNEIGH:
     case RTM_DELNEIGH: {
       // ndmsg: family u8, pad u8, pad u16, ifindex s32, ...
       if (body.length < 12) return false;
       const family = body.readUInt8(0);
       if (family !== AF_BRIDGE && family !== ipFamily) return false;
-      return ifindexes === null || ifindexes.has(body.readInt32LE(4));
+      return objectIfindexes === null || objectIfindexes.has(body.readInt32LE(4));
     }
     case RTM_NEWROUTE:
     case RTM_DELROUTE: {

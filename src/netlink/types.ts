@@ -142,6 +142,12 @@ export interface ChangeBatch {
 export interface Monitor {
   /** Stop listening; closes the monitor socket. Idempotent. */
   close(): void;
+  /**
+   * The interest's sets changed (the device was created again under a new ifindex): the kernel
+   * filter is rebuilt and, if one was in place, the next batch says `resync` (what arrived between
+   * the change and the rebuild may have been dropped by the old filter).
+   */
+  interestChanged?(): void;
 }
 
 /** A link by index, optionally with its name for error messages (client.ts calls it LinkRef). */
@@ -177,4 +183,11 @@ export interface MonitorInterest {
    * matter, asked at each notification; null or absent: all. Link notifications always pass.
    */
   readonly ifindexes?: () => ReadonlySet<number> | null;
+  /**
+   * The interfaces whose addresses, neighbours and FDB entries matter, when fewer than
+   * `ifindexes` (the underlay's own neighbours, cycling all the time, are not the reconciler's);
+   * absent: `ifindexes`. The monitor also hands this set to the kernel as a socket filter
+   * (src/netlink/bpf.ts): call `Monitor.interestChanged` when what it returns changes.
+   */
+  readonly objectIfindexes?: () => ReadonlySet<number> | null;
 }

@@ -15,6 +15,46 @@ export interface NativeAddon {
    * on the other, two native threads in between. See NativePump for the contract.
    */
   Pump: new (options: NativePumpOptions) => NativePump;
+  /**
+   * A raw netlink socket (addon/src/nlsock.cc), read on libuv's loop: see NativeNetlinkSocket.
+   * The constructor opens socket(AF_NETLINK, SOCK_RAW|SOCK_CLOEXEC|SOCK_NONBLOCK, protocol) in the
+   * calling thread's network namespace and binds it (the kernel picks the port id); it starts
+   * referenced. Throws an Error with `code` (the errno name) when that fails.
+   * `onDatagrams(data, meta)` is called once per readable wake-up with every datagram read in it:
+   * datagram i is `meta[2i]` bytes from sender port `meta[2i+1]` (0: the kernel), and starts at
+   * the previous one's end rounded up to 4 bytes. `onError(code, syscall, errno)`: a receive
+   * failed — 'ENOBUFS' (the receive buffer overflowed: datagrams were lost; NETLINK_NO_ENOBUFS
+   * is never set), 'EMSGSIZE' (a datagram longer than 64 KiB was dropped), anything else (the
+   * socket stopped polling). Datagrams read before the error are delivered first.
+   */
+  NetlinkSocket: new (
+    protocol: number,
+    onDatagrams: (data: Buffer, meta: Uint32Array) => void,
+    onError: (code: string, syscall: string, errno: number) => void,
+  ) => NativeNetlinkSocket;
+}
+
+/**
+ * An open native netlink socket. Methods other than send/close/port/ref/unref throw (`code`
+ * EBADF) once it is closed. close() is idempotent and also runs at environment teardown; an open
+ * socket is never garbage-collected.
+ */
+export interface NativeNetlinkSocket {
+  /** One sendto(2) of `data` to `port` (default 0: the kernel). Returns undefined, or the errno name. */
+  send(data: Uint8Array, port?: number): string | undefined;
+  close(): void;
+  /** The port id the kernel bound it to (the nlmsg_pid of its requests' notifications). */
+  port(): number;
+  ref(): void;
+  unref(): void;
+  /** SO_RCVBUFFORCE, falling back to SO_RCVBUF (capped by net.core.rmem_max). */
+  setRecvBufferSize(bytes: number): void;
+  getRecvBufferSize(): number;
+  getSendBufferSize(): number;
+  /** NETLINK_ADD_MEMBERSHIP. */
+  addMembership(group: number): void;
+  /** SO_ATTACH_FILTER: `program` is an array of struct sock_filter (8 bytes each, host order). */
+  attachFilter(program: Uint8Array): void;
 }
 
 /**

@@ -1,6 +1,7 @@
 /**
- * NetlinkClient: the one typed, promise-based door to rtnetlink (the `netlink` 0.3.0 package).
- * Nothing else in weft imports `netlink`.
+ * NetlinkClient: the one typed, promise-based door to rtnetlink. Requests are encoded by wire.ts,
+ * sent on raw sockets (transport.ts, socket.ts) and their replies decoded by decode.ts: the
+ * `netlink` package's index (its generated struct tables) is never loaded (docs/netlink.md).
  *
  * Contract:
  * - Sockets belong to the network namespace of the process that opens them (first request,
@@ -11,21 +12,35 @@
  * - "replace*" and "add*" use NLM_F_CREATE|NLM_F_REPLACE and are idempotent; "delete*" reject with
  *   errno ENOENT/ESRCH/ENODEV/EADDRNOTAVAIL when the object is already gone (see `isGone`).
  * - Failures are NetlinkError (a WeftError, code 'NETLINK') with message
- *   '<operation> <object>: <errno>', the `errno` name as a field and the package's error as cause.
+ *   '<operation> <object>: <errno>', the `errno` name as a field and "Request rejected: <errno>"
+ *   (or the socket's error) as cause. A reply that cannot be decoded safely is errno EBADMSG.
  * - A socket that dies or times out is replaced; every open monitor then gets a batch with
  *   `resync: true`.
  * - close(): rejects queued requests (ESOCKCLOSED), closes every socket and monitor.
  */
-import { FlagsNew, ifla, type RtNetlinkSocket, rt as rtStructs } from 'netlink';
-import { AttrStream } from 'netlink/dist/structs';
-import { addressFamily, formatCidr, netAddress, parseIPv4, type IPFamily, type IPNet } from '../ip';
+import { formatCidr, type IPFamily } from '../ip';
 import { silentLogger, type Logger } from '../log';
-import { bufferToIp, bufferToMac, ipToBuffer, macToBuffer, uint32ToBuffer } from './codec';
+import { decodeAddress, decodeLink, decodeNeighbour, decodeRoute, type RawMessage } from './decode';
 import { errnoOf, NetlinkError } from './errors';
 import { BatchSocket, defaultRawSocketFactory, type RawSocketFactory, type RequestOutcome } from './batch';
 import { MonitorSocket, type MonitorSocketFactory } from './monitor';
 import { defaultSocketFactory, nativeBindingPatched, RequestSocket, type SocketFactory } from './socket';
-import { encodeWrites, fdbEchoKey, type EncodedBatch } from './wire';
+import {
+  encodeCreateVxlan,
+  encodeDeleteLink,
+  encodeDump,
+  encodeGetLink,
+  encodeGetRoute,
+  encodeSetLink,
+  encodeWrite,
+  encodeWrites,
+  fdbEchoKey,
+  RTM_GETADDR,
+  RTM_GETLINK,
+  RTM_GETNEIGH,
+  RTM_GETROUTE,
+  type EncodedBatch,
+} from './wire';
 import {
   MAIN_TABLE,
   type AddressEntry,
@@ -52,15 +67,6 @@ const AF_BRIDGE = 7;
 function afOf(family: IPFamily): number {
   return family === 4 ? AF_INET : AF_INET6;
 }
-
-/** The rtnetlink family of an address in text form (IPv4 unless it is IPv6). */
-function afOfIp(ip: string): number {
-  return afOf(addressFamily(ip) === 6 ? 6 : 4);
-}
-const RTNH_F_ONLINK = 4;
-const IFLA_INFO_KIND = 1;
-const IFLA_INFO_DATA = 2;
-const CREATE_OR_REPLACE = FlagsNew.CREATE | FlagsNew.REPLACE;
 let warnedUnpatched = false;
 /** How long after a batch its FDB notifications are taken for echoes (they arrive within the sendmsg; generous for a stalled loop). */
 const FDB_ECHO_TTL_MS = 2000;
@@ -72,7 +78,7 @@ export interface NetlinkClientOptions {
   readonly requestTimeoutMs?: number;
   /** Coalescing window of monitor batches. Default 10 ms. */
   readonly monitorCoalesceMs?: number;
-  /** Seam for tests; default opens real sockets with `createRtNetlink`. */
+  /** Seam for tests: the request sockets' raw socket; default a raw NETLINK_ROUTE socket (transport.ts). */
   readonly socketFactory?: SocketFactory;
   /** Seam for tests: the raw socket of `applyWrites`; default a RawNetlinkSocket (NETLINK_ROUTE). */
   readonly rawSocketFactory?: RawSocketFactory;
@@ -126,7 +132,7 @@ export class NetlinkClient {
 
   async getLink(name: string): Promise<LinkInfo | null> {
     try {
-      const msgs = await this.run(`get link ${name}`, (rt) => rt.getLink({}, { ifname: name }));
+      const msgs = await this.request(`get link ${name}`, encodeGetLink({ name }));
       return msgs[0] ? this.toLink(msgs[0]) : null;
     } catch (err) {
       if (errnoOf(err) === 'ENODEV') return null;
@@ -136,7 +142,7 @@ export class NetlinkClient {
 
   async getLinkByIndex(index: number): Promise<LinkInfo | null> {
     try {
-      const msgs = await this.run(`get link #${index}`, (rt) => rt.getLink({ index }));
+      const msgs = await this.request(`get link #${index}`, encodeGetLink({ index }));
       return msgs[0] ? this.toLink(msgs[0]) : null;
     } catch (err) {
       if (errnoOf(err) === 'ENODEV') return null;
@@ -145,67 +151,37 @@ export class NetlinkClient {
   }
 
   async listLinks(): Promise<LinkInfo[]> {
-    const msgs = await this.run('list links', (rt) => rt.getLinks());
+    const msgs = await this.request('list links', encodeDump(RTM_GETLINK, 0));
     return msgs.map((m) => this.toLink(m));
   }
 
   /** Create a VXLAN device (fails with EEXIST if the name is taken), down, with the given MAC and MTU. */
   async createVxlan(spec: VxlanSpec): Promise<LinkInfo> {
     const op = `create vxlan device ${spec.name} (vni ${spec.vni}, local ${spec.localIP}, dev #${spec.underlayIndex}, dstport ${spec.port})`;
-    const port = Buffer.alloc(2);
-    port.writeUInt16BE(spec.port, 0);
-    const info = new AttrStream();
-    // The package has no typed IFLA_LINKINFO writer: kind is a NUL-terminated string, data the
-    // nested IFLA_VXLAN_* attributes.
-    info.push(IFLA_INFO_KIND, Buffer.from('vxlan\0'));
-    info.push(
-      IFLA_INFO_DATA,
-      ifla.formatVxlan({
-        id: spec.vni,
-        // IFLA_VXLAN_LOCAL6 for an IPv6 underlay (flannel-v6.<VNI>), IFLA_VXLAN_LOCAL otherwise.
-        ...(addressFamily(spec.localIP) === 6 ? { local6: ipToBuffer(spec.localIP) } : { local: ipToBuffer(spec.localIP) }),
-        link: spec.underlayIndex,
-        port,
-        learning: spec.learning ? 1 : 0,
-        ...(spec.gbp ? { gbp: true as const } : {}),
-      }),
-    );
-    const linkinfo = Buffer.concat(info.bufs);
-    await this.run(op, (rt) =>
-      rt.newLink(
-        {},
-        { ifname: spec.name, mtu: spec.mtu, address: macToBuffer(spec.mac), linkinfo },
-        { flags: FlagsNew.CREATE | FlagsNew.EXCL },
-      ),
-    );
+    await this.request(op, encodeCreateVxlan(spec));
     const link = await this.getLink(spec.name);
     if (!link) throw new NetlinkError(op, 'ENODEV', new Error('device vanished right after creation'));
     return link;
   }
 
   async setLinkUp(link: LinkRef): Promise<void> {
-    const index = indexOf(link);
-    await this.run(`set link ${this.nameOf(link)} up`, (rt) => rt.setLink({ index, change: { up: true }, flags: { up: true } }));
+    await this.request(`set link ${this.nameOf(link)} up`, encodeSetLink(indexOf(link), { up: true }));
   }
 
   async setLinkDown(link: LinkRef): Promise<void> {
-    const index = indexOf(link);
-    await this.run(`set link ${this.nameOf(link)} down`, (rt) => rt.setLink({ index, change: { up: true }, flags: {} }));
+    await this.request(`set link ${this.nameOf(link)} down`, encodeSetLink(indexOf(link), { up: false }));
   }
 
   async setLinkMtu(link: LinkRef, mtu: number): Promise<void> {
-    const index = indexOf(link);
-    await this.run(`set MTU ${mtu} on link ${this.nameOf(link)}`, (rt) => rt.setLink({ index }, { mtu }));
+    await this.request(`set MTU ${mtu} on link ${this.nameOf(link)}`, encodeSetLink(indexOf(link), { mtu }));
   }
 
   async setLinkMac(link: LinkRef, mac: string): Promise<void> {
-    const index = indexOf(link);
-    await this.run(`set MAC ${mac} on link ${this.nameOf(link)}`, (rt) => rt.setLink({ index }, { address: macToBuffer(mac) }));
+    await this.request(`set MAC ${mac} on link ${this.nameOf(link)}`, encodeSetLink(indexOf(link), { mac }));
   }
 
   async deleteLink(link: LinkRef): Promise<void> {
-    const index = indexOf(link);
-    await this.run(`delete link ${this.nameOf(link)}`, (rt) => rt.delLink({ index }));
+    await this.request(`delete link ${this.nameOf(link)}`, encodeDeleteLink(indexOf(link)));
   }
 
   // ---------------------------------------------------------------- addresses
@@ -213,34 +189,25 @@ export class NetlinkClient {
   /** Addresses of one family (default IPv4), of one link or all. */
   async listAddresses(ifindex?: number, family: IPFamily = 4): Promise<AddressEntry[]> {
     const af = afOf(family);
-    const msgs = await this.run(`list IPv${family} addresses`, (rt) => rt.getAddresses({ family: af }));
+    const msgs = await this.request(`list IPv${family} addresses`, encodeDump(RTM_GETADDR, af));
     const out: AddressEntry[] = [];
     for (const m of msgs) {
-      if (m.data.family !== af) continue;
-      const idx = m.data.index ?? 0;
-      if (ifindex !== undefined && idx !== ifindex) continue;
-      const ip = bufferToIp(m.attrs.local ?? m.attrs.address);
-      if (ip === null) continue;
-      out.push({ ifindex: idx, ip, prefixLen: m.data.prefixlen ?? 32 });
+      const a = decodeAddress(m.body);
+      if (a.family !== af) continue;
+      if (ifindex !== undefined && a.ifindex !== ifindex) continue;
+      if (a.ip === null) continue;
+      out.push({ ifindex: a.ifindex, ip: a.ip, prefixLen: a.prefixLen });
     }
     return out;
   }
 
   async addAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void> {
-    const index = indexOf(link);
-    const addr = ipToBuffer(ip);
-    await this.run(`add address ${ip}/${prefixLen} to link ${this.nameOf(link)}`, (rt) =>
-      // IPv6 takes IFA_ADDRESS only (IFA_LOCAL means a peer address there); IPv4 both, as `ip addr` does.
-      rt.newAddress({ family: afOfIp(ip), prefixlen: prefixLen, index }, addressAttrs(addr), { flags: CREATE_OR_REPLACE }),
-    );
+    // IPv6 takes IFA_ADDRESS only (IFA_LOCAL means a peer address there); IPv4 both, as `ip addr` does (wire.ts).
+    await this.write({ op: 'addAddress', link, ip, prefixLen });
   }
 
   async deleteAddress(link: LinkRef, ip: string, prefixLen: number): Promise<void> {
-    const index = indexOf(link);
-    const addr = ipToBuffer(ip);
-    await this.run(`delete address ${ip}/${prefixLen} from link ${this.nameOf(link)}`, (rt) =>
-      rt.delAddress({ family: afOfIp(ip), prefixlen: prefixLen, index }, addressAttrs(addr)),
-    );
+    await this.write({ op: 'deleteAddress', link, ip, prefixLen });
   }
 
   // ---------------------------------------------------------------- neighbours (ARP)
@@ -248,80 +215,49 @@ export class NetlinkClient {
   /** Neighbours (ARP for IPv4, NDP for IPv6; default IPv4), of one link or all. */
   async listNeighbours(ifindex?: number, family: IPFamily = 4): Promise<NeighbourEntry[]> {
     const af = afOf(family);
-    const msgs = await this.run(`list IPv${family} neighbours`, (rt) => rt.getNeighbors({ family: af }));
+    const msgs = await this.request(`list IPv${family} neighbours`, encodeDump(RTM_GETNEIGH, af));
     const out: NeighbourEntry[] = [];
     for (const m of msgs) {
-      if (m.data.family !== af) continue;
-      const idx = m.data.ifindex ?? 0;
-      if (ifindex !== undefined && idx !== ifindex) continue;
-      const ip = bufferToIp(m.attrs.dst);
-      if (ip === null) continue;
-      out.push({ ifindex: idx, ip, mac: bufferToMac(m.attrs.lladdr), permanent: m.data.state?.permanent === true });
+      const n = decodeNeighbour(m.body);
+      if (n.family !== af) continue;
+      if (ifindex !== undefined && n.ifindex !== ifindex) continue;
+      if (n.dst === null) continue;
+      out.push({ ifindex: n.ifindex, ip: n.dst, mac: n.mac, permanent: n.permanent });
     }
     return out;
   }
 
   /** `ip neigh replace IP lladdr MAC dev LINK nud permanent` */
   async replaceNeighbour(link: LinkRef, ip: string, mac: string): Promise<void> {
-    const ifindex = indexOf(link);
-    await this.run(`replace neighbour ${ip} lladdr ${mac} on link ${this.nameOf(link)}`, (rt) =>
-      rt.newNeighbor(
-        { family: afOfIp(ip), ifindex, state: { permanent: true } },
-        { dst: ipToBuffer(ip), lladdr: macToBuffer(mac) },
-        { flags: CREATE_OR_REPLACE },
-      ),
-    );
+    await this.write({ op: 'replaceNeighbour', link, ip, mac });
   }
 
   async deleteNeighbour(link: LinkRef, ip: string): Promise<void> {
-    const ifindex = indexOf(link);
-    await this.run(`delete neighbour ${ip} on link ${this.nameOf(link)}`, (rt) =>
-      rt.delNeighbor({ family: afOfIp(ip), ifindex }, { dst: ipToBuffer(ip) }),
-    );
+    await this.write({ op: 'deleteNeighbour', link, ip });
   }
 
   // ---------------------------------------------------------------- FDB (AF_BRIDGE)
 
   async listFdb(ifindex?: number): Promise<FdbEntry[]> {
-    const msgs = await this.run('list FDB entries', (rt) => rt.getNeighbors({ family: AF_BRIDGE }));
+    const msgs = await this.request('list FDB entries', encodeDump(RTM_GETNEIGH, AF_BRIDGE));
     const out: FdbEntry[] = [];
     for (const m of msgs) {
-      if (m.data.family !== AF_BRIDGE) continue;
-      const idx = m.data.ifindex ?? 0;
-      if (ifindex !== undefined && idx !== ifindex) continue;
-      const mac = bufferToMac(m.attrs.lladdr);
-      if (mac === null) continue;
-      out.push({
-        ifindex: idx,
-        mac,
-        dst: bufferToIp(m.attrs.dst),
-        permanent: m.data.state?.permanent === true,
-        self: m.data.flags?.self === true,
-      });
+      const n = decodeNeighbour(m.body);
+      if (n.family !== AF_BRIDGE) continue;
+      if (ifindex !== undefined && n.ifindex !== ifindex) continue;
+      if (n.mac === null) continue;
+      out.push({ ifindex: n.ifindex, mac: n.mac, dst: n.dst, permanent: n.permanent, self: n.self });
     }
     return out;
   }
 
   /** `bridge fdb replace MAC dev LINK dst DST self permanent` */
   async replaceFdb(link: LinkRef, mac: string, dst: string): Promise<void> {
-    const ifindex = indexOf(link);
-    await this.run(`replace FDB entry ${mac} dst ${dst} on link ${this.nameOf(link)}`, (rt) =>
-      rt.newNeighbor(
-        { family: AF_BRIDGE, ifindex, state: { permanent: true }, flags: { self: true } },
-        { lladdr: macToBuffer(mac), dst: ipToBuffer(dst) },
-        { flags: CREATE_OR_REPLACE },
-      ),
-    );
+    await this.write({ op: 'replaceFdb', link, mac, dst });
   }
 
   async deleteFdb(link: LinkRef, mac: string, dst: string | null): Promise<void> {
-    const ifindex = indexOf(link);
-    await this.run(`delete FDB entry ${mac}${dst ? ` dst ${dst}` : ''} on link ${this.nameOf(link)}`, (rt) =>
-      rt.delNeighbor(
-        { family: AF_BRIDGE, ifindex, flags: { self: true } },
-        dst ? { lladdr: macToBuffer(mac), dst: ipToBuffer(dst) } : { lladdr: macToBuffer(mac) },
-      ),
-    );
+    await this.write({ op: 'deleteFdb', link, mac, dst });
   }
 
   // ---------------------------------------------------------------- routes
@@ -329,24 +265,20 @@ export class NetlinkClient {
   /** Routes of one table (default: main) and one family (default IPv4). */
   async listRoutes(table: number = MAIN_TABLE, family: IPFamily = 4): Promise<RouteEntry[]> {
     const af = afOf(family);
-    const msgs = await this.run(`list IPv${family} routes`, (rt) => rt.getRoutes({ family: af }));
+    const msgs = await this.request(`list IPv${family} routes`, encodeDump(RTM_GETROUTE, af));
     const out: RouteEntry[] = [];
     for (const m of msgs) {
-      if (m.data.family !== af) continue;
-      const tbl = m.attrs.table ?? m.data.table ?? 0;
-      if (tbl !== table) continue;
-      const dstLen = m.data.dstLen ?? 0;
-      const dst = routeDst(family, dstLen === 0 ? null : bufferToIp(m.attrs.dst), dstLen);
-      if (dst === null) continue;
+      const r = decodeRoute(m.body);
+      if (r.family !== af || r.table !== table || r.dst === null) continue;
       out.push({
-        dst,
-        gateway: bufferToIp(m.attrs.gateway),
-        oif: m.attrs.oif ?? null,
-        onlink: ((m.data.flags?.__unknown ?? 0) & RTNH_F_ONLINK) !== 0,
-        table: tbl,
-        priority: m.attrs.priority ?? 0,
-        protocol: enumNumber(m.data.protocol, rtStructs.RouteProtocol),
-        type: enumNumber(m.data.type, rtStructs.RouteType),
+        dst: r.dst,
+        gateway: r.gateway,
+        oif: r.oif,
+        onlink: r.onlink,
+        table: r.table,
+        priority: r.priority,
+        protocol: r.protocol,
+        type: r.type,
       });
     }
     return out;
@@ -354,9 +286,7 @@ export class NetlinkClient {
 
   /** `ip route replace DST [via GW] dev OIF [onlink] [metric N]` in the main table. */
   async replaceRoute(spec: RouteSpec): Promise<void> {
-    await this.run(`replace route ${this.describeRoute(spec)}`, (rt) =>
-      rt.newRoute(routeHeader(spec, true), routeAttrs(spec), { flags: CREATE_OR_REPLACE }),
-    );
+    await this.write({ op: 'replaceRoute', spec });
   }
 
   /**
@@ -364,24 +294,21 @@ export class NetlinkClient {
    * route that already holds (dst, metric) in the main table — which may not be weft's.
    */
   async addRoute(spec: RouteSpec): Promise<void> {
-    await this.run(`add route ${this.describeRoute(spec)}`, (rt) =>
-      rt.newRoute(routeHeader(spec, true), routeAttrs(spec), { flags: FlagsNew.CREATE | FlagsNew.EXCL }),
-    );
+    await this.write({ op: 'addRoute', spec });
   }
 
   async deleteRoute(spec: RouteSpec): Promise<void> {
-    await this.run(`delete route ${this.describeRoute(spec)}`, (rt) => rt.delRoute(routeHeader(spec, false), routeAttrs(spec)));
+    await this.write({ op: 'deleteRoute', spec });
   }
 
   /** What the kernel would do to reach `ip` (`ip route get IP`); null when unreachable. */
   async getRouteTo(ip: string): Promise<RouteLookup | null> {
     try {
-      const msgs = await this.run(`look up route to ${ip}`, (rt) =>
-        rt.getRoute({ family: afOfIp(ip), dstLen: addressFamily(ip) === 6 ? 128 : 32 }, { dst: ipToBuffer(ip) }),
-      );
+      const msgs = await this.request(`look up route to ${ip}`, encodeGetRoute(ip));
       const m = msgs[0];
       if (!m) return null;
-      return { oif: m.attrs.oif ?? null, gateway: bufferToIp(m.attrs.gateway), prefsrc: bufferToIp(m.attrs.prefsrc) };
+      const r = decodeRoute(m.body);
+      return { oif: r.oif, gateway: r.gateway, prefsrc: r.prefsrc };
     } catch (err) {
       const e = errnoOf(err);
       if (e === 'ENETUNREACH' || e === 'EHOSTUNREACH') return null;
@@ -533,10 +460,20 @@ export class NetlinkClient {
 
   // ---------------------------------------------------------------- internals
 
-  private run<T>(operation: string, fn: (rt: RtNetlinkSocket) => Promise<T>): Promise<T> {
+  /** Send one encoded request on the least loaded socket; resolves with its reply messages. */
+  private request(operation: string, message: Buffer): Promise<RawMessage[]> {
     let best = this.pool[0]!;
     for (const s of this.pool) if (s.load < best.load) best = s;
-    return best.run(operation, fn);
+    return best.request(operation, message);
+  }
+
+  /**
+   * One write alone, encoded as applyWrites encodes it (wire.ts), on a request socket: rejects
+   * with the NetlinkError naming it (a malformed address or MAC: the TypeError of its encoding).
+   */
+  private async write(w: KernelWrite): Promise<void> {
+    const message = encodeWrite(w);
+    await this.request(this.describeWrite(w), message);
   }
 
   private onSocketReset(why: string): void {
@@ -544,40 +481,10 @@ export class NetlinkClient {
     for (const m of this.monitors) m.requestResync();
   }
 
-  private toLink(m: rtStructs.LinkMessage): LinkInfo {
-    const index = m.data.index ?? 0;
-    const name = m.attrs.ifname ?? `#${index}`;
-    this.names.set(index, name);
-    let kind: string | null = null;
-    let vxlan: LinkInfo['vxlan'] = null;
-    if (m.attrs.linkinfo) {
-      try {
-        const info = ifla.parseInfo(m.attrs.linkinfo);
-        kind = info.kind ? info.kind.replace(/\0+$/, '') : null;
-        if (kind === 'vxlan' && info.data) {
-          const v = ifla.parseVxlan(info.data);
-          vxlan = {
-            vni: v.id ?? 0,
-            local: bufferToIp(v.local) ?? bufferToIp(v.local6),
-            underlayIndex: v.link ?? null,
-            port: v.port && v.port.length === 2 ? v.port.readUInt16BE(0) : 0,
-            learning: (v.learning ?? 0) !== 0,
-            gbp: v.gbp === true,
-          };
-        }
-      } catch (err) {
-        this.log.debug('netlink: cannot parse link info', { link: name, error: err });
-      }
-    }
-    return {
-      index,
-      name,
-      up: m.data.flags?.up === true,
-      mtu: m.attrs.mtu ?? 0,
-      mac: bufferToMac(m.attrs.address),
-      kind,
-      vxlan,
-    };
+  private toLink(m: RawMessage): LinkInfo {
+    const link = decodeLink(m.body);
+    this.names.set(link.index, link.name);
+    return { index: link.index, name: link.name, up: link.up, mtu: link.mtu, mac: link.mac, kind: link.kind, vxlan: link.vxlan };
   }
 
   private nameOf(link: LinkRef): string {
@@ -598,55 +505,6 @@ export class NetlinkClient {
 
 function indexOf(link: LinkRef): number {
   return typeof link === 'number' ? link : link.index;
-}
-
-function routeHeader(spec: RouteSpec, forAdd: boolean): rtStructs.Route {
-  return {
-    family: afOfIp(netAddress(spec.dst)),
-    dstLen: spec.dst.prefixLen,
-    table: MAIN_TABLE,
-    // Deletion matches on what is given; leave protocol/scope/type out so any route with this
-    // dst, gateway and device goes.
-    ...(forAdd
-      ? {
-          protocol: rtStructs.RouteProtocol.BOOT, // what `ip route add` writes
-          scope: spec.gateway ? rtStructs.RouteScope.UNIVERSE : rtStructs.RouteScope.LINK,
-          type: rtStructs.RouteType.UNICAST,
-        }
-      : {}),
-    ...(spec.onlink ? { flags: { __unknown: RTNH_F_ONLINK } } : {}),
-  };
-}
-
-function routeAttrs(spec: RouteSpec): rtStructs.RouteAttrs {
-  return {
-    dst: typeof spec.dst.ip === 'number' ? uint32ToBuffer(spec.dst.ip) : ipToBuffer(spec.dst.ip),
-    oif: spec.oif,
-    ...(spec.gateway ? { gateway: ipToBuffer(spec.gateway) } : {}),
-    ...(spec.priority ? { priority: spec.priority } : {}),
-  };
-}
-
-/** A route's destination from its attributes; null when malformed. */
-function routeDst(family: IPFamily, ip: string | null, prefixLen: number): IPNet | null {
-  if (family === 4) {
-    const n = ip === null ? 0 : parseIPv4(ip);
-    return n === null ? null : { ip: n, prefixLen };
-  }
-  return ip === null ? { ip: '::', prefixLen } : addressFamily(ip) === 6 ? { ip, prefixLen } : null;
-}
-
-function addressAttrs(addr: Buffer): { local?: Buffer; address: Buffer } {
-  return addr.length === 16 ? { address: addr } : { local: addr, address: addr };
-}
-
-function enumNumber(value: number | string | undefined, mapping: Record<string, string | number>): number {
-  if (typeof value === 'number') return value;
-  if (typeof value === 'string') {
-    const n = mapping[value];
-    if (typeof n === 'number') return n;
-  }
-  return 0;
 }
 
 /** True when a delete failed only because the object is already gone. */

@@ -16,15 +16,15 @@
  * our own writes (nlmsg_pid is one of our request sockets' port ids; FDB changes, which carry
  * pid 0, by content: see NetlinkClient.isOwnWrite), the other family's
  * neighbours, and, per the owner's MonitorInterest, routes of other tables and objects on other
- * interfaces are dropped there. Only what is left is decoded by the package (`parseEvent`).
+ * interfaces are dropped there. Only what is left is decoded (`parseEvent`, by decode.ts: weft's
+ * own decoders, not the `netlink` package's object-per-attribute parse).
  */
-import { rt as rtStructs } from 'netlink';
 import { Backoff } from '../backoff';
 import type { Logger } from '../log';
 import { openNetlinkSocket, type MonitorRawSocket } from './transport';
 import { monitorFilterProgram } from './bpf';
-import { bufferToIp, bufferToMac } from './codec';
-import { addressFamily, parseIPv4, type IPFamily } from '../ip';
+import { decodeAddress, decodeLink, decodeNeighbour, decodeRoute } from './decode';
+import type { IPFamily } from '../ip';
 import { RECV_BUFFER_BYTES } from './socket';
 import type { ChangeBatch, ChangeEvent, Monitor, MonitorInterest } from './types';
 import {
@@ -249,7 +249,7 @@ export interface NotificationFilter {
 /**
  * Decode the notifications of one datagram that pass `filter` into `out`. Each is first judged
  * by its header, fixed part and (routes) its RTA_TABLE/RTA_OIF attributes, read in place; only
- * the ones kept are decoded by the package.
+ * the ones kept are decoded (decode.ts).
  */
 export function decodeNotifications(datagram: Buffer, filter: NotificationFilter, out: ChangeEvent[]): void {
   let ifindexes: ReadonlySet<number> | null | undefined;
@@ -323,59 +323,48 @@ function wanted(
   }
 }
 
-/** Turn one notification into a ChangeEvent; null for what weft never cares about (other families, malformed). */
+const RTM_NEWLINK = 16;
+
+/**
+ * Turn one notification into a ChangeEvent; null for what weft never cares about (other
+ * families, other message types) and for a malformed message (decode.ts throws; one bad message
+ * must not take the monitor down, and the periodic resync re-reads the kernel anyway).
+ */
 export function parseEvent(type: number, data: Buffer): ChangeEvent | null {
-  let msg: rtStructs.Message;
   try {
-    msg = rtStructs.parseMessage(type, data);
+    switch (type) {
+      case RTM_NEWLINK:
+      case RTM_DELLINK: {
+        const l = decodeLink(data);
+        return { kind: 'link', removed: type === RTM_DELLINK, ifindex: l.index, name: l.ifname };
+      }
+      case RTM_NEWADDR:
+      case RTM_DELADDR: {
+        const a = decodeAddress(data);
+        if (a.family !== AF_INET && a.family !== AF_INET6) return null;
+        return { kind: 'address', removed: type === RTM_DELADDR, ifindex: a.ifindex, ip: a.ip, prefixLen: a.prefixLen };
+      }
+      case RTM_NEWNEIGH:
+      case RTM_DELNEIGH: {
+        const n = decodeNeighbour(data);
+        if (n.family === AF_INET || n.family === AF_INET6) {
+          return { kind: 'neighbour', removed: type === RTM_DELNEIGH, ifindex: n.ifindex, ip: n.dst, mac: n.mac, permanent: n.permanent };
+        }
+        if (n.family === AF_BRIDGE) {
+          return { kind: 'fdb', removed: type === RTM_DELNEIGH, ifindex: n.ifindex, mac: n.mac, dst: n.dst, permanent: n.permanent };
+        }
+        return null;
+      }
+      case RTM_NEWROUTE:
+      case RTM_DELROUTE: {
+        const r = decodeRoute(data);
+        if (r.dst === null) return null;
+        return { kind: 'route', removed: type === RTM_DELROUTE, table: r.table, oif: r.oif, dst: r.dst, gateway: r.gateway };
+      }
+      default:
+        return null;
+    }
   } catch {
     return null;
-  }
-  switch (msg.kind) {
-    case 'link':
-      return {
-        kind: 'link',
-        removed: type === RTM_DELLINK,
-        ifindex: msg.data.index ?? 0,
-        name: msg.attrs.ifname ?? null,
-      };
-    case 'address':
-      if (msg.data.family !== AF_INET && msg.data.family !== AF_INET6) return null;
-      return {
-        kind: 'address', removed: type === RTM_DELADDR, ifindex: msg.data.index ?? 0,
-        ip: bufferToIp(msg.attrs.local ?? msg.attrs.address), prefixLen: msg.data.prefixlen ?? 32,
-      };
-    case 'neighbor': {
-      const permanent = msg.data.state?.permanent === true;
-      if (msg.data.family === AF_INET || msg.data.family === AF_INET6) {
-        return {
-          kind: 'neighbour', removed: type === RTM_DELNEIGH, ifindex: msg.data.ifindex ?? 0,
-          ip: bufferToIp(msg.attrs.dst), mac: bufferToMac(msg.attrs.lladdr), permanent,
-        };
-      }
-      if (msg.data.family === AF_BRIDGE) {
-        return {
-          kind: 'fdb', removed: type === RTM_DELNEIGH, ifindex: msg.data.ifindex ?? 0,
-          mac: bufferToMac(msg.attrs.lladdr), dst: bufferToIp(msg.attrs.dst), permanent,
-        };
-      }
-      return null;
-    }
-    case 'route': {
-      if (msg.data.family !== AF_INET && msg.data.family !== AF_INET6) return null;
-      const v6 = msg.data.family === AF_INET6;
-      const dstIp = bufferToIp(msg.attrs.dst) ?? (v6 ? '::' : '0.0.0.0');
-      const prefixLen = msg.data.dstLen ?? 0;
-      return {
-        kind: 'route',
-        removed: type === RTM_DELROUTE,
-        table: msg.attrs.table ?? msg.data.table ?? 0,
-        oif: msg.attrs.oif ?? null,
-        dst: v6 ? { ip: addressFamily(dstIp) === 6 ? dstIp : '::', prefixLen } : { ip: parseIPv4(dstIp) ?? 0, prefixLen },
-        gateway: bufferToIp(msg.attrs.gateway),
-      };
-    }
-    default:
-      return null;
   }
 }

@@ -1,24 +1,36 @@
 /**
- * One rtnetlink request socket with the guard rails the `netlink` 0.3.0 package needs
- * (see docs/netlink.md):
+ * One netlink request socket: a raw socket from transport.ts (no `netlink` package layers), the
+ * request encoded by wire.ts, the replies split by decode.ts (docs/netlink.md).
  *
- * - Requests are strictly serialized: a dump started while another request is in flight on the
- *   same socket fails inside the package ("Multipart message not terminated properly"), and one
- *   request at a time also bounds what the kernel can queue towards us.
- * - SO_RCVBUF is raised to 4 MiB (the kernel doubles it, capped by net.core.rmem_max): an
- *   overflow is the one failure the package cannot report to JavaScript (it aborts the process).
- * - 'error' is listened to on `rt.socket` (RtNetlinkSocket does not re-emit it). A socket that
- *   errs or does not answer within the timeout is closed, the request in flight is rejected, and
- *   a fresh socket is opened for the next request; `onReset` tells the owner so that state read
- *   through the old socket can be re-read.
+ * - Requests are strictly serialized: one request in flight per socket, which bounds what the
+ *   kernel can queue towards us and keeps a dump's parts from mixing with another reply.
+ * - Each request gets the next sequence number; only messages carrying it are taken. A dump
+ *   (NLM_F_DUMP) collects its multipart messages, across as many datagrams as the kernel sends,
+ *   until NLMSG_DONE; any other request ends at its acknowledgement (NLMSG_ERROR with errno 0,
+ *   after the reply of a GET). NLMSG_ERROR with an errno rejects with a NetlinkError naming the
+ *   operation and the errno ("Request rejected: EEXIST" as its cause, as the package said it).
+ * - SO_RCVBUF is raised to 4 MiB (the kernel doubles it, capped by net.core.rmem_max): a large
+ *   dump must not overflow it.
+ * - A socket that errs or does not answer within the timeout is closed, the request in flight is
+ *   rejected (ESOCKCLOSED / ETIMEDOUT), and a fresh socket is opened for the next request;
+ *   `onReset` tells the owner so that state read through the old socket can be re-read. A reply
+ *   that cannot be decoded safely (decode.ts) rejects its request the same way and resets too:
+ *   the stream is no longer trusted.
+ * - The socket is referenced only while a request is in flight: an idle client never keeps the
+ *   process alive.
  */
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { createRtNetlink, type RtNetlinkSocket } from 'netlink';
+import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../log';
+import { decodeDoneErrno, decodeErrno, forEachMessage, NetlinkDecodeError, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, type RawMessage } from './decode';
 import { NetlinkError, toNetlinkError } from './errors';
+import { openNetlinkSocket, type RawSocket } from './transport';
+import { stampMessage } from './wire';
 
 export const RECV_BUFFER_BYTES = 4 << 20;
+const NETLINK_ROUTE = 0;
+const NLM_F_DUMP = 0x300;
 
 /**
  * Whether the `netlink` package's native binding carries weft's fix (scripts/patch-netlink.js):
@@ -34,32 +46,35 @@ export function nativeBindingPatched(): boolean {
   }
 }
 
-/** Opens an rtnetlink socket in the calling process's network namespace. */
-export type SocketFactory = (opts: { ref: boolean }) => RtNetlinkSocket;
+/** Opens a raw rtnetlink socket in the calling process's network namespace (a seam for tests). */
+export type SocketFactory = () => RawSocket;
 
-export const defaultSocketFactory: SocketFactory = (opts) =>
-  // sendBufferSize 0 = leave the kernel default (the package only applies truthy values).
-  createRtNetlink({ ref: opts.ref, recvBufferSize: RECV_BUFFER_BYTES, sendBufferSize: 0 });
+export const defaultSocketFactory: SocketFactory = () => openNetlinkSocket(NETLINK_ROUTE, { recvBufferBytes: RECV_BUFFER_BYTES });
 
-/** Open a socket with the receive buffer raised; closes it again if that fails. */
-export function openSocket(factory: SocketFactory, ref: boolean): RtNetlinkSocket {
-  const rt = factory({ ref });
+/** The request in flight. */
+interface InFlight {
+  readonly seq: number;
+  readonly dump: boolean;
+  readonly replies: RawMessage[];
+  readonly finish: (err: unknown) => void;
+}
+
+function errnoName(errno: number): string {
   try {
-    rt.socket.setRecvBufferSize(RECV_BUFFER_BYTES);
-  } catch (err) {
-    rt.socket.close();
-    throw err;
+    return getSystemErrorName(-errno);
+  } catch {
+    return String(errno);
   }
-  return rt;
 }
 
 export class RequestSocket {
-  private rt: RtNetlinkSocket | null = null;
+  private sock: RawSocket | null = null;
   private tail: Promise<unknown> = Promise.resolve();
   private waiting = 0;
-  private abortInFlight: ((err: Error) => void) | null = null;
+  private inFlight: InFlight | null = null;
   private closed = false;
   private portId: number | null = null;
+  private seq = 1;
 
   constructor(
     private readonly label: string,
@@ -80,12 +95,14 @@ export class RequestSocket {
   }
 
   /**
-   * Run `fn` alone on this socket. Rejects with a NetlinkError naming `operation`: the kernel's
-   * errno, ETIMEDOUT, or ESOCKCLOSED when the socket died or the client was closed.
+   * Send `request` (one encoded message, wire.ts; its seq and pid are stamped here) alone on this
+   * socket and resolve with the reply messages (without the closing DONE or ACK): a dump's parts,
+   * a GET's one answer, nothing for a write. Rejects with a NetlinkError naming `operation`: the
+   * kernel's errno, ETIMEDOUT, or ESOCKCLOSED when the socket died or the client was closed.
    */
-  run<T>(operation: string, fn: (rt: RtNetlinkSocket) => Promise<T>): Promise<T> {
+  request(operation: string, request: Buffer): Promise<RawMessage[]> {
     this.waiting++;
-    const result = this.tail.then(() => this.execute(operation, fn));
+    const result = this.tail.then(() => this.execute(operation, request));
     this.tail = result.catch(() => undefined);
     return result.finally(() => {
       this.waiting--;
@@ -94,67 +111,105 @@ export class RequestSocket {
 
   close(): void {
     this.closed = true;
-    this.abortInFlight?.(new Error('netlink client closed'));
+    this.inFlight?.finish(new Error('netlink client closed'));
     this.drop();
   }
 
-  private execute<T>(operation: string, fn: (rt: RtNetlinkSocket) => Promise<T>): Promise<T> {
+  private execute(operation: string, request: Buffer): Promise<RawMessage[]> {
     if (this.closed) return Promise.reject(new NetlinkError(operation, 'ESOCKCLOSED', new Error('netlink client closed')));
-    let rt: RtNetlinkSocket;
+    let sock: RawSocket;
     try {
-      rt = this.ensure();
+      sock = this.ensure();
     } catch (err) {
       return Promise.reject(toNetlinkError(`${operation}: open netlink socket`, err));
     }
-    return new Promise<T>((resolve, reject) => {
+    const seq = this.seq;
+    this.seq = (this.seq % 0xffffffff) + 1;
+    stampMessage(request, seq, this.portId ?? 0);
+    return new Promise<RawMessage[]>((resolve, reject) => {
       let settled = false;
-      const finish = (err: unknown, value?: T): void => {
+      const replies: RawMessage[] = [];
+      const finish = (err: unknown): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        this.abortInFlight = null;
-        if (err === null) resolve(value as T);
-        else reject(toNetlinkError(operation, err));
+        if (this.inFlight?.seq === seq) this.inFlight = null;
+        if (this.sock === sock) sock.unref();
+        if (err === null) resolve(replies);
+        else reject(err instanceof NetlinkError ? err : new NetlinkError(operation, 'ESOCKCLOSED', err));
       };
       const timer = setTimeout(() => {
         finish(new NetlinkError(operation, 'ETIMEDOUT', new Error(`no answer from the kernel within ${this.timeoutMs} ms`)));
-        // A late answer could still arrive and be taken for the next request's: start afresh.
+        // A late answer would be ignored by its sequence number; a fresh socket all the same, as
+        // the kernel may be stuck on this one (and its buffer full of what we did not read).
         this.reset(`request timed out (${operation})`);
       }, this.timeoutMs);
-      this.abortInFlight = (err) => finish(new NetlinkError(operation, 'ESOCKCLOSED', err));
-      let pending: Promise<T>;
-      try {
-        pending = fn(rt);
-      } catch (err) {
-        finish(err);
-        return;
-      }
-      pending.then(
-        (v) => finish(null, v),
-        (e) => finish(e),
-      );
+      this.inFlight = {
+        seq,
+        dump: (request.readUInt16LE(6) & NLM_F_DUMP) === NLM_F_DUMP,
+        replies,
+        finish: (err) => {
+          if (err === null || err instanceof NetlinkError) finish(err);
+          else if (err instanceof NetlinkDecodeError) finish(new NetlinkError(operation, 'EBADMSG', err));
+          else if (typeof err === 'number') finish(new NetlinkError(operation, errnoName(err), new Error(`Request rejected: ${errnoName(err)}`)));
+          else finish(err);
+        },
+      };
+      sock.ref();
+      sock.send(request, {}, (err) => {
+        if (err) finish(toNetlinkError(operation, err));
+      });
     });
   }
 
-  private ensure(): RtNetlinkSocket {
-    if (this.rt) return this.rt;
-    const rt = openSocket(this.factory, false);
-    rt.socket.on('error', (err) => {
-      if (this.rt !== rt) return;
+  /** One datagram from the kernel: the in-flight request's messages, by sequence number. */
+  private onDatagram(datagram: Buffer): void {
+    const f = this.inFlight;
+    if (!f) return; // a late answer to a request already given up
+    try {
+      forEachMessage(datagram, (m) => {
+        if (m.seq !== f.seq || this.inFlight !== f) return;
+        if (m.type === NLMSG_ERROR) {
+          const errno = decodeErrno(m.body);
+          // An ACK ends a write or a GET; a dump ends at DONE (the kernel does not ACK a dump).
+          if (errno !== 0) f.finish(errno);
+          else if (!f.dump) f.finish(null);
+        } else if (m.type === NLMSG_DONE) {
+          const errno = decodeDoneErrno(m.body);
+          f.finish(errno === 0 ? null : errno);
+        } else if (m.type !== NLMSG_NOOP) {
+          f.replies.push(m);
+        }
+      });
+    } catch (err) {
+      if (this.inFlight !== f) return;
+      f.finish(err);
+      this.reset(`undecodable reply: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  private ensure(): RawSocket {
+    if (this.sock) return this.sock;
+    const sock = this.factory();
+    try {
+      sock.setRecvBufferSize(RECV_BUFFER_BYTES);
+      this.portId = sock.address().port;
+    } catch (err) {
+      closeQuietly(sock);
+      throw err;
+    }
+    sock.unref();
+    sock.on('message', (msg, rinfo) => {
+      if (this.sock === sock && rinfo.port === 0) this.onDatagram(msg);
+    });
+    sock.on('error', (err) => {
+      if (this.sock !== sock) return;
       this.log.warn('netlink request socket failed; reopening', { socket: this.label, error: err.message });
-      this.abortInFlight?.(err);
+      this.inFlight?.finish(err);
       this.reset(`socket error: ${err.message}`);
     });
-    rt.socket.on('invalid', (err) => {
-      this.log.debug('netlink: invalid message ignored', { socket: this.label, error: String(err) });
-    });
-    this.rt = rt;
-    try {
-      this.portId = rt.socket.address().port;
-    } catch {
-      this.portId = null; // a fake socket without an address: its notifications are simply not recognised
-    }
-    return rt;
+    this.sock = sock;
+    return sock;
   }
 
   private reset(why: string): void {
@@ -163,17 +218,18 @@ export class RequestSocket {
   }
 
   private drop(): void {
-    closeQuietly(this.rt);
-    this.rt = null;
+    closeQuietly(this.sock);
+    this.sock = null;
     this.portId = null;
+    this.inFlight = null;
   }
 }
 
 /** Close a socket that may already have been closed by the native layer after an error. */
-export function closeQuietly(rt: RtNetlinkSocket | null): void {
-  if (!rt) return;
+export function closeQuietly(sock: RawSocket | null): void {
+  if (!sock) return;
   try {
-    rt.socket.close();
+    sock.close();
   } catch {
     // already closed
   }

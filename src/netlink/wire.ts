@@ -172,6 +172,46 @@ class MessageWriter {
     b.copy(this.buf, at);
   }
 
+  u8(type: number, value: number): void {
+    const at = this.attr(type, 1);
+    this.buf.writeUInt8(value & 0xff, at);
+  }
+
+  /** A 16-bit attribute in network byte order (ports). */
+  u16be(type: number, value: number): void {
+    const at = this.attr(type, 2);
+    this.buf.writeUInt16BE(value & 0xffff, at);
+  }
+
+  /** A flag attribute: no payload, present means set. */
+  flag(type: number): void {
+    this.attr(type, 0);
+  }
+
+  /** A NUL-terminated string attribute (IFLA_IFNAME, IFLA_INFO_KIND), as iproute2 writes it. */
+  str(type: number, text: string): void {
+    const bytes = Buffer.byteLength(text);
+    const at = this.attr(type, bytes + 1);
+    this.buf.write(text, at);
+    this.buf[at + bytes] = 0;
+  }
+
+  bytes(type: number, payload: Buffer): void {
+    const at = this.attr(type, payload.length);
+    payload.copy(this.buf, at);
+  }
+
+  /** Open a nested attribute; its length is written by `endNest` with the offset returned. */
+  beginNest(type: number): number {
+    const at = this.off;
+    this.attr(type, 0);
+    return at;
+  }
+
+  endNest(at: number): void {
+    this.buf.writeUInt16LE(this.off - at, at);
+  }
+
   ipValue(type: number, value: number): void {
     const at = this.attr(type, 4);
     this.buf.writeUInt32BE(value >>> 0, at);
@@ -383,4 +423,132 @@ export function fdbEchoKey(type: number, body: Buffer, start = 0, end: number = 
   if (lladdr === null) return null;
   if (type === RTM_DELNEIGH) return `del ${ifindex} ${lladdr}`;
   return `new ${ifindex} ${lladdr} ${dst} ${body.readUInt16LE(start + 8)} ${body[start + 10]! & NTF_SELF}`;
+}
+
+// ------------------------------------------------------------------ requests of the request socket
+
+export const RTM_GETLINK = 18;
+export const RTM_SETLINK = 19;
+export const RTM_GETADDR = 22;
+export const RTM_GETROUTE = 26;
+export const RTM_GETNEIGH = 30;
+export const NLM_F_DUMP = 0x300; // NLM_F_ROOT | NLM_F_MATCH
+
+const IFLA_ADDRESS = 1;
+const IFLA_IFNAME = 3;
+const IFLA_MTU = 4;
+const IFLA_LINKINFO = 18;
+const IFLA_INFO_KIND = 1;
+const IFLA_INFO_DATA = 2;
+const IFLA_VXLAN_ID = 1;
+const IFLA_VXLAN_LINK = 3;
+const IFLA_VXLAN_LOCAL = 4;
+const IFLA_VXLAN_LEARNING = 7;
+const IFLA_VXLAN_PORT = 15;
+const IFLA_VXLAN_LOCAL6 = 17;
+const IFLA_VXLAN_GBP = 23;
+const IFF_UP = 0x1;
+
+/** The fixed-header size of each GET request's family: ifinfomsg 16, ifaddrmsg 8, rtmsg 12, ndmsg 12. */
+const FIXED_OF_GET: Readonly<Record<number, number>> = { [RTM_GETLINK]: 16, [RTM_GETADDR]: 8, [RTM_GETROUTE]: 12, [RTM_GETNEIGH]: 12 };
+
+function finish(w: MessageWriter): Buffer {
+  w.end();
+  return w.buf.subarray(0, w.off);
+}
+
+/**
+ * A dump request (NLM_F_REQUEST|NLM_F_ACK|NLM_F_DUMP, as the package sends it): every link, or
+ * every address/route/neighbour of `family` (the fixed header's first byte; 0 for links).
+ */
+export function encodeDump(type: typeof RTM_GETLINK | typeof RTM_GETADDR | typeof RTM_GETROUTE | typeof RTM_GETNEIGH, family: number): Buffer {
+  const w = new MessageWriter(64);
+  const at = w.begin(type, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, FIXED_OF_GET[type]!);
+  w.buf.writeUInt8(family, at);
+  return finish(w);
+}
+
+/** RTM_GETLINK for one link, by index or by name (IFLA_IFNAME). */
+export function encodeGetLink(link: { readonly index: number } | { readonly name: string }): Buffer {
+  const w = new MessageWriter(64);
+  const at = w.begin(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK, 16);
+  if ('index' in link) w.buf.writeInt32LE(link.index, at + 4);
+  else w.str(IFLA_IFNAME, link.name);
+  return finish(w);
+}
+
+/** `ip route get IP`: RTM_GETROUTE with a host-length RTA_DST (TypeError for a malformed address). */
+export function encodeGetRoute(ip: string): Buffer {
+  const family = familyOfAddress(ip);
+  const w = new MessageWriter(64);
+  const at = w.begin(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_ACK, 12);
+  w.buf.writeUInt8(family, at);
+  w.buf.writeUInt8(family === AF_INET6 ? 128 : 32, at + 1);
+  w.ip(RTA_DST, ip);
+  return finish(w);
+}
+
+/** What `encodeCreateVxlan` needs (types.ts's VxlanSpec). */
+export interface VxlanCreate {
+  readonly name: string;
+  readonly vni: number;
+  readonly localIP: string;
+  readonly underlayIndex: number;
+  readonly port: number;
+  readonly learning: boolean;
+  readonly gbp: boolean;
+  readonly mtu: number;
+  readonly mac: string;
+}
+
+/**
+ * `ip link add NAME mtu MTU address MAC type vxlan id VNI local IP dev UNDERLAY dstport PORT
+ * [nolearning] [gbp]` with NLM_F_CREATE|NLM_F_EXCL (EEXIST if the name is taken); left down.
+ * IFLA_VXLAN_LOCAL6 for an IPv6 underlay (flannel-v6.<VNI>), IFLA_VXLAN_LOCAL otherwise.
+ */
+export function encodeCreateVxlan(spec: VxlanCreate): Buffer {
+  const w = new MessageWriter(160);
+  w.begin(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, 16);
+  w.str(IFLA_IFNAME, spec.name);
+  w.u32(IFLA_MTU, spec.mtu);
+  w.mac(IFLA_ADDRESS, spec.mac);
+  const info = w.beginNest(IFLA_LINKINFO);
+  w.str(IFLA_INFO_KIND, 'vxlan');
+  const data = w.beginNest(IFLA_INFO_DATA);
+  w.u32(IFLA_VXLAN_ID, spec.vni);
+  w.ip(familyOfAddress(spec.localIP) === AF_INET6 ? IFLA_VXLAN_LOCAL6 : IFLA_VXLAN_LOCAL, spec.localIP);
+  w.u32(IFLA_VXLAN_LINK, spec.underlayIndex);
+  w.u16be(IFLA_VXLAN_PORT, spec.port);
+  w.u8(IFLA_VXLAN_LEARNING, spec.learning ? 1 : 0);
+  if (spec.gbp) w.flag(IFLA_VXLAN_GBP);
+  w.endNest(data);
+  w.endNest(info);
+  return finish(w);
+}
+
+/** What one RTM_SETLINK changes (one of them per request, as NetlinkClient's methods do). */
+export type LinkChange = { readonly up: boolean } | { readonly mtu: number } | { readonly mac: string };
+
+/** RTM_SETLINK on link `index`: IFF_UP in ifi_flags under an ifi_change mask, or IFLA_MTU, or IFLA_ADDRESS. */
+export function encodeSetLink(index: number, change: LinkChange): Buffer {
+  const w = new MessageWriter(64);
+  const at = w.begin(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 16);
+  w.buf.writeInt32LE(index, at + 4);
+  if ('up' in change) {
+    w.buf.writeUInt32LE(change.up ? IFF_UP : 0, at + 8);
+    w.buf.writeUInt32LE(IFF_UP, at + 12);
+  } else if ('mtu' in change) {
+    w.u32(IFLA_MTU, change.mtu);
+  } else {
+    w.mac(IFLA_ADDRESS, change.mac);
+  }
+  return finish(w);
+}
+
+/** RTM_DELLINK of link `index`. */
+export function encodeDeleteLink(index: number): Buffer {
+  const w = new MessageWriter(32);
+  const at = w.begin(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, 16);
+  w.buf.writeInt32LE(index, at + 4);
+  return finish(w);
 }

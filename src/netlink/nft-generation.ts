@@ -11,9 +11,16 @@
  * at a time, unref'd: it never keeps the process alive. `watch()` opens a second socket joined to
  * NFNLGRP_NFTABLES: the kernel then tells us of every ruleset commit (each ends with a NEWGEN
  * message), so an idle daemon need not poll the generation at all.
+ *
+ * Both are raw sockets from transport.ts: the query goes through socket.ts's RequestSocket
+ * (sequence numbers, ACK, timeout, a fresh socket after a failure), the notifications are walked
+ * by decode.ts; the `netlink` package's higher layers are not loaded.
  */
-import { createNetlink, Protocol, type NetlinkSocket } from 'netlink';
+import { silentLogger } from '../log';
+import { forEachMessage } from './decode';
 import { toNetlinkError } from './errors';
+import { RequestSocket } from './socket';
+import { openNetlinkSocket, type MonitorRawSocket } from './transport';
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFT_MSG_GETGEN = 16;
@@ -22,6 +29,33 @@ const NFTA_GEN_ID = 1;
 /** struct nfgenmsg { u8 nfgen_family (AF_UNSPEC); u8 version (NFNETLINK_V0); be16 res_id } */
 const NFGENMSG = Buffer.from([0, 0, 0, 0]);
 const TIMEOUT_MS = 2000;
+const NETLINK_NETFILTER = 12;
+const NLM_F_REQUEST = 0x1;
+const NLM_F_ACK = 0x4;
+const NEWGEN_TYPE = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN;
+
+/** NFT_MSG_GETGEN: nlmsghdr (seq and pid stamped by the request socket) + nfgenmsg. */
+function encodeGetGen(): Buffer {
+  const b = Buffer.alloc(16 + NFGENMSG.length);
+  b.writeUInt32LE(b.length, 0);
+  b.writeUInt16LE((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, 4);
+  b.writeUInt16LE(NLM_F_REQUEST | NLM_F_ACK, 6);
+  NFGENMSG.copy(b, 16);
+  return b;
+}
+
+/** Whether a datagram of NFNLGRP_NFTABLES carries a commit's NEWGEN (a malformed one counts: re-read). */
+function hasNewGen(datagram: Buffer): boolean {
+  let found = false;
+  try {
+    forEachMessage(datagram, (m) => {
+      if (m.type === NEWGEN_TYPE) found = true;
+    });
+  } catch {
+    return true;
+  }
+  return found;
+}
 
 export interface RulesetGeneration {
   /** The current generation; rejects with a NetlinkError when the kernel cannot say. */
@@ -39,8 +73,9 @@ export interface RulesetGeneration {
 export const NFNLGRP_NFTABLES = 7;
 
 export class NftGeneration implements RulesetGeneration {
-  private sock: NetlinkSocket | null = null;
-  private events: NetlinkSocket | null = null;
+  /** Replies are tiny and no group is joined: the kernel's default receive buffer is plenty (opened on first query). */
+  private sock: RequestSocket | null = null;
+  private events: MonitorRawSocket | null = null;
   private tail: Promise<unknown> = Promise.resolve();
 
   private unwatched = false;
@@ -48,19 +83,24 @@ export class NftGeneration implements RulesetGeneration {
   watch(onChange: () => void): boolean {
     if (this.unwatched) return false;
     if (this.events !== null) return true;
-    let s: NetlinkSocket;
+    let s: MonitorRawSocket;
     try {
       // A larger buffer than the default: iptables-restore of a big ruleset (Docker, kube-proxy)
       // sends a message per rule; an overflow is not a loss for us (we re-read the generation).
-      s = createNetlink(Protocol.NETFILTER, { ref: false, recvBufferSize: 1 << 20, sendBufferSize: 0 });
-      s.addMembership(NFNLGRP_NFTABLES);
+      s = openNetlinkSocket(NETLINK_NETFILTER, { recvBufferBytes: 1 << 20 });
     } catch {
       return false;
     }
-    s.on('message', (msgs, rinfo) => {
+    try {
+      s.addMembership(NFNLGRP_NFTABLES);
+    } catch {
+      s.close();
+      return false;
+    }
+    s.on('message', (datagram, rinfo) => {
       if (rinfo.port !== 0) return; // only the kernel speaks on this group
-      // Only the commit's NEWGEN matters; the per-rule messages before it are skipped unparsed.
-      if (msgs.some((m) => m.type === ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN))) onChange();
+      // Only the commit's NEWGEN matters; the per-rule messages before it are skipped by type.
+      if (hasNewGen(datagram)) onChange();
     });
     s.on('error', () => {
       // ENOBUFS (a flood of rule messages) or worse: changes may have been missed; say so once
@@ -95,27 +135,24 @@ export class NftGeneration implements RulesetGeneration {
   }
 
   private async query(): Promise<number> {
+    const op = 'read the nf_tables ruleset generation';
     try {
-      this.sock ??= this.open();
-      const [msgs] = await this.sock.request((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, [NFGENMSG], { timeout: TIMEOUT_MS });
+      // The request socket replaces its raw socket itself after a timeout or an error.
+      this.sock ??= new RequestSocket('nft', silentLogger, TIMEOUT_MS, () => undefined, () =>
+        openNetlinkSocket(NETLINK_NETFILTER, { recvBufferBytes: 64 << 10 }),
+      );
+      const msgs = await this.sock.request(op, encodeGetGen());
       for (const m of msgs) {
         if ((m.type & 0xff) !== NFT_MSG_NEWGEN) continue;
-        const id = genIdOf(Buffer.from(m.data));
+        const id = genIdOf(m.body);
         if (id !== null) return id;
       }
       throw new Error('no NFTA_GEN_ID in the reply');
     } catch (err) {
       // A socket that failed once is not trusted again.
       this.close();
-      throw toNetlinkError('read the nf_tables ruleset generation', err);
+      throw toNetlinkError(op, err);
     }
-  }
-
-  private open(): NetlinkSocket {
-    // Buffer sizes 0: leave the kernel defaults (the package only applies truthy values); replies are tiny.
-    const s = createNetlink(Protocol.NETFILTER, { ref: false, recvBufferSize: 0, sendBufferSize: 0 });
-    s.on('error', () => this.close());
-    return s;
   }
 }
 

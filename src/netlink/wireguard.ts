@@ -6,9 +6,12 @@
  * Encoding and decoding are pure (unit-tested byte for byte against the attribute numbers and
  * layouts of wireguard.h); WireguardGenl sends them. UNTESTED against a real kernel module on
  * the machine this was written on (its kernel has no WireGuard): see docs/wireguard.md.
+ *
+ * The `netlink` package (its generic netlink client) is loaded only when a WireguardGenl talks to
+ * the kernel (`loadNetlink`): importing this module costs nothing, so a vxlan or host-gw weftd
+ * never loads the package's index (~4 MB of private memory; docs/dependencies.md).
  */
-import { createGenericNetlink, createRtNetlink, FlagsGet, FlagsNew, genl, type GenericNetlinkSocket } from 'netlink';
-import { AttrStream } from 'netlink/dist/structs';
+import type { GenericNetlinkSocket, genl } from 'netlink';
 import { formatIPv6, parseIPv4, parseIPv6 } from '../ip';
 import { NetlinkError, toNetlinkError } from './errors';
 
@@ -264,12 +267,24 @@ export function decodeGetDevice(messages: readonly Buffer[]): GenlDeviceState {
   return { ifindex, listenPort, privateKey, peers };
 }
 
-/** IFLA_LINKINFO for a link of `kind` (no IFLA_INFO_DATA: a WireGuard link has none). */
+/** IFLA_LINKINFO for a link of `kind` (no IFLA_INFO_DATA: a WireGuard link has none): one IFLA_INFO_KIND, the NUL-terminated kind padded to 4. */
 export function linkInfoOfKind(kind: string): Buffer {
   const IFLA_INFO_KIND = 1;
-  const info = new AttrStream();
-  info.push(IFLA_INFO_KIND, Buffer.from(`${kind}\0`));
-  return Buffer.concat(info.bufs);
+  const payload = Buffer.from(`${kind}\0`);
+  const attr = Buffer.alloc((4 + payload.length + 3) & ~3);
+  attr.writeUInt16LE(4 + payload.length, 0);
+  attr.writeUInt16LE(IFLA_INFO_KIND, 2);
+  payload.copy(attr, 4);
+  return attr;
+}
+
+type NetlinkPackage = typeof import('netlink');
+let netlinkPackage: NetlinkPackage | undefined;
+
+/** The `netlink` package, loaded on first use: only the kernel WireGuard path needs it. */
+function loadNetlink(): NetlinkPackage {
+  netlinkPackage ??= require('netlink') as NetlinkPackage;
+  return netlinkPackage;
 }
 
 /** The kernel's WireGuard, over rtnetlink (create) and generic netlink (configure, read). */
@@ -281,6 +296,7 @@ export class WireguardGenl {
 
   /** Create a link of kind "wireguard". EOPNOTSUPP here is "no WireGuard in this kernel". */
   async createLink(name: string, mtu: number): Promise<void> {
+    const { createRtNetlink, FlagsNew } = loadNetlink();
     const rt = createRtNetlink({ ref: false, recvBufferSize: 1 << 20, sendBufferSize: 0 });
     try {
       await rt.newLink({}, { ifname: name, mtu, linkinfo: linkInfoOfKind('wireguard') }, { flags: FlagsNew.CREATE | FlagsNew.EXCL, timeout: this.timeoutMs });
@@ -292,11 +308,12 @@ export class WireguardGenl {
   }
 
   private async family(): Promise<{ sock: GenericNetlinkSocket; id: number }> {
-    if (this.sock === null) this.sock = createGenericNetlink({ ref: false, recvBufferSize: 1 << 20, sendBufferSize: 0 });
+    const nl = loadNetlink();
+    if (this.sock === null) this.sock = nl.createGenericNetlink({ ref: false, recvBufferSize: 1 << 20, sendBufferSize: 0 });
     if (this.familyId === null) {
       let res: genl.Message[];
       try {
-        res = await this.sock.ctrlRequest(genl.Commands.GET_FAMILY, { familyName: WG_GENL_NAME }, { timeout: this.timeoutMs });
+        res = await this.sock.ctrlRequest(nl.genl.Commands.GET_FAMILY, { familyName: WG_GENL_NAME }, { timeout: this.timeoutMs });
       } catch (err) {
         throw toNetlinkError('resolve generic netlink family "wireguard"', err);
       }
@@ -327,7 +344,7 @@ export class WireguardGenl {
   async getDevice(ifname: string): Promise<GenlDeviceState> {
     const { sock, id } = await this.family();
     try {
-      const [msgs] = await sock.request(id, WG_CMD_GET_DEVICE, WG_GENL_VERSION, encodeGetDevice(ifname), { flags: FlagsGet.DUMP, timeout: this.timeoutMs });
+      const [msgs] = await sock.request(id, WG_CMD_GET_DEVICE, WG_GENL_VERSION, encodeGetDevice(ifname), { flags: loadNetlink().FlagsGet.DUMP, timeout: this.timeoutMs });
       return decodeGetDevice(msgs.map((m) => m.data));
     } catch (err) {
       throw toNetlinkError(`read wireguard device ${ifname}`, err);

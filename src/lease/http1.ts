@@ -318,7 +318,9 @@ function checkHeaderValue(name: string, value: string): void {
 
 function requestHead(endpoint: Http1Endpoint, path: string, headers: Readonly<Record<string, string>>, contentLength: number | null): string {
   let head = `POST ${path} HTTP/1.1\r\nHost: ${endpoint.hostHeader}\r\nContent-Type: application/json\r\n`;
-  head += contentLength === null ? 'Transfer-Encoding: chunked\r\n' : `Content-Length: ${contentLength}\r\n`;
+  // A stream's connection is never reused, and says so: etcd's gateway (Go's net/http) holds a
+  // keep-alive stream's answer back until the request body ends, which a watch's never does.
+  head += contentLength === null ? 'Transfer-Encoding: chunked\r\nConnection: close\r\n' : `Content-Length: ${contentLength}\r\n`;
   for (const name of Object.keys(headers)) {
     const value = headers[name]!;
     checkHeaderValue(name, value);

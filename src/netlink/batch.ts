@@ -1,14 +1,18 @@
 /**
  * Batched rtnetlink writes: many requests in one `sendmsg` (several nlmsghdr in one datagram,
- * each with NLM_F_ACK and its own sequence number), the kernel's acknowledgements matched back
- * to each request by sequence number, so each request still gets its own success or errno.
+ * each with its own sequence number), the kernel's answers matched back to each request by
+ * sequence number, so each request still gets its own success or errno.
  *
- * The kernel handles a multi-message datagram message by message (netlink_rcv_skb): every
- * request is executed and answered (an ACK, or an NLMSG_ERROR with its errno) whatever happened
- * to the others, so one failure in the middle of a batch fails only that request.
+ * ACK only on errors: only the LAST request of a datagram carries NLM_F_ACK. The kernel handles
+ * a multi-message datagram message by message, in order (netlink_rcv_skb): every request is
+ * executed whatever happened to the others, and answered when it failed (an NLMSG_ERROR with its
+ * errno is sent even without NLM_F_ACK) or when it asked for an ACK. Its answers reach our socket
+ * in that order, so the errors of earlier requests arrive before the last request's answer,
+ * which then completes every request of the datagram that had no error. One failure in the
+ * middle fails only that request; one answer instead of one per request (a join's batch: 1
+ * datagram in instead of ~6, see docs/netlink.md).
  *
- * The socket is the `netlink` package's RawNetlinkSocket (raw send, raw receive, no parsing):
- * the package's higher layers parse every reply into objects and can only wait for one request.
+ * The socket is transport.ts's (raw send, raw receive, no parsing).
  *
  * Receive buffer: the kernel answers synchronously, while it handles our sendmsg, so all the
  * acknowledgements of one datagram are queued at once. A chunk is bounded so they always fit
@@ -20,14 +24,15 @@ import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../log';
 import { RECV_BUFFER_BYTES } from './socket';
 import { openNetlinkSocket, type RawSocket } from './transport';
-import { forEachAck, stampMessage, type EncodedBatch } from './wire';
+import { forEachAck, NLM_F_ACK, stampMessage, type EncodedBatch } from './wire';
 
 const NETLINK_ROUTE = 0;
 
 /**
- * What the kernel charges to our receive buffer per acknowledgement, rounded up generously: an
- * ACK is 36 bytes, an error ACK also echoes the request (~100 bytes), but each sits in an skb
- * whose truesize (what SO_RCVBUF counts) is ~0.7–1.3 KiB.
+ * What the kernel charges to our receive buffer per answer, rounded up generously: an ACK is 36
+ * bytes, an error ACK also echoes the request (~100 bytes), but each sits in an skb whose
+ * truesize (what SO_RCVBUF counts) is ~0.7–1.3 KiB. Although a datagram now asks for one ACK,
+ * a chunk is still sized as if every request answered: in the worst case all of them fail.
  */
 export const ACK_RCVBUF_ALLOWANCE = 2048;
 /** Requests per datagram at most, whatever the receive buffer: beyond it nothing is gained. */
@@ -88,6 +93,8 @@ function errnoName(errno: number): string {
 /** The chunk being answered: sequence number → request index. */
 interface InFlight {
   readonly pending: Map<number, number>;
+  /** The sequence number of the datagram's last request (the only one with NLM_F_ACK). */
+  readonly lastSeq: number;
   readonly outcomes: RequestOutcome[];
   /** performance.now() when it was sent (the watchdog's reference). */
   readonly sentAt: number;
@@ -181,16 +188,23 @@ export class BatchSocket {
   private sendChunk(sock: RawSocket, batch: EncodedBatch, start: number, end: number, outcomes: RequestOutcome[]): Promise<void> {
     const pid = this.portId ?? 0;
     const pending = new Map<number, number>();
+    let lastSeq = 0;
     for (let i = start; i < end; i++) {
       const seq = this.nextSeq();
-      stampMessage(batch.buffer, seq, pid, batch.offsets[i]!);
+      const at = batch.offsets[i]!;
+      stampMessage(batch.buffer, seq, pid, at);
+      // nlmsg_flags (u16 at 6): NLM_F_ACK on the last request only (errors are answered anyway).
+      const flags = batch.buffer.readUInt16LE(at + 6);
+      batch.buffer.writeUInt16LE(i === end - 1 ? flags | NLM_F_ACK : flags & ~NLM_F_ACK, at + 6);
       pending.set(seq, i);
+      lastSeq = seq;
     }
     // The requests are contiguous in the batch's buffer: the datagram is a view of it, no copy.
     const datagram = batch.buffer.subarray(batch.offsets[start]!, batch.offsets[end]!);
     return new Promise<void>((resolve) => {
       this.inFlight = {
         pending,
+        lastSeq,
         outcomes,
         sentAt: performance.now(),
         requests: end - start,
@@ -249,6 +263,9 @@ export class BatchSocket {
       if (i === undefined) return;
       f.pending.delete(seq);
       f.outcomes[i] = errno === 0 ? null : { errno: errnoName(errno), cause: new Error(`Request rejected: ${errnoName(errno)}`) };
+      // The last request's answer comes after every earlier error (same datagram, handled in
+      // order): whatever is still pending succeeded (outcomes start as null).
+      if (seq === f.lastSeq) f.pending.clear();
     });
     if (f.pending.size === 0) f.done(null);
   }

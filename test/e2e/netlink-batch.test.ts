@@ -5,6 +5,9 @@
  * datagrams: more requests than one datagram carries), checked with `ip route`, `ip neigh` and
  * `bridge fdb`. A route that someone else already holds, in the middle of the batch, fails alone
  * (EEXIST, NLM_F_EXCL) and stays as it was; deleting what is gone fails alone with ENOENT/ESRCH.
+ * Only the last request of a datagram asks for an ACK (the kernel answers errors anyway): the
+ * answers received are counted, one per datagram plus one per failed request. A datagram of five
+ * mixed writes on a second device, whose 2nd and 4th fail, shows the failures stay alone.
  *
  * NetlinkClient talks to the namespace of its process, so the writes run in a child process
  * started with `ip netns exec`: this same file, with HB_BATCH_CHILD set, which prints one JSON
@@ -15,10 +18,13 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { formatIPv4, parseIPv4 } from '../../src/ip';
 import { isGone, NetlinkClient } from '../../src/netlink';
+import { defaultRawSocketFactory, type RawSocket } from '../../src/netlink/batch';
 import type { ChangeEvent, KernelWrite, RouteSpec } from '../../src/netlink/types';
 
 const NS = `hB${process.pid}-batch`;
 const DEV = 'vx0';
+/** The device of the mixed datagram (its objects do not change vx0's counts). */
+const DEV2 = 'vx1';
 const PEERS = 1000;
 /** The index of the peer whose route someone else (`ip route add`) holds before the batch. */
 const TAKEN = 500;
@@ -33,6 +39,9 @@ interface PhaseReport {
   /** index → error message, for the writes that failed. */
   readonly failed: Record<string, string>;
   readonly gone: number[];
+  /** Datagrams the batch socket sent, and answers (NLMSG_ERROR messages: ACKs and errors) it received. */
+  readonly sent: number;
+  readonly answers: number;
 }
 
 interface ChildReport {
@@ -40,6 +49,7 @@ interface ChildReport {
   readonly fdb: PhaseReport;
   readonly routes: PhaseReport;
   readonly deletes: PhaseReport;
+  readonly mixed: PhaseReport;
   /** Notifications the monitor decoded (after dropping our own echoes and off-device objects), by kind. */
   readonly decoded: Record<string, number>;
   /** The same, for the changes another process made afterwards. */
@@ -47,9 +57,28 @@ interface ChildReport {
 }
 
 async function child(): Promise<void> {
-  const nl = new NetlinkClient();
+  // The real batch socket, counting what crosses it.
+  const counts = { sent: 0, answers: 0 };
+  const countingFactory = (): RawSocket => {
+    const sock = defaultRawSocketFactory();
+    const send = sock.send.bind(sock);
+    sock.send = (msg, options, callback) => {
+      counts.sent++;
+      send(msg, options, callback);
+    };
+    sock.on('message', (msg: Buffer) => {
+      for (let off = 0; off + 16 <= msg.length; off += (msg.readUInt32LE(off) + 3) & ~3) {
+        if (msg.readUInt16LE(off + 4) === 2) counts.answers++;
+        if (msg.readUInt32LE(off) < 16) break;
+      }
+    });
+    return sock;
+  };
+  const nl = new NetlinkClient(undefined, { rawSocketFactory: countingFactory });
   const link = await nl.getLink(DEV);
   if (!link) throw new Error(`${DEV} missing in the namespace`);
+  const link2 = await nl.getLink(DEV2);
+  if (!link2) throw new Error(`${DEV2} missing in the namespace`);
   const decoded: Record<string, number> = {};
   const m = nl.monitor(
     (b) => {
@@ -63,6 +92,7 @@ async function child(): Promise<void> {
   const phase = async (writes: KernelWrite[]): Promise<PhaseReport> => {
     const cpu = process.cpuUsage();
     const t0 = performance.now();
+    const before = { ...counts };
     const out = await nl.applyWrites(writes);
     const ms = performance.now() - t0;
     const c = process.cpuUsage(cpu);
@@ -73,7 +103,7 @@ async function child(): Promise<void> {
       failed[i] = err.message;
       if (isGone(err)) gone.push(i);
     });
-    return { ms, cpuMs: (c.user + c.system) / 1000, failed, gone };
+    return { ms, cpuMs: (c.user + c.system) / 1000, failed, gone, sent: counts.sent - before.sent, answers: counts.answers - before.answers };
   };
   const idx = Array.from({ length: PEERS }, (_, i) => i);
   const neighbours = await phase(idx.map((i) => ({ op: 'replaceNeighbour', link: dev, ip: subnet(i), mac: peerMac(i) })));
@@ -81,6 +111,16 @@ async function child(): Promise<void> {
   const routes = await phase(idx.map((i) => ({ op: 'addRoute', spec: route(i) })));
   // Remove peers 0..9, and peer 2000 whose route never existed.
   const deletes = await phase([...idx.slice(0, 10), 2000].map((i) => ({ op: 'deleteRoute', spec: route(i) })));
+  // One datagram: ok, EEXIST (the foreign route's prefix), ok, ESRCH (never there), ok.
+  const dev2 = { index: link2.index, name: link2.name };
+  const route2 = (i: number): RouteSpec => ({ dst: { ip: parseIPv4(subnet(i))!, prefixLen: 24 }, gateway: subnet(i), oif: link2.index, onlink: true });
+  const mixed = await phase([
+    { op: 'replaceNeighbour', link: dev2, ip: subnet(1500), mac: peerMac(1500) },
+    { op: 'addRoute', spec: route2(TAKEN) },
+    { op: 'replaceFdb', link: dev2, mac: peerMac(1500), dst: vtep(1500) },
+    { op: 'deleteRoute', spec: route2(3000) },
+    { op: 'addRoute', spec: route2(1500) },
+  ]);
   await new Promise((r) => setTimeout(r, 300)); // the monitor's last batch
   const ours = { ...decoded };
   // Someone else (another process: another port id) removes a route and an FDB entry we wrote:
@@ -91,7 +131,7 @@ async function child(): Promise<void> {
   const others = Object.fromEntries(Object.entries(decoded).map(([k, v]) => [k, v - (ours[k] ?? 0)]));
   m.close();
   nl.close();
-  const report: ChildReport = { neighbours, fdb, routes, deletes, decoded: ours, decodedOthers: others };
+  const report: ChildReport = { neighbours, fdb, routes, deletes, mixed, decoded: ours, decodedOthers: others };
   process.stdout.write(`${JSON.stringify(report)}\n`);
 }
 
@@ -120,6 +160,8 @@ if (process.env.HB_BATCH_CHILD) {
       run('ip', ['-n', NS, 'link', 'add', DEV, 'type', 'vxlan', 'id', '42', 'dstport', '8472', 'local', '10.250.0.1', 'nolearning']);
       run('ip', ['-n', NS, 'addr', 'add', '10.63.0.0/32', 'dev', DEV]);
       run('ip', ['-n', NS, 'link', 'set', DEV, 'up']);
+      run('ip', ['-n', NS, 'link', 'add', DEV2, 'type', 'vxlan', 'id', '43', 'dstport', '8473', 'local', '10.250.0.1', 'nolearning']);
+      run('ip', ['-n', NS, 'link', 'set', DEV2, 'up']);
       // Someone else's route to peer TAKEN's subnet, on the same device, another gateway.
       run('ip', ['-n', NS, 'route', 'add', `${subnet(TAKEN)}/24`, 'via', '10.63.0.1', 'dev', DEV, 'onlink']);
       const out = spawnSync('ip', ['netns', 'exec', NS, process.execPath, __filename], {
@@ -130,7 +172,7 @@ if (process.env.HB_BATCH_CHILD) {
       if (out.status !== 0) throw new Error(`batch child failed (${out.status}): ${out.stderr}`);
       report = JSON.parse(out.stdout.trim().split('\n').pop()!) as ChildReport;
       for (const [name, p] of Object.entries(report).filter(([k]) => !k.startsWith('decoded')) as [string, PhaseReport][]) {
-        process.stderr.write(`# ${name}: ${p.ms.toFixed(1)} ms wall, ${p.cpuMs.toFixed(1)} ms CPU (load ${run('cat', ['/proc/loadavg']).split(' ')[0]})\n`);
+        process.stderr.write(`# ${name}: ${p.ms.toFixed(1)} ms wall, ${p.cpuMs.toFixed(1)} ms CPU, ${p.sent} datagrams, ${p.answers} answers (load ${run('cat', ['/proc/loadavg']).split(' ')[0]})\n`);
       }
     });
 
@@ -164,6 +206,27 @@ if (process.env.HB_BATCH_CHILD) {
       assert.deepEqual(report.deletes.gone, [10]);
       const routes = run('ip', ['-n', NS, 'route', 'show', 'dev', DEV]);
       assert.ok(!routes.includes(`${subnet(3)}/24 `));
+    });
+
+    it('asks for one ACK per datagram: one answer per datagram plus one per failed request (fewer if the last one failed)', () => {
+      assert.equal(report.neighbours.answers, report.neighbours.sent);
+      assert.equal(report.fdb.answers, report.fdb.sent);
+      assert.equal(report.routes.answers, report.routes.sent + 1, 'one EEXIST in the middle');
+      assert.equal(report.deletes.answers, 1, 'one datagram whose last request failed: its error is the only answer');
+      assert.equal(report.mixed.answers, 3, 'two errors, then the final ACK');
+      assert.ok(report.neighbours.sent >= 2 && report.neighbours.sent <= 4, `1000 requests in a few datagrams, not ${report.neighbours.sent}`);
+    });
+
+    it('a datagram whose 2nd and 4th requests fail: those fail alone, the 1st, 3rd and 5th are applied', () => {
+      assert.equal(report.mixed.sent, 1);
+      assert.deepEqual(Object.keys(report.mixed.failed), ['1', '3']);
+      assert.match(report.mixed.failed['1']!, /EEXIST/);
+      assert.deepEqual(report.mixed.gone, [3]);
+      assert.match(run('ip', ['-n', NS, 'neigh', 'show', 'dev', DEV2]), new RegExp(`${subnet(1500)} lladdr ${peerMac(1500)} PERMANENT`));
+      assert.match(run('bridge', ['-n', NS, 'fdb', 'show', 'dev', DEV2]), new RegExp(`${peerMac(1500)} dst ${vtep(1500)} self permanent`));
+      const routes = run('ip', ['-n', NS, 'route', 'show', 'dev', DEV2]);
+      assert.ok(routes.includes(`${subnet(1500)}/24 via ${subnet(1500)} onlink`), routes);
+      assert.ok(!routes.includes(`${subnet(TAKEN)}/24`), 'the refused route is not there');
     });
 
     it('decodes none of the notifications of its own writes (neighbours and routes by sender port, FDB entries by content)', () => {

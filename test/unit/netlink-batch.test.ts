@@ -1,7 +1,8 @@
 /**
  * Batched writes without a kernel: NetlinkClient.applyWrites over a scripted raw socket that
- * answers like the kernel does (one NLMSG_ERROR per request, errno 0 for an ACK, each in a
- * datagram of its own, in any order), and the reconciler's per-change accounting over batches.
+ * answers like the kernel does (in order, an NLMSG_ERROR for each request that failed or asked
+ * for an ACK, each in a datagram of its own), and the reconciler's per-change accounting over
+ * batches.
  * The real kernel is in test/e2e/netlink-batch.test.ts.
  */
 import assert from 'node:assert/strict';
@@ -32,7 +33,6 @@ class ScriptedRawSocket extends EventEmitter implements RawSocket {
     private readonly recvBuffer: number,
     /** errno for the n-th request ever sent (0: ACK), or 'silent' for no answer. */
     private readonly answer: (n: number, req: SentRequest) => number | 'silent',
-    private readonly reverse = false,
   ) {
     super();
   }
@@ -49,8 +49,9 @@ class ScriptedRawSocket extends EventEmitter implements RawSocket {
     const answers = reqs.map((r) => [r, this.answer(this.sent++, r)] as const);
     setImmediate(() => {
       callback?.();
-      for (const [r, errno] of this.reverse ? [...answers].reverse() : answers) {
+      for (const [r, errno] of answers) {
         if (errno === 'silent' || this.closed) continue;
+        if (errno === 0 && (r.flags & NLM_F_ACK) === 0) continue; // the kernel acks only on request
         const a = Buffer.alloc(36);
         a.writeUInt32LE(36, 0);
         a.writeUInt16LE(2, 4);
@@ -78,6 +79,7 @@ class ScriptedRawSocket extends EventEmitter implements RawSocket {
 }
 
 const EEXIST = 17;
+const NLM_F_ACK = 0x4;
 const link = { index: 7, name: 'flannel.1' };
 const route = (n: number): KernelWrite => ({
   op: 'addRoute',
@@ -114,7 +116,7 @@ describe('chunking bounded by the receive buffer', () => {
 
 describe('NetlinkClient.applyWrites: ACKs matched by sequence number', () => {
   it('sends a phase in one datagram and fails only the write the kernel rejected (in the middle)', async () => {
-    const sock = new ScriptedRawSocket(8 << 20, (n) => (n === 2 ? EEXIST : 0), true);
+    const sock = new ScriptedRawSocket(8 << 20, (n) => (n === 2 ? EEXIST : 0));
     const { nl } = client([sock]);
     const writes = [
       { op: 'replaceNeighbour', link, ip: '10.5.1.0', mac: '02:00:00:00:00:01' },
@@ -127,7 +129,8 @@ describe('NetlinkClient.applyWrites: ACKs matched by sequence number', () => {
     assert.equal(sock.datagrams.length, 1);
     assert.equal(sock.datagrams[0]!.length, 5);
     assert.equal(new Set(sock.datagrams[0]!.map((r) => r.seq)).size, 5, 'distinct sequence numbers');
-    assert.ok(sock.datagrams[0]!.every((r) => (r.flags & 0x5) === 0x5), 'NLM_F_REQUEST|NLM_F_ACK on each');
+    assert.ok(sock.datagrams[0]!.every((r) => (r.flags & 0x1) === 0x1), 'NLM_F_REQUEST on each');
+    assert.deepEqual(sock.datagrams[0]!.map((r) => (r.flags & NLM_F_ACK) !== 0), [false, false, false, false, true], 'NLM_F_ACK on the last only');
     assert.deepEqual(out.map((e) => e === null), [true, true, false, true, true]);
     const err = out[2];
     assert.ok(err instanceof NetlinkError);
@@ -147,11 +150,12 @@ describe('NetlinkClient.applyWrites: ACKs matched by sequence number', () => {
   });
 
   it('fails with ETIMEDOUT only the writes left unanswered, replaces the socket and asks for a resync', async () => {
-    const first = new ScriptedRawSocket(8 << 20, (n) => (n === 1 ? 'silent' : 0));
+    // The first request's error is answered; the final ACK never comes: the others are unknown.
+    const first = new ScriptedRawSocket(8 << 20, (n) => (n === 0 ? EEXIST : n === 2 ? 'silent' : 0));
     const second = new ScriptedRawSocket(8 << 20, () => 0);
     const { nl, resets } = client([first, second], 50);
     const out = await nl.applyWrites([route(1), route(2), route(3)]);
-    assert.deepEqual(out.map((e) => (e === null ? null : (e as NetlinkError).errno)), [null, 'ETIMEDOUT', null]);
+    assert.deepEqual(out.map((e) => (e === null ? null : (e as NetlinkError).errno)), ['EEXIST', 'ETIMEDOUT', 'ETIMEDOUT']);
     assert.ok(first.closed, 'the socket that missed an answer is closed');
     assert.ok(resets.some((m) => /replaced/.test(m)), resets.join('; '));
     assert.deepEqual(await nl.applyWrites([route(4)]), [null]);

@@ -30,8 +30,9 @@
  *   - etcd3 (gRPC) and cockatiel (only its wire uses it), loaded only with WEFT_ETCD_CLIENT=grpc:
  *     bundling them would only make the file every start reads bigger, and etcd3 shares its
  *     cockatiel with ours as unbundled.
- * The `netlink` package is bundled (its JavaScript is the largest share of module loading) except
- * its native binding: its loader asked node-gyp-build for `__dirname + '/..'`, the package's own
+ * Of the `netlink` package only its raw socket (dist/raw.js) is bundled (weft decodes rtnetlink
+ * itself, src/netlink/decode.ts); the package's index stays external (only the kernel WireGuard
+ * path loads it, lazily). The raw socket's native binding: its loader asked node-gyp-build for `__dirname + '/..'`, the package's own
  * directory, which in the bundle is rewritten to where Node resolves `netlink/package.json`.
  */
 'use strict';
@@ -70,6 +71,10 @@ const NETLINK_BINDING_DIR = "__dirname + '/..'";
 const netlinkNativeDir = {
   name: 'netlink-native-dir',
   setup(build) {
+    // The package's index (rt, nl80211, genl, wg struct tables) is required only by the kernel
+    // WireGuard path (src/netlink/wireguard.ts, lazily): left out of the bundle, loaded from
+    // node_modules if that path ever runs. The raw socket (netlink/dist/raw) stays bundled.
+    build.onResolve({ filter: /^netlink$/ }, () => ({ path: 'netlink', external: true }));
     build.onLoad({ filter: /[\\/]node_modules[\\/]netlink[\\/]dist[\\/]raw\.js$/ }, async (args) => {
       const text = await fs.promises.readFile(args.path, 'utf8');
       if (!text.includes(NETLINK_BINDING_DIR)) {

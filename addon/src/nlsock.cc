@@ -167,12 +167,20 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
     if (h->owner) h->owner->Drain(status, events);
   }
 
+  // `status` < 0: libuv saw POLLERR (it reports UV_EBADF for any socket error and has stopped
+  // the handle). On a netlink socket that is sk_err, e.g. ENOBUFS after an overflow: recvmsg
+  // returns it (and clears it), so read as usual and poll again afterwards.
   void Drain(int status, int /*events*/) {
-    Napi::HandleScope scope(env_);
-    if (status < 0) {
-      Fail(-status, "poll");
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env_, &scope) != napi_ok) {
+      Unusable();
       return;
     }
+    DrainInScope(status);
+    napi_close_handle_scope(env_, scope);
+  }
+
+  void DrainInScope(int status) {
     size_t used = 0;
     meta_.clear();
     int err_no = 0;
@@ -188,6 +196,12 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
       ssize_t n = recvmsg(fd_, &msg, MSG_DONTWAIT | MSG_TRUNC);
       if (n < 0) {
         if (errno == EINTR) continue;
+        // ENOBUFS comes first, before the datagrams queued ahead of the overflow: read those,
+        // deliver them, then report it (their order on the socket).
+        if (errno == ENOBUFS && err_no != ENOBUFS) {  // once per wake-up: never spin on it
+          err_no = ENOBUFS;
+          continue;
+        }
         if (errno != EAGAIN && errno != EWOULDBLOCK) err_no = errno;
         break;
       }
@@ -201,10 +215,18 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
     }
     if (!meta_.empty()) {
       // Offsets are implied: each datagram starts at the previous one's end rounded up to 4.
-      Napi::Buffer<uint8_t> data = Napi::Buffer<uint8_t>::Copy(env_, buf_.data(), used);
-      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env_, meta_.size() * sizeof(uint32_t));
-      std::memcpy(ab.Data(), meta_.data(), meta_.size() * sizeof(uint32_t));
-      Napi::Uint32Array meta = Napi::Uint32Array::New(env_, meta_.size(), ab, 0);
+      // The C API, status checked: node-addon-api's wrappers abort the process when a call fails
+      // (they throw, and at environment teardown a throw is fatal).
+      napi_value data, ab, meta;
+      void* ab_data = nullptr;
+      size_t meta_bytes = meta_.size() * sizeof(uint32_t);
+      if (napi_create_buffer_copy(env_, used, buf_.data(), nullptr, &data) != napi_ok ||
+          napi_create_arraybuffer(env_, meta_bytes, &ab_data, &ab) != napi_ok ||
+          napi_create_typedarray(env_, napi_uint32_array, meta_.size(), ab, 0, &meta) != napi_ok) {
+        Unusable();
+        return;
+      }
+      std::memcpy(ab_data, meta_.data(), meta_bytes);
       Call(on_datagrams_, {data, meta});
     }
     // Shrink a buffer a dump or a flood grew: idle daemons keep 64 KiB, not a megabyte.
@@ -212,24 +234,60 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
       buf_.resize(kMaxDatagram);
       buf_.shrink_to_fit();
     }
-    if (err_no != 0 && fd_ >= 0) Fail(err_no, "recvmsg");
+    if (err_no != 0 && fd_ >= 0) {
+      Fail(err_no, "recvmsg");
+    } else if (status < 0 && meta_.empty() && fd_ >= 0) {
+      Fail(-status, "poll");  // POLLERR, yet recvmsg found no error: nothing to go on
+      return;
+    }
+    if (status < 0 && fd_ >= 0 && handle_ && (err_no == 0 || err_no == ENOBUFS || err_no == EMSGSIZE)) {
+      uv_poll_start(&handle_->poll, UV_READABLE, OnReadable);
+    }
   }
 
   void Fail(int err_no, const char* syscall) {
     const char* name = strerrorname_np(err_no);
-    Call(on_error_, {Napi::String::New(env_, name ? name : "EIO"), Napi::String::New(env_, syscall),
-                     Napi::Number::New(env_, err_no)});
+    napi_value code, call, num;
+    if (napi_create_string_utf8(env_, name ? name : "EIO", NAPI_AUTO_LENGTH, &code) != napi_ok ||
+        napi_create_string_utf8(env_, syscall, NAPI_AUTO_LENGTH, &call) != napi_ok ||
+        napi_create_int32(env_, err_no, &num) != napi_ok) {
+      Unusable();
+      return;
+    }
+    Call(on_error_, {code, call, num});
     // A socket that cannot be polled any more would spin: stop it (the owner reopens).
     if (err_no != ENOBUFS && err_no != EMSGSIZE && handle_) uv_poll_stop(&handle_->poll);
   }
 
+  // napi_make_callback, like any I/O callback: the microtask and nextTick queues run afterwards.
+  // A listener that throws becomes an uncaught exception. While Node tears the environment down
+  // it still runs the loop once (CleanupHandles) but JS can no longer be called: the call then
+  // fails with no exception pending, and the socket is shut instead (node-addon-api's
+  // MakeCallback would abort the process there).
   void Call(Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
     if (fn.IsEmpty()) return;
-    // MakeCallback: runs the microtask and nextTick queues afterwards, like any I/O callback.
-    fn.MakeCallback(Value(), args);
-    if (env_.IsExceptionPending()) {
-      napi_fatal_exception(env_, env_.GetAndClearPendingException().Value());
+    napi_value result;
+    napi_status st = napi_make_callback(env_, nullptr, Value(), fn.Value(), args.size(), args.begin(), &result);
+    if (st == napi_ok) return;
+    bool pending = false;
+    napi_is_exception_pending(env_, &pending);
+    if (pending) {
+      napi_value exc;
+      napi_get_and_clear_last_exception(env_, &exc);
+      napi_fatal_exception(env_, exc);
+    } else {
+      Unusable();
     }
+  }
+
+  // JavaScript cannot be called (the environment is going away): stop reading, close the fd.
+  void Unusable() {
+    bool pending = false;
+    if (napi_is_exception_pending(env_, &pending) == napi_ok && pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env_, &ignored);
+    }
+    Shutdown();
   }
 
   bool Alive(Napi::Env env, const char* op) {

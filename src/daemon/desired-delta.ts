@@ -402,9 +402,18 @@ export class PendingDelta {
       else sets.push({ ...now, op: was !== null || held.length > 0 ? 'update' : 'add' });
     }
     const rank = (c: Change): number => KIND_ORDER.indexOf(c.kind);
-    sets.sort((a, b) => rank(a) - rank(b) || byText(changeId(a), changeId(b)));
-    removes.sort((a, b) => rank(b) - rank(a) || byText(changeId(a), changeId(b)));
-    return [...sets, ...removes];
+    // Ids only break ties of kind (a join's three changes never build one), each built once: a
+    // comparator building them made O(n log n) strings in a burst.
+    const ids = new Map<Change, string>();
+    const idOf = (c: Change): string => {
+      let id = ids.get(c);
+      if (id === undefined) ids.set(c, (id = changeId(c)));
+      return id;
+    };
+    sets.sort((a, b) => rank(a) - rank(b) || byText(idOf(a), idOf(b)));
+    removes.sort((a, b) => rank(b) - rank(a) || byText(idOf(a), idOf(b)));
+    for (const c of removes) sets.push(c);
+    return sets;
   }
 }
 

@@ -406,13 +406,16 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       const leaseOf = (key: string): Lease | null => this.peerMap.get(key) ?? this.departed.heldLease(key) ?? null;
       // One peer list for the lookups and the whole recompute: a peer that arrives during the
       // lookups is judged by the step its event queued (its key is dirty), not here without a
-      // lookup (a false "not on our L2").
-      const current = [...this.peerList];
+      // lookup (a false "not on our L2"). Copied only when one of them runs (before their first
+      // await): a per-peer step needs no list, and an O(peers) copy per join would undo O(change).
+      let currentCopy: Lease[] | null = null;
+      const currentPeers = (): Lease[] => (currentCopy ??= [...this.peerList]);
       const v6 = this.ipv6Path;
       // A switch of data path (the VXLAN fallback) changes what the rules can describe.
       if (this.engines.some((e) => e.dataPath !== (e.backend.dataPath ?? 'kernel'))) whole = true;
       // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
-      if ((peerSetChanged || whole) && hasOnLinkPeers(backend) && this.underlay) {
+      if ((peerSetChanged || whole) && hasOnLinkPeers(backend) && this.onLinkCanMatter() && this.underlay) {
+        const current = currentPeers();
         if (!whole && this.engines.length > 0) {
           // One peer is judged again: look only its address up. Should another peer share an
           // address whose answer changed, everyone is looked up again (a whole recompute).
@@ -423,7 +426,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
         }
         if (whole || this.engines.length === 0) await this.lookUpAllOnLink(backend, v6?.backend, current);
       }
-      const peersNow = (): Lease[] => [...current, ...this.departed.heldLeases()];
+      const peersNow = (): Lease[] => [...currentPeers(), ...this.departed.heldLeases()];
       const skippedNow = whole || this.engines.length === 0 ? new Set<string>() : null;
       const paths: { family: IPFamily; backend: Backend; reconciler: Reconciler; suffix: string }[] = [
         { family: backend.family ?? 4, backend, reconciler: this.reconciler, suffix: '' },
@@ -481,6 +484,18 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       underlayNetworks: family === 4 ? this.guard.underlayNetworks : [],
       protectedIPs: this.guard.protectedIPs,
     };
+  }
+
+  /**
+   * False when the backend's on-link answer is empty by definition: vxlan without DirectRouting
+   * (vxlanOnLinkPeers). Then a join skips the lookup step (a copy of the peer list and two async
+   * hops). Anything else — host-gw, DirectRouting in any spelling the parser accepts — looks up.
+   */
+  private onLinkCanMatter(): boolean {
+    const b = this.config?.backend;
+    if (b === undefined || b.type !== 'vxlan') return true;
+    const dr = b.raw.DirectRouting;
+    return dr !== undefined && dr !== false;
   }
 
   /** Every current peer's address looked up (a new set: the engines are rebuilt after it). */

@@ -24,7 +24,7 @@ import { decodeAddress, decodeLink, decodeNeighbour, decodeRoute, type RawMessag
 import { errnoOf, NetlinkError } from './errors';
 import { BatchSocket, defaultRawSocketFactory, type RawSocketFactory, type RequestOutcome } from './batch';
 import { MonitorSocket, type MonitorSocketFactory } from './monitor';
-import { defaultSocketFactory, nativeBindingPatched, RequestSocket, type SocketFactory } from './socket';
+import { defaultSocketFactory, RequestSocket, type SocketFactory } from './socket';
 import {
   encodeCreateVxlan,
   encodeDeleteLink,
@@ -67,7 +67,6 @@ const AF_BRIDGE = 7;
 function afOf(family: IPFamily): number {
   return family === 4 ? AF_INET : AF_INET6;
 }
-let warnedUnpatched = false;
 /** How long after a batch its FDB notifications are taken for echoes (they arrive within the sendmsg; generous for a stalled loop). */
 const FDB_ECHO_TTL_MS = 2000;
 
@@ -119,13 +118,8 @@ export class NetlinkClient {
     );
     this.monitorFactory = opts.monitorSocketFactory;
     this.batch = new BatchSocket(log, timeout, (why) => this.onSocketReset(why), opts.rawSocketFactory ?? defaultRawSocketFactory);
-    if (!opts.socketFactory && !nativeBindingPatched() && !warnedUnpatched) {
-      warnedUnpatched = true;
-      log.warn(
-        'the netlink package\'s native binding is unpatched: a netlink receive-buffer overflow would abort the process; ' +
-          'run "node scripts/patch-netlink.js" (docs/netlink.md)',
-      );
-    }
+    // No check of the netlink package's binding patch here any more: none of these sockets uses
+    // the package (transport.ts); only the kernel WireGuard path still does.
   }
 
   // ---------------------------------------------------------------- links

@@ -36,6 +36,7 @@ const NLM_F_DUMP = 0x300;
  * Whether the `netlink` package's native binding carries weft's fix (scripts/patch-netlink.js):
  * without it a socket error such as a receive-buffer overflow aborts the process instead of
  * reaching our 'error' listeners. node-gyp-build loads build/Release/ before the prebuilds.
+ * Only the kernel WireGuard path (wireguard.ts) still opens the package's sockets.
  */
 export function nativeBindingPatched(): boolean {
   try {

@@ -40,25 +40,8 @@ const MAX_STREAM_ERROR_BYTES = 64 * 1024;
 
 // ---- wire types (the subset weft reads) ---------------------------------------------------------
 
-interface GwHeader { readonly revision?: string }
-interface GwKv {
-  readonly key: string;
-  readonly value?: string;
-  readonly mod_revision?: string;
-  readonly lease?: string;
-}
-interface RangeResponse { readonly header?: GwHeader; readonly kvs?: readonly GwKv[] }
-interface TxnResponse {
-  readonly header?: GwHeader;
-  readonly succeeded?: boolean;
-  readonly responses?: readonly {
-    readonly response_put?: { readonly prev_kv?: GwKv };
-    readonly response_delete_range?: { readonly deleted?: string };
-  }[];
-}
-interface GrantResponse { readonly ID?: string; readonly TTL?: string; readonly error?: string }
-interface TimeToLiveResponse { readonly TTL?: string; readonly keys?: readonly string[] }
-interface KeepaliveMessage { readonly result?: { readonly TTL?: string }; readonly error?: { readonly message?: string } }
+/** A unary answer (answerOf: a JSON object); each field weft reads is checked where it is read. */
+type Answer = Readonly<Record<string, unknown>>;
 
 /** An answer etcd gave with an error (as opposed to no answer at all). */
 export class EtcdHttpError extends Error {
@@ -115,6 +98,16 @@ class GatewayKv implements WireKv {
     return (this.decoded ??= Buffer.from(this.rawValue, 'base64'));
   }
 }
+
+/** A nested object of an answer (absent: empty); anything else is malformed. */
+function objectField(v: unknown, what: string): Answer {
+  if (v === undefined) return {};
+  if (!isRecord(v)) throw malformed(what);
+  return v;
+}
+
+/** An answer's header revision ('0' when absent). */
+const revisionOf = (res: Answer): string => int64Field(objectField(res.header, 'header').revision, 'header revision') ?? '0';
 
 /** A key/value of an answer or a watch event, checked. Throws Http1Failure. */
 function kvOf(raw: unknown): GatewayKv {
@@ -189,7 +182,7 @@ export function decodeWatchMessage(line: Buffer): WatchMessage | null {
 }
 
 /** A unary answer: its JSON, or the EtcdHttpError etcd answered with. */
-function answerOf<T>(answer: Http1Answer): T {
+function answerOf(answer: Http1Answer): Answer {
   const status = answer.status;
   const text = answer.body.toString('utf8');
   let json: unknown;
@@ -204,7 +197,7 @@ function answerOf<T>(answer: Http1Answer): T {
     const message = typeof json.message === 'string' ? json.message : typeof errObj === 'string' ? errObj : `HTTP ${status}`;
     throw new EtcdHttpError(status, typeof json.code === 'number' ? json.code : null, message);
   }
-  return json as T;
+  return json;
 }
 
 // ---- the HTTP client ---------------------------------------------------------------------------
@@ -249,28 +242,28 @@ class GatewayClient {
   }
 
   /** One unary call: POST `path` with `body`, JSON answer. Rejects with EtcdHttpError or a transport error. */
-  async call<T>(path: string, body: unknown, timeoutMs: number): Promise<T> {
+  async call(path: string, body: unknown, timeoutMs: number): Promise<Answer> {
     await this.ensureAuth(timeoutMs);
     try {
-      return await this.callOnce<T>(path, body, timeoutMs);
+      return await this.callOnce(path, body, timeoutMs);
     } catch (err) {
       if (err instanceof EtcdHttpError && err.authTokenInvalid && this.opts.username) {
         this.token = null;
         await this.ensureAuth(timeoutMs);
-        return this.callOnce<T>(path, body, timeoutMs);
+        return this.callOnce(path, body, timeoutMs);
       }
       throw err;
     }
   }
 
   /** Try the current endpoint, then each other one once (a quick failover, no breaker). */
-  private async callOnce<T>(path: string, body: unknown, timeoutMs: number): Promise<T> {
+  private async callOnce(path: string, body: unknown, timeoutMs: number): Promise<Answer> {
     const data = JSON.stringify(body);
     let lastErr: unknown = null;
     for (let attempt = 0; attempt < this.endpoints.length; attempt++) {
       const idx = (this.current + attempt) % this.endpoints.length;
       try {
-        const out = answerOf<T>(await this.endpoints[idx]!.post(path, data, this.headers(), timeoutMs));
+        const out = answerOf(await this.endpoints[idx]!.post(path, data, this.headers(), timeoutMs));
         if (idx !== this.current || this.failing) {
           if (this.failing) this.reconnects++;
           this.current = idx;
@@ -378,7 +371,7 @@ class GatewayClient {
 
   private async ensureAuth(timeoutMs: number): Promise<void> {
     if (!this.opts.username || this.token !== null) return;
-    this.authenticating ??= this.callOnce<{ token?: unknown }>('/v3/auth/authenticate', { name: this.opts.username, password: this.opts.password ?? '' }, timeoutMs)
+    this.authenticating ??= this.callOnce('/v3/auth/authenticate', { name: this.opts.username, password: this.opts.password ?? '' }, timeoutMs)
       .then((res) => {
         if (typeof res.token !== 'string' || res.token === '') throw new EtcdHttpError(200, null, 'etcd returned no auth token (is authentication enabled?)');
         // It goes back in a header: a token with control characters (CR LF: header injection) is refused.
@@ -418,12 +411,13 @@ export class EtcdHttpWire implements EtcdWire {
   }
 
   async range(key: string, prefix: boolean): Promise<{ revision: string; kvs: WireKv[] }> {
-    const res = await this.call<RangeResponse>('/v3/kv/range', prefix ? { key: b64(key), range_end: prefixEnd(key).toString('base64') } : { key: b64(key) });
-    return { revision: res.header?.revision ?? '0', kvs: (Array.isArray(res.kvs) ? res.kvs : []).map(kvOf) };
+    const res = await this.call('/v3/kv/range', prefix ? { key: b64(key), range_end: prefixEnd(key).toString('base64') } : { key: b64(key) });
+    if (res.kvs !== undefined && !Array.isArray(res.kvs)) throw malformed('range answer');
+    return { revision: revisionOf(res), kvs: res.kvs === undefined ? [] : (res.kvs as unknown[]).map(kvOf) };
   }
 
   async txn(compare: readonly TxnCompare[], ops: readonly TxnOp[]): Promise<TxnResult> {
-    const res = await this.call<TxnResponse>('/v3/kv/txn', {
+    const res = await this.call('/v3/kv/txn', {
       compare: compare.map((c) =>
         c.target === 'version'
           ? { key: b64(c.key), target: 'VERSION', result: 'EQUAL', version: c.version }
@@ -435,33 +429,41 @@ export class EtcdHttpWire implements EtcdWire {
           : { request_delete_range: { key: b64(op.deleteKey) } },
       ),
     });
-    const first = res.responses?.[0];
-    const prevKv = first?.response_put?.prev_kv;
-    const deleted = first?.response_delete_range?.deleted;
+    if (res.responses !== undefined && !Array.isArray(res.responses)) throw malformed('txn answer');
+    const first = objectField((res.responses as unknown[] | undefined)?.[0], 'txn response');
+    const prevKv = objectField(first.response_put, 'txn put response').prev_kv;
+    const deleted = int64Field(objectField(first.response_delete_range, 'txn delete response').deleted, 'deleted count');
     return {
       succeeded: res.succeeded === true,
-      revision: res.header?.revision ?? '0',
-      ...(prevKv === undefined ? {} : { prevLeaseId: prevKv.lease ?? '0' }),
+      revision: revisionOf(res),
+      ...(prevKv === undefined ? {} : { prevLeaseId: int64Field(objectField(prevKv, 'prev_kv').lease, 'prev_kv lease') ?? '0' }),
       ...(deleted === undefined ? {} : { deleted }),
     };
   }
 
   async grant(ttlSeconds: number): Promise<{ id: string; ttl: number }> {
-    const res = await this.call<GrantResponse>('/v3/lease/grant', { TTL: String(ttlSeconds) });
-    if (!res.ID) throw new WeftError('ETCD_UNAVAILABLE', `etcd at ${this.location} granted no lease: ${res.error ?? 'empty answer'}`, { retryable: true });
-    return { id: res.ID, ttl: Number(res.TTL ?? ttlSeconds) };
+    const res = await this.call('/v3/lease/grant', { TTL: String(ttlSeconds) });
+    const id = int64Field(res.ID, 'lease ID');
+    if (id === undefined || id === '0') {
+      throw new WeftError('ETCD_UNAVAILABLE', `etcd at ${this.location} granted no lease: ${typeof res.error === 'string' ? res.error : 'empty answer'}`, { retryable: true });
+    }
+    return { id, ttl: Number(int64Field(res.TTL, 'TTL') ?? ttlSeconds) };
   }
 
   /** One request with the body closed: one answer. */
   async keepaliveOnce(id: string, timeoutMs: number): Promise<number> {
-    const msg = await this.client.call<KeepaliveMessage>('/v3/lease/keepalive', { ID: id }, timeoutMs);
-    if (msg.error !== undefined) throw new Error(msg.error.message ?? 'keepalive failed');
-    return Number(msg.result?.TTL ?? 0);
+    const msg = await this.client.call('/v3/lease/keepalive', { ID: id }, timeoutMs);
+    if (msg.error !== undefined) {
+      const message = isRecord(msg.error) ? msg.error.message : undefined;
+      throw new Error(typeof message === 'string' ? message : 'keepalive failed');
+    }
+    return Number(int64Field(objectField(msg.result, 'keepalive result').TTL, 'TTL') ?? 0);
   }
 
   async timeToLive(id: string, keys: boolean): Promise<{ ttl: number; keys: number }> {
-    const res = await this.call<TimeToLiveResponse>('/v3/lease/timetolive', keys ? { ID: id, keys: true } : { ID: id });
-    return { ttl: Number(res.TTL ?? -1), keys: res.keys?.length ?? 0 };
+    const res = await this.call('/v3/lease/timetolive', keys ? { ID: id, keys: true } : { ID: id });
+    if (res.keys !== undefined && !Array.isArray(res.keys)) throw malformed('timetolive answer');
+    return { ttl: Number(int64Field(res.TTL, 'TTL') ?? -1), keys: (res.keys as unknown[] | undefined)?.length ?? 0 };
   }
 
   async revoke(id: string): Promise<void> {
@@ -488,8 +490,8 @@ export class EtcdHttpWire implements EtcdWire {
     this.client.close();
   }
 
-  private call<T>(path: string, body: unknown): Promise<T> {
-    return this.client.call<T>(path, body, this.callTimeoutMs);
+  private call(path: string, body: unknown): Promise<Answer> {
+    return this.client.call(path, body, this.callTimeoutMs);
   }
 }
 

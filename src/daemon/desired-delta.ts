@@ -355,6 +355,13 @@ export class PendingDelta {
     return this.neighbours.size + this.fdb.size + this.routes.size;
   }
 
+  /** Forget every slot (the reconciler reuses one PendingDelta once its changes are taken). */
+  clear(): void {
+    this.neighbours.clear();
+    this.fdb.clear();
+    this.routes.clear();
+  }
+
   add(d: DesiredDelta): void {
     for (const n of d.remove.neighbours) leave(this.neighbours, neighbourSlot(n), n);
     for (const f of d.remove.fdb) leave(this.fdb, fdbSlot(f), f);

@@ -174,6 +174,8 @@ export class Reconciler {
    * last run to `desired`, folded by slot; null when a state came without one (the chain is broken).
    */
   private pending: PendingDelta | null = null;
+  /** The last run's PendingDelta, emptied, for the next run (two alternate: no three Maps per join). */
+  private sparePending: PendingDelta | null = null;
   /** Conflicts already warned about (route key → existing route), so a steady conflict logs once. */
   private warnedConflicts = new Map<string, string>();
 
@@ -429,7 +431,8 @@ export class Reconciler {
     // (DesiredState.pump, when a backend has one) is handled by the full path.
     const pending = this.pending;
     // Deltas from now on are relative to the state this run brings the kernel to.
-    this.pending = new PendingDelta();
+    this.pending = this.sparePending ?? new PendingDelta();
+    this.sparePending = null;
     const applied = this.appliedDesired;
     // Diffing whole states needs `applied` as it was: a per-peer state read after later events
     // is not (desired-delta.ts); then the kernel is read instead.
@@ -484,6 +487,8 @@ export class Reconciler {
   private async applyDelta(desired: DesiredState, pending: PendingDelta, overlayIndex: number): Promise<ReconcileResult> {
     const conflicts: RouteConflict[] = [];
     const changes = pending.changes(overlayIndex, this.underlay.ifIndex, this.foreignBySlot, conflicts);
+    pending.clear();
+    this.sparePending = pending;
     this.warnConflicts(conflicts, false);
     if (changes.length === 0) {
       this.converged = desired;

@@ -142,11 +142,12 @@ export type WatchMessage =
  * null: an empty line or a message without result (nothing to act on). Throws Http1Failure.
  */
 export function decodeWatchMessage(line: Buffer): WatchMessage | null {
-  const text = line.toString('utf8');
-  if (text.trim() === '') return null;
+  let first = 0;
+  while (first < line.length && (line[first] === 0x20 || line[first] === 0x0d || line[first] === 0x09)) first++;
+  if (first === line.length) return null;
   let msg: unknown;
   try {
-    msg = JSON.parse(text);
+    msg = JSON.parse(line.toString('utf8'));
   } catch (err) {
     throw new Http1Failure('malformed', `undecodable watch message: ${describeError(err)}`, { cause: err });
   }

@@ -117,6 +117,15 @@ export class ResponseParser {
   push(data: Buffer): void {
     let at = 0;
     while (at < data.length) {
+      if (this.state === 'chunk-size' && this.carry === null) {
+        // The common case: "<hex>\r\n" whole in this read, parsed off the bytes (no string, no
+        // regex); anything else (split across reads, extensions, the last chunk) goes to the line parser.
+        const next = this.plainChunkSize(data, at);
+        if (next >= 0) {
+          at = next;
+          continue;
+        }
+      }
       switch (this.state) {
         case 'head':
         case 'trailers':
@@ -179,6 +188,22 @@ export class ResponseParser {
       return;
     }
     if (this.state !== 'done') throw new Http1Failure('closed', `connection closed in the middle of the response (${this.state === 'head' && this.headBytes === 0 ? 'before any answer' : this.state})`);
+  }
+
+  /** A chunk-size line of 1-8 hex digits and CRLF at `at`: applied, returns the offset after it; else -1. */
+  private plainChunkSize(data: Buffer, at: number): number {
+    let size = 0;
+    let i = at;
+    for (; i < data.length && i - at <= 8; i++) {
+      const c = data[i]!;
+      const digit = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : c >= 0x41 && c <= 0x46 ? c - 0x37 : -1;
+      if (digit < 0) break;
+      size = size * 16 + digit;
+    }
+    if (i === at || i - at > 8 || i + 1 >= data.length || data[i] !== 0x0d || data[i + 1] !== 0x0a || size === 0 || size > MAX_BODY_BYTES) return -1;
+    this.state = 'chunk-data';
+    this.remaining = size;
+    return i + 2;
   }
 
   private emit(piece: Buffer): void {

@@ -2,17 +2,19 @@
 //
 // Why not the `netlink` package's binding: it peeks every datagram to size it, reads it again,
 // and calls into JavaScript once per datagram (two recvmsg, one uv wake-up and one JS call per
-// datagram). Here each readable wake-up drains the socket with MSG_DONTWAIT into one reusable
-// buffer until EAGAIN and hands all the datagrams of the wake-up to JavaScript in ONE call:
+// datagram). Here each readable wake-up drains the socket with recvmmsg(MSG_DONTWAIT), usually
+// one syscall for all that is queued, and hands all the datagrams of the wake-up to JavaScript
+// in ONE call:
 // onDatagrams(data: Buffer, meta: Uint32Array [length, port, length, port, ...]).
 //
 // NETLINK_NO_ENOBUFS is deliberately NOT set: when the receive buffer overflows the kernel drops
-// datagrams and the next recvmsg fails with ENOBUFS, which is reported as onError('ENOBUFS') so
+// datagrams and the next read fails with ENOBUFS, which is reported as onError('ENOBUFS') so
 // that the owner resynchronizes (the monitor re-reads everything).
 #include "nlsock.h"
 
 #include <linux/filter.h>
 #include <linux/netlink.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -35,6 +37,11 @@ constexpr size_t kMaxDatagram = 64 << 10;
 // Stop draining after this much in one wake-up and deliver it (the poll is level-triggered: the
 // rest is read on the next loop iteration), so one flood cannot hold the loop or grow the buffer.
 constexpr size_t kMaxBytesPerWakeup = 1 << 20;
+// Datagrams read per recvmmsg: a join's answers and notifications are 1–4; a dump's parts come
+// one per read anyway (the kernel fills the next one when we read).
+constexpr unsigned kSlots = 8;
+// A wake-up that read a datagram larger than this (a dump's part) drops the slots' pages after.
+constexpr size_t kResidentDatagram = 16 << 10;
 
 Napi::Error ErrnoError(Napi::Env env, const std::string& what, int err_no) {
   const char* name = strerrorname_np(err_no);
@@ -146,6 +153,10 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
       ::close(fd_);
       fd_ = -1;
     }
+    if (region_) {
+      munmap(region_, kSlots * kMaxDatagram);
+      region_ = nullptr;
+    }
     if (hook_) {
       napi_remove_env_cleanup_hook(env_, CleanupHook, this);
       hook_ = false;
@@ -168,7 +179,7 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
   }
 
   // `status` < 0: libuv saw POLLERR (it reports UV_EBADF for any socket error and has stopped
-  // the handle). On a netlink socket that is sk_err, e.g. ENOBUFS after an overflow: recvmsg
+  // the handle). On a netlink socket that is sk_err, e.g. ENOBUFS after an overflow: a read
   // returns it (and clears it), so read as usual and poll again afterwards.
   void Drain(int status, int /*events*/) {
     napi_handle_scope scope;
@@ -180,20 +191,25 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
     napi_close_handle_scope(env_, scope);
   }
 
+  // One recvmmsg(2) per wake-up in the common case: it returns the datagrams queued (up to
+  // kSlots), and fewer than kSlots means the queue was empty, so no trailing EAGAIN read either.
+  // An error after some datagrams is kept by the kernel in sk_err and reported by the next one
+  // (POLLERR, see Drain). Each datagram is copied out of its slot, 4-byte aligned, into buf_.
   void DrainInScope(int status) {
     size_t used = 0;
+    size_t largest = 0;
     meta_.clear();
     int err_no = 0;
-    while (used < kMaxBytesPerWakeup) {
-      if (buf_.size() < used + kMaxDatagram) buf_.resize(used + kMaxDatagram);
-      sockaddr_nl from{};
-      iovec iov{buf_.data() + used, kMaxDatagram};
-      msghdr msg{};
-      msg.msg_name = &from;
-      msg.msg_namelen = sizeof from;
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      ssize_t n = recvmsg(fd_, &msg, MSG_DONTWAIT | MSG_TRUNC);
+    if (!region_ && !MapRegion()) {
+      err_no = ENOMEM;
+    }
+    while (region_ && used < kMaxBytesPerWakeup) {
+      for (unsigned i = 0; i < kSlots; i++) {
+        msgs_[i].msg_hdr.msg_namelen = sizeof froms_[i];
+        msgs_[i].msg_hdr.msg_flags = 0;
+        msgs_[i].msg_len = 0;
+      }
+      int n = recvmmsg(fd_, msgs_, kSlots, MSG_DONTWAIT | MSG_TRUNC, nullptr);
       if (n < 0) {
         if (errno == EINTR) continue;
         // ENOBUFS comes first, before the datagrams queued ahead of the overflow: read those,
@@ -205,13 +221,23 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
         if (errno != EAGAIN && errno != EWOULDBLOCK) err_no = errno;
         break;
       }
-      if (static_cast<size_t>(n) > kMaxDatagram || (msg.msg_flags & MSG_TRUNC)) {
-        err_no = EMSGSIZE;  // a datagram was cut: it is lost, say so
-        break;
+      bool cut = false;
+      for (int i = 0; i < n; i++) {
+        size_t len = msgs_[i].msg_len;
+        if (len > kMaxDatagram || (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC)) {
+          cut = true;  // a datagram was cut: it is lost, say so (after the others)
+          continue;
+        }
+        size_t aligned = (len + 3) & ~size_t(3);
+        if (buf_.size() < used + aligned) buf_.resize(used + aligned);
+        std::memcpy(buf_.data() + used, region_ + i * kMaxDatagram, len);
+        meta_.push_back(static_cast<uint32_t>(len));
+        meta_.push_back(froms_[i].nl_pid);
+        used += aligned;
+        if (len > largest) largest = len;
       }
-      meta_.push_back(static_cast<uint32_t>(n));
-      meta_.push_back(from.nl_pid);
-      used += (static_cast<size_t>(n) + 3) & ~size_t(3);  // keep each datagram 4-byte aligned
+      if (cut) err_no = EMSGSIZE;
+      if (cut || n < static_cast<int>(kSlots)) break;
     }
     if (!meta_.empty()) {
       // Offsets are implied: each datagram starts at the previous one's end rounded up to 4.
@@ -229,15 +255,14 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
       std::memcpy(ab_data, meta_.data(), meta_bytes);
       Call(on_datagrams_, {data, meta});
     }
-    // Shrink a buffer a dump or a flood grew: idle daemons keep 64 KiB, not a megabyte.
-    if (buf_.size() > 2 * kMaxDatagram) {
-      buf_.resize(kMaxDatagram);
-      buf_.shrink_to_fit();
-    }
+    // Give back what a dump or a flood made resident: an idle daemon keeps a few pages, not
+    // the slots' 512 KiB or a megabyte of copies.
+    if (region_ && largest > kResidentDatagram) madvise(region_, kSlots * kMaxDatagram, MADV_DONTNEED);
+    if (buf_.capacity() > 2 * kMaxDatagram) std::vector<uint8_t>().swap(buf_);
     if (err_no != 0 && fd_ >= 0) {
-      Fail(err_no, "recvmsg");
+      Fail(err_no, "recvmmsg");
     } else if (status < 0 && meta_.empty() && fd_ >= 0) {
-      Fail(-status, "poll");  // POLLERR, yet recvmsg found no error: nothing to go on
+      Fail(-status, "poll");  // POLLERR, yet the read found no error: nothing to go on
       return;
     }
     if (status < 0 && fd_ >= 0 && handle_ && (err_no == 0 || err_no == ENOBUFS || err_no == EMSGSIZE)) {
@@ -413,7 +438,27 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
     return env.Undefined();
   }
 
+  // The slots recvmmsg reads into: mapped on the first wake-up, pages made resident only by what
+  // the kernel writes (a notification touches one page of one slot).
+  bool MapRegion() {
+    void* p = mmap(nullptr, kSlots * kMaxDatagram, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return false;
+    region_ = static_cast<uint8_t*>(p);
+    for (unsigned i = 0; i < kSlots; i++) {
+      iovs_[i] = {region_ + i * kMaxDatagram, kMaxDatagram};
+      msgs_[i] = {};
+      msgs_[i].msg_hdr.msg_name = &froms_[i];
+      msgs_[i].msg_hdr.msg_iov = &iovs_[i];
+      msgs_[i].msg_hdr.msg_iovlen = 1;
+    }
+    return true;
+  }
+
   Napi::Env env_{nullptr};
+  uint8_t* region_ = nullptr;
+  mmsghdr msgs_[kSlots];
+  iovec iovs_[kSlots];
+  sockaddr_nl froms_[kSlots];
   int fd_ = -1;
   uint32_t port_ = 0;
   PollHandle* handle_ = nullptr;

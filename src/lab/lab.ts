@@ -460,8 +460,10 @@ export class Lab {
       : [process.execPath, weftdPath, ...this.weftdArgs(h), ...(opts.extraArgs ?? [])];
     const log = this.logFile(h.name);
     writeFileSync(log, `--- weft lab: ${new Date().toISOString()} start on ${h.name}: ${argv.join(' ')}\n`, { flag: 'a' });
-    // As systemd/weftd.service runs it (V8's young generation capped: docs/performance.md).
-    const env = { NODE_OPTIONS: WEFTD_NODE_OPTIONS, ...cleanEnv(/^(FLANNELD_|NOTIFY_SOCKET$)/), ...opts.extraEnv };
+    // As systemd/weftd.service runs it (V8's young generation capped: docs/performance.md), with
+    // the lab's own cache directory in place of the unit's CacheDirectory=weft (the one-file
+    // weftd's warm code cache, src/daemon/code-cache.ts): nothing written outside the lab.
+    const env = { NODE_OPTIONS: WEFTD_NODE_OPTIONS, WEFT_CACHE_DIR: join(this.state.stateDir, 'cache'), ...cleanEnv(/^(FLANNELD_|NOTIFY_SOCKET$)/), ...opts.extraEnv };
     const id = spawnDetached(this.tools.ip, this.netns.execArgs(h.ns, argv), log, env);
     this.state.processes = [...this.state.processes.filter((p) => !(p.role === 'weftd' && p.host === h.name)),
       { role: 'weftd', host: h.name, ns: h.ns, ...id }];

@@ -121,6 +121,9 @@ describe('the systemd unit\'s sandbox fits what weftd does (strace)', { timeout:
       const path = m?.[1] ?? m?.[2] ?? m?.[3];
       if (path !== undefined) written.add(path);
     }
+    // The lab's stand-in for CacheDirectory=weft (the warm code cache): its WEFT_CACHE_DIR.
+    assert.equal(unitValue('CacheDirectory'), 'weft');
+    writable.push(join(lab.stateDir, 'cache'));
     const ok = (p: string): boolean => p === '/dev/net/tun' || p === '/dev/null' || p.startsWith('/run/') ||
       writable.some((d) => p === d || p.startsWith(d + '/'));
     const badPaths = [...written].filter((p) => !ok(p));

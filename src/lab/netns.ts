@@ -73,6 +73,12 @@ export class Netns {
 
   /** Replace every IPv4 address of `dev` with `cidr` (idempotent: safe on re-configuration). */
   async setAddress(ns: string, dev: string, cidr: string): Promise<void> {
+    // Already exactly `cidr` (a daemon restart keeping its subnet): leave it. A flush would remove
+    // the connected route for the few ms until the add, and a packet crossing `dev` then is lost
+    // (the e2e restart tests ping through the container bridge while it happens).
+    const current = await this.in(ns, ['-4', '-o', 'addr', 'show', 'dev', dev], `list addresses of ${dev} in ${ns}`);
+    const inet = [...current.matchAll(/\binet (\S+)/g)].map((m) => m[1]);
+    if (inet.length === 1 && inet[0] === cidr) return;
     await this.in(ns, ['-4', 'addr', 'flush', 'dev', dev], `flush addresses of ${dev} in ${ns}`);
     await this.in(ns, ['addr', 'add', cidr, 'dev', dev], `add ${cidr} to ${dev} in ${ns}`);
   }

@@ -22,8 +22,11 @@
  *
  * The cache is only an optimisation: V8 rejects it when its version or flags differ (e.g. another
  * NODE_OPTIONS in /etc/default/weftd), and the loader ignores it unless it was made from this very
- * build of the code (a build id in all three files); weftd then compiles as usual. Measured:
- * docs/performance.md, "Start-up".
+ * build of the code (a build id in all three files) and its CRC-32 matches; weftd then compiles as
+ * usual. The loader prefers this host's warm cache, which weftd writes once it is ready (all the
+ * start path compiled, not only the modules' top levels: src/daemon/code-cache.ts; systemd's
+ * CacheDirectory=weft, else $WEFT_CACHE_DIR or /var/cache/weft). Measured: docs/performance.md,
+ * "Start-up".
  *
  * Left out of the bundle, loaded from node_modules at run time as before:
  *   - raw-socket and node-gyp-build: native addons (and their loader) cannot be bundled;

@@ -44,9 +44,14 @@ export type WarmCodeCacheOutcome =
   | { readonly kind: 'written'; readonly file: string; readonly compiledWith: 'shipped' | 'none' }
   | { readonly kind: 'failed'; readonly file: string; readonly error: unknown };
 
-/** Write this host's cache if this start did not use it. Never throws: a cache is an optimisation. */
-export function saveWarmCodeCache(hook: WarmCodeCacheHook | null = warmCodeCacheHook()): WarmCodeCacheOutcome {
+/**
+ * Write this host's cache if this start did not use it. Never throws: a cache is an optimisation.
+ * Once: the hook is dropped from `scope`, so the loader's compiled script it holds can go.
+ */
+export function saveWarmCodeCache(scope: object = globalThis): WarmCodeCacheOutcome {
+  const hook = warmCodeCacheHook(scope);
   if (hook === null) return { kind: 'unbundled' };
+  delete (scope as Record<symbol, unknown>)[HOOK];
   if (hook.used === 'warm') return { kind: 'used', file: hook.file };
   try {
     const file = hook.save();

@@ -19,7 +19,11 @@ export interface DatagramSource {
 
 /** The raw socket seam (batch.ts's writes, monitor.ts's notifications; tests script it). */
 export interface RawSocket {
-  /** One sendmsg of `msg` (to the kernel unless `options.port`); `callback` gets its error. */
+  /**
+   * One sendmsg of `msg` (to the kernel unless `options.port`). `callback` gets its error on a
+   * later tick; a socket may also call it with no error, but need not (the native one does not:
+   * a tick per datagram for nothing): success is the kernel's answer.
+   */
   send(msg: Uint8Array, options?: { port?: number }, callback?: (error?: Error) => void): void;
   /** Each datagram received, in order. */
   on(event: 'message', listener: (msg: Buffer, rinfo: DatagramSource) => void): unknown;
@@ -103,9 +107,10 @@ class NativeRawSocket extends EventEmitter implements MonitorRawSocket {
 
   send(msg: Uint8Array, options?: { port?: number }, callback?: (error?: Error) => void): void {
     const code = this.native.send(msg, options?.port ?? 0);
-    const err = code === undefined ? undefined : socketError(code, 'sendto', 0, `${msg.byteLength} bytes`);
+    if (code === undefined) return;
+    const err = socketError(code, 'sendto', 0, `${msg.byteLength} bytes`);
     if (callback) process.nextTick(callback, err);
-    else if (err) process.nextTick(() => this.emit('error', err));
+    else process.nextTick(() => this.emit('error', err));
   }
 
   close(): void {

@@ -72,8 +72,15 @@ export interface RulesetGeneration {
 /** NFNLGRP_NFTABLES (linux/netfilter/nfnetlink.h): every nf_tables ruleset change. */
 export const NFNLGRP_NFTABLES = 7;
 
+/** Opens a NETLINK_NETFILTER socket with that receive buffer (a seam for tests; default transport.ts). */
+export type NetfilterSocketFactory = (recvBufferBytes: number) => MonitorRawSocket;
+
+const openNetfilterSocket: NetfilterSocketFactory = (recvBufferBytes) => openNetlinkSocket(NETLINK_NETFILTER, { recvBufferBytes });
+
 export class NftGeneration implements RulesetGeneration {
-  /** Replies are tiny and no group is joined: the kernel's default receive buffer is plenty (opened on first query). */
+  constructor(private readonly openSocket: NetfilterSocketFactory = openNetfilterSocket) {}
+
+  /** The query's request socket, opened on the first query; it joins no group, so nothing but replies arrives. */
   private sock: RequestSocket | null = null;
   private events: MonitorRawSocket | null = null;
   private tail: Promise<unknown> = Promise.resolve();
@@ -87,7 +94,7 @@ export class NftGeneration implements RulesetGeneration {
     try {
       // A larger buffer than the default: iptables-restore of a big ruleset (Docker, kube-proxy)
       // sends a message per rule; an overflow is not a loss for us (we re-read the generation).
-      s = openNetlinkSocket(NETLINK_NETFILTER, { recvBufferBytes: 1 << 20 });
+      s = this.openSocket(1 << 20);
     } catch {
       return false;
     }
@@ -138,9 +145,7 @@ export class NftGeneration implements RulesetGeneration {
     const op = 'read the nf_tables ruleset generation';
     try {
       // The request socket replaces its raw socket itself after a timeout or an error.
-      this.sock ??= new RequestSocket('nft', silentLogger, TIMEOUT_MS, () => undefined, () =>
-        openNetlinkSocket(NETLINK_NETFILTER, { recvBufferBytes: 64 << 10 }),
-      );
+      this.sock ??= new RequestSocket('nft', silentLogger, TIMEOUT_MS, () => undefined, () => this.openSocket(64 << 10));
       const msgs = await this.sock.request(op, encodeGetGen());
       for (const m of msgs) {
         if ((m.type & 0xff) !== NFT_MSG_NEWGEN) continue;

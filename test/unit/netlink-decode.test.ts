@@ -2,7 +2,8 @@
  * weft's request path without the `netlink` package: the request encoders of wire.ts against the
  * package's encoder (the oracle), and socket.ts's RequestSocket over a scripted raw socket that
  * answers like the kernel (dumps in several datagrams ending with NLMSG_DONE, a GET's reply then
- * its ACK, NLMSG_ERROR with an errno, silence, a socket error, garbage). The real kernel's bytes
+ * its ACK, NLMSG_ERROR with an errno, silence, a socket error, garbage), and NftGeneration on it
+ * (NETLINK_NETFILTER). The real kernel's bytes
  * are in netlink-decode-kernel.test.ts; the whole client on the real kernel in the e2e tests.
  */
 import assert from 'node:assert/strict';
@@ -12,6 +13,7 @@ import { FlagsGet, FlagsNew, formatMessage, ifla, rt } from 'netlink';
 import { AttrStream } from 'netlink/dist/structs';
 import { silentLogger } from '../../src/log';
 import { NetlinkError } from '../../src/netlink/errors';
+import { NFNLGRP_NFTABLES, NftGeneration } from '../../src/netlink/nft-generation';
 import { RequestSocket } from '../../src/netlink/socket';
 import type { RawSocket } from '../../src/netlink/transport';
 import {
@@ -304,5 +306,80 @@ describe('RequestSocket (socket.ts) over a scripted kernel', () => {
     assert.equal(err.errno, 'ESOCKCLOSED');
     const after = await rs.request('set link #3 up', encodeSetLink(3, { up: true })).catch((e: unknown) => e);
     assert.ok(after instanceof NetlinkError && after.errno === 'ESOCKCLOSED');
+  });
+});
+
+describe('NftGeneration (nft-generation.ts) on weft\'s request socket, over a scripted kernel', () => {
+  const GETGEN = (10 << 8) | 16;
+  const NEWGEN = (10 << 8) | 15;
+  /** NEWGEN: nfgenmsg, then NFTA_GEN_ID (big-endian u32). */
+  const newgen = (seq: number, id: number): Buffer => {
+    const body = Buffer.alloc(12);
+    body.writeUInt16LE(8, 4);
+    body.writeUInt16LE(1, 6);
+    body.writeUInt32BE(id, 8);
+    return msg(NEWGEN, seq, body);
+  };
+
+  class GroupSocket extends ScriptedSocket {
+    readonly groups: number[] = [];
+    addMembership(group: number): void {
+      this.groups.push(group);
+    }
+  }
+
+  it('current(): NFT_MSG_GETGEN (nfgenmsg, REQUEST|ACK) answered by NEWGEN then ACK gives NFTA_GEN_ID', async () => {
+    const sockets: GroupSocket[] = [];
+    const gen = new NftGeneration(() => {
+      const s = new GroupSocket(({ seq, type }) => (type === GETGEN ? [Buffer.concat([newgen(seq, 42), ack(seq)])] : [ack(seq, 95)]));
+      sockets.push(s);
+      return s;
+    });
+    assert.equal(await gen.current(), 42);
+    assert.deepEqual(sockets[0]!.sent.map((r) => [r.type, r.flags]), [[GETGEN, REQUEST_ACK]]);
+    gen.close();
+  });
+
+  it('a refusal rejects with a NetlinkError naming the read; the next query opens a fresh socket', async () => {
+    const sockets: GroupSocket[] = [];
+    let errno = 1; // EPERM, then success
+    const gen = new NftGeneration(() => {
+      const s = new GroupSocket(({ seq }) => (errno ? [ack(seq, errno)] : [newgen(seq, 7), ack(seq)]));
+      sockets.push(s);
+      return s;
+    });
+    const err = await gen.current().catch((e: unknown) => e);
+    assert.ok(err instanceof NetlinkError);
+    assert.equal(err.message, 'read the nf_tables ruleset generation: EPERM');
+    errno = 0;
+    assert.equal(await gen.current(), 7);
+    assert.equal(sockets.length, 2);
+    assert.ok(sockets[0]!.closed);
+    gen.close();
+  });
+
+  it('watch(): joins NFNLGRP_NFTABLES; a commit (per-rule messages, then NEWGEN) is one change, rules alone none, a socket error one', () => {
+    const sockets: GroupSocket[] = [];
+    const gen = new NftGeneration(() => {
+      const s = new GroupSocket(() => 'silent');
+      sockets.push(s);
+      return s;
+    });
+    let changes = 0;
+    assert.equal(gen.watch(() => changes++), true);
+    const events = sockets[0]!;
+    assert.deepEqual(events.groups, [NFNLGRP_NFTABLES]);
+    const rule = msg((10 << 8) | 6, 0, Buffer.alloc(8));
+    events.emit('message', Buffer.concat([rule, rule]), { port: 0 });
+    assert.equal(changes, 0);
+    events.emit('message', Buffer.concat([rule, newgen(0, 9)]), { port: 0 });
+    assert.equal(changes, 1);
+    events.emit('message', newgen(0, 10), { port: 1234 });
+    assert.equal(changes, 1, 'only the kernel speaks on the group');
+    events.emit('error', Object.assign(new Error('no buffer space available'), { code: 'ENOBUFS' }));
+    assert.equal(changes, 2, 'changes may have been lost: re-read');
+    assert.ok(events.closed);
+    gen.unwatch();
+    gen.close();
   });
 });

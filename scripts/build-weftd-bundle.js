@@ -103,10 +103,8 @@ function loaderText(buildId) {
 const { readFileSync, writeFileSync, writeSync, fsyncSync, openSync, fstatSync, closeSync, mkdirSync, renameSync, readdirSync, statSync, unlinkSync } = require('node:fs');
 const { join } = require('node:path');
 const { Script } = require('node:vm');
-// idle-gc (src/daemon/idle-gc.ts) sets --expose-gc at run time, and a V8 code cache carries a
-// hash of the flags it was made under: set here, before any cache is made or read, a cache
-// written once weftd runs matches the next start's flags (else V8 rejects every warm cache).
-require('node:v8').setFlagsFromString('--expose-gc');
+// A V8 code cache carries a hash of the flags it was made under: no V8 flag may be left changed
+// at run time (idle-gc turns --expose-gc on and off again), or V8 rejects every warm cache.
 const BUILD = ${JSON.stringify(buildId)};
 const codeFile = join(__dirname, ${JSON.stringify(path.basename(codeFile))});
 const cacheFile = join(__dirname, ${JSON.stringify(path.basename(cacheFile))});

@@ -28,6 +28,9 @@ export class IdleGc implements DaemonComponent {
       // --expose-gc at run time defines gc() only in contexts created afterwards.
       setFlagsFromString('--expose-gc');
       this.gc = runInNewContext('gc') as () => void;
+      // Off again (gc() stays): V8 stamps a code cache with a hash of the flags, and the one-file
+      // weftd's warm cache, written after this ran, must match the flags of the next start.
+      setFlagsFromString('--no-expose-gc');
     } catch {
       this.gc = null;
     }

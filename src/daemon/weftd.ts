@@ -67,6 +67,8 @@ export interface WeftdDeps {
 export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
   private readonly opts: DaemonOptions;
   private readonly log: Logger;
+  /** Debug lines are written: only then does a peer event build its debug fields. */
+  private readonly debugOn: boolean;
   private readonly notifier: Notifier;
   private readonly makeRegistry: (opts: DaemonOptions, log: Logger) => LeaseRegistry;
   private readonly makeNetlink: (log: Logger) => Netlink;
@@ -107,6 +109,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     this.opts = opts;
     this.components = deps.components ?? [];
     this.log = deps.log;
+    this.debugOn = this.log.enabled?.('debug') ?? true;
     this.notifier = deps.notifier;
     this.makeRegistry = deps.makeRegistry ?? ((o, log) => createLeaseRegistry(o, log));
     this.makeNetlink = deps.makeNetlink ?? ((log) => new NetlinkClient(log.child({ component: 'netlink' })));
@@ -333,7 +336,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
           this.setPeer(change.lease.key, change.lease);
           this.departed.added(change.lease, previous);
           this.dirtyKeys.add(change.lease.key);
-          this.log.debug('peer lease added or changed', { key: change.lease.key, publicIp: change.lease.attrs.PublicIP });
+          if (this.debugOn) this.log.debug('peer lease added or changed', { key: change.lease.key, publicIp: change.lease.attrs.PublicIP });
         } else {
           const previous = this.peerMap.get(change.key);
           if (previous !== undefined) {
@@ -341,7 +344,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
             this.departed.removed(previous);
           }
           this.dirtyKeys.add(change.key);
-          this.log.debug('peer lease removed', { key: change.key });
+          if (this.debugOn) this.log.debug('peer lease removed', { key: change.key });
         }
         this.emit('peers', this.peerList);
         this.scheduleRecompute(true);

@@ -111,4 +111,29 @@ describe('reconciler, incremental path', () => {
     assert.ok(k.routes.some((x) => formatIPv4Cidr(x.dst) === '10.5.3.0/24'));
     await r.stop();
   });
+
+  it('an idle reconciler writes a peer change in setDesired\'s own tick, without waiting for a timer', async () => {
+    const { k, r } = await started(peers(2));
+    r.setDesired(peers(2, 3));
+    // The clock is not advanced: only microtasks and one macrotask turn pass.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.deepEqual(k.calls, ['set neighbour 10.5.3.0', 'set fdb 02:00:00:00:00:03', 'set route 10.5.3.0/24']);
+    assert.equal(r.isUpToDate, true);
+    await r.stop();
+  });
+
+  it('changes made while a run is in flight share one follow-up run, which sees the last of them', async () => {
+    const { k, clock, r } = await started(peers(2));
+    const runsBefore = r.runCounts.runs;
+    r.setDesired(peers(2, 3)); // starts at once
+    r.setDesired(peers(2, 3, 4)); // the run above is in flight: scheduled
+    r.setDesired(peers(2, 4, 5));
+    await clock.advance(0);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.equal(r.runCounts.runs - runsBefore, 2, 'one run now, one follow-up');
+    assert.deepEqual(diffState(peers(2, 4, 5), impliedState(r.applied!, 10, 3)), []);
+    assert.equal(r.isUpToDate, true);
+    assert.ok(k.calls.includes('del route 10.5.3.0/24'), `calls: ${k.calls.join(', ')}`);
+    await r.stop();
+  });
 });

@@ -4,6 +4,7 @@
  * test's own network namespace without changing anything. Needs the addon (npm run build:addon).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { openNetlinkSocket, type MonitorRawSocket } from '../../src/netlink/transport';
 
@@ -134,6 +135,20 @@ describe('native netlink socket (transport.ts)', () => {
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(received, 0);
     }));
+
+  it('a process that exits with an answer still queued on an open socket exits cleanly (no JS call during teardown)', () => {
+    // Node polls the loop once more while tearing the environment down, when JavaScript can no
+    // longer run: the socket must not try (node-addon-api would abort the process there).
+    const script = `
+      const { openNetlinkSocket } = require(${JSON.stringify(require.resolve('../../src/netlink/transport'))});
+      const sock = openNetlinkSocket(0, { recvBufferBytes: 1 << 16 });
+      sock.on('message', () => { throw new Error('no JavaScript after the end'); });
+      const b = Buffer.alloc(32); b.writeUInt32LE(32, 0); b.writeUInt16LE(18, 4); b.writeUInt16LE(1, 6); b.writeInt32LE(1, 20);
+      sock.send(b);`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /FATAL|Aborted/);
+  });
 
   it('close is idempotent; a send after it fails through its callback with EBADF; other calls throw', async () => {
     const sock = openNetlinkSocket(NETLINK_ROUTE, { recvBufferBytes: 1 << 16 });

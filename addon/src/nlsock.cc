@@ -112,10 +112,14 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
     handle_ = new PollHandle{};
     handle_->owner = this;
     int rc = uv_poll_init(loop, &handle_->poll, fd_);
-    if (rc == 0) rc = uv_poll_start(&handle_->poll, UV_READABLE, OnReadable);
     if (rc != 0) {
-      // uv_poll_init failing leaves nothing to close; a started handle is closed below.
-      delete handle_;
+      delete handle_;  // not initialized: the loop does not know it
+    } else if ((rc = uv_poll_start(&handle_->poll, UV_READABLE, OnReadable)) != 0) {
+      handle_->owner = nullptr;  // initialized: only uv_close may free it
+      uv_close(reinterpret_cast<uv_handle_t*>(&handle_->poll),
+               [](uv_handle_t* h) { delete reinterpret_cast<PollHandle*>(h); });
+    }
+    if (rc != 0) {
       handle_ = nullptr;
       ::close(fd_);
       fd_ = -1;

@@ -4,7 +4,7 @@
  *
  * Backed by weft's addon (addon/src/nlsock.cc), not the `netlink` package's binding, which
  * peeks every datagram to size it, reads it again and calls JavaScript once per datagram: here
- * each readable wake-up drains the socket (recvmsg until EAGAIN, no peek) and all its datagrams
+ * each readable wake-up drains the socket (recvmmsg, usually one call, no peek) and all its datagrams
  * reach JavaScript in one call, then are emitted one by one as 'message' (cheap: same tick).
  * An overflow of the receive buffer is an 'error' with code ENOBUFS (datagrams were lost; the
  * owner resynchronizes). See docs/netlink.md "The native socket".

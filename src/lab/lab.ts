@@ -126,7 +126,7 @@ export interface LabOptions {
 }
 
 /** NODE_OPTIONS of weftd in systemd/weftd.service: the lab runs weftd the same way. */
-export const WEFTD_NODE_OPTIONS = '--max-semi-space-size=2';
+export const WEFTD_NODE_OPTIONS = '--max-semi-space-size=2 --v8-pool-size=1';
 
 export interface StartDaemonOptions {
   readonly extraEnv?: Readonly<Record<string, string>>;

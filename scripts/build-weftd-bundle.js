@@ -114,8 +114,17 @@ if (!code.endsWith('//# weftd-build ' + BUILD + '\\n')) {
   process.exit(1);
 }
 // One warm cache per build, node binary and flag set (FNV-1a: no crypto module to load for it).
+// The binary by its version and its file (inode, size, mtime): a node rebuilt or replaced under
+// the same version string gets a cache of its own, never one another V8 build wrote.
+let nodeFile = '';
+try {
+  const st = statSync(process.execPath);
+  nodeFile = st.ino + ':' + st.size + ':' + st.mtimeMs;
+} catch {
+  // Unreadable: the version alone.
+}
 let h = 0x811c9dc5;
-for (const ch of [process.version, process.arch, process.execArgv.join(' '), process.env.NODE_OPTIONS || ''].join('\\0')) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+for (const ch of [process.version, process.arch, nodeFile, process.execArgv.join(' '), process.env.NODE_OPTIONS || ''].join('\\0')) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
 const cacheDir = (process.env.CACHE_DIRECTORY || '').split(':')[0] || process.env.WEFT_CACHE_DIR || '/var/cache/weft';
 const warmFile = join(cacheDir, 'weftd-' + BUILD + '-' + h.toString(16) + '.code-cache');
 // V8 12.x and older (Node 20) do not checksum a code cache: a corrupt one aborts the process

@@ -417,8 +417,8 @@ export class PendingDelta {
       if (id === undefined) ids.set(c, (id = changeId(c)));
       return id;
     };
-    sets.sort((a, b) => rank(a) - rank(b) || byText(idOf(a), idOf(b)));
-    removes.sort((a, b) => rank(b) - rank(a) || byText(idOf(a), idOf(b)));
+    if (sets.length > 1) sets.sort((a, b) => rank(a) - rank(b) || byText(idOf(a), idOf(b)));
+    if (removes.length > 1) removes.sort((a, b) => rank(b) - rank(a) || byText(idOf(a), idOf(b)));
     for (const c of removes) sets.push(c);
     return sets;
   }

@@ -11,7 +11,21 @@
  * regular file (the link's target then never sees the change). The link is resolved (every
  * level, dangling or not) and the temporary file goes beside the target.
  */
-import { promises as fsp } from 'node:fs';
+import {
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  type Stats,
+} from 'node:fs';
 import * as path from 'node:path';
 import { WeftError } from './errors';
 
@@ -28,12 +42,17 @@ export interface AtomicWriteOptions {
 }
 
 /** The file a path finally names, following symlinks (also a dangling one's target); at most 40 levels, like the kernel. */
-export async function resolveLinkTarget(filePath: string): Promise<string> {
+export function resolveLinkTarget(filePath: string): string {
   let p = path.resolve(filePath);
   for (let i = 0; i < 40; i++) {
-    const st = await fsp.lstat(p).catch(() => null);
+    let st: Stats | null = null;
+    try {
+      st = lstatSync(p);
+    } catch {
+      // Missing (or unreadable): this is the file to write.
+    }
     if (st === null || !st.isSymbolicLink()) return p;
-    p = path.resolve(path.dirname(p), await fsp.readlink(p));
+    p = path.resolve(path.dirname(p), readlinkSync(p));
   }
   throw new WeftError('CONFIG_INVALID', `${filePath}: too many levels of symbolic links`);
 }
@@ -45,38 +64,63 @@ export async function resolveLinkTarget(filePath: string): Promise<string> {
  */
 let tmpSerial = 0;
 
-export async function writeFileAtomic(linkPath: string, text: string, opts: AtomicWriteOptions): Promise<void> {
-  const filePath = await resolveLinkTarget(linkPath);
+/**
+ * Synchronous on purpose: the files are small and written rarely, and weftd writes subnet.env on
+ * its start-up path, where the asynchronous version's eleven thread-pool round trips (mkdir, stat,
+ * open, write, chmod, chown, fsync, close, rename, open, fsync) cost 10–24 ms of wall time under
+ * load (docs/performance.md, "Start-up") for nothing: the daemon has nothing else to do meanwhile.
+ * The fsyncs block the event loop for what they take: nothing on tmpfs (/run), a few ms on a disk.
+ */
+export function writeFileAtomicSync(linkPath: string, text: string, opts: AtomicWriteOptions): void {
+  const filePath = resolveLinkTarget(linkPath);
   const dir = path.dirname(filePath);
   const tmp = path.join(dir, `.${path.basename(filePath)}.${process.pid}.${Date.now().toString(36)}.${++tmpSerial}.tmp`);
   let step = `create directory ${dir}`;
   try {
-    await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
-    const existing = opts.keepExisting === false ? null : await fsp.stat(filePath).catch(() => null);
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    let existing: Stats | null = null;
+    if (opts.keepExisting !== false) {
+      try {
+        existing = statSync(filePath);
+      } catch {
+        // A new file.
+      }
+    }
     const mode = existing ? existing.mode & 0o7777 : (opts.mode ?? 0o644);
     step = `create temporary file ${tmp}`;
-    const fh = await fsp.open(tmp, 'wx', mode);
+    const fd = openSync(tmp, 'wx', mode);
     try {
       step = `write temporary file ${tmp}`;
-      await fh.writeFile(text, 'utf8');
-      await fh.chmod(mode);
+      writeFileSync(fd, text, 'utf8');
+      fchmodSync(fd, mode);
       // Keep the owner of an existing file (root-owned in practice; best effort otherwise).
-      if (existing) await fh.chown(existing.uid, existing.gid).catch(() => undefined);
+      if (existing) {
+        try {
+          fchownSync(fd, existing.uid, existing.gid);
+        } catch {
+          // Best effort.
+        }
+      }
       step = `fsync temporary file ${tmp}`;
-      await fh.sync();
+      fsyncSync(fd);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     step = `rename ${tmp} to ${filePath}`;
-    await fsp.rename(tmp, filePath);
+    renameSync(tmp, filePath);
   } catch (err) {
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    rmSync(tmp, { force: true });
     throw new WeftError('INTERNAL', `write ${opts.what} ${filePath}: ${step}: ${(err as Error).message}`, { cause: err });
   }
   // Durability of the rename; failing here does not undo a write readers can already see.
-  const dh = await fsp.open(dir, 'r').catch(() => null);
-  if (dh !== null) {
-    await dh.sync().catch(() => undefined);
-    await dh.close().catch(() => undefined);
+  try {
+    const dfd = openSync(dir, 'r');
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch {
+    // Best effort (see above).
   }
 }

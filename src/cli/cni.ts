@@ -8,7 +8,7 @@ import { chmodSync, lstatSync, mkdirSync, readlinkSync, rmSync, symlinkSync } fr
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { WeftError } from '../errors';
-import { writeFileAtomic } from '../fsutil';
+import { writeFileAtomicSync } from '../fsutil';
 import { readFile } from 'node:fs/promises';
 import { DEFAULT_DATA_DIR, DEFAULT_SUBNET_FILE, keepSourceRules, parseFlannelEnv, type FlannelEnv, type JsonObject } from '../cni/netconf';
 import { ensureKeepSource } from '../cni/plugin';
@@ -130,7 +130,7 @@ export async function runCniCommand(argv: string[], io: CliIO): Promise<number> 
     if (out === undefined) {
       io.out(text);
     } else {
-      await writeFileAtomic(out, text, { mode: 0o644, what: 'the CNI network config' });
+      writeFileAtomicSync(out, text, { mode: 0o644, what: 'the CNI network config' });
       io.out(`wrote ${out}`);
     }
     return 0;

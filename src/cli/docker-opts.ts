@@ -32,7 +32,7 @@ import { WeftError, describeError } from '../errors';
 import { formatCidr, formatIPv4, formatIPv4Cidr, parseIPv4Cidr, parseIPv6Cidr } from '../ip';
 import { parseSubnetEnv } from '../daemon/subnetenv';
 import { NetlinkClient } from '../netlink/client';
-import { writeFileAtomic } from '../fsutil';
+import { writeFileAtomicSync } from '../fsutil';
 import type { CliIO } from './io';
 
 export const DEFAULT_SUBNET_ENV = '/run/flannel/subnet.env';
@@ -408,7 +408,7 @@ export async function runDockerOptsCommand(argv: readonly string[], io: CliIO, d
   if (flags.daemonJson === null || flags.dockerEnvFileGiven) {
     // Sourcing the subnet file overrides the environment.
     const opts = dockerOptions(flannel, flags, { ...deps.env, ...vars });
-    await writeFileAtomic(flags.dockerEnvFile, formatDockerEnv(opts, flags), { what: 'Docker env file' });
+    writeFileAtomicSync(flags.dockerEnvFile, formatDockerEnv(opts, flags), { what: 'Docker env file' });
   }
   if (flags.daemonJson !== null) {
     const file = flags.daemonJson;
@@ -418,7 +418,7 @@ export async function runDockerOptsCommand(argv: readonly string[], io: CliIO, d
     });
     const settings = daemonJsonSettings(flannel, flags);
     const merge = mergeDaemonJson(existing, settings, file);
-    if (merge.text !== null) await writeFileAtomic(file, merge.text, { what: 'Docker\'s daemon.json' });
+    if (merge.text !== null) writeFileAtomicSync(file, merge.text, { what: 'Docker\'s daemon.json' });
     io.out(formatDaemonJsonChanges(file, merge, settings));
   }
 

@@ -14,7 +14,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { WeftError } from '../errors';
-import { writeFileAtomic } from '../fsutil';
+import { writeFileAtomicSync } from '../fsutil';
 
 export interface SubnetEnv {
   /** The whole overlay network, e.g. "10.5.0.0/16"; null on an IPv6-only network (EnableIPv4 false: no line, as flanneld). */
@@ -144,9 +144,9 @@ export async function readSubnetEnv(filePath: string): Promise<Record<string, st
 
 /**
  * Replace `filePath` with `text` so that readers see the old file or the new one, never a part
- * (`writeFileAtomic`): the directory is created 0755 if needed, and the file is 0644 whatever the
+ * (`writeFileAtomicSync`): the directory is created 0755 if needed, and the file is 0644 whatever the
  * umask or the mode the old file had.
  */
-export async function writeSubnetEnvAtomic(filePath: string, text: string): Promise<void> {
-  await writeFileAtomic(filePath, text, { what: 'subnet file', mode: FILE_MODE, keepExisting: false });
+export function writeSubnetEnvAtomic(filePath: string, text: string): void {
+  writeFileAtomicSync(filePath, text, { what: 'subnet file', mode: FILE_MODE, keepExisting: false });
 }

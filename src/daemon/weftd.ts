@@ -620,7 +620,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       mtu: this.setup!.mtu,
       ipMasq: this.opts.ipMasq,
     });
-    await writeSubnetEnvAtomic(this.opts.subnetFile, text);
+    writeSubnetEnvAtomic(this.opts.subnetFile, text);
     traceStartup('subnet.env written');
     this.log.info('wrote subnet file', { path: this.opts.subnetFile });
   }

@@ -7,19 +7,19 @@ import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { writeFileAtomic } from '../../src/fsutil';
+import { writeFileAtomicSync } from '../../src/fsutil';
 import { initStateDir, loadState, saveState, type LabState } from '../../src/lab/state';
 
 const root = mkdtempSync(join(tmpdir(), 'weft-files-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
-describe('writeFileAtomic through a symlink', () => {
+describe('writeFileAtomicSync through a symlink', () => {
   it('writes the link\'s target and leaves the link a link (weft docker-opts --daemon-json)', async () => {
     const dir = join(root, 'docker');
     mkdirSync(join(dir, 'managed'), { recursive: true });
     writeFileSync(join(dir, 'managed', 'daemon.json'), '{}\n');
     symlinkSync('managed/daemon.json', join(dir, 'daemon.json'));
-    await writeFileAtomic(join(dir, 'daemon.json'), '{"mtu":1450}\n', { what: "Docker's daemon.json" });
+    writeFileAtomicSync(join(dir, 'daemon.json'), '{"mtu":1450}\n', { what: "Docker's daemon.json" });
     assert.ok(lstatSync(join(dir, 'daemon.json')).isSymbolicLink(), 'still a symlink');
     assert.equal(readlinkSync(join(dir, 'daemon.json')), 'managed/daemon.json');
     assert.equal(readFileSync(join(dir, 'managed', 'daemon.json'), 'utf8'), '{"mtu":1450}\n');
@@ -29,7 +29,7 @@ describe('writeFileAtomic through a symlink', () => {
     const dir = join(root, 'dangling');
     mkdirSync(dir);
     symlinkSync('real.env', join(dir, 'subnet.env'));
-    await writeFileAtomic(join(dir, 'subnet.env'), 'X=1\n', { what: 'subnet.env' });
+    writeFileAtomicSync(join(dir, 'subnet.env'), 'X=1\n', { what: 'subnet.env' });
     assert.ok(lstatSync(join(dir, 'subnet.env')).isSymbolicLink());
     assert.equal(readFileSync(join(dir, 'real.env'), 'utf8'), 'X=1\n');
   });

@@ -1,6 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
+import { spawn } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
@@ -140,7 +141,7 @@ describe('readSubnetEnv and writeSubnetEnvAtomic', () => {
   it('creates missing directories and writes a file readSubnetEnv reads back', async () => {
     const file = path.join(dir, 'a', 'b', 'subnet.env');
     const text = formatSubnetEnv(V4);
-    await writeSubnetEnvAtomic(file, text);
+    writeSubnetEnvAtomic(file, text);
     assert.equal(await fsp.readFile(file, 'utf8'), text);
     assert.deepEqual(await readSubnetEnv(file), {
       FLANNEL_NETWORK: '10.5.0.0/16', FLANNEL_SUBNET: '10.5.72.1/24', FLANNEL_MTU: '1450', FLANNEL_IPMASQ: 'false',
@@ -152,7 +153,7 @@ describe('readSubnetEnv and writeSubnetEnvAtomic', () => {
     const file = path.join(dir, 'umask', 'subnet.env');
     const old = process.umask(0o077);
     try {
-      await writeSubnetEnvAtomic(file, formatSubnetEnv(V4));
+      writeSubnetEnvAtomic(file, formatSubnetEnv(V4));
     } finally {
       process.umask(old);
     }
@@ -162,10 +163,10 @@ describe('readSubnetEnv and writeSubnetEnvAtomic', () => {
   it('replaces an existing file by rename (a new inode), leaving no temporary file behind', async () => {
     const sub = path.join(dir, 'replace');
     const file = path.join(sub, 'subnet.env');
-    await writeSubnetEnvAtomic(file, formatSubnetEnv(V4));
+    writeSubnetEnvAtomic(file, formatSubnetEnv(V4));
     const before1 = await fsp.stat(file);
     const next = formatSubnetEnv({ ...V4, subnet: '10.5.73.1/24' });
-    await writeSubnetEnvAtomic(file, next);
+    writeSubnetEnvAtomic(file, next);
     const after1 = await fsp.stat(file);
     assert.notEqual(after1.ino, before1.ino);
     assert.equal(await fsp.readFile(file, 'utf8'), next);
@@ -176,19 +177,22 @@ describe('readSubnetEnv and writeSubnetEnvAtomic', () => {
     const file = path.join(dir, 'race', 'subnet.env');
     const a = `A=${'a'.repeat(256 * 1024)}\n`;
     const b = `B=${'b'.repeat(256 * 1024)}\n`;
-    await writeSubnetEnvAtomic(file, a);
+    writeSubnetEnvAtomic(file, a);
+    // The write is synchronous: the writer is another process, as the container runtime reading
+    // subnet.env is.
+    const script = `const { writeSubnetEnvAtomic } = require(${JSON.stringify(require.resolve('../../src/daemon/subnetenv'))});
+      const [a, b] = ['a', 'b'].map((c) => c.toUpperCase() + '=' + c.repeat(256 * 1024) + '\\n');
+      for (let i = 0; i < 40; i++) writeSubnetEnvAtomic(${JSON.stringify(file)}, i % 2 === 0 ? b : a);`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
     let writing = true;
-    const writer = (async () => {
-      for (let i = 0; i < 40; i++) await writeSubnetEnvAtomic(file, i % 2 === 0 ? b : a);
-      writing = false;
-    })();
+    const writer = new Promise<number | null>((resolve) => child.on('exit', (code) => { writing = false; resolve(code); }));
     let reads = 0;
     while (writing) {
       const seen = await fsp.readFile(file, 'utf8');
       assert.ok(seen === a || seen === b, `partial read of ${seen.length} bytes`);
       reads++;
     }
-    await writer;
+    assert.equal(await writer, 0, 'the writer process failed');
     assert.ok(reads > 0);
   });
 
@@ -197,7 +201,7 @@ describe('readSubnetEnv and writeSubnetEnvAtomic', () => {
     const target = path.join(sub, 'subnet.env');
     await fsp.mkdir(target, { recursive: true }); // a directory where the file should go: rename fails
     await fsp.writeFile(path.join(target, 'keep'), 'x');
-    await assert.rejects(writeSubnetEnvAtomic(target, formatSubnetEnv(V4)), (err: unknown) => {
+    assert.throws(() => writeSubnetEnvAtomic(target, formatSubnetEnv(V4)), (err: unknown) => {
       assert.ok(err instanceof WeftError);
       assert.equal(err.code, 'INTERNAL');
       assert.match(err.message, new RegExp(`^write subnet file ${target.replace(/[.]/g, '\\.')}: rename .* to ${target.replace(/[.]/g, '\\.')}: `));

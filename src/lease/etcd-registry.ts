@@ -47,6 +47,8 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
   private readonly hostLeases = new Set<EtcdHostLease>();
   private readonly watches = new Set<EtcdSubnetWatch | EtcdConfigWatch>();
   private closed = false;
+  /** Revocations of emptied etcd leases still under way (tidyInBackground); settled() awaits them. */
+  private readonly tidying = new Set<Promise<void>>();
   /** Figures for /metrics; the watches update them. */
   private readonly counters: WatchCounters = { watchResponses: 0, watchRevisionLag: 0, lastWatchResponseAt: null, watchReconnects: 0 };
 
@@ -119,9 +121,7 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     ]);
     if (!res.succeeded) return null;
     const prevLease = res.prevLeaseId;
-    if (prevLease !== undefined && prevLease !== '0' && prevLease !== leaseId) {
-      await revokeIfEmpty(this.log, prevLease, full, () => this.wire.timeToLive(prevLease, true), () => this.wire.revoke(prevLease));
-    }
+    if (prevLease !== undefined && prevLease !== '0' && prevLease !== leaseId) this.tidyInBackground(prevLease, full);
     return decodeLease(key, value, { etcdLeaseId: lease === null ? null : lease.id, modRevision: res.revision });
   }
 
@@ -170,15 +170,34 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     return w;
   }
 
+  settled(): Promise<void> {
+    return Promise.all([...this.tidying]).then(() => undefined);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // A revoke still in flight is abandoned: wire.close() below ends its request, and
+    // revokeIfEmpty only logs (the lease then expires at the end of its TTL, as flannel's do).
     await Promise.all([...this.watches].map((w) => w.close()));
     for (const l of [...this.hostLeases]) l.release();
     this.wire.close();
   }
 
   // ---- internals -------------------------------------------------------------------------------
+
+  /**
+   * Revoke the etcd lease our key just moved off if it holds no other key (timetolive + revoke:
+   * two round trips, the revoke an fsync-bound write) — after updateSubnet has returned, so that
+   * a restart writes subnet.env without waiting for it. Only tidying: if it fails or is cut short
+   * by close(), the empty lease expires at the end of its TTL. settled() waits for it.
+   */
+  private tidyInBackground(leaseId: string, movedKey: string): void {
+    const tidy: Promise<void> = revokeIfEmpty(this.log, leaseId, movedKey,
+      () => this.wire.timeToLive(leaseId, true), () => this.wire.revoke(leaseId))
+      .finally(() => this.tidying.delete(tidy));
+    this.tidying.add(tidy);
+  }
 
   /** null: not a subnet key at all (something nested under subnets/). */
   private decodeKv(kv: WireKv, expiration: Date | null): DecodedKv | null {

@@ -39,7 +39,7 @@ import type { Logger } from '../log';
 import { allocate } from './allocate';
 import { configKey, encodeLeaseAttrs, formatSubnetKey } from './codec';
 import { PeerView, type PeerListener } from './peer-view';
-import type { HostLease, LeaseRegistry } from './registry';
+import type { HostLease, LeaseRegistry, SubnetListing } from './registry';
 import { isReservation, type IPv4Net, type IPv6Net, type Lease, type LeaseAttrs } from './types';
 
 export type { PeerChange, PeerListener } from './peer-view';
@@ -88,6 +88,11 @@ export interface LeaseManagerEvents {
 }
 
 const DEFAULTS = { configPollMs: 1000, configReminderMs: 60_000, retryMinMs: 500, retryMaxMs: 10_000 };
+/**
+ * How old findOwnLease's listing may be for acquire() to start from it. Correctness does not
+ * depend on it (takeRecentListing); it only keeps an old one from costing a lost race.
+ */
+const RECENT_LISTING_MS = 5000;
 /** Consecutive lost races before acquire starts backing off (something is very busy). */
 const FREE_RACE_RETRIES = 5;
 
@@ -106,6 +111,8 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
   private request: AcquireRequest | null = null;
   private hostLease: HostLease | null = null;
   private unsubscribeLost: (() => void) | null = null;
+  /** findOwnLease's listing and when it was read (clock ms), for acquire()'s first attempt. */
+  private recentListing: { readonly listing: SubnetListing; readonly at: number } | null = null;
   /** The other hosts' leases (peer-view.ts): the second loop, apart from our own lease's. */
   private readonly peerView: PeerView;
 
@@ -211,7 +218,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     this.preferredIPv6 = req.ipv6SubnetFromFile ?? null;
     this.setState('acquiring');
     try {
-      const lease = await this.acquireLoop(req, req.subnetFromFile, this.combine(req.signal), false);
+      const lease = await this.acquireLoop(req, req.subnetFromFile, this.combine(req.signal), false, this.takeRecentListing());
       this.hold(lease);
       return lease;
     } catch (err) {
@@ -263,6 +270,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
   async findOwnLease(publicIP: string, subnet: IPv4Net | null, publicIPv6: string | null = null): Promise<Lease | null> {
     try {
       const listing = await this.registry.listSubnets();
+      this.recentListing = { listing, at: this.clock.now() };
       // An IPv6-only host's PublicIP is 0.0.0.0, like every other's: it is known by its PublicIPv6.
       const ours = listing.leases.filter((l) =>
         publicIP === '0.0.0.0' ? publicIPv6 !== null && l.attrs.PublicIPv6 === publicIPv6 : l.attrs.PublicIP === publicIP);
@@ -273,8 +281,38 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     }
   }
 
-  /** Keep trying until a lease is held. `background`: never give up (re-acquire). */
-  private async acquireLoop(req: AcquireRequest, preferred: IPv4Net | null, signal: AbortSignal, background: boolean): Promise<Lease> {
+  /**
+   * The listing findOwnLease just read, once, if it is at most RECENT_LISTING_MS old; null
+   * otherwise. acquire() starts from it instead of listing again (one etcd round trip less
+   * before subnet.env on a restart).
+   *
+   * Why a listing read a moment earlier is as good as a fresh one — what a reused lease must
+   * verify before subnet.env is written (flannel's tryAcquireLease, docs/flannel-compat.md §3):
+   * the key still holds our PublicIP's lease, unchanged; its subnet fits the current config; it
+   * is attached to a live etcd lease of ours. The first is checked by etcd itself, not by the
+   * listing: updateSubnet's transaction compares the key's mod revision with the listing's, so a
+   * key deleted, taken or rewritten since the listing fails the transaction (null: re-list and
+   * allocate again, as for any lost race). The second is allocate()'s decision on the config
+   * we hold, whatever the listing's age; the third is the transaction's lease attachment (etcd
+   * refuses an unknown lease). A new subnet is likewise created only if absent (version == 0)
+   * and an incompatible lease deleted only if unchanged. A stale listing can cost a lost race,
+   * never a wrong write.
+   */
+  private takeRecentListing(): SubnetListing | null {
+    const recent = this.recentListing;
+    this.recentListing = null;
+    if (recent === null || this.clock.now() - recent.at > RECENT_LISTING_MS) return null;
+    return recent.listing;
+  }
+
+  /**
+   * Keep trying until a lease is held. `background`: never give up (re-acquire). `firstListing`:
+   * the first attempt's listing when one was just read (takeRecentListing), else null.
+   */
+  private async acquireLoop(
+    req: AcquireRequest, preferred: IPv4Net | null, signal: AbortSignal, background: boolean, firstListing: SubnetListing | null = null,
+  ): Promise<Lease> {
+    let listing = firstListing;
     let races = 0;
     const backoff = this.backoff();
     let lastProblem: string | null = null;
@@ -283,7 +321,9 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
       this.throwIfAborted(signal);
       try {
         // The latest request: setBackendData() may have changed it meanwhile.
-        const lease = await this.tryAcquire(this.request ?? req, preferred, background);
+        const given = listing;
+        listing = null; // a retry (lost race, error) lists again
+        const lease = await this.tryAcquire(this.request ?? req, preferred, background, given);
         if (lease !== null) {
           if (lastProblem !== null) this.log.info('lease acquired after retrying', { key: lease.key });
           return lease;
@@ -319,8 +359,8 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
    * the subnet we held until just now, so a malformed value under its key (someone overwrote our
    * lease with garbage) is ours to overwrite; otherwise garbage makes a subnet look taken.
    */
-  private async tryAcquire(req: AcquireRequest, preferred: IPv4Net | null, reclaim: boolean): Promise<Lease | null> {
-    const listing = await this.registry.listSubnets();
+  private async tryAcquire(req: AcquireRequest, preferred: IPv4Net | null, reclaim: boolean, given: SubnetListing | null): Promise<Lease | null> {
+    const listing = given ?? (await this.registry.listSubnets());
     this.peerView.warnInvalid(listing.invalid, true);
     const attrsNow = attrsOf(req);
     if (reclaim && preferred !== null) {

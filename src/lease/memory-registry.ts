@@ -250,6 +250,11 @@ export class MemoryLeaseRegistry implements LeaseRegistry {
     return w;
   }
 
+  /** The revoke in updateSubnet happens within the call here: nothing is ever left running. */
+  async settled(): Promise<void> {
+    return undefined;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.configWatchers.clear();

@@ -111,7 +111,9 @@ export interface LeaseRegistry {
    * that changed hands since the listing is never overwritten); null when it changed or is gone.
    * `lease` null keeps a reservation a reservation (no etcd lease). When the key moves off a
    * different etcd lease that is left holding no keys (our previous process's), that lease is
-   * revoked, best effort — restarts do not pile up leases. A lost `lease` rejects as in createSubnet.
+   * revoked, best effort — restarts do not pile up leases. The revoke is tidying: it runs after
+   * the promise resolves (a restart writes subnet.env without waiting for it); settled() waits
+   * for it. A lost `lease` rejects as in createSubnet.
    */
   updateSubnet(key: string, attrs: LeaseAttrs, lease: HostLease | null, expectModRevision: string): Promise<Lease | null>;
 
@@ -144,7 +146,15 @@ export interface LeaseRegistry {
   watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch;
 
   /**
-   * Close connections. Host leases are released (not revoked) and watches stop; keys stay.
+   * Resolves once the background tidying started so far (updateSubnet's revoke of an emptied
+   * etcd lease) is over, whether it succeeded or not. Never rejects. For tests and tools that
+   * must see the store tidy; the daemon does not wait for it.
+   */
+  settled(): Promise<void>;
+
+  /**
+   * Close connections. Tidying still under way is abandoned (an emptied etcd lease then
+   * expires at the end of its TTL). Host leases are released (not revoked) and watches stop; keys stay.
    * Idempotent.
    */
   close(): Promise<void>;

@@ -240,12 +240,15 @@ export function registryContract<R extends LeaseRegistry>(
       const ttl = await etcd.etcdctl('lease', 'timetolive', '--keys', hex(first.etcdLeaseId!));
       assert.match(ttl, /attached keys\(\[.+\]\)/, 'lease alive with the key attached');
 
-      const m2 = manager(registry(prefix), () => 0.5);
+      const reg2 = registry(prefix);
+      const m2 = manager(reg2, () => 0.5);
       const second = await m2.acquire(request('192.168.0.10', '02:00:00:00:00:02'));
       assert.equal(second.key, first.key);
       assert.notEqual(second.etcdLeaseId, first.etcdLeaseId);
       const value = await etcd.etcdctl('get', '--print-value-only', `${prefix}/subnets/${second.key}`);
       assert.equal(value.trimEnd(), flannelValue('192.168.0.10', '02:00:00:00:00:02'));
+      // The revoke is tidying done after acquire() returns (subnet.env does not wait for it).
+      await reg2.settled();
       const old = await etcd.etcdctl('lease', 'timetolive', hex(first.etcdLeaseId!));
       assert.match(old, /already expired/, 'the emptied previous lease was revoked');
     });
@@ -418,6 +421,9 @@ class DelegatingRegistry implements LeaseRegistry {
   }
   watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
     return this.inner.watchSubnets(fromRevision, handler);
+  }
+  settled(): Promise<void> {
+    return this.inner.settled();
   }
   close(): Promise<void> {
     return this.inner.close();

@@ -70,6 +70,30 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs = 2000): Pro
   }
 }
 
+/**
+ * Counts listSubnets calls on `reg` from now on; `beforeWrite`: the count when the first
+ * updateSubnet or createSubnet after that was called (the peer view lists again after it).
+ */
+function countLists(reg: MemoryLeaseRegistry): { count: number; beforeWrite: number | null } {
+  const counter: { count: number; beforeWrite: number | null } = { count: 0, beforeWrite: null };
+  const list = reg.listSubnets.bind(reg);
+  const update = reg.updateSubnet.bind(reg);
+  const create = reg.createSubnet.bind(reg);
+  reg.listSubnets = (opts) => {
+    counter.count++;
+    return list(opts);
+  };
+  reg.updateSubnet = (...a) => {
+    counter.beforeWrite ??= counter.count;
+    return update(...a);
+  };
+  reg.createSubnet = (...a) => {
+    counter.beforeWrite ??= counter.count;
+    return create(...a);
+  };
+  return counter;
+}
+
 const managers: LeaseManager[] = [];
 function manager(registry: MemoryLeaseRegistry, log: Logger = recordingLogger(), random = (): number => 0): LeaseManager {
   const m = new LeaseManager({ registry, log, random, configPollMs: 5, retryMinMs: 5, retryMaxMs: 20 });
@@ -154,6 +178,38 @@ describe('LeaseManager.acquire', () => {
     assert.notEqual(second.etcdLeaseId, first.etcdLeaseId);
     assert.equal(reg.rawGet(first.key)!.value, peerValue('192.168.0.10', '02:00:00:00:00:99'));
     assert.deepEqual(reg.liveLeaseIds(), [second.etcdLeaseId], 'the emptied previous etcd lease is revoked');
+  });
+
+  it('a restart lists once: acquire() starts from the listing findOwnLease just read', async () => {
+    const reg = new MemoryLeaseRegistry();
+    const before = manager(reg);
+    const first = await before.acquire(request('192.168.0.10'));
+    await before.close();
+    const lists = countLists(reg);
+    const after = manager(reg, recordingLogger(), () => 0.7);
+    const previous = await after.findOwnLease('192.168.0.10', first.subnet);
+    assert.equal(previous?.key, first.key);
+    const second = await after.acquire(request('192.168.0.10', '02:00:00:00:00:99', { subnetFromFile: first.subnet }));
+    assert.equal(second.key, first.key);
+    assert.equal(lists.beforeWrite, 1, 'one listing before the key is written');
+  });
+
+  it('a listing gone stale between findOwnLease and acquire costs a re-list, never a wrong write', async () => {
+    const reg = new MemoryLeaseRegistry();
+    const before = manager(reg);
+    const first = await before.acquire(request('192.168.0.10'));
+    await before.close();
+    const log = recordingLogger();
+    const after = manager(reg, log, () => 0.7);
+    await after.findOwnLease('192.168.0.10', first.subnet);
+    // Meanwhile an operator hands our subnet to another host (a rewrite of the key).
+    reg.putRaw(first.key, peerValue('192.168.0.77'), null);
+    const lists = countLists(reg);
+    const second = await after.acquire(request('192.168.0.10', '02:00:00:00:00:99', { subnetFromFile: first.subnet }));
+    assert.notEqual(second.key, first.key, 'the key that changed hands is not overwritten');
+    assert.equal(JSON.parse(reg.rawGet(first.key)!.value).PublicIP, '192.168.0.77');
+    assert.ok(log.lines.some((l) => l.msg.startsWith('another host changed the lease')), 'the write from the stale listing lost the race');
+    assert.equal(lists.beforeWrite, 0, 'the first attempt used the stale listing');
   });
 
   it('keeps a reservation holding our PublicIP a reservation', async () => {

@@ -71,6 +71,13 @@ export class EtcdGrpcWire implements EtcdWire {
     return { revision: res.header.revision, kvs: res.kvs.map(toKv) };
   }
 
+  async ranges(ranges: readonly { readonly key: string; readonly prefix: boolean }[]): Promise<{ revision: string; kvs: WireKv[][] }> {
+    const res = await this.client.kv.txn({
+      success: ranges.map((r) => ({ request_range: r.prefix ? { key: Buffer.from(r.key), range_end: prefixEnd(r.key) } : { key: Buffer.from(r.key) } })),
+    });
+    return { revision: res.header.revision, kvs: ranges.map((_, i) => (res.responses[i]?.response_range?.kvs ?? []).map(toKv)) };
+  }
+
   async txn(compare: readonly TxnCompare[], ops: readonly TxnOp[]): Promise<TxnResult> {
     const res = await this.client.kv.txn({
       compare: compare.map((c) =>

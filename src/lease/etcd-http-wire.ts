@@ -417,6 +417,20 @@ export class EtcdHttpWire implements EtcdWire {
     return { revision: revisionOf(res), kvs: res.kvs === undefined ? [] : (res.kvs as unknown[]).map(kvOf) };
   }
 
+  async ranges(ranges: readonly { readonly key: string; readonly prefix: boolean }[]): Promise<{ revision: string; kvs: WireKv[][] }> {
+    const res = await this.call('/v3/kv/txn', {
+      success: ranges.map((r) => ({ request_range: r.prefix ? { key: b64(r.key), range_end: prefixEnd(r.key).toString('base64') } : { key: b64(r.key) } })),
+    });
+    const responses: unknown = res.responses;
+    if (!Array.isArray(responses) || responses.length !== ranges.length) throw malformed('read-only txn answer');
+    const kvs = responses.map((op: unknown) => {
+      const found = objectField(objectField(op, 'txn response').response_range, 'txn range response').kvs;
+      if (found !== undefined && !Array.isArray(found)) throw malformed('txn range answer');
+      return found === undefined ? [] : (found as unknown[]).map(kvOf);
+    });
+    return { revision: revisionOf(res), kvs };
+  }
+
   async txn(compare: readonly TxnCompare[], ops: readonly TxnOp[]): Promise<TxnResult> {
     const res = await this.call('/v3/kv/txn', {
       compare: compare.map((c) =>

@@ -29,7 +29,7 @@ import {
   type KeepaliveTiming,
 } from './etcd-common';
 import type { EtcdWire, TxnCompare, TxnOp, TxnResult, WireEvent, WireKv, WireWatch } from './etcd-wire';
-import type { HostLease, LeaseRegistry, RegistryStats, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
+import type { HostLease, LeaseRegistry, NetworkSnapshot, RegistryStats, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
 import type { Lease, LeaseAttrs } from './types';
 
 interface WatchCounters {
@@ -74,6 +74,15 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     const res = await this.call(`get ${key}`, () => this.wire.range(key, false));
     const kv = res.kvs[0];
     return kv === undefined ? null : kv.value.toString();
+  }
+
+  async readNetwork(): Promise<NetworkSnapshot> {
+    const key = configKey(this.prefix);
+    const dir = subnetsDir(this.prefix);
+    const res = await this.call(`get ${key} and list ${dir}`, () => this.wire.ranges([{ key, prefix: false }, { key: dir, prefix: true }]));
+    const config = res.kvs[0]?.[0];
+    const { leases, invalid } = splitDecoded((res.kvs[1] ?? []).map((kv) => this.decodeKv(kv, null)));
+    return { config: config === undefined ? null : config.value.toString(), listing: { leases, invalid, revision: res.revision } };
   }
 
   watchConfig(onChange: () => void): SubnetWatch {

@@ -60,6 +60,13 @@ export interface EtcdWire {
   readonly keepsProcessAlive: boolean;
   /** One key, or every key under `key` when `prefix`. */
   range(key: string, prefix: boolean): Promise<{ readonly revision: string; readonly kvs: readonly WireKv[] }>;
+  /**
+   * Several ranges in one round trip: a read-only transaction, so one consistent revision, and
+   * etcd checks each range against the user's permissions on its own (a role that may read
+   * `<prefix>/config` and `<prefix>/subnets/` but not all of `<prefix>/` is served). `kvs[i]`
+   * answers `ranges[i]`.
+   */
+  ranges(ranges: readonly { readonly key: string; readonly prefix: boolean }[]): Promise<{ readonly revision: string; readonly kvs: readonly (readonly WireKv[])[] }>;
   txn(compare: readonly TxnCompare[], ops: readonly TxnOp[]): Promise<TxnResult>;
   grant(ttlSeconds: number): Promise<{ readonly id: string; readonly ttl: number }>;
   /** One keepalive round trip within `timeoutMs`: the TTL etcd granted (≤ 0: gone). `signal` aborts it. */

@@ -89,7 +89,7 @@ export interface LeaseManagerEvents {
 
 const DEFAULTS = { configPollMs: 1000, configReminderMs: 60_000, retryMinMs: 500, retryMaxMs: 10_000 };
 /**
- * How old findOwnLease's listing may be for acquire() to start from it. Correctness does not
+ * How old a start-up listing (waitForConfig's, findOwnLease's) may be for acquire() to start from it. Correctness does not
  * depend on it (takeRecentListing); it only keeps an old one from costing a lost race.
  */
 const RECENT_LISTING_MS = 5000;
@@ -111,7 +111,7 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
   private request: AcquireRequest | null = null;
   private hostLease: HostLease | null = null;
   private unsubscribeLost: (() => void) | null = null;
-  /** findOwnLease's listing and when it was read (clock ms), for acquire()'s first attempt. */
+  /** waitForConfig's or findOwnLease's listing and when it was read (clock ms), for acquire()'s first attempt. */
   private recentListing: { readonly listing: SubnetListing; readonly at: number } | null = null;
   /** The other hosts' leases (peer-view.ts): the second loop, apart from our own lease's. */
   private readonly peerView: PeerView;
@@ -174,7 +174,11 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
       this.throwIfAborted(sig);
       let text: string | null;
       try {
-        text = await this.registry.getConfig();
+        // The subnets come with the config (one round trip): findOwnLease and acquire start
+        // from them (takeRecentListing says why that is safe).
+        const snapshot = await this.registry.readNetwork();
+        text = snapshot.config;
+        if (text !== null) this.recentListing = { listing: snapshot.listing, at: this.clock.now() };
       } catch (err) {
         if (!isRetryable(err)) throw err;
         if (last !== 'unreachable') this.log.warn(`${describeError(err)}; retrying`);
@@ -269,8 +273,8 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
    */
   async findOwnLease(publicIP: string, subnet: IPv4Net | null, publicIPv6: string | null = null): Promise<Lease | null> {
     try {
-      const listing = await this.registry.listSubnets();
-      this.recentListing = { listing, at: this.clock.now() };
+      const listing = this.recentListingIfAny() ?? (await this.registry.listSubnets());
+      this.recentListing ??= { listing, at: this.clock.now() };
       // An IPv6-only host's PublicIP is 0.0.0.0, like every other's: it is known by its PublicIPv6.
       const ours = listing.leases.filter((l) =>
         publicIP === '0.0.0.0' ? publicIPv6 !== null && l.attrs.PublicIPv6 === publicIPv6 : l.attrs.PublicIP === publicIP);
@@ -282,9 +286,9 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
   }
 
   /**
-   * The listing findOwnLease just read, once, if it is at most RECENT_LISTING_MS old; null
-   * otherwise. acquire() starts from it instead of listing again (one etcd round trip less
-   * before subnet.env on a restart).
+   * The listing waitForConfig or findOwnLease just read, once, if it is at most
+   * RECENT_LISTING_MS old; null otherwise. acquire() starts from it instead of listing again
+   * (start-up reads etcd once before writing its key: config and subnets together).
    *
    * Why a listing read a moment earlier is as good as a fresh one — what a reused lease must
    * verify before subnet.env is written (flannel's tryAcquireLease, docs/flannel-compat.md §3):
@@ -299,9 +303,18 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
    * never a wrong write.
    */
   private takeRecentListing(): SubnetListing | null {
-    const recent = this.recentListing;
+    const listing = this.recentListingIfAny();
     this.recentListing = null;
-    if (recent === null || this.clock.now() - recent.at > RECENT_LISTING_MS) return null;
+    return listing;
+  }
+
+  /** The recent listing (waitForConfig's or findOwnLease's) if young enough; left in place. */
+  private recentListingIfAny(): SubnetListing | null {
+    const recent = this.recentListing;
+    if (recent === null || this.clock.now() - recent.at > RECENT_LISTING_MS) {
+      this.recentListing = null;
+      return null;
+    }
     return recent.listing;
   }
 

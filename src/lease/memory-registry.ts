@@ -10,7 +10,7 @@
  */
 import { WeftError } from '../errors';
 import { DEFAULT_PREFIX, decodeLease, encodeLeaseAttrs, parseSubnetKey } from './codec';
-import type { HostLease, InvalidSubnet, LeaseRegistry, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
+import type { HostLease, InvalidSubnet, LeaseRegistry, NetworkSnapshot, SubnetListing, SubnetWatch, SubnetWatchEvent } from './registry';
 import type { Lease, LeaseAttrs } from './types';
 
 interface Entry {
@@ -143,13 +143,22 @@ export class MemoryLeaseRegistry implements LeaseRegistry {
     return this.config;
   }
 
+  async readNetwork(): Promise<NetworkSnapshot> {
+    await this.contact('get config and list subnets');
+    return { config: this.config, listing: this.listNow(false) };
+  }
+
   async listSubnets(opts: { readonly expirations?: boolean } = {}): Promise<SubnetListing> {
     await this.contact('list subnets');
+    return this.listNow(opts.expirations === true);
+  }
+
+  private listNow(expirations: boolean): SubnetListing {
     const leases: Lease[] = [];
     const invalid: InvalidSubnet[] = [];
     for (const [key, e] of [...this.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       try {
-        const expiration = opts.expirations === true ? this.expirationOf(e.leaseId) : null;
+        const expiration = expirations ? this.expirationOf(e.leaseId) : null;
         leases.push(decodeLease(key, e.value, { etcdLeaseId: e.leaseId, modRevision: String(e.modRevision), expiration }));
       } catch (err) {
         invalid.push({ key, error: asWeftError(err), modRevision: String(e.modRevision) });

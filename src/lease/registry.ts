@@ -30,6 +30,13 @@ export interface SubnetListing {
   readonly revision: string;
 }
 
+/** readNetwork()'s answer: the config and the subnets, both as of `listing.revision`. */
+export interface NetworkSnapshot {
+  /** The text of `<prefix>/config`, or null when the key is absent. */
+  readonly config: string | null;
+  readonly listing: SubnetListing;
+}
+
 /**
  * What a subnet watch reports.
  * - added/removed: one per change, in revision order;
@@ -91,6 +98,12 @@ export interface LeaseRegistry {
    * Nothing is called after close() resolves. An etcd registry runs it on the subnets' watch stream.
    */
   watchConfig(onChange: () => void): SubnetWatch;
+
+  /**
+   * getConfig() and listSubnets() in one read (etcd: one read-only transaction, one round trip,
+   * one revision): what start-up reads before acquiring (LeaseManager.waitForConfig).
+   */
+  readNetwork(): Promise<NetworkSnapshot>;
 
   /** Every key under `<prefix>/subnets/`, decoded, with the revision to watch from. */
   listSubnets(opts?: { readonly expirations?: boolean }): Promise<SubnetListing>;

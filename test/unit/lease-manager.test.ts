@@ -194,6 +194,28 @@ describe('LeaseManager.acquire', () => {
     assert.equal(lists.beforeWrite, 1, 'one listing before the key is written');
   });
 
+  it('start-up reads etcd once before writing its key: the config and the subnets together', async () => {
+    const reg = new MemoryLeaseRegistry();
+    reg.setConfig(CONFIG_TEXT);
+    const before = manager(reg);
+    const first = await before.acquire(request('192.168.0.10'));
+    await before.close();
+    const lists = countLists(reg);
+    let reads = 0;
+    const readNetwork = reg.readNetwork.bind(reg);
+    reg.readNetwork = () => {
+      reads++;
+      return readNetwork();
+    };
+    const after = manager(reg, recordingLogger(), () => 0.7);
+    assert.equal(await after.waitForConfig(), CONFIG_TEXT);
+    assert.equal((await after.findOwnLease('192.168.0.10', first.subnet))?.key, first.key);
+    const second = await after.acquire(request('192.168.0.10', '02:00:00:00:00:99', { subnetFromFile: first.subnet }));
+    assert.equal(second.key, first.key);
+    assert.equal(reads, 1);
+    assert.equal(lists.beforeWrite, 0, 'no listing of its own before the key is written');
+  });
+
   it('a listing gone stale between findOwnLease and acquire costs a re-list, never a wrong write', async () => {
     const reg = new MemoryLeaseRegistry();
     const before = manager(reg);

@@ -12,7 +12,7 @@ import { WeftError } from '../../../src/errors';
 import { parseIPv4Cidr } from '../../../src/ip';
 import { silentLogger } from '../../../src/log';
 import { LeaseManager, type AcquireRequest, type PeerChange } from '../../../src/lease/manager';
-import type { HostLease, LeaseRegistry, SubnetListing, SubnetWatch, SubnetWatchEvent } from '../../../src/lease/registry';
+import type { HostLease, LeaseRegistry, NetworkSnapshot, SubnetListing, SubnetWatch, SubnetWatchEvent } from '../../../src/lease/registry';
 import type { Lease, LeaseAttrs } from '../../../src/lease/types';
 import { startEtcd, type EtcdInstance } from './etcd';
 
@@ -121,6 +121,16 @@ export function registryContract<R extends LeaseRegistry>(
       assert.deepEqual(listing.leases.map((l) => [l.key, l.attrs.PublicIP, l.etcdLeaseId]), [['10.5.9.0-24', '192.168.0.9', null]]);
       assert.deepEqual(listing.invalid.map((i) => [i.key, i.error.code]), [['10.5.8.0-24', 'BAD_DATA']]);
       assert.match(listing.revision, /^\d+$/);
+      // Both in one read (a read-only transaction): the same answers, at the same revision; keys
+      // beside config and subnets/ are no part of it.
+      await etcd.etcdctl('put', `${prefix}/configX`, 'not the config');
+      const both = await reg.readNetwork();
+      assert.equal(both.config, '{"Network":"10.5.0.0/16"}');
+      assert.deepEqual(both.listing.leases, listing.leases);
+      assert.deepEqual(both.listing.invalid.map((i) => i.key), ['10.5.8.0-24']);
+      assert.ok(BigInt(both.listing.revision) > BigInt(listing.revision), 'as of a revision after the put beside');
+      const empty = await registry(newPrefix()).readNetwork();
+      assert.deepEqual([empty.config, empty.listing.leases, empty.listing.invalid], [null, [], []]);
     });
 
     it('watchConfig reports each put and delete of <prefix>/config (not of keys beside it), beside a subnet watch that goes on after it closes', async () => {
@@ -392,6 +402,11 @@ class DelegatingRegistry implements LeaseRegistry {
   }
   watchConfig(onChange: () => void): SubnetWatch {
     return this.inner.watchConfig(onChange);
+  }
+  async readNetwork(): Promise<NetworkSnapshot> {
+    const snapshot = await this.inner.readNetwork();
+    await this.afterList();
+    return snapshot;
   }
   async listSubnets(opts?: { readonly expirations?: boolean }): Promise<SubnetListing> {
     const listing = await this.inner.listSubnets(opts);

@@ -35,10 +35,12 @@ import {
   encodeWrite,
   encodeWrites,
   fdbEchoKey,
+  RTM_DELNEIGH,
   RTM_GETADDR,
   RTM_GETLINK,
   RTM_GETNEIGH,
   RTM_GETROUTE,
+  RTM_NEWNEIGH,
   type EncodedBatch,
 } from './wire';
 import {
@@ -67,8 +69,45 @@ const AF_BRIDGE = 7;
 function afOf(family: IPFamily): number {
   return family === 4 ? AF_INET : AF_INET6;
 }
-/** How long after a batch its FDB notifications are taken for echoes (they arrive within the sendmsg; generous for a stalled loop). */
-const FDB_ECHO_TTL_MS = 2000;
+/**
+ * How long after a batch its notifications without a sender port (FDB changes, neighbour
+ * removals) are taken for echoes: they are queued within the sendmsg; generous for a stalled loop.
+ */
+const PID_ZERO_ECHO_TTL_MS = 2000;
+const NDA_DST = 1;
+
+/**
+ * The key by which a notification that carries no sender port (nlmsg_pid 0) is matched with the
+ * write of ours that caused it, computed alike from our request and from the kernel's
+ * notification (`buf[start, end)`: the message after its nlmsghdr); null for what is never such
+ * an echo. Two kinds of write of ours come back with pid 0:
+ * - FDB changes (AF_BRIDGE): the VXLAN driver does not pass the requester's port on (`fdbEchoKey`);
+ * - IP neighbour removals: neigh_delete first marks the entry NUD_FAILED (an RTM_NEWNEIGH with our
+ *   port, dropped by port) and then unlinks it, and that RTM_DELNEIGH is sent by
+ *   neigh_cleanup_and_release with pid 0. Keyed by family, device and address: `ndel 2 3 0a05ca00`.
+ * (Captured on a 2- and 3-host lab: a peer's join comes back as 3 notifications, two with our port
+ * and the FDB entry's; a leave as 5, the last two pid 0: test/unit/netlink-monitor-echoes.test.ts.)
+ */
+export function pidZeroEchoKey(type: number, buf: Buffer, start = 0, end: number = buf.length): string | null {
+  if (end - start < 12) return null;
+  const family = buf[start];
+  if (family === AF_BRIDGE) return fdbEchoKey(type, buf, start, end);
+  if (type !== RTM_DELNEIGH) return null;
+  return neighbourRemovalKey(buf, start, end);
+}
+
+/** `ndel FAMILY IFINDEX DST` of an IP neighbour message (ndmsg then attributes); null without NDA_DST. */
+function neighbourRemovalKey(buf: Buffer, start: number, end: number): string | null {
+  const family = buf[start];
+  if (family !== AF_INET && family !== AF_INET6) return null;
+  for (let a = start + 12; a + 4 <= end; ) {
+    const alen = buf.readUInt16LE(a);
+    if (alen < 4 || a + alen > end) break;
+    if ((buf.readUInt16LE(a + 2) & 0x3fff) === NDA_DST) return `ndel ${family} ${buf.readInt32LE(start + 4)} ${buf.toString('hex', a + 4, a + alen)}`;
+    a += (alen + 3) & ~3;
+  }
+  return null;
+}
 
 export interface NetlinkClientOptions {
   /** Request sockets, i.e. the bound on requests in flight. Default 4. */
@@ -102,8 +141,11 @@ export class NetlinkClient {
   private readonly coalesceMs: number;
   private readonly factory: SocketFactory;
   private readonly batch: BatchSocket;
-  /** FDB changes our batches made whose notification has not been seen yet (key → until when, performance.now() ms). */
-  private readonly expectedFdbEchoes = new Map<string, number>();
+  /**
+   * Changes our batches made whose notification carries no sender port and has not been seen yet
+   * (`pidZeroEchoKey` → until when, performance.now() ms): FDB changes and neighbour removals.
+   */
+  private readonly expectedPidZeroEchoes = new Map<string, number>();
   private readonly monitorFactory: MonitorSocketFactory | undefined;
 
   constructor(log: Logger = silentLogger, opts: NetlinkClientOptions = {}) {
@@ -346,12 +388,12 @@ export class NetlinkClient {
       outcomes[i] = err;
     });
     // Before sending: the notifications may be read before the acknowledgements.
-    const fdbKeys = this.expectFdbEchoes(batch);
+    const echoKeys = this.expectPidZeroEchoes(batch);
     const answers: RequestOutcome[] = await this.batch.send(batch);
     answers.forEach((a, j) => {
       if (a === null) return;
-      const key = fdbKeys?.get(j);
-      if (key !== undefined) this.expectedFdbEchoes.delete(key); // failed: no change, no echo
+      const key = echoKeys?.get(j);
+      if (key !== undefined) this.expectedPidZeroEchoes.delete(key); // failed: no change, no echo
       const i = batch.indices[j]!;
       outcomes[i] = new NetlinkError(this.describeWrite(writes[i]!), a.errno, a.cause);
     });
@@ -417,8 +459,9 @@ export class NetlinkClient {
 
   /**
    * Whether a notification is the echo of one of this client's own writes: its nlmsg_pid is the
-   * port of one of our request sockets, or it is the FDB change a batch of ours just made (VXLAN
-   * FDB notifications carry pid 0; matched by content, each expected echo consumed once).
+   * port of one of our request sockets, or (pid 0) it is an FDB change or a neighbour removal a
+   * batch of ours just made, matched by content (`pidZeroEchoKey`), each expected echo consumed
+   * once. Another program's change has another port, or pid 0 and content we did not just write.
    */
   private isOwnWrite(pid: number, type: number, body: Buffer): boolean {
     if (pid !== 0) {
@@ -426,28 +469,44 @@ export class NetlinkClient {
       for (const s of this.pool) if (s.port === pid) return true;
       return false;
     }
-    if (this.expectedFdbEchoes.size === 0) return false;
-    const key = fdbEchoKey(type, body);
+    if (this.expectedPidZeroEchoes.size === 0) return false;
+    const key = pidZeroEchoKey(type, body);
     if (key === null) return false;
-    const until = this.expectedFdbEchoes.get(key);
+    const until = this.expectedPidZeroEchoes.get(key);
     if (until === undefined) return false;
-    this.expectedFdbEchoes.delete(key);
+    this.expectedPidZeroEchoes.delete(key);
     return performance.now() < until;
   }
 
-  /** Remember the FDB changes of a batch about to be sent (their notifications carry no sender port). */
-  private expectFdbEchoes(batch: EncodedBatch): Map<number, string> | null {
+  /**
+   * Remember the changes of a batch about to be sent whose notifications carry no sender port.
+   * A neighbour (re)added by the batch forgets a removal of it still expected: had the kernel kept
+   * the removed entry (NUD_FAILED, still referenced), its RTM_DELNEIGH never comes, and the
+   * expectation must not swallow someone else's removal of the new entry.
+   */
+  private expectPidZeroEchoes(batch: EncodedBatch): Map<number, string> | null {
     let keys: Map<number, string> | null = null;
     const now = performance.now();
-    if (this.expectedFdbEchoes.size > 8192) for (const [k, until] of this.expectedFdbEchoes) if (until <= now) this.expectedFdbEchoes.delete(k);
+    const expected = this.expectedPidZeroEchoes;
+    if (expected.size > 8192) for (const [k, until] of expected) if (until <= now) expected.delete(k);
     const buf = batch.buffer;
     for (let j = 0; j + 1 < batch.offsets.length; j++) {
       const start = batch.offsets[j]!;
-      if (buf[start + 16] !== AF_BRIDGE) continue; // every message has a fixed header: its first byte is the family
-      const key = fdbEchoKey(buf.readUInt16LE(start + 4), buf, start + 16, batch.offsets[j + 1]!);
+      const end = batch.offsets[j + 1]!;
+      // Every message has a fixed header after its nlmsghdr: its first byte is the family.
+      const family = buf[start + 16];
+      const type = buf.readUInt16LE(start + 4);
+      if (family !== AF_BRIDGE && type !== RTM_DELNEIGH) {
+        if (expected.size !== 0 && type === RTM_NEWNEIGH) {
+          const removal = neighbourRemovalKey(buf, start + 16, end);
+          if (removal !== null) expected.delete(removal);
+        }
+        continue;
+      }
+      const key = pidZeroEchoKey(type, buf, start + 16, end);
       if (key === null) continue;
       (keys ??= new Map()).set(j, key);
-      this.expectedFdbEchoes.set(key, now + FDB_ECHO_TTL_MS);
+      expected.set(key, now + PID_ZERO_ECHO_TTL_MS);
     }
     return keys;
   }

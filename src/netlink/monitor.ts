@@ -11,10 +11,10 @@
  * event; see docs/netlink.md), events were lost: the socket is reopened with backoff and the next
  * batch has `resync: true`.
  *
- * Decoding is what costs: the socket is the package's RawNetlinkSocket (raw datagrams, nothing
+ * Decoding is what costs: the socket is a raw socket (transport.ts: raw datagrams, nothing
  * parsed), and each notification's header and fixed part are read first (`wanted`): the echoes of
- * our own writes (nlmsg_pid is one of our request sockets' port ids; FDB changes, which carry
- * pid 0, by content: see NetlinkClient.isOwnWrite), the other family's
+ * our own writes (nlmsg_pid is one of our request sockets' port ids; FDB changes and neighbour
+ * removals, which carry pid 0, by content: see NetlinkClient.isOwnWrite), the other family's
  * neighbours, and, per the owner's MonitorInterest, routes of other tables and objects on other
  * interfaces are dropped there. Only what is left is decoded (`parseEvent`, by decode.ts: weft's
  * own decoders, not the `netlink` package's object-per-attribute parse).
@@ -70,8 +70,9 @@ export interface MonitorOptions {
   readonly interest?: MonitorInterest;
   /**
    * True for a notification of one of our own writes: its nlmsg_pid is one of our request
-   * sockets' port ids, or (FDB, whose notifications carry pid 0) its content is a change we just
-   * made. `body` is the message after its nlmsghdr.
+   * sockets' port ids, or (pid 0: FDB changes, neighbour removals) its content is a change we just
+   * made, in which case the expectation is consumed: called with pid 0 only for a notification
+   * this monitor wants. `body` is the message after its nlmsghdr.
    */
   readonly isOwnWrite?: (pid: number, type: number, body: Buffer) => boolean;
 }
@@ -255,17 +256,20 @@ export function decodeNotifications(datagram: Buffer, filter: NotificationFilter
     if (len < NLMSG_HDRLEN || off + len > datagram.length) return;
     const type = datagram.readUInt16LE(off + 4);
     const body = datagram.subarray(off + NLMSG_HDRLEN, off + len);
-    if (!filter.isOwnWrite(datagram.readUInt32LE(off + 12), type, body)) {
-      if (ifindexes === undefined) {
-        ifindexes = filter.interest.ifindexes?.() ?? null;
-        objectIfindexes = filter.interest.objectIfindexes ? filter.interest.objectIfindexes() : ifindexes;
-      }
-      if (wanted(type, body, filter, ifindexes, objectIfindexes)) {
-        const ev = parseEvent(type, body);
-        if (ev) out.push(ev);
-      }
-    }
+    const pid = datagram.readUInt32LE(off + 12);
     off += (len + 3) & ~3;
+    // A sender port is checked first (cheap, and never ambiguous). A pid-0 echo is matched by
+    // content and consumed once: only by a monitor that wants it, so that another monitor of the
+    // same client (the other family's reconciler) cannot take it away from the one it is for.
+    if (pid !== 0 && filter.isOwnWrite(pid, type, body)) continue;
+    if (ifindexes === undefined) {
+      ifindexes = filter.interest.ifindexes?.() ?? null;
+      objectIfindexes = filter.interest.objectIfindexes ? filter.interest.objectIfindexes() : ifindexes;
+    }
+    if (!wanted(type, body, filter, ifindexes, objectIfindexes)) continue;
+    if (pid === 0 && filter.isOwnWrite(0, type, body)) continue;
+    const ev = parseEvent(type, body);
+    if (ev) out.push(ev);
   }
 }
 

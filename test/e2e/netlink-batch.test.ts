@@ -121,12 +121,17 @@ async function child(): Promise<void> {
     { op: 'deleteRoute', spec: route2(3000) },
     { op: 'addRoute', spec: route2(1500) },
   ]);
+  // A peer leaving: its FDB entry and neighbour removed by us. The kernel notifies the neighbour's
+  // removal twice, NUD_FAILED with our port and then RTM_DELNEIGH with pid 0 (recognised by content).
+  await nl.applyWrites([{ op: 'deleteFdb', link: dev, mac: peerMac(950), dst: vtep(950) }, { op: 'deleteNeighbour', link: dev, ip: subnet(950) }]);
   await new Promise((r) => setTimeout(r, 300)); // the monitor's last batch
   const ours = { ...decoded };
   // Someone else (another process: another port id) removes a route and an FDB entry we wrote:
   // those notifications must get through.
   execFileSync('ip', ['route', 'del', `${subnet(900)}/24`, 'dev', DEV]);
   execFileSync('bridge', ['fdb', 'del', peerMac(900), 'dev', DEV, 'self']);
+  // And a neighbour (two notifications: NUD_FAILED with ip's port, then the removal with pid 0).
+  execFileSync('ip', ['neigh', 'del', subnet(901), 'dev', DEV]);
   await new Promise((r) => setTimeout(r, 300));
   const others = Object.fromEntries(Object.entries(decoded).map(([k, v]) => [k, v - (ours[k] ?? 0)]));
   m.close();
@@ -184,10 +189,10 @@ if (process.env.HB_BATCH_CHILD) {
       assert.deepEqual(report.neighbours.failed, {});
       assert.deepEqual(report.fdb.failed, {});
       const neigh = run('ip', ['-n', NS, 'neigh', 'show', 'dev', DEV, 'nud', 'permanent']).trim().split('\n').map((l) => l.trim());
-      assert.equal(neigh.length, PEERS);
+      assert.equal(neigh.length, PEERS - 2, 'all but the one we removed and the one `ip neigh del` removed');
       assert.ok(neigh.includes(`${subnet(777)} lladdr ${peerMac(777)} PERMANENT`), `neighbour of peer 777 in:\n${neigh.slice(0, 3).join('\n')}`);
       const fdb = run('bridge', ['-n', NS, 'fdb', 'show', 'dev', DEV]).trim().split('\n').map((l) => l.trim()).filter((l) => l.includes(' dst '));
-      assert.equal(fdb.length, PEERS - 1, 'all but the one `bridge fdb del` removed');
+      assert.equal(fdb.length, PEERS - 2, 'all but the one we removed and the one `bridge fdb del` removed');
       assert.ok(fdb.includes(`${peerMac(777)} dst ${vtep(777)} self permanent`), `FDB entry of peer 777 in:\n${fdb.slice(0, 3).join('\n')}`);
     });
 
@@ -229,12 +234,12 @@ if (process.env.HB_BATCH_CHILD) {
       assert.ok(!routes.includes(`${subnet(TAKEN)}/24`), 'the refused route is not there');
     });
 
-    it('decodes none of the notifications of its own writes (neighbours and routes by sender port, FDB entries by content)', () => {
+    it('decodes none of the notifications of its own writes (neighbours and routes by sender port, FDB entries and neighbour removals by content)', () => {
       assert.deepEqual(report.decoded, {});
     });
 
-    it("decodes someone else's changes to the same objects (a route and an FDB entry removed by ip/bridge)", () => {
-      assert.deepEqual(report.decodedOthers, { route: 1, fdb: 1 });
+    it("decodes someone else's changes to the same objects (a route, an FDB entry and a neighbour removed by ip/bridge)", () => {
+      assert.deepEqual(report.decodedOthers, { route: 1, fdb: 1, neighbour: 2 });
     });
   });
 }

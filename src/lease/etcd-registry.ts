@@ -202,8 +202,10 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
    * by close(), the empty lease expires at the end of its TTL. settled() waits for it.
    */
   private tidyInBackground(leaseId: string, movedKey: string): void {
+    // Through call(): once closed, a step not yet sent is not sent (revokeIfEmpty logs it at debug).
     const tidy: Promise<void> = revokeIfEmpty(this.log, leaseId, movedKey,
-      () => this.wire.timeToLive(leaseId, true), () => this.wire.revoke(leaseId))
+      () => this.call(`query TTL of lease ${leaseId}`, () => this.wire.timeToLive(leaseId, true)),
+      () => this.call(`revoke lease ${leaseId}`, () => this.wire.revoke(leaseId)))
       .finally(() => this.tidying.delete(tidy));
     this.tidying.add(tidy);
   }

@@ -263,6 +263,24 @@ export function registryContract<R extends LeaseRegistry>(
       assert.match(old, /already expired/, 'the emptied previous lease was revoked');
     });
 
+    it('a registry closed right after a restart\'s acquire abandons the revoke cleanly', async () => {
+      const prefix = newPrefix();
+      const reg1 = make({ endpoints: [etcd.endpoint], prefix });
+      const m1 = new LeaseManager({ registry: reg1, log: silentLogger });
+      const first = await m1.acquire(request('192.168.0.10', 'c6:d2:32:6f:8f:44', 30));
+      await m1.close();
+      await reg1.close();
+      const reg2 = make({ endpoints: [etcd.endpoint], prefix });
+      const m2 = new LeaseManager({ registry: reg2, log: silentLogger, random: () => 0.5 });
+      const second = await m2.acquire(request('192.168.0.10', '02:00:00:00:00:02', 30));
+      await m2.close();
+      await reg2.close(); // the revoke of first's etcd lease may be under way: abandoned, not an error
+      await reg2.settled();
+      assert.equal(second.key, first.key);
+      const old = await etcd.etcdctl('lease', 'timetolive', '--keys', hex(first.etcdLeaseId!));
+      assert.ok(/already expired/.test(old) || /attached keys\(\[\]\)/.test(old), `revoked, or left empty to expire: ${old}`);
+    });
+
     it('re-acquires the same subnet when its etcd lease is revoked', async () => {
       const prefix = newPrefix();
       const m = manager(registry(prefix));

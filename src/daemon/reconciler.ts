@@ -315,6 +315,9 @@ export class Reconciler {
       // relevant() takes addresses, neighbours and FDB entries of the device only: the underlay's
       // neighbour churn stays in the kernel (the monitor's socket filter).
       objectIfindexes: () => (this.overlayIndex === null ? null : new Set([this.overlayIndex])),
+      // relevant() takes links of the device and the underlay, by ifindex or name: a container's
+      // veth or bridge coming up stays out (no decode, no 10 ms flush timer).
+      linkNames: () => new Set([this.backend.deviceName, this.underlay.ifName]),
     };
     this.monitorHandle = this.nl.monitor((batch) => {
       if (batch.resync || batch.events.some((e) => this.relevant(e) && !this.isEcho(e))) this.schedule(this.debounceMs);

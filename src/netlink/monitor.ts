@@ -15,8 +15,8 @@
  * parsed), and each notification's header and fixed part are read first (`wanted`): the echoes of
  * our own writes (nlmsg_pid is one of our request sockets' port ids; FDB changes and neighbour
  * removals, which carry pid 0, by content: see NetlinkClient.isOwnWrite), the other family's
- * neighbours, and, per the owner's MonitorInterest, routes of other tables and objects on other
- * interfaces are dropped there. Only what is left is decoded (`parseEvent`, by decode.ts: weft's
+ * neighbours, and, per the owner's MonitorInterest, routes of other tables, objects on other
+ * interfaces and (with `linkNames`) links of other interfaces and names are dropped there. Only what is left is decoded (`parseEvent`, by decode.ts: weft's
  * own decoders, not the `netlink` package's object-per-attribute parse).
  */
 import { Backoff } from '../backoff';
@@ -317,12 +317,36 @@ function wanted(
       if (filter.interest.table !== undefined && table !== filter.interest.table) return false;
       return ifindexes === null || (oif !== null && ifindexes.has(oif));
     }
+    case RTM_NEWLINK:
+    case RTM_DELLINK: {
+      // ifinfomsg (16 bytes: index s32 at 4), then attributes (IFLA_IFNAME 3).
+      const names = filter.interest.linkNames;
+      if (names === undefined || ifindexes === null || body.length < 16 || ifindexes.has(body.readInt32LE(4))) return true;
+      const name = linkName(body);
+      return name === null || names().has(name);
+    }
     default:
-      return true; // links (always), anything else parseEvent decides
+      return true; // anything else parseEvent decides
   }
 }
 
 const RTM_NEWLINK = 16;
+const IFLA_IFNAME = 3;
+
+/** IFLA_IFNAME of a link message's body, read in place; null when absent or malformed. */
+function linkName(body: Buffer): string | null {
+  for (let a = 16; a + 4 <= body.length; ) {
+    const alen = body.readUInt16LE(a);
+    if (alen < 4 || a + alen > body.length) return null;
+    if ((body.readUInt16LE(a + 2) & 0x3fff) === IFLA_IFNAME) {
+      let end = a + alen;
+      while (end > a + 4 && body[end - 1] === 0) end--;
+      return body.toString('utf8', a + 4, end);
+    }
+    a += (alen + 3) & ~3;
+  }
+  return null;
+}
 
 /**
  * Turn one notification into a ChangeEvent; null for what weft never cares about (other

@@ -180,9 +180,16 @@ export interface MonitorInterest {
   readonly table?: number;
   /**
    * The interfaces whose addresses, neighbours, FDB entries and routes (by output interface)
-   * matter, asked at each notification; null or absent: all. Link notifications always pass.
+   * matter, asked at each notification; null or absent: all. Link notifications pass unless
+   * `linkNames` is given.
    */
   readonly ifindexes?: () => ReadonlySet<number> | null;
+  /**
+   * With `ifindexes` (non-null): the links that matter are those interfaces and the links of these
+   * names (a device re-created keeps its name, not its ifindex); other links' notifications (a
+   * container's veth, the bridge) are dropped. Absent: every link notification passes.
+   */
+  readonly linkNames?: () => ReadonlySet<string>;
   /**
    * The interfaces whose addresses, neighbours and FDB entries matter, when fewer than
    * `ifindexes` (the underlay's own neighbours, cycling all the time, are not the reconciler's);

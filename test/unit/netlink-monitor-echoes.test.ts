@@ -18,8 +18,8 @@ import { parseIPv4Cidr } from '../../src/ip';
 import { silentLogger } from '../../src/log';
 import type { RawSocket } from '../../src/netlink/batch';
 import { NetlinkClient, pidZeroEchoKey } from '../../src/netlink/client';
-import type { MonitorRawSocket } from '../../src/netlink/monitor';
-import type { ChangeBatch, KernelWrite } from '../../src/netlink/types';
+import { decodeNotifications, type MonitorRawSocket, type NotificationFilter } from '../../src/netlink/monitor';
+import type { ChangeBatch, ChangeEvent, KernelWrite } from '../../src/netlink/types';
 
 /** Our batch socket's port on the lab host: the nlmsg_pid of our writes' notifications below. */
 const OUR_PORT = 0xf1616ab3; // 4049693363
@@ -230,5 +230,52 @@ describe('monitor: the echoes of our own writes, by the kernel bytes of a join a
     assert.equal(pidZeroEchoKey(28, bytes(CAPTURED.join[0]!).subarray(16)), null, 'an added neighbour comes back with our port');
     assert.equal(pidZeroEchoKey(29, bytes(CAPTURED.leave[1]!).subarray(16)), 'del 3 0ebe00000101');
     assert.equal(pidZeroEchoKey(24, bytes(CAPTURED.join[2]!).subarray(16)), null);
+  });
+});
+
+describe('monitor: link notifications of other interfaces (MonitorInterest.linkNames)', () => {
+  /** RTM_NEWLINK as the kernel sends it: nlmsghdr, ifinfomsg (index, IFF_UP), IFLA_IFNAME. */
+  function linkNote(index: number, name: string): Buffer {
+    const ifname = Buffer.concat([Buffer.from(name), Buffer.alloc(1)]);
+    const attr = Buffer.alloc(4 + ((ifname.length + 3) & ~3));
+    attr.writeUInt16LE(4 + ifname.length, 0);
+    attr.writeUInt16LE(3, 2); // IFLA_IFNAME
+    ifname.copy(attr, 4);
+    const m = Buffer.concat([Buffer.alloc(32), attr]);
+    m.writeUInt32LE(m.length, 0);
+    m.writeUInt16LE(16, 4); // RTM_NEWLINK
+    m.writeInt32LE(index, 16 + 4);
+    m.writeUInt32LE(0x1043, 16 + 8); // UP|BROADCAST|MULTICAST|RUNNING
+    return m;
+  }
+  const interest = (linkNames?: string[]): NotificationFilter => ({
+    family: 4,
+    interest: {
+      table: 254,
+      ifindexes: () => new Set([DEV, 2]),
+      ...(linkNames ? { linkNames: () => new Set(linkNames) } : {}),
+    },
+    isOwnWrite: () => false,
+  });
+  const decode = (datagram: Buffer, f: NotificationFilter): ChangeEvent[] => {
+    const out: ChangeEvent[] = [];
+    decodeNotifications(datagram, f, out);
+    return out;
+  };
+
+  it("drops a container's veth and the bridge; keeps the device and the underlay by ifindex, and a re-created device by name", () => {
+    const f = interest(['flannel.1', 'eth0']);
+    assert.deepEqual(decode(linkNote(5, 'c1'), f), []);
+    assert.deepEqual(decode(linkNote(4, 'weft0'), f), []);
+    assert.deepEqual(decode(linkNote(DEV, 'flannel.1'), f), [{ kind: 'link', removed: false, ifindex: DEV, name: 'flannel.1' }]);
+    assert.deepEqual(decode(linkNote(2, 'eth0'), f), [{ kind: 'link', removed: false, ifindex: 2, name: 'eth0' }]);
+    assert.deepEqual(decode(linkNote(17, 'flannel.1'), f), [{ kind: 'link', removed: false, ifindex: 17, name: 'flannel.1' }]);
+    assert.deepEqual(decode(linkNote(18, 'eth0'), f), [{ kind: 'link', removed: false, ifindex: 18, name: 'eth0' }]);
+  });
+
+  it('without linkNames, or before the device is known (ifindexes null), every link passes', () => {
+    assert.equal(decode(linkNote(5, 'c1'), interest()).length, 1);
+    const unknown: NotificationFilter = { family: 4, interest: { ifindexes: () => null, linkNames: () => new Set(['flannel.1']) }, isOwnWrite: () => false };
+    assert.equal(decode(linkNote(5, 'c1'), unknown).length, 1);
   });
 });

@@ -82,6 +82,12 @@ export interface WeftdEvents {
   lease: [lease: Lease];
   /** The peer set changed (after the first snapshot and every event). */
   peers: [peers: readonly Lease[]];
+  /**
+   * Every peer change so far is in the kernel: the primary data path's reconciler finished a
+   * run at the desired state and no newer peer change waits to be handed to it. Lets a component
+   * time "change → programmed" without polling.
+   */
+  programmed: [];
 }
 
 /** The daemon as a component sees it: its phase, its events and snapshots of its state. */

@@ -114,6 +114,8 @@ export interface ReconcilerOptions {
   readonly refreshUnderlay?: () => Promise<Underlay>;
   /** Called after the underlay changed interface index (same PublicIP) and the device was re-created on it. */
   readonly onUnderlayChanged?: (underlay: Underlay) => void;
+  /** Called when a run succeeded and brought the kernel to the current desired state (`isUpToDate`). */
+  readonly onUpToDate?: () => void;
 }
 
 export interface ReconcileResult {
@@ -141,6 +143,7 @@ export class Reconciler {
   private readonly onDeviceSetup: ((setup: BackendSetup) => void) | undefined;
   private readonly refreshUnderlay: (() => Promise<Underlay>) | undefined;
   private readonly onUnderlayChanged: ((underlay: Underlay) => void) | undefined;
+  private readonly onUpToDate: (() => void) | undefined;
   /** Debug lines are written: only then is each change described (a join's three strings otherwise thrown away). */
   private readonly debugOn: boolean;
 
@@ -216,6 +219,7 @@ export class Reconciler {
     this.onDeviceSetup = opts.onDeviceSetup;
     this.refreshUnderlay = opts.refreshUnderlay;
     this.onUnderlayChanged = opts.onUnderlayChanged;
+    this.onUpToDate = opts.onUpToDate;
     this.debugOn = this.log.enabled?.('debug') ?? true;
   }
 
@@ -453,6 +457,7 @@ export class Reconciler {
           : await this.applyIncremental(desired, applied!, this.overlayIndex!);
       this.lastErr = null;
       this.appliedDesired = desired;
+      if (this.onUpToDate !== undefined && this.isUpToDate) this.onUpToDate();
       return result;
     } catch (err) {
       this.lastErr = err;

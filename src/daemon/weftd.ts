@@ -275,6 +275,10 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       onUnderlayChanged: (u) => {
         this.underlay = u;
       },
+      // A peer change not yet handed over (queued recompute, dirty keys) is not in the kernel yet.
+      onUpToDate: () => {
+        if (!this.recomputeQueued && this.dirtyKeys.size === 0) this.emit('programmed');
+      },
     });
     if (this.ipv6Path) {
       const path = this.ipv6Path;

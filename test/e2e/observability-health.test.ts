@@ -106,6 +106,8 @@ describe('observability on a 3-host lab', { timeout: 170_000 }, () => {
       assert.equal(sampleValue(m, 'weft_ready'), 1);
       assert.equal(sampleValue(m, 'weft_peers_known'), 2);
       assert.equal(sampleValue(m, 'weft_peers_programmed'), 2);
+      // The 'programmed' event (no polling) timed the peers from their change to the kernel.
+      assert.ok((sampleValue(m, 'weft_peer_programming_seconds_count') ?? 0) >= 1, 'weft_peer_programming_seconds observed nothing');
     } finally {
       await lab.stopDaemon('h3');
       await lab.etcdctl(['del', '--prefix', prefix]);

@@ -48,7 +48,14 @@ function expectedPeers(h: string): Map<string, string> {
 }
 
 async function waitPeers(h: string, ms = 15_000): Promise<void> {
-  const ok = await pollUntil(async () => JSON.stringify([...(await peerTable(h))].sort()) === JSON.stringify([...expectedPeers(h)].sort()), ms, 200);
+  // A wireguard-go just (re)started may not have made its UAPI socket yet (ENOENT): not yet, not a failure.
+  const ok = await pollUntil(async () => {
+    try {
+      return JSON.stringify([...(await peerTable(h))].sort()) === JSON.stringify([...expectedPeers(h)].sort());
+    } catch {
+      return false;
+    }
+  }, ms, 200);
   assert.ok(ok, `${h}'s peers: ${JSON.stringify([...(await peerTable(h))])}, expected ${JSON.stringify([...expectedPeers(h)])}`);
 }
 

@@ -28,6 +28,21 @@
 import { WeftError } from '../errors';
 import { formatIPv4, formatIPv6, type IPNet } from '../ip';
 import type { LinkInfo, VxlanInfo } from './types';
+import {
+  IFLA_ADDRESS,
+  IFLA_IFNAME,
+  IFLA_INFO_DATA,
+  IFLA_INFO_KIND,
+  IFLA_LINKINFO,
+  IFLA_MTU,
+  IFLA_VXLAN_GBP,
+  IFLA_VXLAN_ID,
+  IFLA_VXLAN_LEARNING,
+  IFLA_VXLAN_LINK,
+  IFLA_VXLAN_LOCAL,
+  IFLA_VXLAN_LOCAL6,
+  IFLA_VXLAN_PORT,
+} from './wire';
 
 export const NLMSG_HDRLEN = 16;
 export const NLMSG_NOOP = 1;
@@ -42,20 +57,7 @@ export const AF_INET6 = 10;
 export const AF_BRIDGE = 7;
 
 const IFF_UP = 0x1;
-const IFLA_ADDRESS = 1;
-const IFLA_IFNAME = 3;
-const IFLA_MTU = 4;
 const IFLA_MASTER = 10;
-const IFLA_LINKINFO = 18;
-const IFLA_INFO_KIND = 1;
-const IFLA_INFO_DATA = 2;
-const IFLA_VXLAN_ID = 1;
-const IFLA_VXLAN_LINK = 3;
-const IFLA_VXLAN_LOCAL = 4;
-const IFLA_VXLAN_LEARNING = 7;
-const IFLA_VXLAN_PORT = 15;
-const IFLA_VXLAN_LOCAL6 = 17;
-const IFLA_VXLAN_GBP = 23;
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
 const NDA_DST = 1;

@@ -21,7 +21,7 @@
  */
 import { addressFamily, netAddress } from '../ip';
 import { ipToBuffer, macToBuffer } from './codec';
-import { MAIN_TABLE, type KernelWrite, type RouteSpec } from './types';
+import { MAIN_TABLE, type KernelWrite, type RouteSpec, type VxlanSpec } from './types';
 
 export const NLMSG_HDRLEN = 16;
 export const NLMSG_ERROR = 2;
@@ -434,19 +434,19 @@ export const RTM_GETROUTE = 26;
 export const RTM_GETNEIGH = 30;
 export const NLM_F_DUMP = 0x300; // NLM_F_ROOT | NLM_F_MATCH
 
-const IFLA_ADDRESS = 1;
-const IFLA_IFNAME = 3;
-const IFLA_MTU = 4;
-const IFLA_LINKINFO = 18;
-const IFLA_INFO_KIND = 1;
-const IFLA_INFO_DATA = 2;
-const IFLA_VXLAN_ID = 1;
-const IFLA_VXLAN_LINK = 3;
-const IFLA_VXLAN_LOCAL = 4;
-const IFLA_VXLAN_LEARNING = 7;
-const IFLA_VXLAN_PORT = 15;
-const IFLA_VXLAN_LOCAL6 = 17;
-const IFLA_VXLAN_GBP = 23;
+export const IFLA_ADDRESS = 1;
+export const IFLA_IFNAME = 3;
+export const IFLA_MTU = 4;
+export const IFLA_LINKINFO = 18;
+export const IFLA_INFO_KIND = 1;
+export const IFLA_INFO_DATA = 2;
+export const IFLA_VXLAN_ID = 1;
+export const IFLA_VXLAN_LINK = 3;
+export const IFLA_VXLAN_LOCAL = 4;
+export const IFLA_VXLAN_LEARNING = 7;
+export const IFLA_VXLAN_PORT = 15;
+export const IFLA_VXLAN_LOCAL6 = 17;
+export const IFLA_VXLAN_GBP = 23;
 const IFF_UP = 0x1;
 
 /** The fixed-header size of each GET request's family: ifinfomsg 16, ifaddrmsg 8, rtmsg 12, ndmsg 12. */
@@ -488,18 +488,8 @@ export function encodeGetRoute(ip: string): Buffer {
   return finish(w);
 }
 
-/** What `encodeCreateVxlan` needs (types.ts's VxlanSpec). */
-export interface VxlanCreate {
-  readonly name: string;
-  readonly vni: number;
-  readonly localIP: string;
-  readonly underlayIndex: number;
-  readonly port: number;
-  readonly learning: boolean;
-  readonly gbp: boolean;
-  readonly mtu: number;
-  readonly mac: string;
-}
+/** What `encodeCreateVxlan` needs. */
+export type VxlanCreate = VxlanSpec;
 
 /**
  * `ip link add NAME mtu MTU address MAC type vxlan id VNI local IP dev UNDERLAY dstport PORT

@@ -20,7 +20,7 @@
  */
 import { formatCidr, type IPFamily } from '../ip';
 import { silentLogger, type Logger } from '../log';
-import { decodeAddress, decodeLink, decodeNeighbour, decodeRoute, type RawMessage } from './decode';
+import { decodeAddress, decodeLink, decodeNeighbour, decodeRoute, NLA_TYPE_MASK, type RawMessage } from './decode';
 import { errnoOf, NetlinkError } from './errors';
 import { BatchSocket, defaultRawSocketFactory, type RawSocketFactory, type RequestOutcome } from './batch';
 import { MonitorSocket, type MonitorSocketFactory } from './monitor';
@@ -35,6 +35,7 @@ import {
   encodeWrite,
   encodeWrites,
   fdbEchoKey,
+  NDA_DST,
   RTM_DELNEIGH,
   RTM_GETADDR,
   RTM_GETLINK,
@@ -74,7 +75,6 @@ function afOf(family: IPFamily): number {
  * removals) are taken for echoes: they are queued within the sendmsg; generous for a stalled loop.
  */
 const PID_ZERO_ECHO_TTL_MS = 2000;
-const NDA_DST = 1;
 
 /**
  * The key by which a notification that carries no sender port (nlmsg_pid 0) is matched with the
@@ -103,7 +103,7 @@ function neighbourRemovalKey(buf: Buffer, start: number, end: number): string | 
   for (let a = start + 12; a + 4 <= end; ) {
     const alen = buf.readUInt16LE(a);
     if (alen < 4 || a + alen > end) break;
-    if ((buf.readUInt16LE(a + 2) & 0x3fff) === NDA_DST) return `ndel ${family} ${buf.readInt32LE(start + 4)} ${buf.toString('hex', a + 4, a + alen)}`;
+    if ((buf.readUInt16LE(a + 2) & NLA_TYPE_MASK) === NDA_DST) return `ndel ${family} ${buf.readInt32LE(start + 4)} ${buf.toString('hex', a + 4, a + alen)}`;
     a += (alen + 3) & ~3;
   }
   return null;

@@ -23,11 +23,24 @@ export function uint32ToBuffer(n: number): Buffer {
   return b;
 }
 
+/** An address attribute: 4 bytes IPv4, 16 bytes IPv6, anything else null. */
+export function ipAt(buf: Buffer, at: number, end: number): string | null {
+  if (end - at === 4) return formatIPv4(buf.readUInt32BE(at));
+  if (end - at === 16) return formatIPv6((buf.readBigUInt64BE(at) << 64n) | buf.readBigUInt64BE(at + 8));
+  return null;
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** A 6-byte hardware address as "aa:bb:cc:dd:ee:ff"; any other size null. */
+export function macAt(buf: Buffer, at: number, end: number): string | null {
+  if (end - at !== 6) return null;
+  return `${HEX[buf[at]!]}:${HEX[buf[at + 1]!]}:${HEX[buf[at + 2]!]}:${HEX[buf[at + 3]!]}:${HEX[buf[at + 4]!]}:${HEX[buf[at + 5]!]}`;
+}
+
 /** 4 bytes: an IPv4 address, 16 bytes: an IPv6 one (canonical text); anything else is null. */
 export function bufferToIp(b: Buffer | undefined): string | null {
-  if (b && b.length === 4) return formatIPv4(b.readUInt32BE(0));
-  if (b && b.length === 16) return formatIPv6((b.readBigUInt64BE(0) << 64n) | b.readBigUInt64BE(8));
-  return null;
+  return b ? ipAt(b, 0, b.length) : null;
 }
 
 export function bufferToUint32(b: Buffer | undefined): number | null {
@@ -50,6 +63,5 @@ export function macToBuffer(mac: string): Buffer {
 }
 
 export function bufferToMac(b: Buffer | undefined): string | null {
-  if (!b || b.length !== 6) return null;
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  return b ? macAt(b, 0, b.length) : null;
 }

@@ -26,9 +26,13 @@
  * null, as for the tunnels whose "hardware address" is an IP address.
  */
 import { WeftError } from '../errors';
-import { formatIPv4, formatIPv6, type IPNet } from '../ip';
+import type { IPNet } from '../ip';
+import { ipAt, macAt } from './codec';
 import type { LinkInfo, VxlanInfo } from './types';
 import {
+  IFA_ADDRESS,
+  IFA_LOCAL,
+  IFF_UP,
   IFLA_ADDRESS,
   IFLA_IFNAME,
   IFLA_INFO_DATA,
@@ -42,6 +46,14 @@ import {
   IFLA_VXLAN_LOCAL,
   IFLA_VXLAN_LOCAL6,
   IFLA_VXLAN_PORT,
+  NDA_DST,
+  NDA_LLADDR,
+  NTF_SELF,
+  NUD_PERMANENT,
+  RTA_DST,
+  RTA_GATEWAY,
+  RTA_PRIORITY,
+  RTNH_F_ONLINK,
 } from './wire';
 
 export const NLMSG_HDRLEN = 16;
@@ -56,23 +68,12 @@ export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const AF_BRIDGE = 7;
 
-const IFF_UP = 0x1;
 const IFLA_MASTER = 10;
-const IFA_ADDRESS = 1;
-const IFA_LOCAL = 2;
-const NDA_DST = 1;
-const NDA_LLADDR = 2;
 const NDA_MASTER = 9;
-const RTA_DST = 1;
 const RTA_OIF = 4;
-const RTA_GATEWAY = 5;
-const RTA_PRIORITY = 6;
 const RTA_PREFSRC = 7;
 const RTA_TABLE = 15;
-const NUD_PERMANENT = 0x80;
-const NTF_SELF = 0x02;
-const RTNH_F_ONLINK = 4;
-const NLA_TYPE_MASK = 0x3fff;
+export const NLA_TYPE_MASK = 0x3fff;
 
 /** A kernel message weft cannot read safely: cut short, or claiming more bytes than it has. */
 export class NetlinkDecodeError extends WeftError {
@@ -145,21 +146,6 @@ function needFixed(body: Buffer, size: number, what: string): void {
 function u32(buf: Buffer, at: number, end: number, what: string): number {
   if (end - at !== 4) throw new NetlinkDecodeError(what, at, `a 32-bit attribute of ${end - at} bytes`);
   return buf.readUInt32LE(at);
-}
-
-/** An address attribute: 4 bytes IPv4, 16 bytes IPv6, anything else null. */
-export function ipAt(buf: Buffer, at: number, end: number): string | null {
-  if (end - at === 4) return formatIPv4(buf.readUInt32BE(at));
-  if (end - at === 16) return formatIPv6((buf.readBigUInt64BE(at) << 64n) | buf.readBigUInt64BE(at + 8));
-  return null;
-}
-
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-
-/** A 6-byte hardware address as "aa:bb:cc:dd:ee:ff"; any other size null. */
-export function macAt(buf: Buffer, at: number, end: number): string | null {
-  if (end - at !== 6) return null;
-  return `${HEX[buf[at]!]}:${HEX[buf[at + 1]!]}:${HEX[buf[at + 2]!]}:${HEX[buf[at + 3]!]}:${HEX[buf[at + 4]!]}:${HEX[buf[at + 5]!]}`;
 }
 
 /** A NUL-terminated string attribute (a missing NUL is tolerated: the payload ends the string). */

@@ -46,23 +46,23 @@ export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const AF_BRIDGE = 7;
 
-const RTA_DST = 1;
+export const RTA_DST = 1;
 export const RTA_OIF = 4;
-const RTA_GATEWAY = 5;
-const RTA_PRIORITY = 6;
+export const RTA_GATEWAY = 5;
+export const RTA_PRIORITY = 6;
 export const RTA_TABLE = 15;
-const NDA_DST = 1;
-const NDA_LLADDR = 2;
-const IFA_ADDRESS = 1;
-const IFA_LOCAL = 2;
+export const NDA_DST = 1;
+export const NDA_LLADDR = 2;
+export const IFA_ADDRESS = 1;
+export const IFA_LOCAL = 2;
 
 const RTPROT_BOOT = 3; // what `ip route add` writes
 const RT_SCOPE_UNIVERSE = 0;
 const RT_SCOPE_LINK = 253;
 const RTN_UNICAST = 1;
-const RTNH_F_ONLINK = 4;
-const NUD_PERMANENT = 0x80;
-const NTF_SELF = 0x02;
+export const RTNH_F_ONLINK = 4;
+export const NUD_PERMANENT = 0x80;
+export const NTF_SELF = 0x02;
 
 const CREATE_OR_REPLACE = NLM_F_CREATE | NLM_F_REPLACE;
 
@@ -447,7 +447,7 @@ export const IFLA_VXLAN_LEARNING = 7;
 export const IFLA_VXLAN_PORT = 15;
 export const IFLA_VXLAN_LOCAL6 = 17;
 export const IFLA_VXLAN_GBP = 23;
-const IFF_UP = 0x1;
+export const IFF_UP = 0x1;
 
 /** The fixed-header size of each GET request's family: ifinfomsg 16, ifaddrmsg 8, rtmsg 12, ndmsg 12. */
 const FIXED_OF_GET: Readonly<Record<number, number>> = { [RTM_GETLINK]: 16, [RTM_GETADDR]: 8, [RTM_GETROUTE]: 12, [RTM_GETNEIGH]: 12 };

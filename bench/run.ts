@@ -82,6 +82,7 @@ async function main(): Promise<number> {
       'skip-30': { type: 'boolean' },
       only: { type: 'string' },
       before: { type: 'string' },
+      'before-node-options': { type: 'string' },
       flanneld: { type: 'string' },
       'from-json': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -90,6 +91,8 @@ async function main(): Promise<number> {
   if (values.help) {
     process.stdout.write('usage: node dist/bench/run.js [--quick] [--skip-30] [--only LIST] [--before WEFTD_JS] [--flanneld PATH] [--out FILE]\n'
       + '  --before P    also measure the weftd at P (e.g. another worktree: dist/src/cli/weftd.js), paired\n'
+      + '  --before-node-options S  NODE_OPTIONS of the before build (default empty); with --before\n'
+      + '                this tree\'s weftd, it pairs V8 flags against the unit\'s\n'
       + '  --flanneld P  also measure the flanneld binary at P side by side (default: $WEFT_FLANNELD)\n'
       + '  --quick       fewer repetitions (a smoke run; figures are noisier)\n'
       + '  --skip-30     skip the 30-host lab\n'
@@ -107,7 +110,7 @@ async function main(): Promise<number> {
   const quick = values.quick === true;
   const flanneldPath = values.flanneld ?? (process.env.WEFT_FLANNELD || undefined);
   const flanneld = flanneldPath !== undefined ? probeFlanneld(flanneldPath) : null;
-  const beforeVariant: Variant | null = values.before ? { label: 'before', weftdPath: resolve(values.before), env: { NODE_OPTIONS: '' } } : null;
+  const beforeVariant: Variant | null = values.before ? { label: 'before', weftdPath: resolve(values.before), env: { NODE_OPTIONS: values['before-node-options'] ?? '' } } : null;
   const flanneldVariant: Variant | null = flanneld ? { label: 'flanneld', flanneldPath: flanneld.path } : null;
   const variants: Variant[] = [AFTER, ...(beforeVariant ? [beforeVariant] : []), ...(flanneldVariant ? [flanneldVariant] : [])];
   const only = new Set((values.only ?? 'startup,join10,join30,idle,burst').split(',').map((x) => x.trim()));

@@ -19,6 +19,7 @@ import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'nod
 import { join, resolve } from 'node:path';
 import { DEFAULT_ETCD_PREFIX } from '../config/options';
 import { WeftError } from '../errors';
+import { deferExtraCaCerts } from '../lease/etcd-common';
 import { addressFamily, formatIPv4Cidr, netContainsNet, parseIPv4Cidr } from '../ip';
 import { teardown, type DownReport } from './down';
 import { Netns } from './netns';
@@ -463,7 +464,7 @@ export class Lab {
     // As systemd/weftd.service runs it (V8's young generation capped: docs/performance.md), with
     // the lab's own cache directory in place of the unit's CacheDirectory=weft (the one-file
     // weftd's warm code cache, src/daemon/code-cache.ts): nothing written outside the lab.
-    const env = { NODE_OPTIONS: WEFTD_NODE_OPTIONS, WEFT_CACHE_DIR: join(this.state.stateDir, 'cache'), ...cleanEnv(/^(FLANNELD_|NOTIFY_SOCKET$)/), ...opts.extraEnv };
+    const env = { NODE_OPTIONS: WEFTD_NODE_OPTIONS, WEFT_CACHE_DIR: join(this.state.stateDir, 'cache'), ...deferExtraCaCerts(cleanEnv(/^(FLANNELD_|NOTIFY_SOCKET$)/)), ...opts.extraEnv };
     const id = spawnDetached(this.tools.ip, this.netns.execArgs(h.ns, argv), log, env);
     this.state.processes = [...this.state.processes.filter((p) => !(p.role === 'weftd' && p.host === h.name)),
       { role: 'weftd', host: h.name, ns: h.ns, ...id }];

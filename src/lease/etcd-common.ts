@@ -99,8 +99,28 @@ function isLoopbackUrl(e: string): boolean {
   }
 }
 
-/** The --etcd-cafile/--etcd-certfile/--etcd-keyfile contents; throws CONFIG_INVALID. */
-export function readTlsFiles(opts: EtcdClientOptions): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
+/**
+ * NODE_EXTRA_CA_CERTS as weftd sees it. Node parses that file, and its whole default root store
+ * with it, at process start, before any JavaScript: ~50 ms of CPU and ~2 MB of private memory per
+ * start measured here (docs/performance.md, "Start-up"), for a daemon that speaks TLS only to
+ * etcd and usually with --etcd-cafile. So weftd's launchers (the shebang of src/cli/weftd.ts and
+ * of the one-file weftd, the lab) move the variable to this name, and readTlsFiles adds the file
+ * to Node's roots only when an https:// etcd is reached without --etcd-cafile: what Node would
+ * have trusted, paid for only when used.
+ */
+export const EXTRA_CA_CERTS_ENV = 'WEFT_EXTRA_CA_CERTS';
+
+/** `env` for a weftd child: NODE_EXTRA_CA_CERTS moved to EXTRA_CA_CERTS_ENV (the shebang's job when weftd is run as a command). */
+export function deferExtraCaCerts(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { NODE_EXTRA_CA_CERTS: extra, ...rest } = env;
+  return extra ? { ...rest, [EXTRA_CA_CERTS_ENV]: extra } : rest;
+}
+
+/**
+ * The --etcd-cafile/--etcd-certfile/--etcd-keyfile contents; throws CONFIG_INVALID. `secure`:
+ * some endpoint is https:// (only then are the deferred NODE_EXTRA_CA_CERTS read).
+ */
+export function readTlsFiles(opts: EtcdClientOptions, secure = true, env: NodeJS.ProcessEnv = process.env): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
   if (Boolean(opts.certFile) !== Boolean(opts.keyFile)) {
     throw new WeftError('CONFIG_INVALID', 'etcd TLS: --etcd-certfile and --etcd-keyfile must be given together');
   }
@@ -111,8 +131,17 @@ export function readTlsFiles(opts: EtcdClientOptions): { ca?: Buffer; cert?: Buf
       throw new WeftError('CONFIG_INVALID', `read etcd ${what} ${file}: ${describeError(err)}`, { cause: err });
     }
   };
+  const extra = env[EXTRA_CA_CERTS_ENV];
+  let ca: Buffer | undefined;
+  if (opts.caFile) {
+    ca = read('CA file', opts.caFile);
+  } else if (secure && extra) {
+    // Node's bundled roots plus the file, as Node itself would have trusted at start.
+    const { rootCertificates } = require('node:tls') as typeof import('node:tls');
+    ca = Buffer.concat([Buffer.from(`${rootCertificates.join('\n')}\n`), read(`CA file (NODE_EXTRA_CA_CERTS)`, extra)]);
+  }
   return {
-    ...(opts.caFile ? { ca: read('CA file', opts.caFile) } : {}),
+    ...(ca ? { ca } : {}),
     ...(opts.certFile ? { cert: read('cert file', opts.certFile) } : {}),
     ...(opts.keyFile ? { key: read('key file', opts.keyFile) } : {}),
   };

@@ -41,7 +41,7 @@ import {
   type Watcher,
 } from 'etcd3';
 import { WeftError, describeError } from '../errors';
-import { DEFAULT_CALL_TIMEOUT_MS, checkEtcdTransport, prefixEnd, readTlsFiles, type EtcdClientOptions } from './etcd-common';
+import { DEFAULT_CALL_TIMEOUT_MS, EXTRA_CA_CERTS_ENV, checkEtcdTransport, prefixEnd, readTlsFiles, type EtcdClientOptions } from './etcd-common';
 import type { EtcdWire, TxnCompare, TxnOp, TxnResult, WatchSink, WireFailure, WireKv, WireWatch } from './etcd-wire';
 
 type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
@@ -203,8 +203,9 @@ function clientOptions(opts: EtcdClientOptions): IOptions {
     // rejects pings more often than every 5 s.
     grpcOptions: { 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 },
   };
-  if (opts.caFile || opts.certFile || opts.keyFile) {
-    const tls = readTlsFiles(opts);
+  const secure = opts.endpoints.some((e) => e.startsWith('https://'));
+  if (opts.caFile || opts.certFile || opts.keyFile || (secure && process.env[EXTRA_CA_CERTS_ENV])) {
+    const tls = readTlsFiles(opts, secure);
     options.credentials = {
       // grpc's createSsl takes null for "the system's root CAs"; etcd3's type insists on a Buffer.
       rootCertificate: tls.ca ?? (null as unknown as Buffer),

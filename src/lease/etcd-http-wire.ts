@@ -238,7 +238,7 @@ class GatewayClient {
       throw new WeftError('CONFIG_INVALID', `etcd endpoints ${location}: all http:// or all https://, not a mix`);
     }
     checkEtcdTransport(opts);
-    const tls = readTlsFiles(opts);
+    const tls = readTlsFiles(opts, https);
     this.endpoints = urls.map((u) => new Http1Client(endpointOf(u, tls)));
   }
 

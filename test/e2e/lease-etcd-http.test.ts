@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createEtcdRegistry } from '../../src/lease/create-registry';
+import { EXTRA_CA_CERTS_ENV } from '../../src/lease/etcd-common';
 import { EtcdHttpWire } from '../../src/lease/etcd-http-wire';
 import { ETCD_MISSING } from './helpers/etcd';
 import { registryContract } from './helpers/registry-contract';
@@ -111,6 +112,27 @@ describe('the JSON gateway wire over TLS (real etcd with client-certificate auth
         assert.equal((await wire.range('/tls/subnets/', true)).kvs.length, 1);
       } finally {
         wire.close();
+      }
+
+      // No --etcd-cafile: the CA as NODE_EXTRA_CA_CERTS, which weftd's launchers hand over as
+      // WEFT_EXTRA_CA_CERTS (src/lease/etcd-common.ts): trusted as Node would have trusted it.
+      const saved = process.env[EXTRA_CA_CERTS_ENV];
+      try {
+        for (const [extra, works] of [[f('ca.pem'), true], [undefined, false]] as const) {
+          if (extra === undefined) delete process.env[EXTRA_CA_CERTS_ENV];
+          else process.env[EXTRA_CA_CERTS_ENV] = extra;
+          const viaEnv = new EtcdHttpWire({ endpoints: [endpoint], certFile: f('client.pem'), keyFile: f('client.key'), callTimeoutMs: 2000 });
+          try {
+            const err = await viaEnv.range('/tls/subnets/', true).then((r) => { assert.equal(r.kvs.length, 1); return null; }, (e: unknown) => e);
+            if (works) assert.equal(err, null, `the CA from NODE_EXTRA_CA_CERTS is trusted: ${String(err)}`);
+            else assert.ok(err instanceof Error && viaEnv.classify(err) === 'unreachable', `without it the test CA is not trusted: ${String(err)}`);
+          } finally {
+            viaEnv.close();
+          }
+        }
+      } finally {
+        if (saved === undefined) delete process.env[EXTRA_CA_CERTS_ENV];
+        else process.env[EXTRA_CA_CERTS_ENV] = saved;
       }
 
       for (const [what, files] of [

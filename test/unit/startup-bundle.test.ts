@@ -39,6 +39,21 @@ describe('weftd bundle', () => {
     for (const f of [bundle, bundleCode, bundleCache]) rmSync(f, { force: true });
   });
 
+  it('run as a command (systemd, install.sh\'s link), keeps NODE_EXTRA_CA_CERTS from Node\'s start and hands it to weftd', () => {
+    // Node reads the variable before any JavaScript runs and warns when the file is missing: the
+    // warning is the proof that Node saw it (~50 ms of CPU per start when the file is a CA bundle).
+    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_OPTIONS: '', NODE_EXTRA_CA_CERTS: '/nonexistent/weft-test-ca.pem' };
+    const plain = spawnSync(process.execPath, ['-e', '0'], { env, encoding: 'utf8', timeout: 30_000 });
+    assert.match(plain.stderr, /Ignoring extra certs from `\/nonexistent\/weft-test-ca\.pem`/, 'node itself parses it at start');
+    const direct = spawnSync(bundle, ['--version'], { env, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(direct.status, 0, direct.stderr);
+    assert.doesNotMatch(direct.stderr, /extra certs/);
+    const seen = spawnSync(bundle, ['--version'], { env: { ...env, NODE_OPTIONS: `--require ${join(root, 'dist', 'test', 'unit', 'print-extra-ca.js')}` }, encoding: 'utf8', timeout: 30_000 });
+    assert.match(seen.stderr, /WEFT_EXTRA_CA_CERTS=\/nonexistent\/weft-test-ca\.pem NODE_EXTRA_CA_CERTS=undefined/);
+    // The compiled entry (npm's bin, a release's dist/src/cli/weftd.js) has the same shebang.
+    assert.equal(readFileSync(entry, 'utf8').split('\n')[0], readFileSync(bundle, 'utf8').split('\n')[0]);
+  });
+
   const cases: Array<{ name: string; args: string[]; status: number }> = [
     { name: '--help', args: ['--help'], status: 0 },
     { name: '--version', args: ['--version'], status: 0 },

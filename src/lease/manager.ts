@@ -34,7 +34,7 @@ import { Backoff } from '../backoff';
 import { systemClock, type Clock } from '../clock';
 import type { NetworkConfig } from '../config/types';
 import { WeftError, describeError, isRetryable } from '../errors';
-import { formatCidr, formatIPv4Cidr, sameNet, type IPFamily } from '../ip';
+import { formatCidr, formatIPv4Cidr, ipNetsOverlap, sameNet, type IPFamily } from '../ip';
 import type { Logger } from '../log';
 import { allocate } from './allocate';
 import { configKey, encodeLeaseAttrs, formatSubnetKey } from './codec';
@@ -413,12 +413,39 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
     const key = formatSubnetKey(decision.subnet, decision.ipv6Subnet);
     const hostLease = await this.ensureHostLease(req.ttlSeconds);
     const lease = await this.registry.createSubnet(key, attrs, hostLease);
+    if (lease !== null && decision.ipv6Subnet !== null && decision.subnet.prefixLen > 0 && !(await this.keptAlone(lease))) return null;
     if (lease !== null) {
       const how = decision.source === 'preferred' ? 'previously leased subnet' : 'free subnet';
       const v6 = decision.ipv6Subnet === null ? '' : ` ipv6: ${formatCidr(decision.ipv6Subnet)}`;
       this.log.info(`Allocated lease (${formatIPv4Cidr(decision.subnet)}${v6}) to current node (${req.publicIP})`, { key, from: how });
     }
     return lease;
+  }
+
+  /**
+   * Dual stack: whether the key just created is the only lease holding either of its subnets;
+   * if not, it is deleted again (false: a lost race, allocate afresh). A dual-stack key is
+   * "<IPv4>&<IPv6>", so etcd's create-if-absent (version == 0) guards the pair, not each half:
+   * hosts that list before either writes can pick the same IPv4 subnet with different IPv6 ones
+   * (or the reverse) and both get through — two hosts on one subnet, every peer routing it to
+   * one of them (seen as a lab host unreachable for good right after start-up). A creator that
+   * lists after its write sees every key written before it, so of two clashing creates at least
+   * the later one gives way; both may (then both allocate again at random). IPv4-only and
+   * IPv6-only keys are the subnet itself: create-if-absent is exact there, no listing needed.
+   * flanneld does not check this (its dual-stack hosts can collide the same way).
+   */
+  private async keptAlone(created: Lease): Promise<boolean> {
+    const listing = await this.registry.listSubnets();
+    const clash = listing.leases.find((l) => l.key !== created.key && (
+      (l.subnet.prefixLen > 0 && ipNetsOverlap(l.subnet, created.subnet)) ||
+      (l.ipv6Subnet !== null && created.ipv6Subnet !== null && ipNetsOverlap(l.ipv6Subnet, created.ipv6Subnet))));
+    if (clash === undefined) return true;
+    this.log.info('another host took one of our subnets at the same moment under another key; giving ours back and allocating again', {
+      key: created.key, other: clash.key, otherPublicIP: clash.attrs.PublicIP,
+    });
+    // Only if unchanged since our create: never a key someone rewrote meanwhile.
+    await this.registry.deleteSubnet(created.key, created.modRevision);
+    return false;
   }
 
   /** The one etcd lease of this host: granted once, re-granted only after it is lost. */

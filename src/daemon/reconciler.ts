@@ -184,6 +184,8 @@ export class Reconciler {
 
   /** Warn about each new conflict; a full run (`complete`) also forgets the ones that are gone. */
   private warnConflicts(conflicts: readonly RouteConflict[], complete: boolean): void {
+    // Nothing new and nothing to forget (an ordinary join): no copy of the map.
+    if (!complete && conflicts.length === 0) return;
     const now = complete ? new Map<string, string>() : new Map(this.warnedConflicts);
     for (const c of conflicts) {
       const key = formatIPv4Cidr(c.want.dst);
@@ -276,8 +278,101 @@ export class Reconciler {
     // in the watch event's own tick instead of after a 0 ms timer (a timer hop per event was
     // ~7 % of a join's main-thread CPU, issue #14). Bursts still coalesce: events that arrive
     // while this run awaits the kernel fold into `pending` and share one follow-up run.
-    if (this.running === null && this.timer === null) void this.runScheduled();
-    else this.schedule(0, false);
+    if (this.running === null && this.timer === null) {
+      if (!this.startDeltaRun()) void this.runScheduled();
+    } else {
+      this.schedule(0, false);
+    }
+  }
+
+  /**
+   * The common case in one synchronous pass (issue #14): the pending deltas applied to a device
+   * known to be up, from a state known to be in the kernel — the changes are found and the batch
+   * is sent within this call (no promise step between the lease event and the sendmsg), and the
+   * batch's answer completes the run in one promise step (runDone). False, with nothing done,
+   * when the run needs the general path (runOnce: a full run, no delta chain, a user-space or
+   * WireGuard table, a seam without batches). Only when no run is in flight (the caller checks).
+   */
+  private startDeltaRun(): boolean {
+    const desired = this.desired;
+    const pending = this.pending;
+    const overlayIndex = this.overlayIndex;
+    if (desired === null || pending === null || overlayIndex === null || this.wantFull || this.appliedDesired === null
+      || this.lastErr !== null || this.nl.applyWrites === undefined
+      || (desired as { readonly pump?: unknown }).pump !== undefined || desired.wireguardPeers !== undefined) return false;
+    this.runsTotal++;
+    // Deltas from now on are relative to the state this run brings the kernel to.
+    this.pending = this.sparePending ?? new PendingDelta();
+    this.sparePending = null;
+    const changes = this.takeDeltaChanges(pending, overlayIndex);
+    if (changes.length === 0) {
+      this.runDone(desired, changes, null, null, null);
+      return true;
+    }
+    const link: LinkInfo = { index: overlayIndex, name: this.backend.deviceName, up: true, mtu: 0, mac: null, kind: null, vxlan: null };
+    const writes = new Array<KernelWrite>(changes.length);
+    for (let i = 0; i < changes.length; i++) writes[i] = this.applyChange(changes[i]!, link);
+    this.running = this.nl.applyWrites(writes).then(
+      (outcomes) => this.runDone(desired, changes, link, outcomes, null),
+      (err: unknown) => this.runDone(desired, changes, link, null, err),
+    );
+    return true;
+  }
+
+  /**
+   * A run started by startDeltaRun is over: what runOnce and runScheduled do after a run, in one
+   * place — account each change (applyPhases' rule), then either up to date (onUpToDate, the
+   * retry backoff reset) or failed (lastErr: the next run is a full one, scheduled with backoff).
+   * Never throws: its promise is `running`, which nobody else awaits but stop() and a follow-up.
+   */
+  private runDone(desired: DesiredState, changes: readonly Change[], link: LinkInfo | null, outcomes: WriteOutcomes | null, failure: unknown): ReconcileResult {
+    this.running = null;
+    let applied = 0;
+    let firstError: unknown = failure;
+    let errors = failure === null ? 0 : changes.length;
+    if (outcomes !== null) {
+      for (let i = 0; i < outcomes.length; i++) {
+        const err = outcomes[i];
+        const c = changes[i]!;
+        // Already gone is what a removal wanted (e.g. an FDB dst replaced in place just before).
+        if (err !== null && err !== undefined && !(c.op === 'remove' && isGone(err))) {
+          if (errors++ === 0) firstError = err;
+          continue;
+        }
+        applied++;
+        if (this.debugOn) this.log.debug(describeChange(c), { device: link!.name });
+      }
+    }
+    if (errors > 0) {
+      const err = new WeftError('NETLINK', `reconcile ${link!.name}: ${errors} of ${changes.length} changes failed: ${describeError(firstError)}`, {
+        cause: firstError,
+        retryable: true,
+      });
+      this.lastErr = err;
+      this.failedRunsTotal++;
+      const retryMs = this.retry.next();
+      this.log.error('reconcile failed; retrying', { error: describeError(err), attempt: this.retry.attempts, retryInMs: retryMs });
+      this.schedule(retryMs);
+      return { changes: applied, repairs: zeroRepairs() };
+    }
+    if (changes.length > 0 && this.debugOn) this.log.debug('reconciled (delta)', { device: link!.name, changes: changes.length });
+    this.converged = desired;
+    this.convergedIds = null;
+    this.lastErr = null;
+    this.appliedDesired = desired;
+    if (this.onUpToDate !== undefined && this.isUpToDate) this.onUpToDate();
+    this.retry.reset();
+    return { changes: applied, repairs: zeroRepairs() };
+  }
+
+  /** The kernel changes `pending` asks for (conflicts warned), and `pending` emptied for the run after next. */
+  private takeDeltaChanges(pending: PendingDelta, overlayIndex: number): Change[] {
+    const conflicts: RouteConflict[] = [];
+    const changes = pending.changes(overlayIndex, this.underlay.ifIndex, this.foreignBySlot, conflicts);
+    pending.clear();
+    this.sparePending = pending;
+    this.warnConflicts(conflicts, false);
+    return changes;
   }
 
   /**
@@ -405,7 +500,8 @@ export class Reconciler {
     this.timerDue = due;
     this.timer = this.clock.setTimeout(() => {
       this.timer = null;
-      void this.runScheduled();
+      // A follow-up of deltas only (changes that came during a run) takes the synchronous path too.
+      if (this.running !== null || !this.startDeltaRun()) void this.runScheduled();
     }, delayMs);
   }
 
@@ -493,11 +589,7 @@ export class Reconciler {
    * applied, written without reading the kernel. O(change), whatever the number of peers.
    */
   private async applyDelta(desired: DesiredState, pending: PendingDelta, overlayIndex: number): Promise<ReconcileResult> {
-    const conflicts: RouteConflict[] = [];
-    const changes = pending.changes(overlayIndex, this.underlay.ifIndex, this.foreignBySlot, conflicts);
-    pending.clear();
-    this.sparePending = pending;
-    this.warnConflicts(conflicts, false);
+    const changes = this.takeDeltaChanges(pending, overlayIndex);
     if (changes.length === 0) {
       this.converged = desired;
       this.convergedIds = null;

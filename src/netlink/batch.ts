@@ -103,6 +103,19 @@ interface InFlight {
   readonly done: (err: { errno: string; cause: Error } | null) => void;
 }
 
+/** One batch handed to submit(): its chunks are sent one after another, then `done` gets the outcomes. */
+interface Job {
+  readonly batch: EncodedBatch;
+  readonly outcomes: RequestOutcome[];
+  readonly done: (outcomes: RequestOutcome[]) => void;
+  /** The socket its chunks go out on (null until the first); a fresh one after that one died. */
+  sock: RawSocket | null;
+  /** `[start, end)` of each datagram, sized for `sock` (null until the first chunk is sent). */
+  ranges: [number, number][] | null;
+  /** The next range to send. */
+  next: number;
+}
+
 export class BatchSocket {
   private sock: RawSocket | null = null;
   private portId: number | null = null;
@@ -110,7 +123,10 @@ export class BatchSocket {
   private maxBytes = MAX_DATAGRAM_BYTES;
   private seq = 1;
   private inFlight: InFlight | null = null;
-  private tail: Promise<unknown> = Promise.resolve();
+  /** The batch being sent (one at a time: the kernel answers a datagram before the next goes). */
+  private current: Job | null = null;
+  /** Batches submitted while one was being sent, in order. */
+  private readonly queue: Job[] = [];
   private closed = false;
   /**
    * One timer for every chunk instead of one per chunk (arming and clearing a timer per datagram
@@ -135,12 +151,28 @@ export class BatchSocket {
    * Send the requests of `batch` (encoded with seq/pid 0; stamped here) in as few datagrams as
    * the receive buffer allows, and resolve with each one's outcome, in order. Never rejects: a
    * socket that cannot be opened, dies or times out fails the requests not yet answered
-   * (ESOCKCLOSED, ETIMEDOUT). Batches run one after another.
+   * (ESOCKCLOSED, ETIMEDOUT). Batches run one after another. (submit() with a promise.)
    */
   send(batch: EncodedBatch): Promise<RequestOutcome[]> {
-    const result = this.tail.then(() => this.sendAll(batch));
-    this.tail = result.catch(() => undefined);
-    return result;
+    return new Promise((resolve) => this.submit(batch, resolve));
+  }
+
+  /**
+   * send() without a promise: when no batch is being sent, the first datagram leaves within this
+   * call (no microtask between the caller's decision and the sendmsg: issue #14, a join's batch
+   * goes out in the watch message's own pass); otherwise after the batches submitted before it.
+   * `done` is called once, with every request's outcome — from the socket's callback that
+   * completes the batch, never within this call unless nothing is sent (an empty batch, a closed
+   * client, a socket that cannot be opened).
+   */
+  submit(batch: EncodedBatch, done: (outcomes: RequestOutcome[]) => void): void {
+    const count = batch.offsets.length - 1;
+    const job: Job = { batch, outcomes: new Array<RequestOutcome>(count).fill(null), done, sock: null, ranges: null, next: 0 };
+    if (this.current !== null) {
+      this.queue.push(job);
+      return;
+    }
+    this.run(job);
   }
 
   close(): void {
@@ -151,41 +183,62 @@ export class BatchSocket {
     this.drop();
   }
 
-  private async sendAll(batch: EncodedBatch): Promise<RequestOutcome[]> {
-    const count = batch.offsets.length - 1;
-    const outcomes: RequestOutcome[] = new Array<RequestOutcome>(count).fill(null);
-    if (count === 0) return outcomes;
-    if (this.closed) return outcomes.fill({ errno: 'ESOCKCLOSED', cause: new Error('netlink client closed') });
+  /** Start `first` (nothing else is being sent), and after it every queued one. */
+  private run(first: Job | undefined): void {
+    for (let j = first; j !== undefined; j = this.queue.shift()) {
+      this.current = j;
+      // Sent (a chunk awaits its answers): the chunk's completion carries on from here.
+      if (this.sendNext(j)) return;
+    }
+    this.current = null;
+  }
+
+  /**
+   * Send `job`'s next chunk; true when one went out (its answers continue the job), false when
+   * the job is over (every chunk answered, or the rest failed without being sent) — `done` was
+   * then called.
+   */
+  private sendNext(job: Job): boolean {
+    const count = job.outcomes.length;
+    const ranges = job.ranges;
+    if (count === 0 || (ranges !== null && job.next >= ranges.length)) return this.finish(job);
+    if (this.closed) return this.failRest(job, ranges === null ? 0 : ranges[job.next]![0], 'ESOCKCLOSED', new Error('netlink client closed'));
     let sock: RawSocket;
     try {
       sock = this.ensure();
     } catch (err) {
       const cause = err instanceof Error ? err : new Error(String(err));
+      if (ranges !== null) return this.failRest(job, ranges[job.next]![0], 'ESOCKCLOSED', cause);
       const code = (cause as Error & { code?: unknown }).code;
-      return outcomes.fill({ errno: typeof code === 'string' ? code : 'ESOCKCLOSED', cause: new Error(`cannot open a netlink socket: ${cause.message}`, { cause }) });
+      return this.failRest(job, 0, typeof code === 'string' ? code : 'ESOCKCLOSED', new Error(`cannot open a netlink socket: ${cause.message}`, { cause }));
     }
-    const sizes = new Array<number>(count);
-    for (let j = 0; j < count; j++) sizes[j] = batch.offsets[j + 1]! - batch.offsets[j]!;
-    for (const [start, end] of chunkRanges(sizes, this.limit, this.maxBytes)) {
-      await this.sendChunk(sock, batch, start, end, outcomes);
-      if (this.sock !== sock) {
-        // The socket died or timed out under this chunk: the rest go out on a fresh one.
-        if (this.closed) {
-          for (let i = end; i < count; i++) outcomes[i] = { errno: 'ESOCKCLOSED', cause: new Error('netlink client closed') };
-          break;
-        }
-        try {
-          sock = this.ensure();
-        } catch (err) {
-          for (let i = end; i < count; i++) outcomes[i] = { errno: 'ESOCKCLOSED', cause: err instanceof Error ? err : new Error(String(err)) };
-          break;
-        }
-      }
+    if (ranges === null) {
+      // Sized for the socket the first chunk goes out on; a chunk after a socket died goes out
+      // on a fresh one as planned (the same limits: same factory).
+      const sizes = new Array<number>(count);
+      for (let j = 0; j < count; j++) sizes[j] = job.batch.offsets[j + 1]! - job.batch.offsets[j]!;
+      job.ranges = chunkRanges(sizes, this.limit, this.maxBytes);
     }
-    return outcomes;
+    job.sock = sock;
+    const [start, end] = job.ranges![job.next++]!;
+    this.sendChunk(sock, job, start, end);
+    return true;
   }
 
-  private sendChunk(sock: RawSocket, batch: EncodedBatch, start: number, end: number, outcomes: RequestOutcome[]): Promise<void> {
+  /** Every request from `from` on fails with `errno` (not sent); the job is over. */
+  private failRest(job: Job, from: number, errno: string, cause: Error): false {
+    for (let i = from; i < job.outcomes.length; i++) job.outcomes[i] = { errno, cause };
+    return this.finish(job);
+  }
+
+  private finish(job: Job): false {
+    job.done(job.outcomes);
+    return false;
+  }
+
+  private sendChunk(sock: RawSocket, job: Job, start: number, end: number): void {
+    const batch = job.batch;
+    const outcomes = job.outcomes;
     const pid = this.portId ?? 0;
     const pending = new Map<number, number>();
     let lastSeq = 0;
@@ -201,31 +254,29 @@ export class BatchSocket {
     }
     // The requests are contiguous in the batch's buffer: the datagram is a view of it, no copy.
     const datagram = batch.buffer.subarray(batch.offsets[start]!, batch.offsets[end]!);
-    return new Promise<void>((resolve) => {
-      this.inFlight = {
-        pending,
-        lastSeq,
-        outcomes,
-        sentAt: performance.now(),
-        requests: end - start,
-        done: (err) => {
-          this.inFlight = null;
-          this.watchdog?.unref();
-          if (err) for (const i of pending.values()) outcomes[i] = err;
-          pending.clear();
-          resolve();
-        },
-      };
-      this.armWatchdog(this.timeoutMs);
-      sock.ref();
-      sock.send(datagram, {}, (err) => {
-        if (!err || this.sock !== sock) return;
-        const code = (err as Error & { code?: unknown }).code;
-        this.log.warn('netlink batch: sendmsg failed', { requests: end - start, bytes: datagram.length, error: err.message });
-        this.abort(typeof code === 'string' ? code : 'ESOCKCLOSED', err);
-      });
-    }).finally(() => {
-      if (this.sock === sock) sock.unref();
+    this.inFlight = {
+      pending,
+      lastSeq,
+      outcomes,
+      sentAt: performance.now(),
+      requests: end - start,
+      done: (err) => {
+        this.inFlight = null;
+        this.watchdog?.unref();
+        if (err) for (const i of pending.values()) outcomes[i] = err;
+        pending.clear();
+        if (this.sock === sock) sock.unref();
+        // The next chunk of this job, or the job is over: the next queued one.
+        if (!this.sendNext(job)) this.run(this.queue.shift());
+      },
+    };
+    this.armWatchdog(this.timeoutMs);
+    sock.ref();
+    sock.send(datagram, {}, (err) => {
+      if (!err || this.sock !== sock) return;
+      const code = (err as Error & { code?: unknown }).code;
+      this.log.warn('netlink batch: sendmsg failed', { requests: end - start, bytes: datagram.length, error: err.message });
+      this.abort(typeof code === 'string' ? code : 'ESOCKCLOSED', err);
     });
   }
 
@@ -243,9 +294,10 @@ export class BatchSocket {
         this.armWatchdog(this.timeoutMs - waited);
         return;
       }
-      this.abort('ETIMEDOUT', new Error(`no answer from the kernel within ${this.timeoutMs} ms (${f.pending.size} of ${f.requests} requests unanswered)`));
-      // A late answer could be taken for the next chunk's: start afresh on a new socket.
+      // A late answer could be taken for the next chunk's: start afresh on a new socket — dropped
+      // before the chunk fails, since its failure sends the next chunk at once (on a fresh one).
       this.reset('batch timed out');
+      this.abort('ETIMEDOUT', new Error(`no answer from the kernel within ${this.timeoutMs} ms (${f.pending.size} of ${f.requests} requests unanswered)`));
     }, delayMs);
   }
 
@@ -293,8 +345,9 @@ export class BatchSocket {
     sock.on('error', (err) => {
       if (this.sock !== sock) return;
       this.log.warn('netlink batch socket failed; reopening', { error: err.message });
-      this.abort('ESOCKCLOSED', err);
+      // Dropped first: the chunk's failure sends the next one at once, on a fresh socket.
       this.reset(`batch socket error: ${err.message}`);
+      this.abort('ESOCKCLOSED', err);
     });
     this.sock = sock;
     return sock;

@@ -380,24 +380,32 @@ export class NetlinkClient {
    * method of the same name would have rejected with (same operation text, same errno). The
    * writes of one batch are independent: the kernel applies them in order, and a failure fails
    * only its own write. Order against other calls is only guaranteed by awaiting.
+   *
+   * When no batch is in flight the first datagram is sent within this call (issue #14: a join's
+   * writes leave in the watch message's own pass), and the promise is resolved straight from the
+   * socket's callback that completes the batch: one promise step per batch, for its answer.
    */
-  async applyWrites(writes: readonly KernelWrite[]): Promise<WriteOutcomes> {
-    const outcomes: (Error | null)[] = new Array<Error | null>(writes.length).fill(null);
-    // A malformed address or MAC fails its write alone: the single method would have thrown the same TypeError.
-    const batch = encodeWrites(writes, (i, err) => {
-      outcomes[i] = err;
+  applyWrites(writes: readonly KernelWrite[]): Promise<WriteOutcomes> {
+    return new Promise((resolve) => {
+      const outcomes: (Error | null)[] = new Array<Error | null>(writes.length).fill(null);
+      // A malformed address or MAC fails its write alone: the single method would have thrown the same TypeError.
+      const batch = encodeWrites(writes, (i, err) => {
+        outcomes[i] = err;
+      });
+      // Before sending: the notifications may be read before the acknowledgements.
+      const echoKeys = this.expectPidZeroEchoes(batch);
+      this.batch.submit(batch, (answers: RequestOutcome[]) => {
+        for (let j = 0; j < answers.length; j++) {
+          const a = answers[j]!;
+          if (a === null) continue;
+          const key = echoKeys?.get(j);
+          if (key !== undefined) this.expectedPidZeroEchoes.delete(key); // failed: no change, no echo
+          const i = batch.indices[j]!;
+          outcomes[i] = new NetlinkError(this.describeWrite(writes[i]!), a.errno, a.cause);
+        }
+        resolve(outcomes);
+      });
     });
-    // Before sending: the notifications may be read before the acknowledgements.
-    const echoKeys = this.expectPidZeroEchoes(batch);
-    const answers: RequestOutcome[] = await this.batch.send(batch);
-    answers.forEach((a, j) => {
-      if (a === null) return;
-      const key = echoKeys?.get(j);
-      if (key !== undefined) this.expectedPidZeroEchoes.delete(key); // failed: no change, no echo
-      const i = batch.indices[j]!;
-      outcomes[i] = new NetlinkError(this.describeWrite(writes[i]!), a.errno, a.cause);
-    });
-    return outcomes;
   }
 
   /** The operation text of a write, as its single method names it in errors. */

@@ -350,12 +350,15 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
           this.dirtyKeys.add(change.key);
           if (this.debugOn) this.log.debug('peer lease removed', { key: change.key });
         }
-        this.emit('peers', this.peerList);
-        this.scheduleRecompute(true);
         if (first && change.type === 'snapshot') {
           first = false;
           resolve();
         }
+      }, () => {
+        // The changes of one watch message (or a snapshot) are all in: one recompute for them,
+        // in this pass (scheduleRecompute).
+        this.emit('peers', this.peerList);
+        this.scheduleRecompute(true);
       });
     });
   }
@@ -394,88 +397,137 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     // step, whose work is proportional to the keys that changed.
     this.peerSetDirty ||= peerSetChanged;
     if (this.recomputeQueued) return;
+    // Nothing to look up (vxlan without DirectRouting) and no step under way: the step runs in
+    // the caller's pass — for a join, the watch message's, which then sends the netlink batch
+    // (issue #14: no promise step between the lease event and the kernel write).
+    if (!this.recomputeBusy && !this.mayLookUpOnLink()) {
+      try {
+        void this.recomputeStep();
+      } catch (err) {
+        this.log.error('computing desired state failed', { error: describeError(err) });
+      }
+      return;
+    }
     this.recomputeQueued = true;
     this.recompute = this.recompute.then(async () => {
-      this.recomputeQueued = false;
-      const backend = this.backend;
-      const own = this.own;
-      if (!backend || !own || !this.reconciler) return;
-      const peerSetChanged = this.peerSetDirty;
-      this.peerSetDirty = false;
-      let whole = this.wholeDirty;
-      this.wholeDirty = false;
-      const dirty = new Set(this.dirtyKeys);
-      this.dirtyKeys.clear();
-      // Peers whose key just vanished stay programmed for a grace period (departed.ts): the keys
-      // whose hold began or ended are changed keys too.
-      this.departed.expire();
-      for (const k of this.departed.takeChanges()) dirty.add(k);
-      const leaseOf = (key: string): Lease | null => this.peerMap.get(key) ?? this.departed.heldLease(key) ?? null;
-      // One peer list for the lookups and the whole recompute: a peer that arrives during the
-      // lookups is judged by the step its event queued (its key is dirty), not here without a
-      // lookup (a false "not on our L2"). Copied only when one of them runs (before their first
-      // await): a per-peer step needs no list, and an O(peers) copy per join would undo O(change).
-      let currentCopy: Lease[] | null = null;
-      const currentPeers = (): Lease[] => (currentCopy ??= [...this.peerList]);
-      const v6 = this.ipv6Path;
-      // A switch of data path (the VXLAN fallback) changes what the rules can describe.
-      if (this.engines.some((e) => e.dataPath !== (e.backend.dataPath ?? 'kernel'))) whole = true;
-      // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
-      if ((peerSetChanged || whole) && hasOnLinkPeers(backend) && this.onLinkCanMatter() && this.underlay) {
-        const current = currentPeers();
-        if (!whole && this.engines.length > 0) {
-          // One peer is judged again: look only its address up. Should another peer share an
-          // address whose answer changed, everyone is looked up again (a whole recompute).
-          const flipped = await this.lookUpOnLink(backend, v6?.backend, [...dirty].map((k) => this.peerMap.get(k)).filter((l) => l !== undefined));
-          for (const ip of flipped) {
-            for (const e of this.engines) for (const k of e.engine.keysWithPublicIP(ip)) if (!dirty.has(k)) whole = true;
-          }
-        }
-        if (whole || this.engines.length === 0) await this.lookUpAllOnLink(backend, v6?.backend, current);
+      this.recomputeBusy = true;
+      try {
+        await this.recomputeStep();
+      } finally {
+        this.recomputeBusy = false;
       }
-      const peersNow = (): Lease[] => [...currentPeers(), ...this.departed.heldLeases()];
-      const skippedNow = whole || this.engines.length === 0 ? new Set<string>() : null;
-      const paths: { family: IPFamily; backend: Backend; reconciler: Reconciler; suffix: string }[] = [
-        { family: backend.family ?? 4, backend, reconciler: this.reconciler, suffix: '' },
-        ...(v6?.reconciler ? [{ family: 6 as const, backend: v6.backend, reconciler: v6.reconciler, suffix: ' (IPv6)' }] : []),
-      ];
-      if (whole || this.engines.length === 0) {
-        this.engines = [];
-        for (const p of paths) {
-          const ctx = this.ctxOf(p.family);
-          const rules = IncrementalDesired.supports(ctx) ? p.backend.peerRules?.(own, ctx) ?? null : null;
-          const engine = rules === null ? null : new IncrementalDesired(rules, own, ctx, peersNow());
-          const desired = engine === null ? p.backend.desired(own, peersNow(), ctx) : engine.state;
-          if (engine !== null) this.engines.push({ engine, backend: p.backend, dataPath: p.backend.dataPath ?? 'kernel', suffix: p.suffix });
-          for (const s of desired.skipped ?? []) this.warnSkippedOnce(`${s.key}${p.suffix}`, s.reason, skippedNow!);
-          p.reconciler.setDesired(desired);
-        }
-        // A mix (one family per peer, the other whole) is not kept: every event would then be O(peers) anyway.
-        if (this.engines.length !== paths.length) this.engines = [];
-      } else if (dirty.size > 0) {
-        const edits: PeerEdit[] = [...dirty].map((key) => ({ key, lease: leaseOf(key) }));
-        for (const [i, e] of this.engines.entries()) {
-          const { state, delta } = e.engine.apply(edits);
-          paths[i]!.reconciler.setDesired(state, delta ?? undefined);
-          if (delta === null) {
-            // Conflicting leases made the engine judge everyone again: warnings as for a whole recompute.
-            const seen = new Set<string>();
-            for (const s of state.skipped ?? []) this.warnSkippedOnce(`${s.key}${e.suffix}`, s.reason, seen);
-            for (const k of this.skippedWarned.keys()) if (k.endsWith(e.suffix) && (e.suffix !== '' || !k.endsWith(' (IPv6)')) && !seen.has(k)) this.skippedWarned.delete(k);
-            continue;
-          }
-          for (const key of dirty) {
-            const why = e.engine.skipReason(key);
-            if (why !== null) this.warnSkippedOnce(`${key}${e.suffix}`, why);
-            else this.skippedWarned.delete(`${key}${e.suffix}`);
-          }
-        }
-      }
-      this.armDepartedTimer();
-      // Forget leases no longer skipped (deleted or fixed): the map never outgrows the current
-      // set, however many hostile keys come and go.
-      if (skippedNow !== null) for (const k of this.skippedWarned.keys()) if (!skippedNow.has(k)) this.skippedWarned.delete(k);
     }).catch((err: unknown) => this.log.error('computing desired state failed', { error: describeError(err) }));
+  }
+
+  /** Whether a recompute may have to look peers up on our L2 (an await): DirectRouting, host-gw. */
+  private mayLookUpOnLink(): boolean {
+    const backend = this.backend;
+    return backend !== null && hasOnLinkPeers(backend) && this.onLinkCanMatter() && this.underlay !== null;
+  }
+
+  /**
+   * One recompute step: take the changed keys, look up what must be looked up (a promise then:
+   * the step finishes after it), judge, hand each reconciler its state (and delta). Without a
+   * lookup it runs to the end within the call and returns undefined.
+   */
+  private recomputeStep(): Promise<void> | undefined {
+    this.recomputeQueued = false;
+    const backend = this.backend;
+    const own = this.own;
+    if (!backend || !own || !this.reconciler) return undefined;
+    const peerSetChanged = this.peerSetDirty;
+    this.peerSetDirty = false;
+    let whole = this.wholeDirty;
+    this.wholeDirty = false;
+    // The two sets alternate: the keys of this step, while events of a later one may arrive.
+    const dirty = this.dirtyKeys;
+    this.dirtyKeys = this.spareDirtyKeys;
+    this.spareDirtyKeys = dirty;
+    // Peers whose key just vanished stay programmed for a grace period (departed.ts): the keys
+    // whose hold began or ended are changed keys too.
+    this.departed.expire();
+    for (const k of this.departed.takeChanges()) dirty.add(k);
+    // A switch of data path (the VXLAN fallback) changes what the rules can describe.
+    if (this.engines.some((e) => e.dataPath !== (e.backend.dataPath ?? 'kernel'))) whole = true;
+    // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
+    if ((peerSetChanged || whole) && this.mayLookUpOnLink()) return this.lookUpThenJudge(backend, own, whole, dirty);
+    this.judge(backend, own, whole, dirty, null);
+    return undefined;
+  }
+
+  /**
+   * The lookups before judging. One peer list for them and the whole recompute: a peer that
+   * arrives during the lookups is judged by the step its event queued (its key is dirty), not
+   * here without a lookup (a false "not on our L2").
+   */
+  private async lookUpThenJudge(backend: Backend, own: Lease, whole: boolean, dirty: Set<string>): Promise<void> {
+    const v6 = this.ipv6Path;
+    const current = [...this.peerList];
+    if (!whole && this.engines.length > 0) {
+      // One peer is judged again: look only its address up. Should another peer share an
+      // address whose answer changed, everyone is looked up again (a whole recompute).
+      const flipped = await this.lookUpOnLink(backend, v6?.backend, [...dirty].map((k) => this.peerMap.get(k)).filter((l) => l !== undefined));
+      for (const ip of flipped) {
+        for (const e of this.engines) for (const k of e.engine.keysWithPublicIP(ip)) if (!dirty.has(k)) whole = true;
+      }
+    }
+    if (whole || this.engines.length === 0) await this.lookUpAllOnLink(backend, v6?.backend, current);
+    this.judge(backend, own, whole, dirty, current);
+  }
+
+  /**
+   * Judge the changed keys (or everyone: `whole`, or no per-peer engines) and hand each family's
+   * reconciler its state — with the delta, which the reconciler may write within this call.
+   * `current`: the peer list the lookups saw (null: copied here, only if a whole recompute needs
+   * it — a per-peer step needs no list, and an O(peers) copy per join would undo O(change)).
+   */
+  private judge(backend: Backend, own: Lease, whole: boolean, dirty: Set<string>, current: Lease[] | null): void {
+    const v6 = this.ipv6Path;
+    const reconciler = this.reconciler!;
+    const leaseOf = (key: string): Lease | null => this.peerMap.get(key) ?? this.departed.heldLease(key) ?? null;
+    const peersNow = (): Lease[] => [...(current ?? this.peerList), ...this.departed.heldLeases()];
+    const skippedNow = whole || this.engines.length === 0 ? new Set<string>() : null;
+    const paths: { family: IPFamily; backend: Backend; reconciler: Reconciler; suffix: string }[] = [
+      { family: backend.family ?? 4, backend, reconciler, suffix: '' },
+      ...(v6?.reconciler ? [{ family: 6 as const, backend: v6.backend, reconciler: v6.reconciler, suffix: ' (IPv6)' }] : []),
+    ];
+    if (whole || this.engines.length === 0) {
+      this.engines = [];
+      for (const p of paths) {
+        const ctx = this.ctxOf(p.family);
+        const rules = IncrementalDesired.supports(ctx) ? p.backend.peerRules?.(own, ctx) ?? null : null;
+        const engine = rules === null ? null : new IncrementalDesired(rules, own, ctx, peersNow());
+        const desired = engine === null ? p.backend.desired(own, peersNow(), ctx) : engine.state;
+        if (engine !== null) this.engines.push({ engine, backend: p.backend, dataPath: p.backend.dataPath ?? 'kernel', suffix: p.suffix });
+        for (const s of desired.skipped ?? []) this.warnSkippedOnce(`${s.key}${p.suffix}`, s.reason, skippedNow!);
+        p.reconciler.setDesired(desired);
+      }
+      // A mix (one family per peer, the other whole) is not kept: every event would then be O(peers) anyway.
+      if (this.engines.length !== paths.length) this.engines = [];
+    } else if (dirty.size > 0) {
+      const edits: PeerEdit[] = [...dirty].map((key) => ({ key, lease: leaseOf(key) }));
+      for (const [i, e] of this.engines.entries()) {
+        const { state, delta } = e.engine.apply(edits);
+        paths[i]!.reconciler.setDesired(state, delta ?? undefined);
+        if (delta === null) {
+          // Conflicting leases made the engine judge everyone again: warnings as for a whole recompute.
+          const seen = new Set<string>();
+          for (const s of state.skipped ?? []) this.warnSkippedOnce(`${s.key}${e.suffix}`, s.reason, seen);
+          for (const k of this.skippedWarned.keys()) if (k.endsWith(e.suffix) && (e.suffix !== '' || !k.endsWith(' (IPv6)')) && !seen.has(k)) this.skippedWarned.delete(k);
+          continue;
+        }
+        for (const key of dirty) {
+          const why = e.engine.skipReason(key);
+          if (why !== null) this.warnSkippedOnce(`${key}${e.suffix}`, why);
+          else this.skippedWarned.delete(`${key}${e.suffix}`);
+        }
+      }
+    }
+    this.armDepartedTimer();
+    // Forget leases no longer skipped (deleted or fixed): the map never outgrows the current
+    // set, however many hostile keys come and go.
+    if (skippedNow !== null) for (const k of this.skippedWarned.keys()) if (!skippedNow.has(k)) this.skippedWarned.delete(k);
+    dirty.clear();
   }
 
   /**
@@ -535,7 +587,11 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
   /** The next recompute rebuilds everything (start, snapshot, our lease changed). */
   private wholeDirty = true;
   /** Peer keys changed since the last recompute. */
-  private readonly dirtyKeys = new Set<string>();
+  private dirtyKeys = new Set<string>();
+  /** The other of the two sets recomputeStep alternates (emptied once its step has judged them). */
+  private spareDirtyKeys = new Set<string>();
+  /** A recompute step is between its start and its end (awaiting on-link lookups). */
+  private recomputeBusy = false;
   /** Per-peer desired states, one per family path (primary first); empty: desired() as a whole. */
   private engines: { engine: IncrementalDesired; backend: Backend; dataPath: string; suffix: string }[] = [];
   private readonly departed: DepartedPeers;

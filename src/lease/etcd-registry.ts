@@ -167,8 +167,8 @@ export class EtcdLeaseRegistry implements LeaseRegistry {
     await this.txn(`put ${key}`, null, [], [{ put: { key, value: text } }]);
   }
 
-  watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
-    const w: EtcdSubnetWatch = new EtcdSubnetWatch(fromRevision, handler, this.log, this.counters, (kv) => this.decodeKv(kv, null),
+  watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void, responseDone?: () => void): SubnetWatch {
+    const w: EtcdSubnetWatch = new EtcdSubnetWatch(fromRevision, handler, responseDone, this.log, this.counters, (kv) => this.decodeKv(kv, null),
       (kv) => removedEvent(this.prefix, kv.key, kv.modRevision), () => this.watches.delete(w));
     if (this.closed) {
       w.fail('the lease registry is closed');
@@ -450,6 +450,8 @@ class EtcdSubnetWatch implements SubnetWatch {
   constructor(
     fromRevision: string,
     private readonly handler: (event: SubnetWatchEvent) => void,
+    /** LeaseRegistry.watchSubnets' responseDone: after a response that delivered an event. */
+    private readonly responseDone: (() => void) | undefined,
     private readonly log: Logger,
     private readonly counters: WatchCounters,
     private readonly decode: (kv: WireKv) => DecodedKv | null,
@@ -485,15 +487,21 @@ class EtcdSubnetWatch implements SubnetWatch {
     // same response, all with that revision: decide "already delivered" against the resume
     // point as it was before this response, or all but the first would be dropped.
     const from = this.nextRevision;
+    let delivered = false;
     for (const ev of events) {
       const rev = BigInt(ev.kv.modRevision);
       if (rev < from) continue; // replayed after a reconnect
       if (rev >= this.nextRevision) this.nextRevision = rev + 1n;
       const event = watchEvent(ev.deleted, () => this.removed(ev.kv), () => this.decode(ev.kv));
-      if (event !== null) this.handler(event);
+      if (event !== null) {
+        this.handler(event);
+        delivered = true;
+      }
       if (this.done) return;
     }
     if (headerRevision !== undefined) this.counters.watchRevisionLag = Math.max(0, Number(BigInt(headerRevision) - (this.nextRevision - 1n)));
+    // A progress report or a replay delivers nothing: nothing to act on.
+    if (delivered && this.responseDone !== undefined) this.responseDone();
   }
 
   /** End the watch with 'reset' (delivered asynchronously, once). */

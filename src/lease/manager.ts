@@ -38,7 +38,7 @@ import { formatCidr, formatIPv4Cidr, ipNetsOverlap, sameNet, type IPFamily } fro
 import type { Logger } from '../log';
 import { allocate } from './allocate';
 import { configKey, encodeLeaseAttrs, formatSubnetKey } from './codec';
-import { PeerView, type PeerListener } from './peer-view';
+import { PeerView, type PeerListener, type PeersSettled } from './peer-view';
 import type { HostLease, LeaseRegistry, SubnetListing } from './registry';
 import { isReservation, type IPv4Net, type IPv6Net, type Lease, type LeaseAttrs } from './types';
 
@@ -500,12 +500,13 @@ export class LeaseManager extends EventEmitter<LeaseManagerEvents> {
 
   /**
    * Follow the other hosts' leases (PeerView). The listener first gets a snapshot, then one call
-   * per change; after a watch reset (compaction) a fresh snapshot. Our own key is never included;
+   * per change; after a watch reset (compaction) a fresh snapshot. `settled`, when given, after
+   * the changes of each watch message (and each snapshot). Our own key is never included;
    * malformed values are skipped (one warning per key). Returns an unsubscribe function.
    */
-  watchPeers(listener: PeerListener): () => void {
+  watchPeers(listener: PeerListener, settled?: PeersSettled): () => void {
     if (this.stateValue === 'closed') throw closedError('watch peers');
-    return this.peerView.subscribe(listener);
+    return this.peerView.subscribe(listener, settled);
   }
 
   private onOwnGone(err: WeftError): void {

@@ -244,8 +244,8 @@ export class MemoryLeaseRegistry implements LeaseRegistry {
     };
   }
 
-  watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
-    const w = new MemoryWatch(Number(fromRevision), handler, (self) => this.watches.delete(self));
+  watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void, responseDone?: () => void): SubnetWatch {
+    const w = new MemoryWatch(Number(fromRevision), handler, responseDone, (self) => this.watches.delete(self));
     if (this.closed) {
       w.reset('registry closed');
       return w;
@@ -373,6 +373,8 @@ class MemoryWatch implements SubnetWatch {
   constructor(
     fromRevision: number,
     private readonly handler: (event: SubnetWatchEvent) => void,
+    /** Each event is a response of its own here. */
+    private readonly responseDone: (() => void) | undefined,
     private readonly detach: (self: MemoryWatch) => void,
   ) {
     this.nextRevision = fromRevision;
@@ -382,7 +384,9 @@ class MemoryWatch implements SubnetWatch {
     if (item.revision < this.nextRevision) return;
     this.nextRevision = item.revision + 1;
     setImmediate(() => {
-      if (!this.done) this.handler(item.event);
+      if (this.done) return;
+      this.handler(item.event);
+      if (!this.done) this.responseDone?.();
     });
   }
 

@@ -23,6 +23,17 @@ export type PeerChange = LeaseEvent | { readonly type: 'snapshot' };
  * A 'snapshot' replaces everything known before (after start and after a compaction).
  */
 export type PeerListener = (peers: ReadonlyMap<string, Lease>, change: PeerChange) => void;
+/**
+ * Called after the changes of one watch message (the events of one etcd watch response) — or a
+ * snapshot — were all given to the listener, in the same call stack: where a subscriber acts on
+ * a batch of changes at once (weftd recomputes there), without a promise step to find its end.
+ */
+export type PeersSettled = () => void;
+
+interface Subscriber {
+  primed: boolean;
+  readonly settled: PeersSettled | undefined;
+}
 
 export interface PeerViewOptions {
   readonly registry: LeaseRegistry;
@@ -48,20 +59,26 @@ export class PeerView {
   private readonly all = new Map<string, Lease>();
   private readonly peers = new Map<string, Lease>();
   private haveSnapshot = false;
-  private readonly listeners = new Map<PeerListener, { primed: boolean }>();
+  private readonly listeners = new Map<PeerListener, Subscriber>();
+  /** Changes were given to listeners since the last settle(). */
+  private unsettled = false;
   private readonly warnedInvalid = new Set<string>();
 
   constructor(private readonly o: PeerViewOptions) {}
 
-  /** Subscribe (see PeerListener); starts following etcd if not yet. Returns the unsubscribe function. */
-  subscribe(listener: PeerListener): () => void {
-    const entry = { primed: false };
+  /**
+   * Subscribe (see PeerListener, PeersSettled); starts following etcd if not yet. Returns the
+   * unsubscribe function.
+   */
+  subscribe(listener: PeerListener, settled?: PeersSettled): () => void {
+    const entry: Subscriber = { primed: false, settled };
     this.listeners.set(listener, entry);
     if (this.haveSnapshot) {
       queueMicrotask(() => {
         if (this.listeners.get(listener) !== entry || entry.primed) return;
         entry.primed = true;
         this.call(listener, { type: 'snapshot' });
+        if (entry.settled !== undefined) this.callSettled(entry.settled);
       });
     }
     this.start();
@@ -146,7 +163,7 @@ export class PeerView {
           } else {
             this.onWatchEvent(ev);
           }
-        });
+        }, () => this.settle());
       });
       const w = this.watch;
       this.watch = null;
@@ -235,15 +252,37 @@ export class PeerView {
     if (announce && this.haveSnapshot) this.emitSnapshot();
   }
 
+  /** A snapshot is a batch of its own: settled right after. */
   private emitSnapshot(): void {
     for (const [listener, entry] of [...this.listeners]) {
       entry.primed = true;
       this.call(listener, { type: 'snapshot' });
     }
+    this.unsettled = true;
+    this.settle();
   }
 
+  /** One change; the subscribers' `settled` follows at the end of its watch message (settle). */
   private emitChange(change: LeaseEvent): void {
-    for (const [listener, entry] of [...this.listeners]) if (entry.primed) this.call(listener, change);
+    // No copy of the map per event: a listener that unsubscribes meanwhile is skipped by the
+    // Map's own iteration, and one subscribing now is not primed.
+    for (const [listener, entry] of this.listeners) if (entry.primed) this.call(listener, change);
+    this.unsettled = true;
+  }
+
+  /** The registry delivered a whole watch response: tell the subscribers if anything changed. */
+  private settle(): void {
+    if (!this.unsettled) return;
+    this.unsettled = false;
+    for (const entry of this.listeners.values()) if (entry.primed && entry.settled !== undefined) this.callSettled(entry.settled);
+  }
+
+  private callSettled(settled: PeersSettled): void {
+    try {
+      settled();
+    } catch (err) {
+      this.o.log.error(`peer listener threw when its changes settled: ${describeError(err)}`);
+    }
   }
 
   private call(listener: PeerListener, change: PeerChange): void {

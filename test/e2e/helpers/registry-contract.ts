@@ -452,8 +452,8 @@ class DelegatingRegistry implements LeaseRegistry {
   putConfig(text: string): Promise<void> {
     return this.inner.putConfig(text);
   }
-  watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void): SubnetWatch {
-    return this.inner.watchSubnets(fromRevision, handler);
+  watchSubnets(fromRevision: string, handler: (event: SubnetWatchEvent) => void, responseDone?: () => void): SubnetWatch {
+    return this.inner.watchSubnets(fromRevision, handler, responseDone);
   }
   settled(): Promise<void> {
     return this.inner.settled();

@@ -20,7 +20,8 @@ import { join, resolve } from 'node:path';
 import { DEFAULT_ETCD_PREFIX } from '../config/options';
 import { WeftError } from '../errors';
 import { deferExtraCaCerts } from '../lease/etcd-common';
-import { addressFamily, formatIPv4Cidr, netContainsNet, parseIPv4Cidr } from '../ip';
+import { addressFamily, parseCidr, parseIPv4Cidr, type IPNet } from '../ip';
+import { convergenceGaps, type FdbJson, type HostKernelState, type LinkJson, type NeighbourJson, type RouteJson } from './converge';
 import { teardown, type DownReport } from './down';
 import { Netns } from './netns';
 import { findExecutable, findTools, requireRoot, type Tools } from './prereq';
@@ -559,27 +560,44 @@ export class Lab {
   }
 
   /**
-   * Wait until every host with a running weftd has a route covering every other such host's
-   * subnet (vxlan/host-gw: one route per peer; udp: the whole network). Returns false on timeout
-   * rather than throwing: the ping matrix then shows what is missing.
+   * Wait until the kernels of the hosts with a running weftd carry traffic between every two of
+   * them, both ways and in every family they lease: converge.ts's convergenceGaps() (vxlan: route,
+   * PERMANENT neighbour with the peer's device MAC and FDB entry to its underlay address per peer;
+   * host-gw/DirectRouting: the route via the peer; udp/wireguard/user-space: the route; no two
+   * hosts on overlapping subnets). Returns false on timeout rather than throwing: the progress
+   * line and the ping matrix then show what is missing.
    */
   async waitConverged(timeoutMs = 20000): Promise<boolean> {
     const active = this.state.hosts.filter((h) => this.daemonPid(h.name) !== null)
-      .map((h) => ({ h, net: parseIPv4Cidr(this.subnetEnv(h.name)?.subnetNetwork ?? '', true) }))
-      .filter((x): x is { h: HostRecord; net: NonNullable<typeof x.net> } => x.net !== null);
-    let missing: string[] = [];
+      .map((h) => ({ h, subnets: leasedSubnets(this.subnetEnv(h.name)) }))
+      .filter((x) => x.subnets.length > 0);
+    const bridge = findExecutable('bridge', process.env.PATH ?? '') ?? 'bridge';
+    let gaps: string[] = [];
     const converged = async (): Promise<boolean> => {
-      missing = [];
-      for (const { h } of active) {
-        const routes = (await this.netns.routes(h.ns)).map((r) => routeNet(r.dst)).filter((n) => n !== null);
-        for (const p of active.filter((x) => x.h !== h && !routes.some((r) => netContainsNet(r, x.net)))) {
-          missing.push(`${h.name} has no route to ${p.h.name}'s ${formatIPv4Cidr(p.net)}`);
-        }
-      }
-      return missing.length === 0;
+      const hosts = await Promise.all(active.map(async ({ h, subnets }): Promise<HostKernelState> => {
+        const json = async <T>(args: readonly string[], what: string, tool = this.tools.ip): Promise<T[]> => {
+          const r = await this.netns.exec(h.ns, [tool, '-j', ...args]);
+          if (r.code !== 0) throw new WeftError('NETLINK', `lab ${this.name}: ${what} in ${h.ns}: ${r.stderr.trim()}`);
+          const parsed: unknown = JSON.parse(r.stdout.trim() || '[]');
+          return Array.isArray(parsed) ? (parsed as T[]) : [];
+        };
+        const [links, routes4, routes6, neighbours, fdb] = await Promise.all([
+          json<LinkJson>(['-d', 'link', 'show'], 'list links'),
+          json<RouteJson>(['-4', 'route', 'show'], 'list IPv4 routes'),
+          json<RouteJson>(['-6', 'route', 'show'], 'list IPv6 routes'),
+          json<NeighbourJson>(['neigh', 'show'], 'list neighbours'),
+          json<FdbJson>(['fdb', 'show'], 'list FDB entries', bridge),
+        ]);
+        return {
+          name: h.name, underlayDevice: HOST_IFACE, underlay: { 4: h.underlayIp, 6: this.state.ipv6 ? underlayIPv6(h.underlayIp) : null },
+          subnets, links, routes: [...routes4, ...routes6], neighbours, fdb,
+        };
+      }));
+      gaps = convergenceGaps(hosts);
+      return gaps.length === 0;
     };
     const ok = await waitUntil(converged, timeoutMs, 200);
-    this.progress(ok ? 'routes converged on every host' : `routes not converged after ${timeoutMs / 1000} s: ${missing.join('; ')}`);
+    this.progress(ok ? 'routes, neighbours and FDB entries converged on every host' : `not converged after ${timeoutMs / 1000} s: ${gaps.join('; ')}`);
     return ok;
   }
 
@@ -914,9 +932,11 @@ function fileStamp(file: string): string | null {
   }
 }
 
-function routeNet(dst: string) {
-  if (dst === 'default') return null;
-  return parseIPv4Cidr(dst.includes('/') ? dst : `${dst}/32`, false);
+/** The subnets a subnet.env names: FLANNEL_SUBNET's and FLANNEL_IPV6_SUBNET's networks (either may be absent). */
+function leasedSubnets(env: SubnetEnv | null): IPNet[] {
+  if (env === null) return [];
+  const nets = [env.vars.FLANNEL_SUBNET, env.ipv6Subnet].map((cidr) => (cidr ? parseCidr(cidr, false) : null));
+  return nets.filter((n): n is IPNet => n !== null);
 }
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {

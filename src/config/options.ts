@@ -80,7 +80,7 @@ const DAEMON_FLAGS: readonly FlagDef[] = [
   { name: 'wireguard-fallback', kind: 'string', metavar: 'auto|force|off', help: 'weft: wireguard backend: wireguard-go (user space) when the kernel has no WireGuard (auto), always (force) or never (off)', defaultText: 'auto' },
   { name: 'wireguard-key-file', kind: 'string', metavar: 'FILE', help: 'wireguard backend: the private key file, created (mode 0600) if missing and reused across restarts; flannel\'s $WIREGUARD_KEY_FILE is honoured too', defaultText: '/run/flannel/wgkey' },
   { name: 'wireguard-run-dir', kind: 'string', metavar: 'DIR', help: 'weft: wireguard-go\'s UAPI socket, PID and log directory (another than the default runs wireguard-go in a private mount namespace)', defaultText: '/var/run/wireguard' },
-  { name: 'resync-interval', kind: 'string', metavar: 'SECONDS', help: 'weft: period of the full reconcile of routes, neighbours and FDB (changes made by others are repaired at once from netlink notifications; this is the safety net), seconds or a Go duration', defaultText: '60' },
+  { name: 'resync-interval', kind: 'string', metavar: 'SECONDS', help: 'weft: period of the full reconcile of routes, neighbours and FDB (changes made by others are repaired at once from netlink notifications, a lost notification triggers one at once; this is the safety net), seconds or a Go duration', defaultText: '300' },
   { name: 'version', kind: 'boolean', help: 'print the version and exit', noEnv: true },
   { name: 'help', kind: 'boolean', help: 'print this help and exit (also -h)', noEnv: true },
 ];
@@ -378,12 +378,18 @@ function leaseTtl(raw: Map<string, RawValue>): number {
   return s;
 }
 
+/** --resync-interval's default (seconds). */
+export const DEFAULT_RESYNC_SECONDS = 300;
+
 function resyncInterval(raw: Map<string, RawValue>): number {
   const r = raw.get('resync-interval');
-  // 60 s: drift is repaired at once from netlink notifications; the periodic full reconcile (and
-  // the config poll that shares this period) only backs them up. Every 10 s it cost 30 idle
-  // daemons about 0.01 of a core (docs/performance.md).
-  if (r === undefined) return 60;
+  // 5 min, as the iptables manager's full check where nf_tables notifies (FULL_RESYNC_NOTIFIED_MS):
+  // drift is repaired at once from netlink notifications, and a lost one (the monitor's receive
+  // buffer overflowed: ENOBUFS) triggers a full reconcile at once; the periodic one only backs
+  // them up. Each is a dump of the device's addresses, neighbours, FDB and routes — RTNL held —
+  // and a diff: ~5 ms of CPU per run with 30 peers, so every 60 s it was half of issue #14's idle
+  // budget for 30 daemons, every 10 s 0.01 of a core (docs/performance.md, "Idle").
+  if (r === undefined) return DEFAULT_RESYNC_SECONDS;
   const expected = 'at least 1 second, as seconds or a Go duration such as 10s or 1m';
   const s = seconds(r, expected);
   if (!(s >= 1) || s > 86400) throw bad(r, last(r), `${expected} (at most 24h)`);

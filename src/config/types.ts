@@ -77,5 +77,5 @@ export interface DaemonOptions extends EtcdClientOptions {
   readonly wireguardKeyFile?: string;
   /** weft: wireguard-go's UAPI socket directory (default /var/run/wireguard). */
   readonly wireguardRunDir?: string;
-  readonly resyncIntervalSeconds: number;      // weft: periodic full reconcile, default 60
+  readonly resyncIntervalSeconds: number;      // weft: periodic full reconcile, default 300 (DEFAULT_RESYNC_SECONDS)
 }

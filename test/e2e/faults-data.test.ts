@@ -58,7 +58,7 @@ describe('weftd against hostile, broken or sudden etcd data', { timeout: 240_000
     lab = await Lab.up({
       prefix: PREFIX, name: `wt${process.pid}d`, stateDir: join(scratch, 'lab'), hosts: 3, healthzPort: 0,
       network: NETWORK_CONFIG.Network, networkConfig: NETWORK_CONFIG,
-      // The config key is re-read on every resync: short, so that the config test is quick.
+      // A resync every 2 s: the config test shows one warning over many of them.
       extraWeftdArgs: ['--resync-interval=2'],
     });
   });

@@ -55,7 +55,7 @@ const DEFAULTS: DaemonOptions = {
   wireguardFallback: 'auto',
   wireguardKeyFile: '/run/flannel/wgkey',
   wireguardRunDir: '/var/run/wireguard',
-  resyncIntervalSeconds: 60,
+  resyncIntervalSeconds: 300,
 };
 
 describe('parseDaemonOptions: defaults and flag forms', () => {

@@ -175,6 +175,30 @@ describe('NetlinkClient.applyWrites: ACKs matched by sequence number', () => {
     nl.close();
   });
 
+  it('sends an idle client\'s batch within applyWrites (no promise step before the sendmsg); a batch given meanwhile waits for the answer', async () => {
+    const sock = new ScriptedRawSocket(16 * ACK_RCVBUF_ALLOWANCE, () => 0);
+    const { nl } = client([sock]);
+    const first = nl.applyWrites(Array.from({ length: 10 }, (_, i) => route(i))); // two datagrams: 8 + 2
+    assert.deepEqual(sock.datagrams.map((d) => d.length), [8], 'the first datagram left within the call');
+    const second = nl.applyWrites([route(20)]);
+    assert.equal(sock.datagrams.length, 1, 'the second batch waits for the first');
+    const [a, b] = await Promise.all([first, second]);
+    assert.deepEqual(sock.datagrams.map((d) => d.length), [8, 2, 1], 'in order, one datagram in flight at a time');
+    assert.ok(a.every((e) => e === null) && b.every((e) => e === null));
+    nl.close();
+  });
+
+  it('fails with ESOCKCLOSED a batch waiting behind another when the client closes', async () => {
+    const sock = new ScriptedRawSocket(8 << 20, () => 'silent');
+    const { nl } = client([sock]);
+    const first = nl.applyWrites([route(1)]);
+    const second = nl.applyWrites([route(2)]);
+    nl.close();
+    assert.deepEqual((await first).map((e) => (e as NetlinkError).errno), ['ESOCKCLOSED']);
+    assert.deepEqual((await second).map((e) => (e as NetlinkError).errno), ['ESOCKCLOSED']);
+    assert.equal(sock.datagrams.length, 1, 'the waiting batch was never sent');
+  });
+
   it('a malformed write fails alone, without being sent', async () => {
     const sock = new ScriptedRawSocket(8 << 20, () => 0);
     const { nl } = client([sock]);

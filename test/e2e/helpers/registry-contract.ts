@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
+import { parseNetworkConfig } from '../../../src/config/network';
 import type { NetworkConfig } from '../../../src/config/types';
 import { WeftError } from '../../../src/errors';
 import { parseIPv4Cidr } from '../../../src/ip';
@@ -98,6 +99,31 @@ export function registryContract<R extends LeaseRegistry>(
       const b = manager(registry(prefix));
       const [la, lb] = await Promise.all([a.acquire(request('192.168.0.10', 'c6:d2:32:6f:8f:44')), b.acquire(request('192.168.0.11', 'c6:d2:32:6f:8f:45'))]);
       assert.deepEqual([la.key, lb.key].sort(), ['10.5.1.0-24', '10.5.2.0-24']);
+    });
+
+    it('two dual-stack managers that both listed before either wrote, on one IPv4 subnet with two IPv6 ones, end up disjoint in both families', async () => {
+      const prefix = newPrefix();
+      await etcd.etcdctl('put', `${prefix}/config`, DUAL_CONFIG);
+      // Every create waits until both hosts have listed (and allocated): create-if-absent then
+      // guards two different keys "10.5.1.0-24&<IPv6>", and both would get through.
+      const meet = meetOnce(2);
+      const [ra, rb] = [registry(prefix), registry(prefix)];
+      for (const r of [ra, rb]) {
+        const create = r.createSubnet.bind(r);
+        r.createSubnet = async (...a) => {
+          await meet();
+          return create(...a);
+        };
+      }
+      // random(): IPv4 first, then IPv6 — both the first free IPv4 subnet, different IPv6 ones.
+      const [la, lb] = await Promise.all([
+        manager(ra, () => 0).acquire(dualRequest(1)),
+        manager(rb, cycle([0, 0.5])).acquire(dualRequest(2)),
+      ]);
+      const keys = (await etcd.etcdctl('get', '--prefix', '--keys-only', `${prefix}/subnets/`)).split('\n').filter((l) => l !== '');
+      assert.deepEqual(keys.sort(), [`${prefix}/subnets/${la.key}`, `${prefix}/subnets/${lb.key}`].sort());
+      assert.notEqual(la.key.split('&')[0], lb.key.split('&')[0], `${la.key} / ${lb.key}: one IPv4 subnet for two hosts`);
+      assert.notEqual(la.key.split('&')[1], lb.key.split('&')[1], `${la.key} / ${lb.key}: one IPv6 subnet for two hosts`);
     });
 
     it('writes the value byte-identical to flannel, attached to an etcd lease', async () => {
@@ -387,6 +413,33 @@ export function config(): NetworkConfig {
 
 export function request(publicIP: string, mac: string, ttlSeconds = 60): AcquireRequest {
   return { config: config(), publicIP, publicIPv6: null, backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: mac }, subnetFromFile: null, ttlSeconds };
+}
+
+const DUAL_CONFIG = '{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/48","Backend":{"Type":"vxlan"}}';
+
+/** Host n of a dual-stack network (PublicIP 10.250.0.1n, PublicIPv6 fd00:250::1n). */
+function dualRequest(n: number): AcquireRequest {
+  return {
+    config: parseNetworkConfig(DUAL_CONFIG), publicIP: `10.250.0.${10 + n}`, publicIPv6: `fd00:250::${10 + n}`, backendType: 'vxlan',
+    backendData: { VNI: 1, VtepMAC: `0e:00:00:00:04:0${n}` }, backendV6Data: { VNI: 1, VtepMAC: `0e:00:00:00:06:0${n}` },
+    subnetFromFile: null, ttlSeconds: 60,
+  };
+}
+
+/** A function whose first `n` calls all wait until the n-th; later calls pass at once. */
+function meetOnce(n: number): () => Promise<void> {
+  const waiting: (() => void)[] = [];
+  return () => new Promise<void>((resolve) => {
+    if (waiting.length >= n) return resolve();
+    waiting.push(resolve);
+    if (waiting.length === n) for (const w of waiting) w();
+  });
+}
+
+/** random() returning `values` in turn. */
+function cycle(values: readonly number[]): () => number {
+  let i = 0;
+  return () => values[i++ % values.length]!;
 }
 
 export function flannelValue(publicIP: string, mac: string): string {

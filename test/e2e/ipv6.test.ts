@@ -115,18 +115,32 @@ async function flanneldStyleV6Host(lab: Lab, host: string, peers: readonly strin
 
 describe('dual-stack vxlan on 3 hosts', { timeout: 170_000 }, () => {
   let lab: Lab;
+  /** The lab's convergence lines (src/lab/converge.ts): what was missing, if anything, when up() went on. */
+  const converged: string[] = [];
   before(async () => {
-    lab = await Lab.up({ prefix: `wt${process.pid}6-`, name: `wt${process.pid}6`, stateDir: join(scratch, 'dual'), hosts: 3, healthzPort: 0, ipv6: 'dual' });
+    lab = await Lab.up({
+      prefix: `wt${process.pid}6-`, name: `wt${process.pid}6`, stateDir: join(scratch, 'dual'), hosts: 3, healthzPort: 0, ipv6: 'dual',
+      progress: (line) => { if (/converged/.test(line)) converged.push(line); },
+    });
   });
   after(async () => {
     await lab?.down();
   });
 
+  test('the three hosts, started together, hold three different IPv4 and three different IPv6 subnets', async () => {
+    // Their keys "<IPv4>&<IPv6>" may differ while one half is the same (two hosts listing before
+    // either wrote): then one container is unreachable for good (CI flake, fixed in the lease
+    // manager, src/lease/manager.ts keptAlone).
+    const keys = await Promise.all(lab.hostNames().map((h) => keyOf(lab, h)));
+    assert.equal(new Set(keys.map((k) => k.split('&')[0])).size, 3, keys.join(' '));
+    assert.equal(new Set(keys.map((k) => k.split('&')[1])).size, 3, keys.join(' '));
+  });
+
   test('every container reaches every other container over IPv4 and over IPv6', async () => {
     const m4 = await lab.pingMatrix();
-    assert.ok(m4.ok, JSON.stringify(m4.results));
+    assert.ok(m4.ok, `${JSON.stringify(m4.results)}\n${converged.join('\n')}`);
     const m6 = await lab.pingMatrix({ family: 6 });
-    assert.ok(m6.ok, JSON.stringify(m6.results));
+    assert.ok(m6.ok, `${JSON.stringify(m6.results)}\n${converged.join('\n')}`);
     assert.ok(m6.results.every((r) => r.target.startsWith('fd00:5:')), JSON.stringify(m6.results));
     assert.equal(m6.results.length, 6);
   });

@@ -576,7 +576,7 @@ export class Lab {
     const converged = async (): Promise<boolean> => {
       const hosts = await Promise.all(active.map(async ({ h, subnets }): Promise<HostKernelState> => {
         const json = async <T>(args: readonly string[], what: string, tool = this.tools.ip): Promise<T[]> => {
-          const r = await this.netns.exec(h.ns, [tool, '-j', ...args]);
+          const r = await run(tool, ['-n', h.ns, '-j', ...args]);
           if (r.code !== 0) throw new WeftError('NETLINK', `lab ${this.name}: ${what} in ${h.ns}: ${r.stderr.trim()}`);
           const parsed: unknown = JSON.parse(r.stdout.trim() || '[]');
           return Array.isArray(parsed) ? (parsed as T[]) : [];

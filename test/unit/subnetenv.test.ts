@@ -138,6 +138,14 @@ describe('readSubnetEnv and writeSubnetEnvAtomic', () => {
     assert.equal(await readSubnetEnv(path.join(dir, 'missing', 'subnet.env')), null);
   });
 
+  it('refuses what is not a regular file (a FIFO would block the event loop forever) with a message naming it', async () => {
+    const fifo = path.join(dir, 'fifo.env');
+    const made = spawn('mkfifo', [fifo]);
+    await new Promise((resolve, reject) => { made.on('exit', resolve); made.on('error', reject); });
+    await assert.rejects(readSubnetEnv(fifo), (e: Error) => e instanceof WeftError && /read subnet file .*fifo\.env: not a regular file/.test(e.message));
+    await assert.rejects(readSubnetEnv(dir), /not a regular file/);
+  });
+
   it('creates missing directories and writes a file readSubnetEnv reads back', async () => {
     const file = path.join(dir, 'a', 'b', 'subnet.env');
     const text = formatSubnetEnv(V4);

@@ -448,7 +448,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     this.departed.expire();
     for (const k of this.departed.takeChanges()) dirty.add(k);
     // A switch of data path (the VXLAN fallback) changes what the rules can describe.
-    if (this.engines.some((e) => e.dataPath !== (e.backend.dataPath ?? 'kernel'))) whole = true;
+    for (const e of this.engines) if (e.dataPath !== (e.backend.dataPath ?? 'kernel')) whole = true;
     // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
     if ((peerSetChanged || whole) && this.mayLookUpOnLink()) return this.lookUpThenJudge(backend, own, whole, dirty);
     this.judge(backend, own, whole, dirty, null);
@@ -485,30 +485,33 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     const v6 = this.ipv6Path;
     const reconciler = this.reconciler!;
     const leaseOf = (key: string): Lease | null => this.peerMap.get(key) ?? this.departed.heldLease(key) ?? null;
+    // Dual stack's engines are rebuilt together (a mix is never kept: see below).
     const peersNow = (): Lease[] => [...(current ?? this.peerList), ...this.departed.heldLeases()];
     const skippedNow = whole || this.engines.length === 0 ? new Set<string>() : null;
-    const paths: { family: IPFamily; backend: Backend; reconciler: Reconciler; suffix: string }[] = [
-      { family: backend.family ?? 4, backend, reconciler, suffix: '' },
-      ...(v6?.reconciler ? [{ family: 6 as const, backend: v6.backend, reconciler: v6.reconciler, suffix: ' (IPv6)' }] : []),
-    ];
     if (whole || this.engines.length === 0) {
+      const paths: { family: IPFamily; backend: Backend; reconciler: Reconciler; suffix: string }[] = [
+        { family: backend.family ?? 4, backend, reconciler, suffix: '' },
+        ...(v6?.reconciler ? [{ family: 6 as const, backend: v6.backend, reconciler: v6.reconciler, suffix: ' (IPv6)' }] : []),
+      ];
       this.engines = [];
       for (const p of paths) {
         const ctx = this.ctxOf(p.family);
         const rules = IncrementalDesired.supports(ctx) ? p.backend.peerRules?.(own, ctx) ?? null : null;
         const engine = rules === null ? null : new IncrementalDesired(rules, own, ctx, peersNow());
         const desired = engine === null ? p.backend.desired(own, peersNow(), ctx) : engine.state;
-        if (engine !== null) this.engines.push({ engine, backend: p.backend, dataPath: p.backend.dataPath ?? 'kernel', suffix: p.suffix });
+        if (engine !== null) this.engines.push({ engine, backend: p.backend, reconciler: p.reconciler, dataPath: p.backend.dataPath ?? 'kernel', suffix: p.suffix });
         for (const s of desired.skipped ?? []) this.warnSkippedOnce(`${s.key}${p.suffix}`, s.reason, skippedNow!);
         p.reconciler.setDesired(desired);
       }
       // A mix (one family per peer, the other whole) is not kept: every event would then be O(peers) anyway.
       if (this.engines.length !== paths.length) this.engines = [];
     } else if (dirty.size > 0) {
-      const edits: PeerEdit[] = [...dirty].map((key) => ({ key, lease: leaseOf(key) }));
-      for (const [i, e] of this.engines.entries()) {
+      const edits: PeerEdit[] = [];
+      for (const key of dirty) edits.push({ key, lease: leaseOf(key) });
+      for (const e of this.engines) {
         const { state, delta } = e.engine.apply(edits);
-        paths[i]!.reconciler.setDesired(state, delta ?? undefined);
+        // With a delta and an idle reconciler, the kernel write leaves within this call.
+        e.reconciler.setDesired(state, delta ?? undefined);
         if (delta === null) {
           // Conflicting leases made the engine judge everyone again: warnings as for a whole recompute.
           const seen = new Set<string>();
@@ -519,7 +522,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
         for (const key of dirty) {
           const why = e.engine.skipReason(key);
           if (why !== null) this.warnSkippedOnce(`${key}${e.suffix}`, why);
-          else this.skippedWarned.delete(`${key}${e.suffix}`);
+          else if (this.skippedWarned.size > 0) this.skippedWarned.delete(`${key}${e.suffix}`);
         }
       }
     }
@@ -593,7 +596,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
   /** A recompute step is between its start and its end (awaiting on-link lookups). */
   private recomputeBusy = false;
   /** Per-peer desired states, one per family path (primary first); empty: desired() as a whole. */
-  private engines: { engine: IncrementalDesired; backend: Backend; dataPath: string; suffix: string }[] = [];
+  private engines: { engine: IncrementalDesired; backend: Backend; reconciler: Reconciler; dataPath: string; suffix: string }[] = [];
   private readonly departed: DepartedPeers;
   private departedTimer: NodeJS.Timeout | null = null;
 

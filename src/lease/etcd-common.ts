@@ -245,9 +245,10 @@ export function removedEvent(prefix: string, fullKey: string, revision: string |
 }
 
 /** The event a watched PUT (decoded) or DELETE (removed) gives; null for none. */
-export function watchEvent(deleted: boolean, removed: () => SubnetWatchEvent | null, decode: () => DecodedKv | null): SubnetWatchEvent | null {
-  if (deleted) return removed();
-  const decoded = decode();
+export function watchEvent<K>(deleted: boolean, kv: K, removed: (kv: K) => SubnetWatchEvent | null, decode: (kv: K) => DecodedKv | null): SubnetWatchEvent | null {
+  // The kv and two long-lived functions, not two closures per event: this runs once per lease event.
+  if (deleted) return removed(kv);
+  const decoded = decode(kv);
   if (decoded === null) return null;
   if (decoded.error !== undefined) return { type: 'invalid', key: decoded.key, error: decoded.error };
   return { type: 'added', lease: decoded.lease };

@@ -492,7 +492,7 @@ class EtcdSubnetWatch implements SubnetWatch {
       const rev = BigInt(ev.kv.modRevision);
       if (rev < from) continue; // replayed after a reconnect
       if (rev >= this.nextRevision) this.nextRevision = rev + 1n;
-      const event = watchEvent(ev.deleted, () => this.removed(ev.kv), () => this.decode(ev.kv));
+      const event = watchEvent(ev.deleted, ev.kv, this.removed, this.decode);
       if (event !== null) {
         this.handler(event);
         delivered = true;
@@ -523,3 +523,4 @@ class EtcdSubnetWatch implements SubnetWatch {
     await s?.close();
   }
 }
+

@@ -8,7 +8,6 @@
  * Cost: one full GC per burst of changes, a few milliseconds for weftd's ~10 MB heap; nothing
  * while nothing changes.
  */
-import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { DaemonComponent, DaemonView } from './components';
 
@@ -25,6 +24,10 @@ export class IdleGc implements DaemonComponent {
     if (this.collect !== undefined) {
       this.gc = this.collect;
     } else try {
+      // node:v8 here, not at module load: it brings its bindings (heap utils, serdes, promise
+      // hooks: ~4.5 ms of CPU), and this runs after subnet.env is written.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { setFlagsFromString } = require('node:v8') as typeof import('node:v8');
       // --expose-gc at run time defines gc() only in contexts created afterwards.
       setFlagsFromString('--expose-gc');
       this.gc = runInNewContext('gc') as () => void;

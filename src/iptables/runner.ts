@@ -11,7 +11,7 @@
  * Commands run with argument arrays (never a shell) and a deadline; `-w` waits for the xtables
  * lock (held by e.g. Docker or kube-proxy while they restore) instead of failing.
  */
-import { spawn } from 'node:child_process';
+import type { spawn as Spawn } from 'node:child_process';
 import { WeftError } from '../errors';
 import { parseIptablesVersion, type IptablesVersion, type Table } from './rules';
 
@@ -35,10 +35,19 @@ export type Exec = (file: string, args: readonly string[], input: string | null,
 const TIMEOUT_MS = 30_000;
 const LOCK_WAIT_SECONDS = '5';
 
+/**
+ * node:child_process, loaded at the first command: its module graph (child_process, dgram, their
+ * bindings) costs ~5 ms of CPU, which weftd's start-up would otherwise pay before subnet.env
+ * although iptables is only set up after it (issue #14, start-up).
+ */
+let spawnProcess: typeof Spawn | null = null;
+
 /** Spawn `file` and collect its output; rejects only when it cannot be started (ENOENT...). */
 export const execFile: Exec = (file, args, input, timeoutMs) =>
   new Promise((resolve, reject) => {
-    const child = spawn(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    spawnProcess ??= (require('node:child_process') as typeof import('node:child_process')).spawn;
+    const child = spawnProcess(file, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));

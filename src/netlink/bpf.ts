@@ -25,9 +25,12 @@
  * fields are in host order; constants compared with such a load are swapped on little-endian
  * hosts (`asLoaded16` / `asLoaded32`). nlmsg_len is rebuilt from its two low bytes.
  */
-import { endianness } from 'node:os';
 import { AF_BRIDGE, AF_INET, AF_INET6, NLMSG_HDRLEN, RTM_DELADDR, RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWNEIGH, RTM_NEWROUTE } from './wire';
 import type { IPFamily } from '../ip';
+
+/** This CPU's byte order, as os.endianness() says it (without loading node:os at start-up). */
+const HOST_ORDER: 'LE' | 'BE' = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 'LE' : 'BE';
+const endianness = (): 'LE' | 'BE' => HOST_ORDER;
 
 // linux/bpf_common.h and linux/filter.h
 export const BPF_LD = 0x00;

@@ -1,21 +1,35 @@
 /**
  * IP arithmetic. IPv4 on unsigned 32-bit integers: subnets are walked and compared as numbers,
- * which keeps allocation and diffing simple and fast. Parsing goes through `ip-address` so that
- * every accepted text form is one a standard parser accepts.
+ * which keeps allocation and diffing simple and fast. IPv4 text is parsed here with the grammar
+ * of `ip-address`'s Address4 (four decimal octets 0–255, no leading zero: a leading zero is octal
+ * to inet_aton and the URL parser, so accepting it would disagree with the network stack);
+ * IPv6 text goes through `ip-address`'s Address6, loaded at the first IPv6 address (`ip6()`), so
+ * an IPv4-only weftd never evaluates the package (issue #14, start-up).
+ * test/unit/ip.test.ts holds parseIPv4 to Address4 on every kind of input.
  */
-import { Address4, Address6 } from 'ip-address';
 import type { IPv4Net, IPv6Net } from './lease/types';
 
-// Parsing through ip-address costs microseconds, and screening every peer lease on each recompute
-// parses the same few addresses (ours, etcd's, each peer's) again and again: a small memo keeps
-// a 1000-peer recompute from spending most of its time here. Pure, so safe to cache.
+/** `ip-address`'s Address6, loaded on first use. */
+export function ip6(): typeof import('ip-address') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (ipAddressPackage ??= require('ip-address') as typeof import('ip-address'));
+}
+let ipAddressPackage: typeof import('ip-address') | undefined;
+
+/** An octet as Address4 takes it: 0–255, no leading zero. */
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const IPV4_TEXT = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
+
+// Screening every peer lease on each recompute parses the same few addresses (ours, etcd's, each
+// peer's) again and again: a small memo keeps a 1000-peer recompute from spending most of its
+// time here. Pure, so safe to cache.
 const v4Memo = new Map<string, number | null>();
 
 export function parseIPv4(text: string): number | null {
   const hit = v4Memo.get(text);
   if (hit !== undefined) return hit;
-  const value = !Address4.isValid(text) || text.includes('/') ? null : ((parts: number[]) =>
-    ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0)(new Address4(text).toArray());
+  const m = typeof text === 'string' ? IPV4_TEXT.exec(text) : null;
+  const value = m === null ? null : ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
   if (v4Memo.size >= 8192) v4Memo.clear();
   if (typeof text === 'string' && text.length <= 64) v4Memo.set(text, value);
   return value;
@@ -108,13 +122,14 @@ const V6_ALL = (1n << 128n) - 1n;
 
 /** An IPv6 address (no prefix, no zone) as a 128-bit integer, or null. */
 export function parseIPv6(text: string): bigint | null {
-  if (text.includes('/') || text.includes('%') || !text.includes(':') || !Address6.isValid(text)) return null;
-  return new Address6(text).bigInt();
+  if (text.includes('/') || text.includes('%') || !text.includes(':')) return null;
+  const { Address6 } = ip6();
+  return Address6.isValid(text) ? new Address6(text).bigInt() : null;
 }
 
 /** Canonical RFC 5952 text of a 128-bit integer ("fc00:0:0:22::"), as Go's net.IP prints it. */
 export function formatIPv6(value: bigint): string {
-  return Address6.fromBigInt(value & V6_ALL).correctForm();
+  return ip6().Address6.fromBigInt(value & V6_ALL).correctForm();
 }
 
 export function maskOf6(prefixLen: number): bigint {

@@ -13,9 +13,8 @@
  */
 import { parseArgs } from 'node:util';
 import { posix as posixPath } from 'node:path';
-import { Address6 } from 'ip-address';
 import { WeftError } from '../errors';
-import { parseIPv4 } from '../ip';
+import { ip6, parseIPv4 } from '../ip';
 import { DEFAULT_PREFIX } from '../lease/codec';
 import type { DaemonOptions, EtcdClientOptions } from './types';
 
@@ -264,7 +263,7 @@ function seconds(r: RawValue, expected: string): number {
 }
 
 function isIPv6(text: string): boolean {
-  return !text.includes('/') && !text.includes('%') && Address6.isValid(text);
+  return !text.includes('/') && !text.includes('%') && ip6().Address6.isValid(text);
 }
 
 function isIP(text: string): boolean {

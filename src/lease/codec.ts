@@ -11,9 +11,8 @@
  * no BackendType/BackendData) and strict about everything else: a malformed value is a
  * WeftError('BAD_DATA') naming the key, never a half-filled Lease.
  */
-import { Address6 } from 'ip-address';
 import { WeftError } from '../errors';
-import { formatIPv4, maskOf, parseIPv4 } from '../ip';
+import { formatIPv4, ip6, maskOf, parseIPv4 } from '../ip';
 import type { IPv4Net, IPv6Net, Lease, LeaseAttrs, VxlanLeaseData } from './types';
 
 export const DEFAULT_PREFIX = '/coreos.com/network';
@@ -61,6 +60,7 @@ export function parseSubnetKey(key: string): { subnet: IPv4Net; ipv6Subnet: IPv6
   let ipv6Subnet: IPv6Net | null = null;
   if (m[3] !== undefined) {
     const len6 = Number(m[4]);
+    const { Address6 } = ip6();
     if (len6 > 128 || !Address6.isValid(m[3])) return null;
     const net = new Address6(`${m[3]}/${len6}`);
     const canonical = new Address6(m[3]).correctForm();
@@ -146,7 +146,7 @@ export function decodeLeaseAttrs(key: string, text: string): LeaseAttrs {
   if (typeof PublicIP !== 'string' || parseIPv4(PublicIP) === null) {
     throw bad(key, `PublicIP ${JSON.stringify(PublicIP)} is not an IPv4 address`);
   }
-  if (PublicIPv6 !== undefined && PublicIPv6 !== null && (typeof PublicIPv6 !== 'string' || !Address6.isValid(PublicIPv6))) {
+  if (PublicIPv6 !== undefined && PublicIPv6 !== null && (typeof PublicIPv6 !== 'string' || !ip6().Address6.isValid(PublicIPv6))) {
     throw bad(key, `PublicIPv6 ${JSON.stringify(PublicIPv6)} is not an IPv6 address`);
   }
   // The udp backend never set BackendType: "" (what Go decodes) means "no backend data".

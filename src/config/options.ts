@@ -263,7 +263,8 @@ function seconds(r: RawValue, expected: string): number {
 }
 
 function isIPv6(text: string): boolean {
-  return !text.includes('/') && !text.includes('%') && ip6().Address6.isValid(text);
+  // Every IPv6 text has a colon: an interface name never loads ip-address (ip6()).
+  return text.includes(':') && !text.includes('/') && !text.includes('%') && ip6().Address6.isValid(text);
 }
 
 function isIP(text: string): boolean {

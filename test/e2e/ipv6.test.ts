@@ -268,6 +268,39 @@ describe('dual-stack vxlan on 3 hosts', { timeout: 170_000 }, () => {
   });
 });
 
+describe('dual-stack vxlan: 3 hosts started together on a network of exactly 3 subnets per family', { timeout: 90_000 }, () => {
+  // Every host lists before most writes and picks among the same 3 subnets: a host often takes
+  // an IPv4 (or IPv6) subnet another host just took under another "<IPv4>&<IPv6>" key, which
+  // create-if-absent lets through; the lease manager must notice and give its key back.
+  let lab: Lab;
+  const dir = mkdtempSync(join(tmpdir(), `wt${process.pid}-ipv6tight-`));
+  const converged: string[] = [];
+  before(async () => {
+    lab = await Lab.up({
+      prefix: `wt${process.pid}t-`, name: `wt${process.pid}t`, stateDir: join(dir, 'lab'), hosts: 3, healthzPort: 0, ipv6: 'dual',
+      networkConfig: { Network: '10.5.0.0/22', SubnetLen: 24, EnableIPv6: true, IPv6Network: 'fd00:5::/62', IPv6SubnetLen: 64, Backend: { Type: 'vxlan' } },
+      progress: (line) => { if (/converged/.test(line)) converged.push(line); },
+    });
+  });
+  after(async () => {
+    await lab?.down();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('each host holds its own IPv4 and IPv6 subnet, the lab converges and every container reaches every other', async (t) => {
+    const keys = await Promise.all(lab.hostNames().map((h) => keyOf(lab, h)));
+    const gaveBack = lab.hostNames().map((h) => (lab.daemonLog(h).match(/giving ours back/g) ?? []).length);
+    t.diagnostic(`keys ${keys.join(' ')}; keys given back per host: ${gaveBack.join(', ')}`);
+    assert.deepEqual(keys.map((k) => k.split('&')[0]).sort(), ['10.5.1.0-24', '10.5.2.0-24', '10.5.3.0-24'], keys.join(' '));
+    assert.deepEqual(keys.map((k) => k.split('&')[1]).sort(), ['fd00:5:0:1::-64', 'fd00:5:0:2::-64', 'fd00:5:0:3::-64'], keys.join(' '));
+    assert.deepEqual(converged, ['routes, neighbours and FDB entries converged on every host']);
+    const m4 = await lab.pingMatrix();
+    assert.ok(m4.ok, JSON.stringify(m4.results));
+    const m6 = await lab.pingMatrix({ family: 6 });
+    assert.ok(m6.ok, JSON.stringify(m6.results));
+  });
+});
+
 describe('IPv6-only vxlan on 3 hosts (EnableIPv4 false)', { timeout: 120_000 }, () => {
   let lab: Lab;
   before(async () => {

@@ -84,6 +84,13 @@ export interface ReconcilerNetlink extends SingleWriteMethods {
    */
   applyWrites?(writes: readonly KernelWrite[]): Promise<WriteOutcomes>;
   monitor(onChange: (batch: ChangeBatch) => void, family?: IPFamily, interest?: MonitorInterest): Monitor;
+  /**
+   * Optional: true when the monitor never delivers the notifications of this seam's own writes
+   * (NetlinkClient drops them by sender port, or by content where the kernel sends none: its
+   * isOwnWrite). The reconciler then remembers no echo per write (a key string and a map entry
+   * per change, on every join). Absent: the reconciler recognises its echoes itself (isEcho).
+   */
+  readonly dropsOwnEchoes?: boolean;
 }
 
 /** The part of the one Clock (src/clock.ts) the reconciler uses. */
@@ -773,7 +780,7 @@ export class Reconciler {
    */
   private applyChange(c: Change, link: LinkInfo): KernelWrite {
     const dev = { index: link.index, name: link.name };
-    this.expectEcho(c, link.index);
+    if (this.nl.dropsOwnEchoes !== true) this.expectEcho(c, link.index);
     switch (c.kind) {
       case 'address':
         return { op: c.op === 'remove' ? 'deleteAddress' : 'addAddress', link: dev, ip: c.ip, prefixLen: c.prefixLen };

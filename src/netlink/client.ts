@@ -134,6 +134,8 @@ export type LinkRef = LinkIdentity;
 export type Netlink = Pick<NetlinkClient, keyof NetlinkClient>;
 
 export class NetlinkClient {
+  /** The monitor drops the notifications of this client's own writes (isOwnWrite): ReconcilerNetlink.dropsOwnEchoes. */
+  readonly dropsOwnEchoes?: boolean = true;
   private readonly log: Logger;
   private readonly pool: RequestSocket[];
   private readonly monitors = new Set<MonitorSocket>();

@@ -484,6 +484,27 @@ describe('LeaseManager.watchPeers', () => {
     await waitFor('events after the reset', () => seen.at(-1)!.keys.includes('10.5.52.0-24'));
   });
 
+  it('calls settled after the changes of each watch response and after a snapshot, in the same call, never for our own key', async () => {
+    const reg = new MemoryLeaseRegistry();
+    reg.putRaw('10.5.50.0-24', peerValue('192.168.0.20'));
+    const m = manager(reg);
+    const lease = await m.acquire(request('192.168.0.10'));
+    const log: string[] = [];
+    m.watchPeers((_peers, change) => log.push(change.type), () => log.push('settled'));
+    await waitFor('snapshot settled', () => log.includes('settled'));
+    assert.deepEqual(log, ['snapshot', 'settled']);
+    reg.putRaw('10.5.51.0-24', peerValue('192.168.0.21')); // each event is a response of its own here
+    reg.deleteRaw('10.5.50.0-24');
+    await waitFor('two responses', () => log.length >= 6);
+    assert.deepEqual(log, ['snapshot', 'settled', 'added', 'settled', 'removed', 'settled']);
+    // Our own key rewritten by ourselves: no change for the listener, so nothing to settle.
+    await m.setBackendData({ VNI: 1, VtepMAC: '02:00:00:00:00:99' });
+    reg.putRaw('10.5.52.0-24', peerValue('192.168.0.22'));
+    await waitFor('the next response', () => log.length >= 8);
+    assert.deepEqual(log.slice(6), ['added', 'settled']);
+    assert.ok(lease.key !== '10.5.52.0-24');
+  });
+
   it('a listener that throws does not stop the others', async () => {
     const reg = new MemoryLeaseRegistry();
     const m = manager(reg);

@@ -87,13 +87,6 @@ export class Netns {
     await this.in(ns, ['link', 'set', dev, 'mtu', String(mtu)], `set MTU ${mtu} on ${dev} in ${ns}`);
   }
 
-  /** IPv4 main-table routes of `ns` as `ip -j route` prints them. */
-  async routes(ns: string): Promise<{ dst: string; dev?: string; gateway?: string }[]> {
-    const out = await this.in(ns, ['-j', '-4', 'route', 'show'], `list routes in ${ns}`);
-    const parsed: unknown = JSON.parse(out || '[]');
-    return Array.isArray(parsed) ? (parsed as { dst: string; dev?: string; gateway?: string }[]) : [];
-  }
-
   /** `ip netns exec ns CMD...` with output captured. */
   exec(ns: string, cmd: readonly string[], env?: NodeJS.ProcessEnv, timeoutMs?: number): Promise<RunResult> {
     return run(this.ipPath, ['netns', 'exec', ns, ...cmd], { env, timeoutMs });

@@ -113,7 +113,7 @@ async function main(): Promise<number> {
   // The before build runs as its own lab ran it: with the caller's NODE_EXTRA_CA_CERTS, which
   // this tree's lab and launchers defer (src/lease/etcd-common.ts EXTRA_CA_CERTS_ENV).
   const callerCa: Record<string, string> = process.env.NODE_EXTRA_CA_CERTS ? { NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS } : {};
-  const beforeVariant: Variant | null = values.before ? { label: 'before', weftdPath: resolve(values.before), env: { NODE_OPTIONS: values['before-node-options'] ?? '', ...callerCa } } : null;
+  const beforeVariant: Variant | null = values.before ? { label: 'before', weftdPath: resolve(values.before), env: { NODE_OPTIONS: values['before-node-options'] ?? '', ...callerCa }, nodeArgs: [] } : null;
   const flanneldVariant: Variant | null = flanneld ? { label: 'flanneld', flanneldPath: flanneld.path } : null;
   const variants: Variant[] = [AFTER, ...(beforeVariant ? [beforeVariant] : []), ...(flanneldVariant ? [flanneldVariant] : [])];
   const only = new Set((values.only ?? 'startup,join10,join30,idle,burst').split(',').map((x) => x.trim()));

@@ -26,14 +26,17 @@ export interface Variant {
   readonly flanneldPath?: string;
   /** Environment for it (before: NODE_OPTIONS empty, as it ran before the lab set one). */
   readonly env?: Readonly<Record<string, string>>;
+  /** node's arguments before weftd.js (Lab.startDaemon's nodeArgs); undefined: the lab's. */
+  readonly nodeArgs?: readonly string[];
 }
 
 export const AFTER: Variant = { label: 'after' };
 
 /** The Lab.startDaemon options that run `variant`. */
-function daemonOf(variant: Variant | null): { weftdPath?: string; flanneldPath?: string; extraEnv?: Readonly<Record<string, string>> } {
+function daemonOf(variant: Variant | null): { weftdPath?: string; flanneldPath?: string; extraEnv?: Readonly<Record<string, string>>; nodeArgs?: readonly string[] } {
   return {
     ...(variant?.weftdPath ? { weftdPath: variant.weftdPath } : {}),
+    ...(variant?.nodeArgs ? { nodeArgs: variant.nodeArgs } : {}),
     ...(variant?.flanneldPath ? { flanneldPath: variant.flanneldPath } : {}),
     ...(variant?.env ? { extraEnv: variant.env } : {}),
   };

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS WEFT_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} node
+#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS WEFT_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} node --no-opt
 /**
  * weftd: the per-host daemon. Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 cannot go on
  * (the log's last line says why and what to do), 2 bad flags, 70 an uncaught exception (a bug;
@@ -6,7 +6,8 @@
  * src/daemon/last-resort.ts).
  * The shebang moves NODE_EXTRA_CA_CERTS out of Node's way: Node would parse it with its whole
  * root store before weftd runs (~50 ms CPU, ~2 MB); weftd reads it only when it reaches an
- * https:// etcd without --etcd-cafile (src/lease/etcd-common.ts EXTRA_CA_CERTS_ENV).
+ * https:// etcd without --etcd-cafile (src/lease/etcd-common.ts EXTRA_CA_CERTS_ENV). --no-opt: no
+ * TurboFan for the control plane (src/lab/lab.ts WEFTD_NODE_ARGS says why; keep the two equal).
  */
 // First: its load time marks the end of Node's own start (WEFT_TRACE_STARTUP=1).
 import { traceModulesLoaded, traceStartup } from '../daemon/startup-trace';

@@ -130,6 +130,15 @@ export interface LabOptions {
 /** NODE_OPTIONS of weftd in systemd/weftd.service: the lab runs weftd the same way. */
 export const WEFTD_NODE_OPTIONS = '--max-semi-space-size=2 --v8-pool-size=1';
 
+/**
+ * node's own arguments for weftd, in its shebang (src/cli/weftd.ts, the one-file loader) since
+ * NODE_OPTIONS cannot carry them: `--no-opt`, no TurboFan. A control plane runs each function a
+ * few times per event; V8's optimizing compiler cost more than it saved (1000 leases → programmed
+ * 161–282 ms without it against 316–532 with it, paired; 4 MB less RSS; per join the same:
+ * docs/performance.md, "Issue #14, third pass"). Sparkplug, the baseline compiler, stays.
+ */
+export const WEFTD_NODE_ARGS: readonly string[] = ['--no-opt'];
+
 export interface StartDaemonOptions {
   readonly extraEnv?: Readonly<Record<string, string>>;
   readonly extraArgs?: readonly string[];
@@ -138,6 +147,8 @@ export interface StartDaemonOptions {
   readonly timeoutMs?: number;
   /** Another weftd.js for this start only (bench/: the tree before a change, paired in one run). */
   readonly weftdPath?: string;
+  /** node's arguments before weftd.js; default WEFTD_NODE_ARGS (bench/: the tree before, as it ran). */
+  readonly nodeArgs?: readonly string[];
   /**
    * Run a real flanneld binary instead of weftd on this host (interop tests and the side-by-side
    * bench): it gets the same flannel flags (etcd endpoints and prefix, iface, subnet file, healthz
@@ -459,7 +470,7 @@ export class Lab {
     const before = fileStamp(file);
     const argv = opts.flanneldPath !== undefined
       ? [opts.flanneldPath, ...this.flannelArgs(h), ...(opts.extraArgs ?? [])]
-      : [process.execPath, weftdPath, ...this.weftdArgs(h), ...(opts.extraArgs ?? [])];
+      : [process.execPath, ...(opts.nodeArgs ?? WEFTD_NODE_ARGS), weftdPath, ...this.weftdArgs(h), ...(opts.extraArgs ?? [])];
     const log = this.logFile(h.name);
     writeFileSync(log, `--- weft lab: ${new Date().toISOString()} start on ${h.name}: ${argv.join(' ')}\n`, { flag: 'a' });
     // As systemd/weftd.service runs it (V8's young generation capped: docs/performance.md), with

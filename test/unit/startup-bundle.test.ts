@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { WEFTD_NODE_OPTIONS } from '../../src/lab/lab';
+import { WEFTD_NODE_ARGS, WEFTD_NODE_OPTIONS } from '../../src/lab/lab';
 
 // dist/test/unit → the repository and the compiled tree.
 const root = resolve(__dirname, '..', '..', '..');
@@ -22,10 +22,10 @@ const bundleCache = bundle.replace(/\.js$/, '.code.cache');
 
 interface Outcome { readonly status: number | null; readonly stdout: string; readonly stderr: string }
 
-function run(file: string, args: readonly string[], nodeOptions = ''): Outcome {
+function run(file: string, args: readonly string[], nodeOptions = '', nodeArgs: readonly string[] = []): Outcome {
   // WEFT_*/FLANNELD_* variables of the caller would change what the flags parse to: none here.
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_OPTIONS: nodeOptions };
-  const r = spawnSync(process.execPath, [file, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(process.execPath, [...nodeArgs, file, ...args], { env, encoding: 'utf8', timeout: 30_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -67,7 +67,7 @@ describe('weftd bundle', () => {
       const unbundled = run(entry, c.args);
       assert.equal(unbundled.status, c.status, `entry: ${unbundled.stderr}`);
       // With the code cache (made under weftd's NODE_OPTIONS) and without it (V8 rejects it).
-      assert.deepEqual(run(bundle, c.args, WEFTD_NODE_OPTIONS), unbundled);
+      assert.deepEqual(run(bundle, c.args, WEFTD_NODE_OPTIONS, WEFTD_NODE_ARGS), unbundled);
       assert.deepEqual(run(bundle, c.args), unbundled);
     });
   }

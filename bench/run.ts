@@ -83,6 +83,7 @@ async function main(): Promise<number> {
       only: { type: 'string' },
       before: { type: 'string' },
       'before-node-options': { type: 'string' },
+      'before-node-args': { type: 'string' },
       flanneld: { type: 'string' },
       'from-json': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -93,6 +94,7 @@ async function main(): Promise<number> {
       + '  --before P    also measure the weftd at P (e.g. another worktree: dist/src/cli/weftd.js), paired\n'
       + '  --before-node-options S  NODE_OPTIONS of the before build (default empty); with --before\n'
       + '                this tree\'s weftd, it pairs V8 flags against the unit\'s\n'
+      + '  --before-node-args S  node\'s arguments before the before build (default none: --no-opt came later)\n'
       + '  --flanneld P  also measure the flanneld binary at P side by side (default: $WEFT_FLANNELD)\n'
       + '  --quick       fewer repetitions (a smoke run; figures are noisier)\n'
       + '  --skip-30     skip the 30-host lab\n'
@@ -113,7 +115,8 @@ async function main(): Promise<number> {
   // The before build runs as its own lab ran it: with the caller's NODE_EXTRA_CA_CERTS, which
   // this tree's lab and launchers defer (src/lease/etcd-common.ts EXTRA_CA_CERTS_ENV).
   const callerCa: Record<string, string> = process.env.NODE_EXTRA_CA_CERTS ? { NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS } : {};
-  const beforeVariant: Variant | null = values.before ? { label: 'before', weftdPath: resolve(values.before), env: { NODE_OPTIONS: values['before-node-options'] ?? '', ...callerCa }, nodeArgs: [] } : null;
+  const beforeVariant: Variant | null = values.before ? { label: 'before', weftdPath: resolve(values.before), env: { NODE_OPTIONS: values['before-node-options'] ?? '', ...callerCa },
+    nodeArgs: (values['before-node-args'] ?? '').split(' ').filter((a) => a !== '') } : null;
   const flanneldVariant: Variant | null = flanneld ? { label: 'flanneld', flanneldPath: flanneld.path } : null;
   const variants: Variant[] = [AFTER, ...(beforeVariant ? [beforeVariant] : []), ...(flanneldVariant ? [flanneldVariant] : [])];
   const only = new Set((values.only ?? 'startup,join10,join30,idle,burst').split(',').map((x) => x.trim()));

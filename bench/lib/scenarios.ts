@@ -548,8 +548,6 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
     await sleep(settleSeconds * 1000);
     const pids = hosts.map((h) => lab.daemonPid(h)!);
     const memory = pids.map(memoryOf);
-    // No health port, no /metrics; flanneld is Go (no V8 heap; its health port serves /healthz only).
-    const heap = restartWith?.includes('--healthz-port=0') || variant?.flanneldPath ? [] : await Promise.all(hosts.map((h) => heapOf(lab, h)));
     progress(`  measuring the CPU of ${pids.length} idle daemons for ${cpuSeconds} s`);
     const loadStart = load1();
     const before = pids.map(cpuTicksOf);
@@ -559,6 +557,10 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
     const after = pids.map(cpuTicksOf);
     const wakeAfter = pids.map(wakeupsOf);
     const elapsed = (nowMs() - t0) / 1000;
+    // The V8 heap from /metrics only now: a scrape just before the window left its own work in
+    // it (the HTTP connection's keep-alive close, a GC of the exposition's garbage by V8's memory
+    // reducer a few seconds later). No health port, no /metrics; flanneld is Go (no V8 heap).
+    const heap = restartWith?.includes('--healthz-port=0') || variant?.flanneldPath ? [] : await Promise.all(hosts.map((h) => heapOf(lab, h)));
     const wakeupsPerMinute = wakeAfter.map((w, i) => ((w - wakeBefore[i]!) * 60) / elapsed);
     const ticks = after.reduce((a, t, i) => a + (t - before[i]!), 0);
     const cpu = ticks / CLOCK_TICKS_PER_SECOND;

@@ -7,24 +7,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Address4 } from 'ip-address';
 import { parseIPv4, parseIPv6, addressFamily } from '../../src/ip';
+import { prng } from '../e2e/helpers/prng';
 
 /** What parseIPv4 returned when it went through ip-address. */
 function oracle(text: string): number | null {
   if (!Address4.isValid(text) || text.includes('/')) return null;
   const p = new Address4(text).toArray();
   return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
-}
-
-/** Deterministic pseudo-random numbers (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('parseIPv4', () => {
@@ -39,7 +28,7 @@ describe('parseIPv4', () => {
   });
 
   it('agrees with Address4 on 20 000 seeded random and mutated strings', () => {
-    const r = rng(14);
+    const r = prng(14);
     const alphabet = '0123456789....../: x%-+e\n';
     for (let i = 0; i < 20_000; i++) {
       let t: string;

@@ -91,8 +91,11 @@ export function weftdInThisNetns(): number[] {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
       const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      // weftd, weftd.js (dist/src/cli) or weftd.bundle.js (the one-file build the lab and releases run).
-      if (!argv.slice(0, 2).some((a) => /(^|\/)weftd(\.bundle)?(\.js)?$/.test(a))) continue;
+      // weftd, weftd.js (dist/src/cli) or weftd.bundle.js (the one-file build the lab and releases
+      // run): the program, or node's script — its first argument that is not an option of node's
+      // (weftd's shebang runs `node --no-opt /usr/local/bin/weftd …`).
+      const script = argv.slice(1).find((a) => !a.startsWith('-'));
+      if (![argv[0], script].some((a) => a !== undefined && /(^|\/)weftd(\.bundle)?(\.js)?$/.test(a))) continue;
       if (readlinkSafe(`/proc/${entry}/ns/net`) === mine) out.push(Number(entry));
     } catch {
       // gone meanwhile, or not ours to read

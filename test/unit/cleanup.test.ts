@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { directRoutes, overlayDevices } from '../../src/cli/cleanup';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { directRoutes, overlayDevices, weftdInThisNetns } from '../../src/cli/cleanup';
 import { parseCidr, parseIPv4Cidr } from '../../src/ip';
 import { genIdOf } from '../../src/netlink/nft-generation';
 import type { LinkInfo, RouteEntry } from '../../src/netlink/types';
@@ -62,5 +66,22 @@ describe('nf_tables generation', () => {
     const data = Buffer.from([0, 0, 0, 5, 8, 0, 1, 0, 0, 0, 0, 5, 8, 0, 2, 0, 0, 0, 120, 116, 9, 0, 3, 0, 110, 111, 100, 101, 0, 0, 0, 0]);
     assert.equal(genIdOf(data), 5);
     assert.equal(genIdOf(Buffer.from([0, 0, 0, 0])), null);
+  });
+});
+
+describe('weft cleanup: a running weftd in this namespace', () => {
+  it('is found by its script, also behind node\'s own options (the shebang runs node --no-opt weftd)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-cleanup-'));
+    const script = join(dir, 'weftd.bundle.js');
+    writeFileSync(script, 'setTimeout(() => {}, 30_000);\n');
+    const children = [spawn(process.execPath, ['--no-opt', script, '--iface=eth0']), spawn(process.execPath, [script])];
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const found = weftdInThisNetns();
+      for (const c of children) assert.ok(found.includes(c.pid!), `pid ${c.pid} (${c.spawnargs.join(' ')}) among ${found.join(', ')}`);
+    } finally {
+      for (const c of children) c.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

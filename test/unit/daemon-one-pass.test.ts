@@ -114,13 +114,23 @@ describe('Weftd: a watch message in one synchronous pass (issue #14)', () => {
   it('writes a joining peer\'s neighbour, FDB entry and route in the call stack of the watch delivery', async () => {
     const d = await start(5);
     try {
-      d.kernel.batches.length = 0;
-      const before = d.programmed();
-      d.store.putRaw(peer(9).key, peer(9).value);
-      await waitFor(() => d.kernel.batches.length > 0, 'the join\'s batch');
-      assert.deepEqual(d.kernel.batches, [{ writes: 3, inDelivery: true }], 'one batch of three writes, issued within the delivery');
-      assert.ok(await hasRoute(d.kernel, peer(9).dst));
-      await waitFor(() => d.programmed() > before, 'programmed after the batch was answered');
+      // A join that arrives while a full run is due or in flight (one the daemon's own start-up
+      // notifications scheduled: a loaded machine can stretch that past "converged") is folded
+      // into that run, by design. So: up to 5 joins, each once the previous is programmed; the
+      // pass is there when one of them is written within its delivery, and only then.
+      const seen: { writes: number; inDelivery: boolean }[][] = [];
+      for (let n = 9; n < 14 && !seen.some((b) => b.length === 1 && b[0]!.inDelivery); n++) {
+        d.kernel.batches.length = 0;
+        const before = d.programmed();
+        d.store.putRaw(peer(n).key, peer(n).value);
+        await waitFor(() => d.kernel.batches.length > 0, 'the join\'s batch');
+        await waitFor(() => d.programmed() > before, 'programmed after the batch was answered');
+        assert.ok(await hasRoute(d.kernel, peer(n).dst));
+        seen.push([...d.kernel.batches]);
+      }
+      assert.deepEqual(seen[seen.length - 1], [{ writes: 3, inDelivery: true }], `one batch of three writes, issued within the delivery (batches per join: ${JSON.stringify(seen)})`);
+      for (let n = 10; n < 9 + seen.length; n++) d.store.deleteRaw(peer(n).key);
+      await waitFor(d.reconcilerUpToDate, 'converged again');
       // A leave: the same pass (the departed-peer grace is 0 here).
       d.kernel.batches.length = 0;
       d.store.deleteRaw(peer(9).key);

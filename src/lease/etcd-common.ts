@@ -101,8 +101,8 @@ function isLoopbackUrl(e: string): boolean {
 
 /**
  * NODE_EXTRA_CA_CERTS as weftd sees it. Node parses that file, and its whole default root store
- * with it, at process start, before any JavaScript: ~50 ms of CPU and ~2 MB of private memory per
- * start measured here (docs/performance.md, "Start-up"), for a daemon that speaks TLS only to
+ * with it, at process start, before any JavaScript: ~50 ms of CPU per start measured here
+ * (docs/performance.md, "Issue #14, third pass"), for a daemon that speaks TLS only to
  * etcd and usually with --etcd-cafile. So weftd's launchers (the shebang of src/cli/weftd.ts and
  * of the one-file weftd, the lab) move the variable to this name, and readTlsFiles adds the file
  * to Node's roots only when an https:// etcd is reached without --etcd-cafile: what Node would

@@ -11,7 +11,9 @@ import { sh, waitUntil } from '../e2e/helpers/shell';
 import { useMixedLab } from './helpers/mixed-lab';
 
 describe('IPv6-only: a flanneld v0.20.2 joining a weftd host', { timeout: 180_000 }, () => {
-  const lab = useMixedLab({ id: 'o', kinds: ['weftd', 'flanneld'], ipv6: 'only' });
+  // No lab-wide convergence: flanneld programs no peer in this mode (below); since the lab's check
+  // covers IPv6-only labs and both directions, it would wait for what cannot come.
+  const lab = useMixedLab({ id: 'o', kinds: ['weftd', 'flanneld'], ipv6: 'only', converge: false });
 
   test('flanneld takes the weftd host\'s key; weftd sees it taken over and moves to a subnet of its own', async () => {
     const m = lab();

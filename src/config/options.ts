@@ -14,7 +14,7 @@
 import { parseArgs } from 'node:util';
 import { posix as posixPath } from 'node:path';
 import { WeftError } from '../errors';
-import { ip6, parseIPv4 } from '../ip';
+import { parseIPv4, parseIPv6 } from '../ip';
 import { DEFAULT_PREFIX } from '../lease/codec';
 import type { DaemonOptions, EtcdClientOptions } from './types';
 
@@ -263,8 +263,8 @@ function seconds(r: RawValue, expected: string): number {
 }
 
 function isIPv6(text: string): boolean {
-  // Every IPv6 text has a colon: an interface name never loads ip-address (ip6()).
-  return text.includes(':') && !text.includes('/') && !text.includes('%') && ip6().Address6.isValid(text);
+  // src/ip.ts's parser: an interface name (no colon) never loads ip-address.
+  return parseIPv6(text) !== null;
 }
 
 function isIP(text: string): boolean {

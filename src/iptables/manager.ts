@@ -238,11 +238,13 @@ export class IptablesManager implements DaemonComponent {
   /** Resolves true when rules had to be restored. */
   private async check(why: string): Promise<boolean> {
     const net = this.network!;
-    this.wanted ??= wantedRules({ ...net, ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.randomFully === true });
-    const tables = [...new Set<Table>([...this.wanted.chains.map((c) => c.table)])];
+    // The rules this check applies, held for its whole run: a lease that moves meanwhile
+    // (setNetwork) resets the field and sets `again`, so the next pass applies the new rules.
+    const wanted = (this.wanted ??= wantedRules({ ...net, ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.randomFully === true }));
+    const tables = [...new Set<Table>([...wanted.chains.map((c) => c.table)])];
     const before = await this.currentGeneration();
     this.checks++;
-    const plan = planRestore(this.wanted, parseIptablesSave(await this.runner.save(tables)));
+    const plan = planRestore(wanted, parseIptablesSave(await this.runner.save(tables)));
     if (plan.text === null) {
       this.lastGeneration = before;
       this.clearError();

@@ -12,6 +12,7 @@ import { IptablesManager } from '../../src/iptables/manager';
 import type { IptablesVersion, Table } from '../../src/iptables/rules';
 import type { IptablesRunner } from '../../src/iptables/runner';
 import type { Lease } from '../../src/lease/types';
+import { silentLogger, type Logger } from '../../src/log';
 import type { RulesetGeneration } from '../../src/netlink/nft-generation';
 import { FakeDaemon } from './helpers/daemon-view';
 
@@ -27,6 +28,8 @@ class FakeIptables implements IptablesRunner, RulesetGeneration {
   failSave: Error | null = null;
   /** Runs at the start of the next restore: someone else changing rules meanwhile. */
   beforeRestore: (() => void) | null = null;
+  /** Runs once, at the next generation read: something happening while a check waits for the kernel. */
+  duringGenerationRead: (() => void) | null = null;
 
   async version(): Promise<IptablesVersion> {
     return { major: 1, minor: 8, patch: 9, mode: 'nf_tables' };
@@ -65,6 +68,13 @@ class FakeIptables implements IptablesRunner, RulesetGeneration {
 
   async current(): Promise<number> {
     this.genReads++;
+    const during = this.duringGenerationRead;
+    this.duringGenerationRead = null;
+    if (during) {
+      // The kernel answers later, never within the call (a netlink round trip).
+      await new Promise((r) => setImmediate(r));
+      during();
+    }
     return this.gen;
   }
 
@@ -106,7 +116,7 @@ const LEASE: Lease = {
 };
 const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-async function started(opts: { ipMasq?: boolean; forwardRules?: boolean; resyncSeconds?: number; legacy?: boolean } = {}) {
+async function started(opts: { ipMasq?: boolean; forwardRules?: boolean; resyncSeconds?: number; legacy?: boolean; log?: Logger } = {}) {
   const ipt = new FakeIptables();
   const timers = new ManualTimers();
   const mgr = new IptablesManager({
@@ -116,6 +126,7 @@ async function started(opts: { ipMasq?: boolean; forwardRules?: boolean; resyncS
     runner: ipt,
     generation: opts.legacy ? null : ipt,
     clock: timers,
+    ...(opts.log ? { log: opts.log } : {}),
   });
   // The daemon as the component sees it: events and a snapshot.
   const daemon = new FakeDaemon({ config: CONFIG, lease: LEASE });
@@ -260,6 +271,22 @@ describe('IptablesManager', () => {
     await settle(mgr);
     assert.ok(ipt.rules('nat', 'WEFT-POSTRTG').some((r) => r.includes('-s 10.5.9.0/24 -d 10.5.0.0/16')));
     assert.ok(!ipt.rules('nat', 'WEFT-POSTRTG').some((r) => r.includes('10.5.3.0/24')));
+    await mgr.stop();
+  });
+
+  it('a lease moving while a check reads the ruleset generation: the check in flight finishes with its rules, then the new ones are applied, no error', async () => {
+    // Seen in the IPv6-only interop lab: the subnet moved during a check, and the check read the
+    // rules the move had reset ("Cannot read properties of null (reading 'chains')").
+    const errors: string[] = [];
+    const log: Logger = { ...silentLogger, error: (msg, fields) => { errors.push(`${msg} ${JSON.stringify(fields)}`); }, child: () => log };
+    const { ipt, mgr } = await started({ log });
+    const moved = parseIPv4Cidr('10.5.9.0/24')!;
+    ipt.duringGenerationRead = () => mgr.setNetwork(NETWORK, moved);
+    mgr.setNetwork(NETWORK, parseIPv4Cidr('10.5.7.0/24')!);
+    await settle(mgr);
+    assert.deepEqual(errors, []);
+    assert.ok(ipt.rules('nat', 'WEFT-POSTRTG').some((r) => r.includes('10.5.9.0/24')), ipt.rules('nat', 'WEFT-POSTRTG').join('\n'));
+    assert.ok(!ipt.rules('nat', 'WEFT-POSTRTG').some((r) => r.includes('10.5.7.0/24') || r.includes('10.5.3.0/24')));
     await mgr.stop();
   });
 

@@ -20,8 +20,8 @@
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { DEFAULT_SUBNET_FILE, formatEtcdFlagsHelp, parseEtcdClientOptions } from '../config/options';
-import type { EtcdClientOptions } from '../config/types';
+import { DEFAULT_SUBNET_FILE, formatEtcdFlagsHelp, parseEtcdFlags } from '../config/options';
+import type { EtcdFlags } from '../config/types';
 import { readSubnetEnv } from '../daemon/subnetenv';
 import { describeError, WeftError } from '../errors';
 import { formatIPv4Cidr, netContainsNet, parseCidr, parseIPv4Cidr, type IPNet } from '../ip';
@@ -114,7 +114,7 @@ function readlinkSafe(p: string): string | null {
 
 export interface CleanupDeps {
   readonly env: Readonly<Record<string, string | undefined>>;
-  readonly makeRegistry: (o: EtcdClientOptions) => LeaseRegistry;
+  readonly makeRegistry: (o: EtcdFlags) => LeaseRegistry;
   readonly makeNetlink: () => NetlinkClient;
   readonly iptables: IptablesRunner;
   /** The same chains in ip6tables (dual stack / IPv6-only hosts); absent: not looked at. */
@@ -139,7 +139,7 @@ function usage(message: string): WeftError {
 
 export async function runCleanupCommand(argv: readonly string[], io: CliIO, depsIn: Partial<CleanupDeps> = {}): Promise<number> {
   const deps: CleanupDeps = { ...defaultDeps, ...depsIn };
-  const { options, rest } = parseEtcdClientOptions(argv, deps.env);
+  const { options, rest } = parseEtcdFlags(argv, deps.env);
   let values;
   try {
     ({ values } = parseArgs({

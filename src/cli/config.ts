@@ -17,8 +17,8 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { createBackend } from '../backend/registry';
 import { decodeVxlanConfig, parseNetworkConfig } from '../config/network';
-import { formatEtcdFlagsHelp, parseEtcdClientOptions } from '../config/options';
-import type { EtcdClientOptions, NetworkConfig } from '../config/types';
+import { formatEtcdFlagsHelp, parseEtcdFlags } from '../config/options';
+import type { EtcdFlags, NetworkConfig } from '../config/types';
 import { describeError, WeftError } from '../errors';
 import { formatIPv4, formatIPv4Cidr, netContainsNet } from '../ip';
 import type { LeaseRegistry } from '../lease/registry';
@@ -132,7 +132,7 @@ async function readDocument(source: string): Promise<string> {
 }
 
 export interface ConfigDeps {
-  readonly makeRegistry: (o: EtcdClientOptions) => LeaseRegistry;
+  readonly makeRegistry: (o: EtcdFlags) => LeaseRegistry;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly readDocument: (source: string) => Promise<string>;
 }
@@ -145,7 +145,7 @@ function usage(message: string): WeftError {
 
 export async function runConfigCommand(argv: readonly string[], io: CliIO, depsIn: Partial<ConfigDeps> = {}): Promise<number> {
   const deps: ConfigDeps = { ...defaultDeps, ...depsIn };
-  const { options, rest } = parseEtcdClientOptions(argv, deps.env);
+  const { options, rest } = parseEtcdFlags(argv, deps.env);
   let parsed;
   try {
     parsed = parseArgs({

@@ -12,8 +12,8 @@
 import { parseArgs } from 'node:util';
 import { decodeVxlanData } from '../backend/vxlan';
 import { parseNetworkConfig } from '../config/network';
-import { formatEtcdFlagsHelp, parseEtcdClientOptions } from '../config/options';
-import type { EtcdClientOptions } from '../config/types';
+import { formatEtcdFlagsHelp, parseEtcdFlags } from '../config/options';
+import type { EtcdFlags } from '../config/types';
 import { describeError, WeftError } from '../errors';
 import { formatCidr, formatIPv4, formatIPv4Cidr, netContainsNet, parseIPv4, parseIPv4Cidr } from '../ip';
 import { escapeControl } from '../text';
@@ -241,7 +241,7 @@ export function formatWatchHeader(wide: boolean): string {
 // The command
 
 export interface LeasesDeps {
-  readonly makeRegistry: (o: EtcdClientOptions) => LeaseRegistry;
+  readonly makeRegistry: (o: EtcdFlags) => LeaseRegistry;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly now: () => number;
   /** Ends --watch; default: SIGINT or SIGTERM. */
@@ -256,7 +256,7 @@ function usage(message: string): WeftError {
 
 export async function runLeasesCommand(argv: readonly string[], io: CliIO, depsIn: Partial<LeasesDeps> = {}): Promise<number> {
   const deps: LeasesDeps = { ...defaultDeps, ...depsIn };
-  const { options, rest } = parseEtcdClientOptions(argv, deps.env);
+  const { options, rest } = parseEtcdFlags(argv, deps.env);
   let parsed;
   try {
     parsed = parseArgs({

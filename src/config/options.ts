@@ -16,7 +16,7 @@ import { posix as posixPath } from 'node:path';
 import { WeftError } from '../errors';
 import { parseIPv4, parseIPv6 } from '../ip';
 import { DEFAULT_PREFIX } from '../lease/codec';
-import type { DaemonOptions, EtcdClientOptions } from './types';
+import type { DaemonOptions, EtcdFlags } from './types';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -351,7 +351,7 @@ function etcdPrefix(raw: Map<string, RawValue>): string {
   return posixPath.normalize(v).replace(/\/+$/, '');
 }
 
-function etcdOptions(raw: Map<string, RawValue>): EtcdClientOptions {
+function etcdOptions(raw: Map<string, RawValue>): EtcdFlags {
   const keyfile = nonEmpty(raw, 'etcd-keyfile', 'a file path');
   const certfile = nonEmpty(raw, 'etcd-certfile', 'a file path');
   if ((keyfile === null) !== (certfile === null)) {
@@ -482,10 +482,10 @@ export function parseDaemonOptions(argv: readonly string[], env: Env): DaemonOpt
  * line and return the remaining arguments, untouched and in order, for the caller's own parser.
  * Everything from a `--` on is left in `rest`.
  */
-export function parseEtcdClientOptions(
+export function parseEtcdFlags(
   argv: readonly string[],
   env: Env,
-): { readonly options: EtcdClientOptions; readonly rest: string[] } {
+): { readonly options: EtcdFlags; readonly rest: string[] } {
   const { raw, rest } = collect(argv, env, ETCD_FLAGS, 'extract', 'weft');
   return { options: etcdOptions(raw), rest };
 }

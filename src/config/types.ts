@@ -40,7 +40,7 @@ export interface NetworkConfig {
  * `etcdPrefix` is cleaned like Go's path.Join does, without a trailing slash, so that
  * `${etcdPrefix}/config` is the key flanneld reads for the same flag value.
  */
-export interface EtcdClientOptions {
+export interface EtcdFlags {
   readonly etcdEndpoints: readonly string[];
   readonly etcdPrefix: string;
   readonly etcdKeyfile: string | null;
@@ -53,9 +53,9 @@ export interface EtcdClientOptions {
 /**
  * weftd's options: flanneld's flags (compat §8) plus weft's own. Durations in seconds. The
  * `--etcd-*` ones (--etcd-endpoints comma-separated, --etcd-prefix default /coreos.com/network)
- * are EtcdClientOptions, declared once above.
+ * are EtcdFlags, declared once above.
  */
-export interface DaemonOptions extends EtcdClientOptions {
+export interface DaemonOptions extends EtcdFlags {
   readonly iface: readonly string[];           // --iface, name or IP, repeatable
   readonly ifaceRegex: readonly string[];      // --iface-regex, repeatable
   readonly ifaceCanReach: string | null;

@@ -6,7 +6,7 @@
  * e.g. for an etcd whose gateway is disabled. etcd3 is required only then: loading it is the
  * cost avoided.
  */
-import type { DaemonOptions, EtcdClientOptions as EtcdFlags } from '../config/types';
+import type { DaemonOptions, EtcdFlags } from '../config/types';
 import type { Logger } from '../log';
 import { etcdClientOptionsFrom, type EtcdClientOptions } from './etcd-common';
 import { EtcdHttpWire } from './etcd-http-wire';

@@ -5,7 +5,7 @@
  * Imports nothing from `etcd3`: the default (http) wire must not load it (create-registry.ts).
  */
 import { readFileSync } from 'node:fs';
-import type { DaemonOptions, EtcdClientOptions as EtcdFlags } from '../config/types';
+import type { DaemonOptions, EtcdFlags } from '../config/types';
 import { WeftError, describeError } from '../errors';
 import type { Logger } from '../log';
 import { decodeLease, parseSubnetKey, subnetKeyOf } from './codec';

@@ -4,7 +4,7 @@ import {
   formatDaemonHelp,
   formatEtcdFlagsHelp,
   parseDaemonOptions,
-  parseEtcdClientOptions,
+  parseEtcdFlags,
   parseGoDuration,
 } from '../../src/config/options';
 import type { DaemonOptions } from '../../src/config/types';
@@ -391,9 +391,9 @@ describe('parseDaemonOptions: value validation', () => {
   });
 });
 
-describe('parseEtcdClientOptions', () => {
+describe('parseEtcdFlags', () => {
   it('takes the --etcd-* flags in any form and leaves the rest in order', () => {
-    const r = parseEtcdClientOptions(
+    const r = parseEtcdFlags(
       ['lease', '-etcd-prefix', '/x/', 'list', '--json', '--etcd-endpoints=http://e:2379', '-etcd-username=u', '--etcd-password', 'p'],
       {},
     );
@@ -410,21 +410,21 @@ describe('parseEtcdClientOptions', () => {
   });
 
   it('uses the same defaults and environment fallbacks as weftd', () => {
-    const r = parseEtcdClientOptions(['status'], { FLANNELD_ETCD_PREFIX: '/f', WEFT_ETCD_CAFILE: '/ca' });
+    const r = parseEtcdFlags(['status'], { FLANNELD_ETCD_PREFIX: '/f', WEFT_ETCD_CAFILE: '/ca' });
     assert.deepEqual(r.options.etcdEndpoints, ['http://127.0.0.1:4001', 'http://127.0.0.1:2379']);
     assert.equal(r.options.etcdPrefix, '/f');
     assert.equal(r.options.etcdCafile, '/ca');
   });
 
   it('stops at -- and leaves everything after it, -- included', () => {
-    const r = parseEtcdClientOptions(['run', '--', '--etcd-prefix=/y'], {});
+    const r = parseEtcdFlags(['run', '--', '--etcd-prefix=/y'], {});
     assert.deepEqual(r.rest, ['run', '--', '--etcd-prefix=/y']);
     assert.equal(r.options.etcdPrefix, '/coreos.com/network');
   });
 
   it('validates like weftd', () => {
-    rejects(() => parseEtcdClientOptions(['--etcd-endpoints=nope'], {}), /^--etcd-endpoints: invalid value "nope"/);
-    rejects(() => parseEtcdClientOptions(['--etcd-prefix'], {}), '--etcd-prefix: flag needs a value (--etcd-prefix=PATH)');
+    rejects(() => parseEtcdFlags(['--etcd-endpoints=nope'], {}), /^--etcd-endpoints: invalid value "nope"/);
+    rejects(() => parseEtcdFlags(['--etcd-prefix'], {}), '--etcd-prefix: flag needs a value (--etcd-prefix=PATH)');
   });
 
   it('has help lines for the CLI', () => {

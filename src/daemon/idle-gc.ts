@@ -5,29 +5,59 @@
  * private memory than it uses (measured on a 30-host lab, docs/performance.md). One full
  * collection 3 s after the last peer change (and after start-up) returns it.
  *
- * Cost: one full GC per burst of changes, a few milliseconds for weftd's ~10 MB heap; nothing
- * while nothing changes.
+ * Only when there is something to give back: the old generation (what a full GC can free; the
+ * young generation is bounded by --max-semi-space-size and emptied by scavenges anyway) must
+ * have grown by `minGrowthBytes` since the last collection. A full GC of weftd's ~7 MB heap costs
+ * 15–25 ms of CPU, and V8's memory reducer may follow it with one or two more 8 s later; after a
+ * single join (~0.1 MB of garbage) that was 10–20× the CPU of the join itself (docs/performance.md,
+ * "Issue #14, fourth pass").
+ *
+ * Cost: one full GC per burst of changes (or per ~1 MB of retained growth from single changes);
+ * nothing while nothing changes.
  */
 import { runInNewContext } from 'node:vm';
 import type { DaemonComponent, DaemonView } from './components';
+
+/** Old-generation growth that makes a quiet period's collection worth its CPU. */
+export const IDLE_GC_MIN_GROWTH_BYTES = 1024 * 1024;
+
+export interface IdleGcOptions {
+  /** Quiet time after the last change; default 3000 ms. */
+  readonly quietMs?: number;
+  /** The collector (tests); default V8's full GC. */
+  readonly collect?: () => void;
+  /** Bytes a full GC could free or keep: the heap outside the young generation (tests); default V8's figures. */
+  readonly oldGenerationBytes?: () => number;
+  /** Default IDLE_GC_MIN_GROWTH_BYTES. */
+  readonly minGrowthBytes?: number;
+}
 
 export class IdleGc implements DaemonComponent {
   readonly name = 'idle-gc';
   private timer: NodeJS.Timeout | null = null;
   private lastChange = 0;
   private gc: (() => void) | null = null;
+  private oldGeneration: (() => number) | null = null;
+  /** The old generation's size right after our last collection; null before the first. */
+  private afterLast: number | null = null;
+  private readonly quietMs: number;
+  private readonly minGrowthBytes: number;
 
-  /** `collect`: the collector to call (tests); default V8's full GC. */
-  constructor(private readonly quietMs = 3000, private readonly collect?: () => void) {}
+  constructor(private readonly opts: IdleGcOptions = {}) {
+    this.quietMs = opts.quietMs ?? 3000;
+    this.minGrowthBytes = opts.minGrowthBytes ?? IDLE_GC_MIN_GROWTH_BYTES;
+  }
 
   async start(daemon: DaemonView): Promise<void> {
-    if (this.collect !== undefined) {
-      this.gc = this.collect;
+    if (this.opts.collect !== undefined) {
+      this.gc = this.opts.collect;
+      this.oldGeneration = this.opts.oldGenerationBytes ?? (() => 0);
     } else try {
       // node:v8 here, not at module load: it brings its bindings (heap utils, serdes, promise
       // hooks: ~4.5 ms of CPU), and this runs after subnet.env is written.
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const { setFlagsFromString } = require('node:v8') as typeof import('node:v8');
+      const { setFlagsFromString, getHeapSpaceStatistics } = require('node:v8') as typeof import('node:v8');
+      this.oldGeneration = this.opts.oldGenerationBytes ?? (() => oldGenerationBytes(getHeapSpaceStatistics()));
       // --expose-gc at run time defines gc() only in contexts created afterwards.
       setFlagsFromString('--expose-gc');
       this.gc = runInNewContext('gc') as () => void;
@@ -63,8 +93,22 @@ export class IdleGc implements DaemonComponent {
       this.timer = null;
       const quietFor = Date.now() - this.lastChange;
       if (quietFor < this.quietMs) this.wait(this.quietMs - quietFor);
-      else this.gc?.();
+      else this.collectIfGrown();
     }, ms);
     this.timer.unref();
   }
+
+  private collectIfGrown(): void {
+    if (this.gc === null || this.oldGeneration === null) return;
+    if (this.afterLast !== null && this.oldGeneration() - this.afterLast < this.minGrowthBytes) return;
+    this.gc();
+    this.afterLast = this.oldGeneration();
+  }
+}
+
+/** The heap a full GC works on: every space but the young generation's. */
+export function oldGenerationBytes(spaces: readonly { readonly space_name: string; readonly space_used_size: number }[]): number {
+  let bytes = 0;
+  for (const s of spaces) if (s.space_name !== 'new_space' && s.space_name !== 'new_large_object_space') bytes += s.space_used_size;
+  return bytes;
 }

@@ -1,27 +1,91 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { IdleGc } from '../../src/daemon/idle-gc';
+import { getHeapSpaceStatistics } from 'node:v8';
+import { IDLE_GC_MIN_GROWTH_BYTES, IdleGc, oldGenerationBytes } from '../../src/daemon/idle-gc';
 import { FakeDaemon } from './helpers/daemon-view';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const MB = 1024 * 1024;
+
+/** A heap whose old generation the test sets; a collection frees what the test says it frees. */
+class FakeHeap {
+  old = 6 * MB;
+  freedByGc = 0.5 * MB;
+  collections = 0;
+  collect = (): void => {
+    this.collections++;
+    this.old -= this.freedByGc;
+  };
+  oldGenerationBytes = (): number => this.old;
+}
+
+async function ready(heap: FakeHeap, quietMs = 40): Promise<{ daemon: FakeDaemon; gc: IdleGc }> {
+  const daemon = new FakeDaemon();
+  const gc = new IdleGc({ quietMs, collect: heap.collect, oldGenerationBytes: heap.oldGenerationBytes });
+  await gc.start(daemon);
+  daemon.phase = 'ready';
+  daemon.emit('phase', 'ready');
+  return { daemon, gc };
+}
 
 describe('idle GC', () => {
   it('collects once after the daemon is ready and once after a burst of peer changes has gone quiet', async () => {
-    let calls = 0;
-    const daemon = new FakeDaemon();
-    const c = new IdleGc(40, () => calls++);
-    await c.start(daemon);
-    daemon.phase = 'ready';
-    daemon.emit('phase', 'ready');
+    const heap = new FakeHeap();
+    const { daemon, gc } = await ready(heap);
     await sleep(80);
-    assert.equal(calls, 1);
+    assert.equal(heap.collections, 1, 'after start-up, always');
     for (let i = 0; i < 20; i++) {
       daemon.emit('peers', []);
+      heap.old += 0.1 * MB; // a burst: 2 MB retained over 20 changes
       await sleep(5);
     }
-    assert.equal(calls, 1, 'not during the burst');
+    assert.equal(heap.collections, 1, 'not during the burst');
     await sleep(80);
-    assert.equal(calls, 2, 'once after it');
-    await c.stop();
+    assert.equal(heap.collections, 2, 'once after it');
+    await gc.stop();
+  });
+
+  it('does not collect after a change that left less than the threshold behind: a full GC for one join cost 10–20× the join', async () => {
+    const heap = new FakeHeap();
+    const { daemon, gc } = await ready(heap);
+    await sleep(80);
+    assert.equal(heap.collections, 1);
+    // Single joins, each quiet period apart, each retaining 0.3 MB: nothing until 1 MB has grown.
+    for (let i = 1; i <= 3; i++) {
+      daemon.emit('peers', []);
+      heap.old += 0.3 * MB;
+      await sleep(80);
+      assert.equal(heap.collections, 1, `after change ${i}: ${(i * 0.3).toFixed(1)} MB grown`);
+    }
+    daemon.emit('peers', []);
+    heap.old += 0.3 * MB;
+    await sleep(80);
+    assert.equal(heap.collections, 2, '1.2 MB grown since the last collection: collected');
+    // Measured from what the collection left, not from the start.
+    daemon.emit('peers', []);
+    heap.old += 0.3 * MB;
+    await sleep(80);
+    assert.equal(heap.collections, 2);
+    await gc.stop();
+  });
+
+  it('the default threshold is 1 MiB', () => {
+    assert.equal(IDLE_GC_MIN_GROWTH_BYTES, MB);
+  });
+
+  it('counts every heap space but the young generation (scavenges empty it; a full GC works on the rest)', () => {
+    const spaces = [
+      { space_name: 'read_only_space', space_used_size: 1 },
+      { space_name: 'new_space', space_used_size: 1000 },
+      { space_name: 'old_space', space_used_size: 10 },
+      { space_name: 'code_space', space_used_size: 100 },
+      { space_name: 'large_object_space', space_used_size: 10000 },
+      { space_name: 'new_large_object_space', space_used_size: 100000 },
+    ];
+    assert.equal(oldGenerationBytes(spaces), 10111);
+    // Node's own figures have these names: the real heap is counted, and is more than nothing.
+    const real = getHeapSpaceStatistics();
+    assert.ok(real.some((s) => s.space_name === 'new_space') && real.some((s) => s.space_name === 'old_space'), real.map((s) => s.space_name).join(','));
+    assert.ok(oldGenerationBytes(real) > 0);
   });
 });

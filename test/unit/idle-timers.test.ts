@@ -88,7 +88,7 @@ function startHost(store: MemoryLeaseRegistry, dir: string, n: number): { daemon
     makeRegistry: () => hostView(store),
     makeNetlink: () => kernel,
     // The idle GC's one-shot timer after start-up, short so that it has fired when we look.
-    components: [new IdleGc(20, () => undefined)],
+    components: [new IdleGc({ quietMs: 20, collect: () => undefined })],
     departedGraceMs: 0,
   });
   const stop = new AbortController();

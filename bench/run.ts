@@ -28,8 +28,8 @@ import { parseArgs } from 'node:util';
 import { requireRoot, type Lab } from '../src/lab';
 import { median, percentile } from './lib/harness';
 import {
-  AFTER, measureBurst, measureIdle, measureJoins, measureStartWithPeers, measureStartup, restartAll, withLab,
-  type BurstFigures, type IdleFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant,
+  AFTER, measureBurst, measureIdle, measureIsolatedJoins, measureJoins, measureStartWithPeers, measureStartup, restartAll, withLab,
+  type BurstFigures, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant,
 } from './lib/scenarios';
 
 interface Row {
@@ -98,7 +98,7 @@ async function main(): Promise<number> {
       + '  --flanneld P  also measure the flanneld binary at P side by side (default: $WEFT_FLANNELD)\n'
       + '  --quick       fewer repetitions (a smoke run; figures are noisier)\n'
       + '  --skip-30     skip the 30-host lab\n'
-      + '  --only LIST   some of: startup,join10,join30,idle,burst\n');
+      + '  --only LIST   some of: startup,join10,isolated,join30,idle,burst\n');
     return 0;
   }
   if (values['from-json'] !== undefined) {
@@ -119,7 +119,7 @@ async function main(): Promise<number> {
     nodeArgs: (values['before-node-args'] ?? '').split(' ').filter((a) => a !== '') } : null;
   const flanneldVariant: Variant | null = flanneld ? { label: 'flanneld', flanneldPath: flanneld.path } : null;
   const variants: Variant[] = [AFTER, ...(beforeVariant ? [beforeVariant] : []), ...(flanneldVariant ? [flanneldVariant] : [])];
-  const only = new Set((values.only ?? 'startup,join10,join30,idle,burst').split(',').map((x) => x.trim()));
+  const only = new Set((values.only ?? 'startup,join10,isolated,join30,idle,burst').split(',').map((x) => x.trim()));
   if (values['skip-30'] === true) {
     only.delete('join30');
     only.delete('idle');
@@ -135,14 +135,14 @@ async function main(): Promise<number> {
   if (flanneld) progress(`side by side with ${flanneld.path} (${flanneld.version})`);
 
   const results: Results & { loadavg: { start: number[]; end: number[] }; flanneld: FlanneldInfo | null } = {
-    startup: [], join10: [], join30: [], idle: [], burst: [], startWithPeers: [], loadavg: { start: loadavg(), end: [] }, flanneld,
+    startup: [], join10: [], isolated: [], join30: [], idle: [], burst: [], startWithPeers: [], loadavg: { start: loadavg(), end: [] }, flanneld,
   };
   // Joins: in rounds, every variant once per round, so a load that changes over the run is shared.
   const joinRounds = quick || variants.length === 1 ? 1 : 2;
   const joinsPerVariant = quick ? 10 : 50;
   const started = Date.now();
   try {
-    if (only.has('startup') || only.has('join10')) {
+    if (only.has('startup') || only.has('join10') || only.has('isolated')) {
       await withLab(lab('a', 10), async (l) => {
         if (only.has('startup')) {
           progress('start-up: exec → subnet.env and exec → READY=1');
@@ -152,6 +152,14 @@ async function main(): Promise<number> {
         if (only.has('join10')) {
           progress('join latency at 10 hosts');
           results.join10 = await measureJoinRounds(l, variants, joinsPerVariant, joinRounds, progress);
+        }
+        if (only.has('isolated')) {
+          progress('isolated joins at 10 hosts: one join + leave per 12 s');
+          for (const [i, v] of variants.entries()) {
+            // 20 s: past a restarted weftd's start-up GC (3 s after ready) and V8's memory reducer (8 s after that).
+            await restartAll(l, v, progress, [], 20_000);
+            results.isolated.push(await measureIsolatedJoins(l, quick ? 2 : 4, 12_000, '10.5.0.0/16', progress, v.label, 200 + 5 * i));
+          }
         }
       });
     }
@@ -262,11 +270,12 @@ function loadavg(): number[] {
 }
 
 type Results = {
-  startup: StartupFigures[]; join10: JoinFigures[]; join30: JoinFigures[]; idle: IdleFigures[]; burst: BurstFigures[]; startWithPeers: StartWithPeersFigures[];
+  startup: StartupFigures[]; join10: JoinFigures[]; isolated: IsolatedJoinFigures[]; join30: JoinFigures[]; idle: IdleFigures[]; burst: BurstFigures[]; startWithPeers: StartWithPeersFigures[];
 };
 
 /** A saved run: before the flanneld column, join10/join30/burst were one figure each (this tree's). */
-type SavedResults = Omit<Results, 'join10' | 'join30' | 'burst' | 'startWithPeers'> & {
+type SavedResults = Omit<Results, 'join10' | 'join30' | 'burst' | 'startWithPeers' | 'isolated'> & {
+  isolated?: IsolatedJoinFigures[];
   join10: JoinFigures | JoinFigures[] | null; join30: JoinFigures | JoinFigures[] | null; burst: BurstFigures | BurstFigures[] | null; startWithPeers?: StartWithPeersFigures[];
   loadavg: { start: number[]; end: number[] }; flanneld?: FlanneldInfo | null;
 };
@@ -275,12 +284,12 @@ function normalize(raw: SavedResults): Results {
   const list = <T extends { variant?: string }>(v: T | T[] | null): T[] => (v === null ? [] : Array.isArray(v) ? v : [{ ...v, variant: v.variant ?? 'after' }]);
   // Saved before weftd's own start-up CPU was read (9a562ff): none.
   const startup = raw.startup.map((s) => ({ ...s, subnetEnvCpuMs: (s as Partial<StartupFigures>).subnetEnvCpuMs ?? [] }));
-  return { ...raw, startup, join10: list(raw.join10), join30: list(raw.join30), burst: list(raw.burst), startWithPeers: raw.startWithPeers ?? [] };
+  return { ...raw, startup, join10: list(raw.join10), isolated: raw.isolated ?? [], join30: list(raw.join30), burst: list(raw.burst), startWithPeers: raw.startWithPeers ?? [] };
 }
 
 /** The variants a run measured, in column order (the load column's order). */
 function variantsIn(r: Results): string[] {
-  const seen = new Set([...r.startup, ...r.join10, ...r.join30, ...r.burst, ...r.idle, ...r.startWithPeers].map((x) => x.variant));
+  const seen = new Set([...r.startup, ...r.join10, ...r.isolated, ...r.join30, ...r.burst, ...r.idle, ...r.startWithPeers].map((x) => x.variant));
   return ['after', 'before', 'flanneld'].filter((v) => seen.has(v));
 }
 
@@ -356,6 +365,18 @@ function table(r: Results): Row[] {
       note: `${noteOf(a)}${b ? `; before: ${noteOf(b)}` : ''}${f ? `; flanneld: ${noteOf(f)}` : ''}` });
     rows.push({ figure: `join → route on one host, ${label} hosts, p50 / p99 (from the watch)`, weft: oneOf(a), before: oneOf(b), flanneld: oneOf(f),
       ratio: f ? ratios([median(a.perHostMs), median(f.perHostMs)], [percentile(a.perHostMs, 99), percentile(f.perHostMs, 99)]) : '', target: '—', load, met: null });
+  }
+  const isoA = r.isolated.find((x) => x.variant === 'after');
+  if (isoA !== undefined) {
+    const isoOf = (x: IsolatedJoinFigures | undefined): number | null => (x ? median(x.cyclePerDaemonMs.map((c) => c - x.quietPerDaemonMs)) : null);
+    // flanneld's quiet CPU (an iptables check every few seconds) can outweigh a join: then say so.
+    const fmt = (x: IsolatedJoinFigures | undefined): string => (x ? (isoOf(x)! > 0 ? ms(isoOf(x)!) : `within its idle noise (${ms(x.quietPerDaemonMs)} per ${x.cycleMs / 1000} s quiet)`) : '');
+    const b = r.isolated.find((x) => x.variant === 'before');
+    const f = r.isolated.find((x) => x.variant === 'flanneld');
+    const detail = (x: IsolatedJoinFigures): string => `${x.variant}: cycles ${x.cyclePerDaemonMs.map((c) => c.toFixed(1)).join(' / ')} ms, quiet ${x.quietPerDaemonMs.toFixed(1)} ms`;
+    rows.push({ figure: `CPU per daemon per isolated join + leave (${isoA.hosts} hosts, one per ${isoA.cycleMs / 1000} s, quiet subtracted; median of ${isoA.cyclePerDaemonMs.length})`,
+      weft: fmt(isoA), before: fmt(b), flanneld: fmt(f), ratio: f && isoOf(f)! > 0 ? times(isoOf(isoA)!, isoOf(f)!) : '', target: '—', load: loads(isoA.load, b?.load, f?.load), met: null,
+      note: [isoA, b, f].filter((x): x is IsolatedJoinFigures => x !== undefined).map(detail).join('; ') });
   }
   const burstA = r.burst.find((x) => x.variant === 'after');
   if (burstA !== undefined) {

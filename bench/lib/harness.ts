@@ -213,6 +213,25 @@ export function cpuTicksOf(pid: number): number {
 export const CLOCK_TICKS_PER_SECOND = 100;
 
 /**
+ * The same CPU in nanoseconds where the kernel has them: the scheduler's run time of every thread
+ * (/proc/PID/task/T/schedstat), plus the waited-for children's ticks (an iptables fork). For
+ * figures of a few milliseconds per daemon, below the 10 ms of a tick.
+ */
+export function cpuNsOf(pid: number): number {
+  let ns = 0;
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return ns + (Number(fields[13]) + Number(fields[14])) * (1e9 / CLOCK_TICKS_PER_SECOND);
+}
+
+/**
  * Context switches (voluntary + involuntary) of every thread of a process so far: each is a
  * wake-up, the figure an idle daemon should keep low (a timer, a poll, a socket read).
  */

@@ -10,7 +10,7 @@ import { dirname, basename, join } from 'node:path';
 import { hostUnderlayIp, Lab } from '../../src/lab';
 import { formatIPv4, parseIPv4Cidr } from '../../src/ip';
 import {
-  CLOCK_TICKS_PER_SECOND, EtcdWriter, RouteWatcher, cpuTicksOf, heapFromMetrics, load1, median, memoryOf, nowMs, percentile, sleep, wakeupsOf, waitRoutes,
+  CLOCK_TICKS_PER_SECOND, EtcdWriter, RouteWatcher, cpuNsOf, cpuTicksOf, heapFromMetrics, load1, median, memoryOf, nowMs, percentile, sleep, wakeupsOf, waitRoutes,
   type HeapFigures,
 } from './harness';
 
@@ -341,6 +341,48 @@ export async function measureJoins(lab: Lab, joins: number, network: string, pro
     for (const w of watchers) w.close();
   }
   return out;
+}
+
+// ---- isolated joins ---------------------------------------------------------------------------
+
+export interface IsolatedJoinFigures {
+  readonly variant: string;
+  readonly hosts: number;
+  /** Per cycle (one join and its leave, then quiet until `cycleMs` from the join): CPU per daemon (ms). */
+  readonly cyclePerDaemonMs: number[];
+  /** The same daemons, quiet for `cycleMs` (ms per daemon): what a cycle costs without the join. */
+  readonly quietPerDaemonMs: number;
+  readonly cycleMs: number;
+  readonly load: [number, number];
+}
+
+/**
+ * What one join costs a daemon in a cluster where joins are rare (the usual case): a join, its
+ * leave, and everything the daemon does because of them until it is quiet again (a GC it runs
+ * or V8 runs a few seconds later counts; the join rows, 30–70 ms apart, never see it). One cycle
+ * per `cycleMs`, then the same time with nothing happening, subtracted. The daemons must have
+ * settled after their start first (their own start-up GCs are not a join's).
+ */
+export async function measureIsolatedJoins(lab: Lab, cycles: number, cycleMs: number, network: string, progress: Progress, variantLabel: string, skipSubnets: number): Promise<IsolatedJoinFigures> {
+  const hosts = lab.hostNames();
+  const pids = hosts.map((h) => lab.daemonPid(h)!);
+  const cpuMs = (): number => pids.map(cpuNsOf).reduce((a, t) => a + t, 0) / 1e6;
+  const load: [number, number] = [load1(), NaN];
+  const cyclePerDaemonMs: number[] = [];
+  for (let c = 0; c < cycles; c++) {
+    const t0 = nowMs();
+    const before = cpuMs();
+    await measureJoins(lab, 1, network, () => undefined, variantLabel, skipSubnets + c);
+    await sleep(Math.max(0, cycleMs - (nowMs() - t0)));
+    cyclePerDaemonMs.push((cpuMs() - before) / hosts.length);
+  }
+  // Twice as long as a cycle, halved: flanneld's quiet CPU (an iptables check every few seconds) is lumpy.
+  const quietBefore = cpuMs();
+  await sleep(2 * cycleMs);
+  const quietPerDaemonMs = (cpuMs() - quietBefore) / hosts.length / 2;
+  load[1] = load1();
+  progress(`  ${variantLabel}: isolated join + leave, one per ${cycleMs / 1000} s: ${cyclePerDaemonMs.map((x) => x.toFixed(1)).join(' / ')} ms per daemon; quiet ${quietPerDaemonMs.toFixed(1)} ms`);
+  return { variant: variantLabel, hosts: hosts.length, cyclePerDaemonMs, quietPerDaemonMs, cycleMs, load };
 }
 
 // ---- burst -----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import { isOwnLease, screenPeerAlone } from '../backend/screen';
 import { maskNet, type IPNet } from '../ip';
 import type { Lease } from '../lease/types';
 import { MAIN_TABLE, RTN_UNICAST, type RouteEntry } from '../netlink/types';
-import { changeId, objectKey, routePriority, type Change, type ObjectKind, type RouteConflict } from './diff';
+import { applicationRank, changeId, objectKey, routePriority, type Change, type RouteConflict } from './diff';
 
 /** The objects that left and entered the desired state between `from` and the state it comes with. */
 export interface DesiredDelta {
@@ -408,8 +408,8 @@ export class PendingDelta {
       if (now === null) removes.push({ ...was!, op: 'remove' });
       else sets.push({ ...now, op: was !== null || held.length > 0 ? 'update' : 'add' });
     }
-    const rank = (c: Change): number => KIND_ORDER.indexOf(c.kind);
-    // Ids only break ties of kind (a join's three changes never build one), each built once: a
+    for (const c of removes) sets.push(c);
+    // Ids only break ties of rank (a join's three changes never build one), each built once: a
     // comparator building them made O(n log n) strings in a burst.
     const ids = new Map<Change, string>();
     const idOf = (c: Change): string => {
@@ -417,14 +417,10 @@ export class PendingDelta {
       if (id === undefined) ids.set(c, (id = changeId(c)));
       return id;
     };
-    if (sets.length > 1) sets.sort((a, b) => rank(a) - rank(b) || byText(idOf(a), idOf(b)));
-    if (removes.length > 1) removes.sort((a, b) => rank(b) - rank(a) || byText(idOf(a), idOf(b)));
-    for (const c of removes) sets.push(c);
+    if (sets.length > 1) sets.sort((a, b) => applicationRank(a) - applicationRank(b) || byText(idOf(a), idOf(b)));
     return sets;
   }
 }
-
-const KIND_ORDER: readonly ObjectKind[] = ['address', 'neighbour', 'fdb', 'route'];
 
 /** rtm_protocol of routes weft writes (diff.ts's RTPROT_BOOT). */
 const RTPROT_BOOT = 3;

@@ -179,12 +179,23 @@ export function describeChange(c: Change): string {
 
 // ------------------------------------------------------------------------------------- diff
 
-const KIND_ORDER: readonly ObjectKind[] = ['address', 'neighbour', 'fdb', 'route'];
+/**
+ * Where a change goes in a run (lower first): adds and updates by kind (address, neighbour, FDB,
+ * route), then removals the other way round (route, FDB, neighbour) — a peer that changes its
+ * VtepMAC keeps a working entry throughout. Addresses no longer wanted are removed right after
+ * the address adds, before any route: when our subnet moved and a peer took the old one, our old
+ * address is that peer's gateway, and a route via a local address is refused (EINVAL; seen in the
+ * IPv6-only interop lab, where the retry then repaired it).
+ */
+export function applicationRank(c: Change): number {
+  if (c.kind === 'address') return c.op === 'remove' ? 1 : 0;
+  const kind = c.kind === 'neighbour' ? 0 : c.kind === 'fdb' ? 1 : 2;
+  return c.op === 'remove' ? 7 - kind : 2 + kind;
+}
 
 /**
  * The changes that turn `actual` into `desired`, touching only objects weft owns (see the
- * module comment). Ordered for application: adds and updates (address, neighbour, FDB, route),
- * then removals (route, FDB, neighbour, address). Empty when the kernel already matches.
+ * module comment), in application order (applicationRank). Empty when the kernel already matches.
  * Desired routes held by a route weft does not own are left out and reported in `conflicts`.
  */
 export function diffState(
@@ -293,10 +304,9 @@ export function diffState(
     });
   }
 
-  const rank = (c: Change): number => KIND_ORDER.indexOf(c.kind);
-  sets.sort((a, b) => rank(a) - rank(b) || cmp(changeId(a), changeId(b)));
-  removes.sort((a, b) => rank(b) - rank(a) || cmp(changeId(a), changeId(b)));
-  return [...sets, ...removes];
+  const all = [...sets, ...removes];
+  all.sort((a, b) => applicationRank(a) - applicationRank(b) || cmp(changeId(a), changeId(b)));
+  return all;
 }
 
 /**

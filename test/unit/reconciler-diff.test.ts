@@ -66,6 +66,24 @@ describe('diffState', () => {
     ]);
   });
 
+  it('our subnet moved and a peer took the old one: our old address goes before the route via it (the kernel refuses a local gateway)', () => {
+    // We were 10.5.1.0/24 (address 10.5.1.0/32), now 10.5.7.0/24; the peer that took 10.5.1.0/24
+    // is reached via 10.5.1.0 onlink, which must no longer be ours when its route is added.
+    const moved: DesiredState = {
+      addresses: [{ ip: parseIPv4('10.5.7.0')!, prefixLen: 32 }],
+      neighbours: [...desired.neighbours, { ip: '10.5.1.0', mac: '02:00:00:00:00:01' }],
+      fdb: [...desired.fdb, { mac: '02:00:00:00:00:01', dst: '10.250.0.1' }],
+      routes: [...desired.routes, { dst: net('10.5.1.0/24'), gateway: '10.5.1.0', onlink: true, via: 'overlay' }],
+    };
+    assert.deepEqual(lines(moved, converged), [
+      'add address 10.5.7.0/32',
+      'remove address 10.5.1.0/32',
+      'add neighbour 10.5.1.0 lladdr 02:00:00:00:00:01',
+      'add fdb 02:00:00:00:00:01 dst 10.250.0.1',
+      'add route 10.5.1.0/24 via 10.5.1.0 (overlay) onlink',
+    ]);
+  });
+
   it('updates an FDB entry whose peer moved to another PublicIP and removes the old destination', () => {
     const moved: DesiredState = { ...desired, fdb: [{ mac: '02:00:00:00:00:02', dst: '10.250.0.7' }] };
     assert.deepEqual(lines(moved, converged), ['update fdb 02:00:00:00:00:02 dst 10.250.0.7', 'remove fdb 02:00:00:00:00:02 dst 10.250.0.2']);
@@ -113,11 +131,11 @@ describe('diffState', () => {
       routes: [...converged.routes, route('10.5.2.0/24', { priority: 100, gateway: '10.5.2.0', onlink: true }), route('10.99.0.0/16')],
     };
     assert.deepEqual(lines(desired, a), [
+      'remove address 10.5.1.1/24',
       'remove route 10.5.2.0/24 via 10.5.2.0 (overlay) onlink metric 100',
       'remove route 10.99.0.0/16 (overlay)',
       'remove fdb 00:00:00:00:00:00 dst 10.250.0.99',
       'remove neighbour 10.5.5.0 lladdr 02:00:00:00:00:05',
-      'remove address 10.5.1.1/24',
     ]);
   });
 

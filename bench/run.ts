@@ -371,16 +371,16 @@ function table(r: Results): Row[] {
   }
   const isoA = r.isolated.find((x) => x.variant === 'after');
   if (isoA !== undefined) {
-    const isoOf = (x: IsolatedJoinFigures | undefined): number | null => (x ? median(x.cyclePerDaemonMs.map((c) => c - x.quietPerDaemonMs)) : null);
-    // flanneld's quiet CPU (an iptables check every few seconds) can outweigh a join: then say so.
-    // Only a figure above the daemon's own quiet CPU over a cycle is told apart from it.
-    const clear = (x: IsolatedJoinFigures): boolean => isoOf(x)! > x.quietPerDaemonMs;
-    const fmt = (x: IsolatedJoinFigures | undefined): string => (x ? (clear(x) ? ms(isoOf(x)!) : `within its idle noise (${ms(x.quietPerDaemonMs)} per ${x.cycleMs / 1000} s quiet)`) : '');
+    const isoOf = (x: IsolatedJoinFigures): number => median(x.cyclePerDaemonMs.map((c) => c - x.quietPerDaemonMs));
+    // Only a figure above the daemon's own quiet CPU over a cycle is told apart from it (flanneld's
+    // is not: an iptables check every few seconds outweighs a join).
+    const clear = (x: IsolatedJoinFigures): boolean => isoOf(x) > x.quietPerDaemonMs;
+    const fmt = (x: IsolatedJoinFigures | undefined): string => (x ? (clear(x) ? ms(isoOf(x)) : `within its idle noise (${ms(x.quietPerDaemonMs)} per ${x.cycleMs / 1000} s quiet)`) : '');
     const b = r.isolated.find((x) => x.variant === 'before');
     const f = r.isolated.find((x) => x.variant === 'flanneld');
     const detail = (x: IsolatedJoinFigures): string => `${x.variant}: cycles ${x.cyclePerDaemonMs.map((c) => c.toFixed(1)).join(' / ')} ms, quiet ${x.quietPerDaemonMs.toFixed(1)} ms`;
     rows.push({ figure: `CPU per daemon per isolated join + leave (${isoA.hosts} hosts, one per ${isoA.cycleMs / 1000} s, quiet subtracted; median of ${isoA.cyclePerDaemonMs.length})`,
-      weft: fmt(isoA), before: fmt(b), flanneld: fmt(f), ratio: f && clear(f) ? times(isoOf(isoA)!, isoOf(f)!) : '', target: '—', load: loads(isoA.load, b?.load, f?.load), met: null,
+      weft: fmt(isoA), before: fmt(b), flanneld: fmt(f), ratio: f && clear(f) ? times(isoOf(isoA), isoOf(f)) : '', target: '—', load: loads(isoA.load, b?.load, f?.load), met: null,
       note: [isoA, b, f].filter((x): x is IsolatedJoinFigures => x !== undefined).map(detail).join('; ') });
   }
   const burstA = r.burst.find((x) => x.variant === 'after');

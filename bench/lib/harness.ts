@@ -205,9 +205,14 @@ export function memoryOf(pid: number): MemoryFigures {
  * ticks (USER_HZ, 100 on Linux): a check that forks iptables counts, as it did for flannel.
  */
 export function cpuTicksOf(pid: number): number {
-  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const fields = statFields(pid);
   return Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+}
+
+/** /proc/PID/stat's fields after the command name (field 3 on: index 11 is utime, 13 cutime). */
+function statFields(pid: number): string[] {
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
 }
 
 export const CLOCK_TICKS_PER_SECOND = 100;
@@ -226,8 +231,7 @@ export function cpuNsOf(pid: number): number {
       // the thread ended between the listing and the read
     }
   }
-  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const fields = statFields(pid);
   return ns + (Number(fields[13]) + Number(fields[14])) * (1e9 / CLOCK_TICKS_PER_SECOND);
 }
 

@@ -49,15 +49,14 @@ export class IdleGc implements DaemonComponent {
   }
 
   async start(daemon: DaemonView): Promise<void> {
+    // node:v8 here, not at module load: it brings its bindings (heap utils, serdes, promise
+    // hooks: ~4.5 ms of CPU), and this runs after subnet.env is written.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { setFlagsFromString, getHeapSpaceStatistics } = require('node:v8') as typeof import('node:v8');
+    this.oldGeneration = this.opts.oldGenerationBytes ?? (() => oldGenerationBytes(getHeapSpaceStatistics()));
     if (this.opts.collect !== undefined) {
       this.gc = this.opts.collect;
-      this.oldGeneration = this.opts.oldGenerationBytes ?? (() => 0);
     } else try {
-      // node:v8 here, not at module load: it brings its bindings (heap utils, serdes, promise
-      // hooks: ~4.5 ms of CPU), and this runs after subnet.env is written.
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const { setFlagsFromString, getHeapSpaceStatistics } = require('node:v8') as typeof import('node:v8');
-      this.oldGeneration = this.opts.oldGenerationBytes ?? (() => oldGenerationBytes(getHeapSpaceStatistics()));
       // --expose-gc at run time defines gc() only in contexts created afterwards.
       setFlagsFromString('--expose-gc');
       this.gc = runInNewContext('gc') as () => void;

@@ -182,10 +182,19 @@ function wouldBlock(err: unknown): boolean {
   return /temporarily unavailable|would block|no buffer space/i.test(describeError(err));
 }
 
+/** One batch's results, filled in as its echoes are answered, fail or time out. */
+interface Batch {
+  readonly results: EchoResult[];
+  remaining: number;
+  readonly resolve: (results: EchoResult[]) => void;
+  timer: NodeJS.Timeout | null;
+}
+
 interface Pending {
   readonly target: string;
   sentAt: bigint;
-  readonly resolve: (r: EchoResult) => void;
+  readonly batch: Batch;
+  readonly index: number;
 }
 
 export class IcmpPinger implements Pinger {
@@ -193,6 +202,8 @@ export class IcmpPinger implements Pinger {
   private readonly id: number;
   private readonly codec: FamilyCodec;
   private readonly cookie: Buffer = randomBytes(COOKIE_BYTES);
+  /** Every echo request is this packet with its sequence number (and checksum) filled in. */
+  private readonly packet: EchoPacket;
   private seq = 0;
   private readonly pending = new Map<number, Pending>();
   private closed = false;
@@ -214,6 +225,7 @@ export class IcmpPinger implements Pinger {
       throw new WeftError('INTERNAL', `open raw ${this.codec.protocol} socket for peer probes: ${describeError(err)} (needs CAP_NET_RAW)`, { cause: err });
     }
     this.id = Math.floor((opts.random ?? Math.random)() * 0xffff) & 0xffff;
+    this.packet = new EchoPacket(this.id, this.cookie, this.codec.family);
     try {
       const mask = replyFilter(this.codec);
       this.socket.setOption(this.codec.filterLevel, this.codec.filterOption, mask, mask.length);
@@ -240,46 +252,54 @@ export class IcmpPinger implements Pinger {
     if (this.closed || this.broken !== null) {
       return Promise.resolve(targets.map(() => ({ ok: false, rttMs: null, error: this.broken ?? 'pinger closed' })));
     }
-    const seqs: number[] = [];
-    const results = targets.map((target) => new Promise<EchoResult>((resolve) => {
-      const seq = this.nextSeq();
-      if (seq === null) {
-        resolve({ ok: false, rttMs: null, error: TOO_MANY_IN_FLIGHT });
-        return;
+    if (targets.length === 0) return Promise.resolve([]);
+    // One promise and one timer for the whole batch (a cycle is every peer at once): what has
+    // not answered when the timer fires timed out.
+    return new Promise<EchoResult[]>((resolve) => {
+      const batch: Batch = { results: new Array<EchoResult>(targets.length), remaining: targets.length, resolve, timer: null };
+      const seqs: number[] = [];
+      for (let i = 0; i < targets.length; i++) {
+        const seq = this.nextSeq();
+        if (seq === null) {
+          settle(batch, i, { ok: false, rttMs: null, error: TOO_MANY_IN_FLIGHT });
+          continue;
+        }
+        seqs.push(seq);
+        const p: Pending = { target: targets[i]!, sentAt: process.hrtime.bigint(), batch, index: i };
+        this.pending.set(seq, p);
+        this.send(seq, p);
       }
-      seqs.push(seq);
-      const packet = echoRequest(this.id, seq, this.cookie, this.codec.family);
-      const p: Pending = { target, sentAt: process.hrtime.bigint(), resolve };
-      this.pending.set(seq, p);
-      this.send(packet, target, (err) => {
-        if (err) this.finish(seq, { ok: false, rttMs: null, error: describeError(err) });
-        else p.sentAt = process.hrtime.bigint(); // RTT from when the kernel took it, not from the queue
-      });
-    }));
-    // One timer for the whole batch: what has not answered by then timed out.
-    const timer = setTimeout(() => {
-      for (const seq of seqs) this.finish(seq, { ok: false, rttMs: null, error: 'timeout' });
-    }, timeoutMs);
-    return Promise.all(results).finally(() => clearTimeout(timer));
+      if (batch.remaining === 0) return;
+      batch.timer = setTimeout(() => {
+        batch.timer = null;
+        for (const seq of seqs) this.finish(seq, { ok: false, rttMs: null, error: 'timeout' });
+      }, timeoutMs);
+    });
   }
 
   /**
-   * One echo: a sendto now when the native wrap is there (no writable wake-up per echo), else —
-   * or when the socket buffer is full — raw-socket's queue. `after` runs once, with the error.
+   * Echo `seq` to `p.target`: one sendto now when the native wrap is there (no writable wake-up
+   * per echo; the kernel copies the packet, so one buffer serves every echo), else — or when the
+   * socket buffer is full — raw-socket's queue, with a packet of its own. A send error finishes
+   * the echo at once.
    */
-  private send(packet: Buffer, target: string, after: (err: Error | null) => void): void {
-    if (this.direct !== null && isIP(target) !== 0) {
+  private send(seq: number, p: Pending): void {
+    const packet = this.packet.fill(seq);
+    if (this.direct !== null && isIP(p.target) !== 0) {
       try {
-        this.direct.wrap.send(packet, 0, packet.length, target, () => after(null));
+        this.direct.wrap.send(packet, 0, packet.length, p.target, ignoreSent);
         return;
       } catch (err) {
         if (!wouldBlock(err)) {
-          after(err instanceof Error ? err : new Error(String(err)));
+          this.finish(seq, { ok: false, rttMs: null, error: describeError(err) });
           return;
         }
       }
     }
-    this.socket.send(packet, 0, packet.length, target, (err) => after(err));
+    this.socket.send(Buffer.from(packet), 0, packet.length, p.target, (err) => {
+      if (err) this.finish(seq, { ok: false, rttMs: null, error: describeError(err) });
+      else p.sentAt = process.hrtime.bigint(); // RTT from when the kernel took it, not from the queue
+    });
   }
 
   /** A readable wake-up: read every reply waiting (up to MAX_READS_PER_WAKEUP). */
@@ -330,11 +350,51 @@ export class IcmpPinger implements Pinger {
     const p = this.pending.get(seq);
     if (p === undefined) return;
     this.pending.delete(seq);
-    p.resolve(r);
+    settle(p.batch, p.index, r);
   }
 
   private failAll(error: string): void {
     for (const seq of [...this.pending.keys()]) this.finish(seq, { ok: false, rttMs: null, error });
+  }
+}
+
+/** Records one echo's result; the batch resolves with its last one. */
+function settle(batch: Batch, index: number, r: EchoResult): void {
+  if (batch.results[index] !== undefined) return;
+  batch.results[index] = r;
+  if (--batch.remaining > 0) return;
+  if (batch.timer !== null) clearTimeout(batch.timer);
+  batch.resolve(batch.results);
+}
+
+/** raw-socket's send callback on the direct path, where the sendto already happened. */
+function ignoreSent(): void {}
+
+/**
+ * One pinger's echo request, built once: only the sequence number changes between echoes, so
+ * the IPv4 checksum is the template's sum plus the sequence number (RFC 1624's incremental
+ * update), not a pass over the packet per echo.
+ */
+export class EchoPacket {
+  private readonly buffer: Buffer;
+  /** One's-complement sum of the template with sequence and checksum zero, not yet folded. */
+  private readonly baseSum: number | null;
+
+  constructor(id: number, cookie: Buffer, family: IPFamily) {
+    this.buffer = echoRequest(id, 0, cookie, family);
+    if (FAMILIES[family].computeChecksum) {
+      this.buffer.writeUInt16BE(0, 2);
+      this.baseSum = wordSum(this.buffer);
+    } else {
+      this.baseSum = null;
+    }
+  }
+
+  /** The packet for `seq` (the same buffer every time: send it before the next call). */
+  fill(seq: number): Buffer {
+    this.buffer.writeUInt16BE(seq & 0xffff, 6);
+    if (this.baseSum !== null) this.buffer.writeUInt16BE(foldChecksum(this.baseSum + (seq & 0xffff)), 2);
+    return this.buffer;
   }
 }
 
@@ -397,9 +457,19 @@ export function echoesCookie(datagram: Buffer, cookie: Buffer, family: IPFamily 
 
 /** RFC 1071 checksum (the checksum field must be zero when computing). */
 export function inetChecksum(b: Buffer): number {
+  return foldChecksum(wordSum(b));
+}
+
+/** The sum of `b`'s 16-bit big-endian words (an odd last byte padded with zero), unfolded. */
+function wordSum(b: Buffer): number {
   let sum = 0;
   for (let i = 0; i + 1 < b.length; i += 2) sum += b.readUInt16BE(i);
   if (b.length % 2 === 1) sum += b[b.length - 1]! << 8;
+  return sum;
+}
+
+/** A word sum folded to 16 bits, complemented: the checksum field's value. */
+function foldChecksum(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return ~sum & 0xffff;
 }

@@ -5,7 +5,7 @@ import type { ReconcileStats, WeftdSnapshot } from '../../src/daemon/components'
 import { readiness, statusReport } from '../../src/health/status';
 import { daemonMetricFamilies, newCounters } from '../../src/metrics/daemon-metrics';
 import { counter, gauge, Histogram, renderExposition } from '../../src/metrics/exposition';
-import { echoRequest, inetChecksum, parseEchoReply, type EchoResult, type Pinger } from '../../src/probe/icmp';
+import { EchoPacket, echoRequest, inetChecksum, parseEchoReply, type EchoResult, type Pinger } from '../../src/probe/icmp';
 import { Prober } from '../../src/probe/prober';
 import type { Lease } from '../../src/lease/types';
 import { parsePrometheusText, sampleValue } from '../e2e/helpers/prometheus';
@@ -167,6 +167,21 @@ describe('ICMP packets', () => {
     assert.equal(p.readUInt16BE(4), 0x1234);
     assert.equal(p.readUInt16BE(6), 7);
     assert.equal(inetChecksum(p), 0, 'a packet with its checksum sums to zero');
+  });
+  test('the reused echo packet is, for every sequence number, the packet built from scratch (checksum updated, not recomputed)', () => {
+    const cookie = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+    for (const family of [4, 6] as const) {
+      for (const id of [0, 0x1234, 0xffff]) {
+        const packet = new EchoPacket(id, cookie, family);
+        // Every sequence number: the carries of the one's-complement sum wrap at all of them.
+        for (let seq = 0; seq <= 0xffff; seq++) {
+          const got = packet.fill(seq);
+          const want = echoRequest(id, seq, cookie, family);
+          if (!got.equals(want)) assert.fail(`family ${family}, id ${id}, seq ${seq}: ${got.toString('hex')} != ${want.toString('hex')}`);
+        }
+        if (family === 4) assert.equal(inetChecksum(packet.fill(0xfffe)), 0);
+      }
+    }
   });
   test('an echo reply is found behind the IP header; other ICMP is ignored', () => {
     const icmp = echoRequest(9, 10);

@@ -200,27 +200,21 @@ export function memoryOf(pid: number): MemoryFigures {
   return { rss: kb('VmRSS'), anon: kb('RssAnon') };
 }
 
-/**
- * CPU of a process and of its waited-for children (utime + stime + cutime + cstime), in clock
- * ticks (USER_HZ, 100 on Linux): a check that forks iptables counts, as it did for flannel.
- */
-export function cpuTicksOf(pid: number): number {
-  const fields = statFields(pid);
-  return Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
-}
-
-/** /proc/PID/stat's fields after the command name (field 3 on: index 11 is utime, 13 cutime). */
+/** /proc/PID/stat's fields after the command name (field 3 on: index 13 is cutime, 14 cstime). */
 function statFields(pid: number): string[] {
   const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
   return text.slice(text.lastIndexOf(')') + 2).split(' ');
 }
 
-export const CLOCK_TICKS_PER_SECOND = 100;
+/** USER_HZ: the unit of /proc/PID/stat's times on Linux. */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 /**
- * The same CPU in nanoseconds where the kernel has them: the scheduler's run time of every thread
- * (/proc/PID/task/T/schedstat), plus the waited-for children's ticks (an iptables fork). For
- * figures of a few milliseconds per daemon, below the 10 ms of a tick.
+ * CPU of a process so far, in nanoseconds: the scheduler's run time of every thread
+ * (/proc/PID/task/T/schedstat), plus its waited-for children's ticks (cutime + cstime: a check
+ * that forks iptables counts, as it did for flannel). Not utime + stime: their 10 ms ticks are
+ * coarser than what a daemon spends per join or per idle second. A thread that ended is no longer
+ * counted: weftd's and flanneld's threads live as long as the process.
  */
 export function cpuNsOf(pid: number): number {
   let ns = 0;

@@ -10,7 +10,7 @@ import { dirname, basename, join } from 'node:path';
 import { hostUnderlayIp, Lab } from '../../src/lab';
 import { formatIPv4, parseIPv4Cidr } from '../../src/ip';
 import {
-  CLOCK_TICKS_PER_SECOND, EtcdWriter, RouteWatcher, cpuNsOf, cpuTicksOf, heapFromMetrics, load1, median, memoryOf, nowMs, percentile, sleep, wakeupsOf, waitRoutes,
+  EtcdWriter, RouteWatcher, cpuNsOf, heapFromMetrics, load1, median, memoryOf, nowMs, percentile, sleep, wakeupsOf, waitRoutes,
   type HeapFigures,
 } from './harness';
 
@@ -285,7 +285,7 @@ export async function measureJoins(lab: Lab, joins: number, network: string, pro
   try {
     await sleep(500); // let the watchers start
     const subnets = freeSubnets(lab, network, joins, skipSubnets);
-    const cpuBefore = pids.map(cpuTicksOf);
+    const cpuBefore = pids.map(cpuNsOf);
     for (let j = 0; j < joins; j++) {
       const subnet = subnets[j]!;
       const added = waitRoutes(watchers, new Set([subnet]), false, 10_000);
@@ -312,8 +312,8 @@ export async function measureJoins(lab: Lab, joins: number, network: string, pro
       await sleep(30 + Math.random() * 40);
     }
     // Includes the idle CPU of the pauses between joins (tiny next to a join).
-    const ticks = pids.map(cpuTicksOf).reduce((a, t, i) => a + (t - cpuBefore[i]!), 0);
-    out.cpuPerDaemonPerJoinMs = (ticks / CLOCK_TICKS_PER_SECOND) * 1000 / joins / hosts.length;
+    const ns = pids.map(cpuNsOf).reduce((a, t, i) => a + (t - cpuBefore[i]!), 0);
+    out.cpuPerDaemonPerJoinMs = ns / 1e6 / joins / hosts.length;
     out.load[1] = load1();
     // One delete at a time, 50 ms apart: flanneld v0.20.2 re-opens its etcd watch from "now"
     // after each event and reads only the first event of a response, so it misses deletes that
@@ -592,11 +592,11 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
     const memory = pids.map(memoryOf);
     progress(`  measuring the CPU of ${pids.length} idle daemons for ${cpuSeconds} s`);
     const loadStart = load1();
-    const before = pids.map(cpuTicksOf);
+    const before = pids.map(cpuNsOf);
     const wakeBefore = pids.map(wakeupsOf);
     const t0 = nowMs();
     await sleep(cpuSeconds * 1000);
-    const after = pids.map(cpuTicksOf);
+    const after = pids.map(cpuNsOf);
     const wakeAfter = pids.map(wakeupsOf);
     const elapsed = (nowMs() - t0) / 1000;
     // The V8 heap from /metrics only now: a scrape just before the window left its own work in
@@ -604,8 +604,9 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
     // reducer a few seconds later). No health port, no /metrics; flanneld is Go (no V8 heap).
     const heap = restartWith?.includes('--healthz-port=0') || variant?.flanneldPath ? [] : await Promise.all(hosts.map((h) => heapOf(lab, h)));
     const wakeupsPerMinute = wakeAfter.map((w, i) => ((w - wakeBefore[i]!) * 60) / elapsed);
-    const ticks = after.reduce((a, t, i) => a + (t - before[i]!), 0);
-    const cpu = ticks / CLOCK_TICKS_PER_SECOND;
+    // Nanoseconds (schedstat), not 10 ms ticks: 30 idle daemons use ~25 ticks in a 30 s window,
+    // where one tick more or less per daemon moved the figure by ±0.002 cores.
+    const cpu = after.reduce((a, t, i) => a + (t - before[i]!), 0) / 1e9;
     if (extra.length > 0) {
       // Wait for the routes to go (weftd holds a departed peer 3 s): a daemon restarted on top
       // of a leftover route replaces it unchanged, and the kernel then sends no notification.

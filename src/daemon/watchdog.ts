@@ -8,6 +8,7 @@
  * scheduled (the loop was blocked for more than half the interval) still pings — the loop is
  * back — but logs the stall, so a restart that follows a longer one has its explanation.
  */
+import { monotonicMs } from '../clock';
 import type { Logger } from '../log';
 import type { NotifySend } from './notify';
 import { loadNative } from '../native';
@@ -27,7 +28,7 @@ export function startWatchdog(opts: WatchdogOptions): () => void {
   const socket = env.NOTIFY_SOCKET;
   if (intervalMs === null || !socket) return () => undefined;
   const send = opts.send ?? ((p: string, m: string) => loadNative().sdNotify(p, m));
-  const now = opts.now ?? (() => performance.now());
+  const now = opts.now ?? (() => monotonicMs());
   const period = Math.max(1, Math.floor(intervalMs / 3));
   let last = now();
   const ping = (): void => {

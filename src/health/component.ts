@@ -29,6 +29,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { monotonicMs } from '../clock';
 import type { DaemonComponent, DaemonView } from '../daemon/components';
 import { describeError } from '../errors';
 import { formatIPv4Cidr, type IPFamily } from '../ip';
@@ -86,13 +87,13 @@ export class HealthComponent implements DaemonComponent {
   private prober: Prober | null = null;
   /** Since when the reconciler has been behind (a peer change not programmed yet), or null. */
   private behindSince: number | null = null;
-  /** performance.now() at behindSince: the programming histogram's start. */
+  /** monotonicMs() at behindSince: the programming histogram's start. */
   private behindStarted: number | null = null;
   /** The on-demand probe round running now: later callers wait for it instead of starting one. */
   private probeRound: Promise<StatusReport> | null = null;
   /** Token bucket of on-demand rounds. */
   private probeTokens = PROBE_BURST;
-  private probeTokensAt = performance.now();
+  private probeTokensAt = monotonicMs();
   private readonly connectionsByAddress = new Map<string, number>();
 
   constructor(opts: HealthOptions) {
@@ -109,11 +110,11 @@ export class HealthComponent implements DaemonComponent {
   async start(daemon: DaemonView): Promise<void> {
     this.daemon = daemon;
     daemon.on('lease', () => {
-      if (this.counters.subnetEnvSeconds === null) this.counters.subnetEnvSeconds = performance.now() / 1000;
+      if (this.counters.subnetEnvSeconds === null) this.counters.subnetEnvSeconds = monotonicMs() / 1000;
     });
     daemon.on('phase', (phase) => {
       if (phase === 'ready') {
-        if (this.counters.readySeconds === null) this.counters.readySeconds = performance.now() / 1000;
+        if (this.counters.readySeconds === null) this.counters.readySeconds = monotonicMs() / 1000;
         this.startProber();
       }
     });
@@ -209,7 +210,7 @@ export class HealthComponent implements DaemonComponent {
       probeError: this.prober?.socketError ?? null,
       version: weftVersion(),
       pid: process.pid,
-      uptimeSeconds: Math.round(performance.now()) / 1000,
+      uptimeSeconds: Math.round(monotonicMs()) / 1000,
     });
   }
 
@@ -232,13 +233,13 @@ export class HealthComponent implements DaemonComponent {
   private changeSeen(): void {
     if (this.behindSince === null) {
       this.behindSince = Date.now();
-      this.behindStarted = performance.now();
+      this.behindStarted = monotonicMs();
     }
   }
 
   private changeProgrammed(): void {
     if (this.behindStarted === null) return;
-    this.counters.programming.observe((performance.now() - this.behindStarted) / 1000);
+    this.counters.programming.observe((monotonicMs() - this.behindStarted) / 1000);
     this.behindSince = null;
     this.behindStarted = null;
   }
@@ -262,7 +263,7 @@ export class HealthComponent implements DaemonComponent {
 
   /** Accept errors: logged at most once a minute, the server keeps listening. */
   private onServerError(err: Error): void {
-    const now = performance.now();
+    const now = monotonicMs();
     if (now - this.lastServerError < 60_000) return;
     this.lastServerError = now;
     this.log.warn(`health server: ${describeError(err)} (e.g. out of file descriptors under a connection flood); still listening`);
@@ -384,7 +385,7 @@ export class HealthComponent implements DaemonComponent {
    */
   private probeNow(keys: readonly string[]): Promise<StatusReport | null> {
     if (this.probeRound !== null) return this.probeRound;
-    const now = performance.now();
+    const now = monotonicMs();
     this.probeTokens = Math.min(PROBE_BURST, this.probeTokens + (now - this.probeTokensAt) / PROBE_REFILL_MS);
     this.probeTokensAt = now;
     if (this.probeTokens < 1) return Promise.resolve(null);

@@ -140,7 +140,8 @@ function primaryReconcile(s: WeftdSnapshot): ReconcileStats | null {
 
 /** The standard process_* metrics, from /proc/self (no dependency). */
 function processFamilies(): MetricFamily[] {
-  const startSeconds = (performance.timeOrigin) / 1000;
+  // Not performance.timeOrigin: `performance` loads perf_hooks (src/clock.ts monotonicMs).
+  const startSeconds = (Date.now() - process.uptime() * 1000) / 1000;
   return [
     counter('process_cpu_seconds_total', 'Total user and system CPU time spent in seconds.', () => {
       const u = process.cpuUsage();

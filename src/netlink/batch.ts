@@ -21,6 +21,7 @@
  * answers (the request would time out) and, without scripts/patch-netlink.js, abort the process.
  */
 import { getSystemErrorName } from 'node:util';
+import { monotonicMs } from '../clock';
 import type { Logger } from '../log';
 import { RECV_BUFFER_BYTES } from './socket';
 import { openNetlinkSocket, type RawSocket } from './transport';
@@ -96,7 +97,7 @@ interface InFlight {
   /** The sequence number of the datagram's last request (the only one with NLM_F_ACK). */
   readonly lastSeq: number;
   readonly outcomes: RequestOutcome[];
-  /** performance.now() when it was sent (the watchdog's reference). */
+  /** monotonicMs() when it was sent (the watchdog's reference). */
   readonly sentAt: number;
   /** Its size, for the timeout's message. */
   readonly requests: number;
@@ -258,7 +259,7 @@ export class BatchSocket {
       pending,
       lastSeq,
       outcomes,
-      sentAt: performance.now(),
+      sentAt: monotonicMs(),
       requests: end - start,
       done: (err) => {
         this.inFlight = null;
@@ -289,7 +290,7 @@ export class BatchSocket {
       this.watchdog = null;
       const f = this.inFlight;
       if (!f) return; // idle: armed again by the next chunk
-      const waited = performance.now() - f.sentAt;
+      const waited = monotonicMs() - f.sentAt;
       if (waited < this.timeoutMs) {
         this.armWatchdog(this.timeoutMs - waited);
         return;

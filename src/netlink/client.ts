@@ -18,6 +18,7 @@
  *   `resync: true`.
  * - close(): rejects queued requests (ESOCKCLOSED), closes every socket and monitor.
  */
+import { monotonicMs } from '../clock';
 import { formatCidr, type IPFamily } from '../ip';
 import { silentLogger, type Logger } from '../log';
 import { decodeAddress, decodeLink, decodeNeighbour, decodeRoute, NLA_TYPE_MASK, type RawMessage } from './decode';
@@ -145,7 +146,7 @@ export class NetlinkClient {
   private readonly batch: BatchSocket;
   /**
    * Changes our batches made whose notification carries no sender port and has not been seen yet
-   * (`pidZeroEchoKey` → until when, performance.now() ms): FDB changes and neighbour removals.
+   * (`pidZeroEchoKey` → until when, monotonicMs() ms): FDB changes and neighbour removals.
    */
   private readonly expectedPidZeroEchoes = new Map<string, number>();
   private readonly monitorFactory: MonitorSocketFactory | undefined;
@@ -485,7 +486,7 @@ export class NetlinkClient {
     const until = this.expectedPidZeroEchoes.get(key);
     if (until === undefined) return false;
     this.expectedPidZeroEchoes.delete(key);
-    return performance.now() < until;
+    return monotonicMs() < until;
   }
 
   /**
@@ -496,7 +497,7 @@ export class NetlinkClient {
    */
   private expectPidZeroEchoes(batch: EncodedBatch): Map<number, string> | null {
     let keys: Map<number, string> | null = null;
-    const now = performance.now();
+    const now = monotonicMs();
     const expected = this.expectedPidZeroEchoes;
     if (expected.size > 8192) for (const [k, until] of expected) if (until <= now) expected.delete(k);
     const buf = batch.buffer;

@@ -36,10 +36,10 @@
  * (`<own subnet>.0`), and the peer's reply comes back through the overlay as well: a probe that
  * succeeds proves the path both ways.
  */
-import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { WeftError, describeError } from '../errors';
 import { parseIPv6, type IPFamily } from '../ip';
+import { randomBytes } from '../random';
 
 /**
  * raw-socket 1.8.1's native socket (`socket.wrap`, not in its README): `send` is one synchronous

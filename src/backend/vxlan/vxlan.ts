@@ -24,6 +24,7 @@ import { isGone } from '../../netlink/client';
 import { normalizeMac } from '../../netlink/codec';
 import { isErrno } from '../../netlink/errors';
 import type { LinkInfo, VxlanSpec } from '../../netlink/types';
+import { randomBytes } from '../../random';
 import type { Backend, BackendSetup, DesiredContext, DesiredState, PeerRules, Underlay } from '../backend';
 import { onLinkAmong, repairLink, type LinkRepairNetlink } from '../link';
 import { decodeVxlanData, vxlanDesired, vxlanPeerRules } from './desired';
@@ -243,15 +244,6 @@ export async function vxlanOnLinkPeers(
   }
   return onLinkAmong(nl, ips, underlay.ifIndex, (ip, err) =>
     opts.log.warn('DirectRouting: route lookup failed; using VXLAN for this peer', { publicIp: ip, error: err }));
-}
-
-/**
- * `node:crypto` loaded only when a MAC must be made (a new device): a restart with the device in
- * place never pays OpenSSL's initialisation (~0.7 MB private, ~1.4 MB RSS per weftd).
- */
-function randomBytes(n: number): Buffer {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('node:crypto') as typeof import('node:crypto')).randomBytes(n);
 }
 
 /** A random locally administered (bit 1 set) unicast (bit 0 clear) MAC. */

@@ -93,7 +93,7 @@ export function weftdInThisNetns(): number[] {
       const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
       // weftd, weftd.js (dist/src/cli) or weftd.bundle.js (the one-file build the lab and releases
       // run): the program, or node's script — its first argument that is not an option of node's
-      // (weftd's shebang runs `node --no-opt /usr/local/bin/weftd …`).
+      // (e.g. `node --trace-gc /usr/local/bin/weftd …` run by hand).
       const script = argv.slice(1).find((a) => !a.startsWith('-'));
       if (![argv[0], script].some((a) => a !== undefined && /(^|\/)weftd(\.bundle)?(\.js)?$/.test(a))) continue;
       if (readlinkSafe(`/proc/${entry}/ns/net`) === mine) out.push(Number(entry));

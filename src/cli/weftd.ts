@@ -1,4 +1,4 @@
-#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS WEFT_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} node --no-opt
+#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS WEFT_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} node
 /**
  * weftd: the per-host daemon. Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 cannot go on
  * (the log's last line says why and what to do), 2 bad flags, 70 an uncaught exception (a bug;
@@ -6,12 +6,13 @@
  * src/daemon/last-resort.ts).
  * The shebang moves NODE_EXTRA_CA_CERTS out of Node's way: Node would parse it with its whole
  * root store before weftd runs (~50 ms CPU, ~2 MB); weftd reads it only when it reaches an
- * https:// etcd without --etcd-cafile (src/lease/etcd-common.ts EXTRA_CA_CERTS_ENV). --no-opt: no
- * TurboFan for the control plane (src/lab/lab.ts WEFTD_NODE_ARGS says why; keep the two equal).
+ * https:// etcd without --etcd-cafile (src/lease/etcd-common.ts EXTRA_CA_CERTS_ENV). No V8 flag
+ * on node's command line: --no-opt is set once weftd is ready (src/daemon/v8-flags.ts says why).
  */
 // First: its load time marks the end of Node's own start (WEFT_TRACE_STARTUP=1).
 import { traceModulesLoaded, traceStartup } from '../daemon/startup-trace';
 import { saveWarmCodeCache, warmCodeCacheHook, type WarmCodeCacheOutcome } from '../daemon/code-cache';
+import { applyRuntimeV8Flags } from '../daemon/v8-flags';
 import { parseDaemonOptions } from '../config/options';
 import { createComponents } from '../daemon/builtin-components';
 import { installLastResort } from '../daemon/last-resort';
@@ -23,7 +24,7 @@ import { createLogger, type Logger } from '../log';
 import { weftVersion } from '../version';
 
 async function main(): Promise<number> {
-  traceModulesLoaded();
+  traceModulesLoaded(warmCodeCacheHook()?.used ?? 'unbundled');
   let parsed;
   try {
     parsed = parseDaemonOptions(process.argv.slice(2), process.env);
@@ -62,12 +63,17 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
-  // After READY=1 (sent in the same turn as the 'ready' phase): this host's code cache, once.
+  // After READY=1 (sent in the same turn as the 'ready' phase): this host's code cache, once,
+  // then the V8 flags that would have made V8 reject it (and Node's cache of its own modules).
   let cacheSaved = false;
   daemon.on('phase', (phase) => {
     if (phase !== 'ready' || cacheSaved) return;
     cacheSaved = true;
-    setImmediate(() => logWarmCodeCache(log, saveWarmCodeCache()));
+    setImmediate(() => {
+      logWarmCodeCache(log, saveWarmCodeCache());
+      const failed = applyRuntimeV8Flags();
+      if (failed !== null) log.warn(`could not turn V8's optimizing compiler off (${failed}); weftd runs as well, with a few MB more memory`);
+    });
   });
 
   log.info('weftd starting', { version: weftVersion(), pid: process.pid, codeCache: warmCodeCacheHook()?.used ?? 'unbundled' });

@@ -30,12 +30,15 @@ export function traceStartup(step: string): void {
   lastMs = now;
 }
 
-/** The entry's first trace: Node's own start (up to the first weft module), then module loading. */
-export function traceModulesLoaded(): void {
+/**
+ * The entry's first trace: Node's own start (up to the first weft module), then module loading,
+ * with the code cache the one-file weftd compiled with (`codeCache`: warm, shipped, none, unbundled).
+ */
+export function traceModulesLoaded(codeCache: string): void {
   if (!enabled) return;
   const nodeReadyMs = performance.nodeTiming.bootstrapComplete;
   process.stderr.write(`weftd-startup ${nodeReadyMs.toFixed(1)} +${nodeReadyMs.toFixed(1)} node bootstrap complete\n`);
   process.stderr.write(`weftd-startup ${firstModuleAtMs.toFixed(1)} +${(firstModuleAtMs - nodeReadyMs).toFixed(1)} cpu=${firstModuleCpuMs.toFixed(1)} first weft module (node's start, entry script read)\n`);
   lastMs = firstModuleAtMs;
-  traceStartup('modules loaded');
+  traceStartup(`modules loaded (code cache: ${codeCache})`);
 }

@@ -91,6 +91,21 @@ describe('weftd bundle', () => {
     }
   });
 
+  it('takes its cache made under weftd\'s NODE_OPTIONS also without them: the loader sets the heap flag back to V8\'s default first, so Node\'s cache of its own modules is taken too', () => {
+    // The shipped cache is made under WEFTD_NODE_OPTIONS (--max-semi-space-size=2): a flag left
+    // changed would stamp it with another flag hash than a run without it, and V8 would reject it
+    // (and Node's cache of net, stream, http, … at every start: src/daemon/v8-flags.ts).
+    assert.match(WEFTD_NODE_OPTIONS, /--max-semi-space-size=/);
+    assert.deepEqual(WEFTD_NODE_ARGS, [], 'no V8 flag on node\'s command line: --no-opt is set at run time');
+    for (const nodeOptions of [WEFTD_NODE_OPTIONS, '']) {
+      const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_OPTIONS: nodeOptions, WEFT_TRACE_STARTUP: '1' };
+      const r = spawnSync(process.execPath, [bundle, '--version'], { env, encoding: 'utf8', timeout: 30_000 });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /modules loaded \(code cache: shipped\)/, `NODE_OPTIONS=${JSON.stringify(nodeOptions)}: ${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /DeprecationWarning/);
+    }
+  });
+
   it('runs without its code cache (removed, or from another build)', () => {
     const kept = `${bundleCache}.kept`;
     copyFileSync(bundleCache, kept);

@@ -7,12 +7,12 @@
  * The shebang moves NODE_EXTRA_CA_CERTS out of Node's way: Node would parse it with its whole
  * root store before weftd runs (~50 ms CPU, ~2 MB); weftd reads it only when it reaches an
  * https:// etcd without --etcd-cafile (src/lease/etcd-common.ts EXTRA_CA_CERTS_ENV). No V8 flag
- * on node's command line: --no-opt is set once weftd is ready (src/daemon/v8-flags.ts says why).
+ * on node's command line: --no-opt is set once the modules are loaded (src/daemon/v8-flags.ts).
  */
 // First: its load time marks the end of Node's own start (WEFT_TRACE_STARTUP=1).
 import { traceModulesLoaded, traceStartup } from '../daemon/startup-trace';
 import { saveWarmCodeCache, warmCodeCacheHook, type WarmCodeCacheOutcome } from '../daemon/code-cache';
-import { applyRuntimeV8Flags } from '../daemon/v8-flags';
+import { applyRuntimeV8Flags, withDefaultV8Flags } from '../daemon/v8-flags';
 import { parseDaemonOptions } from '../config/options';
 import { createComponents } from '../daemon/builtin-components';
 import { installLastResort } from '../daemon/last-resort';
@@ -43,6 +43,10 @@ async function main(): Promise<number> {
   }
 
   const log = createLogger({ base: {} });
+  // Every module is loaded (with Node's cache of its own, under V8's default flags): no TurboFan
+  // from here on (src/daemon/v8-flags.ts).
+  const flagsFailed = applyRuntimeV8Flags();
+  if (flagsFailed !== null) log.warn(`could not turn V8's optimizing compiler off (${flagsFailed}); weftd works the same, with a few MB more memory`);
   if (typeof process.geteuid === 'function' && process.geteuid() !== 0) {
     log.error('weftd needs root (CAP_NET_ADMIN) to program the overlay device and routes: run it as root or from its systemd unit');
     return 1;
@@ -64,16 +68,12 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
 
   // After READY=1 (sent in the same turn as the 'ready' phase): this host's code cache, once,
-  // then the V8 flags that would have made V8 reject it (and Node's cache of its own modules).
+  // made under V8's default flags (the next start compiles under them).
   let cacheSaved = false;
   daemon.on('phase', (phase) => {
     if (phase !== 'ready' || cacheSaved) return;
     cacheSaved = true;
-    setImmediate(() => {
-      logWarmCodeCache(log, saveWarmCodeCache());
-      const failed = applyRuntimeV8Flags();
-      if (failed !== null) log.warn(`could not turn V8's optimizing compiler off (${failed}); weftd runs as well, with a few MB more memory`);
-    });
+    setImmediate(() => logWarmCodeCache(log, withDefaultV8Flags(() => saveWarmCodeCache())));
   });
 
   log.info('weftd starting', { version: weftVersion(), pid: process.pid, codeCache: warmCodeCacheHook()?.used ?? 'unbundled' });

@@ -28,7 +28,7 @@ export function startWatchdog(opts: WatchdogOptions): () => void {
   const socket = env.NOTIFY_SOCKET;
   if (intervalMs === null || !socket) return () => undefined;
   const send = opts.send ?? ((p: string, m: string) => loadNative().sdNotify(p, m));
-  const now = opts.now ?? (() => monotonicMs());
+  const now = opts.now ?? monotonicMs;
   const period = Math.max(1, Math.floor(intervalMs / 3));
   let last = now();
   const ping = (): void => {

@@ -2,9 +2,9 @@
  * Random bytes from the kernel's CSPRNG (/dev/urandom) without `node:crypto`: loading that module
  * initialises OpenSSL and ~15 of Node's crypto modules (~0.7 MB private memory and ~1.4 MB RSS per
  * weftd, measured) for the few bytes weftd ever draws: a new VXLAN device's MAC (6), a probe
- * socket's reply cookie (16). /dev/urandom is what getrandom(2) reads once the pool is
- * initialised, which it is long before a network daemon starts. Where it cannot be opened (a
- * sandbox without /dev), `node:crypto` is the fallback.
+ * socket's reply cookie (16). /dev/urandom is the kernel's CSPRNG, the one getrandom(2) draws
+ * from, seeded long before a network daemon starts. Where it cannot be opened (a sandbox without
+ * /dev), `node:crypto` is the fallback.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 

@@ -358,9 +358,11 @@ export class IcmpPinger implements Pinger {
   }
 }
 
-/** Records one echo's result; the batch resolves with its last one. */
+/**
+ * Records one echo's result; the batch resolves with its last one. Once per echo: finish() takes
+ * the echo out of `pending` before it settles it, and a refused echo was never in it.
+ */
 function settle(batch: Batch, index: number, r: EchoResult): void {
-  if (batch.results[index] !== undefined) return;
   batch.results[index] = r;
   if (--batch.remaining > 0) return;
   if (batch.timer !== null) clearTimeout(batch.timer);

@@ -319,7 +319,7 @@ class GatewayClient {
       body: (piece) => {
         if (errorStatus === 0) splitter.push(piece);
         else if (errorBytes < MAX_STREAM_ERROR_BYTES) {
-          errorBody.push(piece);
+          errorBody.push(Buffer.from(piece)); // a view into the read buffer: kept, so copied
           errorBytes += piece.length;
         }
       },

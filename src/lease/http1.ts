@@ -79,7 +79,10 @@ export interface ResponseHead {
 /** What a parsed response is told to. Exceptions it throws propagate out of push(). */
 export interface ResponseSink {
   head(head: ResponseHead): void;
-  /** A piece of the (de-chunked) body: a view into the socket's buffer, valid as long as kept. */
+  /**
+   * A piece of the (de-chunked) body: a view into the connection's read buffer, valid only
+   * during this call (the next read overwrites it): whatever keeps it copies it.
+   */
   body(piece: Buffer): void;
   end(): void;
 }
@@ -300,8 +303,9 @@ export class ResponseParser {
 
 /**
  * Splits a stream body into newline-delimited messages, straight from the body pieces: a message
- * within one piece is a view into it (no copy); only one split across pieces is joined. A message
- * over `maxLine` bytes (even without its newline yet) throws Http1Failure('too-large').
+ * within one piece is a view into it (no copy), valid only during onLine, like the piece; the start
+ * of a message split across pieces is copied until its end comes. A message over `maxLine` bytes
+ * (even without its newline yet) throws Http1Failure('too-large').
  */
 export class LineSplitter {
   private parts: Buffer[] = [];
@@ -329,7 +333,8 @@ export class LineSplitter {
     const rest = piece.length - at;
     if (rest === 0) return;
     if (this.size + rest > this.maxLine) throw new Http1Failure('too-large', `stream message over ${this.maxLine} bytes (no newline yet)`);
-    this.parts.push(at === 0 ? piece : piece.subarray(at));
+    // Kept across reads: a copy (the piece is a view into the connection's read buffer).
+    this.parts.push(Buffer.from(at === 0 ? piece : piece.subarray(at)));
     this.size += rest;
   }
 }
@@ -354,8 +359,32 @@ function requestHead(endpoint: Http1Endpoint, path: string, headers: Readonly<Re
   return head + '\r\n';
 }
 
-function openSocket(endpoint: Http1Endpoint): Socket {
-  if (endpoint.tls === null) return netConnect({ host: endpoint.host, port: endpoint.port, noDelay: true });
+/** A plain connection's read buffer: one read of the kernel's socket at most. */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Opens the connection; every read's bytes go to `onData`, a view valid only during the call.
+ *
+ * Plain TCP reads straight into a buffer of the connection's own (`onread`), without the Readable
+ * stream's push, buffering and 'data' emit per read: issue #14, a peer join's watch message and a
+ * watch probe's answer are one read each, on every host. TLS (which has no `onread`) keeps its
+ * stream; its Buffers are handed on the same way, under the same contract.
+ */
+function openSocket(endpoint: Http1Endpoint, onData: (data: Buffer) => void): Socket {
+  if (endpoint.tls === null) {
+    return netConnect({
+      host: endpoint.host,
+      port: endpoint.port,
+      noDelay: true,
+      onread: {
+        buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
+        callback: (bytes: number, buffer: Uint8Array): boolean => {
+          onData(Buffer.from(buffer.buffer, buffer.byteOffset, bytes));
+          return true; // keep reading (false would pause the socket)
+        },
+      },
+    });
+  }
   // Loaded on demand: the TLS stack only when an endpoint needs it (start-up time, memory).
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const tls = require('node:tls') as typeof import('node:tls');
@@ -365,6 +394,7 @@ function openSocket(endpoint: Http1Endpoint): Socket {
     ...(isIP(endpoint.host) === 0 ? { servername: endpoint.host } : {}),
   });
   socket.setNoDelay(true);
+  socket.on('data', onData);
   return socket;
 }
 
@@ -379,8 +409,11 @@ class Connection {
   private parser: ResponseParser | null = null;
   private gone = false;
 
-  constructor(readonly socket: Socket, private readonly origin: string, private readonly onGone: (c: Connection) => void) {
-    socket.on('data', (d: Buffer) => this.onData(d));
+  readonly socket: Socket;
+
+  constructor(endpoint: Http1Endpoint, private readonly origin: string, private readonly onGone: (c: Connection) => void) {
+    const socket = openSocket(endpoint, (d) => this.onData(d));
+    this.socket = socket;
     socket.on('end', () => this.onEof());
     socket.on('error', (err) => this.fail(err));
     socket.on('close', () => this.fail(new Http1Failure('closed', `connection to ${this.origin} closed`)));
@@ -456,7 +489,10 @@ export interface Http1Answer {
 /** Listeners of a stream (Http1Client.openStream). */
 export interface StreamListeners {
   head(head: ResponseHead): void;
-  /** A body piece (de-chunked), a view into the socket's buffer. May throw Http1Failure to end the stream. */
+  /**
+   * A body piece (de-chunked): a view into the connection's read buffer, valid only during this
+   * call (copy what is kept). May throw Http1Failure to end the stream.
+   */
   body(piece: Buffer): void;
   /** Once, unless aborted: null when the server ended the body, else why the connection failed. */
   end(err: Error | null): void;
@@ -504,7 +540,7 @@ export class Http1Client {
           status = h.status;
         },
         body: (p) => {
-          pieces.push(p);
+          pieces.push(Buffer.from(p)); // a view into the read buffer: kept, so copied
           size += p.length;
         },
         end: () => {
@@ -565,7 +601,7 @@ export class Http1Client {
   }
 
   private connect(): Connection {
-    const conn = new Connection(openSocket(this.endpoint), this.endpoint.origin, (c) => {
+    const conn = new Connection(this.endpoint, this.endpoint.origin, (c) => {
       this.open.delete(c);
       const i = this.idle.indexOf(c);
       if (i >= 0) this.idle.splice(i, 1);

@@ -310,6 +310,39 @@ describe('the wire over a hostile or odd server', () => {
     }
   });
 
+  it('keeps a copy of what it holds across reads: the connection reads every answer into one buffer', async () => {
+    // Each part reaches the client in a read of its own (30 ms apart): a piece held as a view of
+    // the read buffer would be overwritten by the next read (the unary answer's first half, the
+    // watch message's start).
+    const inTwoReads = (first: string, second: string): Script => (_req, socket) => {
+      socket.write(first);
+      setTimeout(() => socket.write(second), 30);
+      return null;
+    };
+    const value = `{"Network":"10.5.0.0/16","pad":"${'x'.repeat(300)}"}`;
+    const answer = ok(rangeAnswer('/p/config', value));
+    const cut = answer.length - 200;
+    const wire = new EtcdHttpWire({ endpoints: [endpoint], callTimeoutMs: 1000, watchProbeMs: 60_000 });
+    const s = sink();
+    try {
+      server.script = inTwoReads(answer.slice(0, cut), answer.slice(cut));
+      const r = await wire.range('/p/config', false);
+      assert.deepEqual(r.kvs.map((kv) => [kv.key, kv.value.toString()]), [['/p/config', value]]);
+
+      const put = `${JSON.stringify({ result: { header: { revision: '6' }, watch_id: '1', events: [{ kv: { key: Buffer.from('/w/a').toString('base64'), value: Buffer.from(value).toString('base64'), mod_revision: '6' } }] } })}\n`;
+      const head = 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n';
+      const chunk = (c: string): string => `${Buffer.byteLength(c).toString(16)}\r\n${c}\r\n`;
+      const created = `${JSON.stringify({ result: { header: { revision: '5' }, watch_id: '1', created: true } })}\n`;
+      const split = 20; // the second read is longer than the first: it overwrites where the start was read
+      server.script = (req, socket) => (req.head.startsWith('POST /v3/watch') ? inTwoReads(head + chunk(created + put.slice(0, split)), chunk(put.slice(split)))(req, socket) : [ok('{}')]);
+      wire.watchPrefix('/w/', s);
+      await waitFor(() => s.log.some((l) => l.startsWith('events')), 'the watch event', 3000);
+      assert.deepEqual(s.log.filter((l) => l.startsWith('events')), [`events +/w/a=${value}@6`]);
+    } finally {
+      wire.close();
+    }
+  });
+
   it('a watch decodes messages split across chunks and reads, and a hostile stream only disconnects it (then it re-opens)', async () => {
     const create = (id: string, rev: number): string => `${JSON.stringify({ result: { header: { revision: String(rev) }, watch_id: id, created: true } })}\n`;
     const put = (id: string, key: string, value: string, rev: number): string =>

@@ -28,8 +28,8 @@ import { parseArgs } from 'node:util';
 import { requireRoot, type Lab } from '../src/lab';
 import { median, percentile } from './lib/harness';
 import {
-  AFTER, measureBurst, measureIdle, measureIsolatedJoins, measureJoins, measureStartWithPeers, measureStartup, restartAll, withLab,
-  type BurstFigures, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant,
+  AFTER, measureBurst, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, restartAll, withLab,
+  type BurstFigures, type FloorFigures, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant,
 } from './lib/scenarios';
 
 interface Row {
@@ -104,7 +104,7 @@ async function main(): Promise<number> {
       + '  --flanneld P  also measure the flanneld binary at P side by side (default: $WEFT_FLANNELD)\n'
       + '  --quick       fewer repetitions (a smoke run; figures are noisier)\n'
       + '  --skip-30     skip the 30-host lab\n'
-      + '  --only LIST   some of: startup,join10,isolated,join30,idle,burst\n');
+      + '  --only LIST   some of: startup,join10,isolated,floor,join30,idle,burst\n');
     return 0;
   }
   if (values['from-json'] !== undefined) {
@@ -125,7 +125,7 @@ async function main(): Promise<number> {
     nodeArgs: (values['before-node-args'] ?? '').split(' ').filter((a) => a !== '') } : null;
   const flanneldVariant: Variant | null = flanneld ? { label: 'flanneld', flanneldPath: flanneld.path } : null;
   const variants: Variant[] = [AFTER, ...(beforeVariant ? [beforeVariant] : []), ...(flanneldVariant ? [flanneldVariant] : [])];
-  const only = new Set((values.only ?? 'startup,join10,isolated,join30,idle,burst').split(',').map((x) => x.trim()));
+  const only = new Set((values.only ?? 'startup,join10,isolated,floor,join30,idle,burst').split(',').map((x) => x.trim()));
   if (values['skip-30'] === true) {
     only.delete('join30');
     only.delete('idle');
@@ -148,7 +148,7 @@ async function main(): Promise<number> {
   const joinsPerVariant = quick ? 10 : 50;
   const started = Date.now();
   try {
-    if (only.has('startup') || only.has('join10') || only.has('isolated')) {
+    if (only.has('startup') || only.has('join10') || only.has('isolated') || only.has('floor')) {
       await withLab(lab('a', 10), async (l) => {
         if (only.has('startup')) {
           progress('start-up: exec → subnet.env and exec → READY=1');
@@ -166,6 +166,13 @@ async function main(): Promise<number> {
             await restartAll(l, v, progress, [], 20_000);
             results.isolated.push(await measureIsolatedJoins(l, quick ? 2 : 4, 12_000, '10.5.0.0/16', progress, v.label, 200 + 5 * i));
           }
+        }
+        if (only.has('floor')) {
+          // After a restart: the routes of the joins above are gone and no peer is held, so
+          // subnets may be used again.
+          progress("Node's floor at 10 hosts: a join in a Node process that does nothing else, beside weftd");
+          await restartAll(l, AFTER, progress);
+          results.floor = await measureNodeFloor(l, quick ? 20 : 60, '10.5.0.0/16', progress);
         }
       });
     }
@@ -280,6 +287,8 @@ function loadavg(): number[] {
 
 type Results = {
   startup: StartupFigures[]; join10: JoinFigures[]; isolated: IsolatedJoinFigures[]; join30: JoinFigures[]; idle: IdleFigures[]; burst: BurstFigures[]; startWithPeers: StartWithPeersFigures[];
+  /** Node's floor beside weftd on the same joins (measureNodeFloor); absent in runs saved before it. */
+  floor?: FloorFigures;
 };
 
 /** A saved run: before the flanneld column, join10/join30/burst were one figure each (this tree's). */
@@ -374,6 +383,14 @@ function table(r: Results): Row[] {
       note: `${noteOf(a)}${b ? `; before: ${noteOf(b)}` : ''}${f ? `; flanneld: ${noteOf(f)}` : ''}` });
     rows.push({ figure: `join → route on one host, ${label} hosts, p50 / p99 (from the watch)`, weft: oneOf(a), before: oneOf(b), flanneld: oneOf(f),
       ratio: f ? ratios([median(a.perHostMs), median(f.perHostMs)], [percentile(a.perHostMs, 99), percentile(f.perHostMs, 99)]) : '', target: '—', load, met: null });
+  }
+  if (r.floor !== undefined) {
+    const f: FloorFigures = r.floor;
+    const ms2 = (v: number): string => `${v.toFixed(2)} ms`;
+    rows.push({ figure: `Node's floor: CPU per join of a Node process that does only the join, ${f.hosts} hosts, ${f.joins} joins (weftd on the same joins)`,
+      weft: `${ms2(f.floorCpuPerJoinMs)} (weftd ${ms2(f.weftdCpuPerJoinMs)})`, before: '', flanneld: '', ratio: '', target: '—', load: loads(f.load), met: null,
+      note: "bench/lib/floor-daemon.ts in place of one host's weftd, run as weftd is (NODE_OPTIONS, --no-opt): the watch message in, the neighbour, FDB entry and route out in one sendmsg, its ACK in, nothing else. "
+        + "What the runtime and the kernel cost whatever the code; weftd's figure minus it is weft's own (the CPU-per-join target, ≤ 0.3 ms, is measured against it)" });
   }
   const isoA = r.isolated.find((x) => x.variant === 'after');
   if (isoA !== undefined) {

@@ -3,11 +3,12 @@
  * Every figure is measured from outside the daemon (timestamps of the kernel's route
  * notifications, of the subnet.env rename, of the READY=1 datagram), never from its own log.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync, unlinkSync, watch } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { dirname, basename, join } from 'node:path';
 import { hostUnderlayIp, Lab } from '../../src/lab';
+import { WEFTD_NODE_OPTIONS } from '../../src/lab/lab';
 import { formatIPv4, parseIPv4Cidr } from '../../src/ip';
 import {
   EtcdWriter, RouteWatcher, cpuNsOf, heapFromMetrics, load1, median, memoryOf, nowMs, percentile, sleep, wakeupsOf, waitRoutes,
@@ -354,6 +355,95 @@ export interface IsolatedJoinFigures {
   readonly quietPerDaemonMs: number;
   readonly cycleMs: number;
   readonly load: [number, number];
+}
+
+/** Node's floor for a peer join on this machine, beside weftd's figure for the same joins. */
+export interface FloorFigures {
+  readonly hosts: number;
+  readonly joins: number;
+  /** bench/lib/floor-daemon.ts on the first host: its CPU (all threads) per join. */
+  readonly floorCpuPerJoinMs: number;
+  /** The weftds of the other hosts, on the same joins: CPU per daemon per join. */
+  readonly weftdCpuPerJoinMs: number;
+  readonly load: [number, number];
+}
+
+/**
+ * What a join costs a Node process that does nothing but the join (bench/lib/floor-daemon.ts:
+ * the watch message in, the three writes out in one sendmsg, the ACK in), run as weftd is run
+ * (weftd's NODE_OPTIONS, --no-opt), in place of the first host's weftd. The other hosts' weftds
+ * take the same joins, so the two figures come from the same moments. Warm-up joins first (both
+ * have compiled their join path), then `joins` measured ones on fresh subnets, then the leaves;
+ * the first host gets its weftd back. What weftd spends above the floor is weft's own code
+ * (decisions, reconciler, monitor, the etcd client's checks); the floor is what the runtime and
+ * the kernel cost, whatever the code.
+ */
+export async function measureNodeFloor(lab: Lab, joins: number, network: string, progress: Progress, skipSubnets = 0): Promise<FloorFigures> {
+  const hosts = lab.hostNames();
+  const [floorHost, ...others] = hosts;
+  if (floorHost === undefined || others.length === 0) throw new Error('the floor needs a lab of two hosts at least');
+  const ns = lab.nsName(floorHost);
+  const [link] = JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show', 'flannel.1'], { encoding: 'utf8' })) as { ifindex: number }[];
+  if (link === undefined) throw new Error(`no flannel.1 on ${floorHost}: the floor needs the vxlan device weftd made`);
+  const warmUp = 20;
+  const subnets = freeSubnets(lab, network, warmUp + joins, skipSubnets);
+  await lab.stopDaemon(floorHost);
+  // `ip netns exec` execs node in place: the child's pid is node's.
+  const floor = spawn('ip', ['netns', 'exec', ns, process.execPath, '--no-opt', join(__dirname, 'floor-daemon.js'), lab.etcdEndpoint, PREFIX, String(link.ifindex)],
+    { env: { ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const errors: string[] = [];
+  const ready = new Promise<void>((resolveReady, reject) => {
+    const timer = setTimeout(() => reject(new Error('the floor daemon did not open its watch within 10 s')), 10_000);
+    createInterface({ input: floor.stdout }).on('line', (line) => {
+      if (line === 'ready') {
+        clearTimeout(timer);
+        resolveReady();
+      } else if (line.startsWith('error')) errors.push(line);
+    });
+    floor.on('exit', (code) => reject(new Error(`the floor daemon exited (${code})`)));
+  });
+  const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
+  const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint, `${PREFIX}/subnets/`);
+  const load: [number, number] = [load1(), NaN];
+  try {
+    await ready;
+    await sleep(500); // let the watchers start
+    const pids = others.map((h) => lab.daemonPid(h)!);
+    let floorNs = 0;
+    let weftdNs = 0;
+    for (let j = 0; j < subnets.length; j++) {
+      const subnet = subnets[j]!;
+      const measured = j >= warmUp;
+      const added = waitRoutes(watchers, new Set([subnet]), false, 10_000);
+      const before = measured ? [cpuNsOf(floor.pid!), ...pids.map(cpuNsOf)] : [];
+      const w = await writer.put([{ key: keyOf(subnet), value: leaseValue(`10.251.${Math.floor(j / 250)}.${(j % 250) + 1}`, macOf(j)) }]);
+      if (!w.ok) throw new Error(`etcd put failed: ${JSON.stringify(w.error)}`);
+      await added;
+      await sleep(30); // the work after the route (ACKs, echoes, promises) is the join's too
+      if (measured) {
+        floorNs += cpuNsOf(floor.pid!) - before[0]!;
+        weftdNs += pids.reduce((a, p, i) => a + cpuNsOf(p) - before[i + 1]!, 0);
+      }
+      await sleep(Math.random() * 40);
+    }
+    load[1] = load1();
+    const gone = waitRoutes(watchers, new Set(subnets), true, 15_000);
+    for (const s of subnets) {
+      await writer.del([keyOf(s)]);
+      await sleep(20);
+    }
+    await gone;
+    if (errors.length > 0) throw new Error(`the kernel refused the floor daemon's writes: ${errors.slice(0, 3).join('; ')}`);
+    const out: FloorFigures = { hosts: hosts.length, joins, floorCpuPerJoinMs: floorNs / 1e6 / joins, weftdCpuPerJoinMs: weftdNs / 1e6 / joins / pids.length, load };
+    progress(`  floor: ${joins} joins: a Node process doing only the join ${out.floorCpuPerJoinMs.toFixed(2)} ms CPU per join; weftd on the same joins ${out.weftdCpuPerJoinMs.toFixed(2)} ms`);
+    return out;
+  } finally {
+    writer.close();
+    for (const w of watchers) w.close();
+    floor.kill('SIGTERM');
+    if (floor.exitCode === null) await new Promise((r) => floor.once('exit', r));
+    await lab.startDaemon(floorHost);
+  }
 }
 
 /**

@@ -41,6 +41,8 @@ import {
   RTM_NEWADDR,
   RTM_NEWNEIGH,
   RTM_NEWROUTE,
+  u16le,
+  u32le,
 } from './wire';
 
 /**
@@ -252,11 +254,11 @@ export function decodeNotifications(datagram: Buffer, filter: NotificationFilter
   let objectIfindexes: ReadonlySet<number> | null = null;
   let off = 0;
   while (off + NLMSG_HDRLEN <= datagram.length) {
-    const len = datagram.readUInt32LE(off);
+    const len = u32le(datagram, off);
     if (len < NLMSG_HDRLEN || off + len > datagram.length) return;
-    const type = datagram.readUInt16LE(off + 4);
+    const type = u16le(datagram, off + 4);
     const body = datagram.subarray(off + NLMSG_HDRLEN, off + len);
-    const pid = datagram.readUInt32LE(off + 12);
+    const pid = u32le(datagram, off + 12);
     off += (len + 3) & ~3;
     // A sender port is checked first (cheap, and never ambiguous). A pid-0 echo is matched by
     // content and consumed once: only by a monitor that wants it, so that another monitor of the

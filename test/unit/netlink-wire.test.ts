@@ -11,7 +11,7 @@ import { AttrStream } from 'netlink/dist/structs';
 import { parseIPv4 } from '../../src/ip';
 import { decodeNotifications, type NotificationFilter } from '../../src/netlink/monitor';
 import type { ChangeEvent, KernelWrite, RouteSpec } from '../../src/netlink/types';
-import { encodeWrite, encodeWrites, fdbEchoKey, forEachAck, stampMessage } from '../../src/netlink/wire';
+import { encodeWrite, encodeWrites, fdbEchoKey, forEachAck, i32le, setU16le, setU32le, stampMessage, u16le, u32le } from '../../src/netlink/wire';
 
 const REQUEST_ACK = 1 | 4;
 const CREATE_REPLACE = FlagsNew.CREATE | FlagsNew.REPLACE;
@@ -233,5 +233,35 @@ describe('monitor: decode only what matters', () => {
 
   it('with no interest (ifindexes null, device not known yet) every object is decoded', () => {
     assert.equal(decode(Buffer.concat([routeOn(8, 254), neighOn(2, 9)]), filter(null)).length, 2);
+  });
+});
+
+describe('little-endian fields byte by byte', () => {
+  it('read and write what Buffer\'s own methods do, at every kind of value and offset', () => {
+    const values32 = [0, 1, 0xff, 0x100, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff, 0x12345678];
+    for (const at of [0, 1, 3]) {
+      for (const v of values32) {
+        const ours = Buffer.alloc(8, 0xaa);
+        const node = Buffer.alloc(8, 0xaa);
+        setU32le(ours, v, at);
+        node.writeUInt32LE(v, at);
+        assert.deepEqual(ours, node, `setU32le(${v}) at ${at}`);
+        assert.equal(u32le(node, at), node.readUInt32LE(at));
+        assert.equal(i32le(node, at), node.readInt32LE(at));
+        // Negative int32 (an ifindex field is signed) writes the same bytes as writeInt32LE.
+        const signed = v | 0;
+        setU32le(ours, signed, at);
+        node.writeInt32LE(signed, at);
+        assert.deepEqual(ours, node, `setU32le(${signed}) at ${at}`);
+      }
+      for (const v of [0, 1, 0xff, 0x100, 0x7fff, 0x8000, 0xffff]) {
+        const ours = Buffer.alloc(6, 0x55);
+        const node = Buffer.alloc(6, 0x55);
+        setU16le(ours, v, at);
+        node.writeUInt16LE(v, at);
+        assert.deepEqual(ours, node, `setU16le(${v}) at ${at}`);
+        assert.equal(u16le(node, at), node.readUInt16LE(at));
+      }
+    }
   });
 });

@@ -80,8 +80,8 @@ export interface ResponseHead {
 export interface ResponseSink {
   head(head: ResponseHead): void;
   /**
-   * A piece of the (de-chunked) body: a view into the connection's read buffer, valid only
-   * during this call (the next read overwrites it): whatever keeps it copies it.
+   * A piece of the (de-chunked) body: a view into the read buffer, valid only during this call
+   * (the next read, of this connection or another, overwrites it): whatever keeps it copies it.
    */
   body(piece: Buffer): void;
   end(): void;
@@ -333,7 +333,7 @@ export class LineSplitter {
     const rest = piece.length - at;
     if (rest === 0) return;
     if (this.size + rest > this.maxLine) throw new Http1Failure('too-large', `stream message over ${this.maxLine} bytes (no newline yet)`);
-    // Kept across reads: a copy (the piece is a view into the connection's read buffer).
+    // Kept across reads: a copy (the piece is a view into the read buffer, which the next read overwrites).
     this.parts.push(Buffer.from(at === 0 ? piece : piece.subarray(at)));
     this.size += rest;
   }
@@ -359,16 +359,19 @@ function requestHead(endpoint: Http1Endpoint, path: string, headers: Readonly<Re
   return head + '\r\n';
 }
 
-/** A plain connection's read buffer: one read of the kernel's socket at most. */
+/** The plain connections' read buffer: one read of the kernel's socket at most. */
 const READ_BUFFER_BYTES = 64 * 1024;
+let readBuffer: Buffer | null = null;
 
 /**
  * Opens the connection; every read's bytes go to `onData`, a view valid only during the call.
  *
- * Plain TCP reads straight into a buffer of the connection's own (`onread`), without the Readable
- * stream's push, buffering and 'data' emit per read: issue #14, a peer join's watch message and a
- * watch probe's answer are one read each, on every host. TLS (which has no `onread`) keeps its
- * stream; its Buffers are handed on the same way, under the same contract.
+ * Plain TCP reads straight into one buffer (`onread`), without the Readable stream's push,
+ * buffering and 'data' emit per read: issue #14, a peer join's watch message and a watch probe's
+ * answer are one read each, on every host. One buffer for every plain connection of the process:
+ * a read's bytes are handed on and consumed (or copied) within its callback, before libuv reads
+ * the next socket into it. TLS (which has no `onread`) keeps its stream; its Buffers are handed on
+ * the same way, under the same contract.
  */
 function openSocket(endpoint: Http1Endpoint, onData: (data: Buffer) => void): Socket {
   if (endpoint.tls === null) {
@@ -377,7 +380,7 @@ function openSocket(endpoint: Http1Endpoint, onData: (data: Buffer) => void): So
       port: endpoint.port,
       noDelay: true,
       onread: {
-        buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
+        buffer: (readBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES)),
         callback: (bytes: number, buffer: Uint8Array): boolean => {
           onData(Buffer.from(buffer.buffer, buffer.byteOffset, bytes));
           return true; // keep reading (false would pause the socket)
@@ -490,7 +493,7 @@ export interface Http1Answer {
 export interface StreamListeners {
   head(head: ResponseHead): void;
   /**
-   * A body piece (de-chunked): a view into the connection's read buffer, valid only during this
+   * A body piece (de-chunked): a view into the read buffer, valid only during this
    * call (copy what is kept). May throw Http1Failure to end the stream.
    */
   body(piece: Buffer): void;

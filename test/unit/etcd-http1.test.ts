@@ -343,6 +343,36 @@ describe('the wire over a hostile or odd server', () => {
     }
   });
 
+  it('one read buffer for every connection: a unary answer read between two parts of a watch message does not corrupt it', async () => {
+    const value = `{"Network":"10.5.0.0/16","pad":"${'y'.repeat(300)}"}`;
+    const put = `${JSON.stringify({ result: { header: { revision: '6' }, watch_id: '1', events: [{ kv: { key: Buffer.from('/w/b').toString('base64'), value: Buffer.from(value).toString('base64'), mod_revision: '6' } }] } })}\n`;
+    const head = 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n';
+    const chunk = (c: string): string => `${Buffer.byteLength(c).toString(16)}\r\n${c}\r\n`;
+    const created = `${JSON.stringify({ result: { header: { revision: '5' }, watch_id: '1', created: true } })}\n`;
+    let sendRest: (() => void) | null = null;
+    server.script = (req, socket) => {
+      if (!req.head.startsWith('POST /v3/watch')) return [ok(rangeAnswer('/p/other', 'z'.repeat(900)))];
+      socket.write(head + chunk(created + put.slice(0, 40)));
+      sendRest = () => socket.write(chunk(put.slice(40)));
+      return null;
+    };
+    const wire = new EtcdHttpWire({ endpoints: [endpoint], callTimeoutMs: 1000, watchProbeMs: 60_000 });
+    const s = sink();
+    try {
+      wire.watchPrefix('/w/', s);
+      await waitFor(() => s.log.includes('created') && sendRest !== null, 'the watch created', 3000);
+      await new Promise((r) => setTimeout(r, 30));
+      // Another connection's answer, longer than the watch's first read, lands in the same buffer.
+      const r = await wire.range('/p/other', false);
+      assert.equal(r.kvs[0]!.value.toString(), 'z'.repeat(900));
+      sendRest!();
+      await waitFor(() => s.log.some((l) => l.startsWith('events')), 'the watch event', 3000);
+      assert.deepEqual(s.log.filter((l) => l.startsWith('events')), [`events +/w/b=${value}@6`]);
+    } finally {
+      wire.close();
+    }
+  });
+
   it('a watch decodes messages split across chunks and reads, and a hostile stream only disconnects it (then it re-opens)', async () => {
     const create = (id: string, rev: number): string => `${JSON.stringify({ result: { header: { revision: String(rev) }, watch_id: id, created: true } })}\n`;
     const put = (id: string, key: string, value: string, rev: number): string =>

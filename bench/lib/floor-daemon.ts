@@ -16,6 +16,7 @@
  */
 import { connect } from 'node:net';
 import { parseIPv4Cidr } from '../../src/ip';
+import { prefixEnd } from '../../src/lease/etcd-common';
 import { openNetlinkSocket } from '../../src/netlink/transport';
 import type { KernelWrite } from '../../src/netlink/types';
 import { encodeWrites, forEachAck, NLM_F_ACK, stampMessage } from '../../src/netlink/wire';
@@ -106,8 +107,7 @@ function main(): void {
       },
     },
   });
-  const range = (text: string): string => Buffer.from(text).toString('base64');
-  const body = JSON.stringify({ create_request: { key: range(subnets), range_end: range(subnets.slice(0, -1) + String.fromCharCode(subnets.charCodeAt(subnets.length - 1) + 1)) } });
+  const body = JSON.stringify({ create_request: { key: Buffer.from(subnets).toString('base64'), range_end: prefixEnd(subnets).toString('base64') } });
   socket.write(`POST /v3/watch HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`
     + `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n`);
   socket.on('error', (err) => {

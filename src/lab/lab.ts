@@ -134,11 +134,10 @@ export const WEFTD_NODE_OPTIONS = '--max-semi-space-size=2 --v8-pool-size=1';
  * node's own arguments for weftd, in its shebang (src/cli/weftd.ts, the one-file loader): none.
  * `--no-opt` (no TurboFan) is set at run time once weftd's modules are loaded
  * (src/daemon/v8-flags.ts): on the command line it made V8 reject Node's code cache of its own
- * modules at every start. No
- * TurboFan because a control plane runs each function a few times per event; V8's optimizing
- * compiler cost more than it saved (1000 leases → programmed 161–282 ms without it against
- * 316–532 with it, paired; 4 MB less RSS; per join the same: docs/performance.md, "Issue #14,
- * third pass"). Sparkplug, the baseline compiler, stays.
+ * modules at every start. No TurboFan because a control plane runs each function a few times
+ * per event; V8's optimizing compiler cost more than it saved (1000 leases → programmed 161–282
+ * ms without it against 316–532 with it, paired; 4 MB less RSS; per join the same:
+ * docs/performance.md, "Issue #14, third pass"). Sparkplug, the baseline compiler, stays.
  */
 export const WEFTD_NODE_ARGS: readonly string[] = [];
 

@@ -7,8 +7,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync, unlinkSync, watch } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { dirname, basename, join } from 'node:path';
-import { hostUnderlayIp, Lab } from '../../src/lab';
-import { WEFTD_NODE_OPTIONS } from '../../src/lab/lab';
+import { hostUnderlayIp, Lab, WEFTD_NODE_OPTIONS } from '../../src/lab';
 import { formatIPv4, parseIPv4Cidr } from '../../src/ip';
 import {
   EtcdWriter, RouteWatcher, cpuNsOf, heapFromMetrics, load1, median, memoryOf, nowMs, percentile, sleep, wakeupsOf, waitRoutes,

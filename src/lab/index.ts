@@ -1,7 +1,7 @@
 /** The lab library: what `weft lab`, the e2e tests and bench/ import. */
 export {
   Lab, INTERNET_GATEWAY, INTERNET_IP, DEFAULT_BACKEND, DEFAULT_ETCD_PREFIX, DEFAULT_HEALTHZ_PORT, DEFAULT_NETWORK, ETCD_ENDPOINT, ETCD_IP,
-  MAX_ETCD_MEMBERS, MAX_HOSTS, UNDERLAY_CIDR, defaultPrefix, defaultWeftdPath, etcdMemberIp, etcdMemberName, hostUnderlayIp,
+  MAX_ETCD_MEMBERS, MAX_HOSTS, UNDERLAY_CIDR, WEFTD_NODE_OPTIONS, defaultPrefix, defaultWeftdPath, etcdMemberIp, etcdMemberName, hostUnderlayIp,
   type LabOptions, type PingOptions, type StartDaemonOptions,
 } from './lab';
 export type { DownReport } from './down';

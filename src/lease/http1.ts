@@ -413,8 +413,10 @@ class Connection {
   private gone = false;
 
   readonly socket: Socket;
+  private readonly origin: string;
 
-  constructor(endpoint: Http1Endpoint, private readonly origin: string, private readonly onGone: (c: Connection) => void) {
+  constructor(endpoint: Http1Endpoint, private readonly onGone: (c: Connection) => void) {
+    this.origin = endpoint.origin;
     const socket = openSocket(endpoint, (d) => this.onData(d));
     this.socket = socket;
     socket.on('end', () => this.onEof());
@@ -604,7 +606,7 @@ export class Http1Client {
   }
 
   private connect(): Connection {
-    const conn = new Connection(this.endpoint, this.endpoint.origin, (c) => {
+    const conn = new Connection(this.endpoint, (c) => {
       this.open.delete(c);
       const i = this.idle.indexOf(c);
       if (i >= 0) this.idle.splice(i, 1);

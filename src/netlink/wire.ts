@@ -79,8 +79,8 @@ const align4 = (n: number): number => (n + 3) & ~3;
 // echoes). No bounds check: callers have checked the offset against the length (a read past the
 // end would give 0 bytes, not throw).
 export const u16le = (b: Uint8Array, at: number): number => b[at]! | (b[at + 1]! << 8);
-export const u32le = (b: Uint8Array, at: number): number => (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
 export const i32le = (b: Uint8Array, at: number): number => b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
+export const u32le = (b: Uint8Array, at: number): number => i32le(b, at) >>> 0;
 export function setU16le(b: Uint8Array, value: number, at: number): void {
   b[at] = value;
   b[at + 1] = value >>> 8;

@@ -32,6 +32,26 @@ export interface NativeAddon {
     onDatagrams: (data: Buffer, meta: Uint32Array) => void,
     onError: (code: string, syscall: string, errno: number) => void,
   ) => NativeNetlinkSocket;
+  /**
+   * A one-shot libuv timer (addon/src/timer.cc) whose stop() takes it off the loop — Node's
+   * clearTimeout leaves the loop armed for the cleared expiry (src/deadline.ts says why that
+   * matters). `onExpire` runs like an I/O callback (nextTick and microtask queues after it).
+   * Starts referenced (it keeps the process alive while armed) and disarmed.
+   */
+  Timer: new (onExpire: () => void) => NativeTimer;
+}
+
+/**
+ * A native timer. start(ms) (re)arms it, replacing any earlier expiry; stop() disarms it. An armed
+ * timer is never garbage-collected; close() disarms it for good and releases the libuv handle at
+ * once (start() is then a no-op), as collection or the environment's teardown would.
+ */
+export interface NativeTimer {
+  start(ms: number): void;
+  stop(): void;
+  ref(): void;
+  unref(): void;
+  close(): void;
 }
 
 /**

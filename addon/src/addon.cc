@@ -4,11 +4,13 @@
 #include "nlsock.h"
 #include "notify.h"
 #include "pump_napi.h"
+#include "timer.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   weft::InitNotify(env, exports);
   weft::InitPump(env, exports);
   weft::InitNetlinkSocket(env, exports);
+  weft::InitTimer(env, exports);
   return exports;
 }
 

@@ -23,6 +23,7 @@
  * string would throw later, in BigInt()).
  */
 import { Backoff } from '../backoff';
+import { createDeadline, type Deadline } from '../deadline';
 import { WeftError, describeError } from '../errors';
 import { DEFAULT_CALL_TIMEOUT_MS, checkEtcdTransport, prefixEnd, readTlsFiles, type EtcdClientOptions } from './etcd-common';
 import type { EtcdWire, TxnCompare, TxnOp, TxnResult, WatchSink, WireEvent, WireFailure, WireKv, WireWatch } from './etcd-wire';
@@ -529,7 +530,8 @@ class HttpWatchSession {
   /** Watchers whose create_request went out on the current stream. */
   private readonly created = new Set<string>();
   private nextId = 1;
-  private probeTimer: NodeJS.Timeout | null = null;
+  /** The next progress request, or the last one's answer deadline (armProbe). */
+  private readonly probeTimer: Deadline = createDeadline(() => this.probeDue(), { keepsProcessAlive: false });
   private probeSentAt: number | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly backoff = new Backoff({ initialMs: 100, maxMs: 5000 });
@@ -596,25 +598,26 @@ class HttpWatchSession {
    * first message after the request (the answer, or any event) re-arms it for the next request,
    * `probeMs` after this one. So a stream that goes silent is noticed within 1.5 × probeMs, at the
    * cost of one timer wake-up and one answer (a read) per probeMs while idle: the deadline is
-   * always cleared before it fires. (The former scheme, a tick every probeMs whose deadline was
-   * the next tick, needed probeMs = 2/3 of this one for the same bound: a third more requests.)
+   * always cancelled before it expires, and being a Deadline (src/deadline.ts) its cancel takes it
+   * off the loop — with setTimeout the loop still woke at the cancelled deadline, a third wake-up
+   * per probe. (The former scheme, a tick every probeMs whose deadline was the next tick, needed
+   * probeMs = 2/3 of this one for the same bound: a third more requests.)
    */
   private armProbe(delayMs: number): void {
-    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
-    this.probeTimer = setTimeout(() => {
-      this.probeTimer = null;
-      const stream = this.stream;
-      if (stream === null) return;
-      const at = Date.now();
-      if (this.probeSentAt !== null) {
-        stream.dead(`no answer from ${stream.endpoint} to a watch progress request within ${at - this.probeSentAt} ms`);
-        return;
-      }
-      this.probeSentAt = at;
-      stream.send({ progress_request: {} });
-      this.armProbe(this.probeMs / 2);
-    }, delayMs);
-    this.probeTimer.unref();
+    this.probeTimer.arm(delayMs);
+  }
+
+  private probeDue(): void {
+    const stream = this.stream;
+    if (stream === null) return;
+    const at = Date.now();
+    if (this.probeSentAt !== null) {
+      stream.dead(`no answer from ${stream.endpoint} to a watch progress request within ${at - this.probeSentAt} ms`);
+      return;
+    }
+    this.probeSentAt = at;
+    stream.send({ progress_request: {} });
+    this.armProbe(this.probeMs / 2);
   }
 
   private onMessage(msg: WatchMessage): void {
@@ -663,8 +666,7 @@ class HttpWatchSession {
   }
 
   private stopStream(): void {
-    if (this.probeTimer !== null) clearTimeout(this.probeTimer);
-    this.probeTimer = null;
+    this.probeTimer.cancel();
     this.stream?.abort();
     this.stream = null;
     this.created.clear();

@@ -21,7 +21,7 @@
  * answers (the request would time out) and, without scripts/patch-netlink.js, abort the process.
  */
 import { getSystemErrorName } from 'node:util';
-import { monotonicMs } from '../clock';
+import { createDeadline, type Deadline } from '../deadline';
 import type { Logger } from '../log';
 import { RECV_BUFFER_BYTES } from './socket';
 import { openNetlinkSocket, type RawSocket } from './transport';
@@ -97,8 +97,6 @@ interface InFlight {
   /** The sequence number of the datagram's last request (the only one with NLM_F_ACK). */
   readonly lastSeq: number;
   readonly outcomes: RequestOutcome[];
-  /** monotonicMs() when it was sent (the watchdog's reference). */
-  readonly sentAt: number;
   /** Its size, for the timeout's message. */
   readonly requests: number;
   readonly done: (err: { errno: string; cause: Error } | null) => void;
@@ -130,11 +128,13 @@ export class BatchSocket {
   private readonly queue: Job[] = [];
   private closed = false;
   /**
-   * One timer for every chunk instead of one per chunk (arming and clearing a timer per datagram
-   * cost more than the rest of a join's batch): it fires at most every timeoutMs, checks the chunk
-   * in flight, and is unref'd while nothing is.
+   * The chunk in flight's deadline: armed when it is sent, cancelled by its answer. A Deadline
+   * (src/deadline.ts), not a setTimeout: a cleared Node timeout still woke the loop at its expiry,
+   * one empty wake-up after every isolated lease event (the lazy Node timer this replaces fired
+   * once per timeoutMs to check the chunk in flight, for the same reason: arming and clearing a
+   * Node timer per datagram cost more than the rest of a join's batch).
    */
-  private watchdog: NodeJS.Timeout | null = null;
+  private readonly watchdog: Deadline = createDeadline(() => this.watchdogExpired());
 
   constructor(
     private readonly log: Logger,
@@ -178,8 +178,7 @@ export class BatchSocket {
 
   close(): void {
     this.closed = true;
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdog = null;
+    this.watchdog.close();
     this.abort('ESOCKCLOSED', new Error('netlink client closed'));
     this.drop();
   }
@@ -259,11 +258,10 @@ export class BatchSocket {
       pending,
       lastSeq,
       outcomes,
-      sentAt: monotonicMs(),
       requests: end - start,
       done: (err) => {
         this.inFlight = null;
-        this.watchdog?.unref();
+        this.watchdog.cancel();
         if (err) for (const i of pending.values()) outcomes[i] = err;
         pending.clear();
         if (this.sock === sock) sock.unref();
@@ -271,7 +269,7 @@ export class BatchSocket {
         if (!this.sendNext(job)) this.run(this.queue.shift());
       },
     };
-    this.armWatchdog(this.timeoutMs);
+    this.watchdog.arm(this.timeoutMs);
     sock.ref();
     sock.send(datagram, {}, (err) => {
       if (!err || this.sock !== sock) return;
@@ -281,25 +279,13 @@ export class BatchSocket {
     });
   }
 
-  private armWatchdog(delayMs: number): void {
-    if (this.watchdog) {
-      this.watchdog.ref();
-      return;
-    }
-    this.watchdog = setTimeout(() => {
-      this.watchdog = null;
-      const f = this.inFlight;
-      if (!f) return; // idle: armed again by the next chunk
-      const waited = monotonicMs() - f.sentAt;
-      if (waited < this.timeoutMs) {
-        this.armWatchdog(this.timeoutMs - waited);
-        return;
-      }
-      // A late answer could be taken for the next chunk's: start afresh on a new socket — dropped
-      // before the chunk fails, since its failure sends the next chunk at once (on a fresh one).
-      this.reset('batch timed out');
-      this.abort('ETIMEDOUT', new Error(`no answer from the kernel within ${this.timeoutMs} ms (${f.pending.size} of ${f.requests} requests unanswered)`));
-    }, delayMs);
+  private watchdogExpired(): void {
+    const f = this.inFlight;
+    if (!f) return;
+    // A late answer could be taken for the next chunk's: start afresh on a new socket — dropped
+    // before the chunk fails, since its failure sends the next chunk at once (on a fresh one).
+    this.reset('batch timed out');
+    this.abort('ETIMEDOUT', new Error(`no answer from the kernel within ${this.timeoutMs} ms (${f.pending.size} of ${f.requests} requests unanswered)`));
   }
 
   private nextSeq(): number {

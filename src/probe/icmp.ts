@@ -37,6 +37,7 @@
  * succeeds proves the path both ways.
  */
 import { isIP } from 'node:net';
+import { createDeadline, type Deadline } from '../deadline';
 import { WeftError, describeError } from '../errors';
 import { parseIPv6, type IPFamily } from '../ip';
 import { randomBytes } from '../random';
@@ -187,7 +188,8 @@ interface Batch {
   readonly results: EchoResult[];
   remaining: number;
   readonly resolve: (results: EchoResult[]) => void;
-  timer: NodeJS.Timeout | null;
+  /** The replies' deadline: a Deadline, since the last reply nearly always comes first (src/deadline.ts). */
+  timer: Deadline | null;
 }
 
 interface Pending {
@@ -270,10 +272,10 @@ export class IcmpPinger implements Pinger {
         this.send(seq, p);
       }
       if (batch.remaining === 0) return;
-      batch.timer = setTimeout(() => {
-        batch.timer = null;
+      batch.timer = createDeadline(() => {
         for (const seq of seqs) this.finish(seq, { ok: false, rttMs: null, error: 'timeout' });
-      }, timeoutMs);
+      });
+      batch.timer.arm(timeoutMs);
     });
   }
 
@@ -365,7 +367,7 @@ export class IcmpPinger implements Pinger {
 function settle(batch: Batch, index: number, r: EchoResult): void {
   batch.results[index] = r;
   if (--batch.remaining > 0) return;
-  if (batch.timer !== null) clearTimeout(batch.timer);
+  batch.timer?.close();
   batch.resolve(batch.results);
 }
 

@@ -55,7 +55,12 @@ export function deadlinesAreNative(): boolean {
 
 export function createDeadline(onExpire: () => void, opts: DeadlineOptions = {}): Deadline {
   const factory = nativeTimerFactory();
-  return factory === null ? new NodeDeadline(onExpire, opts) : new NativeDeadline(factory, onExpire, opts);
+  return factory === null ? createNodeDeadline(onExpire, opts) : new NativeDeadline(factory, onExpire, opts);
+}
+
+/** The setTimeout fallback (createDeadline's choice without the addon; exported for its tests). */
+export function createNodeDeadline(onExpire: () => void, opts: DeadlineOptions = {}): Deadline {
+  return new NodeDeadline(onExpire, opts);
 }
 
 class NativeDeadline implements Deadline {

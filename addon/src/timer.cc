@@ -107,8 +107,10 @@ class TimerWrap : public Napi::ObjectWrap<TimerWrap> {
       return env.Undefined();
     }
     if (!handle_) return env.Undefined();  // the environment is going away
+    // NaN and negatives are 0 (as soon as possible); beyond 2^52 ms (and Infinity), 2^52 ms.
     double ms = info[0].As<Napi::Number>().DoubleValue();
-    uint64_t timeout = ms > 0 ? static_cast<uint64_t>(ms) : 0;
+    constexpr double kLongest = 4503599627370496.0;
+    uint64_t timeout = ms > 0 ? static_cast<uint64_t>(ms < kLongest ? ms : kLongest) : 0;
     uv_update_time(handle_->timer.loop);
     int rc = uv_timer_start(&handle_->timer, OnTimer, timeout, 0);
     if (rc != 0) {

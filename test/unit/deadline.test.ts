@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { createDeadline, deadlinesAreNative } from '../../src/deadline';
+import { createDeadline, createNodeDeadline, deadlinesAreNative, type Deadline, type DeadlineOptions } from '../../src/deadline';
 
 const DIST_SRC = join(__dirname, '..', '..', 'src');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -19,55 +19,64 @@ describe('deadline', () => {
     assert.equal(deadlinesAreNative(), true, 'addon/build/Release/weft_native.node has no Timer: run "npm run build"');
   });
 
-  it('expires once, after its delay', async () => {
-    const fired: number[] = [];
-    const t0 = Date.now();
-    const d = createDeadline(() => fired.push(Date.now() - t0));
-    d.arm(30);
-    assert.equal(d.armed, true);
-    await sleep(120);
-    assert.equal(fired.length, 1);
-    assert.ok(fired[0]! >= 25, `expired after ${fired[0]} ms, armed for 30`);
-    assert.equal(d.armed, false);
-  });
+  const kinds: readonly [string, (onExpire: () => void, opts?: DeadlineOptions) => Deadline][] = [
+    ['native', createDeadline],
+    ['setTimeout fallback', createNodeDeadline],
+  ];
+  for (const [kind, make] of kinds) {
+    describe(kind, () => {
+      it('expires once, after its delay', async () => {
+        const fired: number[] = [];
+        const t0 = Date.now();
+        const d = make(() => fired.push(Date.now() - t0));
+        d.arm(30);
+        assert.equal(d.armed, true);
+        await sleep(120);
+        assert.equal(fired.length, 1);
+        assert.ok(fired[0]! >= 25, `expired after ${fired[0]} ms, armed for 30`);
+        assert.equal(d.armed, false);
+      });
 
-  it('cancel stops it; arm again replaces the earlier expiry; it can be re-armed from its own callback', async () => {
-    let fired = 0;
-    const d = createDeadline(() => fired++);
-    d.arm(20);
-    d.cancel();
-    assert.equal(d.armed, false);
-    await sleep(60);
-    assert.equal(fired, 0);
+      it('cancel stops it; arm again replaces the earlier expiry; it can be re-armed from its own callback', async () => {
+        let fired = 0;
+        const d = make(() => fired++);
+        d.arm(20);
+        d.cancel();
+        assert.equal(d.armed, false);
+        await sleep(60);
+        assert.equal(fired, 0);
 
-    d.arm(20);
-    d.arm(100); // replaces the 20 ms expiry
-    await sleep(60);
-    assert.equal(fired, 0);
-    await sleep(90);
-    assert.equal(fired, 1);
+        d.arm(20);
+        d.arm(100); // replaces the 20 ms expiry
+        await sleep(60);
+        assert.equal(fired, 0);
+        await sleep(90);
+        assert.equal(fired, 1);
 
-    let rounds = 0;
-    const again = createDeadline(() => {
-      if (++rounds < 3) again.arm(5);
+        let rounds = 0;
+        const again = make(() => {
+          if (++rounds < 3) again.arm(5);
+        });
+        again.arm(5);
+        await sleep(100);
+        assert.equal(rounds, 3);
+      });
+
+      it('close disarms it for good, also from its own callback', async () => {
+        let fired = 0;
+        const d = make(() => {
+          fired++;
+          d.close();
+          d.arm(5);
+        });
+        d.arm(5);
+        await sleep(60);
+        assert.equal(fired, 1);
+        assert.equal(d.armed, false);
+      });
+
     });
-    again.arm(5);
-    await sleep(100);
-    assert.equal(rounds, 3);
-  });
-
-  it('close disarms it for good, also from its own callback', async () => {
-    let fired = 0;
-    const d = createDeadline(() => {
-      fired++;
-      d.close();
-      d.arm(5);
-    });
-    d.arm(5);
-    await sleep(60);
-    assert.equal(fired, 1);
-    assert.equal(d.armed, false);
-  });
+  }
 
   it('keeps the process alive while armed, unless told not to', () => {
     const run = (opts: string): number => {

@@ -30,6 +30,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { monotonicMs } from '../clock';
+import { createDeadline, type Deadline } from '../deadline';
 import type { DaemonComponent, DaemonView } from '../daemon/components';
 import { describeError } from '../errors';
 import { formatIPv4Cidr, type IPFamily } from '../ip';
@@ -281,7 +282,7 @@ export class HealthComponent implements DaemonComponent {
     this.connectionsByAddress.set(address, n);
     this.armHeadersDeadline(socket);
     socket.once('close', () => {
-      clearTimeout(this.deadlines.get(socket));
+      this.deadlines.get(socket)?.close();
       this.deadlines.delete(socket);
       const left = (this.connectionsByAddress.get(address) ?? 1) - 1;
       if (left <= 0) this.connectionsByAddress.delete(address);
@@ -289,23 +290,25 @@ export class HealthComponent implements DaemonComponent {
     });
   }
 
-  /** A connection must send a request's headers within HEADERS_TIMEOUT_MS (slowloris). */
-  private readonly deadlines = new Map<Socket, NodeJS.Timeout>();
+  /**
+   * A connection must send a request's headers within HEADERS_TIMEOUT_MS (slowloris). One
+   * Deadline per connection (src/deadline.ts): a scrape's headers nearly always come in time, and
+   * a cleared setTimeout would still wake the loop at its expiry, once per scrape.
+   */
+  private readonly deadlines = new Map<Socket, Deadline>();
 
   private armHeadersDeadline(socket: Socket): void {
-    clearTimeout(this.deadlines.get(socket));
-    const t = setTimeout(() => {
-      this.deadlines.delete(socket);
-      socket.destroy();
-    }, HEADERS_TIMEOUT_MS);
-    t.unref();
-    this.deadlines.set(socket, t);
+    let deadline = this.deadlines.get(socket);
+    if (deadline === undefined) {
+      deadline = createDeadline(() => socket.destroy(), { keepsProcessAlive: false });
+      this.deadlines.set(socket, deadline);
+    }
+    deadline.arm(HEADERS_TIMEOUT_MS);
   }
 
   /** Headers in: no deadline while we answer; the next request on a kept-alive connection gets a new one. */
   private headersReceived(socket: Socket, res: ServerResponse): void {
-    clearTimeout(this.deadlines.get(socket));
-    this.deadlines.delete(socket);
+    this.deadlines.get(socket)?.cancel();
     res.once('finish', () => {
       if (!socket.destroyed) this.armHeadersDeadline(socket);
     });

@@ -17,6 +17,7 @@
  * Content-Length (unary) or chunked (streams).
  */
 import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { createDeadline } from '../deadline';
 
 /** Status line + headers (and, separately, trailers) of one response. */
 export const MAX_HEAD_BYTES = 16 * 1024;
@@ -539,7 +540,10 @@ export class Http1Client {
       let status = 0;
       let pieces: Buffer[] = [];
       let size = 0;
-      const timer = setTimeout(() => conn.fail(new Http1Failure('timeout', `no answer from ${this.endpoint.origin} within ${timeoutMs} ms`)), timeoutMs);
+      // A Deadline (src/deadline.ts): the answer nearly always comes, and a cleared setTimeout
+      // would still wake the loop at its expiry.
+      const timer = createDeadline(() => conn.fail(new Http1Failure('timeout', `no answer from ${this.endpoint.origin} within ${timeoutMs} ms`)));
+      timer.arm(timeoutMs);
       conn.begin({
         head: (h) => {
           status = h.status;
@@ -549,7 +553,7 @@ export class Http1Client {
           size += p.length;
         },
         end: () => {
-          clearTimeout(timer);
+          timer.close();
           if (conn.reusable) {
             conn.socket.unref();
             this.idle.push(conn);
@@ -558,7 +562,7 @@ export class Http1Client {
           pieces = [];
         },
         error: (err) => {
-          clearTimeout(timer);
+          timer.close();
           reject(err);
         },
       }, MAX_BODY_BYTES);

@@ -12,6 +12,8 @@
 // that the owner resynchronizes (the monitor re-reads everything).
 #include "nlsock.h"
 
+#include "js_call.h"
+
 #include <linux/filter.h>
 #include <linux/netlink.h>
 #include <sys/mman.h>
@@ -288,25 +290,10 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
     if (err_no != ENOBUFS && err_no != EMSGSIZE && handle_) uv_poll_stop(&handle_->poll);
   }
 
-  // napi_make_callback, like any I/O callback: the microtask and nextTick queues run afterwards.
-  // A listener that throws becomes an uncaught exception. While Node tears the environment down
-  // it still runs the loop once (CleanupHandles) but JS can no longer be called: the call then
-  // fails with no exception pending, and the socket is shut instead (node-addon-api's
-  // MakeCallback would abort the process there).
+  // Like any I/O callback (js_call.h); JavaScript that cannot be called any more shuts the socket.
   void Call(Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
     if (fn.IsEmpty()) return;
-    napi_value result;
-    napi_status st = napi_make_callback(env_, nullptr, Value(), fn.Value(), args.size(), args.begin(), &result);
-    if (st == napi_ok) return;
-    bool pending = false;
-    napi_is_exception_pending(env_, &pending);
-    if (pending) {
-      napi_value exc;
-      napi_get_and_clear_last_exception(env_, &exc);
-      napi_fatal_exception(env_, exc);
-    } else {
-      Unusable();
-    }
+    if (!CallIntoJs(env_, Value(), fn.Value(), args.size(), args.begin())) Unusable();
   }
 
   // JavaScript cannot be called (the environment is going away): stop reading, close the fd.

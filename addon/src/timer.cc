@@ -9,6 +9,8 @@
 // libuv's heap, so the loop sleeps until the next real deadline.
 #include "timer.h"
 
+#include "js_call.h"
+
 #include <uv.h>
 
 namespace weft {
@@ -149,9 +151,7 @@ class TimerWrap : public Napi::ObjectWrap<TimerWrap> {
     if (h->owner) h->owner->Expire();
   }
 
-  // napi_make_callback, like Node's own timers: the microtask and nextTick queues run afterwards.
-  // A callback that throws becomes an uncaught exception. During environment teardown JS cannot
-  // be called any more: the timer is shut instead.
+  // Like Node's own timers (js_call.h); JavaScript that cannot be called any more shuts the timer.
   void Expire() {
     napi_handle_scope scope;
     if (napi_open_handle_scope(env_, &scope) != napi_ok) {
@@ -162,19 +162,7 @@ class TimerWrap : public Napi::ObjectWrap<TimerWrap> {
     // to it, which is why the wrap's own reference is only released after the call).
     bool held = armed_;
     armed_ = false;
-    napi_value result;
-    napi_status st = napi_make_callback(env_, nullptr, Value(), on_expire_.Value(), 0, nullptr, &result);
-    if (st != napi_ok) {
-      bool pending = false;
-      napi_is_exception_pending(env_, &pending);
-      if (pending) {
-        napi_value exc;
-        napi_get_and_clear_last_exception(env_, &exc);
-        napi_fatal_exception(env_, exc);
-      } else {
-        Shutdown();
-      }
-    }
+    if (!CallIntoJs(env_, Value(), on_expire_.Value(), 0, nullptr)) Shutdown();
     if (held) Napi::ObjectWrap<TimerWrap>::Unref();  // a re-arm took a reference of its own
     napi_close_handle_scope(env_, scope);
   }

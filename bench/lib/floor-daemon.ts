@@ -19,7 +19,7 @@ import { parseIPv4Cidr } from '../../src/ip';
 import { prefixEnd } from '../../src/lease/etcd-common';
 import { openNetlinkSocket } from '../../src/netlink/transport';
 import type { KernelWrite } from '../../src/netlink/types';
-import { encodeWrites, forEachAck, NLM_F_ACK, stampMessage } from '../../src/netlink/wire';
+import { encodeWrites, forEachAck, stampBatchRequest } from '../../src/netlink/wire';
 
 interface Peer {
   readonly subnet: string;
@@ -47,12 +47,8 @@ function main(): void {
   const write = (writes: readonly KernelWrite[]): void => {
     const batch = encodeWrites(writes, (_i, err) => process.stdout.write(`error ${err.message}\n`));
     const count = batch.offsets.length - 1;
-    for (let i = 0; i < count; i++) {
-      const at = batch.offsets[i]!;
-      stampMessage(batch.buffer, seq++, 0, at);
-      // One ACK, on the last request (errors are answered anyway), as weft's batches ask.
-      if (i === count - 1) batch.buffer.writeUInt16LE(batch.buffer.readUInt16LE(at + 6) | NLM_F_ACK, at + 6);
-    }
+    // One ACK, on the last request (errors are answered anyway), as weft's batches ask.
+    for (let i = 0; i < count; i++) stampBatchRequest(batch.buffer, seq++, 0, batch.offsets[i]!, i === count - 1);
     netlink.send(batch.buffer.subarray(0, batch.offsets[count]!));
   };
 

@@ -25,7 +25,7 @@ import { createDeadline, type Deadline } from '../deadline';
 import type { Logger } from '../log';
 import { RECV_BUFFER_BYTES } from './socket';
 import { openNetlinkSocket, type RawSocket } from './transport';
-import { forEachAck, NLM_F_ACK, setU16le, stampMessage, u16le, type EncodedBatch } from './wire';
+import { forEachAck, stampBatchRequest, type EncodedBatch } from './wire';
 
 const NETLINK_ROUTE = 0;
 
@@ -245,10 +245,7 @@ export class BatchSocket {
     for (let i = start; i < end; i++) {
       const seq = this.nextSeq();
       const at = batch.offsets[i]!;
-      stampMessage(batch.buffer, seq, pid, at);
-      // nlmsg_flags (u16 at 6): NLM_F_ACK on the last request only (errors are answered anyway).
-      const flags = u16le(batch.buffer, at + 6);
-      setU16le(batch.buffer, i === end - 1 ? flags | NLM_F_ACK : flags & ~NLM_F_ACK, at + 6);
+      stampBatchRequest(batch.buffer, seq, pid, at, i === end - 1);
       pending.set(seq, i);
       lastSeq = seq;
     }

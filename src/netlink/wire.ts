@@ -414,6 +414,17 @@ export function stampMessage(buf: Buffer, seq: number, pid: number, offset = 0):
 }
 
 /**
+ * Stamp one request of a batch's datagram in place: its sequence number and sender port, and
+ * NLM_F_ACK on the datagram's last request only (errors are answered anyway; the encoders set it
+ * on every request).
+ */
+export function stampBatchRequest(buf: Buffer, seq: number, pid: number, offset: number, last: boolean): void {
+  stampMessage(buf, seq, pid, offset);
+  const flags = u16le(buf, offset + 6);
+  setU16le(buf, last ? flags | NLM_F_ACK : flags & ~NLM_F_ACK, offset + 6);
+}
+
+/**
  * Every acknowledgement in one received datagram: `onAck(seq, errno)` with errno 0 for success,
  * the positive errno otherwise (NLMSG_ERROR carries -errno). Other messages are skipped; a
  * truncated or malformed tail ends the walk.

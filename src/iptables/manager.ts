@@ -9,9 +9,12 @@
  *   when it moved since the last check (someone ran iptables, Docker started a container...).
  *   Where the group cannot be joined it polls the generation every `--iptables-resync` seconds
  *   (flannel's flag, default 5) instead; an idle daemon thus has no 5-second wake-up;
- * - on a slow full resync, every max(60 s, --iptables-resync) — 5 min when notified: the safety
- *   net, and the only periodic trigger when iptables is the legacy variant (whose tables have no
- *   generation).
+ * - as a safety net, every max(60 s, --iptables-resync) — 5 min when notified: a check when the
+ *   generation moved since the last successful check (a notification lost without the kernel
+ *   saying so, a watch socket gone quiet), or cannot be read, or that check failed; otherwise
+ *   nothing is forked, since iptables-save would print the very ruleset that check saw. With the
+ *   legacy variant (whose tables have no generation) it is always a full check, and the only
+ *   periodic trigger.
  * A rule deleted by hand thus comes back at once (within --iptables-resync seconds when polling).
  *
  * Restoring touches only what is missing or wrong (rules.ts: planRestore). Rules stay in place
@@ -74,6 +77,8 @@ export class IptablesManager implements DaemonComponent {
   private wantedKey = '';
   private randomFully: boolean | null = null;
   private lastGeneration: number | null = null;
+  /** The last check failed (or none ran yet): the safety net then checks whatever the generation says. */
+  private lastCheckFailed = true;
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
@@ -173,10 +178,9 @@ export class IptablesManager implements DaemonComponent {
     const gen = this.generation;
     // Notified by the kernel when it can be (no timer); polled when it cannot.
     const notified = gen !== null && gen.watch?.(() => void this.poll()) === true;
-    // The full check (a fork of iptables-save) is the safety net: with notifications it only
-    // catches changes made with iptables-legacy beside iptables-nft, so it runs every 5 min.
+    // The safety net (safetyNet): every 5 min when the kernel notifies, else every minute at least.
     const fullMs = Math.max(notified ? FULL_RESYNC_NOTIFIED_MS : FULL_RESYNC_MIN_MS, this.opts.resyncSeconds * 1000);
-    this.cancels.push(this.clock.every(fullMs, () => this.trigger('periodic resync')));
+    this.cancels.push(this.clock.every(fullMs, () => void this.safetyNet()));
     if (gen === null) return;
     if (notified) {
       this.cancels.push(() => gen.unwatch?.());
@@ -202,6 +206,27 @@ export class IptablesManager implements DaemonComponent {
     }
   }
 
+  /**
+   * The periodic safety net. iptables-save prints the nf_tables ruleset, and every commit to that
+   * ruleset moves the generation: while the generation is where the last successful check left
+   * it, the rules are exactly what that check saw, and forking iptables-save again would only read
+   * them again (a fork and ~10 ms of CPU every 5 min on every host: half of an idle weftd's
+   * periodic work, docs/performance.md). So with a generation the net is one netlink read, and it
+   * checks only when the generation moved without a notification telling us, or cannot be read,
+   * or the last check failed (its retry). Legacy iptables has no generation: a full check.
+   */
+  private async safetyNet(): Promise<void> {
+    if (this.stopped) return;
+    if (this.generation !== null && this.running === null && !this.lastCheckFailed && this.lastGeneration !== null) {
+      const gen = await this.currentGeneration();
+      if (gen !== null && gen === this.lastGeneration && !this.lastCheckFailed) {
+        this.log.debug('iptables rules in place (ruleset generation unchanged since the last check)', { trigger: 'periodic resync', generation: gen });
+        return;
+      }
+    }
+    this.trigger('periodic resync');
+  }
+
   private trigger(why: string): void {
     if (this.stopped || this.network === null || this.randomFully === null) return;
     if (this.running !== null) {
@@ -219,7 +244,11 @@ export class IptablesManager implements DaemonComponent {
     let verifications = 0;
     do {
       this.again = false;
-      const restored = await this.check(reason).catch((err: unknown) => {
+      const restored = await this.check(reason).then((r) => {
+        this.lastCheckFailed = false;
+        return r;
+      }, (err: unknown) => {
+        this.lastCheckFailed = true;
         this.reportError(err);
         return false;
       });

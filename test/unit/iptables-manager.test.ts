@@ -246,12 +246,68 @@ describe('IptablesManager', () => {
     assert.ok(hook.unwatched, 'stop() stops listening');
   });
 
-  it('resyncs fully every 60 s at least, however short --iptables-resync is', async () => {
-    const { timers, mgr } = await started({ resyncSeconds: 1 });
+  it('has its safety net every 60 s at least, however short --iptables-resync is', async () => {
+    const { ipt, timers, mgr } = await started({ resyncSeconds: 1 });
     assert.deepEqual(timers.periods(), [1000, 60000]);
+    // The generation moved and no poll saw it yet: the net checks.
+    ipt.deleteByHand('nat', 'WEFT-POSTRTG', 1);
     timers.fire(60000);
     await settle(mgr);
-    assert.equal(mgr.stats.checks, 3);
+    assert.equal(mgr.stats.checks, 4);
+    assert.equal(ipt.rules('nat', 'WEFT-POSTRTG').length, 6);
+    await mgr.stop();
+  });
+
+  it('safety net: forks nothing while the generation is where the last check left it', async () => {
+    const { ipt, timers, mgr } = await started({ resyncSeconds: 1 });
+    const saves = ipt.saves;
+    const reads = ipt.genReads;
+    for (let i = 0; i < 10; i++) {
+      timers.fire(60000);
+      await settle(mgr);
+    }
+    assert.equal(ipt.saves, saves, 'no iptables-save: the ruleset is the one the last check saw');
+    assert.equal(ipt.genReads, reads + 10, 'one generation read per safety net');
+    await mgr.stop();
+  });
+
+  it('safety net with notifications: a change whose notification was lost is restored within 5 min', async () => {
+    const ipt = new FakeIptables();
+    const notified = Object.assign(ipt, { watch: (): boolean => true, unwatch: (): void => undefined });
+    const timers = new ManualTimers();
+    const mgr = new IptablesManager({ ipMasq: true, forwardRules: true, resyncSeconds: 5, runner: ipt, generation: notified, clock: timers });
+    const daemon = new FakeDaemon({ config: CONFIG, lease: LEASE });
+    await mgr.start(daemon);
+    await flush();
+    daemon.emit('lease', LEASE);
+    await settle(mgr);
+    const saves = ipt.saves;
+    timers.fire(300000);
+    await settle(mgr);
+    assert.equal(ipt.saves, saves, 'nothing changed: nothing forked');
+    const before = [...ipt.rules('nat', 'WEFT-POSTRTG')];
+    ipt.deleteByHand('nat', 'WEFT-POSTRTG', 2); // and no notification comes
+    timers.fire(300000);
+    await settle(mgr);
+    assert.deepEqual(ipt.rules('nat', 'WEFT-POSTRTG'), before);
+    await mgr.stop();
+  });
+
+  it('safety net after a failed check: checks again although the generation did not move (its retry)', async () => {
+    const { ipt, timers, mgr } = await started({ resyncSeconds: 1 });
+    // A lease re-acquired with another subnet: new rules to apply, and the ruleset has not moved.
+    ipt.failSave = new Error('iptables-save: cannot open /run/xtables.lock');
+    mgr.setNetwork(NETWORK, parseIPv4Cidr('10.5.9.0/24')!);
+    await settle(mgr);
+    assert.ok(!ipt.rules('nat', 'WEFT-POSTRTG').some((r) => r.includes('10.5.9.0/24')), 'the check failed: nothing applied yet');
+    ipt.failSave = null;
+    // The poll sees the generation the last good check saw: nothing to do for it.
+    timers.fire(1000);
+    await settle(mgr);
+    assert.ok(!ipt.rules('nat', 'WEFT-POSTRTG').some((r) => r.includes('10.5.9.0/24')));
+    timers.fire(60000);
+    await settle(mgr);
+    assert.ok(ipt.rules('nat', 'WEFT-POSTRTG').some((r) => r.includes('10.5.9.0/24')), 'the safety net retried the failed check');
     await mgr.stop();
   });
 

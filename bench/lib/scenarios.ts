@@ -645,6 +645,8 @@ export interface IdleFigures {
   readonly variant: string;
   readonly load: [number, number];
   readonly cpuSeconds: number;
+  /** How long the CPU was measured (absent in runs saved before the eighth pass: 60 s). */
+  readonly windowSeconds?: number;
   /** CPU of all daemons together, in cores (CPU seconds per second). */
   readonly cpuCores: number;
 }
@@ -709,7 +711,7 @@ export async function measureIdle(lab: Lab, extraPeers: number, network: string,
         for (const w of ws) w.close();
       }
     }
-    return { variant: variant?.label ?? 'after', heap, wakeupsPerMinute, load: [loadStart, load1()], config: !restartWith?.includes('--healthz-port=0') ? 'lab defaults: --healthz-port=8471, so /metrics and peer probes on' : `${variant?.flanneldPath ? 'flanneld' : 'weftd'} ${restartWith.join(' ')} (flannel's defaults: no health port, no probes)`, hosts: hosts.length, peersEach: hosts.length - 1 + extra.length, settleSeconds, memory, cpuSeconds: cpu, cpuCores: cpu / elapsed };
+    return { variant: variant?.label ?? 'after', heap, wakeupsPerMinute, load: [loadStart, load1()], config: !restartWith?.includes('--healthz-port=0') ? 'lab defaults: --healthz-port=8471, so /metrics and peer probes on' : `${variant?.flanneldPath ? 'flanneld' : 'weftd'} ${restartWith.join(' ')} (flannel's defaults: no health port, no probes)`, hosts: hosts.length, peersEach: hosts.length - 1 + extra.length, settleSeconds, memory, cpuSeconds: cpu, windowSeconds: elapsed, cpuCores: cpu / elapsed };
   } finally {
     writer.close();
     for (const w of watchers) w.close();

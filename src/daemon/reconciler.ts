@@ -638,9 +638,10 @@ export class Reconciler {
     this.foreignRoutes = routes.filter((r) => r.type === RTN_UNICAST && !ownsRoute(r, actual, this.ownership));
     this.foreignBySlot = routesBySlot(this.foreignRoutes);
     this.warnConflicts(conflicts, true);
-    const converged = this.converged === null ? null : (this.convergedIds ??= desiredIds(this.converged));
     const isRepair = (c: Change): boolean => {
-      if (converged === null) return false;
+      if (this.converged === null) return false;
+      // Built on the first change only: a resync that finds the kernel right (nearly all) needs none.
+      const converged = (this.convergedIds ??= desiredIds(this.converged));
       return c.op === 'remove' ? !converged.has(changeId(c)) : converged.has(changeId(c));
     };
 

@@ -116,15 +116,26 @@ const LEASE: Lease = {
 };
 const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-async function started(opts: { ipMasq?: boolean; forwardRules?: boolean; resyncSeconds?: number; legacy?: boolean; log?: Logger } = {}) {
+/** `notified`: the generation source also announces ruleset commits (NFNLGRP_NFTABLES); `hook.notify` is the announcement. */
+async function started(opts: { ipMasq?: boolean; forwardRules?: boolean; resyncSeconds?: number; legacy?: boolean; notified?: boolean; log?: Logger } = {}) {
   const ipt = new FakeIptables();
   const timers = new ManualTimers();
+  const hook: { notify: (() => void) | null; unwatched: boolean } = { notify: null, unwatched: false };
+  const generation = opts.legacy ? null : !opts.notified ? ipt : Object.assign(ipt, {
+    watch(onChange: () => void): boolean {
+      hook.notify = onChange;
+      return true;
+    },
+    unwatch(): void {
+      hook.unwatched = true;
+    },
+  });
   const mgr = new IptablesManager({
     ipMasq: opts.ipMasq ?? true,
     forwardRules: opts.forwardRules ?? true,
     resyncSeconds: opts.resyncSeconds ?? 5,
     runner: ipt,
-    generation: opts.legacy ? null : ipt,
+    generation,
     clock: timers,
     ...(opts.log ? { log: opts.log } : {}),
   });
@@ -133,9 +144,8 @@ async function started(opts: { ipMasq?: boolean; forwardRules?: boolean; resyncS
   await mgr.start(daemon);
   await flush();
   daemon.emit('lease', LEASE);
-  await flush();
-  await mgr.idle();
-  return { ipt, timers, mgr, daemon };
+  await settle(mgr);
+  return { ipt, timers, mgr, daemon, hook };
 }
 
 async function settle(mgr: IptablesManager): Promise<void> {
@@ -210,24 +220,7 @@ describe('IptablesManager', () => {
   });
 
   it('with nf_tables notifications: no poll timer; a rule deleted by hand is restored on the notification', async () => {
-    const ipt = new FakeIptables();
-    const hook: { notify: (() => void) | null; unwatched: boolean } = { notify: null, unwatched: false };
-    const notified = Object.assign(ipt, {
-      watch(onChange: () => void): boolean {
-        hook.notify = onChange;
-        return true;
-      },
-      unwatch(): void {
-        hook.unwatched = true;
-      },
-    });
-    const timers = new ManualTimers();
-    const mgr = new IptablesManager({ ipMasq: true, forwardRules: true, resyncSeconds: 5, runner: ipt, generation: notified, clock: timers });
-    const daemon = new FakeDaemon({ config: CONFIG, lease: LEASE });
-    await mgr.start(daemon);
-    await flush();
-    daemon.emit('lease', LEASE);
-    await settle(mgr);
+    const { ipt, timers, mgr, hook } = await started({ notified: true });
     assert.deepEqual(timers.periods(), [300000], 'only the slow full resync is a timer, every 5 min');
     const notify = hook.notify;
     assert.ok(notify !== null, 'the manager listens for ruleset changes');
@@ -272,15 +265,7 @@ describe('IptablesManager', () => {
   });
 
   it('safety net with notifications: a change whose notification was lost is restored within 5 min', async () => {
-    const ipt = new FakeIptables();
-    const notified = Object.assign(ipt, { watch: (): boolean => true, unwatch: (): void => undefined });
-    const timers = new ManualTimers();
-    const mgr = new IptablesManager({ ipMasq: true, forwardRules: true, resyncSeconds: 5, runner: ipt, generation: notified, clock: timers });
-    const daemon = new FakeDaemon({ config: CONFIG, lease: LEASE });
-    await mgr.start(daemon);
-    await flush();
-    daemon.emit('lease', LEASE);
-    await settle(mgr);
+    const { ipt, timers, mgr } = await started({ notified: true });
     const saves = ipt.saves;
     timers.fire(300000);
     await settle(mgr);

@@ -216,13 +216,12 @@ export class IptablesManager implements DaemonComponent {
    * or the last check failed (its retry). Legacy iptables has no generation: a full check.
    */
   private async safetyNet(): Promise<void> {
-    if (this.stopped) return;
-    if (this.generation !== null && this.running === null && !this.lastCheckFailed && this.lastGeneration !== null) {
-      const gen = await this.currentGeneration();
-      if (gen !== null && gen === this.lastGeneration && !this.lastCheckFailed) {
-        this.log.debug('iptables rules in place (ruleset generation unchanged since the last check)', { trigger: 'periodic resync', generation: gen });
-        return;
-      }
+    // No generation, a failed last check, or a check running (the trigger coalesces): no read.
+    const gen = this.generation === null || this.lastCheckFailed || this.running !== null ? null : await this.currentGeneration();
+    // lastCheckFailed again: a check may have ended (and failed) while the generation was read.
+    if (gen !== null && gen === this.lastGeneration && !this.lastCheckFailed) {
+      this.log.debug('iptables rules in place (ruleset generation unchanged since the last check)', { trigger: 'periodic resync', generation: gen });
+      return;
     }
     this.trigger('periodic resync');
   }

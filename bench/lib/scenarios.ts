@@ -260,6 +260,12 @@ export interface JoinFigures {
   readonly fromCommitMs: number[];
   /** CPU of all daemons over the joins ÷ joins ÷ hosts (ms): the CPU one daemon spends per peer join. */
   readonly cpuPerDaemonPerJoinMs: number;
+  /**
+   * etcd's CPU over the same joins ÷ joins (ms): what serving one put to every host's watch costs
+   * the lab's one etcd — on the same cores as the daemons, so on the latency's path. Absent in runs
+   * saved before it.
+   */
+  readonly etcdCpuPerJoinMs?: number;
   /** Joins whose route did not reach every host within 10 s (left out of the latencies). */
   readonly missed: number;
   /** The 1-minute load average at the start and end of the joins. */
@@ -278,13 +284,15 @@ export async function measureJoins(lab: Lab, joins: number, network: string, pro
   const hosts = lab.hostNames();
   const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
   const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint, `${PREFIX}/subnets/`);
-  const out: JoinFigures & { cpuPerDaemonPerJoinMs: number; missed: number; load: [number, number] } = {
-    variant: variantLabel, hosts: hosts.length, joins, allHostsMs: [], perHostMs: [], fromSendMs: [], etcdCommitMs: [], fromCommitMs: [], cpuPerDaemonPerJoinMs: NaN, missed: 0, load: [load1(), NaN],
+  const out: JoinFigures & { cpuPerDaemonPerJoinMs: number; etcdCpuPerJoinMs: number; missed: number; load: [number, number] } = {
+    variant: variantLabel, hosts: hosts.length, joins, allHostsMs: [], perHostMs: [], fromSendMs: [], etcdCommitMs: [], fromCommitMs: [], cpuPerDaemonPerJoinMs: NaN, etcdCpuPerJoinMs: NaN, missed: 0, load: [load1(), NaN],
   };
   const pids = hosts.map((h) => lab.daemonPid(h)!);
   try {
     await sleep(500); // let the watchers start
     const subnets = freeSubnets(lab, network, joins, skipSubnets);
+    const etcdPid = lab.etcdPid();
+    const etcdCpuBefore = etcdPid === null ? NaN : cpuNsOf(etcdPid);
     const cpuBefore = pids.map(cpuNsOf);
     for (let j = 0; j < joins; j++) {
       const subnet = subnets[j]!;
@@ -314,6 +322,7 @@ export async function measureJoins(lab: Lab, joins: number, network: string, pro
     // Includes the idle CPU of the pauses between joins (tiny next to a join).
     const ns = pids.map(cpuNsOf).reduce((a, t, i) => a + (t - cpuBefore[i]!), 0);
     out.cpuPerDaemonPerJoinMs = ns / 1e6 / joins / hosts.length;
+    if (etcdPid !== null) out.etcdCpuPerJoinMs = (cpuNsOf(etcdPid) - etcdCpuBefore) / 1e6 / joins;
     out.load[1] = load1();
     // One delete at a time, 50 ms apart: flanneld v0.20.2 re-opens its etcd watch from "now"
     // after each event and reads only the first event of a response, so it misses deletes that
@@ -335,7 +344,7 @@ export async function measureJoins(lab: Lab, joins: number, network: string, pro
     for (const off of stop) off();
     if (lingering.size > 0) progress(`  ${variantLabel}: ${lingering.size} of ${subnets.length} removed leases still routed on some host after 10 s`);
     progress(`  ${variantLabel}: ${joins - out.missed}/${joins} joins on ${hosts.length} hosts: all hosts p50 ${median(out.allHostsMs).toFixed(2)} ms, p99 ${percentile(out.allHostsMs, 99).toFixed(2)} ms `
-      + `(from the put sent: p50 ${median(out.fromSendMs).toFixed(2)} ms; etcd commit p50 ${median(out.etcdCommitMs).toFixed(2)} ms); CPU per daemon per join ${out.cpuPerDaemonPerJoinMs.toFixed(2)} ms`);
+      + `(from the put sent: p50 ${median(out.fromSendMs).toFixed(2)} ms; etcd commit p50 ${median(out.etcdCommitMs).toFixed(2)} ms); CPU per daemon per join ${out.cpuPerDaemonPerJoinMs.toFixed(2)} ms, etcd's per join ${out.etcdCpuPerJoinMs.toFixed(2)} ms`);
   } finally {
     writer.close();
     for (const w of watchers) w.close();

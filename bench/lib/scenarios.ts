@@ -262,8 +262,8 @@ export interface JoinFigures {
   readonly cpuPerDaemonPerJoinMs: number;
   /**
    * etcd's CPU over the same joins ÷ joins (ms): what serving one put to every host's watch costs
-   * the lab's one etcd — on the same cores as the daemons, so on the latency's path. Absent in runs
-   * saved before it.
+   * the lab's one etcd — on the same cores as the daemons, so on the latency's path. Includes its
+   * idle over the pauses between joins (~0.3 ms a join here, ~10 %). Absent in runs saved before it.
    */
   readonly etcdCpuPerJoinMs?: number;
   /** Joins whose route did not reach every host within 10 s (left out of the latencies). */

@@ -394,9 +394,12 @@ function table(r: Results): Row[] {
       const clusterOf = (j: JoinFigures | undefined): number | undefined => (j?.etcdCpuPerJoinMs !== undefined ? j.cpuPerDaemonPerJoinMs * j.hosts + j.etcdCpuPerJoinMs : undefined);
       rows.push({ figure: `etcd's CPU per peer join (${label} hosts: the put and every host's watch)`, weft: etcdOf(a), before: etcdOf(b), flanneld: etcdOf(f),
         ratio: times(a.etcdCpuPerJoinMs, f?.etcdCpuPerJoinMs), target: '—', load, met: null });
-      const c = clusterOf(a)!;
-      rows.push({ figure: `control plane's CPU per peer join, ${label} hosts (every daemon + etcd)`, weft: ms(c), before: b ? ms(clusterOf(b) ?? NaN) : '', flanneld: f ? ms(clusterOf(f) ?? NaN) : '',
-        ratio: times(c, clusterOf(f)), target: '—', load, met: null });
+      const clusterMsOf = (j: JoinFigures | undefined): string => {
+        const c = clusterOf(j);
+        return c === undefined ? '' : ms(c);
+      };
+      rows.push({ figure: `control plane's CPU per peer join, ${label} hosts (every daemon + etcd)`, weft: clusterMsOf(a), before: clusterMsOf(b), flanneld: clusterMsOf(f),
+        ratio: times(clusterOf(a)!, clusterOf(f)), target: '—', load, met: null });
     }
     const noteOf = (j: JoinFigures): string => `${j.missed ? `${j.missed} of ${j.joins} joins MISSED (never on every host within 10 s; left out); ` : ''}from the moment a watch beside etcd saw the put: p50 ${ms(median(j.allHostsMs))}, p99 ${ms(percentile(j.allHostsMs, 99))}; from the put sent: p50 ${ms(median(j.fromSendMs))} (etcd's commit p50 ${ms(median(j.etcdCommitMs))})`;
     rows.push({ figure: `join (etcd's answer to the put) → route on every host, ${label} hosts, p50 / p99`, weft: latOf(a), before: latOf(b), flanneld: latOf(f),

@@ -145,6 +145,7 @@ export function formatStatus(r: StatusReport, now: number): string {
   }
   if (!r.probes.enabled) lines.push(`probes     ${r.probes.error ? `disabled: ${r.probes.error}` : 'not started yet'}`);
   else if (r.probes.error) lines.push(`probes     failing: ${r.probes.error}`);
+  else if (r.probes.intervalSeconds === 0) lines.push('probes     on demand only (--probe-interval=0): weft status --probe');
   const programmed = r.peers.filter((p) => p.programmed).length;
   // A dual-stack peer counts once: unreachable when either family's probe is.
   const peerState = (p: PeerStatus): string | undefined => (p.probeV6?.state === 'unreachable' ? 'unreachable' : p.probe?.state ?? p.probeV6?.state);

@@ -75,6 +75,7 @@ const DAEMON_FLAGS: readonly FlagDef[] = [
   { name: 'healthz-ip', kind: 'string', metavar: 'IP', help: 'address the /healthz endpoint listens on', defaultText: '0.0.0.0' },
   { name: 'healthz-port', kind: 'string', metavar: 'PORT', help: 'port of the /healthz endpoint (0 = off)', defaultText: '0' },
   { name: 'healthz-expose-details', kind: 'boolean', help: 'weft: also serve /metrics and /status on --healthz-ip to other machines and containers (by default only /healthz and /readyz are; the details answer loopback clients, e.g. weft status; POST /probe is always loopback-only); see docs/security.md', defaultText: 'false' },
+  { name: 'probe-interval', kind: 'string', metavar: 'SECONDS', help: 'weft: period of the peer probes while the health port is on (one ICMP echo to each peer through the overlay, up to 32 peers a cycle; docs/observability.md), seconds or a Go duration; 0: no periodic probes (weft status --probe still probes on demand)', defaultText: '30' },
   { name: 'vxlan-fallback', kind: 'string', metavar: 'auto|force|off', help: 'weft: user-space VXLAN when the kernel has none (auto), always (force) or never (off)', defaultText: 'auto' },
   { name: 'wireguard-fallback', kind: 'string', metavar: 'auto|force|off', help: 'weft: wireguard backend: wireguard-go (user space) when the kernel has no WireGuard (auto), always (force) or never (off)', defaultText: 'auto' },
   { name: 'wireguard-key-file', kind: 'string', metavar: 'FILE', help: 'wireguard backend: the private key file, created (mode 0600) if missing and reused across restarts; flannel\'s $WIREGUARD_KEY_FILE is honoured too', defaultText: '/run/flannel/wgkey' },
@@ -396,6 +397,21 @@ function resyncInterval(raw: Map<string, RawValue>): number {
   return s;
 }
 
+/** --probe-interval's default (seconds): src/probe/prober.ts's cycle. */
+export const DEFAULT_PROBE_INTERVAL_SECONDS = 30;
+
+function probeInterval(raw: Map<string, RawValue>): number {
+  const r = raw.get('probe-interval');
+  // Each cycle is one echo per peer (up to 32) through the overlay and back: in a 30-host lab on
+  // one machine about a third of an idle daemon's CPU (docs/performance.md, "tenth pass"). 0
+  // keeps /healthz, /readyz, /metrics and on-demand probes without the ICMP every cycle.
+  if (r === undefined) return DEFAULT_PROBE_INTERVAL_SECONDS;
+  const expected = '0 (no periodic probes) or at least 1 second, as seconds or a Go duration such as 30s or 2m';
+  const s = seconds(r, expected);
+  if (!(s === 0 || s >= 1) || s > 86400) throw bad(r, last(r), `${expected} (at most 24h)`);
+  return s;
+}
+
 function iptablesResync(raw: Map<string, RawValue>): number {
   const r = raw.get('iptables-resync');
   if (r === undefined) return 5;
@@ -468,6 +484,7 @@ export function parseDaemonOptions(argv: readonly string[], env: Env): DaemonOpt
     healthzIp: ip(raw, 'healthz-ip', 'any') ?? '0.0.0.0',
     healthzPort: int(raw, 'healthz-port', 0, 0, 65535, 'a port number from 0 (off) to 65535'),
     healthzExposeDetails: bool(raw, 'healthz-expose-details', false),
+    probeIntervalSeconds: probeInterval(raw),
     vxlanFallback: vxlanFallback(raw),
     wireguardFallback: wireguardFallback(raw),
     wireguardKeyFile: nonEmpty(raw, 'wireguard-key-file', 'a file path') ?? (env.WIREGUARD_KEY_FILE || '/run/flannel/wgkey'),

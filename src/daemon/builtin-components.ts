@@ -28,7 +28,9 @@ export function createComponents(opts: DaemonOptions, log: Logger): DaemonCompon
   if (opts.healthzPort > 0) {
     components.push(new DeferredComponent('health', log, () => {
       const { HealthComponent } = require('../health/component') as typeof import('../health/component');
-      return new HealthComponent({ ip: opts.healthzIp, port: opts.healthzPort, exposeDetails: opts.healthzExposeDetails, log });
+      return new HealthComponent({
+        ip: opts.healthzIp, port: opts.healthzPort, exposeDetails: opts.healthzExposeDetails, probeIntervalMs: opts.probeIntervalSeconds * 1000, log,
+      });
     }, HEALTH_START_WITHOUT_LEASE_MS));
   }
   if (opts.ipMasq || opts.iptablesForwardRules) {

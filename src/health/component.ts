@@ -63,8 +63,8 @@ export interface HealthOptions {
   /** TCP port; 0 asks the kernel for a free one (tests; weftd itself never starts this with 0). */
   readonly port: number;
   readonly log: Logger;
-  /** Probe cycle, ms (default 30 000); 0 disables probes. */
-  readonly probeIntervalMs?: number;
+  /** Probe cycle, ms (--probe-interval); 0: no cycle, on-demand rounds (POST /probe) only. */
+  readonly probeIntervalMs: number;
   /** Opens the ICMP socket (default: raw-socket, loaded on first use). */
   readonly openPinger?: (family: IPFamily) => Pinger;
   /** Reads the overlay device's state (default: /sys/class/net/<dev>/flags). */
@@ -209,6 +209,7 @@ export class HealthComponent implements DaemonComponent {
       probes: this.prober?.results() ?? [],
       probesEnabled: this.prober !== null,
       probeError: this.prober?.socketError ?? null,
+      probeIntervalSeconds: this.opts.probeIntervalMs / 1000,
       version: weftVersion(),
       pid: process.pid,
       uptimeSeconds: Math.round(monotonicMs()) / 1000,
@@ -246,16 +247,17 @@ export class HealthComponent implements DaemonComponent {
   }
 
   private startProber(): void {
-    if (this.prober !== null || (this.opts.probeIntervalMs ?? 30_000) <= 0) return;
+    if (this.prober !== null) return;
     const daemon = this.daemon!;
     this.prober = new Prober({
       log: this.log,
-      intervalMs: this.opts.probeIntervalMs ?? 30_000,
+      intervalMs: this.opts.probeIntervalMs,
       openPinger: this.opts.openPinger ?? defaultPinger,
       targets: () => probeTargets(daemon),
       onReply: (rttMs) => this.counters.probeRtt.observe(rttMs / 1000),
     });
-    this.prober.start();
+    // --probe-interval=0: the prober answers POST /probe (weft status --probe) and sends nothing else.
+    if (this.opts.probeIntervalMs > 0) this.prober.start();
   }
 
   // ---- HTTP ----------------------------------------------------------------------------------

@@ -155,7 +155,12 @@ export interface StatusReport {
     readonly repairs: Readonly<Record<string, number>>;
     readonly lastError: string | null;
   } | null;
-  readonly probes: { readonly enabled: boolean; readonly error: string | null };
+  readonly probes: {
+    readonly enabled: boolean;
+    readonly error: string | null;
+    /** The cycle (--probe-interval), 0: on demand only. Absent from a weftd older than the flag. */
+    readonly intervalSeconds?: number;
+  };
   readonly peers: readonly PeerStatus[];
 }
 
@@ -166,6 +171,7 @@ export interface StatusInput {
   readonly probes: readonly PeerProbe[];
   readonly probesEnabled: boolean;
   readonly probeError: string | null;
+  readonly probeIntervalSeconds: number;
   readonly version: string;
   readonly pid: number;
   readonly uptimeSeconds: number;
@@ -235,7 +241,7 @@ export function statusReport(input: StatusInput): StatusReport {
       repairs: r.repairs,
       lastError: r.lastError,
     },
-    probes: { enabled: input.probesEnabled, error: input.probeError },
+    probes: { enabled: input.probesEnabled, error: input.probeError, intervalSeconds: input.probeIntervalSeconds },
     peers,
   };
 }

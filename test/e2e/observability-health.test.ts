@@ -173,6 +173,30 @@ describe('observability on a 3-host lab', { timeout: 170_000 }, () => {
     assert.match(lab.daemonLog('h1'), new RegExp(`peer ${h2} reachable again over the overlay`));
   });
 
+  test('--probe-interval=0: no periodic echo, weft status says so, and an on-demand probe still runs', async () => {
+    const echoes = async (): Promise<number> => sampleValue(await metrics('h1'), 'weft_probe_echoes_sent_total')!;
+    await lab.stopDaemon('h1');
+    await lab.startDaemon('h1', { extraArgs: ['--probe-interval=0'] });
+    await lab.waitConverged();
+    try {
+      // The first cycle of a prober on a cycle runs 1 s after ready (the check below sees it on the default).
+      await sleep(2500);
+      assert.equal(await echoes(), 0, 'an echo went out with --probe-interval=0');
+      const status = await weft('h1', 'status');
+      assert.match(status.out, /^probes\s+on demand only \(--probe-interval=0\): weft status --probe$/m, status.out);
+      const probed = await weft('h1', 'status', '--probe');
+      assert.equal(probed.code, 0, probed.out);
+      assert.match(probed.out, /2 reachable, 0 unreachable/);
+      assert.equal(await echoes(), 6, 'one on-demand round: 3 echoes to each of 2 peers');
+      await sleep(1500);
+      assert.equal(await echoes(), 6, 'nothing more after the round');
+    } finally {
+      await lab.restartDaemon('h1');
+    }
+    // The default cycle: its first echoes go out ~1 s after ready.
+    await waitUntil(async () => (await echoes()) >= 2, 5000, 'the default probe cycle to send its first echoes');
+  });
+
   test('weft status says how to turn the health port on when nothing answers', async () => {
     const r = await weft('h1', 'status', '--healthz-port=1');
     assert.equal(r.code, 1);

@@ -51,6 +51,7 @@ const DEFAULTS: DaemonOptions = {
   healthzIp: '0.0.0.0',
   healthzPort: 0,
   healthzExposeDetails: false,
+  probeIntervalSeconds: 30,
   vxlanFallback: 'auto',
   wireguardFallback: 'auto',
   wireguardKeyFile: '/run/flannel/wgkey',
@@ -140,6 +141,7 @@ describe('parseDaemonOptions: defaults and flag forms', () => {
       '--public-ipv6=fd00::1', '--subnet-file=/tmp/s.env', '--subnet-lease-renew-margin=30', '--subnet-lease-ttl=2h',
       '--iptables-resync=7', '--healthz-ip=127.0.0.1', '--healthz-port=8471', '--vxlan-fallback=force',
       '--resync-interval=3', '--wireguard-fallback=force', '--wireguard-key-file=/k/wg', '--wireguard-run-dir=/r',
+      '--probe-interval=45',
     ]);
     assert.deepEqual(o, {
       ...DEFAULTS,
@@ -158,6 +160,7 @@ describe('parseDaemonOptions: defaults and flag forms', () => {
       iptablesResyncSeconds: 7,
       healthzIp: '127.0.0.1',
       healthzPort: 8471,
+      probeIntervalSeconds: 45,
       vxlanFallback: 'force',
       wireguardFallback: 'force',
       wireguardKeyFile: '/k/wg',
@@ -186,7 +189,7 @@ describe('parseDaemonOptions: help, version, unknown flags', () => {
       'etcd-endpoints', 'etcd-prefix', 'etcd-keyfile', 'etcd-certfile', 'etcd-cafile', 'etcd-username', 'etcd-password',
       'iface', 'iface-regex', 'iface-can-reach', 'public-ip', 'public-ipv6', 'subnet-file', 'subnet-lease-renew-margin',
       'subnet-lease-ttl', 'ip-masq', 'iptables-resync', 'iptables-forward-rules', 'healthz-ip', 'healthz-port',
-      'healthz-expose-details', 'vxlan-fallback', 'wireguard-fallback', 'wireguard-key-file', 'wireguard-run-dir', 'resync-interval', 'version', 'help',
+      'healthz-expose-details', 'probe-interval', 'vxlan-fallback', 'wireguard-fallback', 'wireguard-key-file', 'wireguard-run-dir', 'resync-interval', 'version', 'help',
     ]) {
       assert.match(text, new RegExp(`^  --${flag}\\b`, 'm'), flag);
     }
@@ -378,6 +381,16 @@ describe('parseDaemonOptions: value validation', () => {
     assert.equal(run(['--resync-interval=1.5s']).resyncIntervalSeconds, 1.5);
     rejects(() => run(['--resync-interval=500ms']), /^--resync-interval: invalid value "500ms": expected at least 1 second/);
     rejects(() => run(['--resync-interval=0']), /^--resync-interval: invalid value "0"/);
+  });
+
+  it('reads --probe-interval as seconds or a Go duration, 0 for on-demand probes only', () => {
+    assert.equal(run([]).probeIntervalSeconds, 30);
+    assert.equal(run(['--probe-interval=2m']).probeIntervalSeconds, 120);
+    assert.equal(run(['--probe-interval=0']).probeIntervalSeconds, 0);
+    assert.equal(run([], { FLANNELD_PROBE_INTERVAL: '10' }).probeIntervalSeconds, 10);
+    rejects(() => run(['--probe-interval=500ms']), /^--probe-interval: invalid value "500ms": expected 0 \(no periodic probes\) or at least 1 second/);
+    rejects(() => run(['--probe-interval=25h']), /^--probe-interval: invalid value "25h": .*at most 24h/);
+    rejects(() => run(['--probe-interval=-1']), /^--probe-interval: invalid value "-1"/);
   });
 
   it('accepts auto, force and off for --vxlan-fallback, case-insensitively', () => {

@@ -145,6 +145,7 @@ describe('weft status output', () => {
       ],
       probesEnabled: true,
       probeError: null,
+      probeIntervalSeconds: 30,
       version: '0.1.0',
       pid: 42,
       uptimeSeconds: 75,
@@ -157,6 +158,17 @@ describe('weft status output', () => {
     assert.match(text, /2 known, 2 programmed, 1 reachable, 1 unreachable/);
     assert.match(text, /^10\.5\.2\.0\/24\s+10\.250\.0\.2\s+yes\s+reachable\s+0\.250 ms\s+0%\s+3s ago$/m);
     assert.match(text, /^10\.5\.3\.0\/24\s+10\.250\.0\.3\s+yes\s+UNREACHABLE \(timeout\)\s+-\s+100%\s+1s ago$/m);
+    assert.doesNotMatch(text, /^probes /m, 'probes running on their cycle: no line of their own');
+    assert.deepEqual(report.probes, { enabled: true, error: null, intervalSeconds: 30 });
+  });
+
+  test('--probe-interval=0: status says the probes run on demand only, and how to run one', () => {
+    const report = statusReport({
+      snapshot: snapshot(), readiness: { ready: true, reason: 'ready' }, device: 'up', probes: [],
+      probesEnabled: true, probeError: null, probeIntervalSeconds: 0, version: '0.1.0', pid: 42, uptimeSeconds: 75,
+    });
+    assert.equal(report.probes.intervalSeconds, 0);
+    assert.match(formatStatus(report, Date.parse('2029-12-31T23:00:00Z')), /^probes\s+on demand only \(--probe-interval=0\): weft status --probe$/m);
   });
 });
 

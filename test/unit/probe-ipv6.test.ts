@@ -201,7 +201,7 @@ describe('status and metrics of IPv6 probes', () => {
   ];
 
   test('weft status shows the IPv6 half of a dual-stack peer on its own row with its ICMPv6 probe', () => {
-    const report = statusReport({ snapshot: s, readiness: { ready: true, reason: 'ready' }, device: 'up', probes, probesEnabled: true, probeError: null, version: '0', pid: 1, uptimeSeconds: 1 });
+    const report = statusReport({ snapshot: s, readiness: { ready: true, reason: 'ready' }, device: 'up', probes, probesEnabled: true, probeError: null, probeIntervalSeconds: 30, version: '0', pid: 1, uptimeSeconds: 1 });
     assert.equal(report.peers[0]?.probe?.family, 4);
     assert.equal(report.peers[0]?.probeV6?.address, 'fd00:5:0:2::');
     const text = formatStatus(report, now);

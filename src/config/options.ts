@@ -383,32 +383,35 @@ function leaseTtl(raw: Map<string, RawValue>): number {
 export const DEFAULT_RESYNC_SECONDS = 300;
 
 function resyncInterval(raw: Map<string, RawValue>): number {
-  const r = raw.get('resync-interval');
   // 5 min, as the iptables manager's full check where nf_tables notifies (FULL_RESYNC_NOTIFIED_MS):
   // drift is repaired at once from netlink notifications, and a lost one (the monitor's receive
   // buffer overflowed: ENOBUFS) triggers a full reconcile at once; the periodic one only backs
   // them up. Each is a dump of the device's addresses, neighbours, FDB and routes — RTNL held —
   // and a diff: ~5 ms of CPU per run with 30 peers, so every 60 s it was half of issue #14's idle
   // budget for 30 daemons, every 10 s 0.01 of a core (docs/performance.md, "Idle").
-  if (r === undefined) return DEFAULT_RESYNC_SECONDS;
-  const expected = 'at least 1 second, as seconds or a Go duration such as 10s or 1m';
-  const s = seconds(r, expected);
-  if (!(s >= 1) || s > 86400) throw bad(r, last(r), `${expected} (at most 24h)`);
-  return s;
+  return period(raw, 'resync-interval', DEFAULT_RESYNC_SECONDS, '10s or 1m');
 }
 
-/** --probe-interval's default (seconds): src/probe/prober.ts's cycle. */
+/** --probe-interval's default (seconds), the cycle src/probe/prober.ts has by default too. */
 export const DEFAULT_PROBE_INTERVAL_SECONDS = 30;
 
 function probeInterval(raw: Map<string, RawValue>): number {
-  const r = raw.get('probe-interval');
   // Each cycle is one echo per peer (up to 32) through the overlay and back: in a 30-host lab on
-  // one machine about a third of an idle daemon's CPU (docs/performance.md, "tenth pass"). 0
-  // keeps /healthz, /readyz, /metrics and on-demand probes without the ICMP every cycle.
-  if (r === undefined) return DEFAULT_PROBE_INTERVAL_SECONDS;
-  const expected = '0 (no periodic probes) or at least 1 second, as seconds or a Go duration such as 30s or 2m';
+  // one machine about half of an idle daemon's CPU with the health port (docs/performance.md,
+  // "tenth pass"). 0 keeps /healthz, /readyz, /metrics and on-demand probes without it.
+  return period(raw, 'probe-interval', DEFAULT_PROBE_INTERVAL_SECONDS, '30s or 2m', 'no periodic probes');
+}
+
+/**
+ * A period flag, seconds or a Go duration, from 1 s to 24 h; 0 as well when `zeroMeans` says what
+ * 0 does.
+ */
+function period(raw: Map<string, RawValue>, name: string, fallback: number, examples: string, zeroMeans?: string): number {
+  const r = raw.get(name);
+  if (r === undefined) return fallback;
+  const expected = `${zeroMeans === undefined ? '' : `0 (${zeroMeans}) or `}at least 1 second, as seconds or a Go duration such as ${examples}`;
   const s = seconds(r, expected);
-  if (!(s === 0 || s >= 1) || s > 86400) throw bad(r, last(r), `${expected} (at most 24h)`);
+  if (!((zeroMeans !== undefined && s === 0) || s >= 1) || s > 86400) throw bad(r, last(r), `${expected} (at most 24h)`);
   return s;
 }
 

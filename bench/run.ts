@@ -331,6 +331,8 @@ const la = (...v: number[]): string => {
 };
 /** The loads of every variant measured, in column order: "after / before / flanneld" (absent ones left out). */
 const loads = (...v: (readonly number[] | undefined)[]): string => v.filter((x): x is readonly number[] => x !== undefined).map((x) => la(...x)).join(' / ');
+/** A figure's cell: empty where the column has no such figure (a variant not run, a saved run from before it). */
+const msOrEmpty = (v: number | undefined): string => (v === undefined ? '' : ms(v));
 const mbOrDash = (v: number | null | undefined): string => (v === null || v === undefined || !Number.isFinite(v) ? '—' : mb(v));
 const medianOf = (v: readonly (number | null)[]): number | null => {
   const xs = v.filter((x): x is number => x !== null);
@@ -390,15 +392,10 @@ function table(r: Results): Row[] {
     if (a.etcdCpuPerJoinMs !== undefined) {
       // The cluster's side of a join: etcd serves the put and every host's watch on the same
       // cores as the daemons, so it is on the latency rows' path too.
-      const etcdOf = (j: JoinFigures | undefined): string => (j?.etcdCpuPerJoinMs !== undefined ? ms(j.etcdCpuPerJoinMs) : '');
       const clusterOf = (j: JoinFigures | undefined): number | undefined => (j?.etcdCpuPerJoinMs !== undefined ? j.cpuPerDaemonPerJoinMs * j.hosts + j.etcdCpuPerJoinMs : undefined);
-      rows.push({ figure: `etcd's CPU per peer join (${label} hosts: the put and every host's watch)`, weft: etcdOf(a), before: etcdOf(b), flanneld: etcdOf(f),
+      rows.push({ figure: `etcd's CPU per peer join (${label} hosts: the put and every host's watch)`, weft: msOrEmpty(a.etcdCpuPerJoinMs), before: msOrEmpty(b?.etcdCpuPerJoinMs), flanneld: msOrEmpty(f?.etcdCpuPerJoinMs),
         ratio: times(a.etcdCpuPerJoinMs, f?.etcdCpuPerJoinMs), target: '—', load, met: null });
-      const clusterMsOf = (j: JoinFigures | undefined): string => {
-        const c = clusterOf(j);
-        return c === undefined ? '' : ms(c);
-      };
-      rows.push({ figure: `control plane's CPU per peer join, ${label} hosts (every daemon + etcd)`, weft: clusterMsOf(a), before: clusterMsOf(b), flanneld: clusterMsOf(f),
+      rows.push({ figure: `control plane's CPU per peer join, ${label} hosts (every daemon + etcd)`, weft: msOrEmpty(clusterOf(a)), before: msOrEmpty(clusterOf(b)), flanneld: msOrEmpty(clusterOf(f)),
         ratio: times(clusterOf(a)!, clusterOf(f)), target: '—', load, met: null });
     }
     const noteOf = (j: JoinFigures): string => `${j.missed ? `${j.missed} of ${j.joins} joins MISSED (never on every host within 10 s; left out); ` : ''}from the moment a watch beside etcd saw the put: p50 ${ms(median(j.allHostsMs))}, p99 ${ms(percentile(j.allHostsMs, 99))}; from the put sent: p50 ${ms(median(j.fromSendMs))} (etcd's commit p50 ${ms(median(j.etcdCommitMs))})`;

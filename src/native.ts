@@ -39,6 +39,12 @@ export interface NativeAddon {
    * Starts referenced (it keeps the process alive while armed) and disarmed.
    */
   Timer: new (onExpire: () => void) => NativeTimer;
+  /**
+   * glibc's malloc_trim(0) (addon/src/memory.cc): every whole free page of the C heap's arenas
+   * back to the kernel. True when memory was released; false when none was, or the C library has
+   * no such call. Synchronous; cheap when there is little free (it walks the free lists).
+   */
+  trimMalloc(): boolean;
 }
 
 /**

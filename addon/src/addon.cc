@@ -1,6 +1,7 @@
 // Entry point of weft's native addon: each feature registers its functions here.
 #include <napi.h>
 
+#include "memory.h"
 #include "nlsock.h"
 #include "notify.h"
 #include "pump_napi.h"
@@ -11,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   weft::InitPump(env, exports);
   weft::InitNetlinkSocket(env, exports);
   weft::InitTimer(env, exports);
+  weft::InitMemory(env, exports);
   return exports;
 }
 

@@ -12,14 +12,23 @@
  * single join (~0.1 MB of garbage) that was 10–20× the CPU of the join itself (docs/performance.md,
  * "Issue #14, fourth pass").
  *
- * Cost: one full GC per burst of changes (or per ~1 MB of retained growth from single changes);
- * nothing while nothing changes.
+ * A second after the collection, the C heap's free pages go back to the kernel too (glibc's
+ * malloc_trim, through the addon): the Buffers the GC freed were malloc'd, and glibc keeps freed
+ * chunks below live ones for the process. A second later, not at once: V8 frees their backing
+ * stores on its helper thread after the collection. 1.5 MB of private memory per weftd on a
+ * converged 30-host lab (docs/performance.md, "Issue #14, eleventh pass").
+ *
+ * Cost: one full GC and one trim per burst of changes (or per ~1 MB of retained growth from single
+ * changes); nothing while nothing changes.
  */
 import { runInNewContext } from 'node:vm';
+import { loadNative } from '../native';
 import type { DaemonComponent, DaemonView } from './components';
 
 /** Old-generation growth that makes a quiet period's collection worth its CPU. */
 export const IDLE_GC_MIN_GROWTH_BYTES = 1024 * 1024;
+/** From a collection to the trim of the C heap: V8's helper thread frees the dead Buffers' memory meanwhile. */
+export const TRIM_AFTER_GC_MS = 1000;
 
 export interface IdleGcOptions {
   /** Quiet time after the last change; default 3000 ms. */
@@ -30,14 +39,20 @@ export interface IdleGcOptions {
   readonly oldGenerationBytes?: () => number;
   /** Default IDLE_GC_MIN_GROWTH_BYTES. */
   readonly minGrowthBytes?: number;
+  /** Returns the C heap's free pages after a collection (tests); default the addon's trimMalloc. */
+  readonly trimMalloc?: () => void;
+  /** Default TRIM_AFTER_GC_MS. */
+  readonly trimAfterMs?: number;
 }
 
 export class IdleGc implements DaemonComponent {
   readonly name = 'idle-gc';
   private timer: NodeJS.Timeout | null = null;
+  private trimTimer: NodeJS.Timeout | null = null;
   private lastChange = 0;
   private gc: (() => void) | null = null;
   private oldGeneration: (() => number) | null = null;
+  private trimMalloc: (() => void) | null = null;
   /** The old generation's size right after our last collection; null before the first. */
   private afterLast: number | null = null;
   private readonly quietMs: number;
@@ -67,6 +82,7 @@ export class IdleGc implements DaemonComponent {
       this.gc = null;
     }
     if (this.gc === null) return;
+    this.trimMalloc = this.opts.trimMalloc ?? nativeTrim();
     daemon.on('phase', (phase) => {
       if (phase === 'ready') this.arm();
     });
@@ -77,7 +93,9 @@ export class IdleGc implements DaemonComponent {
 
   async stop(): Promise<void> {
     if (this.timer !== null) clearTimeout(this.timer);
+    if (this.trimTimer !== null) clearTimeout(this.trimTimer);
     this.timer = null;
+    this.trimTimer = null;
   }
 
   /** One timer per quiet period, not one per change (a burst is 1000 changes). */
@@ -102,6 +120,25 @@ export class IdleGc implements DaemonComponent {
     if (this.afterLast !== null && this.oldGeneration() - this.afterLast < this.minGrowthBytes) return;
     this.gc();
     this.afterLast = this.oldGeneration();
+    const trim = this.trimMalloc;
+    if (trim === null || this.trimTimer !== null) return;
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = null;
+      trim();
+    }, this.opts.trimAfterMs ?? TRIM_AFTER_GC_MS);
+    this.trimTimer.unref();
+  }
+}
+
+/** The addon's trimMalloc, or null without the addon (weftd cannot program the kernel then anyway). */
+function nativeTrim(): (() => void) | null {
+  try {
+    const addon = loadNative();
+    return () => {
+      addon.trimMalloc();
+    };
+  } catch {
+    return null;
   }
 }
 

@@ -87,8 +87,9 @@ function startHost(store: MemoryLeaseRegistry, dir: string, n: number): { daemon
     notifier: new RecordingNotifier(),
     makeRegistry: () => hostView(store),
     makeNetlink: () => kernel,
-    // The idle GC's one-shot timer after start-up, short so that it has fired when we look.
-    components: [new IdleGc({ quietMs: 20, collect: () => undefined })],
+    // The idle GC's one-shot timers after start-up (its collection, then the C heap's trim), short
+    // so that they have fired when we look.
+    components: [new IdleGc({ quietMs: 20, collect: () => undefined, trimAfterMs: 20 })],
     departedGraceMs: 0,
   });
   const stop = new AbortController();

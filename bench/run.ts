@@ -25,7 +25,7 @@ import { accessSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSyn
 import { cpus, loadavg as osLoadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { requireRoot, type Lab } from '../src/lab';
+import { defaultWeftdPath, requireRoot, type Lab } from '../src/lab';
 import { median, percentile } from './lib/harness';
 import {
   AFTER, measureBurst, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, restartAll, withLab,
@@ -122,6 +122,13 @@ async function main(): Promise<number> {
     return 0;
   }
   requireRoot();
+  // The after column is this tree's weftd as the lab runs it: the one-file build, unless that is
+  // missing or older than the entry (a bare tsc, e.g. npm run test:unit, ran after npm run build);
+  // the lab then runs the unbundled entry, ~4 MB more RSS and a slower start than what ships.
+  const afterWeftd = defaultWeftdPath();
+  if (!afterWeftd.endsWith('weftd.bundle.js')) {
+    throw new Error(`the lab would run ${afterWeftd}, not the one-file weftd that ships: dist/src/weftd.bundle.js is missing or older (tsc ran after the last build), so the after column would not be what operators run. Run "npm run build" first.`);
+  }
   const quick = values.quick === true;
   const idleSeconds = values['idle-seconds'] === undefined ? (quick ? 10 : IDLE_CPU_SECONDS) : Number(values['idle-seconds']);
   if (!Number.isFinite(idleSeconds) || idleSeconds <= 0) throw new Error(`--idle-seconds ${values['idle-seconds']}: give a number of seconds above 0 (default ${IDLE_CPU_SECONDS})`);

@@ -5,7 +5,7 @@
 // but not to the kernel: glibc returns memory on its own only from the top of an arena (above
 // M_TRIM_THRESHOLD), and the freed chunks sit below live ones. malloc_trim(0) walks every arena
 // and madvise(MADV_DONTNEED)s each whole free page. Measured on a 30-host lab (docs/performance.md,
-// "Issue #14, eleventh pass"): 0.2-1.5 MB of private memory per weftd.
+// "Issue #14, eleventh pass"): 0.1-1.5 MB of private memory per weftd.
 //
 // Other C libraries have no such call (musl returns memory by itself): false, nothing done.
 #include "memory.h"

@@ -15,7 +15,7 @@
  * A second after the collection, the C heap's free pages go back to the kernel too (glibc's
  * malloc_trim, through the addon): the Buffers the GC freed were malloc'd, and glibc keeps freed
  * chunks below live ones for the process. A second later, not at once: V8 frees their backing
- * stores on its helper thread after the collection. 0.2–1.5 MB of private memory per weftd on a
+ * stores on its helper thread after the collection. 0.1–1.5 MB of private memory per weftd on a
  * 30-host lab, the more the more peers it saw come and go (docs/performance.md, "Issue #14,
  * eleventh pass").
  *

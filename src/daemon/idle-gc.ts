@@ -70,18 +70,7 @@ export class IdleGc implements DaemonComponent {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { setFlagsFromString, getHeapSpaceStatistics } = require('node:v8') as typeof import('node:v8');
     this.oldGeneration = this.opts.oldGenerationBytes ?? (() => oldGenerationBytes(getHeapSpaceStatistics()));
-    if (this.opts.collect !== undefined) {
-      this.gc = this.opts.collect;
-    } else try {
-      // --expose-gc at run time defines gc() only in contexts created afterwards.
-      setFlagsFromString('--expose-gc');
-      this.gc = runInNewContext('gc') as () => void;
-      // Off again (gc() stays): V8 stamps a code cache with a hash of the flags, and the one-file
-      // weftd's warm cache, written after this ran, must match the flags of the next start.
-      setFlagsFromString('--no-expose-gc');
-    } catch {
-      this.gc = null;
-    }
+    this.gc = this.opts.collect ?? fullGc(setFlagsFromString);
     if (this.gc === null) return;
     this.trimMalloc = this.opts.trimMalloc ?? nativeTrim();
     daemon.on('phase', (phase) => {
@@ -131,13 +120,30 @@ export class IdleGc implements DaemonComponent {
   }
 }
 
+/**
+ * V8's full GC as a function, or null if this node refuses the flag. `setFlags` is node:v8's
+ * setFlagsFromString, passed in so that callers load node:v8 when they choose (IdleGc: after
+ * subnet.env).
+ */
+export function fullGc(setFlags: (flags: string) => void): (() => void) | null {
+  try {
+    // --expose-gc at run time defines gc() only in contexts created afterwards.
+    setFlags('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    // Off again (gc() stays): V8 stamps a code cache with a hash of the flags, and the one-file
+    // weftd's warm cache, written after this ran, must match the flags of the next start.
+    setFlags('--no-expose-gc');
+    return gc;
+  } catch {
+    return null;
+  }
+}
+
 /** The addon's trimMalloc, or null without the addon (weftd cannot program the kernel then anyway). */
 function nativeTrim(): (() => void) | null {
   try {
     const addon = loadNative();
-    return () => {
-      addon.trimMalloc();
-    };
+    return () => addon.trimMalloc();
   } catch {
     return null;
   }

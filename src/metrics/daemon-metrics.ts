@@ -159,7 +159,8 @@ function processFamilies(): MetricFamily[] {
   ];
 }
 
-function procStatusKb(field: string): number | null {
+/** A "<field>: N kB" line of /proc/self/status, in kB; null if absent or unreadable. */
+export function procStatusKb(field: string): number | null {
   try {
     const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'));
     return m ? Number(m[1]) : null;

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { readFileSync } from 'node:fs';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
-import { IDLE_GC_MIN_GROWTH_BYTES, IdleGc, oldGenerationBytes } from '../../src/daemon/idle-gc';
+import { IDLE_GC_MIN_GROWTH_BYTES, IdleGc, fullGc, oldGenerationBytes } from '../../src/daemon/idle-gc';
+import { procStatusKb } from '../../src/metrics/daemon-metrics';
 import { loadNative } from '../../src/native';
 import { FakeDaemon } from './helpers/daemon-view';
 
@@ -106,10 +105,9 @@ describe('idle GC', () => {
       assert.equal(trimMalloc(), false, 'no glibc: nothing to call, nothing released');
       return;
     }
-    setFlagsFromString('--expose-gc');
-    const collect = runInNewContext('gc') as () => void;
-    setFlagsFromString('--no-expose-gc');
-    const privateBytes = (): number => Number(/^RssAnon:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]) * 1024;
+    const collect = fullGc(setFlagsFromString);
+    assert.ok(collect !== null, 'V8 gives a full GC');
+    const privateBytes = (): number => (procStatusKb('RssAnon') ?? NaN) * 1024;
     // A burst's pattern: Buffers (malloc'd backing stores) of which every other one is kept, so
     // the freed chunks sit between live ones, where glibc never returns memory by itself.
     const burst = (): Buffer[] => {

@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { defaultWeftdPath, requireRoot, type Lab } from '../src/lab';
 import { median, percentile } from './lib/harness';
 import {
-  AFTER, measureBurst, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, restartAll, withLab,
+  AFTER, measureBurst, measureFloorJoins, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, restartAll, withLab,
   type BurstFigures, type FloorFigures, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant,
 } from './lib/scenarios';
 
@@ -109,7 +109,8 @@ async function main(): Promise<number> {
       + '  --flanneld P  also measure the flanneld binary at P side by side (default: $WEFT_FLANNELD)\n'
       + '  --quick       fewer repetitions (a smoke run; figures are noisier)\n'
       + '  --skip-30     skip the 30-host lab\n'
-      + '  --only LIST   some of: startup,join10,isolated,floor,join30,idle,burst\n'
+      + '  --only LIST   some of: startup,join10,isolated,floor,join30,idle,bounds,burst\n'
+      + '                (bounds: the join rows with a Node / a native floor daemon on every host)\n'
       + `  --idle-seconds N  the idle CPU window (default ${IDLE_CPU_SECONDS}: one run of every periodic job;\n`
       + '                shorter misses the 5-min ones and reads low)\n');
     return 0;
@@ -141,7 +142,7 @@ async function main(): Promise<number> {
     nodeArgs: (values['before-node-args'] ?? '').split(' ').filter((a) => a !== '') } : null;
   const flanneldVariant: Variant | null = flanneld ? { label: 'flanneld', flanneldPath: flanneld.path } : null;
   const variants: Variant[] = [AFTER, ...(beforeVariant ? [beforeVariant] : []), ...(flanneldVariant ? [flanneldVariant] : [])];
-  const only = new Set((values.only ?? 'startup,join10,isolated,floor,join30,idle,burst').split(',').map((x) => x.trim()));
+  const only = new Set((values.only ?? 'startup,join10,isolated,floor,join30,idle,bounds,burst').split(',').map((x) => x.trim()));
   if (values['skip-30'] === true) {
     only.delete('join30');
     only.delete('idle');
@@ -157,14 +158,20 @@ async function main(): Promise<number> {
   if (flanneld) progress(`side by side with ${flanneld.path} (${flanneld.version})`);
 
   const results: Results & { loadavg: { start: number[]; end: number[] }; flanneld: FlanneldInfo | null } = {
-    startup: [], join10: [], isolated: [], join30: [], idle: [], burst: [], startWithPeers: [], loadavg: { start: loadavg(), end: [] }, flanneld,
+    startup: [], join10: [], isolated: [], join30: [], idle: [], bounds: [], burst: [], startWithPeers: [], loadavg: { start: loadavg(), end: [] }, flanneld,
   };
   // Joins: in rounds, every variant once per round, so a load that changes over the run is shared.
   const joinRounds = quick || variants.length === 1 ? 1 : 2;
   const joinsPerVariant = quick ? 10 : 50;
   const started = Date.now();
   try {
-    if (only.has('startup') || only.has('join10') || only.has('isolated') || only.has('floor')) {
+    // The latency rows' bounds: the same joins with a floor daemon on every host (after the rows
+    // they bound, on the same lab; the lab's weftds are back afterwards).
+    const measureBounds = async (l: Lab): Promise<void> => {
+      progress(`the join rows' bounds at ${l.hostNames().length} hosts: a floor daemon in place of every weftd`);
+      for (const kind of ['node', 'native'] as const) results.bounds.push(await measureFloorJoins(l, kind, joinsPerVariant, '10.5.0.0/16', progress));
+    };
+    if (only.has('startup') || only.has('join10') || only.has('isolated') || only.has('floor') || only.has('bounds')) {
       await withLab(lab('a', 10), async (l) => {
         if (only.has('startup')) {
           progress('start-up: exec → subnet.env and exec → READY=1');
@@ -190,9 +197,10 @@ async function main(): Promise<number> {
           await restartAll(l, AFTER, progress);
           results.floor = await measureNodeFloor(l, quick ? 20 : 60, '10.5.0.0/16', progress);
         }
+        if (only.has('bounds')) await measureBounds(l);
       });
     }
-    if (only.has('join30') || only.has('idle')) {
+    if (only.has('join30') || only.has('idle') || only.has('bounds')) {
       await withLab(lab('b', 30), async (l) => {
         // Idle first: a cluster that came up and sits, before the joins churn it.
         if (only.has('idle')) {
@@ -217,6 +225,7 @@ async function main(): Promise<number> {
             results.idle.push(await measureIdle(l, 0, '10.5.0.0/16', quick ? 10 : 40, idleSeconds, progress, ['--healthz-port=0'], v));
           }
         }
+        if (only.has('bounds')) await measureBounds(l);
       });
     }
     if (only.has('burst')) {
@@ -306,11 +315,14 @@ type Results = {
   startup: StartupFigures[]; join10: JoinFigures[]; isolated: IsolatedJoinFigures[]; join30: JoinFigures[]; idle: IdleFigures[]; burst: BurstFigures[]; startWithPeers: StartWithPeersFigures[];
   /** Node's floor beside weftd on the same joins (measureNodeFloor); absent in runs saved before it. */
   floor?: FloorFigures;
+  /** The join rows with a floor daemon on every host (measureFloorJoins: variant 'node floor' / 'native floor'). */
+  bounds: JoinFigures[];
 };
 
 /** A saved run: before the flanneld column, join10/join30/burst were one figure each (this tree's). */
-type SavedResults = Omit<Results, 'join10' | 'join30' | 'burst' | 'startWithPeers' | 'isolated'> & {
+type SavedResults = Omit<Results, 'join10' | 'join30' | 'burst' | 'startWithPeers' | 'isolated' | 'bounds'> & {
   isolated?: IsolatedJoinFigures[];
+  bounds?: JoinFigures[];
   join10: JoinFigures | JoinFigures[] | null; join30: JoinFigures | JoinFigures[] | null; burst: BurstFigures | BurstFigures[] | null; startWithPeers?: StartWithPeersFigures[];
   loadavg: { start: number[]; end: number[] }; flanneld?: FlanneldInfo | null;
 };
@@ -319,7 +331,7 @@ function normalize(raw: SavedResults): Results {
   const list = <T extends { variant?: string }>(v: T | T[] | null): T[] => (v === null ? [] : Array.isArray(v) ? v : [{ ...v, variant: v.variant ?? 'after' }]);
   // Saved before weftd's own start-up CPU was read (9a562ff): none.
   const startup = raw.startup.map((s) => ({ ...s, subnetEnvCpuMs: (s as Partial<StartupFigures>).subnetEnvCpuMs ?? [] }));
-  return { ...raw, startup, join10: list(raw.join10), isolated: raw.isolated ?? [], join30: list(raw.join30), burst: list(raw.burst), startWithPeers: raw.startWithPeers ?? [] };
+  return { ...raw, startup, join10: list(raw.join10), isolated: raw.isolated ?? [], join30: list(raw.join30), bounds: raw.bounds ?? [], burst: list(raw.burst), startWithPeers: raw.startWithPeers ?? [] };
 }
 
 /** The variants a run measured, in column order (the load column's order). */
@@ -420,6 +432,15 @@ function table(r: Results): Row[] {
       note: "bench/lib/floor-daemon.ts in place of one host's weftd, run as weftd is (NODE_OPTIONS, --no-opt): the watch message in, the neighbour, FDB entry and route out in one sendmsg, its ACK in, nothing else. "
         + "What the runtime and the kernel cost whatever the code; weftd's figure minus it is weft's own (the CPU-per-join target, ≤ 0.3 ms, is measured against it)" });
   }
+  for (const j of r.bounds) {
+    const [p50t, p99t] = j.hosts <= 10 ? [2, 10] : [5, 20];
+    rows.push({ figure: `bound: join → route on every host with the ${j.variant} daemon on every host, ${j.hosts} hosts, p50 / p99 (CPU per daemon per join)`,
+      weft: `${ms(median(j.fromCommitMs))} / ${ms(percentile(j.fromCommitMs, 99))} (${j.cpuPerDaemonPerJoinMs.toFixed(2)} ms)`, before: '', flanneld: '', ratio: '',
+      target: `(rows' ≤ ${p50t} ms / ≤ ${p99t} ms)`, load: la(...j.load), met: null,
+      note: `${j.variant === 'node floor' ? 'bench/lib/floor-daemon.ts' : 'bench/lib/floor-daemon.c'} in place of every weftd, measured as the join rows are (${j.joins} joins${j.missed ? `, ${j.missed} missed` : ''}): `
+        + `what those rows would read if every daemon cost ${j.variant === 'node floor' ? "no more than Node's floor" : 'only a native join path (no runtime)'}; `
+        + `etcd's CPU per join ${j.etcdCpuPerJoinMs !== undefined ? ms(j.etcdCpuPerJoinMs) : 'not measured'}` });
+  }
   const isoA = r.isolated.find((x) => x.variant === 'after');
   if (isoA !== undefined) {
     const isoOf = (x: IsolatedJoinFigures): number => median(x.cyclePerDaemonMs.map((c) => c - x.quietPerDaemonMs));
@@ -507,7 +528,7 @@ function heapRow(figure: string, heap: readonly { heapUsed: number | null; heapT
 }
 
 function formatTable(rows: readonly Row[], flanneld: FlanneldInfo | null, measured: readonly string[]): string {
-  const head = ['figure', 'after', 'before', flanneld ? `flanneld ${flanneld.version}` : 'flanneld', 'after ÷ flanneld', 'target', `load (${measured.join(' / ')})`, ''];
+  const head = ['figure', 'after', 'before', flanneld ? `flanneld ${flanneld.version}` : 'flanneld', 'after ÷ flanneld', 'target', measured.length > 0 ? `load (${measured.join(' / ')})` : 'load', ''];
   const cells = rows.map((r) => [r.figure, r.weft, r.before, r.flanneld, r.ratio, r.target, r.load, r.met === null ? '' : r.met ? 'met' : 'MISSED']);
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (c: readonly string[]): string => c.map((x, i) => x.padEnd(widths[i]!)).join('  ').trimEnd();

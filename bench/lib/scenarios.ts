@@ -280,14 +280,14 @@ export interface JoinFigures {
  * commit, an fsync on this disk). Each join uses a fresh subnet (a departed peer's routes stay for a grace
  * period, src/daemon/departed.ts); the synthetic hosts are removed together at the end.
  */
-export async function measureJoins(lab: Lab, joins: number, network: string, progress: Progress, variantLabel = 'after', skipSubnets = 0): Promise<JoinFigures> {
+export async function measureJoins(lab: Lab, joins: number, network: string, progress: Progress, variantLabel = 'after', skipSubnets = 0,
+  pids: readonly number[] = lab.hostNames().map((h) => lab.daemonPid(h)!)): Promise<JoinFigures> {
   const hosts = lab.hostNames();
   const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
   const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint, `${PREFIX}/subnets/`);
   const out: JoinFigures & { cpuPerDaemonPerJoinMs: number; etcdCpuPerJoinMs: number; missed: number; load: [number, number] } = {
     variant: variantLabel, hosts: hosts.length, joins, allHostsMs: [], perHostMs: [], fromSendMs: [], etcdCommitMs: [], fromCommitMs: [], cpuPerDaemonPerJoinMs: NaN, etcdCpuPerJoinMs: NaN, missed: 0, load: [load1(), NaN],
   };
-  const pids = hosts.map((h) => lab.daemonPid(h)!);
   try {
     await sleep(500); // let the watchers start
     const subnets = freeSubnets(lab, network, joins, skipSubnets);
@@ -321,7 +321,7 @@ export async function measureJoins(lab: Lab, joins: number, network: string, pro
     }
     // Includes the idle CPU of the pauses between joins (tiny next to a join).
     const ns = pids.map(cpuNsOf).reduce((a, t, i) => a + (t - cpuBefore[i]!), 0);
-    out.cpuPerDaemonPerJoinMs = ns / 1e6 / joins / hosts.length;
+    out.cpuPerDaemonPerJoinMs = ns / 1e6 / joins / pids.length;
     if (etcdPid !== null) out.etcdCpuPerJoinMs = (cpuNsOf(etcdPid) - etcdCpuBefore) / 1e6 / joins;
     out.load[1] = load1();
     // One delete at a time, 50 ms apart: flanneld v0.20.2 re-opens its etcd watch from "now"
@@ -377,6 +377,77 @@ export interface FloorFigures {
 }
 
 /**
+ * Which floor daemon: `node`, bench/lib/floor-daemon.ts run as weftd is run (weftd's
+ * NODE_OPTIONS, --no-opt); `native`, its C twin bench/lib/floor-daemon.c (the same join, the same
+ * writes, no runtime), compiled by nativeFloorDaemon().
+ */
+export type FloorKind = 'node' | 'native';
+
+/** A floor daemon running in a lab host, its watch open. */
+interface FloorDaemon {
+  readonly pid: number;
+  /** The `error …` lines it printed (a write the kernel refused). */
+  readonly errors: string[];
+  stop(): Promise<void>;
+}
+
+/** Where the C floor daemon is built (once per bench process) and its source. */
+const NATIVE_FLOOR_SOURCE = join(__dirname, '..', '..', '..', 'bench', 'lib', 'floor-daemon.c');
+let nativeFloorBinary: string | null = null;
+
+/** Compile bench/lib/floor-daemon.c (once), into `dir`: the path of the binary. */
+export function nativeFloorDaemon(dir: string): string {
+  if (nativeFloorBinary !== null && existsSync(nativeFloorBinary)) return nativeFloorBinary;
+  const out = join(dir, 'floor-daemon-c');
+  try {
+    execFileSync('cc', ['-O2', '-std=gnu11', '-Wall', '-Wextra', '-o', out, NATIVE_FLOOR_SOURCE], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    throw new Error(`could not compile ${NATIVE_FLOOR_SOURCE} (the native floor needs a C compiler: scripts/install-deps.sh dev installs one)`, { cause: err });
+  }
+  nativeFloorBinary = out;
+  return out;
+}
+
+/**
+ * Stop `host`'s weftd and start a floor daemon of `kind` in its place, on the vxlan device weftd
+ * made; resolves once etcd has created its watch.
+ */
+async function startFloorDaemon(lab: Lab, host: string, kind: FloorKind): Promise<FloorDaemon> {
+  const ns = lab.nsName(host);
+  const [link] = JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show', 'flannel.1'], { encoding: 'utf8' })) as { ifindex: number }[];
+  if (link === undefined) throw new Error(`no flannel.1 on ${host}: the floor needs the vxlan device weftd made`);
+  await lab.stopDaemon(host);
+  const args = [lab.etcdEndpoint, PREFIX, String(link.ifindex)];
+  // `ip netns exec` execs the command in place: the child's pid is the floor daemon's.
+  const command = kind === 'node' ? [process.execPath, '--no-opt', join(__dirname, 'floor-daemon.js'), ...args] : [nativeFloorDaemon(lab.stateDir), ...args];
+  const child = spawn('ip', ['netns', 'exec', ns, ...command], { env: { ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const errors: string[] = [];
+  const stop = async (): Promise<void> => {
+    child.kill('SIGTERM');
+    if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
+  };
+  try {
+    await new Promise<void>((resolveReady, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the ${kind} floor daemon on ${host} did not open its watch within 10 s`)), 10_000);
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        if (line === 'ready') {
+          clearTimeout(timer);
+          resolveReady();
+        } else if (line.startsWith('error')) errors.push(line);
+      });
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the ${kind} floor daemon on ${host} exited (${code})`));
+      });
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { pid: child.pid!, errors, stop };
+}
+
+/**
  * What a join costs a Node process that does nothing but the join (bench/lib/floor-daemon.ts:
  * the watch message in, the three writes out in one sendmsg, the ACK in), run as weftd is run
  * (weftd's NODE_OPTIONS, --no-opt), in place of the first host's weftd. The other hosts' weftds
@@ -390,31 +461,13 @@ export async function measureNodeFloor(lab: Lab, joins: number, network: string,
   const hosts = lab.hostNames();
   const [floorHost, ...others] = hosts;
   if (floorHost === undefined || others.length === 0) throw new Error('the floor needs a lab of two hosts at least');
-  const ns = lab.nsName(floorHost);
-  const [link] = JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show', 'flannel.1'], { encoding: 'utf8' })) as { ifindex: number }[];
-  if (link === undefined) throw new Error(`no flannel.1 on ${floorHost}: the floor needs the vxlan device weftd made`);
   const warmUp = 20;
   const subnets = freeSubnets(lab, network, warmUp + joins, skipSubnets);
-  await lab.stopDaemon(floorHost);
-  // `ip netns exec` execs node in place: the child's pid is node's.
-  const floor = spawn('ip', ['netns', 'exec', ns, process.execPath, '--no-opt', join(__dirname, 'floor-daemon.js'), lab.etcdEndpoint, PREFIX, String(link.ifindex)],
-    { env: { ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const errors: string[] = [];
-  const ready = new Promise<void>((resolveReady, reject) => {
-    const timer = setTimeout(() => reject(new Error('the floor daemon did not open its watch within 10 s')), 10_000);
-    createInterface({ input: floor.stdout }).on('line', (line) => {
-      if (line === 'ready') {
-        clearTimeout(timer);
-        resolveReady();
-      } else if (line.startsWith('error')) errors.push(line);
-    });
-    floor.on('exit', (code) => reject(new Error(`the floor daemon exited (${code})`)));
-  });
+  const floor = await startFloorDaemon(lab, floorHost, 'node');
   const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
   const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint, `${PREFIX}/subnets/`);
   const load: [number, number] = [load1(), NaN];
   try {
-    await ready;
     await sleep(500); // let the watchers start
     const pids = others.map((h) => lab.daemonPid(h)!);
     let floorNs = 0;
@@ -423,13 +476,13 @@ export async function measureNodeFloor(lab: Lab, joins: number, network: string,
       const subnet = subnets[j]!;
       const measured = j >= warmUp;
       const added = waitRoutes(watchers, new Set([subnet]), false, 10_000);
-      const before = measured ? [cpuNsOf(floor.pid!), ...pids.map(cpuNsOf)] : [];
+      const before = measured ? [cpuNsOf(floor.pid), ...pids.map(cpuNsOf)] : [];
       const w = await writer.put([{ key: keyOf(subnet), value: leaseValue(`10.251.${Math.floor(j / 250)}.${(j % 250) + 1}`, macOf(j)) }]);
       if (!w.ok) throw new Error(`etcd put failed: ${JSON.stringify(w.error)}`);
       await added;
       await sleep(30); // the work after the route (ACKs, echoes, promises) is the join's too
       if (measured) {
-        floorNs += cpuNsOf(floor.pid!) - before[0]!;
+        floorNs += cpuNsOf(floor.pid) - before[0]!;
         weftdNs += pids.reduce((a, p, i) => a + cpuNsOf(p) - before[i + 1]!, 0);
       }
       await sleep(Math.random() * 40);
@@ -441,16 +494,43 @@ export async function measureNodeFloor(lab: Lab, joins: number, network: string,
       await sleep(20);
     }
     await gone;
-    if (errors.length > 0) throw new Error(`the kernel refused the floor daemon's writes: ${errors.slice(0, 3).join('; ')}`);
+    if (floor.errors.length > 0) throw new Error(`the kernel refused the floor daemon's writes: ${floor.errors.slice(0, 3).join('; ')}`);
     const out: FloorFigures = { hosts: hosts.length, joins, floorCpuPerJoinMs: floorNs / 1e6 / joins, weftdCpuPerJoinMs: weftdNs / 1e6 / joins / pids.length, load };
     progress(`  floor: ${joins} joins: a Node process doing only the join ${out.floorCpuPerJoinMs.toFixed(2)} ms CPU per join; weftd on the same joins ${out.weftdCpuPerJoinMs.toFixed(2)} ms`);
     return out;
   } finally {
     writer.close();
     for (const w of watchers) w.close();
-    floor.kill('SIGTERM');
-    if (floor.exitCode === null) await new Promise((r) => floor.once('exit', r));
+    await floor.stop();
     await lab.startDaemon(floorHost);
+  }
+}
+
+/**
+ * The latency rows' bound: the join rows measured with a floor daemon of `kind` in place of EVERY
+ * host's weftd (measureJoins, the same method and figures). With `node`, what the rows would read
+ * if weftd cost no more than Node's floor; with `native`, if the join path were not JavaScript at
+ * all. The rest of the path (etcd's put and its fan-out to every watch, the kernel's writes, the
+ * lab's 2 cores shared by every host) is the same as for weftd. Every weftd is back and converged
+ * afterwards; subnets as for measureJoins (`skipSubnets`).
+ */
+export async function measureFloorJoins(lab: Lab, kind: FloorKind, joins: number, network: string, progress: Progress, skipSubnets = 0): Promise<JoinFigures> {
+  const hosts = lab.hostNames();
+  const floors: FloorDaemon[] = [];
+  const label = `${kind} floor`;
+  progress(`  ${label} in place of every weftd (${hosts.length} hosts)`);
+  try {
+    for (const h of hosts) floors.push(await startFloorDaemon(lab, h, kind));
+    // Warm-up joins, as a running weftd has compiled its join path (the Node floor lazily compiles its own).
+    await measureJoins(lab, 10, network, () => undefined, label, skipSubnets, floors.map((f) => f.pid));
+    const out = await measureJoins(lab, joins, network, progress, label, skipSubnets + 10, floors.map((f) => f.pid));
+    const errors = floors.flatMap((f) => f.errors);
+    if (errors.length > 0) throw new Error(`the kernel refused the ${label} daemons' writes: ${errors.slice(0, 3).join('; ')}`);
+    return out;
+  } finally {
+    for (const f of floors) await f.stop();
+    for (const h of hosts) if (lab.daemonPid(h) === null) await lab.startDaemon(h);
+    if (!(await lab.waitConverged(30_000))) progress(`  after the ${label}: routes not converged on every host within 30 s`);
   }
 }
 

@@ -110,7 +110,7 @@ async function main(): Promise<number> {
       + '  --quick       fewer repetitions (a smoke run; figures are noisier)\n'
       + '  --skip-30     skip the 30-host lab\n'
       + '  --only LIST   some of: startup,join10,isolated,floor,join30,idle,bounds,burst\n'
-      + '                (bounds: the join rows with a Node / a native floor daemon on every host)\n'
+      + '                (bounds: the join rows with a Node, a checked Node or a native floor daemon on every host)\n'
       + `  --idle-seconds N  the idle CPU window (default ${IDLE_CPU_SECONDS}: one run of every periodic job;\n`
       + '                shorter misses the 5-min ones and reads low)\n');
     return 0;
@@ -169,7 +169,7 @@ async function main(): Promise<number> {
     // they bound, on the same lab; the lab's weftds are back afterwards).
     const measureBounds = async (l: Lab): Promise<void> => {
       progress(`the join rows' bounds at ${l.hostNames().length} hosts: a floor daemon in place of every weftd`);
-      for (const kind of ['node', 'native'] as const) results.bounds.push(await measureFloorJoins(l, kind, joinsPerVariant, '10.5.0.0/16', progress));
+      for (const kind of ['node', 'checked', 'native'] as const) results.bounds.push(await measureFloorJoins(l, kind, joinsPerVariant, '10.5.0.0/16', progress));
     };
     if (only.has('startup') || only.has('join10') || only.has('isolated') || only.has('floor') || only.has('bounds')) {
       await withLab(lab('a', 10), async (l) => {
@@ -367,6 +367,13 @@ const times = (weft: number, flanneld: number | undefined): string => {
 const ratios = (...pairs: [number, number | undefined][]): string => pairs.map(([w, f]) => times(w, f)).filter((x) => x !== '').join(' / ');
 
 /** Every row of issue #14's target table (and the figures around them): after, before, flanneld. */
+/** The bound rows' daemons (measureFloorJoins' variants): what runs, and what the row means. */
+const BOUND_DAEMONS: Readonly<Record<string, readonly [string, string]>> = {
+  'node floor': ['bench/lib/floor-daemon.ts', "no more than Node's floor"],
+  'checked floor': ['bench/lib/floor-daemon.ts --checked', "Node's floor and weft's own checks of its input (the watch message's fields, the lease codec, screening, the vxlan rules)"],
+  'native floor': ['bench/lib/floor-daemon.c', 'only a native join path (no runtime)'],
+};
+
 /** Issue #14's join → route targets, p50 and p99 (ms): 10 hosts, or 30. */
 const joinTargetsMs = (hosts: number): readonly [number, number] => (hosts <= 10 ? [2, 10] : [5, 20]);
 
@@ -441,8 +448,8 @@ function table(r: Results): Row[] {
     rows.push({ figure: `bound: join → route on every host with the ${j.variant} daemon on every host, ${j.hosts} hosts, p50 / p99 (CPU per daemon per join)`,
       weft: `${ms(median(j.fromCommitMs))} / ${ms(percentile(j.fromCommitMs, 99))} (${j.cpuPerDaemonPerJoinMs.toFixed(2)} ms)`, before: '', flanneld: '', ratio: '',
       target: `(rows' ≤ ${p50t} ms / ≤ ${p99t} ms)`, load: la(...j.load), met: null,
-      note: `${j.variant === 'node floor' ? 'bench/lib/floor-daemon.ts' : 'bench/lib/floor-daemon.c'} in place of every weftd, measured as the join rows are (${j.joins} joins${j.missed ? `, ${j.missed} missed` : ''}): `
-        + `what those rows would read if every daemon cost ${j.variant === 'node floor' ? "no more than Node's floor" : 'only a native join path (no runtime)'}; `
+      note: `${BOUND_DAEMONS[j.variant]?.[0] ?? j.variant} in place of every weftd, measured as the join rows are (${j.joins} joins${j.missed ? `, ${j.missed} missed` : ''}): `
+        + `what those rows would read if every daemon cost ${BOUND_DAEMONS[j.variant]?.[1] ?? 'what that daemon costs'}; `
         + `etcd's CPU per join ${j.etcdCpuPerJoinMs !== undefined ? ms(j.etcdCpuPerJoinMs) : 'not measured'}` });
   }
   const isoA = r.isolated.find((x) => x.variant === 'after');

@@ -7,16 +7,30 @@
  * one sendmsg on weft's native netlink socket, its one ACK read. No screening, no desired state,
  * no reconciler, no monitor, no health port, no timers. A leave deletes the three again.
  *
- * Not a daemon anyone should run: it trusts its input (the bench writes the leases) and handles
- * only the vxlan lease of the bench's joins.
+ * With `--checked NETWORK OWN_SUBNET`, the same join after weft's own checks of hostile input, the
+ * functions weftd runs on the way to its write: decodeWatchMessage (every field read is checked),
+ * decodeSubnetKv (the strict lease codec), screenPeerAlone (the peer against the network, our own
+ * subnet, the underlay) and the vxlan backend's per-peer rules (VNI, VtepMAC). What a join path
+ * that keeps weft's checks and drops everything else
+ * would cost (bench/run.ts, the "checked floor" bound).
  *
- *   node --no-opt floor-daemon.js <etcd http://host:port> <etcd prefix> <vxlan ifindex>
+ * Not a daemon anyone should run: it keeps no state beyond the peers to delete, and handles only
+ * the vxlan lease of the bench's joins.
  *
- * Prints "ready" once etcd has created the watch, "error <text>" for a write the kernel refused.
+ *   node --no-opt floor-daemon.js <etcd http://host:port> <etcd prefix> <vxlan ifindex> [--checked NETWORK OWN_SUBNET]
+ *
+ * Prints "ready" once etcd has created the watch, "error <text>" for a write the kernel refused
+ * (or, checked, a lease the checks refused).
  */
 import { connect } from 'node:net';
+import type { DesiredContext, PeerRules } from '../../src/backend/backend';
+import { screenPeerAlone } from '../../src/backend/screen';
+import { vxlanPeerRules } from '../../src/backend/vxlan/desired';
 import { parseIPv4Cidr } from '../../src/ip';
-import { prefixEnd } from '../../src/lease/etcd-common';
+import { decodeLease } from '../../src/lease/codec';
+import { decodeSubnetKv, prefixEnd } from '../../src/lease/etcd-common';
+import { decodeWatchMessage } from '../../src/lease/etcd-http-wire';
+import type { Lease } from '../../src/lease/types';
 import { openNetlinkSocket } from '../../src/netlink/transport';
 import type { KernelWrite } from '../../src/netlink/types';
 import { encodeWrites, forEachAck, stampBatchRequest } from '../../src/netlink/wire';
@@ -27,15 +41,30 @@ interface Peer {
   readonly publicIp: string;
 }
 
+/** --checked: our own lease and what screening judges a peer against, as weftd's would be. */
+interface Checks {
+  readonly own: Lease;
+  readonly ctx: DesiredContext;
+}
+
+function checksOf(subnets: string, network: string | undefined, ownSubnet: string | undefined): Checks | null {
+  const net = network === undefined ? null : parseIPv4Cidr(network);
+  if (net === null || ownSubnet === undefined || parseIPv4Cidr(ownSubnet) === null) return null;
+  const own = decodeLease(`${subnets}${ownSubnet.replace('/', '-')}`, JSON.stringify({ PublicIP: '10.99.0.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '0e:00:00:00:00:01' } }),
+    { etcdLeaseId: null, modRevision: '1', expiration: null });
+  return { own, ctx: { onLinkPublicIPs: new Set(), network: net, subnetLen: Number(ownSubnet.slice(ownSubnet.indexOf('/') + 1)), underlayNetworks: [], protectedIPs: [] } };
+}
+
 function main(): void {
-  const [endpoint, prefix, ifindexText] = process.argv.slice(2);
+  const [endpoint, prefix, ifindexText, mode, network, ownSubnet] = process.argv.slice(2);
   const ifindex = Number(ifindexText);
-  if (endpoint === undefined || prefix === undefined || !Number.isInteger(ifindex) || ifindex <= 0) {
-    process.stderr.write('usage: floor-daemon <etcd http://host:port> <etcd prefix> <vxlan ifindex>\n');
+  const subnets = `${prefix}/subnets/`;
+  const checks = mode === '--checked' ? checksOf(subnets, network, ownSubnet) : null;
+  if (endpoint === undefined || prefix === undefined || !Number.isInteger(ifindex) || ifindex <= 0 || (mode !== undefined && checks === null)) {
+    process.stderr.write('usage: floor-daemon <etcd http://host:port> <etcd prefix> <vxlan ifindex> [--checked NETWORK OWN_SUBNET]\n');
     process.exit(2);
   }
   const url = new URL(endpoint);
-  const subnets = `${prefix}/subnets/`;
   const peers = new Map<string, Peer>();
   const netlink = openNetlinkSocket(0, { recvBufferBytes: 1 << 20, ref: true });
   netlink.on('message', (msg) => forEachAck(msg, (_seq, errno) => {
@@ -52,15 +81,14 @@ function main(): void {
     netlink.send(batch.buffer.subarray(0, batch.offsets[count]!));
   };
 
-  const onEvent = (event: { type?: string; kv: { key: string; value?: string } }): void => {
-    const key = Buffer.from(event.kv.key, 'base64').toString('utf8');
-    if (!key.startsWith(subnets)) return;
+  /** Program (lease) or remove (null) the peer at `key`, the full etcd key. */
+  const program = (key: string, lease: { readonly publicIp: string; readonly mac: string } | null): void => {
     const subnet = key.slice(subnets.length).replace('-', '/');
     const net = parseIPv4Cidr(subnet);
     if (net === null) return;
     const gateway = subnet.slice(0, subnet.indexOf('/'));
     const route = { dst: net, gateway, oif: ifindex, onlink: true };
-    if (event.type === 'DELETE') {
+    if (lease === null) {
       const peer = peers.get(key);
       if (peer === undefined) return;
       peers.delete(key);
@@ -71,14 +99,59 @@ function main(): void {
       ]);
       return;
     }
-    const lease = JSON.parse(Buffer.from(event.kv.value ?? '', 'base64').toString('utf8')) as { PublicIP: string; BackendData: { VtepMAC: string } };
-    const peer: Peer = { subnet, mac: lease.BackendData.VtepMAC, publicIp: lease.PublicIP };
+    const peer: Peer = { subnet, mac: lease.mac, publicIp: lease.publicIp };
     peers.set(key, peer);
     write([
       { op: 'replaceNeighbour', link: ifindex, ip: gateway, mac: peer.mac },
       { op: 'replaceFdb', link: ifindex, mac: peer.mac, dst: peer.publicIp },
       { op: 'replaceRoute', spec: route },
     ]);
+  };
+
+  /** One watch message, trusted: JSON.parse of it and of the lease. */
+  const onLine = (line: string): void => {
+    const msg = JSON.parse(line) as { result?: { created?: boolean; events?: { type?: string; kv: { key: string; value?: string } }[] } };
+    if (msg.result?.created) process.stdout.write('ready\n');
+    for (const event of msg.result?.events ?? []) {
+      const key = Buffer.from(event.kv.key, 'base64').toString('utf8');
+      if (!key.startsWith(subnets)) continue;
+      if (event.type === 'DELETE') {
+        program(key, null);
+        continue;
+      }
+      const lease = JSON.parse(Buffer.from(event.kv.value ?? '', 'base64').toString('utf8')) as { PublicIP: string; BackendData: { VtepMAC: string } };
+      program(key, { publicIp: lease.PublicIP, mac: lease.BackendData.VtepMAC });
+    }
+  };
+
+  /** One watch message through weft's own checks, as weftd reads it on the way to its write. */
+  const rules = checks === null ? null : vxlanPeerRules(checks.own, { vni: 1, directRouting: false }, checks.ctx);
+  const onCheckedLine = (line: string, { own, ctx }: Checks, rules: PeerRules): void => {
+    const msg = decodeWatchMessage(Buffer.from(line, 'utf8'));
+    if (msg === null || msg.error !== undefined) return;
+    if (msg.created) process.stdout.write('ready\n');
+    for (const event of msg.events ?? []) {
+      if (!event.kv.key.startsWith(subnets)) continue;
+      if (event.deleted) {
+        program(event.kv.key, null);
+        continue;
+      }
+      const decoded = decodeSubnetKv(prefix, event.kv, null);
+      if (decoded === null) continue;
+      if (decoded.error !== undefined) {
+        process.stdout.write(`error ${decoded.error.message}\n`);
+        continue;
+      }
+      // The common screen, then the vxlan backend's own judgement (VNI, VtepMAC): weftd's verdict.
+      const { reason } = screenPeerAlone(decoded.lease, own, ctx);
+      const verdict = reason === null ? rules.peer(decoded.lease) : { skip: reason };
+      const fdb = 'skip' in verdict ? undefined : verdict.objects.fdb[0];
+      if (fdb === undefined) {
+        process.stdout.write(`error ${decoded.key}: ${'skip' in verdict ? verdict.skip : 'no FDB entry'}\n`);
+        continue;
+      }
+      program(event.kv.key, { publicIp: fdb.dst, mac: fdb.mac });
+    }
   };
 
   // The watch: a chunked response of newline-delimited JSON. Chunk-size lines are skipped (they
@@ -95,9 +168,8 @@ function main(): void {
         carry = lines.pop()!;
         for (const line of lines) {
           if (!line.startsWith('{')) continue;
-          const msg = JSON.parse(line) as { result?: { created?: boolean; events?: { type?: string; kv: { key: string; value?: string } }[] } };
-          if (msg.result?.created) process.stdout.write('ready\n');
-          for (const event of msg.result?.events ?? []) onEvent(event);
+          if (checks === null || rules === null) onLine(line);
+          else onCheckedLine(line, checks, rules);
         }
         return true;
       },

@@ -378,10 +378,12 @@ export interface FloorFigures {
 
 /**
  * Which floor daemon: `node`, bench/lib/floor-daemon.ts run as weftd is run (weftd's
- * NODE_OPTIONS, --no-opt); `native`, its C twin bench/lib/floor-daemon.c (the same join, the same
- * writes, no runtime), compiled by nativeFloorDaemon().
+ * NODE_OPTIONS, --no-opt); `checked`, the same after weft's own checks of hostile input (its
+ * `--checked`: the watch message's field checks, the lease codec, screening, the vxlan rules);
+ * `native`, its C twin bench/lib/floor-daemon.c (the same join, the same writes, no runtime),
+ * compiled by nativeFloorDaemon().
  */
-export type FloorKind = 'node' | 'native';
+export type FloorKind = 'node' | 'checked' | 'native';
 
 /** A floor daemon running in a lab host, its watch open. */
 interface FloorDaemon {
@@ -412,14 +414,17 @@ export function nativeFloorDaemon(dir: string): string {
  * Stop `host`'s weftd and start a floor daemon of `kind` in its place, on the vxlan device weftd
  * made; resolves once etcd has created its watch.
  */
-async function startFloorDaemon(lab: Lab, host: string, kind: FloorKind): Promise<FloorDaemon> {
+async function startFloorDaemon(lab: Lab, host: string, kind: FloorKind, network: string): Promise<FloorDaemon> {
   const ns = lab.nsName(host);
   const [link] = JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show', 'flannel.1'], { encoding: 'utf8' })) as { ifindex: number }[];
   if (link === undefined) throw new Error(`no flannel.1 on ${host}: the floor needs the vxlan device weftd made`);
   await lab.stopDaemon(host);
   const args = [lab.etcdEndpoint, PREFIX, String(link.ifindex)];
   // `ip netns exec` execs the command in place: the child's pid is the floor daemon's.
-  const command = kind === 'node' ? [process.execPath, '--no-opt', join(__dirname, 'floor-daemon.js'), ...args] : [nativeFloorDaemon(lab.stateDir), ...args];
+  const own = lab.subnetEnv(host)?.subnetNetwork;
+  if (kind === 'checked' && own === undefined) throw new Error(`no subnet.env on ${host}: the checked floor screens peers against the host's own subnet`);
+  const command = kind === 'native' ? [nativeFloorDaemon(lab.stateDir), ...args]
+    : [process.execPath, '--no-opt', join(__dirname, 'floor-daemon.js'), ...args, ...(kind === 'checked' ? ['--checked', network, own!] : [])];
   const child = spawn('ip', ['netns', 'exec', ns, ...command], { env: { ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS }, stdio: ['ignore', 'pipe', 'inherit'] });
   const errors: string[] = [];
   const stop = async (): Promise<void> => {
@@ -463,7 +468,7 @@ export async function measureNodeFloor(lab: Lab, joins: number, network: string,
   if (floorHost === undefined || others.length === 0) throw new Error('the floor needs a lab of two hosts at least');
   const warmUp = 20;
   const subnets = freeSubnets(lab, network, warmUp + joins, skipSubnets);
-  const floor = await startFloorDaemon(lab, floorHost, 'node');
+  const floor = await startFloorDaemon(lab, floorHost, 'node', network);
   const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
   const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint, `${PREFIX}/subnets/`);
   const load: [number, number] = [load1(), NaN];
@@ -509,8 +514,8 @@ export async function measureNodeFloor(lab: Lab, joins: number, network: string,
 /**
  * The latency rows' bound: the join rows measured with a floor daemon of `kind` in place of EVERY
  * host's weftd (measureJoins, the same method and figures). With `node`, what the rows would read
- * if weftd cost no more than Node's floor; with `native`, if the join path were not JavaScript at
- * all. The rest of the path (etcd's put and its fan-out to every watch, the kernel's writes, the
+ * if weftd cost no more than Node's floor; with `checked`, if it cost only that and weft's checks
+ * of its input; with `native`, if the join path were not JavaScript at all. The rest of the path (etcd's put and its fan-out to every watch, the kernel's writes, the
  * lab's 2 cores shared by every host) is the same as for weftd. Every weftd is back and converged
  * afterwards; subnets as for measureJoins (`skipSubnets`).
  */
@@ -520,7 +525,7 @@ export async function measureFloorJoins(lab: Lab, kind: FloorKind, joins: number
   const label = `${kind} floor`;
   progress(`  ${label} in place of every weftd (${hosts.length} hosts)`);
   try {
-    for (const h of hosts) floors.push(await startFloorDaemon(lab, h, kind));
+    for (const h of hosts) floors.push(await startFloorDaemon(lab, h, kind, network));
     // Warm-up joins, as a running weftd has compiled its join path (the Node floor lazily compiles its own).
     await measureJoins(lab, 10, network, () => undefined, label, skipSubnets, floors.map((f) => f.pid));
     const out = await measureJoins(lab, joins, network, progress, label, skipSubnets + 10, floors.map((f) => f.pid));

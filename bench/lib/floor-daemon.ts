@@ -11,8 +11,8 @@
  * functions weftd runs on the way to its write: decodeWatchMessage (every field read is checked),
  * decodeSubnetKv (the strict lease codec), screenPeerAlone (the peer against the network, our own
  * subnet, the underlay) and the vxlan backend's per-peer rules (VNI, VtepMAC). What a join path
- * that keeps weft's checks and drops everything else
- * would cost (bench/run.ts, the "checked floor" bound).
+ * that keeps weft's checks and drops everything else would cost (bench/run.ts, the "checked
+ * floor" bound).
  *
  * Not a daemon anyone should run: it keeps no state beyond the peers to delete, and handles only
  * the vxlan lease of the bench's joins.
@@ -124,8 +124,8 @@ function main(): void {
     }
   };
 
+  const vxlanRules = checks === null ? null : vxlanPeerRules(checks.own, { vni: 1, directRouting: false }, checks.ctx);
   /** One watch message through weft's own checks, as weftd reads it on the way to its write. */
-  const rules = checks === null ? null : vxlanPeerRules(checks.own, { vni: 1, directRouting: false }, checks.ctx);
   const onCheckedLine = (line: string, { own, ctx }: Checks, rules: PeerRules): void => {
     const msg = decodeWatchMessage(Buffer.from(line, 'utf8'));
     if (msg === null || msg.error !== undefined) return;
@@ -168,8 +168,8 @@ function main(): void {
         carry = lines.pop()!;
         for (const line of lines) {
           if (!line.startsWith('{')) continue;
-          if (checks === null || rules === null) onLine(line);
-          else onCheckedLine(line, checks, rules);
+          if (checks === null || vxlanRules === null) onLine(line);
+          else onCheckedLine(line, checks, vxlanRules);
         }
         return true;
       },

@@ -28,8 +28,8 @@ import { parseArgs } from 'node:util';
 import { defaultWeftdPath, requireRoot, type Lab } from '../src/lab';
 import { median, percentile } from './lib/harness';
 import {
-  AFTER, measureBurst, measureFloorJoins, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, restartAll, withLab,
-  type BurstFigures, type FloorFigures, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant,
+  AFTER, FLOOR_KINDS, measureBurst, measureFloorJoins, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, restartAll, withLab,
+  type BurstFigures, type FloorFigures, type FloorKind, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant,
 } from './lib/scenarios';
 
 interface Row {
@@ -169,7 +169,7 @@ async function main(): Promise<number> {
     // they bound, on the same lab; the lab's weftds are back afterwards).
     const measureBounds = async (l: Lab): Promise<void> => {
       progress(`the join rows' bounds at ${l.hostNames().length} hosts: a floor daemon in place of every weftd`);
-      for (const kind of ['node', 'checked', 'native'] as const) results.bounds.push(await measureFloorJoins(l, kind, joinsPerVariant, '10.5.0.0/16', progress));
+      for (const kind of Object.keys(FLOOR_KINDS) as FloorKind[]) results.bounds.push(await measureFloorJoins(l, kind, joinsPerVariant, '10.5.0.0/16', progress));
     };
     if (only.has('startup') || only.has('join10') || only.has('isolated') || only.has('floor') || only.has('bounds')) {
       await withLab(lab('a', 10), async (l) => {
@@ -367,13 +367,6 @@ const times = (weft: number, flanneld: number | undefined): string => {
 const ratios = (...pairs: [number, number | undefined][]): string => pairs.map(([w, f]) => times(w, f)).filter((x) => x !== '').join(' / ');
 
 /** Every row of issue #14's target table (and the figures around them): after, before, flanneld. */
-/** The bound rows' daemons (measureFloorJoins' variants): what runs, and what the row means. */
-const BOUND_DAEMONS: Readonly<Record<string, readonly [string, string]>> = {
-  'node floor': ['bench/lib/floor-daemon.ts', "no more than Node's floor"],
-  'checked floor': ['bench/lib/floor-daemon.ts --checked', "Node's floor and weft's own checks of its input (the watch message's fields, the lease codec, screening, the vxlan rules)"],
-  'native floor': ['bench/lib/floor-daemon.c', 'only a native join path (no runtime)'],
-};
-
 /** Issue #14's join → route targets, p50 and p99 (ms): 10 hosts, or 30. */
 const joinTargetsMs = (hosts: number): readonly [number, number] => (hosts <= 10 ? [2, 10] : [5, 20]);
 
@@ -445,11 +438,12 @@ function table(r: Results): Row[] {
   }
   for (const j of r.bounds) {
     const [p50t, p99t] = joinTargetsMs(j.hosts);
+    const floor = Object.values(FLOOR_KINDS).find((k) => k.label === j.variant);
     rows.push({ figure: `bound: join → route on every host with the ${j.variant} daemon on every host, ${j.hosts} hosts, p50 / p99 (CPU per daemon per join)`,
       weft: `${ms(median(j.fromCommitMs))} / ${ms(percentile(j.fromCommitMs, 99))} (${j.cpuPerDaemonPerJoinMs.toFixed(2)} ms)`, before: '', flanneld: '', ratio: '',
       target: `(rows' ≤ ${p50t} ms / ≤ ${p99t} ms)`, load: la(...j.load), met: null,
-      note: `${BOUND_DAEMONS[j.variant]?.[0] ?? j.variant} in place of every weftd, measured as the join rows are (${j.joins} joins${j.missed ? `, ${j.missed} missed` : ''}): `
-        + `what those rows would read if every daemon cost ${BOUND_DAEMONS[j.variant]?.[1] ?? 'what that daemon costs'}; `
+      note: `${floor?.runs ?? j.variant} in place of every weftd, measured as the join rows are (${j.joins} joins${j.missed ? `, ${j.missed} missed` : ''}): `
+        + `what those rows would read if every daemon cost ${floor?.means ?? 'what that daemon costs'}; `
         + `etcd's CPU per join ${j.etcdCpuPerJoinMs !== undefined ? ms(j.etcdCpuPerJoinMs) : 'not measured'}` });
   }
   const isoA = r.isolated.find((x) => x.variant === 'after');

@@ -41,10 +41,11 @@ interface Peer {
   readonly publicIp: string;
 }
 
-/** --checked: our own lease and what screening judges a peer against, as weftd's would be. */
+/** --checked: our own lease, what screening judges a peer against, and the vxlan rules, as weftd's would be. */
 interface Checks {
   readonly own: Lease;
   readonly ctx: DesiredContext;
+  readonly rules: PeerRules;
 }
 
 function checksOf(subnets: string, network: string | undefined, ownSubnet: string | undefined): Checks | null {
@@ -52,7 +53,8 @@ function checksOf(subnets: string, network: string | undefined, ownSubnet: strin
   if (net === null || ownSubnet === undefined || parseIPv4Cidr(ownSubnet) === null) return null;
   const own = decodeLease(`${subnets}${ownSubnet.replace('/', '-')}`, JSON.stringify({ PublicIP: '10.99.0.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '0e:00:00:00:00:01' } }),
     { etcdLeaseId: null, modRevision: '1', expiration: null });
-  return { own, ctx: { onLinkPublicIPs: new Set(), network: net, subnetLen: Number(ownSubnet.slice(ownSubnet.indexOf('/') + 1)), underlayNetworks: [], protectedIPs: [] } };
+  const ctx: DesiredContext = { onLinkPublicIPs: new Set(), network: net, subnetLen: Number(ownSubnet.slice(ownSubnet.indexOf('/') + 1)), underlayNetworks: [], protectedIPs: [] };
+  return { own, ctx, rules: vxlanPeerRules(own, { vni: 1, directRouting: false }, ctx) };
 }
 
 function main(): void {
@@ -124,9 +126,8 @@ function main(): void {
     }
   };
 
-  const vxlanRules = checks === null ? null : vxlanPeerRules(checks.own, { vni: 1, directRouting: false }, checks.ctx);
   /** One watch message through weft's own checks, as weftd reads it on the way to its write. */
-  const onCheckedLine = (line: string, { own, ctx }: Checks, rules: PeerRules): void => {
+  const onCheckedLine = (line: string, { own, ctx, rules }: Checks): void => {
     const msg = decodeWatchMessage(Buffer.from(line, 'utf8'));
     if (msg === null || msg.error !== undefined) return;
     if (msg.created) process.stdout.write('ready\n');
@@ -168,8 +169,8 @@ function main(): void {
         carry = lines.pop()!;
         for (const line of lines) {
           if (!line.startsWith('{')) continue;
-          if (checks === null || vxlanRules === null) onLine(line);
-          else onCheckedLine(line, checks, vxlanRules);
+          if (checks === null) onLine(line);
+          else onCheckedLine(line, checks);
         }
         return true;
       },

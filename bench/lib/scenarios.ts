@@ -385,6 +385,14 @@ export interface FloorFigures {
  */
 export type FloorKind = 'node' | 'checked' | 'native';
 
+/** Each floor kind, in the bench's order: its rows' label, what runs, and what its bound means. */
+export const FLOOR_KINDS: Readonly<Record<FloorKind, { readonly label: string; readonly runs: string; readonly means: string }>> = {
+  node: { label: 'node floor', runs: 'bench/lib/floor-daemon.ts', means: "no more than Node's floor" },
+  checked: { label: 'checked floor', runs: 'bench/lib/floor-daemon.ts --checked',
+    means: "Node's floor and weft's own checks of its input (the watch message's fields, the lease codec, screening, the vxlan rules)" },
+  native: { label: 'native floor', runs: 'bench/lib/floor-daemon.c', means: 'only a native join path (no runtime)' },
+};
+
 /** A floor daemon running in a lab host, its watch open. */
 interface FloorDaemon {
   readonly pid: number;
@@ -522,7 +530,7 @@ export async function measureNodeFloor(lab: Lab, joins: number, network: string,
 export async function measureFloorJoins(lab: Lab, kind: FloorKind, joins: number, network: string, progress: Progress, skipSubnets = 0): Promise<JoinFigures> {
   const hosts = lab.hostNames();
   const floors: FloorDaemon[] = [];
-  const label = `${kind} floor`;
+  const { label } = FLOOR_KINDS[kind];
   progress(`  ${label} in place of every weftd (${hosts.length} hosts)`);
   try {
     for (const h of hosts) floors.push(await startFloorDaemon(lab, h, kind, network));

@@ -28,8 +28,8 @@ import { parseArgs } from 'node:util';
 import { defaultWeftdPath, requireRoot, type Lab } from '../src/lab';
 import { median, percentile } from './lib/harness';
 import {
-  AFTER, FLOOR_KINDS, measureBurst, measureFloorJoins, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, restartAll, withLab,
-  type BurstFigures, type FloorFigures, type FloorKind, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant,
+  AFTER, FLOOR_KINDS, measureBurst, measureFloorJoins, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, measureWakeups, restartAll, withLab,
+  type BurstFigures, type FloorFigures, type FloorKind, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant, type WakeupFigures,
 } from './lib/scenarios';
 
 interface Row {
@@ -110,7 +110,7 @@ async function main(): Promise<number> {
       + '  --quick       fewer repetitions (a smoke run; figures are noisier)\n'
       + '  --skip-30     skip the 30-host lab\n'
       + '  --only LIST   some of: startup,join10,isolated,floor,join30,idle,bounds,burst\n'
-      + '                (bounds: the join rows with a Node, a checked Node or a native floor daemon on every host)\n'
+      + '                (bounds: one empty wake-up in C and in Node; the join rows with a Node, a checked Node or a native floor daemon on every host)\n'
       + `  --idle-seconds N  the idle CPU window (default ${IDLE_CPU_SECONDS}: one run of every periodic job;\n`
       + '                shorter misses the 5-min ones and reads low)\n');
     return 0;
@@ -171,6 +171,8 @@ async function main(): Promise<number> {
       progress(`the join rows' bounds at ${l.hostNames().length} hosts: a floor daemon in place of every weftd`);
       for (const kind of Object.keys(FLOOR_KINDS) as FloorKind[]) results.bounds.push(await measureFloorJoins(l, kind, joinsPerVariant, '10.5.0.0/16', progress));
     };
+    // Before any lab: what one wake-up costs a process here, with nothing else running.
+    if (only.has('bounds')) results.wakeups = await measureWakeups(scratch, progress, quick ? 100 : 300, 10, quick ? 1 : 3);
     if (only.has('startup') || only.has('join10') || only.has('isolated') || only.has('floor') || only.has('bounds')) {
       await withLab(lab('a', 10), async (l) => {
         if (only.has('startup')) {
@@ -317,6 +319,8 @@ type Results = {
   floor?: FloorFigures;
   /** The join rows with a floor daemon on every host (measureFloorJoins: variant 'node floor' / 'native floor'). */
   bounds: JoinFigures[];
+  /** CPU per empty wake-up, C and Node (measureWakeups); absent in runs saved before it. */
+  wakeups?: WakeupFigures;
 };
 
 /** A saved run: before the flanneld column, join10/join30/burst were one figure each (this tree's). */
@@ -435,6 +439,13 @@ function table(r: Results): Row[] {
       weft: `${ms2(f.floorCpuPerJoinMs)} (weftd ${ms2(f.weftdCpuPerJoinMs)})`, before: '', flanneld: '', ratio: '', target: '—', load: loads(f.load), met: null,
       note: "bench/lib/floor-daemon.ts in place of one host's weftd, run as weftd is (NODE_OPTIONS, --no-opt): the watch message in, the neighbour, FDB entry and route out in one sendmsg, its ACK in, nothing else. "
         + "What the runtime and the kernel cost whatever the code; weftd's figure minus it is weft's own (the CPU-per-join target, ≤ 0.3 ms, is measured against it)" });
+  }
+  if (r.wakeups !== undefined) {
+    const w = r.wakeups;
+    rows.push({ figure: 'bound: CPU of one empty wake-up of a process here, C · Node run as weftd is',
+      weft: `${(w.cUs / 1000).toFixed(3)} · ${(w.nodeUs / 1000).toFixed(3)} ms`, before: '', flanneld: '', ratio: '', target: '(row ≤ 0.3 ms per join)', load: la(...w.load), met: null,
+      note: `bench/lib/wakeup.c and wakeup.ts: a timer every ${w.intervalMs} ms that does nothing, ${w.wakeups} times, median of ${w.runs} runs each. `
+        + 'A join wakes every daemon once: this much of the CPU-per-join row is paid before any code runs, and every extra wake-up a join causes adds at least as much' });
   }
   for (const j of r.bounds) {
     const [p50t, p99t] = joinTargetsMs(j.hosts);

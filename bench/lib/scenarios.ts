@@ -401,21 +401,72 @@ interface FloorDaemon {
   stop(): Promise<void>;
 }
 
-/** Where the C floor daemon is built (once per bench process) and its source. */
-const NATIVE_FLOOR_SOURCE = join(__dirname, '..', '..', '..', 'bench', 'lib', 'floor-daemon.c');
-let nativeFloorBinary: string | null = null;
+/** The bench's C programs (bench/lib/NAME.c), each built once per bench process. */
+const builtC = new Map<string, string>();
+
+/** Compile bench/lib/`name`.c (once) into `dir`: the path of the binary. `what`: what needs it, for the error. */
+function benchC(name: string, dir: string, what: string): string {
+  const built = builtC.get(name);
+  if (built !== undefined && existsSync(built)) return built;
+  const source = join(__dirname, '..', '..', '..', 'bench', 'lib', `${name}.c`);
+  const out = join(dir, `${name}-c`);
+  try {
+    execFileSync('cc', ['-O2', '-std=gnu11', '-Wall', '-Wextra', '-o', out, source], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    throw new Error(`could not compile ${source} (${what} needs a C compiler: scripts/install-deps.sh dev installs one)`, { cause: err });
+  }
+  builtC.set(name, out);
+  return out;
+}
 
 /** Compile bench/lib/floor-daemon.c (once), into `dir`: the path of the binary. */
 export function nativeFloorDaemon(dir: string): string {
-  if (nativeFloorBinary !== null && existsSync(nativeFloorBinary)) return nativeFloorBinary;
-  const out = join(dir, 'floor-daemon-c');
-  try {
-    execFileSync('cc', ['-O2', '-std=gnu11', '-Wall', '-Wextra', '-o', out, NATIVE_FLOOR_SOURCE], { stdio: ['ignore', 'ignore', 'pipe'] });
-  } catch (err) {
-    throw new Error(`could not compile ${NATIVE_FLOOR_SOURCE} (the native floor needs a C compiler: scripts/install-deps.sh dev installs one)`, { cause: err });
+  return benchC('floor-daemon', dir, 'the native floor');
+}
+
+/** CPU per empty wake-up of a process on this machine (measureWakeups), in microseconds: medians of `runs`. */
+export interface WakeupFigures {
+  /** bench/lib/wakeup.c: epoll_wait with a timeout, nothing else. */
+  readonly cUs: number;
+  /** bench/lib/wakeup.ts run as weftd is (NODE_OPTIONS, --no-opt): a timer that does nothing. */
+  readonly nodeUs: number;
+  readonly wakeups: number;
+  readonly intervalMs: number;
+  readonly runs: number;
+  readonly load: [number, number];
+}
+
+/**
+ * What a process pays here to be woken and go back to sleep, before any code of its own: a C
+ * program and Node (as weftd runs) each woken `wakeups` times by a timer, `runs` times each,
+ * alternated. Every peer join wakes every daemon once: this is the part of the CPU-per-join row
+ * that no code of weft's can remove, and what an extra wake-up per join would add.
+ */
+export async function measureWakeups(dir: string, progress: Progress, wakeups = 300, intervalMs = 10, runs = 3): Promise<WakeupFigures> {
+  progress(`one empty wake-up: C and Node (as weftd runs), ${runs} × ${wakeups} wake-ups each`);
+  const c = benchC('wakeup', dir, 'the wake-up row');
+  const node = [process.execPath, '--no-opt', join(__dirname, 'wakeup.js')];
+  const run = async (argv: readonly string[]): Promise<number> => {
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(argv[0]!, [...argv.slice(1), String(wakeups), String(intervalMs)], { env: { ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS }, stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`${argv.join(' ')} exited with ${code}`))));
+    });
+    const us = Number(out.trim());
+    if (!Number.isFinite(us)) throw new Error(`${argv.join(' ')} printed ${JSON.stringify(out)}, not a number of microseconds`);
+    return us;
+  };
+  const load: [number, number] = [load1(), NaN];
+  const cUs: number[] = [];
+  const nodeUs: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    cUs.push(await run([c]));
+    nodeUs.push(await run(node));
   }
-  nativeFloorBinary = out;
-  return out;
+  load[1] = load1();
+  return { cUs: median(cUs), nodeUs: median(nodeUs), wakeups, intervalMs, runs, load };
 }
 
 /**

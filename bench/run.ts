@@ -172,7 +172,7 @@ async function main(): Promise<number> {
       for (const kind of Object.keys(FLOOR_KINDS) as FloorKind[]) results.bounds.push(await measureFloorJoins(l, kind, joinsPerVariant, '10.5.0.0/16', progress));
     };
     // Before any lab: what one wake-up costs a process here, with nothing else running.
-    if (only.has('bounds')) results.wakeups = await measureWakeups(scratch, progress, quick ? 100 : 300, 10, quick ? 1 : 3);
+    if (only.has('bounds')) results.wakeups = measureWakeups(scratch, progress, quick ? 100 : 300, 10, quick ? 1 : 3);
     if (only.has('startup') || only.has('join10') || only.has('isolated') || only.has('floor') || only.has('bounds')) {
       await withLab(lab('a', 10), async (l) => {
         if (only.has('startup')) {

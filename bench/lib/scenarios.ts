@@ -442,18 +442,13 @@ export interface WakeupFigures {
  * alternated. Every peer join wakes every daemon once: this is the part of the CPU-per-join row
  * that no code of weft's can remove, and what an extra wake-up per join would add.
  */
-export async function measureWakeups(dir: string, progress: Progress, wakeups = 300, intervalMs = 10, runs = 3): Promise<WakeupFigures> {
+export function measureWakeups(dir: string, progress: Progress, wakeups = 300, intervalMs = 10, runs = 3): WakeupFigures {
   progress(`one empty wake-up: C and Node (as weftd runs), ${runs} × ${wakeups} wake-ups each`);
   const c = benchC('wakeup', dir, 'the wake-up row');
   const node = [process.execPath, '--no-opt', join(__dirname, 'wakeup.js')];
-  const run = async (argv: readonly string[]): Promise<number> => {
-    const out = await new Promise<string>((resolve, reject) => {
-      const child = spawn(argv[0]!, [...argv.slice(1), String(wakeups), String(intervalMs)], { env: { ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS }, stdio: ['ignore', 'pipe', 'inherit'] });
-      let text = '';
-      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
-      child.on('error', reject);
-      child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`${argv.join(' ')} exited with ${code}`))));
-    });
+  // Synchronous: nothing else runs in the bench meanwhile (no lab yet), and nothing should.
+  const run = (argv: readonly string[]): number => {
+    const out = execFileSync(argv[0]!, [...argv.slice(1), String(wakeups), String(intervalMs)], { env: { ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS }, encoding: 'utf8' });
     const us = Number(out.trim());
     if (!Number.isFinite(us)) throw new Error(`${argv.join(' ')} printed ${JSON.stringify(out)}, not a number of microseconds`);
     return us;
@@ -462,8 +457,8 @@ export async function measureWakeups(dir: string, progress: Progress, wakeups = 
   const cUs: number[] = [];
   const nodeUs: number[] = [];
   for (let i = 0; i < runs; i++) {
-    cUs.push(await run([c]));
-    nodeUs.push(await run(node));
+    cUs.push(run([c]));
+    nodeUs.push(run(node));
   }
   load[1] = load1();
   return { cUs: median(cUs), nodeUs: median(nodeUs), wakeups, intervalMs, runs, load };

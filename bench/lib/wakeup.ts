@@ -1,6 +1,7 @@
 /**
  * One empty wake-up, in Node: a timer every INTERVAL_MS that does nothing, COUNT times; prints the
- * process's CPU (process.cpuUsage: user + system) per wake-up in microseconds. Run as weftd is
+ * process's CPU (process.cpuUsage: user + system) per wake-up in microseconds, the first 20 not
+ * counted (they compile the timers' code). Run as weftd is
  * (weftd's NODE_OPTIONS, --no-opt: bench/lib/scenarios.ts, measureWakeups), beside its C twin
  * wakeup.c: what the runtime adds to every event weftd wakes for, before any of weft's code.
  *
@@ -11,10 +12,13 @@ if (!Number.isInteger(count) || !Number.isInteger(interval) || count! <= 0 || in
   process.stderr.write('usage: node wakeup.js COUNT INTERVAL_MS\n');
   process.exit(2);
 }
-const before = process.cpuUsage();
+/** Wake-ups not counted: the first ones compile the timers' code (and this file's). */
+const WARMUP = 20;
+let before = process.cpuUsage();
 let n = 0;
 const tick = (): void => {
-  if (++n < count!) {
+  if (++n === WARMUP) before = process.cpuUsage();
+  if (n < WARMUP + count!) {
     setTimeout(tick, interval);
     return;
   }

@@ -444,7 +444,7 @@ function table(r: Results): Row[] {
     const w = r.wakeups;
     rows.push({ figure: 'bound: CPU of one empty wake-up of a process here, C · Node run as weftd is',
       weft: `${(w.cUs / 1000).toFixed(3)} · ${(w.nodeUs / 1000).toFixed(3)} ms`, before: '', flanneld: '', ratio: '', target: '(row ≤ 0.3 ms per join)', load: la(...w.load), met: null,
-      note: `bench/lib/wakeup.c and wakeup.ts: a timer every ${w.intervalMs} ms that does nothing, ${w.wakeups} times, median of ${w.runs} runs each. `
+      note: `bench/lib/wakeup.c and wakeup.ts: a timer every ${w.intervalMs} ms that does nothing, ${w.wakeups} times after 20 not counted, median of ${w.runs} runs each. `
         + 'A join wakes every daemon once: this much of the CPU-per-join row is paid before any code runs, and every extra wake-up a join causes adds at least as much' });
   }
   for (const j of r.bounds) {

@@ -317,7 +317,7 @@ type Results = {
   startup: StartupFigures[]; join10: JoinFigures[]; isolated: IsolatedJoinFigures[]; join30: JoinFigures[]; idle: IdleFigures[]; burst: BurstFigures[]; startWithPeers: StartWithPeersFigures[];
   /** Node's floor beside weftd on the same joins (measureNodeFloor); absent in runs saved before it. */
   floor?: FloorFigures;
-  /** The join rows with a floor daemon on every host (measureFloorJoins: variant 'node floor' / 'native floor'). */
+  /** The join rows with a floor daemon on every host (measureFloorJoins: variant = a FLOOR_KINDS label). */
   bounds: JoinFigures[];
   /** CPU per empty wake-up, C and Node (measureWakeups); absent in runs saved before it. */
   wakeups?: WakeupFigures;
@@ -370,10 +370,10 @@ const times = (weft: number, flanneld: number | undefined): string => {
 };
 const ratios = (...pairs: [number, number | undefined][]): string => pairs.map(([w, f]) => times(w, f)).filter((x) => x !== '').join(' / ');
 
-/** Every row of issue #14's target table (and the figures around them): after, before, flanneld. */
 /** Issue #14's join → route targets, p50 and p99 (ms): 10 hosts, or 30. */
 const joinTargetsMs = (hosts: number): readonly [number, number] => (hosts <= 10 ? [2, 10] : [5, 20]);
 
+/** Every row of issue #14's target table (and the figures around them): after, before, flanneld. */
 function table(r: Results): Row[] {
   const rows: Row[] = [];
   const flanneldRan = [...r.startup, ...r.join10, ...r.join30, ...r.burst, ...r.idle, ...r.startWithPeers].some((x) => x.variant === 'flanneld');

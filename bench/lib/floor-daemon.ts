@@ -50,10 +50,11 @@ interface Checks {
 
 function checksOf(subnets: string, network: string | undefined, ownSubnet: string | undefined): Checks | null {
   const net = network === undefined ? null : parseIPv4Cidr(network);
-  if (net === null || ownSubnet === undefined || parseIPv4Cidr(ownSubnet) === null) return null;
+  const ownNet = ownSubnet === undefined ? null : parseIPv4Cidr(ownSubnet);
+  if (net === null || ownSubnet === undefined || ownNet === null) return null;
   const own = decodeLease(`${subnets}${ownSubnet.replace('/', '-')}`, JSON.stringify({ PublicIP: '10.99.0.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '0e:00:00:00:00:01' } }),
     { etcdLeaseId: null, modRevision: '1', expiration: null });
-  const ctx: DesiredContext = { onLinkPublicIPs: new Set(), network: net, subnetLen: Number(ownSubnet.slice(ownSubnet.indexOf('/') + 1)), underlayNetworks: [], protectedIPs: [] };
+  const ctx: DesiredContext = { onLinkPublicIPs: new Set(), network: net, subnetLen: ownNet.prefixLen, underlayNetworks: [], protectedIPs: [] };
   return { own, ctx, rules: vxlanPeerRules(own, { vni: 1, directRouting: false }, ctx) };
 }
 

@@ -453,15 +453,14 @@ export function measureWakeups(dir: string, progress: Progress, wakeups = 300, i
     if (!Number.isFinite(us)) throw new Error(`${argv.join(' ')} printed ${JSON.stringify(out)}, not a number of microseconds`);
     return us;
   };
-  const load: [number, number] = [load1(), NaN];
+  const loadBefore = load1();
   const cUs: number[] = [];
   const nodeUs: number[] = [];
   for (let i = 0; i < runs; i++) {
     cUs.push(run([c]));
     nodeUs.push(run(node));
   }
-  load[1] = load1();
-  return { cUs: median(cUs), nodeUs: median(nodeUs), wakeups, intervalMs, runs, load };
+  return { cUs: median(cUs), nodeUs: median(nodeUs), wakeups, intervalMs, runs, load: [loadBefore, load1()] };
 }
 
 /**
@@ -569,8 +568,9 @@ export async function measureNodeFloor(lab: Lab, joins: number, network: string,
  * The latency rows' bound: the join rows measured with a floor daemon of `kind` in place of EVERY
  * host's weftd (measureJoins, the same method and figures). With `node`, what the rows would read
  * if weftd cost no more than Node's floor; with `checked`, if it cost only that and weft's checks
- * of its input; with `native`, if the join path were not JavaScript at all. The rest of the path (etcd's put and its fan-out to every watch, the kernel's writes, the
- * lab's 2 cores shared by every host) is the same as for weftd. Every weftd is back and converged
+ * of its input; with `native`, if the join path were not JavaScript at all. The rest of the path
+ * (etcd's put and its fan-out to every watch, the kernel's writes, the lab's 2 cores shared by
+ * every host) is the same as for weftd. Every weftd is back and converged
  * afterwards; subnets as for measureJoins (`skipSubnets`).
  */
 export async function measureFloorJoins(lab: Lab, kind: FloorKind, joins: number, network: string, progress: Progress, skipSubnets = 0): Promise<JoinFigures> {

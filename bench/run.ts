@@ -28,8 +28,8 @@ import { parseArgs } from 'node:util';
 import { defaultWeftdPath, requireRoot, type Lab } from '../src/lab';
 import { median, percentile } from './lib/harness';
 import {
-  AFTER, FLOOR_KINDS, measureBurst, measureFloorJoins, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, measureWakeups, restartAll, withLab,
-  type BurstFigures, type FloorFigures, type FloorKind, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant, type WakeupFigures,
+  AFTER, FLOOR_KINDS, measureBurst, measureEventKinds, measureFloorJoins, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, measureWakeups, restartAll, withLab,
+  type BurstFigures, type EventKindFigures, type FloorFigures, type FloorKind, type IdleFigures, type IsolatedJoinFigures, type JoinFigures, type Progress, type StartWithPeersFigures, type StartupFigures, type Variant, type WakeupFigures,
 } from './lib/scenarios';
 
 interface Row {
@@ -199,7 +199,11 @@ async function main(): Promise<number> {
           await restartAll(l, AFTER, progress);
           results.floor = await measureNodeFloor(l, quick ? 20 : 60, '10.5.0.0/16', progress);
         }
-        if (only.has('bounds')) await measureBounds(l);
+        if (only.has('bounds')) {
+          progress("weftd's CPU per watch event by kind at 10 hosts: where a join's CPU goes");
+          results.eventKinds = await measureEventKinds(l, joinsPerVariant, '10.5.0.0/16', progress);
+          await measureBounds(l);
+        }
       });
     }
     if (only.has('join30') || only.has('idle') || only.has('bounds')) {
@@ -321,6 +325,8 @@ type Results = {
   bounds: JoinFigures[];
   /** CPU per empty wake-up, C and Node (measureWakeups); absent in runs saved before it. */
   wakeups?: WakeupFigures;
+  /** weftd's CPU per watch event by kind (measureEventKinds); absent in runs saved before it. */
+  eventKinds?: EventKindFigures;
 };
 
 /** A saved run: before the flanneld column, join10/join30/burst were one figure each (this tree's). */
@@ -446,6 +452,15 @@ function table(r: Results): Row[] {
       weft: `${(w.cUs / 1000).toFixed(3)} · ${(w.nodeUs / 1000).toFixed(3)} ms`, before: '', flanneld: '', ratio: '', target: '(row ≤ 0.3 ms per join)', load: la(...w.load), met: null,
       note: `bench/lib/wakeup.c and wakeup.ts: a timer every ${w.intervalMs} ms that does nothing, ${w.wakeups} times after 20 not counted, median of ${w.runs} runs each. `
         + 'A join wakes every daemon once: this much of the CPU-per-join row is paid before any code runs, and every extra wake-up a join causes adds at least as much' });
+  }
+  if (r.eventKinds !== undefined) {
+    const { cpuMs: c, hosts, events, settleMs } = r.eventKinds;
+    const f3 = (v: number): string => v.toFixed(3);
+    rows.push({ figure: `where a join's CPU goes: weftd's CPU per daemon per watch event, ${hosts} hosts, a key it ignores · a lease put again unchanged · a join`,
+      weft: `${f3(c.ignored)} · ${f3(c.unchanged)} · ${f3(c.join)} ms`, before: '', flanneld: '', ratio: '', target: '(row ≤ 0.3 ms per join)', load: la(...r.eventKinds.load), met: null,
+      note: `${events} events of each kind, the kinds taking turns, after a ${settleMs / 1000} s wait for the daemons' start-up collections; the median per event, with the join rows' pause after it (the pause alone: ${f3(c.pause)} ms). Each kind does the one before it and more: `
+        + `the wake-up, the read and the watch message (${f3(c.ignored)} ms); the lease decoded, screened, judged and booked (+${f3(c.unchanged - c.ignored)}); `
+        + `the three kernel writes, their ACK and echoes (+${f3(c.join - c.unchanged)}). From /proc, not a profiler` });
   }
   for (const j of r.bounds) {
     const [p50t, p99t] = joinTargetsMs(j.hosts);

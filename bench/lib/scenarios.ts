@@ -593,6 +593,106 @@ export async function measureFloorJoins(lab: Lab, kind: FloorKind, joins: number
   }
 }
 
+/** weftd's CPU per watch event by what the event asks of it (measureEventKinds). */
+export interface EventKindFigures {
+  readonly hosts: number;
+  /** Events of each kind. */
+  readonly events: number;
+  /**
+   * Per kind, the median over its events of the CPU all daemons spent on one event and the pause
+   * after it (the join rows' 30–70 ms) ÷ hosts (ms). `ignored`: a put of a key nested under
+   * subnets/, which is no subnet key (the watch message read and decoded, the key dropped by the
+   * registry, no warning); `unchanged`: a peer's lease put again with its own value (the lease
+   * decoded, screened, judged and booked again, nothing to write); `join`: a new lease (all of
+   * that, then its three kernel writes, their ACK and echoes); `pause`: the pause alone.
+   */
+  readonly cpuMs: { readonly pause: number; readonly ignored: number; readonly unchanged: number; readonly join: number };
+  /** How long the daemons ran before the warm-up joins (past their start-up's collections). */
+  readonly settleMs: number;
+  readonly load: [number, number];
+}
+
+type EventKind = keyof EventKindFigures['cpuMs'];
+const EVENT_KINDS: readonly EventKind[] = ['pause', 'ignored', 'unchanged', 'join'];
+
+/**
+ * Where a join's CPU goes, from /proc and not from a profiler (a sampled profile of a crowded lab
+ * counts descheduled time: docs/performance.md). Three kinds of watch event that share their first
+ * steps: each kind's figure minus the one before it is what the next steps cost. On the lab's
+ * weftds as they run, once they are past their start-up's collections (`settleMs`: the one 3 s
+ * after ready, V8's memory reducer 8 s after that), after 10 warm-up joins whose leases the
+ * `unchanged` events put again. The kinds take turns, event by event, and each figure is a median
+ * over its events: a collection falls on one event of one kind, not on a kind.
+ */
+export async function measureEventKinds(lab: Lab, events: number, network: string, progress: Progress, skipSubnets = 0, settleMs = 20_000): Promise<EventKindFigures> {
+  const hosts = lab.hostNames();
+  const pids = hosts.map((h) => lab.daemonPid(h)!);
+  progress(`  weftd's CPU per watch event by kind, ${hosts.length} hosts, ${events} events each (after ${settleMs / 1000} s for the start-up's collections)`);
+  const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint);
+  const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
+  const load: [number, number] = [NaN, NaN];
+  const subnets = freeSubnets(lab, network, 10 + events, skipSubnets);
+  const warm = subnets.slice(0, 10);
+  const warmValues = warm.map((_, i) => leaseValue(`10.252.0.${i + 1}`, macOf(0xfe0000 + i)));
+  const joined: string[] = [];
+  const ignoredKeys: string[] = [];
+  const put = async (key: string, value: string): Promise<void> => {
+    const w = await writer.put([{ key, value }]);
+    if (!w.ok) throw new Error(`etcd put of ${key} failed: ${JSON.stringify(w.error)}`);
+  };
+  const join = async (subnet: string, value: string): Promise<void> => {
+    const added = waitRoutes(watchers, new Set([subnet]), false, 10_000);
+    await put(keyOf(subnet), value);
+    await added;
+    joined.push(subnet);
+  };
+  const event: Record<EventKind, (i: number) => Promise<void>> = {
+    pause: async () => undefined,
+    ignored: async (i) => {
+      const key = `${PREFIX}/subnets/bench/ignored-${i}`;
+      ignoredKeys.push(key);
+      await put(key, 'x');
+    },
+    unchanged: async (i) => put(keyOf(warm[i % warm.length]!), warmValues[i % warm.length]!),
+    join: async (i) => join(subnets[10 + i]!, leaseValue(`10.252.1.${(i % 250) + 1}`, macOf(0xfd0000 + i))),
+  };
+  try {
+    await sleep(settleMs);
+    for (const [i, s] of warm.entries()) {
+      await join(s, warmValues[i]!);
+      await sleep(30 + Math.random() * 40);
+    }
+    load[0] = load1();
+    const perEvent: Record<EventKind, number[]> = { pause: [], ignored: [], unchanged: [], join: [] };
+    for (let i = 0; i < events; i++) {
+      for (const kind of EVENT_KINDS) {
+        const before = pids.map(cpuNsOf);
+        await event[kind](i);
+        await sleep(30 + Math.random() * 40);
+        perEvent[kind].push(pids.reduce((a, p, j) => a + (cpuNsOf(p) - before[j]!), 0) / 1e6 / pids.length);
+      }
+    }
+    load[1] = load1();
+    const cpuMs = { pause: median(perEvent.pause), ignored: median(perEvent.ignored), unchanged: median(perEvent.unchanged), join: median(perEvent.join) };
+    const f = (v: number): string => v.toFixed(3);
+    progress(`  CPU per daemon per event (medians): the pause alone ${f(cpuMs.pause)}, a key it ignores ${f(cpuMs.ignored)}, a lease unchanged ${f(cpuMs.unchanged)}, a join ${f(cpuMs.join)} ms`);
+    return { hosts: hosts.length, events, cpuMs, settleMs, load };
+  } finally {
+    if (ignoredKeys.length > 0) await writer.del(ignoredKeys).catch(() => undefined);
+    // The peers go as the join rows' do (one at a time), and their routes with them after
+    // weftd's departed-peer grace (3 s: src/daemon/departed.ts).
+    const gone = waitRoutes(watchers, new Set(joined), true, 15_000)
+      .catch(() => progress("  the event kinds' peers: routes still on some host 15 s after their leases went"));
+    for (const s of joined) {
+      await writer.del([keyOf(s)]).catch(() => undefined);
+      await sleep(50);
+    }
+    await gone;
+    writer.close();
+    for (const w of watchers) w.close();
+  }
+}
+
 /**
  * What one join costs a daemon in a cluster where joins are rare (the usual case): a join, its
  * leave, and everything the daemon does because of them until it is quiet again (a GC it runs

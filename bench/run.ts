@@ -458,7 +458,7 @@ function table(r: Results): Row[] {
     const f3 = (v: number): string => v.toFixed(3);
     rows.push({ figure: `where a join's CPU goes: weftd's CPU per daemon per watch event, ${hosts} hosts, a key it ignores · a lease put again unchanged · a join`,
       weft: `${f3(c.ignored)} · ${f3(c.unchanged)} · ${f3(c.join)} ms`, before: '', flanneld: '', ratio: '', target: '(row ≤ 0.3 ms per join)', load: la(...r.eventKinds.load), met: null,
-      note: `${events} events of each kind, the kinds taking turns, after a ${settleMs / 1000} s wait for the daemons' start-up collections; the median per event, with the join rows' pause after it (the pause alone: ${f3(c.pause)} ms). Each kind does the one before it and more: `
+      note: `${events} events of each kind, the kinds taking turns, every daemon restarted as this tree's weftd and left ${settleMs / 1000} s for its start-up's collections; the median per event, with the join rows' pause after it (the pause alone: ${f3(c.pause)} ms). Each kind does the one before it and more: `
         + `the wake-up, the read and the watch message (${f3(c.ignored)} ms); the lease decoded, screened, judged and booked (+${f3(c.unchanged - c.ignored)}); `
         + `the three kernel writes, their ACK and echoes (+${f3(c.join - c.unchanged)}). From /proc, not a profiler` });
   }

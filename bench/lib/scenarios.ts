@@ -607,7 +607,7 @@ export interface EventKindFigures {
    * that, then its three kernel writes, their ACK and echoes); `pause`: the pause alone.
    */
   readonly cpuMs: { readonly pause: number; readonly ignored: number; readonly unchanged: number; readonly join: number };
-  /** How long the daemons ran before the warm-up joins (past their start-up's collections). */
+  /** How long the restarted daemons ran before the warm-up joins (past their start-up's collections). */
   readonly settleMs: number;
   readonly load: [number, number];
 }
@@ -618,16 +618,18 @@ const EVENT_KINDS: readonly EventKind[] = ['pause', 'ignored', 'unchanged', 'joi
 /**
  * Where a join's CPU goes, from /proc and not from a profiler (a sampled profile of a crowded lab
  * counts descheduled time: docs/performance.md). Three kinds of watch event that share their first
- * steps: each kind's figure minus the one before it is what the next steps cost. On the lab's
- * weftds as they run, once they are past their start-up's collections (`settleMs`: the one 3 s
- * after ready, V8's memory reducer 8 s after that), after 10 warm-up joins whose leases the
- * `unchanged` events put again. The kinds take turns, event by event, and each figure is a median
+ * steps: each kind's figure minus the one before it is what the next steps cost. Every daemon
+ * is restarted as this tree's weftd first (the joins before may have left another variant
+ * running) and left `settleMs` to get past its start-up's collections (the one 3 s after ready,
+ * V8's memory reducer 8 s after that); then 10 warm-up joins, whose leases the `unchanged` events
+ * put again. The kinds take turns, event by event, and each figure is a median
  * over its events: a collection falls on one event of one kind, not on a kind.
  */
 export async function measureEventKinds(lab: Lab, events: number, network: string, progress: Progress, skipSubnets = 0, settleMs = 20_000): Promise<EventKindFigures> {
   const hosts = lab.hostNames();
+  await restartAll(lab, AFTER, progress, [], settleMs);
   const pids = hosts.map((h) => lab.daemonPid(h)!);
-  progress(`  weftd's CPU per watch event by kind, ${hosts.length} hosts, ${events} events each (after ${settleMs / 1000} s for the start-up's collections)`);
+  progress(`  weftd's CPU per watch event by kind, ${hosts.length} hosts, ${events} events each`);
   const writer = new EtcdWriter(lab.nsName('etcd'), lab.etcdEndpoint);
   const watchers = hosts.map((h) => new RouteWatcher(h, lab.nsName(h)));
   const load: [number, number] = [NaN, NaN];
@@ -657,7 +659,6 @@ export async function measureEventKinds(lab: Lab, events: number, network: strin
     join: async (i) => join(subnets[10 + i]!, leaseValue(`10.252.1.${(i % 250) + 1}`, macOf(0xfd0000 + i))),
   };
   try {
-    await sleep(settleMs);
     for (const [i, s] of warm.entries()) {
       await join(s, warmValues[i]!);
       await sleep(30 + Math.random() * 40);

@@ -8,6 +8,7 @@ import { existsSync, readFileSync, statSync, unlinkSync, watch } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { dirname, basename, join } from 'node:path';
 import { hostUnderlayIp, Lab, WEFTD_NODE_OPTIONS } from '../../src/lab';
+import { RUNTIME_V8_FLAGS } from '../../src/daemon/v8-flags';
 import { formatIPv4, parseIPv4Cidr } from '../../src/ip';
 import {
   EtcdWriter, RouteWatcher, cpuNsOf, heapFromMetrics, load1, median, memoryOf, nowMs, percentile, sleep, wakeupsOf, waitRoutes,
@@ -401,6 +402,18 @@ interface FloorDaemon {
   stop(): Promise<void>;
 }
 
+/**
+ * A bench script (bench/lib/`script`, compiled) run as weftd's JavaScript runs: under weftd's V8
+ * flags (which weftd itself sets at run time, src/daemon/v8-flags.ts) and with its NODE_OPTIONS
+ * (`weftdEnv`).
+ */
+function nodeAsWeftd(script: string, ...args: string[]): string[] {
+  return [process.execPath, ...RUNTIME_V8_FLAGS, join(__dirname, script), ...args];
+}
+
+/** The environment weftd runs with in the lab (systemd/weftd.service's NODE_OPTIONS). */
+const weftdEnv = (): NodeJS.ProcessEnv => ({ ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS });
+
 /** The bench's C programs (bench/lib/NAME.c), each built once per bench process. */
 const builtC = new Map<string, string>();
 
@@ -445,10 +458,10 @@ export interface WakeupFigures {
 export function measureWakeups(dir: string, progress: Progress, wakeups = 300, intervalMs = 10, runs = 3): WakeupFigures {
   progress(`one empty wake-up: C and Node (as weftd runs), ${runs} × ${wakeups} wake-ups each`);
   const c = benchC('wakeup', dir, 'the wake-up row');
-  const node = [process.execPath, '--no-opt', join(__dirname, 'wakeup.js')];
+  const node = nodeAsWeftd('wakeup.js');
   // Synchronous: nothing else runs in the bench meanwhile (no lab yet), and nothing should.
   const run = (argv: readonly string[]): number => {
-    const out = execFileSync(argv[0]!, [...argv.slice(1), String(wakeups), String(intervalMs)], { env: { ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS }, encoding: 'utf8' });
+    const out = execFileSync(argv[0]!, [...argv.slice(1), String(wakeups), String(intervalMs)], { env: weftdEnv(), encoding: 'utf8' });
     const us = Number(out.trim());
     if (!Number.isFinite(us)) throw new Error(`${argv.join(' ')} printed ${JSON.stringify(out)}, not a number of microseconds`);
     return us;
@@ -477,8 +490,8 @@ async function startFloorDaemon(lab: Lab, host: string, kind: FloorKind, network
   const own = lab.subnetEnv(host)?.subnetNetwork;
   if (kind === 'checked' && own === undefined) throw new Error(`no subnet.env on ${host}: the checked floor screens peers against the host's own subnet`);
   const command = kind === 'native' ? [nativeFloorDaemon(lab.stateDir), ...args]
-    : [process.execPath, '--no-opt', join(__dirname, 'floor-daemon.js'), ...args, ...(kind === 'checked' ? ['--checked', network, own!] : [])];
-  const child = spawn('ip', ['netns', 'exec', ns, ...command], { env: { ...process.env, NODE_OPTIONS: WEFTD_NODE_OPTIONS }, stdio: ['ignore', 'pipe', 'inherit'] });
+    : nodeAsWeftd('floor-daemon.js', ...args, ...(kind === 'checked' ? ['--checked', network, own!] : []));
+  const child = spawn('ip', ['netns', 'exec', ns, ...command], { env: weftdEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
   const errors: string[] = [];
   const stop = async (): Promise<void> => {
     child.kill('SIGTERM');

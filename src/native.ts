@@ -4,6 +4,37 @@
  */
 import * as path from 'node:path';
 
+/**
+ * The native join path's configuration (addon/src/fastjoin.cc; weftd.ts builds it). Addresses
+ * are IPv4 numbers in host order; `template` is the reconciler's three writes for one peer
+ * (neighbour, FDB, route) with marker values, and the at* lists say where each value sits.
+ */
+export interface NativeJoinConfig {
+  readonly prefix: string;
+  readonly ownKey: string;
+  readonly networkIp: number;
+  readonly networkLen: number;
+  readonly subnetLen: number;
+  readonly ownSubnetIp: number;
+  readonly ownSubnetLen: number;
+  readonly ownPublicIp: number;
+  readonly ownIfaceIp: number;
+  readonly ownMac: Buffer | null;
+  readonly vni: number;
+  readonly ifindex: number;
+  /** [ip, prefixLen, ip, prefixLen, …] */
+  readonly underlay: readonly number[];
+  readonly protectedIps: readonly number[];
+  readonly template: Buffer;
+  readonly atGw: readonly number[];
+  readonly atPub: readonly number[];
+  readonly atDst: readonly number[];
+  readonly atMac: readonly number[];
+  readonly atDstLen: readonly number[];
+  readonly atSeq: readonly number[];
+  readonly atPid: readonly number[];
+}
+
 export interface NativeAddon {
   /**
    * Send one datagram `message` to the AF_UNIX socket `socketPath` (systemd's NOTIFY_SOCKET;
@@ -45,6 +76,27 @@ export interface NativeAddon {
    * no such call. Synchronous; cheap when there is little free (it walks the free lists).
    */
   trimMalloc(): boolean;
+  /**
+   * etcd's watch stream read in C++ with the native join path (addon/src/fastjoin.cc): connects
+   * to ipv4:port, sends `request` (the HTTP head and the first chunk), answers onHead(status)
+   * for a chunked 200, then onLines(data, meta, records) with the lines of one or more reads:
+   * line i is meta[2i] bytes, meta[2i+1] = 1 when the addon applied it (its 16-byte record in
+   * `records`, in order); anything else ends it with onEnd(reason), null for a clean end of the
+   * body. send() writes bytes as they are; abort() ends it without onEnd; flush() delivers the
+   * held lines now. Lines the addon applied are held up to `drainMs` × 1.5.
+   */
+  WatchStream: new (
+    ipv4: number, port: number, request: Uint8Array, drainMs: number,
+    onHead: (status: number) => void,
+    onLines: (data: Buffer, meta: Uint32Array, records: Buffer) => void,
+    onEnd: (err: string | null) => void,
+  ) => { send(data: Uint8Array): void; abort(): void; flush(): void; watchOpen(id: string): void; watchClosed(id: string): void };
+  /** The native join path's configuration (null: off); the port id of its netlink socket, 0 when it could not open one. */
+  fastJoinConfigure(config: NativeJoinConfig | null): number;
+  fastJoinKnow(key: string, subnetIp: number, subnetLen: number, publicIp: number, mac: Buffer | null): void;
+  fastJoinForget(key: string): void;
+  /** Tests: what the path would do with one watch message (null: leave it to JavaScript). Writes nothing. */
+  fastJoinDecide(line: Uint8Array, openWatchIds?: readonly string[]): { key: string; record: Buffer } | null;
 }
 
 /**

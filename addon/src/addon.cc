@@ -1,6 +1,7 @@
 // Entry point of weft's native addon: each feature registers its functions here.
 #include <napi.h>
 
+#include "fastjoin.h"
 #include "memory.h"
 #include "nlsock.h"
 #include "notify.h"
@@ -13,6 +14,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   weft::InitNetlinkSocket(env, exports);
   weft::InitTimer(env, exports);
   weft::InitMemory(env, exports);
+  weft::fastjoin::Init(env, exports);
   return exports;
 }
 

@@ -12,6 +12,7 @@
 // that the owner resynchronizes (the monitor re-reads everything).
 #include "nlsock.h"
 
+#include "fastjoin.h"
 #include "js_call.h"
 
 #include <linux/filter.h>
@@ -234,6 +235,7 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
           cut = true;  // a datagram was cut: it is lost, say so (after the others)
           continue;
         }
+        if (froms_[i].nl_pid == 0 && fastjoin::DropOwnEcho(region_ + i * kMaxDatagram, len)) continue;
         size_t aligned = (len + 3) & ~size_t(3);
         if (buf_.size() < used + aligned) buf_.resize(used + aligned);
         std::memcpy(buf_.data() + used, region_ + i * kMaxDatagram, len);
@@ -259,6 +261,8 @@ class NetlinkSocketWrap : public Napi::ObjectWrap<NetlinkSocketWrap> {
         return;
       }
       std::memcpy(ab_data, meta_.data(), meta_bytes);
+      fastjoin::FlushHeld();
+      if (fd_ < 0) return;  // closed by the JavaScript the flush ran
       Call(on_datagrams_, {data, meta});
     }
     // Give back what a dump or a flood made resident: an idle daemon keeps a few pages, not

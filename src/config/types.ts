@@ -70,6 +70,7 @@ export interface DaemonOptions extends EtcdFlags {
   readonly healthzIp: string;                  // default 0.0.0.0
   readonly healthzPort: number;                // 0 = off
   readonly healthzExposeDetails: boolean;      // weft: /metrics, /status to non-loopback clients (default false)
+  readonly nativeJoin: boolean;                // weft: the native join path (addon/src/fastjoin.cc), default true
   readonly probeIntervalSeconds: number;       // weft: peer probe cycle while the health port is on, default 30; 0: on demand only
   readonly vxlanFallback: 'auto' | 'force' | 'off'; // weft: user-space VXLAN fallback
   /** weft: wireguard backend on wireguard-go when the kernel has no WireGuard (auto), always, never. Absent: auto. */

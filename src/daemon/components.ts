@@ -74,6 +74,8 @@ export interface WeftdSnapshot {
   readonly dataPaths: readonly DataPathSnapshot[];
   /** The etcd client's figures; null before it exists or when the registry keeps none. */
   readonly registry: RegistryStats | null;
+  /** Peer joins the native join path wrote (weftd.ts syncNativeJoin); absent where there is none. */
+  readonly nativeJoins?: number;
 }
 
 export interface WeftdEvents {

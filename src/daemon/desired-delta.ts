@@ -362,13 +362,20 @@ export class PendingDelta {
     this.routes.clear();
   }
 
-  add(d: DesiredDelta): void {
+  /**
+   * Fold `d` in. `inKernel`: objects the native join path wrote to the kernel ahead of their
+   * delta (Reconciler.noteNativeWrite), by slot and fingerprint. An added object found there is
+   * taken as in the kernel already (its slot holds it before and after: no change) and removed
+   * from the map.
+   */
+  add(d: DesiredDelta, inKernel?: NativeWritten): void {
     for (const n of d.remove.neighbours) leave(this.neighbours, neighbourSlot(n), n);
     for (const f of d.remove.fdb) leave(this.fdb, fdbSlot(f), f);
     for (const r of d.remove.routes) leave(this.routes, routeSlot(r), r);
-    for (const n of d.add.neighbours) enter(this.neighbours, neighbourSlot(n), n);
-    for (const f of d.add.fdb) enter(this.fdb, fdbSlot(f), f);
-    for (const r of d.add.routes) enter(this.routes, routeSlot(r), r);
+    const native = inKernel !== undefined && inKernel.size > 0 ? inKernel : undefined;
+    for (const n of d.add.neighbours) enter(this.neighbours, neighbourSlot(n), n, native, n.mac.toLowerCase());
+    for (const f of d.add.fdb) enter(this.fdb, fdbSlot(f), f, native, '');
+    for (const r of d.add.routes) enter(this.routes, routeSlot(r), r, native, routeFingerprint(r));
   }
 
   /**
@@ -471,8 +478,27 @@ function leave<T>(slots: Map<string, Slot<T>>, k: string, v: T): void {
   else slots.set(k, { before: v, after: null });
 }
 
-function enter<T>(slots: Map<string, Slot<T>>, k: string, v: T): void {
+function enter<T>(slots: Map<string, Slot<T>>, k: string, v: T, inKernel?: NativeWritten, fingerprint?: string): void {
+  const written = inKernel !== undefined && inKernel.get(k) === fingerprint && inKernel.delete(k);
   const s = slots.get(k);
-  if (s) s.after = v;
-  else slots.set(k, { before: null, after: v });
+  if (s) {
+    s.after = v;
+    if (written) s.before = v;
+  } else {
+    slots.set(k, { before: written ? v : null, after: v });
+  }
+}
+
+/** Objects the native join path wrote, by slot → fingerprint of what it holds (PendingDelta.add). */
+export type NativeWritten = Map<string, string>;
+
+function routeFingerprint(r: DesiredRoute): string {
+  return `${r.gateway} ${r.onlink} ${r.via ?? 'overlay'}`;
+}
+
+/** Note `o`, written by the native join path, in `into`. */
+export function noteNativeObjects(into: NativeWritten, o: PeerObjects): void {
+  for (const n of o.neighbours) into.set(neighbourSlot(n), n.mac.toLowerCase());
+  for (const f of o.fdb) into.set(fdbSlot(f), '');
+  for (const r of o.routes) into.set(routeSlot(r), routeFingerprint(r));
 }

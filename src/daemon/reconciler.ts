@@ -22,7 +22,7 @@
  *     └───────────────── ok ◄──────────────────────────────────────────────────────┤
  *                          failed: scheduled again with backoff (100 ms … 5 s) ◄──┘
  */
-import type { Backend, BackendSetup, DesiredState, Underlay } from '../backend/backend';
+import type { Backend, BackendSetup, DesiredState, PeerObjects, Underlay } from '../backend/backend';
 import { Backoff } from '../backoff';
 import { systemClock, type Clock, type TimerHandle } from '../clock';
 import { describeError, WeftError } from '../errors';
@@ -63,7 +63,7 @@ import {
   type RepairKind,
   type RouteConflict,
 } from './diff';
-import { PendingDelta, desiredIsExact, pinDesired, routesBySlot, type DesiredDelta } from './desired-delta';
+import { PendingDelta, desiredIsExact, noteNativeObjects, pinDesired, routesBySlot, type DesiredDelta, type NativeWritten } from './desired-delta';
 
 // The pure half used to live here: re-exported for the callers that import it from the reconciler.
 export { REPAIR_KINDS, describeChange, diffState, impliedState, type ActualState, type Change, type RepairKind } from './diff';
@@ -97,6 +97,12 @@ export interface ReconcilerNetlink extends SingleWriteMethods {
 export type ReconcilerClock = Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
 
 export interface ReconcilerOptions {
+  /**
+   * Called before every run that may read the kernel: what the native join path wrote and still
+   * holds (addon/src/fastjoin.cc) must be in the desired state first, or a full run removes it.
+   * It may call setDesired.
+   */
+  readonly beforeRun?: () => void;
   readonly nl: ReconcilerNetlink;
   readonly backend: Backend;
   readonly underlay: Underlay;
@@ -186,6 +192,24 @@ export class Reconciler {
   private pending: PendingDelta | null = null;
   /** The last run's PendingDelta, emptied, for the next run (two alternate: no three Maps per join). */
   private sparePending: PendingDelta | null = null;
+  private readonly beforeRun: (() => void) | undefined;
+  /**
+   * Objects the native join path wrote ahead of the delta that will carry them (by slot and
+   * fingerprint): PendingDelta.add takes them as in the kernel. A run that reads the kernel finds
+   * them there itself and forgets the rest.
+   */
+  private readonly nativeWritten: NativeWritten = new Map();
+
+  /** The overlay device's index once a run found it (null before, or while it is missing). */
+  get overlayIfIndex(): number | null {
+    return this.overlayIndex;
+  }
+
+  /** `objects` are in the kernel already: the native join path wrote them (addon/src/fastjoin.cc, weftd.ts). */
+  noteNativeWrite(objects: PeerObjects): void {
+    noteNativeObjects(this.nativeWritten, objects);
+  }
+
   /** Conflicts already warned about (route key → existing route), so a steady conflict logs once. */
   private warnedConflicts = new Map<string, string>();
 
@@ -229,6 +253,7 @@ export class Reconciler {
     this.refreshUnderlay = opts.refreshUnderlay;
     this.onUnderlayChanged = opts.onUnderlayChanged;
     this.onUpToDate = opts.onUpToDate;
+    this.beforeRun = opts.beforeRun;
     this.debugOn = this.log.enabled?.('debug') ?? true;
   }
 
@@ -277,7 +302,7 @@ export class Reconciler {
   setDesired(state: DesiredState, delta?: DesiredDelta): void {
     // With a delta from the state we hold, an incremental run writes only the slots it touched
     // (O(change)); without one it diffs the whole states, or reads the kernel (see runOnce).
-    if (delta !== undefined && delta.from === this.desired && this.pending !== null) this.pending.add(delta);
+    if (delta !== undefined && delta.from === this.desired && this.pending !== null) this.pending.add(delta, this.nativeWritten);
     else this.pending = null;
     this.desired = state;
     if (!this.started) return;
@@ -393,6 +418,8 @@ export class Reconciler {
 
   /** Run now, or once after the run in progress (calls made meanwhile share that follow-up). */
   private enqueue(): Promise<ReconcileResult> {
+    // Taking in held native joins may start a delta run (setDesired): this run then follows it.
+    if (!this.running) this.beforeRun?.();
     if (!this.running) {
       this.running = this.runOnce().finally(() => {
         this.running = null;
@@ -550,6 +577,8 @@ export class Reconciler {
       || (desired as { readonly pump?: unknown }).pump !== undefined || desired.wireguardPeers !== undefined
       || (pending === null && !desiredIsExact(applied));
     this.wantFull = false;
+    // A run that reads the kernel finds the native path's writes there itself.
+    if (full) this.nativeWritten.clear();
     // Whatever reads the whole of `desired` below does so after an await: build it now, while exact.
     if (full || pending === null) pinDesired(desired);
     try {

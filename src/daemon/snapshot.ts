@@ -36,6 +36,7 @@ export interface LiveState {
   readonly registry: Pick<LeaseRegistry, 'stats'> | null;
   /** Primary first (see WeftdSnapshot.dataPaths). */
   readonly paths: readonly LivePath[];
+  readonly nativeJoins?: number;
 }
 
 export function takeSnapshot(s: LiveState): WeftdSnapshot {
@@ -49,6 +50,7 @@ export function takeSnapshot(s: LiveState): WeftdSnapshot {
     peers: s.peers,
     dataPaths: s.paths.map(pathSnapshot),
     registry: s.registry?.stats?.() ?? null,
+    ...(s.nativeJoins === undefined ? {} : { nativeJoins: s.nativeJoins }),
   };
 }
 

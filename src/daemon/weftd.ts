@@ -23,6 +23,9 @@ import { parseNetworkConfig } from '../config/network';
 import type { DaemonOptions, NetworkConfig } from '../config/types';
 import { describeError } from '../errors';
 import { formatCidr, formatIPv4, formatIPv4Cidr, hostAddress, parseIPv4Cidr, parseIPv6Cidr, type IPFamily } from '../ip';
+import { loadNative } from '../native';
+import { flushNativeJoins, nativeJoin } from '../lease/native-join';
+import { nativeJoinConfig, nativeJoinInputKey, nativePeerOf, type NativeJoinInput } from './native-join-config';
 import { createLeaseRegistry } from '../lease/create-registry';
 import { LeaseManager } from '../lease/manager';
 import { formatLeaseSubnets, sameLeaseSubnets } from '../lease/family';
@@ -138,6 +141,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       manager: this.manager,
       registry: this.registry,
       paths: this.ipv6Path ? [...primary, this.ipv6Path] : primary,
+      nativeJoins: this.nativeJoinsTotal,
     });
   }
 
@@ -177,6 +181,13 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     await resolveUnderlay(this.underlayOptions(null), nl);
     traceStartup('netlink socket, interface checked');
 
+    // The native join path writes to this process's kernel: only for the real netlink adapter, and
+    // for one daemon per process (the addon's configuration is the process's). Before the
+    // registry, whose watch streams it decides.
+    if (opts.nativeJoin && nl instanceof NetlinkClient && nativeJoin.owner === null) {
+      nativeJoin.owner = this;
+      nativeJoin.enabled = true;
+    }
     const registry = (this.registry = this.makeRegistry(opts, this.log));
     const manager = (this.manager = new LeaseManager({ registry, log: this.log }));
 
@@ -278,7 +289,10 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
       // A peer change not yet handed over (queued recompute, dirty keys) is not in the kernel yet.
       onUpToDate: () => {
         if (!this.recomputeQueued && this.dirtyKeys.size === 0) this.emit('programmed');
+        this.syncNativeJoin();
       },
+      // A run that reads the kernel must find what the native join path wrote in the books.
+      beforeRun: flushNativeJoins,
     });
     if (this.ipv6Path) {
       const path = this.ipv6Path;
@@ -316,6 +330,81 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     this.notifier.ready(ready);
     traceStartup('READY=1 sent');
     this.log.info(ready);
+    this.syncNativeJoin();
+  }
+
+  /**
+   * The native join path (addon/src/fastjoin.cc, issue #14): the addon reads the etcd watch and
+   * writes a new peer's neighbour, FDB entry and route itself when the lease alone decides them —
+   * the objects this daemon's reconciler would write, in its encoding (a template made here by
+   * wire.ts, patched per join) — and hands the message to the books later, in batches, flagged;
+   * the reconciler then takes those objects as in the kernel (noteNativeWrite). Only for IPv4
+   * vxlan on the kernel's data path without DirectRouting (one engine); anything else, and any
+   * lease that is not a plain new peer, takes the ordinary path. Kept in step with the daemon's
+   * state after every reconcile run: a new own lease, VtepMAC or device reconfigures it, a
+   * fallback data path turns it off.
+   */
+  private nativeJoinOn = false;
+  /** Joins the native join path wrote (as the books took them in): weft_native_joins_total. */
+  private nativeJoinsTotal = 0;
+  private nativeJoinSignature = '';
+  private syncNativeJoin(): void {
+    const input = this.nativeJoinInput();
+    const signature = input === null ? '' : nativeJoinInputKey(input);
+    if (signature === this.nativeJoinSignature) return;
+    this.nativeJoinSignature = signature;
+    const cfg = input === null ? null : nativeJoinConfig(input);
+    const native = loadNative();
+    if (cfg === null) {
+      if (this.nativeJoinOn) native.fastJoinConfigure(null);
+      this.nativeJoinOn = false;
+      nativeJoin.applied = null;
+      return;
+    }
+    const port = native.fastJoinConfigure(cfg);
+    this.nativeJoinOn = port !== 0;
+    if (!this.nativeJoinOn) {
+      this.log.warn('native join path unavailable (no netlink socket for it): joins take the ordinary path');
+      return;
+    }
+    for (const lease of this.peerMap.values()) this.knowNative(lease);
+    for (const lease of this.departed.heldLeases()) this.knowNative(lease);
+    const reconciler = this.engines[0]!.reconciler;
+    nativeJoin.applied = (rec) => {
+      this.nativeJoinsTotal++;
+      const gw = formatIPv4(rec.subnetIp);
+      reconciler.noteNativeWrite({
+        neighbours: [{ ip: gw, mac: rec.mac }], fdb: [{ mac: rec.mac, dst: formatIPv4(rec.publicIp) }],
+        routes: [{ dst: { ip: rec.subnetIp, prefixLen: rec.prefixLen }, gateway: gw, onlink: true, via: 'overlay' }],
+      });
+    };
+    if (this.debugOn) this.log.debug('native join path configured', { ifindex: cfg.ifindex, port });
+  }
+
+  /**
+   * Where the native join path may run now, what it needs to know; null where it must not: not
+   * ready or stopping, not this process's owner of the path, not IPv4 vxlan on the kernel's data
+   * path with one engine and no DirectRouting (host-gw, udp, WireGuard, dual stack, the
+   * user-space fallback), or no overlay device known.
+   */
+  private nativeJoinInput(): NativeJoinInput | null {
+    const own = this.own;
+    const config = this.config;
+    if (this.phaseValue !== 'ready' || nativeJoin.owner !== this || own === null || config === null || config.network === null) return null;
+    if (config.backend.type !== 'vxlan' || this.setup === null || this.ipv6Path !== null || this.engines.length !== 1 || this.onLinkCanMatter()) return null;
+    const e = this.engines[0]!;
+    const index = e.reconciler.overlayIfIndex;
+    if (e.dataPath !== 'kernel' || (e.backend.dataPath ?? 'kernel') !== 'kernel' || index === null) return null;
+    return {
+      subnetsPrefix: `${this.registry!.prefix}/subnets/`, own, network: config.network, subnetLen: config.subnetLen,
+      backendData: this.setup.backendData, device: { index, name: e.backend.deviceName },
+      underlayNetworks: this.guard.underlayNetworks, protectedIPs: this.guard.protectedIPs,
+    };
+  }
+
+  /** Tell the native join path of a lease this host knows (any lease: it only ever blocks a join). */
+  private knowNative(lease: Lease): void {
+    loadNative().fastJoinKnow(lease.key, ...nativePeerOf(lease));
   }
 
   /** Resolve once the lease manager has delivered the first full list of peers. */
@@ -365,6 +454,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
 
   private setPeer(key: string, lease: Lease): void {
     this.peerMap.set(key, lease);
+    if (this.nativeJoinOn) this.knowNative(lease);
     const i = this.peerIndex.get(key);
     if (i !== undefined) {
       this.peerList[i] = lease;
@@ -447,6 +537,8 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     // whose hold began or ended are changed keys too.
     this.departed.expire();
     for (const k of this.departed.takeChanges()) dirty.add(k);
+    // A key gone for good (its grace over) is new to the native join path again.
+    if (this.nativeJoinOn) for (const k of dirty) if (!this.peerMap.has(k) && this.departed.heldLease(k) === undefined) loadNative().fastJoinForget(k);
     // A switch of data path (the VXLAN fallback) changes what the rules can describe.
     for (const e of this.engines) if (e.dataPath !== (e.backend.dataPath ?? 'kernel')) whole = true;
     // DirectRouting and host-gw route only to peers on our L2 (vxlan without it answers an empty set).
@@ -742,6 +834,11 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
 
   private async shutdown(): Promise<void> {
     this.setPhase('stopping');
+    this.syncNativeJoin(); // off: no join is written past this point
+    if (nativeJoin.owner === this) {
+      nativeJoin.owner = null;
+      nativeJoin.enabled = false;
+    }
     this.notifier.stopping();
     this.unwatchPeers?.();
     await this.configWatch?.stop().catch(() => undefined);
@@ -760,3 +857,4 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     this.setPhase('stopped');
   }
 }
+

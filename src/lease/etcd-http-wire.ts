@@ -27,7 +27,8 @@ import { createDeadline, type Deadline } from '../deadline';
 import { WeftError, describeError } from '../errors';
 import { DEFAULT_CALL_TIMEOUT_MS, checkEtcdTransport, prefixEnd, readTlsFiles, type EtcdClientOptions } from './etcd-common';
 import type { EtcdWire, TxnCompare, TxnOp, TxnResult, WatchSink, WireEvent, WireFailure, WireKv, WireWatch } from './etcd-wire';
-import { Http1Client, Http1Failure, LineSplitter, MAX_BODY_BYTES, endpointOf, type Http1Answer, type Http1Stream } from './http1';
+import { Http1Client, Http1Failure, LineSplitter, MAX_BODY_BYTES, endpointOf, type Http1Answer, type Http1Stream, type StreamListeners } from './http1';
+import { NATIVE_RECORD_BYTES, nativeJoin, readRecord } from './native-join';
 
 /**
  * The watch stream asks etcd for a progress report this often, and takes it for dead when nothing
@@ -211,6 +212,9 @@ interface GatewayStream {
   abort(): void;
   send(msg: unknown): void;
   dead(why: string): void;
+  /** The watchers open on it (a stream the addon reads applies only their events: the native join path). */
+  watchOpen(id: string): void;
+  watchClosed(id: string): void;
 }
 
 /** JSON over HTTP(S) to one of several endpoints, with an auth token when configured. */
@@ -312,8 +316,50 @@ class GatewayClient {
       this.streams.delete(stream);
       if (!aborted) onEnd(err);
     };
+    // The native join path reads streams without credentials only: with a token, etcd's answers
+    // to a stale one (re-authenticate, then open again) are read by the code below.
+    const lines: StreamListeners['lines'] = this.opts.username ? undefined : (data, meta, records) => {
+      let at = 0;
+      let r = 0;
+      // Consecutive messages the addon applied (each one PUT on one watcher) are taken in as one:
+      // one recompute for the batch, as for a message of many events.
+      let batch: (WatchMessage & { error?: undefined }) | null = null;
+      let batchEvents: WireEvent[] = [];
+      const flushBatch = (): void => {
+        if (batch === null) return;
+        const m = { ...batch, events: batchEvents };
+        batch = null;
+        batchEvents = [];
+        if (!ended) onMessage(m);
+      };
+      try {
+        for (let i = 0; i < meta.length; i += 2) {
+          const line = data.subarray(at, at + meta[i]!);
+          at += meta[i]!;
+          const applied = meta[i + 1] === 1;
+          if (applied) {
+            // First, whatever follows: the kernel holds these objects.
+            nativeJoin.applied?.(readRecord(records, r));
+            r += NATIVE_RECORD_BYTES;
+          }
+          const msg = decodeWatchMessage(line);
+          if (applied && msg !== null && msg.error === undefined && msg.events !== null) {
+            if (batch !== null && batch.watchId !== msg.watchId) flushBatch();
+            batch = msg;
+            for (const e of msg.events) batchEvents.push(e);
+            continue;
+          }
+          flushBatch();
+          if (msg !== null && !ended) onMessage(msg);
+        }
+        flushBatch();
+      } catch (err) {
+        stream.fail(err instanceof Error ? err : new Error(String(err)));
+      }
+    };
     // Its own connection: a watch holds it for as long as it lives.
     const stream = endpoint.openStream(path, this.headers(), JSON.stringify(body) + '\n', {
+      ...(lines === undefined ? {} : { lines }),
       head: (h) => {
         if (h.status !== 200) errorStatus = h.status;
       },
@@ -362,6 +408,8 @@ class GatewayClient {
         this.endpointFailed(endpointIndex);
         stream.fail(new Error(why));
       },
+      watchOpen: (id: string) => stream.watchOpen?.(id),
+      watchClosed: (id: string) => stream.watchClosed?.(id),
     };
   }
 
@@ -549,6 +597,7 @@ class HttpWatchSession {
 
   private remove(id: string): void {
     if (!this.watchers.delete(id)) return;
+    this.stream?.watchClosed(id);
     const wasCreated = this.created.delete(id);
     if (this.watchers.size === 0) {
       this.end();
@@ -572,6 +621,7 @@ class HttpWatchSession {
         }
         this.stream = stream;
         this.created.add(first.id);
+        if (this.watchers.has(first.id)) stream.watchOpen(first.id);
         // Watchers added while connecting (or the first one, closed meanwhile: cancelled).
         if (!this.watchers.has(first.id)) stream.send({ cancel_request: { watch_id: first.id } });
         for (const w of this.watchers.values()) if (!this.created.has(w.id)) this.create(stream, w);
@@ -585,6 +635,7 @@ class HttpWatchSession {
 
   private create(stream: GatewayStream, w: HttpWatcher): void {
     this.created.add(w.id);
+    stream.watchOpen(w.id);
     stream.send(w.createRequest());
   }
 
@@ -645,6 +696,7 @@ class HttpWatchSession {
     }
     if (msg.canceled) {
       const compacted = msg.compactRevision !== undefined && msg.compactRevision !== '0';
+      this.stream?.watchClosed(watcher.id);
       this.watchers.delete(watcher.id);
       this.created.delete(watcher.id);
       if (this.watchers.size === 0) this.end();

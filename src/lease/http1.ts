@@ -18,6 +18,9 @@
  */
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { createDeadline } from '../deadline';
+import { parseIPv4 } from '../ip';
+import { loadNative } from '../native';
+import { nativeJoin } from './native-join';
 
 /** Status line + headers (and, separately, trailers) of one response. */
 export const MAX_HEAD_BYTES = 16 * 1024;
@@ -502,6 +505,12 @@ export interface StreamListeners {
   body(piece: Buffer): void;
   /** Once, unless aborted: null when the server ended the body, else why the connection failed. */
   end(err: Error | null): void;
+  /**
+   * When given, a plain-HTTP stream to an IPv4 address may be read by the addon
+   * (src/lease/native-join.ts), which delivers whole lines instead of body pieces: line i is
+   * meta[2i] bytes, flagged meta[2i+1] = 1 when the addon applied it (its record in `records`).
+   */
+  lines?(data: Buffer, meta: Uint32Array, records: Buffer): void;
 }
 
 /** An open stream: a request whose chunked body stays open. */
@@ -512,6 +521,12 @@ export interface Http1Stream {
   abort(): void;
   /** Ends it with `err` (the listeners' end() gets it). */
   fail(err: Error): void;
+  /**
+   * A stream the addon reads (the native join path): which watchers are open on it, so that it
+   * applies only their events. Absent on Node's sockets.
+   */
+  watchOpen?(id: string): void;
+  watchClosed?(id: string): void;
 }
 
 /**
@@ -573,6 +588,8 @@ export class Http1Client {
   /** POST with a chunked body that stays open (`first`: its first chunk), on a connection of its own. */
   openStream(path: string, headers: Readonly<Record<string, string>>, first: string, listeners: StreamListeners): Http1Stream {
     const head = requestHead(this.endpoint, path, headers, null);
+    const nativeIp = this.endpoint.tls === null && listeners.lines !== undefined && nativeJoin.enabled ? parseIPv4(this.endpoint.host) : null;
+    if (nativeIp !== null) return this.openNativeStream(nativeIp, head, first, listeners);
     const conn = this.connect();
     conn.socket.setKeepAlive(true, 30_000);
     let ended = false;
@@ -600,6 +617,48 @@ export class Http1Client {
         conn.fail(null);
       },
       fail: (err) => conn.fail(err),
+    };
+  }
+
+  /**
+   * The stream read by the addon (addon/src/fastjoin.cc): connect, the request, the chunked
+   * answer and its lines in C++; the lines reach `listeners.lines` in batches. TLS streams stay
+   * on Node's sockets (the addon has no TLS of its own).
+   */
+  private openNativeStream(ip: number, head: string, first: string, listeners: StreamListeners): Http1Stream {
+    const chunk = (data: string): string => `${Buffer.byteLength(data).toString(16)}\r\n${data}\r\n`;
+    let ended = false;
+    const origin = this.endpoint.origin;
+    const ws = new (loadNative().WatchStream)(ip, this.endpoint.port, Buffer.from(head + chunk(first)), nativeJoin.drainMs,
+      (status) => listeners.head({ status, headers: new Map() }),
+      (data, meta, records) => {
+        if (!ended) listeners.lines!(data, meta, records);
+      },
+      (err) => {
+        nativeJoin.streams.delete(ws);
+        if (ended) return;
+        ended = true;
+        listeners.end(err === null ? null : new Error(`${origin}: ${err}`));
+      });
+    nativeJoin.streams.add(ws);
+    return {
+      send: (data) => {
+        if (!ended && data.length > 0) ws.send(Buffer.from(chunk(data)));
+      },
+      abort: () => {
+        ended = true;
+        nativeJoin.streams.delete(ws);
+        ws.abort();
+      },
+      fail: (err) => {
+        if (ended) return;
+        ended = true;
+        nativeJoin.streams.delete(ws);
+        ws.abort();
+        listeners.end(err);
+      },
+      watchOpen: (id) => ws.watchOpen(id),
+      watchClosed: (id) => ws.watchClosed(id),
     };
   }
 

@@ -81,6 +81,7 @@ export function daemonMetricFamilies(src: MetricsSources): MetricFamily[] {
     }),
     counter('weft_peer_updates_total', 'Peer-set changes received from the lease watch.', () => c.peerUpdates),
     c.programming.family('weft_peer_programming_seconds', 'Time from a peer change to the kernel having it.'),
+    counter('weft_native_joins_total', 'Peer joins the native join path programmed as their lease arrived (--native-join), counted when the books take them in.', () => snap().nativeJoins ?? 0),
     counter('weft_reconcile_runs_total', 'Reconcile runs (diff kernel against desired state and apply).', () => primaryReconcile(snap())?.runs ?? 0),
     counter('weft_reconcile_failures_total', 'Reconcile runs in which some change failed.', () => primaryReconcile(snap())?.failed ?? 0),
     counter('weft_reconcile_repairs_total', 'Objects repaired after drift (deleted or changed by someone else), by kind.', () => {

@@ -51,6 +51,7 @@ const DEFAULTS: DaemonOptions = {
   healthzIp: '0.0.0.0',
   healthzPort: 0,
   healthzExposeDetails: false,
+  nativeJoin: true,
   probeIntervalSeconds: 30,
   vxlanFallback: 'auto',
   wireguardFallback: 'auto',

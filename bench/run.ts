@@ -26,6 +26,7 @@ import { cpus, loadavg as osLoadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultWeftdPath, requireRoot, type Lab } from '../src/lab';
+import { sleep } from '../src/lab/run';
 import { median, percentile } from './lib/harness';
 import {
   AFTER, FLOOR_KINDS, measureBurst, measureEventKinds, measureFloorJoins, measureIdle, measureIsolatedJoins, measureJoins, measureNodeFloor, measureStartWithPeers, measureStartup, measureWakeups, restartAll, withLab,
@@ -273,6 +274,24 @@ async function main(): Promise<number> {
 }
 
 /**
+ * How long the daemons run before their joins are measured: past weftd's start-up collections
+ * (the idle GC 3 s after ready, V8's memory reducer ~8 s after that) and flanneld's iptables
+ * bootstrap, which are not a join's work. Until the fifteenth pass the lab's first variant was
+ * measured at once and the others 5 s after their restart; a block of joins right after start-up
+ * read up to twice the CPU of the next (docs/performance.md, fourteenth and fifteenth passes).
+ */
+const JOIN_SETTLE_MS = 20_000;
+/**
+ * Joins each variant makes before its measured ones, and the pause after them (weftd's idle GC
+ * runs 3 s after the last peer change). A daemon's first joins after its start compile the join
+ * path and fill its caches, once: on a 30-host lab the first 60 joins read 0.417 ms of CPU per
+ * daemon per join and every later block 0.207–0.211, a first block 30 s after the last as well
+ * (docs/performance.md, fifteenth pass). The floors' rows warm up the same way.
+ */
+const WARM_UP_JOINS = 10;
+const AFTER_WARM_UP_MS = 5000;
+
+/**
  * Join latency of every variant on one lab, in `rounds` rounds: each round restarts every daemon
  * as each variant in turn (the lab starts with this tree's weftd) and measures its share of the
  * joins, each on fresh subnets. Leaves the last variant running (what follows on the lab
@@ -286,8 +305,14 @@ async function measureJoinRounds(l: Lab, variants: readonly Variant[], joinsPerV
   let skip = 0;
   for (let r = 0; r < rounds; r++) {
     for (const v of variants) {
-      if (v !== running) await restartAll(l, v, progress);
+      // Every variant's joins start JOIN_SETTLE_MS after its daemons did, the lab's first ones too,
+      // and after WARM_UP_JOINS of its own (not counted) and the collections they leave.
+      if (v !== running) await restartAll(l, v, progress, [], JOIN_SETTLE_MS);
+      else if (r === 0) await sleep(JOIN_SETTLE_MS);
       running = v;
+      await measureJoins(l, WARM_UP_JOINS, '10.5.0.0/16', () => undefined, v.label, skip);
+      skip += WARM_UP_JOINS;
+      await sleep(AFTER_WARM_UP_MS);
       if (rounds > 1) progress(`  round ${r + 1}/${rounds}: ${v.label}`);
       parts.push(await measureJoins(l, perRound, '10.5.0.0/16', progress, v.label, skip));
       skip += perRound;

@@ -186,7 +186,6 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
     // registry, whose watch streams it decides.
     if (opts.nativeJoin && nl instanceof NetlinkClient && nativeJoin.owner === null) {
       nativeJoin.owner = this;
-      nativeJoin.enabled = true;
     }
     const registry = (this.registry = this.makeRegistry(opts, this.log));
     const manager = (this.manager = new LeaseManager({ registry, log: this.log }));
@@ -835,10 +834,7 @@ export class Weftd extends EventEmitter<WeftdEvents> implements DaemonView {
   private async shutdown(): Promise<void> {
     this.setPhase('stopping');
     this.syncNativeJoin(); // off: no join is written past this point
-    if (nativeJoin.owner === this) {
-      nativeJoin.owner = null;
-      nativeJoin.enabled = false;
-    }
+    if (nativeJoin.owner === this) nativeJoin.owner = null;
     this.notifier.stopping();
     this.unwatchPeers?.();
     await this.configWatch?.stop().catch(() => undefined);

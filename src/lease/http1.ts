@@ -363,6 +363,11 @@ function requestHead(endpoint: Http1Endpoint, path: string, headers: Readonly<Re
   return head + '\r\n';
 }
 
+/** One chunk of a chunked request body. */
+function chunk(data: string): string {
+  return `${Buffer.byteLength(data).toString(16)}\r\n${data}\r\n`;
+}
+
 /** The plain connections' read buffer: one read of the kernel's socket at most. */
 const READ_BUFFER_BYTES = 64 * 1024;
 let readBuffer: Buffer | null = null;
@@ -588,7 +593,7 @@ export class Http1Client {
   /** POST with a chunked body that stays open (`first`: its first chunk), on a connection of its own. */
   openStream(path: string, headers: Readonly<Record<string, string>>, first: string, listeners: StreamListeners): Http1Stream {
     const head = requestHead(this.endpoint, path, headers, null);
-    const nativeIp = this.endpoint.tls === null && listeners.lines !== undefined && nativeJoin.enabled ? parseIPv4(this.endpoint.host) : null;
+    const nativeIp = this.endpoint.tls === null && listeners.lines !== undefined && nativeJoin.owner !== null ? parseIPv4(this.endpoint.host) : null;
     if (nativeIp !== null) return this.openNativeStream(nativeIp, head, first, listeners);
     const conn = this.connect();
     conn.socket.setKeepAlive(true, 30_000);
@@ -606,7 +611,6 @@ export class Http1Client {
         listeners.end(err);
       },
     }, Infinity);
-    const chunk = (data: string): string => `${Buffer.byteLength(data).toString(16)}\r\n${data}\r\n`;
     conn.socket.write(head + chunk(first));
     return {
       send: (data) => {
@@ -626,7 +630,6 @@ export class Http1Client {
    * on Node's sockets (the addon has no TLS of its own).
    */
   private openNativeStream(ip: number, head: string, first: string, listeners: StreamListeners): Http1Stream {
-    const chunk = (data: string): string => `${Buffer.byteLength(data).toString(16)}\r\n${data}\r\n`;
     let ended = false;
     const origin = this.endpoint.origin;
     const ws = new (loadNative().WatchStream)(ip, this.endpoint.port, Buffer.from(head + chunk(first)), nativeJoin.drainMs,

@@ -11,6 +11,8 @@
  * alone cost a quarter of the budget. In the addon a join costs a C wake-up and three writes;
  * the books follow once a second for all the joins of that second.
  */
+import { macAt } from '../netlink/codec';
+
 export interface NativeJoinRecord {
   readonly subnetIp: number;
   readonly prefixLen: number;
@@ -31,18 +33,18 @@ export interface HeldMessages {
 export const DEFAULT_DRAIN_MS = 1000;
 
 export const nativeJoin: {
-  /** Whether new plain-HTTP watch streams are read by the addon: weftd sets it (--native-join). */
-  enabled: boolean;
   /** How long the addon holds an applied message before JavaScript takes it in (spread ±50 %). */
   drainMs: number;
   applied: ((rec: NativeJoinRecord) => void) | null;
   /** The streams the addon reads now. */
   readonly streams: Set<HeldMessages>;
-  /** The daemon that configures the addon (one per process); null: none. */
+  /**
+   * The daemon that configures the addon (one per process, with --native-join); null: none, and
+   * watch streams stay on Node's sockets.
+   */
   owner: object | null;
 } = {
   owner: null,
-  enabled: false,
   drainMs: Number(process.env.WEFT_NATIVE_JOIN_DRAIN_MS ?? DEFAULT_DRAIN_MS),
   applied: null,
   streams: new Set(),
@@ -60,6 +62,5 @@ export function flushNativeJoins(): void {
 export const NATIVE_RECORD_BYTES = 16;
 
 export function readRecord(records: Buffer, at: number): NativeJoinRecord {
-  const mac = records.toString('hex', at + 5, at + 11).replace(/(..)(?!$)/g, '$1:');
-  return { subnetIp: records.readUInt32BE(at), prefixLen: records[at + 4]!, mac, publicIp: records.readUInt32BE(at + 12) };
+  return { subnetIp: records.readUInt32BE(at), prefixLen: records[at + 4]!, mac: macAt(records, at + 5, at + 11)!, publicIp: records.readUInt32BE(at + 12) };
 }
